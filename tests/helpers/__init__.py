@@ -1,0 +1,1 @@
+"""Reusable test helpers: tiny hand-weighted models, real photos, state snapshots."""

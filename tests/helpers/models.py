@@ -1,0 +1,128 @@
+"""Tiny models with hand-set weights whose Grad-CAM can be computed by hand.
+
+``TinyGapNet`` on ``x = arange(9).view(1, 1, 3, 3)``:
+
+* conv (1 -> 2 channels, 2x2 kernel, no bias): channel 0 sums each 2x2 window, channel 1 is
+  ``x[i, j] - x[i+1, j+1]``, so ``A^0 = [[8, 12], [20, 24]]`` and ``A^1 = [[-4, -4], [-4, -4]]``;
+* global average pooling (Z = 4), then a linear layer with ``W = [[1, 2], [-1, 1]]``.
+
+So ``dy^c/dA^k_ij = W[c, k] / 4`` everywhere, ``alpha^c = W[c] / 4`` and
+``y^0 = 16 - 8 = 8``, ``y^1 = -16 - 4 = -20``;
+``L^0 = ReLU(A^0/4 + A^1/2) = [[0, 1], [3, 4]]``;
+``sum_k alpha^1_k A^k = -A^0/4 + A^1/4 = [[-3, -4], [-6, -7]]``, so ``L^1 = 0`` and its
+counterfactual is ``[[3, 4], [6, 7]]``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+
+def tiny_input() -> Tensor:
+    return torch.arange(9, dtype=torch.float32).view(1, 1, 3, 3)
+
+
+class TinyGapNet(nn.Module):
+    """conv -> GAP -> linear, with the weights of the module docstring."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 2, kernel_size=2, bias=False)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(2, 2, bias=False)
+        with torch.no_grad():
+            self.conv.weight.copy_(
+                torch.tensor([[[[1.0, 1.0], [1.0, 1.0]]], [[[1.0, 0.0], [0.0, -1.0]]]])
+            )
+            self.fc.weight.copy_(torch.tensor([[1.0, 2.0], [-1.0, 1.0]]))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc(self.pool(self.conv(x)).flatten(1))
+
+
+class TinyGatedNet(nn.Module):
+    """conv (window sums, bias -15) -> ReLU(inplace) -> flatten -> linear [1, 2, 3, 4].
+
+    On ``tiny_input()``: ``A = [[-7, -3], [5, 9]]``, ``y = 5*3 + 9*4 = 51``, the ReLU gates the
+    gradient to ``[[0, 0], [3, 4]]``, ``alpha = 7/4`` and ``L = [[0, 0], [8.75, 15.75]]``.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 1, kernel_size=2)
+        self.act = nn.ReLU(inplace=True)
+        self.fc = nn.Linear(4, 1, bias=False)
+        with torch.no_grad():
+            self.conv.weight.fill_(1.0)
+            self.conv.bias.fill_(-15.0)
+            self.fc.weight.copy_(torch.tensor([[1.0, 2.0, 3.0, 4.0]]))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc(self.act(self.conv(x)).flatten(1))
+
+
+class SmallCNN(nn.Module):
+    """A small random CNN with BatchNorm, in-place ReLUs and a GAP + linear head (seeded)."""
+
+    def __init__(self, classes: int = 5, seed: int = 0) -> None:
+        super().__init__()
+        torch.manual_seed(seed)
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 8, 3, padding=1),
+            nn.BatchNorm2d(8),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),
+            nn.Conv2d(8, 16, 3, padding=1),
+            nn.BatchNorm2d(16),
+            nn.ReLU(inplace=True),
+        )
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(16, classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc(self.pool(self.features(x)).flatten(1))
+
+
+class WrappedOutput(nn.Module):
+    """SmallCNN whose output is wrapped: ``"tuple"``, ``"dict"``, ``"object"`` or ``"str"``."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__()
+        self.net = SmallCNN()
+        self.kind = kind
+
+    def forward(self, x: Tensor) -> Any:
+        logits = self.net(x)
+        if self.kind == "tuple":
+            return logits, logits.detach() * 0
+        if self.kind == "dict":
+            return {"logits": logits, "aux": logits.detach()}
+        if self.kind == "object":
+            return type("Output", (), {"logits": logits})()
+        return "not a tensor"
+
+
+class ReusedLayerNet(nn.Module):
+    """Calls ``self.block`` twice per forward pass."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 4, 3, padding=1)
+        self.block = nn.Conv2d(4, 4, 3, padding=1)
+        self.unused = nn.Conv2d(4, 4, 1)
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.block(self.block(self.stem(x)))
+        return self.fc(x.mean(dim=(2, 3)))
+
+
+class FailingNet(SmallCNN):
+    """Raises inside forward, after the feature layer has run."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        self.features(x)
+        raise RuntimeError("boom inside forward")

@@ -1,0 +1,110 @@
+"""The ``gradcam`` command, run through its installed entry point."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers.photos import cat_and_coffee, photo
+
+GRADCAM = str(Path(sys.executable).with_name("gradcam"))
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([GRADCAM, *args], capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("photos")
+    both, _ = cat_and_coffee()
+    paths = {"both": folder / "cat_and_coffee.jpg", "cat": folder / "cat.png"}
+    both.save(paths["both"])
+    photo("chelsea.png").save(paths["cat"])
+    (folder / "notes.jpg").write_text("not an image")
+    paths["text"] = folder / "notes.jpg"
+    paths["corrupt"] = folder / "corrupt.png"
+    paths["corrupt"].write_bytes(paths["cat"].read_bytes()[:2000])
+    return paths
+
+
+def test_explain_writes_overlays_summary_and_maps(photos: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    proc = run(
+        "explain",
+        str(photos["both"]),
+        "--top-k",
+        "2",
+        "--counterfactual",
+        "--out",
+        str(out),
+        "--save-maps",
+    )
+    assert proc.returncode == 0, proc.stderr
+    folder = out / "cat_and_coffee"
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["size"] == [901, 300] and summary["layer"] == "_head_act"
+    assert len(summary["predictions"]) == 5
+    assert [m["kind"] for m in summary["maps"]] == ["gradcam"] * 2 + ["counterfactual"] * 2
+    for entry in summary["maps"]:
+        overlay = folder / entry["overlay"]
+        assert overlay.is_file()
+        x0, y0, x1, y1 = entry["box"]
+        assert 0 <= x0 <= x1 < 901 and 0 <= y0 <= y1 < 300
+    arrays = np.load(folder / "maps.npz")
+    assert arrays["input"].shape == (1, 3, 224, 673)
+    assert arrays["raw"].shape == (2, 7, 22) and arrays["maps"].shape == (2, 224, 673)
+    assert arrays["counterfactual_raw"].shape == (2, 7, 22)
+    assert arrays["classes"].tolist() == [m["class"] for m in summary["maps"][:2]]
+    assert arrays["maps"].min() >= 0.0 and arrays["maps"].max() <= 1.0
+
+
+def test_bad_files_are_reported_and_the_rest_explained(
+    photos: dict[str, Path], tmp_path: Path
+) -> None:
+    missing = tmp_path / "missing.png"
+    out = tmp_path / "out"
+    proc = run(
+        "explain",
+        str(photos["text"]),
+        str(photos["cat"]),
+        str(missing),
+        str(photos["corrupt"]),
+        "--class",
+        "espresso",
+        "--out",
+        str(out),
+    )
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr
+    for bad in (
+        "notes.jpg: not an image file",
+        "missing.png: no such file",
+        "corrupt.png: corrupt",
+    ):
+        assert bad in proc.stderr
+    summary = json.loads((out / "cat" / "summary.json").read_text())
+    assert summary["maps"][0]["name"] == "espresso"
+    assert "explained 1 of 4 images" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--class", "cat"], "ambiguous"),
+        (["--layer", "_blocks.99"], "no layer named"),
+        (["--model", "resnet5O"], "unknown model"),
+        (["--top-k", "0"], "--top-k must be at least 1"),
+    ],
+    ids=["class", "layer", "model", "top-k"],
+)
+def test_user_errors_exit_2_without_traceback(
+    photos: dict[str, Path], args: list[str], message: str, tmp_path: Path
+) -> None:
+    proc = run("explain", str(photos["cat"]), "--out", str(tmp_path), *args)
+    assert proc.returncode == 2
+    assert message in proc.stderr and "Traceback" not in proc.stderr
