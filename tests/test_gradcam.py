@@ -131,6 +131,13 @@ class TestPrecisionAndModes:
             assert not torch.is_grad_enabled()
         torch.testing.assert_close(inside.raw, expected.raw)
 
+    def test_works_under_caller_inference_mode(self, resnet18: torch.nn.Module) -> None:
+        x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(5))
+        expected = GradCAM(resnet18, "layer4")(x, 1)
+        with torch.inference_mode():
+            inside = GradCAM(resnet18, "layer4")(x.clone(), 1)
+        torch.testing.assert_close(inside.raw, expected.raw)
+
     def test_results_are_detached(self, resnet18: torch.nn.Module) -> None:
         x = torch.randn(1, 3, 64, 64, requires_grad=True)
         result = GradCAM(resnet18, "layer4")(x, TopK(2))

@@ -42,7 +42,11 @@ def _build_parser() -> argparse.ArgumentParser:
         help="class index or name to explain (repeatable; default: the top-1 class)",
     )
     explain.add_argument(
-        "--top-k", type=int, default=1, metavar="K", help="explain the K best classes"
+        "--top-k",
+        type=int,
+        default=1,
+        metavar="K",
+        help="explain the K best classes (default: 1; --class overrides)",
     )
     explain.add_argument(
         "--counterfactual", action="store_true", help="also write counterfactual maps (sec. 3.3)"

@@ -163,24 +163,27 @@ def layer_gradients(
     """
     x = check_input(x, model)
     grad_mode = torch.is_grad_enabled()
-    try:
-        torch.set_grad_enabled(False)
-        with eval_mode(model), capture_layer(layer, layer_name) as capture:
-            output = model(x)
-        activation = capture.activation
-        if activation is None:
-            raise LayerError(f"layer {layer_name!r} did not run during the forward pass")
-        torch.set_grad_enabled(True)
-        resolved = resolve_targets(targets, output, x.shape[0])
-        if not bool(torch.isfinite(resolved.scores).all()):
-            raise GradCAMError("the model produced NaN or infinite target scores")
-        gradients = _grad_to_layer(resolved.scores, activation)
+    # A caller's inference_mode would forbid the autograd leaf at the layer; leaving it
+    # re-enables grad mode, so grad mode is switched off inside.
+    with torch.inference_mode(False):
         try:
-            logits: Tensor | None = as_logits(output).detach()
-        except TargetError:
-            logits = None
-    finally:
-        torch.set_grad_enabled(grad_mode)
+            torch.set_grad_enabled(False)
+            with eval_mode(model), capture_layer(layer, layer_name) as capture:
+                output = model(x)
+            activation = capture.activation
+            if activation is None:
+                raise LayerError(f"layer {layer_name!r} did not run during the forward pass")
+            torch.set_grad_enabled(True)
+            resolved = resolve_targets(targets, output, x.shape[0])
+            if not bool(torch.isfinite(resolved.scores).all()):
+                raise GradCAMError("the model produced NaN or infinite target scores")
+            gradients = _grad_to_layer(resolved.scores, activation)
+            try:
+                logits: Tensor | None = as_logits(output).detach()
+            except TargetError:
+                logits = None
+        finally:
+            torch.set_grad_enabled(grad_mode)
     if not bool(torch.isfinite(gradients).all()):
         raise GradCAMError(f"gradients at layer {layer_name!r} contain NaN or infinite values")
     return LayerGradients(
