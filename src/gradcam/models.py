@@ -219,7 +219,7 @@ def load_model(
     if not pretrained:
         warnings.warn(
             f"model {name!r} has random weights (no weights file given): its predictions "
-            "and maps are meaningless; pass weights=FILE for a trained model",
+            "and maps are meaningless; give a weights file (--weights FILE, or weights= in Python)",
             UserWarning,
             stacklevel=2,
         )
