@@ -164,3 +164,37 @@ class TestPrecisionAndModes:
         assert model.training
         in_eval = GradCAM(model.eval(), "features")(x, 1)
         torch.testing.assert_close(in_train.raw, in_eval.raw)
+
+
+class _Square(torch.autograd.Function):
+    """A custom autograd Function whose backward goes through NumPy, as legacy ops do: it
+    cannot be vmapped, so K targets need the per-target fallback."""
+
+    @staticmethod
+    def forward(ctx: torch.autograd.function.FunctionCtx, x: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x)  # type: ignore[attr-defined]
+        return x * x
+
+    @staticmethod
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor) -> torch.Tensor:
+        (x,) = ctx.saved_tensors  # type: ignore[attr-defined]
+        return torch.from_numpy(2 * x.numpy() * grad.numpy())
+
+
+class _CustomHead(SmallCNN):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.pool(_Square.apply(self.features(x))).flatten(1))
+
+
+def test_custom_autograd_function_falls_back_to_exact_per_target_gradients() -> None:
+    model = _CustomHead(seed=5).eval()
+    x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(8))
+    cam = GradCAM(model, "features")
+    with pytest.raises(RuntimeError):  # the batched backward cannot run this Function
+        scores = model(x.requires_grad_())[:, :2]
+        torch.autograd.grad(scores, x, torch.eye(2)[:, None].expand(2, 2, 2), is_grads_batched=True)
+    many = cam(x.detach(), [0, 3, 4])
+    for k, c in enumerate([0, 3, 4]):
+        torch.testing.assert_close(
+            many.raw[:, k], cam(x.detach(), c).raw[:, 0], rtol=1e-5, atol=1e-6
+        )

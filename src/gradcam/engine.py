@@ -111,8 +111,14 @@ def _grad_to_layer(scores: Tensor, activation: Tensor) -> Tensor:
         with warnings.catch_warnings():
             # vmap reports ops without a batching rule; they still give exact results.
             warnings.filterwarnings("ignore", message=".*performance drop.*")
+            # retain_graph: the fallback below may need the graph if this call fails midway.
             (grads,) = torch.autograd.grad(
-                scores, activation, grad_outputs, is_grads_batched=True, allow_unused=True
+                scores,
+                activation,
+                grad_outputs,
+                retain_graph=True,
+                is_grads_batched=True,
+                allow_unused=True,
             )
     except RuntimeError:
         # Some custom autograd Functions cannot be vmapped: fall back to K backward passes.
@@ -128,7 +134,7 @@ def _grad_to_layer(scores: Tensor, activation: Tensor) -> Tensor:
             ]
         )
     if grads is None:
-        return torch.zeros((batch, k, *activation.shape[1:]), dtype=activation.dtype)
+        return activation.new_zeros((batch, k, *activation.shape[1:]))
     return grads.transpose(0, 1)
 
 
