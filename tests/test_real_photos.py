@@ -58,13 +58,14 @@ def test_counterfactual_does_not_peak_on_the_object(lite0: gradcam.LoadedModel) 
 
 def test_explain_image_reports_original_pixels(lite0: gradcam.LoadedModel) -> None:
     image, split = cat_and_coffee()
-    found = explain_image(lite0, image, classes=[ESPRESSO], counterfactual=True)
+    found = explain_image(lite0, image, classes=[ESPRESSO], methods=["gradcam", "counterfactual"])
     espresso = found.entries[0]
-    assert espresso.class_name == "espresso" and espresso.kind == "gradcam"
+    assert espresso.class_name == "espresso" and espresso.method == "gradcam"
+    assert espresso.peak is not None and espresso.box is not None
     assert split < espresso.peak[0] < image.width and 0 <= espresso.peak[1] < image.height
     x0, y0, x1, y1 = espresso.box
     assert split - 30 <= x0 < x1 < image.width and 0 <= y0 < y1 < image.height
-    assert [e.kind for e in found.entries] == ["gradcam", "counterfactual"]
+    assert [e.method for e in found.entries] == ["gradcam", "counterfactual"]
     assert found.predictions[0]["name"] in {"espresso", "Egyptian cat", "tabby", "tiger cat"}
 
 

@@ -13,20 +13,44 @@ from gradcam.errors import GradCAMError, ImageLoadError, LayerError, ModelLoadEr
 from gradcam.images import Preprocess, load_image
 from gradcam.layers import find_default_layer, spatial_layers
 from gradcam.maps import bounding_box, normalize, peak, upsample
-from gradcam.methods import CAMResult, GradCAM
+from gradcam.methods import (
+    CAM,
+    CAMResult,
+    DeconvGradCAM,
+    Deconvolution,
+    GradCAM,
+    GuidedBackprop,
+    GuidedCAMResult,
+    GuidedGradCAM,
+    Occlusion,
+    OcclusionResult,
+    PixelResult,
+    Result,
+    methods,
+)
 from gradcam.models import LoadedModel, available_models, load_model
 from gradcam.targets import TopK
 from gradcam.viz import overlay
 
 __all__ = [
+    "CAM",
     "CAMResult",
+    "DeconvGradCAM",
+    "Deconvolution",
     "GradCAM",
     "GradCAMError",
+    "GuidedBackprop",
+    "GuidedCAMResult",
+    "GuidedGradCAM",
     "ImageLoadError",
     "LayerError",
     "LoadedModel",
     "ModelLoadError",
+    "Occlusion",
+    "OcclusionResult",
+    "PixelResult",
     "Preprocess",
+    "Result",
     "TargetError",
     "TopK",
     "available_models",
@@ -34,6 +58,7 @@ __all__ = [
     "find_default_layer",
     "load_image",
     "load_model",
+    "methods",
     "normalize",
     "overlay",
     "peak",

@@ -18,6 +18,12 @@ from gradcam.errors import GradCAMError, ImageLoadError
 __all__ = ["main"]
 
 
+def _method_names() -> list[str]:
+    from gradcam.methods import methods
+
+    return methods()
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gradcam", description="Visual explanations for PyTorch vision models (Grad-CAM)."
@@ -49,7 +55,25 @@ def _build_parser() -> argparse.ArgumentParser:
         help="explain the K best classes (default: 1; --class overrides)",
     )
     explain.add_argument(
+        "--method",
+        dest="methods",
+        action="append",
+        metavar="NAME",
+        help="method to run (repeatable; default: gradcam): " + ", ".join(_method_names()),
+    )
+    explain.add_argument(
         "--counterfactual", action="store_true", help="also write counterfactual maps (sec. 3.3)"
+    )
+    explain.add_argument(
+        "--figure",
+        action="store_true",
+        help="also write a figure per class: photo, Guided Backprop, Grad-CAM, Guided Grad-CAM",
+    )
+    explain.add_argument(
+        "--window", type=int, default=35, help="occlusion window size in input pixels (35)"
+    )
+    explain.add_argument(
+        "--stride", type=int, default=8, help="occlusion stride in input pixels (8)"
     )
     explain.add_argument("--out", default="gradcam_out", metavar="DIR", help="output folder")
     explain.add_argument("--save-maps", action="store_true", help="also write maps.npz per image")
@@ -77,10 +101,22 @@ def _explain(args: argparse.Namespace) -> int:
     from gradcam.explain import explain_image, save_explanation
     from gradcam.images import load_image
     from gradcam.layers import resolve_layer
+    from gradcam.methods import Occlusion
     from gradcam.models import load_model
 
     if args.top_k < 1:
         raise GradCAMError(f"--top-k must be at least 1, got {args.top_k}")
+    names = list(args.methods or ["gradcam"])
+    if args.counterfactual:
+        names.append("counterfactual")
+    if args.figure:
+        names += ["gradcam", "guided-backprop", "guided-gradcam"]
+    names = list(dict.fromkeys(names))
+    unknown = [n for n in names if n not in _method_names()]
+    if unknown:
+        raise GradCAMError(
+            f"unknown method {unknown[0]!r}; choose from {', '.join(_method_names())}"
+        )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)
         loaded = load_model(args.model, args.weights)
@@ -89,6 +125,7 @@ def _explain(args: argparse.Namespace) -> int:
     classes = [loaded.class_index(c) for c in args.classes] if args.classes else None
     if args.layer is not None:
         resolve_layer(loaded.module, args.layer)
+    occlusion = Occlusion(loaded.module, window=args.window, stride=args.stride)
     out = Path(args.out)
     failures = 0
     pairs = list(zip(args.images, _output_dirs(args.images, out), strict=True))
@@ -101,8 +138,9 @@ def _explain(args: argparse.Namespace) -> int:
                 image,
                 classes=classes,
                 top_k=args.top_k,
-                counterfactual=args.counterfactual,
+                methods=names,
                 layer=args.layer,
+                occlusion=occlusion,
             )
             summary = save_explanation(
                 explanation,
@@ -111,15 +149,14 @@ def _explain(args: argparse.Namespace) -> int:
                 source=path,
                 model=args.model,
                 save_maps=args.save_maps,
+                figure=args.figure,
             )
         except ImageLoadError as exc:
             failures += 1
             tqdm.write(f"gradcam: error: {exc}", file=sys.stderr)
             continue
-        names = ", ".join(
-            m["name"] or str(m["class"]) for m in summary["maps"] if m["kind"] == "gradcam"
-        )
-        tqdm.write(f"{path}: {names} -> {folder}", file=sys.stdout)
+        explained = dict.fromkeys(m["name"] or str(m["class"]) for m in summary["maps"])
+        tqdm.write(f"{path}: {', '.join(explained)} -> {folder}", file=sys.stdout)
     done = len(pairs) - failures
     print(f"explained {done} of {len(pairs)} images; results in {out}", file=sys.stderr)
     return 1 if failures else 0

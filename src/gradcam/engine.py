@@ -1,10 +1,15 @@
-"""The one engine every gradient method shares: one forward pass, gradients to one layer.
+"""The one engine every gradient method shares: one forward pass, then batched backward passes.
 
-For a batch ``x`` and ``K`` targets per image, :func:`layer_gradients` runs the model once,
-captures the layer's feature maps ``A`` (B, C, h, w), evaluates the ``K`` target scores
-``y^c`` (B, K) and returns ``dy^c/dA`` (B, K, C, h, w) from a single batched backward pass
-(``torch.autograd.grad`` with ``is_grads_batched``). Only the part of the network after the
-layer records a graph; parameter ``.grad`` fields are never touched.
+For a batch ``x`` and ``K`` targets per image, :func:`compute_gradients` runs the model once,
+evaluates the ``K`` target scores ``y^c`` (B, K), and takes, each with one batched backward
+pass (``torch.autograd.grad`` with ``is_grads_batched``):
+
+* ``dy^c/dA`` (B, K, C, h, w) at a layer ``A`` (Grad-CAM's gradients), and/or
+* ``dy^c/dx`` (B, K, C, H, W) at the input, under one or more rectifier rules (plain, guided,
+  deconv; see :mod:`gradcam.rectifiers`), all from the same forward pass.
+
+When only the layer gradient is needed, the network before the layer records no graph (it is
+cut at the layer). Parameter ``.grad`` fields are never touched.
 
 The user's model and input are left exactly as they were: hooks live for one call, the model
 runs in eval mode during the call and every module's ``training`` flag is restored afterwards.
@@ -13,38 +18,41 @@ runs in eval mode during the call and every module's ``training`` flag is restor
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from gradcam.errors import GradCAMError, LayerError, TargetError
-from gradcam.hooks import capture_layer
+from gradcam.hooks import capture_layer, rectifier_mode
+from gradcam.rectifiers import RectifierState, Rule
 from gradcam.targets import TargetLike, as_logits, resolve_targets
 
-__all__ = ["LayerGradients", "check_input", "eval_mode", "layer_gradients"]
+__all__ = ["Gradients", "check_input", "compute_gradients", "eval_mode"]
 
 
 @dataclass(frozen=True)
-class LayerGradients:
-    """Everything one forward and one backward pass give about a layer (all detached).
+class Gradients:
+    """What one forward pass and its backward passes give (all tensors detached).
 
     Attributes:
-        activations: ``A``, (B, C, h, w), the layer's output.
-        gradients: ``dy^c/dA``, (B, K, C, h, w), one gradient per target.
         scores: ``y^c``, (B, K), the target scores (before softmax for classes).
         classes: (B, K) class ids, -1 for callable targets.
         logits: (B, N) class scores of the model output, or ``None`` if it has none.
+        activations: ``A``, (B, C, h, w), the layer's output, when a layer was asked for.
+        gradients: ``dy^c/dA``, (B, K, C, h, w), when a layer was asked for.
+        input_gradients: ``dy^c/dx``, (B, K, C, H, W), for each rule asked for.
     """
 
-    activations: Tensor
-    gradients: Tensor
     scores: Tensor
     classes: Tensor
     logits: Tensor | None
+    activations: Tensor | None = None
+    gradients: Tensor | None = None
+    input_gradients: dict[str, Tensor] = field(default_factory=dict)
 
 
 @contextmanager
@@ -92,29 +100,32 @@ def check_input(x: Any, model: nn.Module) -> Tensor:
     return x
 
 
-def _grad_to_layer(scores: Tensor, activation: Tensor) -> Tensor:
-    """``d scores[:, k] / dA`` for every k as (B, K, C, h, w), in one batched backward pass."""
+def _batched_grad(scores: Tensor, wrt: Tensor, what: str) -> Tensor:
+    """``d scores[:, k] / d wrt`` for every k as (B, K, ...), in one batched backward pass.
+
+    The graph is kept, so several backward passes can follow one forward pass.
+    """
     batch, k = scores.shape
     if not scores.requires_grad:
         raise TargetError(
-            "the target scores do not depend on the chosen layer (no gradient path); "
+            f"the target scores do not depend on the {what} (no gradient path); "
             "choose a layer that the scores are computed from"
         )
     # Images of a batch are independent in eval mode, so the gradient of the batch sum of
     # column k gives every image's own gradient for its target k.
+    grads: Tensor | None
     if k == 1:
-        (grad,) = torch.autograd.grad(scores.sum(), activation, allow_unused=True)
-        return (torch.zeros_like(activation) if grad is None else grad).unsqueeze(1)
+        (grads,) = torch.autograd.grad(scores.sum(), wrt, retain_graph=True, allow_unused=True)
+        return (torch.zeros_like(wrt) if grads is None else grads).unsqueeze(1)
     one_hot = torch.eye(k, dtype=scores.dtype, device=scores.device)
     grad_outputs = one_hot[:, None, :].expand(k, batch, k)
     try:
         with warnings.catch_warnings():
             # vmap reports ops without a batching rule; they still give exact results.
             warnings.filterwarnings("ignore", message=".*performance drop.*")
-            # retain_graph: the fallback below may need the graph if this call fails midway.
             (grads,) = torch.autograd.grad(
                 scores,
-                activation,
+                wrt,
                 grad_outputs,
                 retain_graph=True,
                 is_grads_batched=True,
@@ -126,15 +137,15 @@ def _grad_to_layer(scores: Tensor, activation: Tensor) -> Tensor:
             [
                 _zeros_if_none(
                     torch.autograd.grad(
-                        scores[:, i].sum(), activation, retain_graph=True, allow_unused=True
+                        scores[:, i].sum(), wrt, retain_graph=True, allow_unused=True
                     )[0],
-                    activation,
+                    wrt,
                 )
                 for i in range(k)
             ]
         )
     if grads is None:
-        return activation.new_zeros((batch, k, *activation.shape[1:]))
+        return wrt.new_zeros((batch, k, *wrt.shape[1:]))
     return grads.transpose(0, 1)
 
 
@@ -142,60 +153,90 @@ def _zeros_if_none(grad: Tensor | None, like: Tensor) -> Tensor:
     return torch.zeros_like(like) if grad is None else grad
 
 
-def layer_gradients(
+def compute_gradients(
     model: nn.Module,
-    layer: nn.Module,
-    layer_name: str,
     x: Tensor,
     targets: TargetLike | None,
-) -> LayerGradients:
-    """Run ``model`` on ``x`` once and return ``A`` and ``dy^c/dA`` for every target.
+    *,
+    layer: tuple[nn.Module, str] | None = None,
+    layer_rule: Rule = "plain",
+    input_rules: Sequence[Rule] = (),
+) -> Gradients:
+    """Run ``model`` on ``x`` once; return the target scores and the gradients asked for.
 
     Args:
         model: any ``nn.Module``; not modified.
-        layer: a submodule of ``model`` whose output is (B, C, h, w) and that runs once.
-        layer_name: its dotted name, for error messages.
         x: (B, C, H, W) input batch; not modified.
         targets: see :mod:`gradcam.targets`; ``None`` is the top-1 class.
+        layer: ``(module, dotted_name)`` of a layer whose output is (B, C, h, w) and that runs
+            once; its activations and ``dy^c/dA`` are returned.
+        layer_rule: rectifier rule for the gradient to the layer (``"plain"`` for Grad-CAM;
+            ``"guided"`` and ``"deconv"`` are appendix B ablations).
+        input_rules: rectifier rules for the gradients to the input, one backward pass each.
 
     Raises:
         LayerError: the layer never ran, ran twice, or does not output feature maps.
         TargetError: the targets do not fit the output.
-        GradCAMError: bad input, or the model produced non-finite scores.
+        GradCAMError: bad input, or the model produced non-finite scores or gradients.
 
     Example:
-        >>> g = layer_gradients(model, model.layer4, "layer4", x, [281, 282])
+        >>> g = compute_gradients(model, x, [281, 282], layer=(model.layer4, "layer4"))
         >>> g.gradients.shape  # (B, 2, 2048, 7, 7)
+        >>> g = compute_gradients(model, x, TopK(1), input_rules=["guided"])
+        >>> g.input_gradients["guided"].shape  # (B, 1, 3, H, W)
     """
+    if layer is None and not input_rules:
+        raise ValueError("compute_gradients needs a layer, input rules, or both")
     x = check_input(x, model)
+    to_input = bool(input_rules)
+    state = RectifierState()
     grad_mode = torch.is_grad_enabled()
-    # A caller's inference_mode would forbid the autograd leaf at the layer; leaving it
-    # re-enables grad mode, so grad mode is switched off inside.
+    # A caller's inference_mode would forbid autograd leaves; leaving it re-enables grad mode,
+    # so grad mode is set inside.
     with torch.inference_mode(False):
         try:
-            torch.set_grad_enabled(False)
-            with eval_mode(model), capture_layer(layer, layer_name) as capture:
-                output = model(x)
-            activation = capture.activation
-            if activation is None:
-                raise LayerError(f"layer {layer_name!r} did not run during the forward pass")
+            source = x.detach().requires_grad_(True) if to_input else x
+            # Without input gradients, the network before the layer records no graph.
+            torch.set_grad_enabled(to_input)
+            with ExitStack() as stack:
+                stack.enter_context(eval_mode(model))
+                if to_input or layer_rule != "plain":
+                    stack.enter_context(rectifier_mode(state))
+                capture = (
+                    None
+                    if layer is None
+                    else stack.enter_context(capture_layer(*layer, detach=not to_input))
+                )
+                output = model(source)
             torch.set_grad_enabled(True)
+            if capture is not None and capture.activation is None:
+                raise LayerError(f"layer {capture.name!r} did not run during the forward pass")
             resolved = resolve_targets(targets, output, x.shape[0])
             if not bool(torch.isfinite(resolved.scores).all()):
                 raise GradCAMError("the model produced NaN or infinite target scores")
-            gradients = _grad_to_layer(resolved.scores, activation)
+            activations = layer_grads = None
+            if capture is not None and capture.activation is not None:
+                state.rule = layer_rule
+                activations = capture.activation.detach()
+                layer_grads = _batched_grad(resolved.scores, capture.activation, "chosen layer")
+            input_grads: dict[str, Tensor] = {}
+            for rule in input_rules:
+                state.rule = rule
+                input_grads[rule] = _batched_grad(resolved.scores, source, "input").detach()
             try:
                 logits: Tensor | None = as_logits(output).detach()
             except TargetError:
                 logits = None
         finally:
             torch.set_grad_enabled(grad_mode)
-    if not bool(torch.isfinite(gradients).all()):
-        raise GradCAMError(f"gradients at layer {layer_name!r} contain NaN or infinite values")
-    return LayerGradients(
-        activations=activation.detach(),
-        gradients=gradients.detach(),
+    for name, grad in [("layer", layer_grads), *input_grads.items()]:
+        if grad is not None and not bool(torch.isfinite(grad).all()):
+            raise GradCAMError(f"gradients to the {name} contain NaN or infinite values")
+    return Gradients(
         scores=resolved.scores.detach(),
         classes=resolved.classes.detach(),
         logits=logits,
+        activations=activations,
+        gradients=None if layer_grads is None else layer_grads.detach(),
+        input_gradients=input_grads,
     )

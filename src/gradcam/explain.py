@@ -1,9 +1,11 @@
 """Explaining one photo end to end, and writing what the CLI shows: the plain functions under
 ``gradcam explain``.
 
-:func:`explain_image` runs one forward and one backward pass and returns the maps with their
-peaks and localization boxes in the photo's own pixels; :func:`save_explanation` writes the
-overlays, ``summary.json`` and optionally ``maps.npz``.
+:func:`explain_image` computes every requested method with as few passes as the math allows:
+all gradient methods (Grad-CAM, counterfactual, Guided Backprop, Deconvolution, Guided and
+Deconvolution Grad-CAM) share one forward pass, with one backward pass to the layer and one to
+the input per rectifier rule; CAM adds one no-grad forward pass and occlusion its own.
+:func:`save_explanation` writes the pictures, ``summary.json`` and optionally ``maps.npz``.
 """
 
 from __future__ import annotations
@@ -19,27 +21,53 @@ import numpy as np
 from PIL import Image
 from torch import Tensor
 
-from gradcam.engine import layer_gradients
+from gradcam.engine import compute_gradients
+from gradcam.errors import GradCAMError
+from gradcam.layers import resolve_layer
 from gradcam.maps import bounding_box, peak, upsample
-from gradcam.methods.gradcam import CAMResult, GradCAM, cam_result
+from gradcam.methods import CAM, Occlusion, Result, methods
+from gradcam.methods.gradcam import cam_result
+from gradcam.methods.guided import guided_cam_result, pixel_result
 from gradcam.models import LoadedModel
+from gradcam.rectifiers import Rule
 from gradcam.targets import TopK
 
-__all__ = ["Explanation", "MapEntry", "explain_image", "save_explanation"]
+__all__ = [
+    "HEATMAP_METHODS",
+    "PIXEL_METHODS",
+    "Explanation",
+    "MapEntry",
+    "explain_image",
+    "save_explanation",
+]
+
+HEATMAP_METHODS = ("gradcam", "counterfactual", "cam", "occlusion")
+PIXEL_METHODS = ("guided-backprop", "deconvolution", "guided-gradcam", "deconv-gradcam")
+_RULE_OF: dict[str, Rule] = {
+    "guided-backprop": "guided",
+    "guided-gradcam": "guided",
+    "deconvolution": "deconv",
+    "deconv-gradcam": "deconv",
+}
+_FIGURE = ("guided-backprop", "gradcam", "guided-gradcam")
 
 
 @dataclass(frozen=True)
 class MapEntry:
-    """One explained class: where its map peaks and its box, in original-photo pixels."""
+    """One map of one method for one explained class.
 
-    kind: str
+    ``map`` is the layer-resolution (or, for occlusion, input-resolution) heatmap (h, w), or the
+    (C, H, W) pixel-space map; ``peak`` and ``box`` are in original-photo pixels, for heatmaps.
+    """
+
+    method: str
     rank: int
     class_id: int
     class_name: str
     score: float
-    peak: tuple[int, int]
-    box: tuple[int, int, int, int]
-    raw: Tensor
+    map: Tensor
+    peak: tuple[int, int] | None
+    box: tuple[int, int, int, int] | None
 
 
 @dataclass(frozen=True)
@@ -51,75 +79,104 @@ class Explanation:
     layer: str
     predictions: list[dict[str, Any]]
     entries: list[MapEntry]
-    results: dict[str, CAMResult]
+    results: dict[str, Result]
 
 
-def _entries(
-    kind: str, result: CAMResult, loaded: LoadedModel, size: tuple[int, int], threshold: float
-) -> list[MapEntry]:
+def _check_methods(names: Sequence[str]) -> list[str]:
+    known = methods()
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise GradCAMError(f"unknown method {unknown[0]!r}; choose from {', '.join(known)}")
+    return list(dict.fromkeys(names))
+
+
+def _heat_entry(
+    name: str, k: int, result: Result, heat: Tensor, label: str, size: tuple[int, int], cut: float
+) -> MapEntry:
     width, height = size
-    entries = []
-    for k in range(result.raw.shape[1]):
-        full = upsample(result.raw[0, k], (height, width))
-        class_id = int(result.classes[0, k])
-        entries.append(
-            MapEntry(
-                kind=kind,
-                rank=k + 1,
-                class_id=class_id,
-                class_name=loaded.class_names[class_id] if class_id >= 0 else "",
-                score=float(result.scores[0, k]),
-                peak=peak(full),
-                box=bounding_box(full, threshold),
-                raw=result.raw[0, k],
-            )
-        )
-    return entries
+    full = upsample(heat, (height, width)).clamp(min=0)
+    return MapEntry(
+        method=name,
+        rank=k + 1,
+        class_id=int(result.classes[0, k]),
+        class_name=label,
+        score=float(result.scores[0, k]),
+        map=heat,
+        peak=peak(full),
+        box=bounding_box(full, cut),
+    )
 
 
 def explain_image(
     loaded: LoadedModel,
     image: Image.Image,
     *,
+    methods: Sequence[str] = ("gradcam",),
     classes: Sequence[int] | None = None,
     top_k: int = 1,
-    counterfactual: bool = False,
     layer: str | None = None,
     threshold: float = 0.15,
+    occlusion: Occlusion | None = None,
 ) -> Explanation:
-    """Grad-CAM (and optionally its counterfactual) of one photo, from one forward pass.
+    """Explain one photo with several methods, sharing passes where the math allows.
 
     Args:
         loaded: a model from :func:`gradcam.load_model`.
         image: an RGB photo, e.g. from :func:`gradcam.load_image`.
+        methods: names from :func:`gradcam.methods`.
         classes: class ids to explain; ``None`` explains the ``top_k`` best classes.
-        counterfactual: also compute counterfactual maps (section 3.3) from the same gradients.
         layer: dotted layer name; ``None`` uses the model's default layer.
         threshold: fraction of a map's maximum that bounds its localization box (section 4.1).
+        occlusion: the occlusion settings to use (default ``Occlusion(loaded.module)``).
 
     Example:
         >>> loaded = load_model()
-        >>> result = explain_image(loaded, load_image("cat.jpg"), top_k=2)
-        >>> result.entries[0].class_name, result.entries[0].box
+        >>> found = explain_image(loaded, load_image("cat.jpg"), methods=["gradcam", "cam"])
+        >>> found.entries[0].class_name, found.entries[0].box
     """
+    names = _check_methods(methods)
+    module = loaded.module
     x = loaded.preprocess(image)
-    module, name = GradCAM(loaded.module, layer or loaded.default_layer).layer_for(x)
-    targets = list(classes) if classes else TopK(top_k)
-    grads = layer_gradients(loaded.module, module, name, x, targets)
-    size = (image.width, image.height)
     input_size = (x.shape[-2], x.shape[-1])
-    results = {"gradcam": cam_result(grads, input_size, name)}
-    if counterfactual:
-        results["counterfactual"] = cam_result(grads, input_size, name, counterfactual=True)
-    entries = [
-        entry
-        for kind, result in results.items()
-        for entry in _entries(kind, result, loaded, size, threshold)
-    ]
+    layer_ref = resolve_layer(module, layer or loaded.default_layer)
+    rules = list(dict.fromkeys(_RULE_OF[n] for n in names if n in _RULE_OF))
+    targets = list(classes) if classes else TopK(top_k)
+    grads = compute_gradients(module, x, targets, layer=layer_ref, input_rules=rules)
+    results: dict[str, Result] = {}
+    for name in names:
+        if name in ("gradcam", "counterfactual"):
+            results[name] = cam_result(
+                grads, input_size, layer_ref[1], counterfactual=name == "counterfactual"
+            )
+        elif name in ("guided-backprop", "deconvolution"):
+            results[name] = pixel_result(grads, _RULE_OF[name])
+        elif name in ("guided-gradcam", "deconv-gradcam"):
+            results[name] = guided_cam_result(grads, input_size, layer_ref[1], _RULE_OF[name])
+        elif name == "cam":
+            results[name] = CAM(module, layer_ref[0])(x, grads.classes)
+        else:
+            results[name] = (occlusion or Occlusion(module))(x, grads.classes)
+    entries = []
+    for name, result in results.items():
+        for k in range(result.classes.shape[1]):
+            class_id = int(result.classes[0, k])
+            label = loaded.class_names[class_id] if class_id >= 0 else ""
+            if name in PIXEL_METHODS:
+                entries.append(
+                    MapEntry(
+                        name, k + 1, class_id, label, float(result.scores[0, k]),
+                        result.maps[0, k], None, None,
+                    )
+                )  # fmt: skip
+            else:
+                heat = getattr(result, "raw", result.maps)[0, k]
+                size = (image.width, image.height)
+                entries.append(_heat_entry(name, k, result, heat, label, size, threshold))
     predictions = []
     if grads.logits is not None:
-        probs = grads.logits[0].float().softmax(dim=0)
-        top = grads.logits[0].float().topk(min(5, grads.logits.shape[1]))
+        logits = grads.logits[0].float()
+        probs = logits.softmax(dim=0)
+        top = logits.topk(min(5, logits.shape[0]))
         for score, index in zip(top.values.tolist(), top.indices.tolist(), strict=True):
             predictions.append(
                 {
@@ -129,11 +186,19 @@ def explain_image(
                     "probability": round(float(probs[index]), 5),
                 }
             )
-    return Explanation(size, x, name, predictions, entries, results)
+    return Explanation((image.width, image.height), x, layer_ref[1], predictions, entries, results)
 
 
 def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:40] or "target"
+
+
+def _picture(entry: MapEntry, image: Image.Image) -> Image.Image:
+    from gradcam.viz import gradient_image, overlay
+
+    if entry.method in PIXEL_METHODS:
+        return gradient_image(entry.map, image.size)
+    return overlay(image, entry.map, box=entry.box)
 
 
 def save_explanation(
@@ -144,37 +209,61 @@ def save_explanation(
     source: str = "",
     model: str = "",
     save_maps: bool = False,
+    figure: bool = False,
 ) -> dict[str, Any]:
-    """Write one overlay PNG per map, ``summary.json`` and optionally ``maps.npz`` to ``out_dir``.
+    """Write one picture per map, ``summary.json``, and optionally ``maps.npz`` and figures.
 
-    ``maps.npz`` holds ``input`` (the preprocessed tensor), ``raw`` (layer-resolution maps),
-    ``maps`` (upsampled to the input, in [0, 1]) and ``classes``, plus ``counterfactual_raw``
-    and ``counterfactual_maps`` when counterfactual maps were computed.
+    Heatmaps are written as overlays on the photo, with their localization box; pixel-space
+    maps as gradient images (:func:`gradcam.viz.gradient_image`), both at the photo's size.
+    With ``figure``, one ``figure_<rank>_<class>.png`` per class puts the photo, Guided
+    Backprop, Grad-CAM and Guided Grad-CAM side by side (the paper's Fig. 1); those methods
+    must be in the explanation.
+
+    ``maps.npz`` holds ``input`` (the preprocessed tensor), ``classes``, and for each method its
+    ``maps`` (heatmaps upsampled to the input and in [0, 1], or pixel-space maps) and, for
+    heatmap methods, ``raw`` maps: Grad-CAM's without a prefix, the others prefixed with the
+    method name (``counterfactual_raw``, ``guided_backprop_maps``, ...).
 
     Returns:
         The summary written to ``summary.json``.
     """
-    from gradcam.viz import overlay
+    from gradcam.viz import side_by_side
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    pictures: dict[tuple[str, int], Image.Image] = {}
     maps = []
     for entry in explanation.entries:
         label = entry.class_name or f"target-{entry.rank}"
-        filename = f"{entry.kind}_{entry.rank}_{_slug(label)}.png"
-        overlay(image, entry.raw, box=entry.box).save(out / filename)
+        filename = f"{entry.method}_{entry.rank}_{_slug(label)}.png"
+        picture = _picture(entry, image)
+        pictures[(entry.method, entry.rank)] = picture
+        picture.save(out / filename)
         maps.append(
             {
-                "kind": entry.kind,
+                "kind": entry.method,
                 "rank": entry.rank,
                 "class": entry.class_id,
                 "name": entry.class_name,
                 "score": round(entry.score, 5),
-                "peak": list(entry.peak),
-                "box": list(entry.box),
+                "peak": None if entry.peak is None else list(entry.peak),
+                "box": None if entry.box is None else list(entry.box),
                 "overlay": filename,
             }
         )
+    figures = []
+    if figure:
+        missing = [m for m in _FIGURE if m not in explanation.results]
+        if missing:
+            raise GradCAMError(f"a figure needs the methods {', '.join(missing)}")
+        for entry in (e for e in explanation.entries if e.method == "gradcam"):
+            label = entry.class_name or f"target-{entry.rank}"
+            panels = [("Original", image)] + [
+                (f"{m}: {label}", pictures[(m, entry.rank)]) for m in _FIGURE
+            ]
+            filename = f"figure_{entry.rank}_{_slug(label)}.png"
+            side_by_side(panels).save(out / filename)
+            figures.append(filename)
     summary = {
         "image": source,
         "size": list(explanation.image_size),
@@ -182,14 +271,18 @@ def save_explanation(
         "layer": explanation.layer,
         "predictions": explanation.predictions,
         "maps": maps,
+        "figures": figures,
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     if save_maps:
         arrays: dict[str, Any] = {"input": explanation.input.numpy()}
-        for kind, result in explanation.results.items():
-            prefix = "" if kind == "gradcam" else f"{kind}_"
-            arrays[f"{prefix}raw"] = result.raw[0].numpy()
+        for name, result in explanation.results.items():
+            prefix = "" if name == "gradcam" else name.replace("-", "_") + "_"
             arrays[f"{prefix}maps"] = result.maps[0].numpy()
-        arrays["classes"] = explanation.results["gradcam"].classes[0].numpy()
+            raw = getattr(result, "raw", None)
+            if raw is not None:
+                arrays[f"{prefix}raw"] = raw[0].numpy()
+        first = next(iter(explanation.results.values()))
+        arrays["classes"] = first.classes[0].numpy()
         np.savez_compressed(out / "maps.npz", **arrays)
     return summary

@@ -1,12 +1,15 @@
 """Every hook gradcam registers lives here, scoped to one call and removed in ``finally``.
 
-Two hooks exist:
-
-* :func:`capture_layer` cuts the autograd graph at a layer: everything before the layer runs
-  without recording a graph, the layer's output becomes a leaf that requires grad, and the rest
-  of the forward pass records a graph from there. Gradients are then taken to that leaf only.
+* :func:`capture_layer` keeps a layer's output ``A``. With ``detach=True`` it also cuts the
+  autograd graph there: everything before the layer runs without recording a graph, ``A``
+  becomes a leaf that requires grad, and the rest of the forward pass records a graph from it.
+* :func:`capture_input` keeps the input of a module (CAM checks its head with it).
 * :func:`record_outputs` watches the outputs of every submodule during one forward pass; it is
   used to find a default layer and to list a model's spatial layers.
+* :func:`rectifier_mode` routes every rectifier called during a forward pass, as a module
+  (``nn.ReLU``, ``nn.ReLU6``, ...) or as a function (``F.relu``, ``torch.relu_``,
+  ``Tensor.relu``, ...), through :class:`~gradcam.rectifiers.Rectified`, whose backward rule
+  (plain, guided, deconv) is chosen when the backward pass runs. No module is replaced.
 """
 
 from __future__ import annotations
@@ -18,10 +21,19 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.overrides import TorchFunctionMode
 
 from gradcam.errors import LayerError
+from gradcam.rectifiers import Rectified, RectifierState, classify
 
-__all__ = ["LayerCapture", "ModuleCall", "capture_layer", "record_outputs"]
+__all__ = [
+    "LayerCapture",
+    "ModuleCall",
+    "capture_input",
+    "capture_layer",
+    "record_outputs",
+    "rectifier_mode",
+]
 
 
 @dataclass
@@ -41,19 +53,19 @@ class LayerCapture:
 
 
 @contextmanager
-def capture_layer(layer: nn.Module, name: str) -> Iterator[LayerCapture]:
-    """Capture ``layer``'s output as a new autograd leaf during the forward passes in the block.
+def capture_layer(layer: nn.Module, name: str, *, detach: bool = True) -> Iterator[LayerCapture]:
+    """Capture ``layer``'s output ``A`` during the forward passes in the block.
 
-    Call the model with grad mode *disabled*: the hook switches grad mode on when the layer
-    runs, so only the part of the network after the layer records a graph. The caller restores
-    grad mode afterwards.
+    With ``detach=True``, call the model with grad mode *disabled*: the hook switches grad mode
+    on when the layer runs and makes ``A`` a new leaf, so only the part of the network after the
+    layer records a graph (the caller restores grad mode afterwards). With ``detach=False`` the
+    graph is left whole, so gradients can also flow on to the input.
 
     Raises:
         LayerError: if the layer runs more than once, or its output is not a (B, C, h, w) tensor.
 
     Example:
-        >>> layer = model.layer4
-        >>> with torch.no_grad(), capture_layer(layer, "layer4") as cap:
+        >>> with torch.no_grad(), capture_layer(model.layer4, "layer4") as cap:
         ...     logits = model(x)
         >>> cap.activation.shape  # (B, C, h, w), requires_grad=True
     """
@@ -71,11 +83,13 @@ def capture_layer(layer: nn.Module, name: str) -> Iterator[LayerCapture]:
             raise LayerError(
                 f"layer {name!r} must output a (B, C, h, w) tensor of feature maps; got {shape}"
             )
-        torch.set_grad_enabled(True)
-        activation = output.detach().requires_grad_(True)
+        activation: Tensor = output
+        if detach:
+            torch.set_grad_enabled(True)
+            activation = output.detach().requires_grad_(True)
         capture.activation = activation
-        # A clone, not the leaf itself: an in-place op later in the network (ReLU(inplace=True),
-        # `out += identity`) may then modify what flows on, never the activations we keep.
+        # A clone flows on, not A itself: an in-place op later in the network (ReLU(inplace=True),
+        # `out += identity`) then modifies the clone, never the activations we keep.
         return activation.clone()
 
     handle = layer.register_forward_hook(hook)
@@ -83,6 +97,60 @@ def capture_layer(layer: nn.Module, name: str) -> Iterator[LayerCapture]:
         yield capture
     finally:
         handle.remove()
+
+
+@contextmanager
+def capture_input(module: nn.Module, name: str) -> Iterator[LayerCapture]:
+    """Keep the first positional input of ``module`` (its last call) during the block."""
+    capture = LayerCapture(name)
+
+    def hook(_module: nn.Module, inputs: tuple[Any, ...]) -> None:
+        capture.calls += 1
+        if inputs and isinstance(inputs[0], Tensor):
+            capture.activation = inputs[0]
+
+    handle = module.register_forward_pre_hook(hook)
+    try:
+        yield capture
+    finally:
+        handle.remove()
+
+
+class _RectifierMode(TorchFunctionMode):
+    def __init__(self, state: RectifierState) -> None:
+        super().__init__()
+        self.state = state
+
+    def __torch_function__(
+        self,
+        func: Any,
+        types: Any,
+        args: tuple[Any, ...] = (),
+        kwargs: dict[str, Any] | None = None,
+    ) -> Any:
+        kwargs = kwargs or {}
+        activation = classify(func, args, kwargs) if torch.is_grad_enabled() else None
+        if activation is None:
+            return func(*args, **kwargs)
+        return Rectified.apply(args[0], activation, self.state)
+
+
+@contextmanager
+def rectifier_mode(state: RectifierState) -> Iterator[RectifierState]:
+    """Route every rectifier of the forward passes in the block through ``state``'s rule.
+
+    Active only inside the block and only while grad mode is on (a no-grad forward pass is
+    untouched). Works for activation modules and for functional calls inside ``forward``.
+
+    Example:
+        >>> state = RectifierState()
+        >>> with rectifier_mode(state):
+        ...     scores = model(x.requires_grad_())[:, 3]
+        >>> state.rule = "guided"
+        >>> guided_grad, = torch.autograd.grad(scores.sum(), x)
+    """
+    with _RectifierMode(state):
+        yield state
 
 
 @dataclass(frozen=True)

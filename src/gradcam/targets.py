@@ -22,7 +22,14 @@ from torch import Tensor
 
 from gradcam.errors import TargetError
 
-__all__ = ["ResolvedTargets", "TargetLike", "TopK", "as_logits", "resolve_targets"]
+__all__ = [
+    "ResolvedTargets",
+    "TargetLike",
+    "TopK",
+    "as_logits",
+    "fixed_targets",
+    "resolve_targets",
+]
 
 ScoreFn: TypeAlias = Callable[[Any], Tensor]
 TargetLike: TypeAlias = "int | Sequence[int | ScoreFn] | Tensor | TopK | ScoreFn"
@@ -176,3 +183,17 @@ def resolve_targets(targets: TargetLike | None, output: Any, batch: int) -> Reso
     scores = torch.stack(columns, dim=1)
     classes = torch.tensor(classes_list, device=scores.device).expand(batch, -1)
     return ResolvedTargets(scores, classes)
+
+
+def fixed_targets(targets: TargetLike | None, classes: Tensor) -> list[int | ScoreFn]:
+    """The targets of one image as a list that no longer depends on the model output.
+
+    ``TopK``, ``None`` and tensors become the class ids they resolved to (``classes``, the row
+    of :attr:`ResolvedTargets.classes` for that image); ints and callables stay as they are.
+    Methods that re-run the model on altered copies of an image (occlusion) explain these.
+    """
+    if targets is None or isinstance(targets, (TopK, Tensor)):
+        return [int(c) for c in classes.tolist()]
+    if isinstance(targets, int) or callable(targets):
+        return [targets]
+    return list(targets)

@@ -1,16 +1,16 @@
-"""Pictures: a heatmap blended over the original photo, with an optional box."""
+"""Pictures: heatmaps blended over the photo, pixel-space gradients, side-by-side figures."""
 
 from __future__ import annotations
 
 import matplotlib
 import numpy as np
 import torch
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
 
 from gradcam.maps import normalize, upsample
 
-__all__ = ["overlay"]
+__all__ = ["gradient_image", "overlay", "side_by_side"]
 
 
 def overlay(
@@ -54,3 +54,58 @@ def overlay(
         width = max(2, round(min(image.size) / 150))
         ImageDraw.Draw(result).rectangle(box, outline=(0, 255, 0), width=width)
     return result
+
+
+def gradient_image(gradient: Tensor, size: tuple[int, int] | None = None) -> Image.Image:
+    """Render a pixel-space map (Guided Backprop, Guided Grad-CAM, ...) as the paper shows it.
+
+    The (C, H, W) gradient is standardized over the whole image, scaled so that one standard
+    deviation spans 0.1 around mid-gray, and clipped: mid-gray is zero, bright and colored
+    pixels are the strongest positive evidence. A zero map renders mid-gray (never NaN).
+
+    Args:
+        gradient: (C, H, W) with C = 3 (RGB) or 1 (gray).
+        size: ``(width, height)`` to resize to, e.g. the original photo's size.
+
+    Example:
+        >>> gradient_image(GuidedBackprop(model)(x).maps[0, 0], photo.size).save("gb.png")
+    """
+    values = gradient.detach().float().cpu()
+    if values.dim() != 3 or values.shape[0] not in (1, 3):
+        raise ValueError(f"gradient must be (C, H, W) with C in (1, 3); got {tuple(values.shape)}")
+    centered = values - values.mean()
+    std = float(centered.std()) if centered.numel() > 1 else 0.0
+    scaled = centered / std * 0.1 + 0.5 if std > 0 else torch.full_like(centered, 0.5)
+    array = (scaled.clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(1, 2, 0).numpy()
+    picture = Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array).convert("RGB")
+    return picture if size is None else picture.resize(size, Image.Resampling.BILINEAR)
+
+
+def side_by_side(
+    panels: list[tuple[str, Image.Image]], height: int | None = None, gap: int = 6
+) -> Image.Image:
+    """Place titled panels in one row on white, like the paper's Fig. 1.
+
+    Args:
+        panels: ``(title, picture)`` pairs, left to right.
+        height: height of every panel in pixels (default: the first panel's, at most 400).
+        gap: white space between panels.
+    """
+    if not panels:
+        raise ValueError("side_by_side needs at least one panel")
+    height = height or min(panels[0][1].height, 400)
+    resized = [
+        (title, img.convert("RGB").resize((max(1, round(img.width * height / img.height)), height)))
+        for title, img in panels
+    ]
+    font = ImageFont.load_default()
+    title_h = 18
+    width = sum(img.width for _, img in resized) + gap * (len(resized) - 1)
+    figure = Image.new("RGB", (width, height + title_h), "white")
+    draw = ImageDraw.Draw(figure)
+    left = 0
+    for title, img in resized:
+        figure.paste(img, (left, title_h))
+        draw.text((left + 2, 3), title, fill="black", font=font)
+        left += img.width + gap
+    return figure

@@ -2,46 +2,23 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Literal
 
 import torch
 from torch import Tensor, nn
 
-from gradcam.engine import LayerGradients, check_input, layer_gradients
+from gradcam.engine import Gradients, check_input, compute_gradients
 from gradcam.errors import GradCAMError
 from gradcam.layers import find_default_layer, resolve_layer
 from gradcam.maps import normalize, upsample
+from gradcam.methods.results import CAMResult
+from gradcam.rectifiers import RULES, Rule
 from gradcam.targets import TargetLike
 
-__all__ = ["CAMResult", "GradCAM", "Pooling", "cam_result", "grad_cam_from_gradients"]
+__all__ = ["GradCAM", "LayerMethod", "Pooling", "cam_result", "grad_cam_from_gradients"]
 
 Pooling = Literal["mean", "max", "abs"]
 _POOLINGS = ("mean", "max", "abs")
-
-
-@dataclass(frozen=True)
-class CAMResult:
-    """The result of one Grad-CAM call on a batch (all tensors detached, float32).
-
-    Attributes:
-        raw: (B, K, h, w) ``ReLU(sum_k alpha_k^c A^k)`` at layer resolution, unnormalized.
-        maps: (B, K, H, W) ``raw`` bilinearly upsampled to the input size, min-max normalized
-            to [0, 1] per map (an all-zero map stays all zero).
-        weights: (B, K, C) the neuron importance weights ``alpha_k^c``.
-        scores: (B, K) the target scores ``y^c`` (class scores before softmax).
-        classes: (B, K) the class ids explained, -1 for callable targets.
-        logits: (B, N) the model's class scores, or ``None`` when its output has none.
-        layer: the dotted name of the layer ``A``.
-    """
-
-    raw: Tensor
-    maps: Tensor
-    weights: Tensor
-    scores: Tensor
-    classes: Tensor
-    logits: Tensor | None
-    layer: str
 
 
 def grad_cam_from_gradients(
@@ -91,7 +68,7 @@ def grad_cam_from_gradients(
 
 
 def cam_result(
-    grads: LayerGradients,
+    grads: Gradients,
     input_size: tuple[int, int],
     layer: str,
     *,
@@ -102,8 +79,10 @@ def cam_result(
     """Build a :class:`CAMResult` from the engine's output; ``input_size`` is ``(H, W)``.
 
     Several variants (Grad-CAM and its counterfactual, say) can be built from one
-    :class:`~gradcam.engine.LayerGradients`, i.e. from one forward and one backward pass.
+    :class:`~gradcam.engine.Gradients`, i.e. from one forward and one backward pass.
     """
+    if grads.activations is None or grads.gradients is None:
+        raise ValueError("cam_result needs gradients computed at a layer")
     raw, weights = grad_cam_from_gradients(
         grads.activations,
         grads.gradients,
@@ -122,7 +101,26 @@ def cam_result(
     )
 
 
-class GradCAM:
+class LayerMethod:
+    """Base of the methods that explain through a layer ``A``: holds and finds the layer."""
+
+    def __init__(self, module: nn.Module, layer: nn.Module | str | None = None) -> None:
+        if not isinstance(module, nn.Module):
+            raise GradCAMError(f"module must be a torch.nn.Module, got {type(module).__name__}")
+        self.module = module
+        self._layer: tuple[nn.Module, str] | None = (
+            None if layer is None else resolve_layer(module, layer)
+        )
+
+    def layer_for(self, x: Tensor) -> tuple[nn.Module, str]:
+        """The layer ``A`` as ``(module, name)``; found on ``x``'s first image if not given."""
+        if self._layer is None:
+            name = find_default_layer(self.module, x[:1])
+            self._layer = resolve_layer(self.module, name)
+        return self._layer
+
+
+class GradCAM(LayerMethod):
     """Gradient-weighted Class Activation Mapping (Selvaraju et al., section 3).
 
     Weights each feature map ``A^k`` of a layer by the global-average-pooled gradient of the
@@ -142,6 +140,8 @@ class GradCAM:
             the model more confident of the class.
         pooling: ``"mean"`` (the paper), ``"max"`` or ``"abs"`` (appendix B ablations).
         relu: apply the final ReLU (``False`` is the appendix B ablation).
+        gradient_rule: backward rule at rectifiers between ``A`` and the score: ``"plain"``
+            (the paper), ``"guided"`` or ``"deconv"`` (appendix B, section 2.3 ablations).
 
     Example:
         >>> import gradcam
@@ -160,35 +160,29 @@ class GradCAM:
         counterfactual: bool = False,
         pooling: Pooling = "mean",
         relu: bool = True,
+        gradient_rule: Rule = "plain",
     ) -> None:
-        if not isinstance(module, nn.Module):
-            raise GradCAMError(f"module must be a torch.nn.Module, got {type(module).__name__}")
         if pooling not in _POOLINGS:
             raise GradCAMError(f"pooling must be one of {', '.join(_POOLINGS)}; got {pooling!r}")
-        self.module = module
+        if gradient_rule not in RULES:
+            raise GradCAMError(f"gradient_rule must be one of {', '.join(RULES)}")
+        super().__init__(module, layer)
         self.counterfactual = counterfactual
         self.pooling: Pooling = pooling
         self.relu = relu
-        self._layer: tuple[nn.Module, str] | None = (
-            None if layer is None else resolve_layer(module, layer)
-        )
-
-    def layer_for(self, x: Tensor) -> tuple[nn.Module, str]:
-        """The layer ``A`` as ``(module, name)``; found on ``x``'s first image if not given."""
-        if self._layer is None:
-            name = find_default_layer(self.module, x[:1])
-            self._layer = resolve_layer(self.module, name)
-        return self._layer
+        self.gradient_rule: Rule = gradient_rule
 
     def __call__(self, x: Tensor, targets: TargetLike | None = None) -> CAMResult:
         """Explain ``targets`` (default: the top-1 class) for the (B, C, H, W) batch ``x``."""
         x = check_input(x, self.module)
-        layer, name = self.layer_for(x)
-        grads = layer_gradients(self.module, layer, name, x, targets)
+        layer = self.layer_for(x)
+        grads = compute_gradients(
+            self.module, x, targets, layer=layer, layer_rule=self.gradient_rule
+        )
         return cam_result(
             grads,
             (x.shape[-2], x.shape[-1]),
-            name,
+            layer[1],
             counterfactual=self.counterfactual,
             pooling=self.pooling,
             relu=self.relu,

@@ -1,0 +1,119 @@
+"""Class Activation Mapping (Zhou et al. 2016), which Grad-CAM generalizes (section 3.1)."""
+
+from __future__ import annotations
+
+from contextlib import ExitStack
+
+import torch
+from torch import Tensor, nn
+
+from gradcam.engine import check_input, eval_mode
+from gradcam.errors import GradCAMError, TargetError
+from gradcam.hooks import capture_input, capture_layer
+from gradcam.layers import resolve_layer
+from gradcam.maps import normalize, upsample
+from gradcam.methods.gradcam import LayerMethod
+from gradcam.methods.results import CAMResult
+from gradcam.targets import TargetLike, as_logits, resolve_targets
+
+__all__ = ["CAM"]
+
+
+class CAM(LayerMethod):
+    """Class Activation Mapping for models whose head is global average pooling then a linear
+    layer, ``Y^c = sum_k w_k^c (1/Z) sum_ij A^k_ij`` (eq. 3):
+
+    ``M^c = ReLU(sum_k w_k^c A^k)``
+
+    (the ReLU, as in Grad-CAM's eq. 2, keeps the positive evidence; ``relu=False`` gives the
+    original signed map). By section 3.1, Grad-CAM's weights are ``w_k^c / Z`` on such models.
+
+    The linear layer is found automatically (the last ``nn.Linear`` whose input size is the
+    layer's channel count) or named with ``fc``. Every call checks that the linear layer's input
+    really is the spatial mean of ``A``; models with another head get a clear error. CAM needs
+    one no-grad forward pass and explains class ids only.
+
+    Args:
+        module: the model.
+        layer: the feature-map layer ``A`` (default: the last convolutional feature maps).
+        fc: the linear layer (module or dotted name).
+        relu: keep only positive evidence.
+
+    Example:
+        >>> result = CAM(resnet)(x, TopK(2))
+        >>> result.weights.shape  # (1, 2, 2048): the fc weights of the two classes
+    """
+
+    def __init__(
+        self,
+        module: nn.Module,
+        layer: nn.Module | str | None = None,
+        fc: nn.Module | str | None = None,
+        *,
+        relu: bool = True,
+    ) -> None:
+        super().__init__(module, layer)
+        self._fc = None if fc is None else resolve_layer(module, fc)
+        if self._fc is not None and not isinstance(self._fc[0], nn.Linear):
+            raise GradCAMError(f"fc {self._fc[1]!r} is not an nn.Linear layer")
+        self.relu = relu
+
+    def _candidates(self) -> list[tuple[nn.Module, str]]:
+        if self._fc is not None:
+            return [self._fc]
+        return [(m, n) for n, m in self.module.named_modules() if isinstance(m, nn.Linear)]
+
+    def __call__(self, x: Tensor, targets: TargetLike | None = None) -> CAMResult:
+        """Explain class ``targets`` (default: the top-1 class) for the batch ``x``."""
+        x = check_input(x, self.module)
+        layer, layer_name = self.layer_for(x)
+        candidates = self._candidates()
+        with ExitStack() as stack:
+            stack.enter_context(torch.no_grad())
+            stack.enter_context(torch.inference_mode(False))
+            stack.enter_context(eval_mode(self.module))
+            features = stack.enter_context(capture_layer(layer, layer_name, detach=False))
+            inputs = [stack.enter_context(capture_input(m, n)) for m, n in candidates]
+            output = self.module(x)
+        activations = features.activation
+        if activations is None:
+            raise GradCAMError(f"layer {layer_name!r} did not run during the forward pass")
+        channels = activations.shape[1]
+        matching = [
+            (module, capture)
+            for (module, _), capture in zip(candidates, inputs, strict=True)
+            if isinstance(module, nn.Linear) and module.in_features == channels
+        ]
+        if not matching:
+            raise GradCAMError(
+                f"CAM needs a linear layer with {channels} inputs after global average pooling "
+                f"of {layer_name!r}; this model has none (use GradCAM, which works for any head)"
+            )
+        fc, pooled_capture = matching[-1]
+        pooled = pooled_capture.activation
+        mean = activations.float().mean(dim=(2, 3))
+        if (
+            pooled is None
+            or pooled.shape != mean.shape
+            or not torch.allclose(pooled.float(), mean, rtol=1e-3, atol=1e-5)
+        ):
+            raise GradCAMError(
+                f"CAM needs the input of {pooled_capture.name!r} to be the global average pooling "
+                f"of {layer_name!r}, and it is not: this model's head is not GAP + linear "
+                "(use GradCAM, which works for any head)"
+            )
+        resolved = resolve_targets(targets, output, x.shape[0])
+        if bool((resolved.classes < 0).any()):
+            raise TargetError("CAM explains class ids only, not callable targets")
+        weights = fc.weight.detach().float()[resolved.classes]  # (B, K, C)
+        cam = torch.einsum("bkc,bchw->bkhw", weights, activations.float())
+        raw = torch.relu(cam) if self.relu else cam
+        return CAMResult(
+            raw=raw,
+            maps=normalize(upsample(raw, (x.shape[-2], x.shape[-1]))),
+            weights=weights,
+            scores=resolved.scores.detach().float(),
+            classes=resolved.classes,
+            logits=as_logits(output).detach().float(),
+            layer=layer_name,
+        )

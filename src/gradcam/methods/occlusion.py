@@ -1,0 +1,159 @@
+"""Occlusion sensitivity (Zeiler and Fergus 2014), the reference of section 5.3."""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections.abc import Iterator
+
+import torch
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from gradcam.engine import check_input, eval_mode
+from gradcam.errors import GradCAMError, TargetError
+from gradcam.maps import normalize
+from gradcam.methods.results import OcclusionResult
+from gradcam.targets import TargetLike, as_logits, fixed_targets, resolve_targets
+
+__all__ = ["Occlusion", "window_starts"]
+
+
+def _pair(value: int | tuple[int, int], name: str) -> tuple[int, int]:
+    pair = (value, value) if isinstance(value, int) else tuple(value)
+    if len(pair) != 2 or not all(isinstance(v, int) and v > 0 for v in pair):
+        raise GradCAMError(f"{name} must be a positive int or a pair of them, got {value!r}")
+    return pair[0], pair[1]
+
+
+def _logits_or_none(output: object) -> Tensor | None:
+    try:
+        return as_logits(output).detach().float()
+    except TargetError:
+        return None
+
+
+def window_starts(size: int, window: int, stride: int) -> list[int]:
+    """Start offsets of the windows along one side: ``0, s, 2s, ...`` until the side is covered.
+
+    ``ceil((size - window) / stride) + 1`` windows (as Captum's Occlusion); the last one may
+    reach past the edge and is clipped, so every pixel is covered at least once.
+    """
+    if window >= size:
+        return [0]
+    return [k * stride for k in range(math.ceil((size - window) / stride) + 1)]
+
+
+class Occlusion:
+    """Occlusion sensitivity: how much each target score drops when a window is masked.
+
+    A ``window`` slides over the image with ``stride``; every position is replaced by
+    ``baseline`` in all channels and the model re-scored. Each pixel gets the mean drop
+    ``y^c(x) - y^c(x with the window masked)`` over the windows that cover it, so the map has
+    the input's size; windows at the right and bottom edges are clipped to the image (the
+    image is, in effect, padded). Positive values mark evidence for the target. The paper uses
+    35 x 35 windows (supplement 5.1).
+
+    Runs under ``no_grad``, the occluded copies in batches of ``batch_size``, with a progress
+    bar for long runs. Costs ``B * n_windows`` forward passes (625 for 224 x 224, stride 8).
+    Callable targets are called with the outputs of a batch of occluded copies of one image.
+
+    Args:
+        module: the model.
+        window: window height and width (int or pair), in input pixels.
+        stride: step between windows (int or pair); at most the window size.
+        baseline: value of masked pixels (in the model's input space): a number, or a tensor
+            broadcastable to (C, H, W), e.g. a per-channel mean.
+        batch_size: occluded copies per forward pass.
+        progress: show a progress bar; ``None`` shows one for runs of more than 200 passes.
+
+    Example:
+        >>> result = Occlusion(model, window=35, stride=8)(x, [281])
+        >>> result.raw.shape  # (1, 1, H, W) mean score drops
+    """
+
+    def __init__(
+        self,
+        module: nn.Module,
+        window: int | tuple[int, int] = 35,
+        stride: int | tuple[int, int] = 8,
+        baseline: float | Tensor = 0.0,
+        batch_size: int = 32,
+        progress: bool | None = None,
+    ) -> None:
+        if not isinstance(module, nn.Module):
+            raise GradCAMError(f"module must be a torch.nn.Module, got {type(module).__name__}")
+        self.module = module
+        self.window = _pair(window, "window")
+        self.stride = _pair(stride, "stride")
+        if batch_size < 1:
+            raise GradCAMError(f"batch_size must be at least 1, got {batch_size}")
+        self.baseline = baseline
+        self.batch_size = batch_size
+        self.progress = progress
+
+    def windows(self, height: int, width: int) -> list[tuple[int, int, int, int]]:
+        """``(y0, y1, x0, x1)`` of every window on a ``height`` x ``width`` input."""
+        (wh, ww), (sh, sw) = self.window, self.stride
+        for size, window, stride, side in ((height, wh, sh, "height"), (width, ww, sw, "width")):
+            if stride > window and window < size:
+                raise GradCAMError(
+                    f"stride {stride} is larger than the window {window} along the {side}: "
+                    "some pixels would never be occluded"
+                )
+        return [
+            (y, min(y + wh, height), x, min(x + ww, width))
+            for y in window_starts(height, wh, sh)
+            for x in window_starts(width, ww, sw)
+        ]
+
+    def _chunks(
+        self, windows: list[tuple[int, int, int, int]]
+    ) -> Iterator[list[tuple[int, int, int, int]]]:
+        for start in range(0, len(windows), self.batch_size):
+            yield windows[start : start + self.batch_size]
+
+    def __call__(self, x: Tensor, targets: TargetLike | None = None) -> OcclusionResult:
+        """Explain ``targets`` (default: the top-1 class) for the (B, C, H, W) batch ``x``."""
+        x = check_input(x, self.module)
+        batch, channels, height, width = x.shape
+        windows = self.windows(height, width)
+        baseline = torch.as_tensor(self.baseline, dtype=x.dtype, device=x.device)
+        try:
+            baseline = baseline.expand(channels, height, width)
+        except RuntimeError:
+            raise GradCAMError(
+                f"baseline of shape {tuple(baseline.shape)} does not broadcast to the input's "
+                f"{(channels, height, width)}"
+            ) from None
+        coverage = torch.zeros(height, width, device=x.device)
+        for y0, y1, x0, x1 in windows:
+            coverage[y0:y1, x0:x1] += 1
+        passes = batch * len(windows)
+        show = self.progress if self.progress is not None else passes > 200
+        bar = tqdm(total=passes, desc="occlusion", unit="pass", disable=not show, file=sys.stderr)
+        with torch.no_grad(), torch.inference_mode(False), eval_mode(self.module), bar:
+            output = self.module(x)
+            resolved = resolve_targets(targets, output, batch)
+            total = torch.zeros(batch, resolved.scores.shape[1], height, width, device=x.device)
+            for b in range(batch):
+                columns = fixed_targets(targets, resolved.classes[b])
+                for chunk in self._chunks(windows):
+                    copies = x[b].expand(len(chunk), channels, height, width).clone()
+                    for i, (y0, y1, x0, x1) in enumerate(chunk):
+                        copies[i, :, y0:y1, x0:x1] = baseline[:, y0:y1, x0:x1]
+                    scores = resolve_targets(columns, self.module(copies), len(chunk)).scores
+                    drops = (resolved.scores[b] - scores).float()
+                    for i, (y0, y1, x0, x1) in enumerate(chunk):
+                        total[b, :, y0:y1, x0:x1] += drops[i][:, None, None]
+                    bar.update(len(chunk))
+        raw = total / coverage
+        if not bool(torch.isfinite(raw).all()):
+            raise GradCAMError("the model produced NaN or infinite scores on occluded images")
+        return OcclusionResult(
+            maps=normalize(raw),
+            scores=resolved.scores.float(),
+            classes=resolved.classes,
+            logits=_logits_or_none(output),
+            raw=raw,
+        )

@@ -1,0 +1,154 @@
+"""Backward rules for activation functions: plain, guided (Guided Backprop) and deconv.
+
+Guided Backpropagation (Springenberg et al.) and Deconvolution (Zeiler and Fergus) differ from
+the plain gradient only in how gradients pass backward through rectifiers. For an activation
+``y = f(x)`` and an incoming gradient ``g = dL/dy``:
+
+* ``plain``:  ``f'(x) * g`` (the true gradient);
+* ``guided``: ``f'(x) * [x > 0] * max(g, 0)``: only positive gradients, only at positive inputs;
+* ``deconv``: ``max(g, 0)``: only positive gradients, whatever the input.
+
+For ReLU these are exactly the two papers' rules. The same rules are applied to the other
+rectifier-like activations a model may use, on their own derivative: ReLU6 and hardtanh
+(``f'(x) = [lo < x < hi]``), and SiLU, GELU, ELU, leaky ReLU, hardswish, Mish, SELU, CELU and
+softplus (``f'`` from autograd). So the embedded EfficientNet-Lite0, whose activations are
+``nn.ReLU6``, is guided, where Captum's Guided Backprop leaves ReLU6 as a plain gradient.
+
+The rule is read when the backward pass runs, not when the forward pass records the graph: one
+forward pass can serve a plain backward pass (Grad-CAM's gradient to a layer) and a guided one
+(the pixel-space gradient), as Guided Grad-CAM needs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = ["RULES", "Rectified", "RectifierState", "Rule", "classify"]
+
+Rule = Literal["plain", "guided", "deconv"]
+RULES: tuple[Rule, ...] = ("plain", "guided", "deconv")
+
+
+@dataclass
+class RectifierState:
+    """The rule every rectifier of one recorded forward pass applies in the next backward pass."""
+
+    rule: Rule = "plain"
+
+
+_RELU: set[Any] = {
+    F.relu,
+    torch.relu,
+    torch.relu_,
+    Tensor.relu,
+    Tensor.relu_,
+    getattr(F, "relu_", torch.relu_),
+}
+_BOUNDED: set[Any] = {F.hardtanh, F.relu6, torch._C._nn.hardtanh_, getattr(F, "hardtanh_", None)}
+_SMOOTH: set[Any] = {
+    F.silu,
+    F.gelu,
+    torch._C._nn.gelu,
+    F.elu,
+    F.leaky_relu,
+    F.hardswish,
+    F.mish,
+    F.selu,
+    F.celu,
+    F.softplus,
+}
+_INPLACE_BY_NAME: set[Any] = {torch.relu_, Tensor.relu_, getattr(F, "relu_", None)}
+_INPLACE_BY_NAME.add(torch._C._nn.hardtanh_)
+_INPLACE_BY_NAME.add(getattr(F, "hardtanh_", None))
+_INPLACE_BY_NAME.discard(None)
+
+
+@dataclass(frozen=True)
+class Activation:
+    """A rectifier call found in a forward pass, in normalized form."""
+
+    kind: Literal["relu", "bounded", "smooth"]
+    low: float
+    high: float
+    inplace: bool
+    function: Callable[[Tensor], Tensor]
+
+
+def classify(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Activation | None:
+    """Recognize a call of a rectifier-like activation, or return ``None``."""
+    if not args or not isinstance(args[0], Tensor) or not args[0].is_floating_point():
+        return None
+    inplace = bool(kwargs.get("inplace", False)) or func in _INPLACE_BY_NAME
+    if args[-1] is True:  # `inplace` given by position, as in F.relu(x, True)
+        inplace = True
+    if func in _RELU:
+        return Activation("relu", 0.0, float("inf"), inplace, torch.relu)
+    if func in _BOUNDED:
+        if func is F.relu6:
+            low, high = 0.0, 6.0
+        else:
+            low = float(kwargs.get("min_val", args[1] if len(args) > 1 else -1.0))
+            high = float(kwargs.get("max_val", args[2] if len(args) > 2 else 1.0))
+        return Activation("bounded", low, high, inplace, lambda t: t.clamp(low, high))
+    if func in _SMOOTH:
+        extra = {k: v for k, v in kwargs.items() if k != "inplace"}
+        rest = args[1:-1] if isinstance(args[-1], bool) else args[1:]
+
+        def smooth(t: Tensor) -> Tensor:
+            return func(t, *rest, **extra)  # type: ignore[no-any-return]
+
+        return Activation("smooth", 0.0, 0.0, inplace, smooth)
+    return None
+
+
+class Rectified(torch.autograd.Function):
+    """An activation whose backward pass follows ``state.rule`` (see the module docstring)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, act: Activation, state: RectifierState) -> Tensor:
+        ctx.act, ctx.state = act, state
+        if act.kind == "smooth":
+            ctx.save_for_backward(x.clone() if act.inplace else x)
+            out = act.function(x)
+            if act.inplace:
+                x.copy_(out)
+                ctx.mark_dirty(x)
+                return x
+            return out
+        if act.inplace:
+            out = x.relu_() if act.kind == "relu" else x.clamp_(act.low, act.high)
+            ctx.mark_dirty(x)
+        else:
+            out = act.function(x)
+        # The output determines the derivative mask: y > lo and y < hi exactly when x is.
+        ctx.save_for_backward(out)
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, None, None]:
+        act: Activation = ctx.act
+        rule = ctx.state.rule
+        (saved,) = ctx.saved_tensors
+        if rule == "deconv":
+            return grad.clamp(min=0), None, None
+        incoming = grad.clamp(min=0) if rule == "guided" else grad
+        if act.kind == "smooth":
+            with torch.enable_grad():
+                x = saved.detach().requires_grad_(True)
+                (result,) = torch.autograd.grad(act.function(x), x, incoming)
+            if rule == "guided":
+                result = result * (saved > 0)
+            return result, None, None
+        if act.kind == "relu":
+            mask = saved > 0
+        else:
+            mask = (saved > act.low) & (saved < act.high)
+            if rule == "guided" and act.low < 0:
+                mask = mask & (saved > 0)
+        return incoming * mask, None, None
