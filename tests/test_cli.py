@@ -108,3 +108,40 @@ def test_user_errors_exit_2_without_traceback(
     proc = run("explain", str(photos["cat"]), "--out", str(tmp_path), *args)
     assert proc.returncode == 2
     assert message in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_several_methods_and_the_figure(photos: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    proc = run(
+        "explain", str(photos["cat"]), "--method", "cam", "--method", "occlusion",
+        "--method", "deconvolution", "--figure", "--window", "64", "--stride", "32",
+        "--out", str(out), "--save-maps",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    folder = out / "cat"
+    summary = json.loads((folder / "summary.json").read_text())
+    kinds = [m["kind"] for m in summary["maps"]]
+    assert kinds == [
+        "cam",
+        "occlusion",
+        "deconvolution",
+        "gradcam",
+        "guided-backprop",
+        "guided-gradcam",
+    ]
+    for entry in summary["maps"]:
+        assert (folder / entry["overlay"]).is_file()
+        assert (entry["box"] is None) == (
+            entry["kind"] in ("deconvolution", "guided-backprop", "guided-gradcam")
+        )
+    (figure,) = summary["figures"]
+    assert (folder / figure).is_file()
+    arrays = np.load(folder / "maps.npz")
+    assert arrays["guided_gradcam_maps"].shape == (1, 3, 224, 337)
+    assert arrays["occlusion_raw"].shape == (1, 224, 337)
+    assert arrays["cam_raw"].shape == (1, 7, 11)
+
+
+def test_unknown_method(photos: dict[str, Path], tmp_path: Path) -> None:
+    proc = run("explain", str(photos["cat"]), "--method", "gradcam++", "--out", str(tmp_path))
+    assert proc.returncode == 2 and "unknown method 'gradcam++'" in proc.stderr

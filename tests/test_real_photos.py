@@ -101,3 +101,52 @@ def test_overlay_keeps_original_size(lite0: gradcam.LoadedModel) -> None:
     picture = gradcam.overlay(image, result.raw[0, 0], box=(10, 10, 100, 100))
     assert picture.size == image.size and picture.mode == "RGB"
     assert picture.getpixel((10, 50)) == (0, 255, 0)  # the box outline
+
+
+@pytest.fixture(scope="module")
+def guided(lite0: gradcam.LoadedModel) -> tuple[gradcam.GuidedCAMResult, int]:
+    image, split = cat_and_coffee()
+    x = lite0.preprocess(image)
+    result = gradcam.GuidedGradCAM(lite0.module)(x, [ESPRESSO, 285])
+    return result, round(split * x.shape[-1] / image.width)
+
+
+def _coffee_share(pixel_map: torch.Tensor, split: int) -> float:
+    mass = pixel_map.abs().sum(dim=0)
+    return float(mass[:, split:].sum() / mass.sum())
+
+
+def test_guided_gradcam_mass_is_on_the_explained_object(
+    guided: tuple[gradcam.GuidedCAMResult, int],
+) -> None:
+    result, split = guided
+    assert _coffee_share(result.maps[0, 0], split) > 0.9  # espresso: on the coffee
+    assert _coffee_share(result.maps[0, 1], split) < 0.1  # Egyptian cat: on the cat
+
+
+def test_guided_backprop_alone_discriminates_less(
+    guided: tuple[gradcam.GuidedCAMResult, int],
+) -> None:
+    """The paper's Fig. 1 point: Guided Backprop highlights both objects for either class."""
+    result, split = guided
+    gap_ggc = _coffee_share(result.maps[0, 0], split) - _coffee_share(result.maps[0, 1], split)
+    gap_gb = _coffee_share(result.gradients[0, 0], split) - _coffee_share(
+        result.gradients[0, 1], split
+    )
+    assert gap_ggc > 2 * gap_gb
+    cosine = torch.nn.functional.cosine_similarity
+    gb, ggc = result.gradients[0], result.maps[0]
+    assert cosine(gb[0].flatten(), gb[1].flatten(), dim=0) > 0.5
+    assert cosine(ggc[0].flatten(), ggc[1].flatten(), dim=0) < 0.2
+
+
+def test_relu6_of_the_embedded_model_is_guided(lite0: gradcam.LoadedModel) -> None:
+    """EfficientNet-Lite0's activations are nn.ReLU6: ours guides them, Captum does not."""
+    x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    leaf = x.clone().requires_grad_(True)
+    (plain,) = torch.autograd.grad(lite0.module(leaf)[0, ESPRESSO], leaf)
+    ours = gradcam.GuidedBackprop(lite0.module)(x, ESPRESSO).maps[0, 0]
+    assert not torch.allclose(ours, plain[0], atol=1e-6)
+    captum_attr = pytest.importorskip("captum.attr")
+    theirs = captum_attr.GuidedBackprop(lite0.module).attribute(x, target=ESPRESSO)[0]
+    torch.testing.assert_close(theirs, plain[0], rtol=1e-4, atol=1e-6)  # left unguided

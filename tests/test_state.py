@@ -67,3 +67,54 @@ def test_failed_call_leaves_model_untouched(
         with pytest.raises((GradCAMError, RuntimeError), match=message):
             GradCAM(model, layer)(x, targets)  # type: ignore[arg-type]
         assert not torch.is_grad_enabled()  # the caller's grad mode is restored too
+
+
+METHODS = __import__("gradcam").methods()
+
+
+def _no_function_mode_left() -> bool:
+    return not torch._C._is_torch_function_mode_enabled()
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_every_method_leaves_model_and_input_untouched(name: str) -> None:
+    from gradcam.methods import create
+
+    model = _grad_populated_model().train()
+    before = snapshot(model)
+    x = torch.randn(2, 3, 12, 12, requires_grad=True)
+    x_before = x.detach().clone()
+    create(name, model)(x, TopK(2))
+    assert_unchanged(before, model)
+    assert torch.equal(x.detach(), x_before) and x.grad is None
+    assert torch.is_grad_enabled() and _no_function_mode_left()
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_every_method_leaves_model_untouched_when_it_raises(name: str) -> None:
+    from gradcam.methods import create
+
+    for model, targets, message in [
+        (_grad_populated_model(), 99, "out of range"),
+        (FailingNet(), 0, "boom inside forward"),
+    ]:
+        model.train()
+        before = snapshot(model)
+        with pytest.raises((GradCAMError, RuntimeError), match=message):
+            create(name, model, "features")(torch.randn(1, 3, 12, 12), targets)
+        assert_unchanged(before, model)
+        assert torch.is_grad_enabled() and _no_function_mode_left()
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_every_method_under_caller_no_grad_and_inference_mode(name: str) -> None:
+    from gradcam.methods import create
+
+    model = SmallCNN(seed=6).eval()
+    x = torch.randn(1, 3, 12, 12, generator=torch.Generator().manual_seed(3))
+    expected = create(name, model)(x, [1]).maps
+    with torch.no_grad():
+        torch.testing.assert_close(create(name, model)(x, [1]).maps, expected)
+        assert not torch.is_grad_enabled()
+    with torch.inference_mode():
+        torch.testing.assert_close(create(name, model)(x.clone(), [1]).maps, expected)

@@ -195,6 +195,8 @@ def compute_gradients(
     # so grad mode is set inside.
     with torch.inference_mode(False):
         try:
+            if to_input and x.is_inference():
+                x = x.clone()  # a normal tensor: inference tensors cannot become leaves
             source = x.detach().requires_grad_(True) if to_input else x
             # Without input gradients, the network before the layer records no graph.
             torch.set_grad_enabled(to_input)

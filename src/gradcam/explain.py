@@ -50,6 +50,11 @@ _RULE_OF: dict[str, Rule] = {
     "deconv-gradcam": "deconv",
 }
 _FIGURE = ("guided-backprop", "gradcam", "guided-gradcam")
+_TITLES = {
+    "guided-backprop": "Guided Backprop",
+    "gradcam": "Grad-CAM",
+    "guided-gradcam": "Guided Grad-CAM",
+}
 
 
 @dataclass(frozen=True)
@@ -259,7 +264,7 @@ def save_explanation(
         for entry in (e for e in explanation.entries if e.method == "gradcam"):
             label = entry.class_name or f"target-{entry.rank}"
             panels = [("Original", image)] + [
-                (f"{m}: {label}", pictures[(m, entry.rank)]) for m in _FIGURE
+                (f"{_TITLES[m]}: {label}", pictures[(m, entry.rank)]) for m in _FIGURE
             ]
             filename = f"figure_{entry.rank}_{_slug(label)}.png"
             side_by_side(panels).save(out / filename)

@@ -126,3 +126,56 @@ class FailingNet(SmallCNN):
     def forward(self, x: Tensor) -> Tensor:
         self.features(x)
         raise RuntimeError("boom inside forward")
+
+
+def signed_input() -> Tensor:
+    return torch.tensor([[[[1.0, -2.0], [3.0, -1.0]]]])
+
+
+RECTIFIERS: dict[str, Any] = {
+    "nn.ReLU": nn.ReLU(),
+    "nn.ReLU(inplace)": nn.ReLU(inplace=True),
+    "F.relu": torch.nn.functional.relu,
+    "F.relu(inplace)": lambda t: torch.nn.functional.relu(t, inplace=True),
+    "F.relu(t, True)": lambda t: torch.nn.functional.relu(t, True),
+    "torch.relu": torch.relu,
+    "torch.relu_": torch.relu_,
+    "Tensor.relu": lambda t: t.relu(),
+    "Tensor.relu_": lambda t: t.relu_(),
+    "nn.ReLU6": nn.ReLU6(),
+    "F.relu6": torch.nn.functional.relu6,
+    "nn.SiLU": nn.SiLU(),
+}
+
+
+class RectifierNet(nn.Module):
+    """conv 1x1 (weights +1, -1) -> rectifier -> flatten -> linear; any rectifier form.
+
+    On ``signed_input()`` ``x = [[1, -2], [3, -1]]``: ``z0 = x``, ``z1 = -x``, and the linear
+    weights are ``v0 = [2, -3, -1, 4]`` on channel 0 and ``v1 = [1, 2, 5, -1]`` on channel 1.
+    For ReLU, ``h0 = [1, 0, 3, 0]`` and ``h1 = [0, 2, 0, 1]``, so ``y = -1 + 3 = 2``, and
+    ``dy/dx = dy/dz0 - dy/dz1`` is, under each rule:
+
+    * plain:  ``v0 [x>0] - v1 [-x>0] = [2, 0, -1, 0] - [0, 2, 0, -1] = [2, -2, -1, 1]``;
+    * guided: ``max(v0,0) [x>0] - max(v1,0) [-x>0] = [2, 0, 0, 0] - [0, 2, 0, 0] = [2, -2, 0, 0]``;
+    * deconv: ``max(v0, 0) - max(v1, 0) = [2, 0, 0, 4] - [1, 2, 5, 0] = [1, -2, -5, 4]``.
+    """
+
+    def __init__(self, rectifier: Any) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 2, kernel_size=1, bias=False)
+        self.rectifier = rectifier
+        self.fc = nn.Linear(8, 1, bias=False)
+        with torch.no_grad():
+            self.conv.weight.copy_(torch.tensor([1.0, -1.0]).view(2, 1, 1, 1))
+            self.fc.weight.copy_(torch.tensor([[2.0, -3.0, -1.0, 4.0, 1.0, 2.0, 5.0, -1.0]]))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc(self.rectifier(self.conv(x)).flatten(1))
+
+
+class GmpNet(SmallCNN):
+    """Like SmallCNN, but with global *max* pooling: not a CAM architecture."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc(self.features(x).amax(dim=(2, 3)))

@@ -69,8 +69,9 @@ class CAM(LayerMethod):
         layer, layer_name = self.layer_for(x)
         candidates = self._candidates()
         with ExitStack() as stack:
-            stack.enter_context(torch.no_grad())
+            # inference_mode(False) turns grad mode on, so no_grad comes after it.
             stack.enter_context(torch.inference_mode(False))
+            stack.enter_context(torch.no_grad())
             stack.enter_context(eval_mode(self.module))
             features = stack.enter_context(capture_layer(layer, layer_name, detach=False))
             inputs = [stack.enter_context(capture_input(m, n)) for m, n in candidates]

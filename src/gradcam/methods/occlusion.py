@@ -132,7 +132,8 @@ class Occlusion:
         passes = batch * len(windows)
         show = self.progress if self.progress is not None else passes > 200
         bar = tqdm(total=passes, desc="occlusion", unit="pass", disable=not show, file=sys.stderr)
-        with torch.no_grad(), torch.inference_mode(False), eval_mode(self.module), bar:
+        # inference_mode(False) turns grad mode on, so no_grad comes after it.
+        with torch.inference_mode(False), torch.no_grad(), eval_mode(self.module), bar:
             output = self.module(x)
             resolved = resolve_targets(targets, output, batch)
             total = torch.zeros(batch, resolved.scores.shape[1], height, width, device=x.device)
