@@ -42,16 +42,16 @@ class RectifierState:
     rule: Rule = "plain"
 
 
-_RELU: set[Any] = {
-    F.relu,
-    torch.relu,
-    torch.relu_,
-    Tensor.relu,
-    Tensor.relu_,
-    getattr(F, "relu_", torch.relu_),
-}
-_BOUNDED: set[Any] = {F.hardtanh, F.relu6, torch._C._nn.hardtanh_, getattr(F, "hardtanh_", None)}
-_SMOOTH: set[Any] = {
+def _present(*functions: Any) -> frozenset[Any]:
+    """The functions this torch version has (some aliases are missing in older releases)."""
+    return frozenset(f for f in functions if f is not None)
+
+
+_RELU = _present(
+    F.relu, torch.relu, torch.relu_, Tensor.relu, Tensor.relu_, getattr(F, "relu_", None)
+)
+_BOUNDED = _present(F.hardtanh, F.relu6, torch._C._nn.hardtanh_, getattr(F, "hardtanh_", None))
+_SMOOTH = _present(
     F.silu,
     F.gelu,
     torch._C._nn.gelu,
@@ -62,11 +62,14 @@ _SMOOTH: set[Any] = {
     F.selu,
     F.celu,
     F.softplus,
-}
-_INPLACE_BY_NAME: set[Any] = {torch.relu_, Tensor.relu_, getattr(F, "relu_", None)}
-_INPLACE_BY_NAME.add(torch._C._nn.hardtanh_)
-_INPLACE_BY_NAME.add(getattr(F, "hardtanh_", None))
-_INPLACE_BY_NAME.discard(None)
+)
+_ALWAYS_INPLACE = _present(
+    torch.relu_,
+    Tensor.relu_,
+    getattr(F, "relu_", None),
+    torch._C._nn.hardtanh_,
+    getattr(F, "hardtanh_", None),
+)
 
 
 @dataclass(frozen=True)
@@ -84,7 +87,7 @@ def classify(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Activa
     """Recognize a call of a rectifier-like activation, or return ``None``."""
     if not args or not isinstance(args[0], Tensor) or not args[0].is_floating_point():
         return None
-    inplace = bool(kwargs.get("inplace", False)) or func in _INPLACE_BY_NAME
+    inplace = bool(kwargs.get("inplace", False)) or func in _ALWAYS_INPLACE
     if args[-1] is True:  # `inplace` given by position, as in F.relu(x, True)
         inplace = True
     if func in _RELU:
