@@ -262,6 +262,7 @@ class TestRegistry:
         ]
 
     def test_create_and_unknown(self) -> None:
+        assert gradcam.create_method is create
         model = SmallCNN().eval()
         result = create("counterfactual", model, "features")(torch.randn(1, 3, 8, 8), 1)
         assert isinstance(result, gradcam.CAMResult)

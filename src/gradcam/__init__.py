@@ -28,6 +28,7 @@ from gradcam.methods import (
     Result,
     methods,
 )
+from gradcam.methods import create as create_method
 from gradcam.models import LoadedModel, available_models, load_model
 from gradcam.targets import TopK
 from gradcam.viz import overlay
@@ -55,6 +56,7 @@ __all__ = [
     "TopK",
     "available_models",
     "bounding_box",
+    "create_method",
     "find_default_layer",
     "load_image",
     "load_model",
