@@ -100,10 +100,11 @@ def check_input(x: Any, model: nn.Module) -> Tensor:
     return x
 
 
-def _batched_grad(scores: Tensor, wrt: Tensor, what: str) -> Tensor:
+def _batched_grad(scores: Tensor, wrt: Tensor, what: str, *, retain: bool) -> Tensor:
     """``d scores[:, k] / d wrt`` for every k as (B, K, ...), in one batched backward pass.
 
-    The graph is kept, so several backward passes can follow one forward pass.
+    ``retain`` keeps the graph for a later backward pass; the last pass frees it as it goes,
+    which lets the backward pass reuse the saved activations' memory.
     """
     batch, k = scores.shape
     if not scores.requires_grad:
@@ -115,7 +116,7 @@ def _batched_grad(scores: Tensor, wrt: Tensor, what: str) -> Tensor:
     # column k gives every image's own gradient for its target k.
     grads: Tensor | None
     if k == 1:
-        (grads,) = torch.autograd.grad(scores.sum(), wrt, retain_graph=True, allow_unused=True)
+        (grads,) = torch.autograd.grad(scores.sum(), wrt, retain_graph=retain, allow_unused=True)
         return (torch.zeros_like(wrt) if grads is None else grads).unsqueeze(1)
     one_hot = torch.eye(k, dtype=scores.dtype, device=scores.device)
     grad_outputs = one_hot[:, None, :].expand(k, batch, k)
@@ -127,7 +128,7 @@ def _batched_grad(scores: Tensor, wrt: Tensor, what: str) -> Tensor:
                 scores,
                 wrt,
                 grad_outputs,
-                retain_graph=True,
+                retain_graph=True,  # the fallback below needs the graph if this fails
                 is_grads_batched=True,
                 allow_unused=True,
             )
@@ -220,11 +221,15 @@ def compute_gradients(
             if capture is not None and capture.activation is not None:
                 state.rule = layer_rule
                 activations = capture.activation.detach()
-                layer_grads = _batched_grad(resolved.scores, capture.activation, "chosen layer")
+                layer_grads = _batched_grad(
+                    resolved.scores, capture.activation, "chosen layer", retain=to_input
+                )
             input_grads: dict[str, Tensor] = {}
-            for rule in input_rules:
+            for i, rule in enumerate(input_rules):
                 state.rule = rule
-                input_grads[rule] = _batched_grad(resolved.scores, source, "input").detach()
+                last = i == len(input_rules) - 1
+                rule_grad = _batched_grad(resolved.scores, source, "input", retain=not last)
+                input_grads[rule] = rule_grad.detach()
             try:
                 logits: Tensor | None = as_logits(output).detach()
             except TargetError:

@@ -129,8 +129,8 @@ class _RectifierMode(TorchFunctionMode):
         kwargs: dict[str, Any] | None = None,
     ) -> Any:
         kwargs = kwargs or {}
-        activation = classify(func, args, kwargs) if torch.is_grad_enabled() else None
-        if activation is None:
+        activation = classify(func, args, kwargs)
+        if activation is None or not torch.is_grad_enabled():
             return func(*args, **kwargs)
         return Rectified.apply(args[0], activation, self.state)
 

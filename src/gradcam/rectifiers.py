@@ -63,6 +63,7 @@ _SMOOTH = _present(
     F.celu,
     F.softplus,
 )
+_ANY = _RELU | _BOUNDED | _SMOOTH
 _ALWAYS_INPLACE = _present(
     torch.relu_,
     Tensor.relu_,
@@ -85,6 +86,9 @@ class Activation:
 
 def classify(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Activation | None:
     """Recognize a call of a rectifier-like activation, or return ``None``."""
+    # Called for every op of a forward pass: the cheap membership test comes first.
+    if func not in _ANY:
+        return None
     if not args or not isinstance(args[0], Tensor) or not args[0].is_floating_point():
         return None
     inplace = bool(kwargs.get("inplace", False)) or func in _ALWAYS_INPLACE
