@@ -1,0 +1,175 @@
+"""Metrics of the paper's evaluations, on plain maps, boxes and masks.
+
+Boxes are ``(x0, y0, x1, y1)`` in pixels, inclusive (the form of
+:func:`gradcam.maps.bounding_box` and of PASCAL VOC annotations made 0-based). Maps are 2-D
+tensors or arrays. Every function is pure and never returns NaN.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from scipy import ndimage, stats
+from torch import Tensor
+
+__all__ = [
+    "Box",
+    "area_under_curve",
+    "box_iou",
+    "localization_correct",
+    "pointing_hit",
+    "pointing_point",
+    "recall_hit",
+    "spearman",
+]
+
+Box = tuple[int, int, int, int]
+
+
+def _array(values: Tensor | np.ndarray) -> np.ndarray:
+    if isinstance(values, Tensor):
+        return values.detach().cpu().double().numpy()
+    return np.asarray(values, dtype=np.float64)
+
+
+def box_iou(a: Box, b: Box) -> float:
+    """Intersection over union of two inclusive pixel boxes.
+
+    Example:
+        >>> box_iou((0, 0, 9, 9), (5, 0, 14, 9))  # 50 of 150 pixels
+        0.3333333333333333
+    """
+    ix = min(a[2], b[2]) - max(a[0], b[0]) + 1
+    iy = min(a[3], b[3]) - max(a[1], b[1]) + 1
+    inter = max(ix, 0) * max(iy, 0)
+    area_a = (a[2] - a[0] + 1) * (a[3] - a[1] + 1)
+    area_b = (b[2] - b[0] + 1) * (b[3] - b[1] + 1)
+    union = area_a + area_b - inter
+    return inter / union if union > 0 else 0.0
+
+
+def localization_correct(
+    predicted_class: int,
+    predicted_box: Box,
+    ground_truth: Sequence[tuple[int, Box]],
+    iou_threshold: float = 0.5,
+) -> bool:
+    """ILSVRC localization (section 4.1): the class is right and the box overlaps a
+    ground-truth box *of that class* with IoU >= ``iou_threshold``.
+
+    Example:
+        >>> localization_correct(3, (0, 0, 9, 9), [(3, (1, 1, 9, 9)), (5, (0, 0, 9, 9))])
+        True
+    """
+    return any(
+        c == predicted_class and box_iou(predicted_box, box) >= iou_threshold
+        for c, box in ground_truth
+    )
+
+
+def pointing_point(map2d: Tensor | np.ndarray) -> tuple[int, int] | None:
+    """The point a map points at: ``(x, y)`` of its maximum, or ``None`` for a constant map.
+
+    A constant map (all zeros, say) points nowhere: it has no evidence to locate. When several
+    pixels share the maximum, the first in row-major order is taken (as
+    :func:`gradcam.maps.peak`).
+    """
+    values = _array(map2d)
+    if values.size == 0 or float(values.max()) == float(values.min()):
+        return None
+    y, x = np.unravel_index(int(np.argmax(values)), values.shape)
+    return int(x), int(y)
+
+
+def _distance_to_box(point: tuple[int, int], box: Box) -> float:
+    x, y = point
+    dx = max(box[0] - x, 0, x - box[2])
+    dy = max(box[1] - y, 0, y - box[3])
+    return float(np.hypot(dx, dy))
+
+
+def pointing_hit(
+    map2d: Tensor | np.ndarray,
+    boxes: Sequence[Box] = (),
+    masks: Sequence[Tensor | np.ndarray] = (),
+    tolerance: float = 15.0,
+) -> bool:
+    """The pointing game (section 4.3, Zhang et al. 2016): does the map's maximum fall within
+    ``tolerance`` pixels of an annotated instance of the class (a box or a boolean mask of the
+    map's size)?
+
+    A constant map points nowhere and misses.
+
+    Example:
+        >>> m = torch.zeros(50, 50); m[10, 40] = 1.0
+        >>> pointing_hit(m, boxes=[(0, 0, 30, 30)])  # 10 pixels to the right of the box
+        True
+    """
+    point = pointing_point(map2d)
+    if point is None:
+        return False
+    if any(_distance_to_box(point, box) <= tolerance for box in boxes):
+        return True
+    x, y = point
+    for mask in masks:
+        instance = _array(mask) > 0
+        if instance.shape != _array(map2d).shape:
+            raise ValueError(
+                f"mask shape {instance.shape} differs from the map's {_array(map2d).shape}"
+            )
+        if not instance.any():
+            continue
+        distance = ndimage.distance_transform_edt(~instance)
+        if float(distance[y, x]) <= tolerance:
+            return True
+    return False
+
+
+def recall_hit(map_max: float, threshold: float, class_present: bool, pointed: bool) -> bool:
+    """The paper's recall variant of the pointing game (section 4.3, appendix D).
+
+    A map for one of the top-5 predicted classes whose maximum (before normalization) is below
+    ``threshold`` rejects the class: a hit when the class is absent from the image. Otherwise
+    the map must point at an instance (``pointed``) of a class that is present.
+
+    Example:
+        >>> recall_hit(0.1, 0.5, class_present=False, pointed=False)  # a correct rejection
+        True
+    """
+    if map_max < threshold:
+        return not class_present
+    return class_present and pointed
+
+
+def spearman(a: Tensor | np.ndarray, b: Tensor | np.ndarray) -> float:
+    """Spearman rank correlation of two maps of the same shape (ties get average ranks).
+
+    Used to compare a method's map with the occlusion map (section 5.3). A constant map has
+    no ranking: the correlation is then 0.0, never NaN.
+
+    Example:
+        >>> spearman(torch.tensor([1.0, 2.0, 3.0]), torch.tensor([10.0, 30.0, 20.0]))
+        0.5
+    """
+    x, y = _array(a).ravel(), _array(b).ravel()
+    if x.shape != y.shape:
+        raise ValueError(f"maps differ in size: {x.size} and {y.size} values")
+    if x.size < 2 or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return 0.0
+    return float(stats.spearmanr(x, y).statistic)
+
+
+def area_under_curve(values: Sequence[float] | Tensor | np.ndarray) -> float:
+    """Trapezoidal area under a curve sampled at evenly spaced fractions from 0 to 1 (the
+    deletion and insertion curves of Petsiuk et al. 2018).
+
+    Example:
+        >>> area_under_curve([1.0, 0.5, 0.0])
+        0.5
+    """
+    curve = _array(values if isinstance(values, (Tensor, np.ndarray)) else np.asarray(values))
+    curve = curve.ravel()
+    if curve.size < 2:
+        return float(curve[0]) if curve.size else 0.0
+    return float(np.trapezoid(curve, dx=1.0 / (curve.size - 1)))
