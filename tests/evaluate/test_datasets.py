@@ -1,0 +1,169 @@
+"""Dataset readers on small fixture folders written by the tests."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from gradcam.evaluate.datasets import (
+    VOC_CLASSES,
+    DatasetError,
+    decode_rle,
+    read_coco,
+    read_folder,
+    read_imagenet,
+    read_voc,
+)
+
+
+def _image(path: Path, size: tuple[int, int]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", size, (120, 80, 40)).save(path)
+
+
+def _voc_xml(
+    path: Path, size: tuple[int, int], objects: list[tuple[str, tuple[int, ...], int]]
+) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    body = "".join(
+        f"<object><name>{name}</name><difficult>{difficult}</difficult><bndbox>"
+        f"<xmin>{b[0]}</xmin><ymin>{b[1]}</ymin><xmax>{b[2]}</xmax><ymax>{b[3]}</ymax>"
+        "</bndbox></object>"
+        for name, b, difficult in objects
+    )
+    path.write_text(
+        f"<annotation><size><width>{size[0]}</width><height>{size[1]}</height>"
+        f"<depth>3</depth></size>{body}</annotation>"
+    )
+
+
+def test_plain_folder(tmp_path: Path) -> None:
+    _image(tmp_path / "b.png", (8, 8))
+    _image(tmp_path / "a.jpg", (8, 8))
+    _image(tmp_path / "sub" / "c.jpeg", (8, 8))
+    (tmp_path / "notes.txt").write_text("not an image")
+    data = read_folder(tmp_path)
+    assert [s.path.name for s in data.samples] == ["a.jpg", "b.png", "c.jpeg"]
+    assert data.samples[0].labels == ()
+    with pytest.raises(DatasetError, match="no such folder"):
+        read_folder(tmp_path / "missing")
+
+
+class TestVOC:
+    def _voc(self, root: Path) -> None:
+        (root / "ImageSets" / "Main").mkdir(parents=True)
+        (root / "ImageSets" / "Main" / "val.txt").write_text("000001\n000002\n000003\n")
+        for image_id, size in [("000001", (50, 40)), ("000002", (30, 30)), ("000003", (20, 20))]:
+            _image(root / "JPEGImages" / f"{image_id}.jpg", size)
+        _voc_xml(
+            root / "Annotations" / "000001.xml",
+            (50, 40),
+            [("cat", (1, 1, 50, 40), 0), ("dog", (10, 5, 20, 15), 1)],
+        )
+        _voc_xml(root / "Annotations" / "000002.xml", (30, 30), [("person", (3, 4, 10, 12), 0)])
+        _voc_xml(root / "Annotations" / "000003.xml", (64, 64), [("cat", (1, 1, 5, 5), 0)])
+
+    def test_boxes_are_zero_based_and_flags_kept(self, tmp_path: Path) -> None:
+        self._voc(tmp_path)
+        data = read_voc(tmp_path, "val")
+        assert data.class_names == VOC_CLASSES
+        first = data.samples[0]
+        cat, dog = VOC_CLASSES.index("cat"), VOC_CLASSES.index("dog")
+        assert first.labels == (cat, dog) and first.size == (50, 40)
+        assert first.annotations[0].box == (0, 0, 49, 39)  # the whole 50x40 image
+        assert first.annotations[1].box == (9, 4, 19, 14) and first.annotations[1].difficult
+        assert not first.annotations[0].difficult
+
+    def test_size_disagreement_is_reported_and_left_out(self, tmp_path: Path) -> None:
+        self._voc(tmp_path)
+        data = read_voc(tmp_path, "val")
+        assert [s.path.stem for s in data.samples] == ["000001", "000002"]
+        (problem,) = data.problems
+        assert "000003.jpg" in problem and "20x20 disagrees with the annotation's 64x64" in problem
+
+    def test_errors_name_the_file(self, tmp_path: Path) -> None:
+        with pytest.raises(DatasetError, match=r"is .* a VOC folder"):
+            read_voc(tmp_path)
+        self._voc(tmp_path)
+        _voc_xml(tmp_path / "Annotations" / "000002.xml", (30, 30), [("unicorn", (1, 1, 2, 2), 0)])
+        with pytest.raises(DatasetError, match=r"000002\.xml: unknown class 'unicorn'"):
+            read_voc(tmp_path)
+
+    def test_unsafe_xml_is_refused(self, tmp_path: Path) -> None:
+        self._voc(tmp_path)
+        (tmp_path / "Annotations" / "000001.xml").write_text(
+            '<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol">'
+            '<!ENTITY lol2 "&lol;&lol;&lol;&lol;">]><annotation>&lol2;</annotation>'
+        )
+        with pytest.raises(DatasetError, match=r"000001\.xml: refused unsafe XML"):
+            read_voc(tmp_path)
+
+
+def test_imagenet_style(tmp_path: Path) -> None:
+    images, boxes = tmp_path / "val", tmp_path / "boxes"
+    _image(images / "ILSVRC2012_val_00000001.JPEG", (60, 40))
+    _image(images / "ILSVRC2012_val_00000002.JPEG", (30, 30))
+    labels = tmp_path / "labels.txt"
+    labels.write_text("ILSVRC2012_val_00000001.JPEG 281\nILSVRC2012_val_00000002.JPEG espresso\n")
+    _voc_xml(boxes / "ILSVRC2012_val_00000001.xml", (60, 40), [("tabby", (5, 6, 30, 40), 0)])
+    data = read_imagenet(images, labels, boxes)
+    assert [s.labels for s in data.samples] == [(281,), (967,)]
+    assert data.samples[0].annotations[0].class_id == 281
+    assert data.samples[0].annotations[0].box == (4, 5, 29, 39)
+    assert data.samples[1].annotations == ()
+    wnids = [f"n{i:08d}" for i in range(1000)]
+    labels.write_text("ILSVRC2012_val_00000002.JPEG n00000967\n")
+    assert read_imagenet(images, labels, classes=wnids).samples[0].labels == (967,)
+    labels.write_text("ILSVRC2012_val_00000002.JPEG not-a-class\n")
+    with pytest.raises(DatasetError, match=r"labels\.txt:1: unknown label 'not-a-class'"):
+        read_imagenet(images, labels)
+
+
+class TestCOCO:
+    def test_boxes_polygons_and_rle_against_pycocotools(self, tmp_path: Path) -> None:
+        mask_utils = pytest.importorskip("pycocotools.mask")
+        rng = np.random.default_rng(0)
+        blob = np.zeros((12, 16), dtype=np.uint8, order="F")
+        blob[3:9, 2:7] = 1
+        blob[rng.random((12, 16)) > 0.8] = 1
+        compressed = mask_utils.encode(np.asfortranarray(blob))
+        _image(tmp_path / "img" / "a.jpg", (16, 12))
+        data = {
+            "images": [{"id": 7, "file_name": "a.jpg", "width": 16, "height": 12}],
+            "categories": [{"id": 18, "name": "dog"}, {"id": 3, "name": "car"}],
+            "annotations": [
+                {"image_id": 7, "category_id": 18, "bbox": [2.0, 3.0, 5.0, 6.0],
+                 "segmentation": [[2, 3, 6.9, 3, 6.9, 8.9, 2, 8.9]], "iscrowd": 0},
+                {"image_id": 7, "category_id": 3, "bbox": [0, 0, 16, 12], "iscrowd": 1,
+                 "segmentation": {"counts": compressed["counts"].decode(), "size": [12, 16]}},
+            ],
+        }  # fmt: skip
+        path = tmp_path / "instances.json"
+        path.write_text(json.dumps(data))
+        dataset = read_coco(path, tmp_path / "img")
+        assert dataset.class_names == ("car", "dog")  # in category id order
+        (sample,) = dataset.samples
+        dog, car = sample.annotations
+        assert dog.class_id == 1 and dog.box == (2, 3, 6, 8) and not dog.difficult
+        assert dog.mask is not None and dog.mask[3:9, 2:7].all() and dog.mask.sum() == 30
+        assert car.class_id == 0 and car.difficult and car.box == (0, 0, 15, 11)
+        assert car.mask is not None and np.array_equal(car.mask, blob.astype(bool))
+        assert np.array_equal(mask_utils.decode(compressed), blob)  # pycocotools agrees
+        assert sample.labels == (0, 1)
+
+    def test_uncompressed_rle_and_bad_files(self, tmp_path: Path) -> None:
+        # column-major runs over a 2x3 mask: 1 off, 2 on, 3 off -> pixels (1,0) and (0,1)
+        assert decode_rle([1, 2, 3], 2, 3).tolist() == [[False, True, False], [True, False, False]]
+        with pytest.raises(ValueError, match="cover 5 pixels"):
+            decode_rle([1, 4], 2, 3)
+        bad = tmp_path / "bad.json"
+        bad.write_text("{not json")
+        with pytest.raises(DatasetError, match=r"bad\.json: not a JSON file"):
+            read_coco(bad, tmp_path)
+        bad.write_text('{"images": []}')
+        with pytest.raises(DatasetError, match="not a COCO annotation file"):
+            read_coco(bad, tmp_path)
