@@ -1,0 +1,135 @@
+"""The protocols end to end: exact on a model whose maps are known, then on real photos."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from helpers.photos import SKIMAGE_DATA, cat_and_coffee
+from helpers.state import assert_unchanged, snapshot
+from PIL import Image
+from torch import Tensor, nn
+
+import gradcam
+from gradcam.evaluate.datasets import Annotation, Dataset, Sample
+from gradcam.evaluate.protocols import faithfulness, localization, pointing, sanity
+from gradcam.images import Preprocess
+
+
+class ChannelNet(nn.Module):
+    """Class c's score is the mean of input channel c: its Grad-CAM map *is* channel c.
+
+    ``features`` (a 1x1 conv with identity weights, then ReLU) copies the first two channels;
+    GAP and an identity linear layer give the scores, so ``alpha^c`` is one-hot over channels.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(3, 2, 1, bias=False), nn.ReLU())
+        self.fc = nn.Linear(2, 2, bias=False)
+        with torch.no_grad():
+            self.features[0].weight.copy_(torch.eye(2, 3).view(2, 3, 1, 1))
+            self.fc.weight.copy_(torch.eye(2))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc(self.features(x).mean(dim=(2, 3)))
+
+
+def _channel_model() -> gradcam.LoadedModel:
+    identity = Preprocess(32, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+    return gradcam.LoadedModel(
+        "channels", ChannelNet().eval(), identity, ("red", "green"), "features", True
+    )
+
+
+def _picture(
+    path: Path, red: tuple[int, int, int, int], green: tuple[int, int, int, int] | None
+) -> Path:
+    """A 48x32 black image with a bright red box and a dimmer green box (inclusive corners)."""
+    image = Image.new("RGB", (48, 32))
+    image.paste((255, 0, 0), (red[0], red[1], red[2] + 1, red[3] + 1))
+    if green is not None:
+        image.paste((0, 90, 0), (green[0], green[1], green[2] + 1, green[3] + 1))
+    image.save(path)
+    return path
+
+
+RED, GREEN = (4, 6, 15, 20), (30, 2, 40, 10)
+
+
+@pytest.fixture
+def squares(tmp_path: Path) -> Dataset:
+    first = _picture(tmp_path / "a.png", RED, GREEN)
+    second = _picture(tmp_path / "b.png", RED, None)
+    return Dataset(
+        "squares",
+        ("red", "green"),
+        [
+            Sample(first, (0, 1), (Annotation(0, RED), Annotation(1, GREEN))),
+            Sample(second, (0,), (Annotation(0, (30, 20, 45, 30)),)),  # a box elsewhere
+            Sample(tmp_path / "missing.png", (0,)),
+        ],
+    )
+
+
+def test_localization_by_hand(squares: Dataset) -> None:
+    result = localization(_channel_model(), squares)
+    (row_a, row_b, row_missing) = result.rows
+    assert row_a["classes"] == [0, 1] and row_a["boxes"] == [list(RED), list(GREEN)]
+    assert row_a["loc_top1"] and row_a["loc_top5"]
+    assert row_b["cls_top1"] and not row_b["loc_top1"] and not row_b["loc_top5"]
+    assert "missing.png: no such file" in row_missing["error"]
+    (summary,) = result.summary
+    assert summary["images"] == 2
+    assert summary["cls_top1_error"] == 0.0 and summary["loc_top1_error"] == 50.0
+
+
+def test_pointing_by_hand(squares: Dataset) -> None:
+    result = pointing(_channel_model(), squares, tolerance=0)
+    assert result.rows[0]["hits"] == [True, True]  # each class points into its own box
+    assert result.rows[1]["hits"] == [False]
+    assert result.summary[0]["accuracy"] == 66.67  # 2 hits of 3 maps, in percent
+
+
+def test_pointing_recall_variant(squares: Dataset) -> None:
+    # Maps of the top-5 (here both) classes; image b has no green: its green map is empty
+    # (maximum 0), below the threshold, so rejecting green there is a hit.
+    result = pointing(_channel_model(), squares, tolerance=0, recall_threshold=1e-6)
+    assert result.rows[0]["hits"] == [True, True]
+    assert result.rows[1]["classes"] == [0, 1] and result.rows[1]["hits"] == [False, True]
+    assert result.summary[0]["variant"] == "recall" and result.summary[0]["accuracy"] == 75.0
+
+
+def test_classes_must_match_the_model(squares: Dataset) -> None:
+    other = Dataset("voc", tuple(f"c{i}" for i in range(20)), squares.samples)
+    with pytest.raises(gradcam.GradCAMError, match="has 20 classes but the model has 2"):
+        localization(_channel_model(), other)
+
+
+def test_faithfulness_on_a_real_photo(lite0: gradcam.LoadedModel, tmp_path: Path) -> None:
+    """Section 5.3 on cat | coffee (top-1 espresso): Grad-CAM follows occlusion, GB does not."""
+    image, _ = cat_and_coffee()
+    image.save(tmp_path / "cat_and_coffee.png")
+    data = Dataset("photo", (), [Sample(tmp_path / "cat_and_coffee.png")])
+    result = faithfulness(
+        lite0, data, methods=("gradcam", "guided-backprop"), window=112, stride=56, steps=4
+    )
+    by_method = {row["method"]: row for row in result.summary}
+    assert result.rows[0]["class"] == 967
+    assert by_method["gradcam"]["spearman_with_occlusion"] > 0.5
+    assert by_method["guided-backprop"]["spearman_with_occlusion"] < 0.3
+    for row in result.summary:
+        assert 0.0 <= row["deletion_auc"] <= 1.0 and 0.0 <= row["insertion_auc"] <= 1.0
+
+
+def test_sanity_on_a_real_photo(lite0: gradcam.LoadedModel) -> None:
+    """Adebayo et al.: Grad-CAM changes when the top layers are randomized; GB barely does."""
+    before = snapshot(lite0.module)
+    data = Dataset("photo", (), [Sample(SKIMAGE_DATA / "chelsea.png")])
+    result = sanity(lite0, data, methods=("gradcam", "guided-backprop"), points=4)
+    first = result.summary[0]
+    assert first["layers"] < len(list(lite0.module.modules()))
+    assert first["gradcam"] < 0.5 < first["guided-backprop"]
+    assert len(result.summary) == 4 and result.summary[-1]["randomized_to"] == "_conv_stem"
+    assert_unchanged(before, lite0.module)  # only a copy was randomized
