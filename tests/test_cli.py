@@ -145,3 +145,31 @@ def test_several_methods_and_the_figure(photos: dict[str, Path], tmp_path: Path)
 def test_unknown_method(photos: dict[str, Path], tmp_path: Path) -> None:
     proc = run("explain", str(photos["cat"]), "--method", "gradcam++", "--out", str(tmp_path))
     assert proc.returncode == 2 and "unknown method 'gradcam++'" in proc.stderr
+
+
+def test_evaluate_localization_on_an_imagenet_style_folder(tmp_path: Path) -> None:
+    images = tmp_path / "val"
+    images.mkdir()
+    photo("chelsea.png").save(images / "cat.png")
+    photo("coffee.png").save(images / "coffee.png")
+    labels = tmp_path / "labels.txt"
+    labels.write_text("cat.png 285\ncoffee.png espresso\nmissing.png 1\n")
+    out = tmp_path / "out"
+    proc = run(
+        "evaluate", "localization", "--data", str(images), "--labels", str(labels),
+        "--out", str(out),
+    )  # fmt: skip
+    assert proc.returncode == 1  # one image is missing: reported, the others evaluated
+    assert "missing.png: no such file" in proc.stderr and "Traceback" not in proc.stderr
+    assert "| method | images | cls_top1_error |" in proc.stdout
+    (summary,) = json.loads((out / "summary.json").read_text())
+    assert summary["images"] == 2 and summary["cls_top1_error"] == 0.0
+    rows = [json.loads(line) for line in (out / "rows.jsonl").read_text().splitlines()]
+    assert [r["error"] is None for r in rows] == [True, True, False]
+
+
+def test_evaluate_user_errors(tmp_path: Path) -> None:
+    proc = run("evaluate", "pointing", "--data", str(tmp_path), "--format", "coco")
+    assert proc.returncode == 2 and "--format coco needs --annotations FILE" in proc.stderr
+    proc = run("evaluate", "sanity", "--data", str(tmp_path))
+    assert proc.returncode == 2 and "no images to evaluate" in proc.stderr

@@ -1,8 +1,10 @@
 """``gradcam`` command line: thin commands over plain functions.
 
-``gradcam explain IMAGE...`` writes, for every image, one overlay per explained class and a
-``summary.json`` (and ``maps.npz`` with ``--save-maps``) under ``--out``. A bad file is reported
-by name and skipped; the exit code is then 1. User errors never print a traceback.
+``gradcam explain IMAGE...`` writes, for every image, one picture per method and explained
+class and a ``summary.json`` (and ``maps.npz`` with ``--save-maps``) under ``--out``.
+``gradcam evaluate PROTOCOL --data PATH`` runs one of the paper's evaluations and prints its
+table. A bad file is reported by name and skipped; the exit code is then 1. User errors never
+print a traceback.
 """
 
 from __future__ import annotations
@@ -12,10 +14,14 @@ import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from gradcam.errors import GradCAMError, ImageLoadError
 
 __all__ = ["main"]
+
+
+PROTOCOLS = ("localization", "pointing", "faithfulness", "sanity")
 
 
 def _method_names() -> list[str]:
@@ -77,6 +83,42 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     explain.add_argument("--out", default="gradcam_out", metavar="DIR", help="output folder")
     explain.add_argument("--save-maps", action="store_true", help="also write maps.npz per image")
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="run one of the paper's evaluation protocols on a dataset",
+        description="Run an evaluation protocol; print its table; write summary.json and "
+        "rows.jsonl (one row per image) under --out.",
+    )
+    evaluate.add_argument("protocol", choices=PROTOCOLS, help="the protocol")
+    evaluate.add_argument(
+        "--data",
+        required=True,
+        metavar="PATH",
+        help="'photos' (the real photos shipped with scikit-image and matplotlib), an image "
+        "folder, a VOC root, an ImageNet-style folder (with --labels) or COCO images (with "
+        "--annotations)",
+    )
+    evaluate.add_argument(
+        "--format", choices=("auto", "folder", "imagenet", "voc", "coco"), default="auto"
+    )
+    evaluate.add_argument("--labels", metavar="FILE", help="ImageNet-style labels file")
+    evaluate.add_argument("--boxes", metavar="DIR", help="ImageNet-style folder of VOC XML boxes")
+    evaluate.add_argument("--annotations", metavar="FILE", help="COCO annotation JSON")
+    evaluate.add_argument("--split", default="val", help="VOC split (default: val)")
+    evaluate.add_argument("--model", default="efficientnet_lite0", help="model name")
+    evaluate.add_argument("--weights", metavar="FILE", help="local state-dict file")
+    evaluate.add_argument(
+        "--method", dest="methods", action="append", metavar="NAME", help="method (repeatable)"
+    )
+    evaluate.add_argument("--limit", type=int, metavar="N", help="evaluate the first N images")
+    evaluate.add_argument("--out", metavar="DIR", help="write summary.json and rows.jsonl here")
+    evaluate.add_argument("--tolerance", type=float, default=15.0, help="pointing tolerance (px)")
+    evaluate.add_argument(
+        "--recall-threshold", type=float, help="pointing: the recall variant with this threshold"
+    )
+    evaluate.add_argument("--window", type=int, default=35, help="faithfulness occlusion window")
+    evaluate.add_argument("--stride", type=int, default=8, help="faithfulness occlusion stride")
+    evaluate.add_argument("--points", type=int, default=5, help="sanity: randomization steps")
     return parser
 
 
@@ -162,12 +204,113 @@ def _explain(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
+def _dataset(args: argparse.Namespace) -> Any:
+    from gradcam.evaluate import datasets
+
+    if args.data == "photos":
+        return datasets.read_photos()
+    kind = args.format
+    root = Path(args.data)
+    if kind == "auto":
+        if args.annotations:
+            kind = "coco"
+        elif args.labels:
+            kind = "imagenet"
+        elif (root / "ImageSets").is_dir():
+            kind = "voc"
+        else:
+            kind = "folder"
+    if kind == "coco":
+        if not args.annotations:
+            raise GradCAMError("--format coco needs --annotations FILE")
+        return datasets.read_coco(args.annotations, root)
+    if kind == "imagenet":
+        if not args.labels:
+            raise GradCAMError("--format imagenet needs --labels FILE")
+        return datasets.read_imagenet(root, args.labels, args.boxes)
+    if kind == "voc":
+        return datasets.read_voc(root, args.split)
+    return datasets.read_folder(root)
+
+
+def _markdown(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return "(no rows)"
+    keys = list(rows[0])
+    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    lines += ["| " + " | ".join(str(row[k]) for k in keys) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    import json
+
+    from gradcam.evaluate import protocols
+    from gradcam.models import load_model
+
+    dataset = _dataset(args)
+    for problem in dataset.problems:
+        print(f"gradcam: warning: {problem}", file=sys.stderr)
+    if not dataset.samples:
+        raise GradCAMError(f"no images to evaluate in {args.data}")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        loaded = load_model(args.model, args.weights)
+    for warning in caught:
+        print(f"gradcam: warning: {warning.message}", file=sys.stderr)
+    names = args.methods or None
+    for name in names or []:
+        if name not in _method_names():
+            raise GradCAMError(f"unknown method {name!r}; choose from {', '.join(_method_names())}")
+    common: dict[str, Any] = {"limit": args.limit}
+    if args.protocol == "localization":
+        results = [
+            protocols.localization(loaded, dataset, method=m, **common)
+            for m in names or ["gradcam"]
+        ]
+    elif args.protocol == "pointing":
+        results = [
+            protocols.pointing(
+                loaded, dataset, method=m, tolerance=args.tolerance,
+                recall_threshold=args.recall_threshold, **common,
+            )
+            for m in names or ["gradcam"]
+        ]  # fmt: skip
+    elif args.protocol == "faithfulness":
+        extra = {"methods": names} if names else {}
+        results = [
+            protocols.faithfulness(
+                loaded, dataset, window=args.window, stride=args.stride, **extra, **common
+            )
+        ]
+    else:
+        extra = {"methods": names} if names else {}
+        results = [protocols.sanity(loaded, dataset, points=args.points, **extra, **common)]
+    summary = [row for result in results for row in result.summary]
+    rows = [row for result in results for row in result.rows]
+    print(_markdown(summary))
+    failed = [row for row in rows if row["error"] is not None]
+    for row in failed:
+        print(f"gradcam: error: {row['error']}", file=sys.stderr)
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        with (out / "rows.jsonl").open("w") as handle:
+            for row in rows:
+                handle.write(json.dumps(row) + "\n")
+        print(f"results in {out}", file=sys.stderr)
+    return 1 if failed else 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``gradcam`` command; returns the exit code."""
     args = _build_parser().parse_args(argv)
     try:
         if args.command == "explain":
             return _explain(args)
+        if args.command == "evaluate":
+            return _evaluate(args)
     except GradCAMError as exc:
         print(f"gradcam: error: {exc}", file=sys.stderr)
         return 2

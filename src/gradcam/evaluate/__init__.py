@@ -1,8 +1,10 @@
 """The paper's evaluations: metrics on maps and boxes, dataset readers, protocols.
 
-This package is being built in slices (issue 4): the metrics and the dataset readers are here;
-the protocol runners (localization, pointing, faithfulness, sanity, ablations), streaming
-results to disk, ``--workers`` and Ray come next.
+``metrics`` (IoU localization, pointing game, rank correlation, curve areas), ``datasets``
+(plain folders, ImageNet-style, PASCAL VOC, COCO) and ``protocols`` (localization, pointing,
+faithfulness, sanity) run one image at a time in one process. Still to come (issue 4): the
+ablations protocol, streaming results to Parquet with ``--resume``, ``--workers`` and Ray, and
+the synthetic benchmark with its trained model.
 """
 
 from gradcam.evaluate.metrics import (

@@ -37,6 +37,7 @@ __all__ = [
     "read_coco",
     "read_folder",
     "read_imagenet",
+    "read_photos",
     "read_voc",
 ]
 
@@ -117,6 +118,26 @@ def read_folder(folder: str | os.PathLike[str]) -> Dataset:
     """Every image under ``folder`` (recursively, sorted), without labels."""
     root = Path(folder)
     return Dataset(root.name, (), [Sample(p) for p in _images_in(root)])
+
+
+PHOTOS = ("chelsea.png", "coffee.png", "motorcycle_left.png", "astronaut.png", "rocket.jpg")
+
+
+def read_photos() -> Dataset:
+    """The real photos shipped inside installed packages, without labels: scikit-image's
+    ``chelsea``, ``coffee``, ``motorcycle_left``, ``astronaut`` and ``rocket`` (when
+    scikit-image is installed) and matplotlib's ``grace_hopper``."""
+    import matplotlib
+
+    paths = []
+    try:
+        import skimage
+
+        paths += [Path(skimage.__file__).parent / "data" / name for name in PHOTOS]
+    except ImportError:
+        pass
+    paths.append(Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg")
+    return Dataset("photos", (), [Sample(p) for p in paths if p.is_file()])
 
 
 def _voc_objects(
