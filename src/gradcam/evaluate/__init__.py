@@ -1,12 +1,13 @@
-"""The paper's evaluations: metrics on maps and boxes, dataset readers, protocols.
+"""The paper's evaluations: metrics, dataset readers, protocols, and a runner that scales.
 
-``metrics`` (IoU localization, pointing game, rank correlation, curve areas), ``datasets``
-(plain folders, ImageNet-style, PASCAL VOC, COCO) and ``protocols`` (localization, pointing,
-faithfulness, sanity) run one image at a time in one process. Still to come (issue 4): the
-ablations protocol, streaming results to Parquet with ``--resume``, ``--workers`` and Ray, and
-the synthetic benchmark with its trained model.
+The data flow: ``datasets`` reads a folder layout into samples (images and annotations);
+a ``protocols`` object scores each image with a model (its maps, boxes, hits, correlations)
+and summarizes the rows into the paper's tables, using ``metrics``; the ``runner`` streams
+the samples through it in batches (in this process, local processes or Ray) and the
+``store`` writes rows to Parquet and maps to ``.npz`` shards as they come, so runs resume.
 """
 
+from gradcam.evaluate.datasets import Annotation, Dataset, Sample
 from gradcam.evaluate.metrics import (
     Box,
     area_under_curve,
@@ -17,14 +18,41 @@ from gradcam.evaluate.metrics import (
     recall_hit,
     spearman,
 )
+from gradcam.evaluate.protocols import (
+    ABLATIONS,
+    Ablations,
+    Faithfulness,
+    Localization,
+    Pointing,
+    Protocol,
+    ProtocolResult,
+    Sanity,
+)
+from gradcam.evaluate.runner import ModelSpec, run
+from gradcam.evaluate.store import read_maps, read_rows
 
 __all__ = [
+    "ABLATIONS",
+    "Ablations",
+    "Annotation",
     "Box",
+    "Dataset",
+    "Faithfulness",
+    "Localization",
+    "ModelSpec",
+    "Pointing",
+    "Protocol",
+    "ProtocolResult",
+    "Sample",
+    "Sanity",
     "area_under_curve",
     "box_iou",
     "localization_correct",
     "pointing_hit",
     "pointing_point",
+    "read_maps",
+    "read_rows",
     "recall_hit",
+    "run",
     "spearman",
 ]

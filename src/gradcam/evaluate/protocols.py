@@ -1,30 +1,36 @@
-"""The paper's evaluation protocols as plain functions that return plain results.
+"""The paper's evaluation protocols: how one image is scored, and how the rows are summarized.
 
-* :func:`localization` (section 4.1): top-1/top-5 classification and localization error;
-* :func:`pointing` (section 4.3, appendix D): pointing-game accuracy, and its recall variant;
-* :func:`faithfulness` (section 5.3): rank correlation with occlusion, deletion and insertion;
-* :func:`sanity` (Adebayo et al. 2018): cascading model-parameter randomization.
+* :class:`Localization` (section 4.1, Table 1): top-1/top-5 classification and localization
+  error;
+* :class:`Pointing` (section 4.3, appendix D): pointing-game accuracy, and its recall variant;
+* :class:`Faithfulness` (section 5.3): rank correlation with occlusion, deletion and insertion;
+* :class:`Sanity` (Adebayo et al. 2018): cascading model-parameter randomization;
+* :class:`Ablations` (appendix B, Table 3): localization error of Grad-CAM's variants.
 
-Each runs one image at a time (the image read, explained and scored, then released), records
-an unreadable image in its row and goes on. Dataset class indices must be the model's own.
+A protocol is a frozen, picklable settings object. ``protocol.scorer(loaded)`` builds what a
+process needs once (an occlusion method, randomized model copies) and returns a function that
+scores a batch of decoded images into ``(row, maps)`` pairs; ``protocol.summarize(rows)``
+turns the rows, wherever they were computed, into the report table. The runner
+(:mod:`gradcam.evaluate.runner`) streams images through scorers in one process, in local
+processes or on Ray. The functions :func:`localization`, :func:`pointing`, ... run a protocol
+in this process and return its result. Dataset class indices must be the model's own.
 """
 
 from __future__ import annotations
 
 import copy
-import sys
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor, nn
-from tqdm import tqdm
 
-from gradcam.errors import GradCAMError, ImageLoadError
+from gradcam.engine import compute_gradients
+from gradcam.errors import GradCAMError
 from gradcam.evaluate.datasets import Dataset, Sample
 from gradcam.evaluate.metrics import (
     area_under_curve,
@@ -33,20 +39,37 @@ from gradcam.evaluate.metrics import (
     recall_hit,
     spearman,
 )
-from gradcam.images import load_image
+from gradcam.layers import resolve_layer
 from gradcam.maps import bounding_box, upsample
 from gradcam.methods import Occlusion, Result, create
+from gradcam.methods.gradcam import Pooling, grad_cam_from_gradients
 from gradcam.models import LoadedModel
+from gradcam.rectifiers import Rule
 from gradcam.targets import TargetLike, TopK
 
 __all__ = [
+    "ABLATIONS",
+    "Ablations",
+    "Faithfulness",
+    "Localization",
+    "Pointing",
+    "Protocol",
     "ProtocolResult",
+    "Sanity",
+    "Scored",
+    "Scorer",
+    "ablations",
     "faithfulness",
     "heatmaps",
     "localization",
     "pointing",
     "sanity",
 ]
+
+#: One scored image: its row of plain values, and its maps at layer resolution by name.
+Scored = tuple[dict[str, Any], dict[str, np.ndarray]]
+#: Scores decoded images (with their samples) into one :data:`Scored` per image.
+Scorer = Callable[[Sequence[Sample], Sequence[Image.Image]], list[Scored]]
 
 
 @dataclass(frozen=True)
@@ -56,7 +79,8 @@ class ProtocolResult:
     Attributes:
         protocol: the protocol's name.
         summary: rows of the report table (one per method or setting), plain values.
-        rows: one dict per image, with ``"image"`` and ``"error"`` (``None`` when it worked).
+        rows: one dict per image, in dataset order, with ``"index"`` (position in the
+            dataset), ``"image"`` and ``"error"`` (``None`` when it worked).
     """
 
     protocol: str
@@ -67,6 +91,24 @@ class ProtocolResult:
     def failed(self) -> list[dict[str, Any]]:
         """The rows of images that could not be evaluated."""
         return [row for row in self.rows if row["error"] is not None]
+
+
+class Protocol:
+    """Base of the protocols: settings, a per-process scorer, and a summary of rows."""
+
+    name: ClassVar[str]
+
+    def settings(self) -> dict[str, Any]:
+        """The protocol's settings as plain values (recorded with streamed results)."""
+        return {"protocol": self.name, **asdict(self)}  # type: ignore[call-overload]
+
+    def scorer(self, loaded: LoadedModel) -> Scorer:
+        """A function scoring batches of images with ``loaded``; built once per process."""
+        raise NotImplementedError
+
+    def summarize(self, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The report table of the rows of all images (rows with an error are skipped)."""
+        raise NotImplementedError
 
 
 def heatmaps(result: Result) -> Tensor:
@@ -81,14 +123,6 @@ def heatmaps(result: Result) -> Tensor:
     return result.maps.abs().sum(dim=2)
 
 
-def _samples(dataset: Dataset, limit: int | None, desc: str) -> Iterable[Sample]:
-    samples = dataset.samples[:limit] if limit is not None else dataset.samples
-    bar: Iterable[Sample] = tqdm(
-        samples, desc=desc, unit="image", disable=len(samples) < 2, file=sys.stderr
-    )
-    return bar
-
-
 def _check_classes(loaded: LoadedModel, dataset: Dataset) -> None:
     if dataset.class_names and len(dataset.class_names) != len(loaded.class_names):
         raise GradCAMError(
@@ -97,146 +131,269 @@ def _check_classes(loaded: LoadedModel, dataset: Dataset) -> None:
         )
 
 
-def _explain(
-    loaded: LoadedModel, method: str, image: Image.Image, targets: TargetLike
-) -> tuple[Result, Tensor]:
-    """The method's result and its heatmaps (K, H0, W0) at the photo's own size."""
-    x = loaded.preprocess(image)
-    result = create(method, loaded.module, loaded.default_layer)(x, targets)
-    heat = upsample(heatmaps(result)[0], (image.height, image.width))
-    return result, heat
+def _by_shape(tensors: Sequence[Tensor]) -> list[list[int]]:
+    """Positions of the images grouped by tensor shape, so that each group runs as one batch."""
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, x in enumerate(tensors):
+        groups.setdefault(tuple(x.shape), []).append(i)
+    return list(groups.values())
 
 
-def _method(name: str, loaded: LoadedModel, module: nn.Module) -> Any:
-    return create(name, module, loaded.default_layer)
+def _stored(maps: Tensor) -> np.ndarray:
+    return maps.detach().float().cpu().numpy()
 
 
-def _row(sample: Sample) -> dict[str, Any]:
-    return {"image": str(sample.path), "error": None}
+def _error_rate(rows: Sequence[dict[str, Any]], key: Callable[[dict[str, Any]], bool]) -> float:
+    if not rows:
+        return float("nan")
+    return round(100.0 * (1 - sum(bool(key(r)) for r in rows) / len(rows)), 2)
 
 
-def localization(
-    loaded: LoadedModel,
-    dataset: Dataset,
-    *,
-    method: str = "gradcam",
-    threshold: float = 0.15,
-    iou_threshold: float = 0.5,
-    limit: int | None = None,
-) -> ProtocolResult:
+def _done(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [row for row in rows if row.get("error") is None]
+
+
+def _localize(
+    heat: Tensor, classes: list[int], sample: Sample, threshold: float, iou_threshold: float
+) -> dict[str, Any]:
+    """Boxes for the (K, H, W) image-size maps of ``classes``, scored against the sample."""
+    truth = [(a.class_id, a.box) for a in sample.annotations if a.box is not None]
+    boxes = [bounding_box(heat[k], threshold) for k in range(len(classes))]
+    correct = [
+        localization_correct(c, b, truth, iou_threshold)
+        for c, b in zip(classes, boxes, strict=True)
+    ]
+    return {
+        "boxes": [list(b) for b in boxes],
+        "loc_top1": correct[0],
+        "loc_top5": any(correct),
+    }
+
+
+def _classified(classes: list[int], sample: Sample) -> dict[str, Any]:
+    return {
+        "classes": classes,
+        "cls_top1": classes[0] in sample.labels,
+        "cls_top5": any(c in sample.labels for c in classes),
+    }
+
+
+def _top5(loaded: LoadedModel) -> TopK:
+    return TopK(min(5, len(loaded.class_names)))
+
+
+@dataclass(frozen=True)
+class Localization(Protocol):
     """Weakly-supervised localization (section 4.1, Table 1).
 
-    For each image, maps for the top-5 predicted classes are binarized at ``threshold`` times
-    their maximum, and the box around the largest connected segment is the prediction. A
-    prediction is correct when its class is a label of the image and its box has IoU >=
-    ``iou_threshold`` with a ground-truth box of that class. Errors are in percent.
+    For each image, maps for the top-5 predicted classes are upsampled to the image, binarized
+    at ``threshold`` times their maximum, and the box around the largest connected segment is
+    the prediction. A prediction is correct when its class is a label of the image and its
+    box has IoU >= ``iou_threshold`` with a ground-truth box of that class. Errors are in
+    percent. Images of equal size are explained as one batch.
+
+    Example:
+        >>> result = run(Localization(), load_model("shapes"), synthetic_dataset)
+        >>> result.summary[0]["loc_top1_error"]
     """
-    _check_classes(loaded, dataset)
-    rows = []
-    for sample in _samples(dataset, limit, "localization"):
-        row = _row(sample)
-        rows.append(row)
-        try:
-            image = load_image(sample.path)
-        except ImageLoadError as exc:
-            row["error"] = str(exc)
-            continue
-        result, heat = _explain(loaded, method, image, TopK(5))
-        classes = result.classes[0].tolist()
-        truth = [(a.class_id, a.box) for a in sample.annotations if a.box is not None]
-        boxes = [bounding_box(heat[k], threshold) for k in range(len(classes))]
-        correct = [
-            localization_correct(c, b, truth, iou_threshold)
-            for c, b in zip(classes, boxes, strict=True)
+
+    name: ClassVar[str] = "localization"
+    method: str = "gradcam"
+    threshold: float = 0.15
+    iou_threshold: float = 0.5
+
+    def scorer(self, loaded: LoadedModel) -> Scorer:
+        explain = create(self.method, loaded.module, loaded.default_layer)
+        targets = _top5(loaded)
+
+        def score(samples: Sequence[Sample], images: Sequence[Image.Image]) -> list[Scored]:
+            xs = [loaded.preprocess(image) for image in images]
+            scored: list[Scored | None] = [None] * len(xs)
+            for group in _by_shape(xs):
+                result = explain(torch.cat([xs[i] for i in group]), targets)
+                raw = heatmaps(result)
+                for j, i in enumerate(group):
+                    image, sample = images[i], samples[i]
+                    heat = upsample(raw[j], (image.height, image.width))
+                    classes = result.classes[j].tolist()
+                    row = _classified(classes, sample)
+                    row.update(_localize(heat, classes, sample, self.threshold, self.iou_threshold))
+                    scored[i] = (row, {self.method: _stored(raw[j])})
+            return [s for s in scored if s is not None]
+
+        return score
+
+    def summarize(self, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        done = _done(rows)
+        return [
+            {
+                "method": self.method,
+                "images": len(done),
+                "cls_top1_error": _error_rate(done, lambda r: r["cls_top1"]),
+                "cls_top5_error": _error_rate(done, lambda r: r["cls_top5"]),
+                "loc_top1_error": _error_rate(done, lambda r: r["loc_top1"]),
+                "loc_top5_error": _error_rate(done, lambda r: r["loc_top5"]),
+            }
         ]
-        row.update(
-            classes=classes,
-            boxes=[list(b) for b in boxes],
-            cls_top1=classes[0] in sample.labels,
-            cls_top5=any(c in sample.labels for c in classes),
-            loc_top1=correct[0],
-            loc_top5=any(correct),
-        )
-    done = [r for r in rows if r["error"] is None]
-
-    def error(key: str) -> float:
-        if not done:
-            return float("nan")
-        hits = sum(bool(r[key]) for r in done)
-        return round(100.0 * (1 - hits / len(done)), 2)
-
-    summary = [
-        {
-            "method": method,
-            "images": len(done),
-            "cls_top1_error": error("cls_top1"),
-            "cls_top5_error": error("cls_top5"),
-            "loc_top1_error": error("loc_top1"),
-            "loc_top5_error": error("loc_top5"),
-        }
-    ]
-    return ProtocolResult("localization", summary, rows)
 
 
-def pointing(
-    loaded: LoadedModel,
-    dataset: Dataset,
-    *,
-    method: str = "gradcam",
-    tolerance: float = 15.0,
-    recall_threshold: float | None = None,
-    limit: int | None = None,
-) -> ProtocolResult:
+#: The variants of appendix B's Table 3: name -> (pooling, ReLU, gradient rule).
+ABLATIONS: dict[str, tuple[Pooling, bool, Rule]] = {
+    "gradcam": ("mean", True, "plain"),
+    "max-pooling": ("max", True, "plain"),
+    "abs-gradients": ("abs", True, "plain"),
+    "no-relu": ("mean", False, "plain"),
+    "guided-relu": ("mean", True, "guided"),
+    "deconv-relu": ("mean", True, "deconv"),
+}
+
+
+@dataclass(frozen=True)
+class Ablations(Protocol):
+    """Grad-CAM's design choices under the localization protocol (appendix B, Table 3).
+
+    Each variant of :data:`ABLATIONS` (global-average vs global-max pooling of the gradients,
+    absolute gradients, no final ReLU, guided or deconvolution backward rule at the rectifiers
+    between the layer and the score) localizes the top-5 classes as in :class:`Localization`.
+    Variants with the same backward rule share one forward and one backward pass.
+    """
+
+    name: ClassVar[str] = "ablations"
+    variants: tuple[str, ...] = tuple(ABLATIONS)
+    threshold: float = 0.15
+    iou_threshold: float = 0.5
+
+    def __post_init__(self) -> None:
+        unknown = [v for v in self.variants if v not in ABLATIONS]
+        if unknown:
+            raise GradCAMError(
+                f"unknown ablation {unknown[0]!r}; choose from {', '.join(ABLATIONS)}"
+            )
+
+    def scorer(self, loaded: LoadedModel) -> Scorer:
+        layer = resolve_layer(loaded.module, loaded.default_layer)
+        targets = _top5(loaded)
+        rules = list(dict.fromkeys(ABLATIONS[v][2] for v in self.variants))
+
+        def score(samples: Sequence[Sample], images: Sequence[Image.Image]) -> list[Scored]:
+            xs = [loaded.preprocess(image) for image in images]
+            scored: list[Scored | None] = [None] * len(xs)
+            for group in _by_shape(xs):
+                x = torch.cat([xs[i] for i in group])
+                raws: dict[str, Tensor] = {}
+                classes: list[list[int]] = []
+                for rule in rules:
+                    grads = compute_gradients(
+                        loaded.module, x, targets, layer=layer, layer_rule=rule
+                    )
+                    assert grads.activations is not None and grads.gradients is not None
+                    classes = grads.classes.tolist()
+                    for variant in self.variants:
+                        pooling, relu, variant_rule = ABLATIONS[variant]
+                        if variant_rule == rule:
+                            raw, _ = grad_cam_from_gradients(
+                                grads.activations, grads.gradients, pooling=pooling, relu=relu
+                            )
+                            raws[variant] = raw
+                for j, i in enumerate(group):
+                    image, sample = images[i], samples[i]
+                    row = _classified(classes[j], sample)
+                    for variant in self.variants:
+                        heat = upsample(raws[variant][j], (image.height, image.width))
+                        if not ABLATIONS[variant][1]:
+                            # Without the ReLU the map is min-max normalized, as it is for
+                            # display, so its negative evidence lowers the threshold.
+                            heat = heat - heat.amin(dim=(-2, -1), keepdim=True)
+                        located = _localize(
+                            heat, classes[j], sample, self.threshold, self.iou_threshold
+                        )
+                        row[variant] = {k: located[k] for k in ("loc_top1", "loc_top5")}
+                    maps = {v: _stored(raws[v][j]) for v in self.variants}
+                    scored[i] = (row, maps)
+            return [s for s in scored if s is not None]
+
+        return score
+
+    def summarize(self, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        done = _done(rows)
+        return [
+            {
+                "variant": variant,
+                "pooling": ABLATIONS[variant][0],
+                "relu": ABLATIONS[variant][1],
+                "gradient_rule": ABLATIONS[variant][2],
+                "images": len(done),
+                "loc_top1_error": _error_rate(done, _field(variant, "loc_top1")),
+                "loc_top5_error": _error_rate(done, _field(variant, "loc_top5")),
+            }
+            for variant in self.variants
+        ]
+
+
+def _field(variant: str, key: str) -> Callable[[dict[str, Any]], bool]:
+    return lambda row: bool(row[variant][key])
+
+
+@dataclass(frozen=True)
+class Pointing(Protocol):
     """The pointing game (section 4.3): a map for each ground-truth class of each image; a hit
     when its maximum lies within ``tolerance`` pixels of an instance (box or mask) of the class.
 
-    With ``recall_threshold``, the paper's recall variant: maps for the top-5 predictions, each
-    rejected when its maximum (before normalization) is below the threshold; a correct rejection
-    of an absent class is a hit. Accuracy is ``hits / (hits + misses)`` in percent.
+    With ``recall_threshold``, the paper's recall variant (appendix D): maps for the top-5
+    predictions, each rejected when its maximum (before normalization) is below the threshold;
+    a correct rejection of an absent class is a hit. Accuracy is ``hits / (hits + misses)``.
     """
-    _check_classes(loaded, dataset)
-    rows, hits, total = [], 0, 0
-    for sample in _samples(dataset, limit, "pointing"):
-        row = _row(sample)
-        rows.append(row)
-        try:
-            image = load_image(sample.path)
-        except ImageLoadError as exc:
-            row["error"] = str(exc)
-            continue
-        targets: TargetLike = TopK(5) if recall_threshold is not None else list(sample.labels)
-        if not sample.labels and recall_threshold is None:
-            row["hits"] = []
-            continue
-        result, heat = _explain(loaded, method, image, targets)
-        raw_max = heatmaps(result)[0].amax(dim=(-2, -1)).tolist()
-        outcome = []
-        for k, class_id in enumerate(result.classes[0].tolist()):
-            instances = [a for a in sample.annotations if a.class_id == class_id]
-            pointed = pointing_hit(
-                heat[k],
-                boxes=[a.box for a in instances if a.box is not None],
-                masks=[a.mask for a in instances if a.mask is not None],
-                tolerance=tolerance,
-            )
-            if recall_threshold is not None:
-                present = class_id in sample.labels
-                pointed = recall_hit(raw_max[k], recall_threshold, present, pointed)
-            outcome.append(bool(pointed))
-        row.update(classes=result.classes[0].tolist(), hits=outcome, map_max=raw_max)
-        hits += sum(outcome)
-        total += len(outcome)
-    summary = [
-        {
-            "method": method,
-            "variant": "recall" if recall_threshold is not None else "precision",
-            "threshold": recall_threshold,
-            "tolerance": tolerance,
-            "maps": total,
-            "accuracy": round(100.0 * hits / total, 2) if total else float("nan"),
-        }
-    ]
-    return ProtocolResult("pointing", summary, rows)
+
+    name: ClassVar[str] = "pointing"
+    method: str = "gradcam"
+    tolerance: float = 15.0
+    recall_threshold: float | None = None
+
+    def scorer(self, loaded: LoadedModel) -> Scorer:
+        explain = create(self.method, loaded.module, loaded.default_layer)
+        recall = self.recall_threshold
+
+        def one(sample: Sample, image: Image.Image) -> Scored:
+            targets: TargetLike = _top5(loaded) if recall is not None else list(sample.labels)
+            if not sample.labels and recall is None:
+                return {"classes": [], "hits": [], "map_max": []}, {}
+            result = explain(loaded.preprocess(image), targets)
+            raw = heatmaps(result)[0]
+            heat = upsample(raw, (image.height, image.width))
+            raw_max = raw.amax(dim=(-2, -1)).tolist()
+            classes = result.classes[0].tolist()
+            hits = []
+            for k, class_id in enumerate(classes):
+                instances = [a for a in sample.annotations if a.class_id == class_id]
+                pointed = pointing_hit(
+                    heat[k],
+                    boxes=[a.box for a in instances if a.box is not None],
+                    masks=[a.mask for a in instances if a.mask is not None],
+                    tolerance=self.tolerance,
+                )
+                if recall is not None:
+                    pointed = recall_hit(raw_max[k], recall, class_id in sample.labels, pointed)
+                hits.append(bool(pointed))
+            return {"classes": classes, "hits": hits, "map_max": raw_max}, {
+                self.method: _stored(raw)
+            }
+
+        return lambda samples, images: [one(s, i) for s, i in zip(samples, images, strict=True)]
+
+    def summarize(self, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        outcomes = [hit for row in _done(rows) for hit in row["hits"]]
+        return [
+            {
+                "method": self.method,
+                "variant": "recall" if self.recall_threshold is not None else "precision",
+                "threshold": self.recall_threshold,
+                "tolerance": self.tolerance,
+                "maps": len(outcomes),
+                "accuracy": (
+                    round(100.0 * sum(outcomes) / len(outcomes), 2) if outcomes else float("nan")
+                ),
+            }
+        ]
 
 
 def _curves(
@@ -259,64 +416,67 @@ def _curves(
     return probs[: steps + 1], probs[steps + 1 :]
 
 
-def faithfulness(
-    loaded: LoadedModel,
-    dataset: Dataset,
-    *,
-    methods: Sequence[str] = ("gradcam", "guided-backprop", "guided-gradcam", "cam"),
-    window: int = 35,
-    stride: int = 8,
-    steps: int = 16,
-    limit: int | None = None,
-) -> ProtocolResult:
+def _method_means(
+    rows: Sequence[dict[str, Any]], method: str, keys: dict[str, str]
+) -> dict[str, float]:
+    """Means over images of ``row[method][key]``, reported under ``keys[key]``."""
+    out = {}
+    for key, label in keys.items():
+        values = [r[method][key] for r in rows]
+        out[label] = round(float(np.mean(values)), 4) if values else float("nan")
+    return out
+
+
+@dataclass(frozen=True)
+class Faithfulness(Protocol):
     """Faithfulness (section 5.3): for the top-1 class of each image, the Spearman rank
     correlation between each method's map and the occlusion map (Table 2's last column), and
-    the areas under the deletion curve (lower is better) and insertion curve (higher is better).
-    Needs no labels.
+    the areas under the deletion curve (lower is better) and insertion curve (higher is
+    better). Needs no labels.
     """
-    occlusion = Occlusion(loaded.module, window=window, stride=stride, progress=False)
-    rows = []
-    for sample in _samples(dataset, limit, "faithfulness"):
-        row = _row(sample)
-        rows.append(row)
-        try:
-            image = load_image(sample.path)
-        except ImageLoadError as exc:
-            row["error"] = str(exc)
-            continue
-        x = loaded.preprocess(image)
-        reference = occlusion(x, TopK(1))
-        class_id = int(reference.classes[0, 0])
-        size = (x.shape[-2], x.shape[-1])
-        row["class"] = class_id
-        for name in methods:
-            result = create(name, loaded.module, loaded.default_layer)(x, [class_id])
-            heat = upsample(heatmaps(result)[0, 0], size)
-            order = heat.flatten().argsort(descending=True)
-            deletion, insertion = _curves(loaded.module, x, class_id, order, steps)
-            row[name] = {
-                "spearman": spearman(heat, reference.raw[0, 0]),
-                "deletion_auc": area_under_curve(deletion),
-                "insertion_auc": area_under_curve(insertion),
-            }
-    done = [r for r in rows if r["error"] is None]
-    summary = []
-    for name in methods:
 
-        def mean(key: str, name: str = name) -> float:
-            values = [r[name][key] for r in done]
-            return round(float(np.mean(values)), 4) if values else float("nan")
+    name: ClassVar[str] = "faithfulness"
+    methods: tuple[str, ...] = ("gradcam", "guided-backprop", "guided-gradcam", "cam")
+    window: int = 35
+    stride: int = 8
+    steps: int = 16
 
-        summary.append(
-            {
-                "method": name,
-                "images": len(done),
-                "spearman_with_occlusion": mean("spearman"),
-                "deletion_auc": mean("deletion_auc"),
-                "insertion_auc": mean("insertion_auc"),
-            }
-        )
-    return ProtocolResult("faithfulness", summary, rows)
+    def scorer(self, loaded: LoadedModel) -> Scorer:
+        occlusion = Occlusion(loaded.module, window=self.window, stride=self.stride, progress=False)
+        explainers = {m: create(m, loaded.module, loaded.default_layer) for m in self.methods}
+
+        def one(sample: Sample, image: Image.Image) -> Scored:
+            x = loaded.preprocess(image)
+            reference = occlusion(x, TopK(1))
+            class_id = int(reference.classes[0, 0])
+            size = (x.shape[-2], x.shape[-1])
+            row: dict[str, Any] = {"class": class_id}
+            maps = {"occlusion": _stored(reference.raw[0, 0])}
+            for name, explain in explainers.items():
+                raw = heatmaps(explain(x, [class_id]))[0, 0]
+                heat = upsample(raw, size)
+                order = heat.flatten().argsort(descending=True)
+                deletion, insertion = _curves(loaded.module, x, class_id, order, self.steps)
+                row[name] = {
+                    "spearman": spearman(heat, reference.raw[0, 0]),
+                    "deletion_auc": area_under_curve(deletion),
+                    "insertion_auc": area_under_curve(insertion),
+                }
+                maps[name] = _stored(raw)
+            return row, maps
+
+        return lambda samples, images: [one(s, i) for s, i in zip(samples, images, strict=True)]
+
+    def summarize(self, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        done = _done(rows)
+        keys = {
+            "spearman": "spearman_with_occlusion",
+            "deletion_auc": "deletion_auc",
+            "insertion_auc": "insertion_auc",
+        }
+        return [
+            {"method": m, "images": len(done), **_method_means(done, m, keys)} for m in self.methods
+        ]
 
 
 def _cascade(module: nn.Module, points: int) -> list[list[str]]:
@@ -332,6 +492,150 @@ def _cascade(module: nn.Module, points: int) -> list[list[str]]:
     return [leaves[: int(end)] for end in bounds[1:]]
 
 
+def _randomized_copies(
+    module: nn.Module, points: int, seed: int
+) -> list[tuple[str, int, nn.Module]]:
+    """``(last layer randomized, layers randomized, model)`` per cascade step, on copies."""
+    randomized = copy.deepcopy(module)
+    names = dict(randomized.named_modules())
+    state = torch.random.get_rng_state()
+    copies = []
+    try:
+        torch.manual_seed(seed)
+        done: set[str] = set()
+        for layers in _cascade(module, points):
+            for name in layers:
+                if name not in done and hasattr(names[name], "reset_parameters"):
+                    names[name].reset_parameters()
+                done.add(name)
+            copies.append((layers[-1], len(layers), copy.deepcopy(randomized)))
+    finally:
+        torch.random.set_rng_state(state)
+    return copies
+
+
+@dataclass(frozen=True)
+class Sanity(Protocol):
+    """Model-parameter randomization test (Adebayo et al. 2018), cascading from the top.
+
+    Copies of the model (the user's model is not touched) have their layers re-initialized
+    from the output side in ``points`` cumulative steps; at each step, each method's map for
+    the original top-1 class is compared with the map of the trained model by Spearman rank
+    correlation. A method that explains the model should change (correlation falls); Guided
+    Backprop is known not to. Needs no labels. Holds ``points`` copies of the model per
+    process.
+    """
+
+    name: ClassVar[str] = "sanity"
+    methods: tuple[str, ...] = ("gradcam", "guided-backprop", "guided-gradcam")
+    points: int = 5
+    seed: int = 0
+
+    def scorer(self, loaded: LoadedModel) -> Scorer:
+        steps = _randomized_copies(loaded.module, self.points, self.seed)
+
+        def heat(module: nn.Module, name: str, x: Tensor, targets: TargetLike) -> Tensor:
+            result = create(name, module, loaded.default_layer)(x, targets)
+            return upsample(heatmaps(result)[0, 0], (x.shape[-2], x.shape[-1]))
+
+        def one(sample: Sample, image: Image.Image) -> Scored:
+            x = loaded.preprocess(image)
+            first = create(self.methods[0], loaded.module, loaded.default_layer)(x, TopK(1))
+            class_id = int(first.classes[0, 0])
+            original = {m: heat(loaded.module, m, x, [class_id]) for m in self.methods}
+            row: dict[str, Any] = {"class": class_id, "steps": []}
+            for last, count, module in steps:
+                step: dict[str, Any] = {"randomized_to": last, "layers": count}
+                for m in self.methods:
+                    step[m] = spearman(heat(module, m, x, [class_id]), original[m])
+                row["steps"].append(step)
+            return row, {}
+
+        return lambda samples, images: [one(s, i) for s, i in zip(samples, images, strict=True)]
+
+    def summarize(self, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        done = _done(rows)
+        if not done:
+            return []
+        summary = []
+        for k, first in enumerate(done[0]["steps"]):
+            values = {m: [r["steps"][k][m] for r in done] for m in self.methods}
+            summary.append(
+                {
+                    "randomized_to": first["randomized_to"],
+                    "layers": first["layers"],
+                    **{m: round(float(np.mean(v)), 4) for m, v in values.items()},
+                }
+            )
+        return summary
+
+
+def _run_here(
+    protocol: Protocol, loaded: LoadedModel, dataset: Dataset, limit: int | None
+) -> ProtocolResult:
+    from gradcam.evaluate.runner import run
+
+    return run(protocol, loaded, dataset, limit=limit)
+
+
+def localization(
+    loaded: LoadedModel,
+    dataset: Dataset,
+    *,
+    method: str = "gradcam",
+    threshold: float = 0.15,
+    iou_threshold: float = 0.5,
+    limit: int | None = None,
+) -> ProtocolResult:
+    """Run :class:`Localization` in this process (see :func:`gradcam.evaluate.runner.run`
+    for streaming to disk, resuming, local processes and Ray)."""
+    _check_classes(loaded, dataset)
+    return _run_here(Localization(method, threshold, iou_threshold), loaded, dataset, limit)
+
+
+def ablations(
+    loaded: LoadedModel,
+    dataset: Dataset,
+    *,
+    variants: Sequence[str] = tuple(ABLATIONS),
+    threshold: float = 0.15,
+    iou_threshold: float = 0.5,
+    limit: int | None = None,
+) -> ProtocolResult:
+    """Run :class:`Ablations` in this process."""
+    _check_classes(loaded, dataset)
+    return _run_here(Ablations(tuple(variants), threshold, iou_threshold), loaded, dataset, limit)
+
+
+def pointing(
+    loaded: LoadedModel,
+    dataset: Dataset,
+    *,
+    method: str = "gradcam",
+    tolerance: float = 15.0,
+    recall_threshold: float | None = None,
+    limit: int | None = None,
+) -> ProtocolResult:
+    """Run :class:`Pointing` in this process."""
+    _check_classes(loaded, dataset)
+    return _run_here(Pointing(method, tolerance, recall_threshold), loaded, dataset, limit)
+
+
+def faithfulness(
+    loaded: LoadedModel,
+    dataset: Dataset,
+    *,
+    methods: Sequence[str] = ("gradcam", "guided-backprop", "guided-gradcam", "cam"),
+    window: int = 35,
+    stride: int = 8,
+    steps: int = 16,
+    limit: int | None = None,
+) -> ProtocolResult:
+    """Run :class:`Faithfulness` in this process."""
+    protocol = Faithfulness(tuple(methods), window, stride, steps)
+    return _run_here(protocol, loaded, dataset, limit)
+
+
 def sanity(
     loaded: LoadedModel,
     dataset: Dataset,
@@ -341,69 +645,5 @@ def sanity(
     seed: int = 0,
     limit: int | None = None,
 ) -> ProtocolResult:
-    """Model-parameter randomization test (Adebayo et al. 2018), cascading from the top.
-
-    A copy of the model (the user's model is not touched) has its layers re-initialized from
-    the output side in ``points`` cumulative steps; at each step, each method's map for the
-    original top-1 class is compared with the map of the trained model by Spearman rank
-    correlation. A method that explains the model should change (correlation falls); Guided
-    Backprop is known not to. Needs no labels.
-    """
-    steps = _cascade(loaded.module, points)
-    rows = []
-    prepared = []
-    for sample in _samples(dataset, limit, "sanity: trained model"):
-        row = _row(sample)
-        rows.append(row)
-        try:
-            image = load_image(sample.path)
-        except ImageLoadError as exc:
-            row["error"] = str(exc)
-            continue
-        x = loaded.preprocess(image)
-        first = create(methods[0], loaded.module, loaded.default_layer)(x, TopK(1))
-        class_id = int(first.classes[0, 0])
-        size = (x.shape[-2], x.shape[-1])
-        original = {
-            name: upsample(
-                heatmaps(_method(name, loaded, loaded.module)(x, [class_id]))[0, 0], size
-            )
-            for name in methods
-        }
-        row.update({"class": class_id, "steps": []})
-        prepared.append((row, x, class_id, original))
-    randomized = copy.deepcopy(loaded.module)
-    names = dict(randomized.named_modules())
-    generator_state = torch.random.get_rng_state()
-    summary = []
-    try:
-        torch.manual_seed(seed)
-        done_layers: set[str] = set()
-        for layers in steps:
-            for name in layers:
-                if name not in done_layers and hasattr(names[name], "reset_parameters"):
-                    names[name].reset_parameters()
-                done_layers.add(name)
-            correlations: dict[str, list[float]] = {m: [] for m in methods}
-            for row, x, class_id, original in prepared:
-                step: dict[str, Any] = {"randomized_to": layers[-1]}
-                for name in methods:
-                    result = _method(name, loaded, randomized)(x, [class_id])
-                    heat = upsample(heatmaps(result)[0, 0], (x.shape[-2], x.shape[-1]))
-                    value = spearman(heat, original[name])
-                    step[name] = value
-                    correlations[name].append(value)
-                row["steps"].append(step)
-            summary.append(
-                {
-                    "randomized_to": layers[-1],
-                    "layers": len(layers),
-                    **{
-                        m: round(float(np.mean(v)), 4) if v else float("nan")
-                        for m, v in correlations.items()
-                    },
-                }
-            )
-    finally:
-        torch.random.set_rng_state(generator_state)
-    return ProtocolResult("sanity", summary, rows)
+    """Run :class:`Sanity` in this process."""
+    return _run_here(Sanity(tuple(methods), points, seed), loaded, dataset, limit)
