@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-dev
 
-.PHONY: demo test install lint bench-core clean
+.PHONY: demo test install lint bench-core bench-evaluate clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -21,8 +21,8 @@ demo: $(STAMP)
 	$(VENV)/bin/gradcam explain src/gradcam/data/cat_and_coffee.jpg --top-k 2 --counterfactual --out demo_out
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests benchmarks
-	$(VENV)/bin/ruff format --check src tests benchmarks
+	$(VENV)/bin/ruff check src tests benchmarks scripts
+	$(VENV)/bin/ruff format --check src tests benchmarks scripts
 	$(VENV)/bin/mypy src
 
 test: lint
@@ -30,6 +30,9 @@ test: lint
 
 bench-core: $(STAMP)
 	$(PY) benchmarks/bench_core.py
+
+bench-evaluate: $(STAMP)
+	$(PY) benchmarks/bench_evaluate.py
 
 clean:
 	rm -rf $(VENV) demo_out

@@ -18,3 +18,12 @@ def test_bench_core_quick_smoke() -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert "| efficientnet_lite0 (`_head_act`) |" in proc.stdout
+
+
+def test_bench_evaluate_quick_smoke() -> None:
+    script = SCRIPT.with_name("bench_evaluate.py")
+    proc = subprocess.run(
+        [sys.executable, str(script), "--quick"], capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "| shapes | synthetic | 8 |" in proc.stdout

@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 from helpers.photos import cat_and_coffee, photo
 
+from gradcam.evaluate import read_maps, read_rows
+
 GRADCAM = str(Path(sys.executable).with_name("gradcam"))
 
 
@@ -162,10 +164,13 @@ def test_evaluate_localization_on_an_imagenet_style_folder(tmp_path: Path) -> No
     assert proc.returncode == 1  # one image is missing: reported, the others evaluated
     assert "missing.png: no such file" in proc.stderr and "Traceback" not in proc.stderr
     assert "| method | images | cls_top1_error |" in proc.stdout
-    (summary,) = json.loads((out / "summary.json").read_text())
+    folder = out / "localization-gradcam"
+    (summary,) = json.loads((folder / "summary.json").read_text())
     assert summary["images"] == 2 and summary["cls_top1_error"] == 0.0
-    rows = [json.loads(line) for line in (out / "rows.jsonl").read_text().splitlines()]
+    rows = read_rows(folder)
     assert [r["error"] is None for r in rows] == [True, True, False]
+    assert read_maps(folder, 0)["gradcam"].shape == (5, 7, 11)  # top-5 at layer resolution
+    assert read_maps(folder, 2) == {}
 
 
 def test_evaluate_user_errors(tmp_path: Path) -> None:
@@ -173,3 +178,28 @@ def test_evaluate_user_errors(tmp_path: Path) -> None:
     assert proc.returncode == 2 and "--format coco needs --annotations FILE" in proc.stderr
     proc = run("evaluate", "sanity", "--data", str(tmp_path))
     assert proc.returncode == 2 and "no images to evaluate" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("protocol", "extra", "header"),
+    [
+        ("localization", [], "| method | images | cls_top1_error |"),
+        ("pointing", ["--tolerance", "0"], "| method | variant | threshold |"),
+        ("ablations", [], "| variant | pooling | relu | gradient_rule |"),
+        ("faithfulness", ["--limit", "2", "--stride", "16"], "| method | images | spearman"),
+        ("sanity", ["--limit", "2", "--points", "2"], "| randomized_to | layers | gradcam |"),
+    ],
+)
+def test_evaluate_every_protocol_on_the_synthetic_benchmark(
+    protocol: str, extra: list[str], header: str, tmp_path: Path
+) -> None:
+    proc = run(
+        "evaluate", protocol, "--data", "synthetic", "--synthetic-images", "6",
+        "--out", str(tmp_path), *extra,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert header in proc.stdout
+    (folder,) = [p for p in tmp_path.iterdir() if p.name.startswith(protocol)]
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary and all(row.get("images", 2) >= 2 for row in summary)
+    assert len(read_rows(folder)) == (2 if "--limit" in extra else 6)

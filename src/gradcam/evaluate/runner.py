@@ -28,6 +28,7 @@ import pickle
 import sys
 import warnings
 from collections.abc import Iterator, Sequence
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,7 +40,7 @@ from tqdm import tqdm
 from gradcam.errors import GradCAMError, ImageLoadError
 from gradcam.evaluate.datasets import Dataset, Sample
 from gradcam.evaluate.protocols import Protocol, ProtocolResult, Scorer
-from gradcam.evaluate.store import ResultStore
+from gradcam.evaluate.store import ResultStore, plain
 from gradcam.images import load_image
 from gradcam.models import DEFAULT_MODEL, LoadedModel, load_model
 
@@ -145,7 +146,15 @@ def _in_processes(
         while running:
             finished, running = futures.wait(running, return_when=futures.FIRST_COMPLETED)
             for future in finished:
-                yield future.result()
+                try:
+                    batch = future.result()
+                except BrokenProcessPool:
+                    raise GradCAMError(
+                        "a worker process died (out of memory, or a script that starts workers "
+                        "without an `if __name__ == '__main__':` guard); finished batches are "
+                        "kept: rerun with --resume"
+                    ) from None
+                yield batch
                 following = next(queue, None)
                 if following is not None:
                     running.add(pool.submit(_score_in_worker, following))
@@ -216,7 +225,7 @@ def _on_ray(
             fn_constructor_args=(protocol, model),
             batch_size=batch_size,
             batch_format="numpy",
-            concurrency=workers,
+            compute=ray.data.ActorPoolStrategy(size=workers),
             num_cpus=1,
         )
         for batch in scored.iter_batches(batch_size=None, batch_format="numpy"):
@@ -306,7 +315,12 @@ def run(
         wanted = set(range(len(samples)))
         rows = [r for r in store.rows() if int(r["index"]) in wanted]
     else:
-        rows = sorted(kept, key=lambda r: int(r["index"]))
+        # The same form as rows read back from disk: every column in every row, lists.
+        columns = list(dict.fromkeys(k for row in kept for k in row))
+        rows = [
+            {k: plain(row.get(k)) for k in columns}
+            for row in sorted(kept, key=lambda r: int(r["index"]))
+        ]
     summary = protocol.summarize(rows)
     if store is not None:
         store.finish(summary)

@@ -28,17 +28,17 @@ import pyarrow.parquet as pq
 
 from gradcam.errors import GradCAMError
 
-__all__ = ["ResultStore", "read_maps", "read_rows"]
+__all__ = ["ResultStore", "plain", "read_maps", "read_rows"]
 
 _PART = re.compile(r"part-(\d+)\.parquet$")
 
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
     """Tuples to lists and numpy scalars to Python ones, recursively, for Arrow."""
     if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
+        return {k: plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [plain(v) for v in value]
     if isinstance(value, np.generic):
         return value.item()
     return value
@@ -141,7 +141,7 @@ class ResultStore:
 
             _write_atomic(self.maps_dir / f"{name}.npz", save)
         keys = list(dict.fromkeys(k for row in rows for k in row))
-        table = pa.table({k: [_plain(row.get(k)) for row in rows] for k in keys})
+        table = pa.table({k: [plain(row.get(k)) for row in rows] for k in keys})
         _write_atomic(self.rows_dir / f"{name}.parquet", lambda tmp: pq.write_table(table, tmp))
         self.done.update(int(row["index"]) for row in rows)
 
