@@ -146,6 +146,12 @@ def _build_parser() -> argparse.ArgumentParser:
         metavar="ADDRESS",
         help="run on Ray Data: a local Ray, or the cluster at ADDRESS (pip install 'gradcam[ray]')",
     )
+    evaluate.add_argument(
+        "--threshold",
+        type=float,
+        default=0.15,
+        help="localization, ablations: binarize maps at this fraction of their max (0.15)",
+    )
     evaluate.add_argument("--tolerance", type=float, default=15.0, help="pointing tolerance (px)")
     evaluate.add_argument(
         "--recall-threshold", type=float, help="pointing: the recall variant with this threshold"
@@ -286,7 +292,10 @@ def _protocols(args: argparse.Namespace) -> list[tuple[str, Any]]:
     if args.layer is not None and kind in ("faithfulness", "sanity"):
         raise GradCAMError("--layer applies to localization, pointing and ablations")
     if kind == "localization":
-        return [(f"{kind}-{m}", p.Localization(m, layer=args.layer)) for m in names or ["gradcam"]]
+        return [
+            (f"{kind}-{m}", p.Localization(m, args.threshold, layer=args.layer))
+            for m in names or ["gradcam"]
+        ]
     if kind == "pointing":
         return [
             (f"{kind}-{m}", p.Pointing(m, args.tolerance, args.recall_threshold, args.layer))
@@ -295,7 +304,7 @@ def _protocols(args: argparse.Namespace) -> list[tuple[str, Any]]:
     if kind == "ablations":
         if names:
             raise GradCAMError("ablations runs Grad-CAM's variants: --method does not apply")
-        return [(kind, p.Ablations(layer=args.layer))]
+        return [(kind, p.Ablations(threshold=args.threshold, layer=args.layer))]
     chosen: p.Faithfulness | p.Sanity
     if kind == "faithfulness":
         chosen = p.Faithfulness(window=args.window, stride=args.stride)

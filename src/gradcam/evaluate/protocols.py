@@ -19,6 +19,7 @@ in this process and return its result. Dataset class indices must be the model's
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar
@@ -33,6 +34,7 @@ from gradcam.engine import compute_gradients
 from gradcam.errors import GradCAMError
 from gradcam.evaluate.datasets import Dataset, Sample
 from gradcam.evaluate.metrics import (
+    Box,
     area_under_curve,
     localization_correct,
     pointing_hit,
@@ -155,12 +157,32 @@ def _done(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return [row for row in rows if row.get("error") is None]
 
 
+def _to_image(box: Box, size: tuple[int, int], image: Image.Image) -> Box:
+    """A box on an (h, w) map, as the box of the same region in the image's pixels."""
+    sx, sy = image.width / size[1], image.height / size[0]
+    x0, y0, x1, y1 = box
+    return (
+        math.floor(x0 * sx),
+        math.floor(y0 * sy),
+        min(math.ceil((x1 + 1) * sx) - 1, image.width - 1),
+        min(math.ceil((y1 + 1) * sy) - 1, image.height - 1),
+    )
+
+
 def _localize(
-    heat: Tensor, classes: list[int], sample: Sample, threshold: float, iou_threshold: float
+    heat: Tensor,
+    image: Image.Image,
+    classes: list[int],
+    sample: Sample,
+    threshold: float,
+    iou_threshold: float,
 ) -> dict[str, Any]:
-    """Boxes for the (K, H, W) image-size maps of ``classes``, scored against the sample."""
+    """Boxes for the (K, h, w) input-size maps of ``classes`` in the image's pixels, scored
+    against the sample. Segmenting at input size (the image scaled, aspect kept) rather than
+    at the photo's own size finds the same region at a fraction of the cost on large photos."""
     truth = [(a.class_id, a.box) for a in sample.annotations if a.box is not None]
-    boxes = [bounding_box(heat[k], threshold) for k in range(len(classes))]
+    size = (heat.shape[-2], heat.shape[-1])
+    boxes = [_to_image(bounding_box(heat[k], threshold), size, image) for k in range(len(classes))]
     correct = [
         localization_correct(c, b, truth, iou_threshold)
         for c, b in zip(classes, boxes, strict=True)
@@ -218,10 +240,12 @@ class Localization(Protocol):
                 raw = heatmaps(result)
                 for j, i in enumerate(group):
                     image, sample = images[i], samples[i]
-                    heat = upsample(raw[j], (image.height, image.width))
+                    heat = upsample(raw[j], (xs[i].shape[-2], xs[i].shape[-1]))
                     classes = result.classes[j].tolist()
                     row = _classified(classes, sample)
-                    row.update(_localize(heat, classes, sample, self.threshold, self.iou_threshold))
+                    row.update(
+                        _localize(heat, image, classes, sample, self.threshold, self.iou_threshold)
+                    )
                     scored[i] = (row, {self.method: _stored(raw[j])})
             return [s for s in scored if s is not None]
 
@@ -309,13 +333,13 @@ class Ablations(Protocol):
                     image, sample = images[i], samples[i]
                     row = _classified(classes[j], sample)
                     for variant in self.variants:
-                        heat = upsample(raws[variant][j], (image.height, image.width))
+                        heat = upsample(raws[variant][j], (xs[i].shape[-2], xs[i].shape[-1]))
                         if not ABLATIONS[variant][1]:
                             # Without the ReLU the map is min-max normalized, as it is for
                             # display, so its negative evidence lowers the threshold.
                             heat = heat - heat.amin(dim=(-2, -1), keepdim=True)
                         located = _localize(
-                            heat, classes[j], sample, self.threshold, self.iou_threshold
+                            heat, image, classes[j], sample, self.threshold, self.iou_threshold
                         )
                         row[variant] = {k: located[k] for k in ("loc_top1", "loc_top5")}
                     maps = {v: _stored(raws[v][j]) for v in self.variants}
