@@ -107,3 +107,12 @@ def test_score_independent_of_layer() -> None:
 def test_topk_larger_than_classes_is_clamped() -> None:
     result = GradCAM(SmallCNN(classes=5), "features")(torch.randn(1, 3, 8, 8), TopK(9))
     assert sorted(result.classes[0].tolist()) == [0, 1, 2, 3, 4]
+
+
+def test_all_finite_is_exact_when_the_fast_sum_overflows() -> None:
+    from gradcam.engine import all_finite
+
+    assert all_finite(torch.tensor([3e38, 3e38]))  # the sum overflows; every value is finite
+    assert all_finite(torch.full((4,), 60000.0, dtype=torch.float16))
+    assert not all_finite(torch.tensor([1.0, float("nan")]))
+    assert not all_finite(torch.tensor([float("inf"), float("-inf")]))
