@@ -248,7 +248,8 @@ def _dataset(args: argparse.Namespace) -> Any:
     from gradcam.evaluate import datasets
 
     if args.data == "photos":
-        return datasets.read_photos()
+        # Localization and pointing need classes and boxes: the photos that have them.
+        return datasets.read_photos(annotated=args.protocol not in ("faithfulness", "sanity"))
     if args.data == "synthetic":
         if args.synthetic_images < 1:
             raise GradCAMError(

@@ -167,3 +167,22 @@ class TestCOCO:
         bad.write_text('{"images": []}')
         with pytest.raises(DatasetError, match="not a COCO annotation file"):
             read_coco(bad, tmp_path)
+
+
+def test_shipped_photos_with_their_hand_drawn_boxes() -> None:
+    from PIL import Image
+
+    from gradcam.evaluate.datasets import read_photos
+
+    plain = read_photos()
+    assert len(plain.samples) == 6 and all(not s.labels for s in plain.samples)
+    annotated = read_photos(annotated=True)
+    names = [s.path.name for s in annotated.samples]
+    assert "astronaut.png" not in names and "coffee.png" in names and len(names) == 5
+    for sample in annotated.samples:
+        width, height = Image.open(sample.path).size
+        assert sample.labels and {a.class_id for a in sample.annotations} == set(sample.labels)
+        for a in sample.annotations:
+            assert a.box is not None
+            x0, y0, x1, y1 = a.box
+            assert 0 <= x0 < x1 < width and 0 <= y0 < y1 < height

@@ -126,10 +126,16 @@ def read_folder(folder: str | os.PathLike[str]) -> Dataset:
 PHOTOS = ("chelsea.png", "coffee.png", "motorcycle_left.png", "astronaut.png", "rocket.jpg")
 
 
-def read_photos() -> Dataset:
-    """The real photos shipped inside installed packages, without labels: scikit-image's
-    ``chelsea``, ``coffee``, ``motorcycle_left``, ``astronaut`` and ``rocket`` (when
-    scikit-image is installed) and matplotlib's ``grace_hopper``."""
+def read_photos(annotated: bool = False) -> Dataset:
+    """The real photos shipped inside installed packages: scikit-image's ``chelsea``,
+    ``coffee``, ``motorcycle_left``, ``astronaut`` and ``rocket`` (when scikit-image is
+    installed) and matplotlib's ``grace_hopper``.
+
+    Without labels by default (for faithfulness and sanity). With ``annotated``, only the
+    photos with an ImageNet class, with their classes and a box drawn by hand by this project
+    (``gradcam/data/photos_annotations.json``), for localization and pointing with an
+    ImageNet model.
+    """
     import matplotlib
 
     paths = []
@@ -140,7 +146,17 @@ def read_photos() -> Dataset:
     except ImportError:
         pass
     paths.append(Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg")
-    return Dataset("photos", (), [Sample(p) for p in paths if p.is_file()])
+    paths = [p for p in paths if p.is_file()]
+    if not annotated:
+        return Dataset("photos", (), [Sample(p) for p in paths])
+    notes = json.loads((Path(__file__).parents[1] / "data" / "photos_annotations.json").read_text())
+    samples = []
+    for path in paths:
+        if path.name in notes:
+            classes, box = notes[path.name]["classes"], tuple(notes[path.name]["box"])
+            annotations = tuple(Annotation(c, box) for c in classes)
+            samples.append(Sample(path, tuple(classes), annotations))
+    return Dataset("photos-annotated", (), samples)
 
 
 def _voc_objects(
