@@ -9,6 +9,28 @@ A target is anything that turns the model output into one differentiable score p
   output (a caption word, a VQA answer, a region of a segmentation map).
 
 Lists may mix ints and callables. Class scores are taken before the softmax, as in the paper.
+
+Vision-and-language models (section 8) get ready-made callables: :class:`CaptionLogProb`
+(a whole caption, section 8.1), :class:`CaptionWord` (one word at its time step, 8.1.1) and
+:class:`Answer` (a VQA answer, given or forced, 8.2). The model Grad-CAM sees takes the image
+alone, so the text goes in an adapter: a small module holding the caption (fed with teacher
+forcing) or the question. For a Hugging Face captioner, say::
+
+    class Captioner(nn.Module):
+        def __init__(self, model, input_ids):
+            super().__init__()
+            self.model, self.input_ids = model, input_ids  # (1, T): start token + caption
+
+        def forward(self, pixel_values):
+            # (B, T, V): logits[:, t] predicts token t + 1 of input_ids
+            return self.model(pixel_values=pixel_values, input_ids=self.input_ids).logits
+
+    caption = input_ids[0, 1:].tolist()
+    cam = GradCAM(Captioner(model, input_ids), "model.vision_model.encoder.layers.11")
+    cam(x, [CaptionLogProb(caption), CaptionWord(caption, 2)])
+
+The targets read the step logits ``(B, T, V)`` from the output (a tensor, the first element of
+a tuple, ``output["logits"]`` or ``output.logits``); step ``t`` must predict ``tokens[t]``.
 """
 
 from __future__ import annotations
@@ -23,6 +45,9 @@ from torch import Tensor
 from gradcam.errors import TargetError
 
 __all__ = [
+    "Answer",
+    "CaptionLogProb",
+    "CaptionWord",
     "ResolvedTargets",
     "TargetLike",
     "TopK",
@@ -64,6 +89,17 @@ class ResolvedTargets:
     classes: Tensor
 
 
+def _find_tensor(output: Any) -> Any:
+    if isinstance(output, Tensor):
+        return output
+    if isinstance(output, Mapping):
+        tensors = [v for v in output.values() if isinstance(v, Tensor)]
+        return output.get("logits", tensors[0] if len(tensors) == 1 else None)
+    if isinstance(output, (tuple, list)) and output:
+        return output[0]
+    return getattr(output, "logits", None)
+
+
 def as_logits(output: Any) -> Tensor:
     """Find the (B, N) class-score tensor in a model output.
 
@@ -74,16 +110,7 @@ def as_logits(output: Any) -> Tensor:
     Raises:
         TargetError: naming the output type when no class scores are found.
     """
-    found: Any = output
-    if isinstance(output, Tensor):
-        found = output
-    elif isinstance(output, Mapping):
-        tensors = [v for v in output.values() if isinstance(v, Tensor)]
-        found = output.get("logits", tensors[0] if len(tensors) == 1 else None)
-    elif isinstance(output, (tuple, list)) and output:
-        found = output[0]
-    elif hasattr(output, "logits"):
-        found = output.logits
+    found = _find_tensor(output)
     if not isinstance(found, Tensor):
         raise TargetError(
             f"cannot find class scores in a model output of type {type(output).__name__}; "
@@ -179,7 +206,8 @@ def resolve_targets(targets: TargetLike | None, output: Any, batch: int) -> Reso
             classes_list.append(item)
         else:
             columns.append(_call_score(item, output, batch))
-            classes_list.append(-1)
+            # Targets that stand for one output unit (an answer, a word) report its id.
+            classes_list.append(int(getattr(item, "class_id", -1)))
     scores = torch.stack(columns, dim=1)
     classes = torch.tensor(classes_list, device=scores.device).expand(batch, -1)
     return ResolvedTargets(scores, classes)
@@ -197,3 +225,121 @@ def fixed_targets(targets: TargetLike | None, classes: Tensor) -> list[int | Sco
     if isinstance(targets, int) or callable(targets):
         return [targets]
     return list(targets)
+
+
+def _step_logits(output: Any) -> Tensor:
+    """The (B, T, V) per-step vocabulary scores of a captioning model's output."""
+    found = _find_tensor(output)
+    if not isinstance(found, Tensor) or found.dim() != 3:
+        shape = tuple(found.shape) if isinstance(found, Tensor) else type(output).__name__
+        raise TargetError(
+            f"caption targets need (B, T, vocabulary) step scores from the model, got {shape}: "
+            "return logits[:, t] predicting token t (see the adapter in gradcam.targets)"
+        )
+    return found
+
+
+def _token_ids(tokens: tuple[int, ...], logits: Tensor) -> Tensor:
+    steps, vocabulary = logits.shape[1], logits.shape[2]
+    if len(tokens) > steps:
+        raise TargetError(
+            f"the caption has {len(tokens)} tokens but the model gave scores for {steps} steps"
+        )
+    if any(t < 0 or t >= vocabulary for t in tokens):
+        bad = next(t for t in tokens if t < 0 or t >= vocabulary)
+        raise TargetError(f"token id {bad} is out of range: the vocabulary has {vocabulary} words")
+    return torch.tensor(tokens, device=logits.device).expand(logits.shape[0], -1)
+
+
+def _as_tokens(tokens: Sequence[int] | Tensor) -> tuple[int, ...]:
+    values = tokens.tolist() if isinstance(tokens, Tensor) else list(tokens)
+    if not values or not all(isinstance(t, int) and not isinstance(t, bool) for t in values):
+        raise TargetError(f"tokens must be a non-empty sequence of integer ids, got {tokens!r}")
+    return tuple(values)
+
+
+@dataclass(frozen=True, init=False)
+class CaptionLogProb:
+    """The log-probability of a whole caption (section 8.1), a score per image:
+
+    .. math:: y = \\log p(w_1..w_T \\mid I) = \\sum_t \\log \\mathrm{softmax}(z_t)_{w_t}
+
+    where ``z_t`` are the model's step-``t`` vocabulary scores (teacher forcing).
+
+    Example:
+        >>> cam(x, CaptionLogProb([4, 9, 2]))  # where does "a red circle" come from?
+    """
+
+    tokens: tuple[int, ...]
+
+    def __init__(self, tokens: Sequence[int] | Tensor) -> None:
+        object.__setattr__(self, "tokens", _as_tokens(tokens))
+
+    def __call__(self, output: Any) -> Tensor:
+        """``(B,)`` log-probabilities of the caption."""
+        logits = _step_logits(output)
+        ids = _token_ids(self.tokens, logits)
+        steps = logits[:, : len(self.tokens)].float().log_softmax(dim=-1)
+        return steps.gather(-1, ids.unsqueeze(-1)).squeeze(-1).sum(dim=1)
+
+
+@dataclass(frozen=True, init=False)
+class CaptionWord:
+    """One word of a caption at its time step (section 8.1.1): the score ``z_t[w_t]`` of
+    token ``tokens[position]`` at step ``position``, before the softmax like class scores
+    (the word one-hot at its step).
+
+    Example:
+        >>> cam(x, [CaptionWord(caption, t) for t in range(len(caption))])  # a map per word
+    """
+
+    tokens: tuple[int, ...]
+    position: int
+
+    def __init__(self, tokens: Sequence[int] | Tensor, position: int) -> None:
+        words = _as_tokens(tokens)
+        if not -len(words) <= position < len(words):
+            raise TargetError(f"position {position} is outside a caption of {len(words)} tokens")
+        object.__setattr__(self, "tokens", words)
+        object.__setattr__(self, "position", position % len(words))
+
+    @property
+    def class_id(self) -> int:
+        """The token id this target scores (reported in results' ``classes``)."""
+        return self.tokens[self.position]
+
+    def __call__(self, output: Any) -> Tensor:
+        """``(B,)`` scores of the word at its step."""
+        logits = _step_logits(output)
+        ids = _token_ids(self.tokens, logits)
+        return logits[:, self.position].gather(-1, ids[:, self.position : self.position + 1])[:, 0]
+
+
+@dataclass(frozen=True)
+class Answer:
+    """The score of answer ``index`` of a VQA model (section 8.2), before the softmax; any
+    answer, including one the model did not give (a "forced" answer, Fig. 12).
+
+    Example:
+        >>> cam(x, [Answer(answers.index("red")), Answer(answers.index("blue"))])
+    """
+
+    index: int
+
+    def __post_init__(self) -> None:
+        if isinstance(self.index, bool) or not isinstance(self.index, int) or self.index < 0:
+            raise TargetError(f"Answer needs a non-negative integer index, got {self.index!r}")
+
+    @property
+    def class_id(self) -> int:
+        """The answer index (reported in results' ``classes``)."""
+        return self.index
+
+    def __call__(self, output: Any) -> Tensor:
+        """``(B,)`` scores of the answer."""
+        logits = as_logits(output)
+        if self.index >= logits.shape[1]:
+            raise TargetError(
+                f"answer {self.index} is out of range: the model has {logits.shape[1]} answers"
+            )
+        return logits[:, self.index]
