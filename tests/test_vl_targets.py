@@ -1,9 +1,10 @@
 """Vision-and-language targets (section 8) on tiny hand-weighted models with known gradients.
 
-Both models read the image through ``features`` (a 1x1 conv, then ReLU) whose output ``A``
-is global-average-pooled to ``g`` (C,). With ``Z = h * w``, the gradient of any score that is
-linear in ``g`` with coefficients ``v`` is ``v / Z`` at every position, so Grad-CAM's weights
-are ``alpha = v / Z`` and its map is ``ReLU(sum_k alpha_k A^k)``: each test computes ``v``.
+Both models read the image through ``features`` (a 1x1 identity conv, then ReLU, so ``A`` is
+the non-negative input image itself), global-average-pooled to ``g`` (C,). With ``Z = h * w``,
+the gradient of any score that is linear in ``g`` with coefficients ``v`` is ``v / Z`` at every
+position, so Grad-CAM's weights are ``alpha = v / Z`` and its map is
+``ReLU(sum_k alpha_k A^k)``: each test computes ``v``.
 """
 
 from __future__ import annotations
@@ -19,12 +20,20 @@ from gradcam.targets import Answer, CaptionLogProb, CaptionWord
 C, T, V = 3, 4, 5  # channels, caption steps, vocabulary
 
 
+def _identity_features() -> nn.Sequential:
+    features = nn.Sequential(nn.Conv2d(3, C, 1), nn.ReLU())
+    with torch.no_grad():
+        features[0].weight.copy_(torch.eye(C, 3).view(C, 3, 1, 1))
+        features[0].bias.zero_()
+    return features
+
+
 class TinyCaptioner(nn.Module):
     """Step ``t`` scores ``z_t = W_t g`` (a per-step linear read-out of the pooled image)."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.features = nn.Sequential(nn.Conv2d(3, C, 1), nn.ReLU())
+        self.features = _identity_features()
         self.steps = nn.Parameter(torch.randn(T, V, C, generator=torch.Generator().manual_seed(1)))
 
     def forward(self, x: Tensor) -> Tensor:
@@ -37,7 +46,7 @@ class TinyVQA(nn.Module):
 
     def __init__(self, question: Tensor) -> None:
         super().__init__()
-        self.features = nn.Sequential(nn.Conv2d(3, C, 1), nn.ReLU())
+        self.features = _identity_features()
         self.answers = nn.Linear(C, V, bias=False)
         self.question = question  # (C,), what an adapter holds for one question
 
@@ -94,13 +103,17 @@ def test_forced_answers_move_the_map() -> None:
     question = torch.tensor([1.0, -2.0, 0.5])
     model = TinyVQA(question).eval()
     with torch.no_grad():
-        model.answers.weight.copy_(torch.arange(V * C, dtype=torch.float32).view(V, C) % 4 - 1.5)
+        model.answers.weight.copy_(torch.eye(V, C) - torch.eye(V, C).roll(1, dims=0))
+        model.answers.weight[3] = torch.tensor([0.0, -1.0, 1.0])
     result = GradCAM(model, "features")(X, [Answer(0), Answer(3)])
     assert result.classes.tolist() == [[0, 3]]
     for k, index in enumerate((0, 3)):
         v = model.answers.weight[index].detach() * question
         torch.testing.assert_close(result.raw[0, k], _expected(model, X, v))
+    # Answer 0 reads the first channel of the image, the forced answer 3 the third one.
+    torch.testing.assert_close(result.raw[0, 0], X[0, 0] / X[0, 0].numel())
     assert not torch.allclose(result.raw[0, 0], result.raw[0, 1])
+    assert result.raw[0, 1].amax() > 0
 
 
 def test_bad_vision_language_targets() -> None:
