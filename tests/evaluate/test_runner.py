@@ -69,7 +69,7 @@ def test_ray_gives_the_same_rows(synthetic: Dataset, single: Any, tmp_path: Path
 
 def test_a_killed_run_resumes_to_the_same_result(tmp_path: Path) -> None:
     """Kill the command (SIGKILL) once some batches are on disk, then resume it."""
-    args = ["evaluate", "localization", "--data", "synthetic", "--synthetic-images", "24"]
+    args = ["evaluate", "localization", "--data", "synthetic", "--synthetic-images", "120"]
     whole = subprocess.run(
         [GRADCAM, *args, "--batch-size", "2", "--out", str(tmp_path / "whole")],
         capture_output=True,
@@ -79,7 +79,7 @@ def test_a_killed_run_resumes_to_the_same_result(tmp_path: Path) -> None:
     assert whole.returncode == 0, whole.stderr
     out = tmp_path / "killed"
     rows_dir = out / "localization-gradcam" / "rows"
-    # One image per batch keeps the run going long enough to be killed midway.
+    # One image per batch, 120 batches: about a second of scoring to be killed in.
     command = [GRADCAM, *args, "--batch-size", "1", "--out", str(out)]
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
@@ -88,13 +88,13 @@ def test_a_killed_run_resumes_to_the_same_result(tmp_path: Path) -> None:
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
     finished = len(read_rows(rows_dir))
-    assert 3 <= finished < 24, "the run was not killed midway"
+    assert 3 <= finished < 120, "the run was not killed midway"
     refused = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert refused.returncode == 2 and "pass --resume" in refused.stderr
     resumed = subprocess.run([*command, "--resume"], capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
     rows = read_rows(rows_dir.parent)
-    assert [r["index"] for r in rows] == list(range(24))  # nothing redone, nothing missing
+    assert [r["index"] for r in rows] == list(range(120))  # nothing redone, nothing missing
     expected = read_rows(tmp_path / "whole" / "localization-gradcam")
     # Each run generated its images under its own --out: all but the paths must agree.
     assert [{**r, "image": None} for r in rows] == [{**r, "image": None} for r in expected]
