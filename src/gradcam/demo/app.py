@@ -1,0 +1,226 @@
+"""The Gradio page of ``gradcam serve``, and :func:`serve`, which starts it.
+
+The page is a thin layout over :class:`gradcam.demo.session.DemoSession`: upload a photo (or
+pick a bundled one), see the top-5 predictions, and for the chosen class and layer the Grad-CAM,
+counterfactual, Guided Backprop and Guided Grad-CAM maps and the localization box, with the
+maps (``.npz``) and the figure (PNG) to download. Every tab is a function that lays out its
+components inside the page (:data:`Tab`); captioning and VQA tabs are added by passing more of
+them to :func:`build_app`.
+
+The page works with no internet: analytics, version checks, share links and server-side
+rendering are off, and the theme uses the system's fonts (no Google Fonts). The server binds to
+127.0.0.1 unless told otherwise, and uploads are limited in size.
+
+The same callbacks are an API for ``gradio_client``::
+
+    from gradio_client import Client, handle_file
+    client = Client("http://127.0.0.1:7860/")
+    summary, top5, chosen, box, cam, why_not, gb, ggcam, npz, png = client.predict(
+        handle_file("cat.jpg"), "espresso", "_head_act", api_name="/explain")
+"""
+
+from __future__ import annotations
+
+import os
+
+# Before Gradio is imported: it reads these at import time. Nothing may call home.
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import sys
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from gradcam.demo.session import METHODS, DemoSession
+from gradcam.errors import GradCAMError
+from gradcam.models import DEFAULT_MODEL, load_model
+
+__all__ = ["Tab", "build_app", "bundled_photos", "explain_outputs", "serve", "theme"]
+
+#: A tab of the page: called inside ``gr.Blocks()``; it lays out its own ``gr.Tab``.
+Tab = Callable[[DemoSession], None]
+
+#: Outputs of ``/explain``, in order (the ``gradio_client`` result tuple).
+OUTPUTS = ("summary", "top5", "class", "Localization", *METHODS.values(), "maps", "figure")
+
+
+def bundled_photos() -> list[Path]:
+    """Real photos that ship with installed packages: gradcam's own, matplotlib's, skimage's."""
+    import matplotlib
+
+    photos = [Path(__file__).parents[1] / "data" / "cat_and_coffee.jpg"]
+    photos.append(Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg")
+    try:
+        import skimage
+
+        folder = Path(skimage.__file__).parent / "data"
+        photos += [folder / name for name in ("chelsea.png", "coffee.png", "astronaut.png")]
+    except ImportError:  # scikit-image is a dev extra; its photos are a bonus
+        pass
+    return [p for p in photos if p.is_file()]
+
+
+def theme() -> gr.themes.Base:
+    """Gradio's default look with the system's fonts, so no font is fetched from the web."""
+    return gr.themes.Default(
+        font=("ui-sans-serif", "system-ui", "sans-serif"),
+        font_mono=("ui-monospace", "Consolas", "monospace"),
+    )
+
+
+def explain_outputs(
+    session: DemoSession, path: str | None, class_name: str | None, layer: str | None
+) -> tuple[Any, ...]:
+    """The ``/explain`` callback: the page's outputs for a photo, class and layer.
+
+    Returns, in the order of :data:`OUTPUTS`: a Markdown summary (or the error message), the
+    top-5 ``{name: probability}``, the explained class name, the photo with its localization
+    box, the four maps, and the paths of the ``.npz`` maps and the PNG figure. A bad upload,
+    class or layer gives the message and empty pictures; the server stays up.
+    """
+    empty = (None,) * (len(OUTPUTS) - 3)
+    if not path:
+        return "Upload a photo, or pick one of the examples below.", None, None, *empty
+    try:
+        views = session.explain(path, class_name or None, layer or None)
+    except GradCAMError as exc:
+        return f"**Error:** {exc}", None, None, *empty
+    top5 = {p.name: p.probability for p in views.predictions}
+    pictures = [views.pictures[title] for title in OUTPUTS[3 : 4 + len(METHODS)]]
+    maps, figure = session.write_maps(views), session.write_figure(views)
+    return session.summary(views), top5, views.class_name, *pictures, str(maps), str(figure)
+
+
+def classification_tab(session: DemoSession) -> None:
+    """The image-classification tab: photo in, predictions and the paper's maps out."""
+    layer_choices = [(f"{name}  ({c}×{h}×{w})", name) for name, (c, h, w) in session.layers]
+    with gr.Tab("Classification"):
+        with gr.Row():
+            with gr.Column(scale=1):
+                photo = gr.File(
+                    label="Photo (JPEG, PNG, WebP, TIFF...)", type="filepath", elem_id="photo"
+                )
+                gr.Examples([[str(p)] for p in bundled_photos()], inputs=[photo], label="Photos")
+            with gr.Column(scale=1):
+                top5 = gr.Label(label="Top-5 predictions", num_top_classes=5, elem_id="top5")
+                chosen = gr.Dropdown(
+                    list(session.class_names),
+                    value=None,
+                    label="Class to explain (type to search)",
+                    filterable=True,
+                    allow_custom_value=True,  # our own message names a bad class
+                    elem_id="class",
+                )
+                layer = gr.Dropdown(
+                    layer_choices,
+                    value=session.default_layer,
+                    label="Layer A (deepest spatial layer preselected; appendix B, Fig. 13)",
+                    filterable=True,
+                    allow_custom_value=True,
+                    elem_id="layer",
+                )
+        summary = gr.Markdown("Upload a photo, or pick one of the examples.", elem_id="summary")
+        with gr.Row():
+            pictures = [
+                gr.Image(label=title, type="pil", interactive=False, elem_id=f"view-{i}")
+                for i, title in enumerate(OUTPUTS[3 : 4 + len(METHODS)])
+            ]
+        with gr.Row():
+            maps = gr.File(label="Maps (.npz)", interactive=False, elem_id="maps")
+            figure = gr.File(label="Figure (PNG)", interactive=False, elem_id="figure")
+        outputs = [summary, top5, chosen, *pictures, maps, figure]
+
+        def explain(path: str | None, class_name: str | None, layer_name: str | None) -> Any:
+            return explain_outputs(session, path, class_name, layer_name)
+
+        def new_photo(path: str | None, layer_name: str | None) -> Any:
+            return explain_outputs(session, path, None, layer_name)
+
+        # A new photo is explained for its top-1 class; the class list then shows that class.
+        # Class and layer changes listen to user input only, so setting them here re-runs nothing.
+        photo.change(new_photo, [photo, layer], outputs, api_visibility="private")
+        chosen.input(explain, [photo, chosen, layer], outputs, api_name="explain")
+        layer.input(explain, [photo, chosen, layer], outputs, api_visibility="private")
+
+
+def build_app(session: DemoSession, tabs: Sequence[Tab] = (classification_tab,)) -> gr.Blocks:
+    """Lay out the page: a title, then one tab per entry of ``tabs``."""
+    with gr.Blocks(title="gradcam: why did the network say that?", analytics_enabled=False) as app:
+        gr.Markdown(
+            "## gradcam: why did the network say that?\n"
+            f"Model **{session.loaded.name}**. Grad-CAM (Selvaraju et al.) shows where the "
+            "evidence for a class lies; the counterfactual map, what argues against it; Guided "
+            "Grad-CAM, the fine detail. Everything runs on this machine."
+        )
+        for tab in tabs:
+            tab(session)
+    return app
+
+
+def _size_limit(megabytes: float) -> int:
+    if not megabytes > 0:
+        raise GradCAMError(f"--max-file-size must be positive, got {megabytes}")
+    return int(megabytes * 2**20)
+
+
+def serve(
+    model: str = DEFAULT_MODEL,
+    weights: str | os.PathLike[str] | None = None,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 7860,
+    max_file_size_mb: float = 20.0,
+    concurrency: int = 4,
+    block: bool = True,
+    quiet: bool = False,
+) -> gr.Blocks:
+    """Load a model and serve the demo page on ``http://host:port/``.
+
+    Args:
+        model, weights: as :func:`gradcam.load_model`.
+        host: the address to bind; the default serves this machine only.
+        port: the TCP port.
+        max_file_size_mb: largest upload accepted, in MiB.
+        concurrency: requests handled at once (model passes are serialized anyway; decoding and
+            rendering overlap).
+        block: wait until interrupted; ``False`` returns the running app (call ``.close()``).
+        quiet: do not print Gradio's start-up lines.
+
+    Raises:
+        GradCAMError: a bad model, weights file, port, or a port already in use.
+
+    Example:
+        >>> serve(port=7860)        # then open http://127.0.0.1:7860/
+    """
+    if not 0 < port < 65536:
+        raise GradCAMError(f"--port must be in 1..65535, got {port}")
+    limit = _size_limit(max_file_size_mb)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        loaded = load_model(model, weights)
+    for warning in caught:
+        print(f"gradcam: warning: {warning.message}", file=sys.stderr)
+    session = DemoSession(loaded, max_bytes=limit)
+    app = build_app(session).queue(default_concurrency_limit=concurrency)
+    try:
+        app.launch(
+            server_name=host,
+            server_port=port,
+            share=False,
+            max_file_size=limit,
+            show_error=True,
+            quiet=quiet,
+            ssr_mode=False,
+            mcp_server=False,
+            run_history=False,
+            theme=theme(),
+            prevent_thread_lock=not block,
+        )
+    except OSError as exc:
+        raise GradCAMError(f"cannot serve on {host}:{port}: {exc}") from None
+    return app

@@ -1,0 +1,389 @@
+"""The web demo's callbacks as plain, typed functions: no Gradio in here.
+
+A :class:`DemoSession` serves one model to every visitor of the page. For an uploaded photo and
+a class (default: the top-1 prediction) it computes, with :func:`gradcam.explain.explain_image`
+(one forward pass, one backward pass to the layer and one guided backward pass to the input):
+
+- Grad-CAM ``L^c = ReLU(sum_k alpha_k^c A^k)`` overlaid on the photo (section 3),
+- the counterfactual map, with negated gradients (section 3.3),
+- Guided Backpropagation and Guided Grad-CAM, their product with the upsampled Grad-CAM
+  (section 3.2),
+- the localization box of section 4.1 (15% of the map's maximum, largest segment) on the photo,
+
+at any spatial layer of the model (appendix B, Fig. 13: the maps blur and lose class
+discrimination as the layer gets shallower).
+
+Thread safety: web servers run callbacks in worker threads, and an explanation registers hooks
+on the shared model for the duration of a call (and uses ``warnings.catch_warnings``, which is
+process-global). Model calls are therefore serialized by one lock; decoding, hashing, rendering
+and writing files run outside it, so concurrent visitors overlap everything but the model's
+forward and backward passes, and each call's hooks see only its own input.
+
+Caching: photos are keyed by the SHA-256 of the uploaded file's bytes. The decoded photo and its
+top-5 predictions are kept per photo, and the rendered maps per (photo, layer, class), in small
+LRU caches: switching back to a class or layer seen before, or asking again for the same photo,
+runs no model pass at all. A class or layer not seen before needs one forward and backward pass
+(about 40 ms for EfficientNet-Lite0 on a CPU), since keeping autograd graphs alive between
+requests would hold far more memory than recomputing costs time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import tempfile
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+
+from gradcam.errors import GradCAMError, ImageLoadError, LayerError
+from gradcam.explain import Explanation, MapEntry, explain_image
+from gradcam.images import load_image
+from gradcam.layers import spatial_layers
+from gradcam.models import LoadedModel
+from gradcam.viz import gradient_image, overlay, side_by_side
+
+__all__ = ["METHODS", "DemoSession", "Photo", "Prediction", "Views"]
+
+#: What the page shows, in order: method name -> panel title.
+METHODS: dict[str, str] = {
+    "gradcam": "Grad-CAM",
+    "counterfactual": "Counterfactual",
+    "guided-backprop": "Guided Backprop",
+    "guided-gradcam": "Guided Grad-CAM",
+}
+
+_K = TypeVar("_K")
+_V = TypeVar("_V")
+
+
+class _LRU(OrderedDict[_K, _V]):
+    """An ordered dict that forgets its least recently used entries beyond ``size``."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.size = size
+
+    def get_fresh(self, key: _K) -> _V | None:
+        if key not in self:
+            return None
+        self.move_to_end(key)
+        return self[key]
+
+    def put(self, key: _K, value: _V) -> None:
+        self[key] = value
+        self.move_to_end(key)
+        while len(self) > self.size:
+            self.popitem(last=False)
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One of the model's top classes for a photo: ``score`` is ``y^c``, before softmax."""
+
+    class_id: int
+    name: str
+    score: float
+    probability: float
+
+
+@dataclass(frozen=True)
+class Photo:
+    """An uploaded photo, decoded safely.
+
+    Attributes:
+        key: SHA-256 of the file's bytes (the cache key).
+        image: the full-size RGB photo the model sees (through the model's preprocessing).
+        display: the photo shown on the page, at most ``max_side`` pixels on its longer side.
+    """
+
+    key: str
+    image: Image.Image
+    display: Image.Image
+
+
+@dataclass(frozen=True)
+class Views:
+    """Everything the page shows for one photo, class and layer.
+
+    Attributes:
+        photo: the photo.
+        predictions: the model's top-5 classes for it.
+        class_id, class_name, score: the explained class and its score ``y^c``.
+        layer: the dotted name of the layer ``A``.
+        box: the localization box of the Grad-CAM map, ``(x0, y0, x1, y1)`` in photo pixels.
+        pictures: panel title -> picture at display size, in the page's order: the photo with
+            the box, then one per entry of :data:`METHODS`.
+        explanation: the maps themselves (see :func:`gradcam.explain.explain_image`).
+        seconds: time spent computing these views (0 when they came from the cache).
+        cached: whether they came from the cache.
+    """
+
+    photo: Photo
+    predictions: tuple[Prediction, ...]
+    class_id: int
+    class_name: str
+    score: float
+    layer: str
+    box: tuple[int, int, int, int]
+    pictures: dict[str, Image.Image]
+    explanation: Explanation
+    seconds: float
+    cached: bool = False
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:40] or "class"
+
+
+def _scaled_box(
+    box: tuple[int, int, int, int], size: tuple[int, int], display: tuple[int, int]
+) -> tuple[int, int, int, int]:
+    sx, sy = display[0] / size[0], display[1] / size[1]
+    x0, y0, x1, y1 = box
+    return round(x0 * sx), round(y0 * sy), round(x1 * sx), round(y1 * sy)
+
+
+class DemoSession:
+    """One model served to every visitor: the page's callbacks, usable without a web server.
+
+    Args:
+        loaded: the model, from :func:`gradcam.load_model`.
+        cache_size: photos (and, times 8, rendered views) kept in memory.
+        max_side: longest side of the pictures shown, in pixels (the model always sees the
+            full photo through its own preprocessing, as ``gradcam explain`` does).
+        max_bytes: largest file accepted, in bytes.
+        folder: where download files are written (default: a new temporary folder).
+
+    Example:
+        >>> session = DemoSession(load_model())
+        >>> views = session.explain("cat.jpg")               # top-1 class, default layer
+        >>> views.class_name, views.box
+        >>> session.explain("cat.jpg", "espresso").pictures["Grad-CAM"].save("espresso.png")
+    """
+
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        *,
+        cache_size: int = 16,
+        max_side: int = 1024,
+        max_bytes: int = 20 * 1024 * 1024,
+        folder: str | os.PathLike[str] | None = None,
+    ) -> None:
+        self.loaded = loaded
+        self.max_side = max_side
+        self.max_bytes = max_bytes
+        self.folder = Path(folder or tempfile.mkdtemp(prefix="gradcam-demo-"))
+        self.folder.mkdir(parents=True, exist_ok=True)
+        size = loaded.preprocess.size
+        probe = torch.zeros(1, 3, size, size)
+        #: ``(name, (C, h, w))`` of every layer usable as ``A``, shallowest first.
+        self.layers: list[tuple[str, tuple[int, ...]]] = [
+            (name, shape[1:]) for name, shape in spatial_layers(loaded.module, probe)
+        ]
+        self._layer_names = {name for name, _ in self.layers}
+        self._model_lock = threading.Lock()
+        self._cache_lock = threading.Lock()
+        self._photos: _LRU[str, Photo] = _LRU(cache_size)
+        self._predictions: _LRU[str, tuple[Prediction, ...]] = _LRU(cache_size)
+        self._views: _LRU[tuple[str, str, int], Views] = _LRU(cache_size * 8)
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        """The model's class names, by class id."""
+        return self.loaded.class_names
+
+    @property
+    def default_layer(self) -> str:
+        """The deepest spatial layer: the paper's last convolutional feature maps."""
+        return self.loaded.default_layer
+
+    def open(self, path: str | os.PathLike[str] | None) -> Photo:
+        """Decode an uploaded file (EXIF-rotated, 16-bit, CMYK, RGBA, gray -> 8-bit RGB).
+
+        Raises:
+            ImageLoadError: no file, too large, not an image, corrupt, or a decompression bomb;
+                the message names the file and the reason.
+        """
+        if path is None or not os.fspath(path):
+            raise ImageLoadError("no photo given: upload an image file")
+        name = os.fspath(path)
+        shown = os.path.basename(name)
+        try:
+            size = os.path.getsize(name)
+        except OSError:
+            raise ImageLoadError(f"{shown}: no such file") from None
+        if size > self.max_bytes:
+            limit = self.max_bytes / 2**20
+            raise ImageLoadError(f"{shown}: file too large ({size / 2**20:.1f} MB > {limit:g} MB)")
+        with open(name, "rb") as file:
+            key = hashlib.sha256(file.read()).hexdigest()
+        with self._cache_lock:
+            known = self._photos.get_fresh(key)
+        if known is not None:
+            return known
+        try:
+            image = load_image(name)
+        except ImageLoadError as exc:
+            # The server's temporary path means nothing to the visitor: name the upload only.
+            raise ImageLoadError(str(exc).replace(name, shown)) from None
+        display = image.copy()
+        display.thumbnail((self.max_side, self.max_side), Image.Resampling.LANCZOS)
+        photo = Photo(key, image, display)
+        with self._cache_lock:
+            self._photos.put(key, photo)
+        return photo
+
+    def _layer(self, layer: str | None) -> str:
+        name = layer or self.default_layer
+        if name not in self._layer_names:
+            raise LayerError(f"model has no spatial layer named {name!r}")
+        return name
+
+    def explain(
+        self,
+        path: str | os.PathLike[str] | None,
+        class_name: str | int | None = None,
+        layer: str | None = None,
+    ) -> Views:
+        """All maps of one photo for one class at one layer, rendered at display size.
+
+        Args:
+            path: the uploaded file.
+            class_name: a class name or id (see :meth:`LoadedModel.class_index`); ``None`` or
+                ``""`` explains the top-1 prediction.
+            layer: a dotted layer name from :attr:`layers`; ``None`` uses the default layer.
+
+        Raises:
+            GradCAMError: a bad file (:class:`ImageLoadError`), an unknown class or layer.
+        """
+        started = time.perf_counter()
+        photo = self.open(path)
+        layer_name = self._layer(layer)
+        class_id = None
+        if class_name is not None and str(class_name).strip():
+            class_id = self.loaded.class_index(class_name)
+        with self._cache_lock:
+            predictions = self._predictions.get_fresh(photo.key)
+            if class_id is None and predictions:
+                class_id = predictions[0].class_id
+            known = None if class_id is None else self._views.get_fresh((photo.key, layer_name, class_id))
+        if known is not None:
+            return replace(known, seconds=0.0, cached=True)
+        with self._model_lock:
+            explanation = explain_image(
+                self.loaded,
+                photo.image,
+                methods=list(METHODS),
+                classes=None if class_id is None else [class_id],
+                layer=layer_name,
+            )
+        views = self._render(photo, explanation, started)
+        with self._cache_lock:
+            self._predictions.put(photo.key, views.predictions)
+            self._views.put((photo.key, layer_name, views.class_id), views)
+        return views
+
+    def _render(self, photo: Photo, explanation: Explanation, started: float) -> Views:
+        entries: dict[str, MapEntry] = {e.method: e for e in explanation.entries}
+        cam = entries["gradcam"]
+        if cam.box is None:  # heatmap entries always have one; keeps the type checker honest
+            raise GradCAMError("Grad-CAM gave no localization box")
+        display = photo.display
+        box = _scaled_box(cam.box, photo.image.size, display.size)
+        located = display.copy()
+        # The box alone, on the photo, in the same green as the overlays.
+        width = max(2, round(min(display.size) / 150))
+        ImageDraw.Draw(located).rectangle(box, outline=(0, 255, 0), width=width)
+        pictures = {"Localization": located}
+        for method, title in METHODS.items():
+            entry = entries[method]
+            if entry.box is None:
+                pictures[title] = gradient_image(entry.map, display.size)
+            else:
+                shown = _scaled_box(entry.box, photo.image.size, display.size)
+                pictures[title] = overlay(display, entry.map, box=shown)
+        predictions = tuple(
+            Prediction(int(p["class"]), str(p["name"]), float(p["score"]), float(p["probability"]))
+            for p in explanation.predictions
+        )
+        return Views(
+            photo=photo,
+            predictions=predictions,
+            class_id=cam.class_id,
+            class_name=cam.class_name,
+            score=cam.score,
+            layer=explanation.layer,
+            box=cam.box,
+            pictures=pictures,
+            explanation=explanation,
+            seconds=time.perf_counter() - started,
+        )
+
+    def _stem(self, views: Views) -> str:
+        layer = _slug(views.layer.replace(".", "-"))
+        return f"gradcam_{views.photo.key[:12]}_{views.class_id}-{_slug(views.class_name)}_{layer}"
+
+    def write_maps(self, views: Views) -> Path:
+        """Write the maps as ``.npz`` (numpy arrays, no pickles) and return its path.
+
+        Keys: ``input`` (the preprocessed (1, 3, H, W) tensor), ``classes`` (the class id),
+        ``layer``, ``box`` (Grad-CAM's box in photo pixels); for Grad-CAM ``raw`` (h, w) at
+        layer resolution and ``maps`` (H, W) upsampled to the input and in [0, 1]; the same
+        with a ``counterfactual_`` prefix; ``guided_backprop_maps`` and
+        ``guided_gradcam_maps`` (3, H, W) in pixel space, unnormalized.
+        """
+        path = self.folder / f"{self._stem(views)}.npz"
+        if path.exists():
+            return path
+        arrays: dict[str, Any] = {
+            "input": views.explanation.input.numpy(),
+            "classes": np.array([views.class_id]),
+            "layer": np.array(views.layer),
+            "box": np.array(views.box),
+        }
+        for name, result in views.explanation.results.items():
+            prefix = "" if name == "gradcam" else name.replace("-", "_") + "_"
+            arrays[f"{prefix}maps"] = result.maps[0, 0].numpy()
+            raw = getattr(result, "raw", None)
+            if raw is not None:
+                arrays[f"{prefix}raw"] = raw[0, 0].numpy()
+        # Written under a temporary name first, so a concurrent reader never sees half a file.
+        partial = path.with_suffix(f".{threading.get_ident()}.tmp.npz")
+        np.savez_compressed(partial, **arrays)
+        os.replace(partial, path)
+        return path
+
+    def write_figure(self, views: Views) -> Path:
+        """Write the panels side by side as one PNG (the paper's Fig. 1 layout), return its path."""
+        path = self.folder / f"{self._stem(views)}.png"
+        if path.exists():
+            return path
+        titled = [
+            (f"{title}: {views.class_name}" if title != "Localization" else title, picture)
+            for title, picture in views.pictures.items()
+        ]
+        partial = path.with_suffix(f".{threading.get_ident()}.tmp.png")
+        side_by_side([("Photo", views.photo.display), *titled]).save(partial)
+        os.replace(partial, path)
+        return path
+
+    def summary(self, views: Views) -> str:
+        """One line of Markdown describing the views: class, score, layer, box, time."""
+        shape = dict(self.layers).get(views.layer)
+        size = f" ({shape[1]}×{shape[2]} at {self.loaded.preprocess.size} px)" if shape else ""
+        where = "from the cache" if views.cached else f"in {views.seconds * 1000:.0f} ms"
+        x0, y0, x1, y1 = views.box
+        return (
+            f"**{views.class_name}** (class {views.class_id}, score {views.score:.2f}) at layer "
+            f"`{views.layer}`{size}; box ({x0}, {y0})–({x1}, {y1}); computed {where}."
+        )
