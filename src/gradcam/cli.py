@@ -3,8 +3,8 @@
 ``gradcam explain IMAGE...`` writes, for every image, one picture per method and explained
 class and a ``summary.json`` (and ``maps.npz`` with ``--save-maps``) under ``--out``.
 ``gradcam evaluate PROTOCOL --data PATH`` runs one of the paper's evaluations and prints its
-table. A bad file is reported by name and skipped; the exit code is then 1. User errors never
-print a traceback.
+table. ``gradcam serve`` starts the web demo (:mod:`gradcam.demo`). A bad file is reported by
+name and skipped; the exit code is then 1. User errors never print a traceback.
 """
 
 from __future__ import annotations
@@ -159,6 +159,29 @@ def _build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--window", type=int, default=35, help="faithfulness occlusion window")
     evaluate.add_argument("--stride", type=int, default=8, help="faithfulness occlusion stride")
     evaluate.add_argument("--points", type=int, default=5, help="sanity: randomization steps")
+    serve = commands.add_parser(
+        "serve",
+        help="start the web demo: upload a photo, see why the model said what it said",
+        description="Serve the Grad-CAM web demo (Gradio) on this machine; works offline. "
+        "Needs the demo extra: pip install 'gradcam[demo]'.",
+    )
+    serve.add_argument(
+        "--model", default="efficientnet_lite0", help="model name (default: %(default)s)"
+    )
+    serve.add_argument("--weights", metavar="FILE", help="local state-dict file for the model")
+    serve.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to bind (default: %(default)s, this machine only; 0.0.0.0 for all)",
+    )
+    serve.add_argument("--port", type=int, default=7860, help="TCP port (default: %(default)s)")
+    serve.add_argument(
+        "--max-file-size",
+        type=float,
+        default=20.0,
+        metavar="MB",
+        help="largest upload accepted, in MiB (default: %(default)s)",
+    )
     return parser
 
 
@@ -369,6 +392,23 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    try:
+        from gradcam.demo.app import serve
+    except ImportError as exc:
+        raise GradCAMError(
+            f"the web demo needs Gradio ({exc}): pip install 'gradcam[demo]'"
+        ) from None
+    serve(
+        args.model,
+        args.weights,
+        host=args.host,
+        port=args.port,
+        max_file_size_mb=args.max_file_size,
+    )
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``gradcam`` command; returns the exit code."""
     args = _build_parser().parse_args(argv)
@@ -377,6 +417,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _explain(args)
         if args.command == "evaluate":
             return _evaluate(args)
+        if args.command == "serve":
+            return _serve(args)
     except GradCAMError as exc:
         print(f"gradcam: error: {exc}", file=sys.stderr)
         return 2

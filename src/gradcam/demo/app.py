@@ -150,7 +150,8 @@ def classification_tab(session: DemoSession) -> None:
 
 def build_app(session: DemoSession, tabs: Sequence[Tab] = (classification_tab,)) -> gr.Blocks:
     """Lay out the page: a title, then one tab per entry of ``tabs``."""
-    with gr.Blocks(title="gradcam: why did the network say that?", analytics_enabled=False) as app:
+    app = gr.Blocks(title="gradcam: why did the network say that?", analytics_enabled=False)
+    with app:
         gr.Markdown(
             "## gradcam: why did the network say that?\n"
             f"Model **{session.loaded.name}**. Grad-CAM (Selvaraju et al.) shows where the "
@@ -206,7 +207,8 @@ def serve(
     for warning in caught:
         print(f"gradcam: warning: {warning.message}", file=sys.stderr)
     session = DemoSession(loaded, max_bytes=limit)
-    app = build_app(session).queue(default_concurrency_limit=concurrency)
+    app = build_app(session)
+    app.queue(default_concurrency_limit=concurrency)
     try:
         app.launch(
             server_name=host,

@@ -276,7 +276,8 @@ class DemoSession:
             predictions = self._predictions.get_fresh(photo.key)
             if class_id is None and predictions:
                 class_id = predictions[0].class_id
-            known = None if class_id is None else self._views.get_fresh((photo.key, layer_name, class_id))
+            key = None if class_id is None else (photo.key, layer_name, class_id)
+            known = None if key is None else self._views.get_fresh(key)
         if known is not None:
             return replace(known, seconds=0.0, cached=True)
         with self._model_lock:
