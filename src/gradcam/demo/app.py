@@ -96,6 +96,10 @@ def explain_outputs(
     return session.summary(views), top5, views.class_name, *pictures, str(maps), str(figure)
 
 
+def _picture(title: str, index: int) -> gr.Image:
+    return gr.Image(label=title, type="pil", interactive=False, elem_id=f"view-{index}")
+
+
 def classification_tab(session: DemoSession) -> None:
     """The image-classification tab: photo in, predictions and the paper's maps out."""
     layer_choices = [(f"{name}  ({c}×{h}×{w})", name) for name, (c, h, w) in session.layers]
@@ -106,6 +110,7 @@ def classification_tab(session: DemoSession) -> None:
                     label="Photo (JPEG, PNG, WebP, TIFF...)", type="filepath", elem_id="photo"
                 )
                 gr.Examples([[str(p)] for p in bundled_photos()], inputs=[photo], label="Photos")
+                located = _picture("Localization", 0)
             with gr.Column(scale=1):
                 top5 = gr.Label(label="Top-5 predictions", num_top_classes=5, elem_id="top5")
                 chosen = gr.Dropdown(
@@ -125,11 +130,14 @@ def classification_tab(session: DemoSession) -> None:
                     elem_id="layer",
                 )
         summary = gr.Markdown("Upload a photo, or pick one of the examples.", elem_id="summary")
-        with gr.Row():
-            pictures = [
-                gr.Image(label=title, type="pil", interactive=False, elem_id=f"view-{i}")
-                for i, title in enumerate(OUTPUTS[3 : 4 + len(METHODS)])
-            ]
+        titles = list(METHODS.values())
+        maps_shown = []
+        for row in range(0, len(titles), 2):
+            with gr.Row():
+                maps_shown += [
+                    _picture(title, 1 + row + i) for i, title in enumerate(titles[row : row + 2])
+                ]
+        pictures = [located, *maps_shown]
         with gr.Row():
             maps = gr.File(label="Maps (.npz)", interactive=False, elem_id="maps")
             figure = gr.File(label="Figure (PNG)", interactive=False, elem_id="figure")

@@ -1,0 +1,196 @@
+"""``gradcam serve`` end to end: a real server process, two API clients, a real browser.
+
+The server is the real command in a subprocess on a free port. The browser is Debian's
+``chromium`` driven by Playwright (``make browser`` installs it); set GRADCAM_SKIP_BROWSER=1 to
+skip that one test on a machine without it. The browser test also proves the page works
+offline: every request it makes goes to the local server.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import numpy as np
+import pytest
+import torch
+from helpers.photos import ESPRESSO, SKIMAGE_DATA
+from PIL import Image
+
+import gradcam
+from gradcam.cli import main
+
+BUNDLED = Path(gradcam.__file__).parent / "data" / "cat_and_coffee.jpg"
+CHROMIUM = os.environ.get("GRADCAM_CHROMIUM", "/usr/bin/chromium")
+ARTIFACTS = Path(__file__).parents[1] / "artifacts"
+BROWSER_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The URL of a ``gradcam serve`` process on a free port, stopped after the module."""
+    port = _free_port()
+    log = tmp_path_factory.mktemp("server") / "serve.log"
+    env = {**os.environ, "GRADIO_TEMP_DIR": str(log.parent / "gradio")}
+    command = [sys.executable, "-m", "gradcam.cli", "serve", "--port", str(port)]
+    with open(log, "w") as out:
+        proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.monotonic() + 240
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"gradcam serve exited with {proc.returncode}:\n{log.read_text()}")
+            try:
+                with urllib.request.urlopen(url, timeout=5) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"gradcam serve did not answer in time:\n{log.read_text()}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _library_raw(lite0: gradcam.LoadedModel, path: Path, class_id: int | None) -> torch.Tensor:
+    x = lite0.preprocess(gradcam.load_image(path))
+    targets = gradcam.TopK(1) if class_id is None else [class_id]
+    return gradcam.GradCAM(lite0.module)(x, targets).raw[0, 0]
+
+
+def test_two_clients_at_once_get_the_library_maps(server: str, lite0: gradcam.LoadedModel) -> None:
+    from gradio_client import Client, handle_file
+
+    photos = {"cat": SKIMAGE_DATA / "chelsea.png", "coffee": SKIMAGE_DATA / "coffee.png"}
+    barrier = threading.Barrier(len(photos))
+    results: dict[tuple[str, str], tuple[object, ...]] = {}
+    errors: list[BaseException] = []
+
+    def visit(name: str) -> None:
+        try:
+            client = Client(server, verbose=False)
+            barrier.wait()
+            for chosen in ("", "espresso"):  # the top-1 class, then a class by name
+                results[(name, chosen)] = client.predict(
+                    handle_file(str(photos[name])), chosen, "", api_name="/explain"
+                )
+        except BaseException as exc:  # re-raised in the test's thread below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=visit, args=(name,)) for name in photos]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    assert not errors, errors
+    for (name, chosen), outputs in results.items():
+        summary, top5, class_name, *pictures, maps, figure = outputs
+        class_id = ESPRESSO if chosen else None
+        expected = _library_raw(lite0, photos[name], class_id)
+        with np.load(str(maps), allow_pickle=False) as arrays:
+            torch.testing.assert_close(
+                torch.from_numpy(arrays["raw"]), expected, rtol=1e-5, atol=1e-6
+            )
+            if chosen:
+                assert arrays["classes"].tolist() == [ESPRESSO]
+        assert isinstance(top5, dict) and len(top5["confidences"]) == 5
+        assert class_name == (chosen or top5["label"])
+        assert all(Image.open(str(p)).size == Image.open(photos[name]).size for p in pictures)
+        assert Image.open(str(figure)).format == "PNG"
+        assert f"**{class_name}**" in str(summary)
+
+
+def test_serve_refuses_a_port_in_use(server: str, capsys: pytest.CaptureFixture[str]) -> None:
+    port = urlsplit(server).port
+    assert main(["serve", "--port", str(port)]) == 2
+    assert f"cannot serve on 127.0.0.1:{port}" in capsys.readouterr().err
+
+
+def _image_at(url: str) -> np.ndarray:
+    with urllib.request.urlopen(url, timeout=30) as response:
+        return np.asarray(Image.open(io.BytesIO(response.read())).convert("RGB"), dtype=float)
+
+
+def test_page_in_a_real_browser(server: str, lite0: gradcam.LoadedModel, tmp_path: Path) -> None:
+    if os.environ.get("GRADCAM_SKIP_BROWSER"):
+        pytest.skip("GRADCAM_SKIP_BROWSER is set")
+    assert Path(CHROMIUM).exists(), f"{CHROMIUM} is missing: run `make browser`"
+    from playwright.sync_api import expect, sync_playwright
+
+    logits = lite0.module(lite0.preprocess(gradcam.load_image(BUNDLED)))
+    top1 = lite0.class_names[int(logits.argmax())]
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a photo")
+    requests: list[str] = []
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=BROWSER_ARGS
+        )
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.on("request", lambda request: requests.append(request.url))
+            page.goto(server)
+            summary = page.locator("#summary")
+            page.locator("#photo input[type=file]").set_input_files(BUNDLED)
+            expect(summary).to_contain_text(f"{top1} (class", timeout=120_000)
+            expect(page.locator("#top5")).to_contain_text(top1)
+            for index in range(5):
+                picture = page.locator(f"#view-{index} img")
+                expect(picture).to_be_visible()
+                assert picture.evaluate("img => img.complete && img.naturalWidth > 0")
+            before = page.locator("#view-1 img").get_attribute("src")
+            # Choose another class by typing part of its name and picking it from the list.
+            other = "Egyptian cat" if top1 != "Egyptian cat" else "espresso"
+            search = page.locator("#class input")
+            search.click()
+            search.fill("")
+            search.press_sequentially(other.split()[0], delay=20)
+            page.locator(f"[role=option][aria-label='{other}']").click()
+            expect(summary).to_contain_text(f"{other} (class", timeout=120_000)
+            after = page.locator("#view-1 img").get_attribute("src")
+            assert before and after and before != after
+            change = np.abs(_image_at(after) - _image_at(before)).mean()
+            assert change > 5.0, f"the Grad-CAM overlay barely changed ({change:.2f})"
+            page.screenshot(path=ARTIFACTS / "demo_page.png", full_page=True)
+            # A file that is not an image: a message on the page, and the server stays up.
+            page.locator("#photo button[aria-label='Clear']").click()
+            page.locator("#photo input[type=file]").set_input_files(notes)
+            expect(summary).to_contain_text("Error: notes.txt: not an image file", timeout=60_000)
+            page.screenshot(path=ARTIFACTS / "demo_error.png", full_page=True)
+        finally:
+            browser.close()
+    with urllib.request.urlopen(server, timeout=30) as response:
+        assert response.status == 200
+    hosts = {urlsplit(url).netloc for url in requests if url.startswith(("http:", "https:"))}
+    assert hosts == {urlsplit(server).netloc}, f"the page reached out: {hosts}"
