@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-dev
 
-.PHONY: demo test install lint bench-core bench-evaluate clean
+.PHONY: demo test install lint browser serve bench-core bench-evaluate clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -25,8 +25,19 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check src tests benchmarks scripts
 	$(VENV)/bin/mypy src
 
-test: lint
+# The web demo's browser test drives Debian's chromium (Playwright cannot download browsers
+# offline); installed with apt when missing (CI runs as root on a fresh machine).
+CHROMIUM ?= /usr/bin/chromium
+browser:
+	@test -x $(CHROMIUM) || { \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q chromium; }
+
+test: lint browser
 	$(PY) -m pytest -q
+
+serve: $(STAMP)
+	$(VENV)/bin/gradcam serve
 
 bench-core: $(STAMP)
 	$(PY) benchmarks/bench_core.py

@@ -1,0 +1,95 @@
+"""The page's layout and its ``/explain`` callback, without a server; ``gradcam serve`` options."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import gradio as gr
+import numpy as np
+import pytest
+from helpers.photos import SKIMAGE_DATA
+
+import gradcam
+from gradcam.cli import main
+from gradcam.demo import DemoSession
+from gradcam.demo.app import OUTPUTS, build_app, bundled_photos, explain_outputs, theme
+
+
+@pytest.fixture(scope="module")
+def session(lite0: gradcam.LoadedModel, tmp_path_factory: pytest.TempPathFactory) -> DemoSession:
+    return DemoSession(lite0, folder=tmp_path_factory.mktemp("downloads"))
+
+
+def test_explain_outputs(session: DemoSession) -> None:
+    outputs = explain_outputs(session, str(SKIMAGE_DATA / "chelsea.png"), "tiger cat", None)
+    assert len(outputs) == len(OUTPUTS) == 10
+    summary, top5, class_name, *pictures, maps, figure = outputs
+    assert class_name == "tiger cat" and "**tiger cat** (class 282" in summary
+    assert len(top5) == 5 and all(0 < p < 1 for p in top5.values())
+    assert [p.size for p in pictures] == [(451, 300)] * 5
+    with np.load(maps, allow_pickle=False) as arrays:
+        assert arrays["classes"].tolist() == [282]
+    assert Path(figure).suffix == ".png" and Path(figure).is_file()
+
+
+def test_explain_outputs_messages(session: DemoSession, tmp_path: Path) -> None:
+    waiting = explain_outputs(session, None, None, None)
+    assert waiting[0].startswith("Upload a photo") and set(waiting[1:]) == {None}
+    notes = tmp_path / "notes.jpg"
+    notes.write_text("not a photo")
+    failed = explain_outputs(session, str(notes), None, None)
+    assert failed[0] == "**Error:** notes.jpg: not an image file (unrecognized format)"
+    assert set(failed[1:]) == {None}
+    cat = str(SKIMAGE_DATA / "chelsea.png")
+    assert explain_outputs(session, cat, "catt", None)[0].startswith("**Error:** no class named")
+    assert "no spatial layer named 'nope'" in explain_outputs(session, cat, None, "nope")[0]
+
+
+def test_layout_and_api(session: DemoSession) -> None:
+    added: list[str] = []
+
+    def captioning(_: DemoSession) -> None:  # how issue 5's tabs plug in
+        with gr.Tab("Captioning"):
+            added.append("Captioning")
+
+    app = build_app(session, tabs=[captioning])
+    assert isinstance(app, gr.Blocks) and added == ["Captioning"]
+    app = build_app(session)
+    named = [d.get("api_name") for d in app.config["dependencies"] if d.get("api_name")]
+    assert "explain" in named
+
+
+def test_theme_uses_local_fonts_only() -> None:
+    styled = theme()
+    assert styled._stylesheets == []  # no Google Fonts (or any) stylesheet to fetch
+    assert all(isinstance(font, str) for font in (*styled._font, *styled._font_mono))
+
+
+def test_bundled_photos_are_real_photos() -> None:
+    photos = bundled_photos()
+    names = [p.name for p in photos]
+    assert names[:2] == ["cat_and_coffee.jpg", "grace_hopper.jpg"]
+    for path in photos:
+        assert min(gradcam.load_image(path).size) >= 200
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--port", "0"], "--port must be in 1..65535, got 0"),
+        (["--port", "70000"], "--port must be in 1..65535, got 70000"),
+        (["--max-file-size", "0"], "--max-file-size must be positive, got 0.0"),
+        (["--model", "resnet5O"], "unknown model 'resnet5O'; did you mean resnet50"),
+    ],
+)
+def test_serve_bad_options(
+    args: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["serve", *args]) == 2
+    assert f"gradcam: error: {message}" in capsys.readouterr().err
+
+
+def test_serve_help_says_localhost(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["serve", "--help"])
+    assert "127.0.0.1" in capsys.readouterr().out
