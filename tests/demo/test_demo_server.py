@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -194,3 +195,35 @@ def test_page_in_a_real_browser(server: str, lite0: gradcam.LoadedModel, tmp_pat
         assert response.status == 200
     hosts = {urlsplit(url).netloc for url in requests if url.startswith(("http:", "https:"))}
     assert hosts == {urlsplit(server).netloc}, f"the page reached out: {hosts}"
+
+
+def _post_upload(server: str, name: str, data: bytes) -> int:
+    """POST one file to Gradio's upload route as a browser would; returns the HTTP status."""
+    boundary = "gradcam-test-boundary"
+    body = b"".join(
+        [
+            f"--{boundary}\r\n".encode(),
+            f'Content-Disposition: form-data; name="files"; filename="{name}"\r\n'.encode(),
+            b"Content-Type: image/png\r\n\r\n",
+            data,
+            f"\r\n--{boundary}--\r\n".encode(),
+        ]
+    )
+    request = urllib.request.Request(
+        f"{server}gradio_api/upload",
+        data=body,
+        headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+
+
+def test_uploads_over_the_limit_are_refused(server: str) -> None:
+    small = (SKIMAGE_DATA / "coffee.png").read_bytes()
+    assert _post_upload(server, "coffee.png", small) == 200
+    assert _post_upload(server, "big.png", bytes(21 * 2**20)) == 413  # over the default 20 MiB
+    with urllib.request.urlopen(server, timeout=30) as response:
+        assert response.status == 200
