@@ -12,7 +12,15 @@ from helpers.photos import SKIMAGE_DATA
 import gradcam
 from gradcam.cli import main
 from gradcam.demo import DemoSession
-from gradcam.demo.app import OUTPUTS, build_app, bundled_photos, explain_outputs, theme
+from gradcam.demo.app import (
+    OUTPUTS,
+    build_app,
+    bundled_photos,
+    download_outputs,
+    explain_outputs,
+    theme,
+    view_outputs,
+)
 
 
 @pytest.fixture(scope="module")
@@ -30,6 +38,19 @@ def test_explain_outputs(session: DemoSession) -> None:
     with np.load(maps, allow_pickle=False) as arrays:
         assert arrays["classes"].tolist() == [282]
     assert Path(figure).suffix == ".png" and Path(figure).is_file()
+
+
+def test_views_come_before_downloads(session: DemoSession, tmp_path: Path) -> None:
+    cat = str(SKIMAGE_DATA / "chelsea.png")
+    shown = view_outputs(session, cat, "lynx", None)
+    assert len(shown) == 8 and shown[2] == "lynx"
+    maps, figure = download_outputs(session, cat, "lynx", None)
+    assert maps is not None and Path(maps).name.endswith("_287-lynx_head-act.npz")
+    assert figure is not None and Path(figure).is_file()
+    notes = tmp_path / "notes.png"
+    notes.write_text("no")
+    assert download_outputs(session, str(notes), None, None) == (None, None)
+    assert download_outputs(session, None, None, None) == (None, None)
 
 
 def test_explain_outputs_messages(session: DemoSession, tmp_path: Path) -> None:

@@ -170,6 +170,8 @@ def test_page_in_a_real_browser(server: str, lite0: gradcam.LoadedModel, tmp_pat
                 picture = page.locator(f"#view-{index} img")
                 expect(picture).to_be_visible()
                 assert picture.evaluate("img => img.complete && img.naturalWidth > 0")
+            expect(page.locator("#maps")).to_contain_text(".npz", timeout=60_000)
+            expect(page.locator("#figure")).to_contain_text(".png")
             before = page.locator("#view-1 img").get_attribute("src")
             # Choose another class by typing part of its name and picking it from the list.
             other = "Egyptian cat" if top1 != "Egyptian cat" else "espresso"

@@ -40,13 +40,24 @@ from gradcam.demo.session import METHODS, DemoSession
 from gradcam.errors import GradCAMError
 from gradcam.models import DEFAULT_MODEL, load_model
 
-__all__ = ["Tab", "build_app", "bundled_photos", "explain_outputs", "serve", "theme"]
+__all__ = [
+    "OUTPUTS",
+    "Tab",
+    "build_app",
+    "bundled_photos",
+    "download_outputs",
+    "explain_outputs",
+    "serve",
+    "theme",
+    "view_outputs",
+]
 
 #: A tab of the page: called inside ``gr.Blocks()``; it lays out its own ``gr.Tab``.
 Tab = Callable[[DemoSession], None]
 
 #: Outputs of ``/explain``, in order (the ``gradio_client`` result tuple).
-OUTPUTS = ("summary", "top5", "class", "Localization", *METHODS.values(), "maps", "figure")
+PICTURES = ("Localization", *METHODS.values())
+OUTPUTS = ("summary", "top5", "class", *PICTURES, "maps", "figure")
 
 
 def bundled_photos() -> list[Path]:
@@ -73,31 +84,59 @@ def theme() -> gr.themes.Base:
     )
 
 
-def explain_outputs(
+def view_outputs(
     session: DemoSession, path: str | None, class_name: str | None, layer: str | None
 ) -> tuple[Any, ...]:
-    """The ``/explain`` callback: the page's outputs for a photo, class and layer.
+    """What the page shows first for a photo, class and layer: the first 8 of :data:`OUTPUTS`.
 
-    Returns, in the order of :data:`OUTPUTS`: a Markdown summary (or the error message), the
-    top-5 ``{name: probability}``, the explained class name, the photo with its localization
-    box, the four maps, and the paths of the ``.npz`` maps and the PNG figure. A bad upload,
+    A Markdown summary (or the error message), the top-5 ``{name: probability}``, the explained
+    class name, then the photo with its localization box and the four maps. A bad upload,
     class or layer gives the message and empty pictures; the server stays up.
     """
-    empty = (None,) * (len(OUTPUTS) - 3)
+    empty = (None,) * len(PICTURES)
     if not path:
-        return "Upload a photo, or pick one of the examples below.", None, None, *empty
+        return "Upload a photo, or pick one of the examples.", None, None, *empty
     try:
         views = session.explain(path, class_name or None, layer or None)
     except GradCAMError as exc:
         return f"**Error:** {exc}", None, None, *empty
     top5 = {p.name: p.probability for p in views.predictions}
-    pictures = [views.pictures[title] for title in OUTPUTS[3 : 4 + len(METHODS)]]
-    maps, figure = session.write_maps(views), session.write_figure(views)
-    return session.summary(views), top5, views.class_name, *pictures, str(maps), str(figure)
+    pictures = [views.pictures[title] for title in PICTURES]
+    return session.summary(views), top5, views.class_name, *pictures
+
+
+def download_outputs(
+    session: DemoSession, path: str | None, class_name: str | None, layer: str | None
+) -> tuple[str | None, str | None]:
+    """The paths of the ``.npz`` maps and the PNG figure (written on first request).
+
+    The page asks for them after the pictures are shown, so writing them never delays the maps.
+    """
+    if not path:
+        return None, None
+    try:
+        views = session.explain(path, class_name or None, layer or None)
+    except GradCAMError:
+        return None, None
+    return str(session.write_maps(views)), str(session.write_figure(views))
+
+
+def explain_outputs(
+    session: DemoSession, path: str | None, class_name: str | None, layer: str | None
+) -> tuple[Any, ...]:
+    """The ``/explain`` API: :func:`view_outputs` then :func:`download_outputs`, in one call.
+
+    ``class_name`` empty explains the top-1 class (the explained name is the third output).
+    """
+    shown = view_outputs(session, path, class_name, layer)
+    return *shown, *download_outputs(session, path, shown[2], layer)
 
 
 def _picture(title: str, index: int) -> gr.Image:
-    return gr.Image(label=title, type="pil", interactive=False, elem_id=f"view-{index}")
+    # JPEG: encoding five pictures takes a few ms, where WebP (Gradio's default) takes 100.
+    return gr.Image(
+        label=title, type="pil", format="jpeg", interactive=False, elem_id=f"view-{index}"
+    )
 
 
 def classification_tab(session: DemoSession) -> None:
@@ -141,19 +180,35 @@ def classification_tab(session: DemoSession) -> None:
         with gr.Row():
             maps = gr.File(label="Maps (.npz)", interactive=False, elem_id="maps")
             figure = gr.File(label="Figure (PNG)", interactive=False, elem_id="figure")
-        outputs = [summary, top5, chosen, *pictures, maps, figure]
+        shown = [summary, top5, chosen, *pictures]
+        files = [maps, figure]
+
+        def on_choice(path: str | None, class_name: str | None, layer_name: str | None) -> Any:
+            return view_outputs(session, path, class_name, layer_name)
+
+        def new_photo(path: str | None, layer_name: str | None) -> Any:
+            return view_outputs(session, path, None, layer_name)
+
+        def downloads(path: str | None, class_name: str | None, layer_name: str | None) -> Any:
+            return download_outputs(session, path, class_name, layer_name)
+
+        # A new photo is explained for its top-1 class; the class list then shows that class.
+        # Class and layer changes listen to user input only, so setting them here re-runs nothing.
+        # The download files follow the pictures, as a second step that reads the cache.
+        inputs = [photo, chosen, layer]
+        hidden: dict[str, Any] = {"api_visibility": "private"}
+        photo.change(new_photo, [photo, layer], shown, **hidden).then(
+            downloads, inputs, files, **hidden
+        )
+        chosen.input(on_choice, inputs, shown, **hidden).then(downloads, inputs, files, **hidden)
+        layer.input(on_choice, inputs, shown, **hidden).then(downloads, inputs, files, **hidden)
 
         def explain(path: str | None, class_name: str | None, layer_name: str | None) -> Any:
             return explain_outputs(session, path, class_name, layer_name)
 
-        def new_photo(path: str | None, layer_name: str | None) -> Any:
-            return explain_outputs(session, path, None, layer_name)
-
-        # A new photo is explained for its top-1 class; the class list then shows that class.
-        # Class and layer changes listen to user input only, so setting them here re-runs nothing.
-        photo.change(new_photo, [photo, layer], outputs, api_visibility="private")
-        chosen.input(explain, [photo, chosen, layer], outputs, api_name="explain")
-        layer.input(explain, [photo, chosen, layer], outputs, api_visibility="private")
+        # The API in one call: an event of an invisible button, so it has its own name.
+        endpoint = gr.Button(visible=False)
+        endpoint.click(explain, inputs, [*shown, *files], api_name="explain")
 
 
 def build_app(session: DemoSession, tabs: Sequence[Tab] = (classification_tab,)) -> gr.Blocks:
