@@ -141,7 +141,10 @@ def _picture(title: str, index: int) -> gr.Image:
 
 def classification_tab(session: DemoSession) -> None:
     """The image-classification tab: photo in, predictions and the paper's maps out."""
-    layer_choices = [(f"{name}  ({c}×{h}×{w})", name) for name, (c, h, w) in session.layers]
+    size = session.loaded.preprocess.size
+    layer_choices = [
+        (f"{name}  ({c} maps, {h}×{w} at {size} px)", name) for name, (c, h, w) in session.layers
+    ]
     with gr.Tab("Classification"):
         with gr.Row():
             with gr.Column(scale=1):

@@ -382,11 +382,11 @@ class DemoSession:
 
     def summary(self, views: Views) -> str:
         """One line of Markdown describing the views: class, score, layer, box, time."""
-        shape = dict(self.layers).get(views.layer)
-        size = f" ({shape[1]}×{shape[2]} at {self.loaded.preprocess.size} px)" if shape else ""
+        height, width = views.explanation.results["gradcam"].raw.shape[-2:]
         where = "from the cache" if views.cached else f"in {views.seconds * 1000:.0f} ms"
         x0, y0, x1, y1 = views.box
         return (
             f"**{views.class_name}** (class {views.class_id}, score {views.score:.2f}) at layer "
-            f"`{views.layer}`{size}; box ({x0}, {y0})–({x1}, {y1}); computed {where}."
+            f"`{views.layer}` ({height}×{width} map); box ({x0}, {y0})–({x1}, {y1}); "
+            f"computed {where}."
         )
