@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import gradio as gr
@@ -114,3 +116,16 @@ def test_serve_help_says_localhost(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         main(["serve", "--help"])
     assert "127.0.0.1" in capsys.readouterr().out
+
+
+def test_bench_demo_quick_smoke() -> None:
+    """One round of the latency benchmark, so the script cannot rot (no timing checks)."""
+    script = Path(__file__).parents[2] / "benchmarks" / "bench_demo.py"
+    proc = subprocess.run(
+        [sys.executable, str(script), "--rounds", "1", "--no-http"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "| session: class seen before (cache) |" in proc.stdout

@@ -28,6 +28,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+import shutil
 import sys
 import warnings
 from collections.abc import Callable, Sequence
@@ -216,7 +217,12 @@ def classification_tab(session: DemoSession) -> None:
 
 def build_app(session: DemoSession, tabs: Sequence[Tab] = (classification_tab,)) -> gr.Blocks:
     """Lay out the page: a title, then one tab per entry of ``tabs``."""
-    app = gr.Blocks(title="gradcam: why did the network say that?", analytics_enabled=False)
+    # Visitors' photos and their maps are deleted from Gradio's cache after an hour.
+    app = gr.Blocks(
+        title="gradcam: why did the network say that?",
+        analytics_enabled=False,
+        delete_cache=(600, 3600),
+    )
     with app:
         gr.Markdown(
             "## gradcam: why did the network say that?\n"
@@ -290,5 +296,8 @@ def serve(
             prevent_thread_lock=not block,
         )
     except OSError as exc:
+        shutil.rmtree(session.folder, ignore_errors=True)
         raise GradCAMError(f"cannot serve on {host}:{port}: {exc}") from None
+    if block:  # interrupted: the download files go with the server
+        shutil.rmtree(session.folder, ignore_errors=True)
     return app
