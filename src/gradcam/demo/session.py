@@ -382,7 +382,8 @@ class DemoSession:
 
     def summary(self, views: Views) -> str:
         """One line of Markdown describing the views: class, score, layer, box, time."""
-        height, width = views.explanation.results["gradcam"].raw.shape[-2:]
+        cam = next(e for e in views.explanation.entries if e.method == "gradcam")
+        height, width = cam.map.shape[-2:]
         where = "from the cache" if views.cached else f"in {views.seconds * 1000:.0f} ms"
         x0, y0, x1, y1 = views.box
         return (
