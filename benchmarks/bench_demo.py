@@ -3,7 +3,7 @@
 Run from the repository root (no network needed)::
 
     .venv/bin/python benchmarks/bench_demo.py                 # 15 rounds, with the HTTP cases
-    .venv/bin/python benchmarks/bench_demo.py --quick         # 2 rounds, smoke test
+    .venv/bin/python benchmarks/bench_demo.py --quick         # 1 round, smoke test
 
 On the bundled photo (``src/gradcam/data/cat_and_coffee.jpg``) with EfficientNet-Lite0, it
 times, interleaved and in a rotating order each round:
@@ -54,10 +54,10 @@ def _clear(session: DemoSession) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=15)
-    parser.add_argument("--quick", action="store_true", help="2 rounds")
+    parser.add_argument("--quick", action="store_true", help="1 round, no warm-up: a smoke test")
     parser.add_argument("--no-http", action="store_true", help="skip the gradio_client cases")
     args = parser.parse_args()
-    rounds = 2 if args.quick else args.rounds
+    rounds = 1 if args.quick else args.rounds
     torch.set_num_threads(max(1, torch.get_num_threads()))
     loaded = gradcam.load_model()
     image = gradcam.load_image(PHOTO)
@@ -112,7 +112,7 @@ def main() -> None:
 
         cases["HTTP /explain: new upload"] = lambda: http(True)
         cases["HTTP /explain: cached class"] = lambda: http(False)
-    for case in cases.values():  # warm-up
+    for case in () if args.quick else cases.values():  # warm-up
         case()
     times: dict[str, list[float]] = {name: [] for name in cases}
     names = list(cases)

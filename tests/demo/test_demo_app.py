@@ -122,7 +122,7 @@ def test_bench_demo_quick_smoke() -> None:
     """One round of the latency benchmark, so the script cannot rot (no timing checks)."""
     script = Path(__file__).parents[2] / "benchmarks" / "bench_demo.py"
     proc = subprocess.run(
-        [sys.executable, str(script), "--rounds", "1", "--no-http"],
+        [sys.executable, str(script), "--quick", "--no-http"],
         capture_output=True,
         text=True,
         timeout=600,

@@ -166,36 +166,43 @@ def test_concurrent_calls_get_their_own_maps(
         torch.testing.assert_close(found[name], expected, rtol=1e-5, atol=1e-6)
 
 
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory: pytest.TempPathFactory) -> DemoSession:
+    """The small shipped CNN: decoding checks need exact maps, not ImageNet classes."""
+    return DemoSession(gradcam.load_model("shapes"), folder=tmp_path_factory.mktemp("shapes"))
+
+
 def _raw(session: DemoSession, path: Path) -> torch.Tensor:
-    return session.explain(path, "tabby").explanation.results["gradcam"].raw
+    return session.explain(path, 0).explanation.results["gradcam"].raw
 
 
-def test_odd_photos_are_decoded_right(session: DemoSession, tmp_path: Path) -> None:
+def test_odd_photos_are_decoded_right(shapes: DemoSession, tmp_path: Path) -> None:
     cat = photo("chelsea.png")
     gray = cat.convert("L")
     gray.save(tmp_path / "gray.png")
-    reference = _raw(session, tmp_path / "gray.png")
+    reference = _raw(shapes, tmp_path / "gray.png")
     # 16-bit: the same gray levels times 257 are the same photo.
     sixteen = Image.fromarray(np.asarray(gray).astype(np.uint16) * 257)
     sixteen.save(tmp_path / "gray16.png")
-    assert torch.equal(_raw(session, tmp_path / "gray16.png"), reference)
+    assert torch.equal(_raw(shapes, tmp_path / "gray16.png"), reference)
     # Opaque RGBA is the RGB photo.
     cat.save(tmp_path / "rgb.png")
+    upright = _raw(shapes, tmp_path / "rgb.png")
     rgba = cat.copy()
     rgba.putalpha(255)
     rgba.save(tmp_path / "rgba.png")
-    assert torch.equal(_raw(session, tmp_path / "rgba.png"), _raw(session, tmp_path / "rgb.png"))
-    # EXIF orientation 6: stored turned a quarter clockwise... displayed upright.
+    assert torch.equal(_raw(shapes, tmp_path / "rgba.png"), upright)
+    # EXIF orientation 6: stored turned a quarter clockwise, displayed upright.
     exif = Image.Exif()
     exif[0x0112] = 6
     cat.transpose(Image.Transpose.ROTATE_90).save(tmp_path / "exif.png", exif=exif)
-    upright = session.explain(tmp_path / "exif.png", "tabby")
-    assert upright.photo.image.size == cat.size
-    assert torch.equal(
-        upright.explanation.results["gradcam"].raw, _raw(session, tmp_path / "rgb.png")
-    )
-    # CMYK JPEG: decoded to RGB and still a cat.
-    cat.convert("CMYK").save(tmp_path / "cmyk.jpg", quality=95)
+    rotated = shapes.explain(tmp_path / "exif.png", 0)
+    assert rotated.photo.image.size == rotated.photo.display.size == cat.size
+    assert torch.equal(rotated.explanation.results["gradcam"].raw, upright)
+
+
+def test_cmyk_photo_is_still_a_cat(session: DemoSession, tmp_path: Path) -> None:
+    photo("chelsea.png").convert("CMYK").save(tmp_path / "cmyk.jpg", quality=95)
     cmyk = session.explain(tmp_path / "cmyk.jpg")
     assert cmyk.photo.image.mode == "RGB" and cmyk.class_id in CAT_CLASSES
 
