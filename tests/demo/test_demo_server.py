@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 import numpy as np
 import pytest
 import torch
-from helpers.photos import ESPRESSO, SKIMAGE_DATA
+from helpers.photos import ESPRESSO, GRACE_HOPPER, SKIMAGE_DATA
 from PIL import Image
 
 import gradcam
@@ -148,8 +148,11 @@ def test_page_in_a_real_browser(server: str, lite0: gradcam.LoadedModel, tmp_pat
     assert Path(CHROMIUM).exists(), f"{CHROMIUM} is missing: run `make browser`"
     from playwright.sync_api import expect, sync_playwright
 
-    logits = lite0.module(lite0.preprocess(gradcam.load_image(BUNDLED)))
-    top1 = lite0.class_names[int(logits.argmax())]
+    with torch.no_grad():
+        top1, hopper = (
+            lite0.class_names[int(lite0.module(lite0.preprocess(gradcam.load_image(p))).argmax())]
+            for p in (BUNDLED, GRACE_HOPPER)
+        )
     notes = tmp_path / "notes.txt"
     notes.write_text("not a photo")
     requests: list[str] = []
@@ -191,6 +194,9 @@ def test_page_in_a_real_browser(server: str, lite0: gradcam.LoadedModel, tmp_pat
             page.locator("#photo input[type=file]").set_input_files(notes)
             expect(summary).to_contain_text("Error: notes.txt: not an image file", timeout=60_000)
             page.screenshot(path=ARTIFACTS / "demo_error.png", full_page=True)
+            # After the error, a bundled photo picked from the examples is explained.
+            page.get_by_text("grace_hopper.jpg", exact=True).click()
+            expect(summary).to_contain_text(f"{hopper} (class", timeout=120_000)
         finally:
             browser.close()
     with urllib.request.urlopen(server, timeout=30) as response:
