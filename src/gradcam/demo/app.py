@@ -43,6 +43,7 @@ from gradcam.models import DEFAULT_MODEL, load_model
 
 __all__ = [
     "OUTPUTS",
+    "PICTURES",
     "Tab",
     "build_app",
     "bundled_photos",
@@ -56,8 +57,9 @@ __all__ = [
 #: A tab of the page: called inside ``gr.Blocks()``; it lays out its own ``gr.Tab``.
 Tab = Callable[[DemoSession], None]
 
-#: Outputs of ``/explain``, in order (the ``gradio_client`` result tuple).
+#: The pictures shown for a photo and class, in order.
 PICTURES = ("Localization", *METHODS.values())
+#: Outputs of ``/explain``, in order (the ``gradio_client`` result tuple).
 OUTPUTS = ("summary", "top5", "class", *PICTURES, "maps", "figure")
 
 
