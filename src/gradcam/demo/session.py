@@ -157,7 +157,9 @@ class DemoSession:
 
     Args:
         loaded: the model, from :func:`gradcam.load_model`.
-        cache_size: photos (and, times 8, rendered views) kept in memory.
+        cache_size: photos kept in memory (decoded at full size, with their top-5).
+        views_size: rendered views kept, per (photo, layer, class): each holds its maps at input
+            resolution and five pictures at display size, about 5 to 20 MB.
         max_side: longest side of the pictures shown, in pixels (the model always sees the
             full photo through its own preprocessing, as ``gradcam explain`` does).
         max_bytes: largest file accepted, in bytes.
@@ -174,7 +176,8 @@ class DemoSession:
         self,
         loaded: LoadedModel,
         *,
-        cache_size: int = 16,
+        cache_size: int = 8,
+        views_size: int = 32,
         max_side: int = 1024,
         max_bytes: int = 20 * 1024 * 1024,
         folder: str | os.PathLike[str] | None = None,
@@ -195,7 +198,7 @@ class DemoSession:
         self._cache_lock = threading.Lock()
         self._photos: _LRU[str, Photo] = _LRU(cache_size)
         self._predictions: _LRU[str, tuple[Prediction, ...]] = _LRU(cache_size)
-        self._views: _LRU[tuple[str, str, int], Views] = _LRU(cache_size * 8)
+        self._views: _LRU[tuple[str, str, int], Views] = _LRU(views_size)
 
     @property
     def class_names(self) -> tuple[str, ...]:
