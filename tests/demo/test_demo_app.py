@@ -82,6 +82,17 @@ def test_layout_and_api(session: DemoSession) -> None:
     assert "explain" in named
 
 
+def test_untrained_model_is_flagged_on_the_page(tmp_path: Path) -> None:
+    with pytest.warns(UserWarning, match="random weights"):
+        untrained = gradcam.load_model("resnet18")
+    app = build_app(DemoSession(untrained, folder=tmp_path))
+    texts = [c.get("props", {}).get("value") for c in app.config["components"]]
+    assert any("random weights" in str(text) for text in texts)
+    trained = build_app(DemoSession(gradcam.load_model("shapes"), folder=tmp_path))
+    texts = [c.get("props", {}).get("value") for c in trained.config["components"]]
+    assert not any("random weights" in str(text) for text in texts)
+
+
 def test_theme_uses_local_fonts_only() -> None:
     styled = theme()
     assert styled._stylesheets == []  # no Google Fonts (or any) stylesheet to fetch

@@ -231,6 +231,12 @@ def build_app(session: DemoSession, tabs: Sequence[Tab] = (classification_tab,))
             f"Model **{session.loaded.name}**. Grad-CAM (Selvaraju et al.) shows where the "
             "evidence for a class lies; the counterfactual map, what argues against it; Guided "
             "Grad-CAM, the fine detail. Everything runs on this machine."
+            + (
+                ""
+                if session.loaded.pretrained
+                else "\n\n**Warning:** this model has random weights (no weights file given): "
+                "its predictions and maps are meaningless."
+            )
         )
         for tab in tabs:
             tab(session)
