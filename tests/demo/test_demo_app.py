@@ -20,6 +20,7 @@ from gradcam.demo.app import (
     bundled_photos,
     download_outputs,
     explain_outputs,
+    sweep_outputs,
     theme,
     view_outputs,
 )
@@ -53,6 +54,24 @@ def test_views_come_before_downloads(session: DemoSession, tmp_path: Path) -> No
     notes.write_text("no")
     assert download_outputs(session, str(notes), None, None) == (None, None)
     assert download_outputs(session, None, None, None) == (None, None)
+
+
+def test_sweep_outputs(session: DemoSession, tmp_path: Path) -> None:
+    cat = str(SKIMAGE_DATA / "chelsea.png")
+    grid, note = sweep_outputs(session, cat, "tabby")
+    assert note == "Grad-CAM of **tabby** at 5 depths."
+    # Three titled panels (18 px titles, 6 px gaps) in the first row, two in the second.
+    assert grid is not None and grid.size == (3 * 451 + 2 * 6, 2 * (300 + 18))
+    assert sweep_outputs(session, None, None) == (
+        None,
+        "Upload a photo, or pick one of the examples.",
+    )
+    notes = tmp_path / "notes.png"
+    notes.write_text("no")
+    assert sweep_outputs(session, str(notes), None) == (
+        None,
+        "**Error:** notes.png: not an image file (unrecognized format)",
+    )
 
 
 def test_explain_outputs_messages(session: DemoSession, tmp_path: Path) -> None:

@@ -129,6 +129,10 @@ def test_two_clients_at_once_get_the_library_maps(server: str, lite0: gradcam.Lo
         assert all(Image.open(str(p)).size == Image.open(photos[name]).size for p in pictures)
         assert Image.open(str(figure)).format == "PNG"
         assert f"**{class_name}**" in str(summary)
+    sweep, note = Client(server, verbose=False).predict(
+        handle_file(str(photos["cat"])), "tabby", api_name="/layer_sweep"
+    )
+    assert Image.open(str(sweep)).width == 3 * 451 + 2 * 6 and "**tabby** at 5 depths" in note
 
 
 def test_serve_refuses_a_port_in_use(server: str, capsys: pytest.CaptureFixture[str]) -> None:
@@ -188,6 +192,11 @@ def test_page_in_a_real_browser(server: str, lite0: gradcam.LoadedModel, tmp_pat
             assert before and after and before != after
             change = np.abs(_image_at(after) - _image_at(before)).mean()
             assert change > 5.0, f"the Grad-CAM overlay barely changed ({change:.2f})"
+            # The layer sweep: one Grad-CAM per resolution, in a gallery.
+            page.get_by_text("Layer sweep (appendix B, Fig. 13)").click()
+            page.locator("#sweep-button").click()
+            expect(page.locator("#sweep-note")).to_contain_text(f"{other}", timeout=120_000)
+            expect(page.locator("#sweep img")).to_be_visible()
             page.screenshot(path=ARTIFACTS / "demo_page.png", full_page=True)
             # A file that is not an image: a message on the page, and the server stays up.
             page.locator("#photo button[aria-label='Clear']").click()

@@ -257,3 +257,44 @@ def test_bad_class_and_layer(session: DemoSession, photos: dict[str, Path]) -> N
         session.explain(photos["cat"], "espreso")
     with pytest.raises(LayerError, match="no spatial layer named 'fc'"):
         session.explain(photos["cat"], None, "fc")
+
+
+def test_layer_sweep(
+    session: DemoSession, lite0: gradcam.LoadedModel, photos: dict[str, Path]
+) -> None:
+    assert session.sweep_layers == [
+        "_blocks.1._bn0",
+        "_blocks.3._bn0",
+        "_blocks.5._bn0",
+        "_blocks.11._bn0",
+        "_head_act",
+    ]
+    panels = session.layer_sweep(photos["cat"], "tabby")
+    captions = [caption for caption, _ in panels]
+    assert captions[0] == "_blocks.1._bn0 (112×169)" and captions[-1] == "_head_act (7×11)"
+    assert all(picture.size == (451, 300) for _, picture in panels)
+    # Each panel is the library's Grad-CAM at that layer, drawn by gradcam.overlay.
+    raw = library_cam(lite0, photos["cat"], 281, "_blocks.11._bn0").raw[0, 0]
+    expected = np.asarray(gradcam.overlay(photo("chelsea.png"), raw), dtype=float)
+    drawn = np.asarray(panels[3][1], dtype=float)
+    # Same pixels except where the localization box is drawn.
+    assert (np.abs(drawn - expected).max(axis=-1) > 2).mean() < 0.05
+    assert session.layer_sweep(photos["cat"], "tabby") is panels  # cached
+
+
+def test_sweep_layers_of_torchvision_models(tmp_path: Path) -> None:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # random weights: only layers matter here
+        vgg = DemoSession(gradcam.load_model("vgg16"), folder=tmp_path)
+        resnet = DemoSession(gradcam.load_model("resnet18"), folder=tmp_path)
+    # VGG-16: relu1_2 ... relu5_3, the layers of the paper's Fig. 13.
+    assert vgg.sweep_layers == [
+        "features.3",
+        "features.8",
+        "features.15",
+        "features.22",
+        "features.29",
+    ]
+    assert resnet.sweep_layers == ["relu", "layer1", "layer2", "layer3", "layer4"]

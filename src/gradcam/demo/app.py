@@ -36,10 +36,12 @@ from pathlib import Path
 from typing import Any
 
 import gradio as gr
+from PIL import Image
 
 from gradcam.demo.session import METHODS, DemoSession
 from gradcam.errors import GradCAMError
 from gradcam.models import DEFAULT_MODEL, load_model
+from gradcam.viz import side_by_side
 
 __all__ = [
     "OUTPUTS",
@@ -50,6 +52,7 @@ __all__ = [
     "download_outputs",
     "explain_outputs",
     "serve",
+    "sweep_outputs",
     "theme",
     "view_outputs",
 ]
@@ -135,6 +138,30 @@ def explain_outputs(
     return *shown, *download_outputs(session, path, shown[2], layer)
 
 
+def sweep_outputs(
+    session: DemoSession, path: str | None, class_name: str | None
+) -> tuple[Image.Image | None, str]:
+    """The ``/layer_sweep`` callback: one picture of titled panels, and a line of Markdown.
+
+    Grad-CAM of the class (empty: the top-1) at each of :attr:`DemoSession.sweep_layers`,
+    shallowest first, three panels a row.
+    """
+    if not path:
+        return None, "Upload a photo, or pick one of the examples."
+    try:
+        panels = session.layer_sweep(path, class_name or None)
+    except GradCAMError as exc:
+        return None, f"**Error:** {exc}"
+    rows = [side_by_side(panels[i : i + 3]) for i in range(0, len(panels), 3)]
+    grid = Image.new("RGB", (max(r.width for r in rows), sum(r.height for r in rows)), "white")
+    top = 0
+    for row in rows:
+        grid.paste(row, (0, top))
+        top += row.height
+    chosen = class_name or "the top-1 class"
+    return grid, f"Grad-CAM of **{chosen}** at {len(panels)} depths."
+
+
 def _picture(title: str, index: int) -> gr.Image:
     # JPEG: encoding five pictures takes a few ms, where WebP (Gradio's default) takes 100.
     return gr.Image(
@@ -186,6 +213,22 @@ def classification_tab(session: DemoSession) -> None:
         with gr.Row():
             maps = gr.File(label="Maps (.npz)", interactive=False, elem_id="maps")
             figure = gr.File(label="Figure (PNG)", interactive=False, elem_id="figure")
+        depths = ", ".join(f"`{name}`" for name in session.sweep_layers)
+        with gr.Accordion("Layer sweep (appendix B, Fig. 13)", open=False):
+            gr.Markdown(
+                "Grad-CAM of the chosen class at the deepest layer of each resolution "
+                f"({depths}): shallow maps are fine but not class-specific; deeper ones "
+                "coarsen and localize the class. One forward and backward pass per layer."
+            )
+            sweep_button = gr.Button("Sweep the layers", elem_id="sweep-button")
+            sweep = gr.Image(
+                label="Grad-CAM by layer",
+                type="pil",
+                format="jpeg",
+                interactive=False,
+                elem_id="sweep",
+            )
+            sweep_note = gr.Markdown("", elem_id="sweep-note")
         shown = [summary, top5, chosen, *pictures]
         files = [maps, figure]
 
@@ -211,6 +254,13 @@ def classification_tab(session: DemoSession) -> None:
 
         def explain(path: str | None, class_name: str | None, layer_name: str | None) -> Any:
             return explain_outputs(session, path, class_name, layer_name)
+
+        def layer_sweep(path: str | None, class_name: str | None) -> Any:
+            return sweep_outputs(session, path, class_name)
+
+        sweep_button.click(
+            layer_sweep, [photo, chosen], [sweep, sweep_note], api_name="layer_sweep"
+        )
 
         # The API in one call: an event of an invisible button, so it has its own name.
         endpoint = gr.Button(visible=False)

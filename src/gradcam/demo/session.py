@@ -199,6 +199,7 @@ class DemoSession:
         self._photos: _LRU[str, Photo] = _LRU(cache_size)
         self._predictions: _LRU[str, tuple[Prediction, ...]] = _LRU(cache_size)
         self._views: _LRU[tuple[str, str, int], Views] = _LRU(views_size)
+        self._sweeps: _LRU[tuple[str, int], list[tuple[str, Image.Image]]] = _LRU(views_size)
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -332,6 +333,58 @@ class DemoSession:
             explanation=explanation,
             seconds=time.perf_counter() - started,
         )
+
+    @property
+    def sweep_layers(self) -> list[str]:
+        """The deepest layer at each spatial resolution, shallowest first (appendix B, Fig. 13).
+
+        These end the model's stages (for ResNets ``layer1`` to ``layer4``), up to the default
+        layer, which is the last.
+        """
+        # Layers after the default one only pool or reshape its maps: they are left out.
+        last: dict[tuple[int, ...], str] = {}
+        for name, shape in self.layers:
+            last.pop(shape[1:], None)  # a resolution is placed by its deepest layer
+            last[shape[1:]] = name
+            if name == self.default_layer:
+                break
+        return list(last.values())
+
+    def layer_sweep(
+        self, path: str | os.PathLike[str] | None, class_name: str | int | None = None
+    ) -> list[tuple[str, Image.Image]]:
+        """Grad-CAM of one class at each of :attr:`sweep_layers`: ``(caption, overlay)`` pairs.
+
+        The paper's appendix B (Fig. 13): maps from shallow layers are fine-grained but not
+        class-discriminative; they coarsen and localize the class as the layer deepens. One
+        forward and backward pass per layer; cached per (photo, class).
+        """
+        photo = self.open(path)
+        class_id = None
+        if class_name is not None and str(class_name).strip():
+            class_id = self.loaded.class_index(class_name)
+        if class_id is None:
+            class_id = self.explain(path).class_id
+        with self._cache_lock:
+            known = self._sweeps.get_fresh((photo.key, class_id))
+        if known is not None:
+            return known
+        panels = []
+        for layer in self.sweep_layers:
+            with self._model_lock:
+                found = explain_image(self.loaded, photo.image, classes=[class_id], layer=layer)
+            entry = found.entries[0]
+            box = (
+                None
+                if entry.box is None
+                else _scaled_box(entry.box, photo.image.size, photo.display.size)
+            )
+            height, width = entry.map.shape[-2:]
+            caption = f"{layer} ({height}×{width})"
+            panels.append((caption, overlay(photo.display, entry.map, box=box)))
+        with self._cache_lock:
+            self._sweeps.put((photo.key, class_id), panels)
+        return panels
 
     def _stem(self, views: Views) -> str:
         layer = _slug(views.layer.replace(".", "-"))
