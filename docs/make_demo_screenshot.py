@@ -2,7 +2,7 @@
 
 Starts `gradcam serve` in this process on a free port, opens the page in headless Debian chromium
 (`make browser` installs it) through Playwright, uploads the bundled photo, chooses
-"Egyptian cat" in the class list, and saves docs/demo_page.jpg.
+"Egyptian cat" in the class list, runs the layer sweep, and saves docs/demo_page.jpg.
 """
 
 import socket
@@ -38,6 +38,9 @@ try:
         page.locator("[role=option][aria-label='Egyptian cat']").click()
         expect(summary).to_contain_text("Egyptian cat (class", timeout=120_000)
         expect(page.locator("#figure")).to_contain_text(".png", timeout=60_000)
+        page.get_by_text("Layer sweep (appendix B, Fig. 13)").click()
+        page.locator("#sweep-button").click()
+        expect(page.locator("#sweep-note")).to_contain_text("Egyptian cat", timeout=120_000)
         page.wait_for_timeout(500)  # let the new pictures paint
         page.screenshot(path=HERE / "demo_page.jpg", full_page=True, type="jpeg", quality=80)
         browser.close()
