@@ -6,8 +6,9 @@ per batch exactly as ``VL_PREPROCESS`` does. Each batch is mirrored at random (l
 up-down or both); the caption follows the mirror, the answers do not change. Held-out scenes
 come from seed ``--seed + 1``. Besides its own loss, each model's image vector feeds a linear
 "tags" head (used in training only, not saved) that predicts which colors and shapes the scene
-holds: the CNN, trained from scratch here where the paper's models start from ImageNet,
-learns to see the objects in a few epochs instead of many. Weights are saved as float16.
+holds, so the CNN learns the colors quickly. The CNN starts from the conv layers of the shipped
+ShapeNet (``scripts/train_shapes.py``), as the paper's models start from an ImageNet CNN.
+Weights are saved as float16.
 
 Usage:
     python scripts/train_vl.py captioner      # writes src/gradcam/data/vl_captioner.pt
@@ -29,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from gradcam.synthetic import load_shapes_model
 from gradcam.vl import (
     ANSWERS,
     CAPTIONER_WEIGHTS,
@@ -185,6 +187,9 @@ def train(
     generator = torch.Generator().manual_seed(seed)
     model: Captioner | VQAModel = Captioner() if kind == "captioner" else VQAModel()
     model = model.to(memory_format=torch.channels_last)
+    # Start from the shipped ShapeNet's conv layers, as the paper's models start from a CNN
+    # trained on ImageNet.
+    model.encoder.features.load_state_dict(load_shapes_model().features.state_dict())
     tags = nn.Linear(model.encoder.project.out_features, len(ANSWERS))
     count = len(data.images)
     steps_per_epoch = math.ceil(count / batch)
@@ -237,7 +242,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("model", choices=("captioner", "vqa"))
     parser.add_argument("--seed", type=int, default=0, help="seed of the training scenes")
     parser.add_argument("--images", type=int, default=6000, help="training scenes to generate")
-    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--lr", type=float, default=3e-3, help="peak learning rate")
     parser.add_argument("--steps", type=int, default=None, help="stop after this many steps")

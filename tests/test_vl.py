@@ -19,6 +19,7 @@ import torch
 from gradcam import GradCAM
 from gradcam.cli import main
 from gradcam.errors import ModelLoadError
+from gradcam.synthetic import load_shapes_model
 from gradcam.targets import CaptionLogProb, CaptionWord
 from gradcam.vl import (
     ANSWERS,
@@ -196,15 +197,18 @@ class TestTraining:
         self, trainer: ModuleType, kind: str, tmp_path: Path
     ) -> None:
         data = trainer.scene_set(8, 0)
-        torch.manual_seed(0)
-        untrained = (Captioner() if kind == "captioner" else VQAModel()).state_dict()
+        start = trainer.train(kind, data, epochs=1, batch=4, lr=1e-3, seed=0, max_steps=0)
+        shapes = load_shapes_model().features.state_dict()
+        for name, value in start.encoder.features.state_dict().items():
+            assert torch.equal(value, shapes[name])  # the CNN starts from ShapeNet
+        untrained = start.state_dict()
         model = trainer.train(kind, data, epochs=1, batch=4, lr=1e-3, seed=0, max_steps=2)
         changed = [k for k, v in model.state_dict().items() if not torch.equal(v, untrained[k])]
         assert "encoder.features.conv1.weight" in changed and "embed.weight" in changed
         generator = torch.Generator().manual_seed(0)
         tags = torch.nn.Linear(256, len(ANSWERS))
         loss = trainer.batch_loss(model.train(), tags, data, torch.arange(4), generator)
-        assert math.isfinite(float(loss))
+        assert math.isfinite(loss.item())
         trainer.save(model, tmp_path / "w.pt")
         loaded = (
             load_captioner(tmp_path / "w.pt")

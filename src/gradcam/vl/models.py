@@ -1,11 +1,12 @@
 """A CNN + LSTM captioner and a CNN + LSTM VQA model for the two-object scenes.
 
-Both read the image with the same small CNN, :class:`SceneEncoder`: six conv - BatchNorm -
-ReLU layers give ``A``, 128 x 12 x 12 feature maps at 96 x 96 input (``features.final_relu``,
-the Grad-CAM layer, :data:`VL_LAYER` inside the adapters), then a 3 x 3 average pool and a
-linear layer make one 256-vector of the whole image. It is *not* global pooling: the linear
-layer sees where things are, as the fully connected layers of VGG-16 do in the paper's models,
-so "left of" and "above" can be learned.
+Both read the image with the same small CNN, :class:`SceneEncoder`: the convolutional layers
+of :class:`~gradcam.synthetic.ShapeNet` (their training starts from its shipped weights, as the
+paper's models start from an ImageNet CNN) give ``A``, 128 x 12 x 12 feature maps at 96 x 96
+input (``features.final_relu``, the Grad-CAM layer, :data:`VL_LAYER` inside the adapters),
+then a 3 x 3 average pool and a linear layer make one 256-vector of the whole image. It is
+*not* global pooling: the linear layer sees where things are, as the fully connected layers of
+VGG-16 do in the paper's models, so "left of" and "above" can be learned.
 
 * :class:`Captioner` (Show and Tell, Vinyals et al.; neuraltalk2): the image vector is the
   LSTM's input at step 0, then the caption's words (teacher forcing); step ``t`` scores the
@@ -22,7 +23,6 @@ The shipped weights (``gradcam/data/vl_captioner.pt``, ``vl_vqa.pt``, float16) w
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TypeVar
@@ -31,6 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from gradcam.errors import ModelLoadError
+from gradcam.synthetic.model import ShapeNet
 from gradcam.vl.text import ANSWERS, END, VOCAB, TextError, decode, encode
 
 __all__ = [
@@ -60,35 +61,6 @@ _VECTOR = 256
 _EMBED = 128
 _HIDDEN = 256
 _END = VOCAB.index(END)
-# (name, input channels, output channels, kernel, stride); "poolN" is a 2x2 max-pool. As in
-# ShapeNet, 1x1 layers at the end keep the receptive field of A small.
-_LAYOUT: tuple[tuple[str, int, int, int, int] | str, ...] = (
-    ("1", 3, 24, 3, 2),
-    ("2", 24, 32, 3, 1),
-    "pool2",
-    ("3a", 32, 64, 3, 1),
-    ("3b", 64, 64, 3, 1),
-    "pool3",
-    ("4a", 64, _FEATURES, 1, 1),
-    ("4b", _FEATURES, _FEATURES, 1, 1),
-)
-
-
-def _features() -> nn.Sequential:
-    layers: list[tuple[str, nn.Module]] = []
-    for index, spec in enumerate(_LAYOUT):
-        if isinstance(spec, str):
-            layers.append((spec, nn.MaxPool2d(2)))
-            continue
-        name, c_in, c_out, kernel, stride = spec
-        last = index == len(_LAYOUT) - 1
-        layers += [
-            (f"conv{name}", nn.Conv2d(c_in, c_out, kernel, stride, kernel // 2, bias=False)),
-            (f"bn{name}", nn.BatchNorm2d(c_out)),
-            # The last ReLU is not in-place: hooks on it see a tensor nothing later modifies.
-            ("final_relu" if last else f"relu{name}", nn.ReLU(inplace=not last)),
-        ]
-    return nn.Sequential(OrderedDict(layers))
 
 
 class SceneEncoder(nn.Module):
@@ -101,7 +73,7 @@ class SceneEncoder(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.features = _features()
+        self.features = ShapeNet().features
         self.pool = nn.AdaptiveAvgPool2d(4)
         self.project = nn.Linear(_FEATURES * 16, _VECTOR)
 

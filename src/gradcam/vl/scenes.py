@@ -20,10 +20,11 @@ __all__ = ["VL_MEAN", "VL_PREPROCESS", "VL_SIZE", "VL_STD", "make_vl_scene", "vl
 VL_SIZE = 96
 """Side of the scenes in pixels: the models' input size."""
 
+# ShapeNet's normalization, since the encoder starts from its weights.
 VL_MEAN: tuple[float, float, float] = (0.5, 0.5, 0.5)
 """Per-channel mean used to normalize the scenes, on the [0, 1] scale."""
 
-VL_STD: tuple[float, float, float] = (0.2, 0.2, 0.2)
+VL_STD: tuple[float, float, float] = (0.19, 0.19, 0.19)
 """Per-channel standard deviation used to normalize the scenes, on the [0, 1] scale."""
 
 VL_PREPROCESS = Preprocess(size=VL_SIZE, mean=VL_MEAN, std=VL_STD)
