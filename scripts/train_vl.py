@@ -5,8 +5,9 @@ tensors with their captions (also those of their mirror images) and questions, a
 per batch exactly as ``VL_PREPROCESS`` does. Each batch is mirrored at random (left-right,
 up-down or both); the caption follows the mirror, the answers do not change. Held-out scenes
 come from seed ``--seed + 1``. Besides its own loss, each model's image vector feeds a linear
-"tags" head (used in training only, not saved) that predicts which colors and shapes the scene
-holds, so the CNN learns the colors quickly. The CNN starts from the conv layers of the shipped
+"tags" head (used in training only, not saved) that predicts which colors, shapes and
+(color, shape) pairs the scene holds, so the CNN learns features that bind a color to its
+shape, which the answers and the word order need. The CNN starts from the conv layers of the shipped
 ShapeNet (``scripts/train_shapes.py``), as the paper's models start from an ImageNet CNN.
 Weights are saved as float16.
 
@@ -34,13 +35,17 @@ from gradcam.synthetic import load_shapes_model
 from gradcam.vl import (
     ANSWERS,
     CAPTIONER_WEIGHTS,
+    VL_COLORS,
     VL_MEAN,
+    VL_SHAPES,
     VL_STD,
     VOCAB,
     VQA_WEIGHTS,
     Captioner,
     VQAModel,
     caption,
+    load_captioner,
+    load_vqa,
     questions,
     vl_scene,
 )
@@ -48,13 +53,15 @@ from gradcam.vl import (
 _CAPTION_STEPS = 9  # the longest caption (8 words) and <end>
 _QUESTION_STEPS = 7
 _FLIPS = ((False, False), (True, False), (False, True), (True, True))  # (left-right, up-down)
+_PAIRS = [(c, s) for c in VL_COLORS for s in VL_SHAPES]
 
 
 @dataclass(frozen=True)
 class SceneSet:
     """Scenes as tensors: images (N, 3, 96, 96) uint8; captions (N, 4, 9), one per mirror of
     :data:`_FLIPS`, and questions (N, 4, 7) as token ids padded with 0; answers (N, 4); tags
-    (N, 12), 1.0 for the colors and shapes of :data:`ANSWERS` in the scene."""
+    (N, 48), 1.0 for the colors and shapes of :data:`ANSWERS` in the scene, then for its
+    (color, shape) pairs in :data:`_PAIRS` order."""
 
     images: Tensor
     captions: Tensor
@@ -80,7 +87,8 @@ def scene_set(count: int, seed: int) -> SceneSet:
         asked.append([_padded(q.tokens, _QUESTION_STEPS) for q in scene_questions])
         answers.append([q.answer_index for q in scene_questions])
         present = {o.color for o in scene.objects} | {o.shape for o in scene.objects}
-        tags.append([float(a in present) for a in ANSWERS])
+        pairs = {(o.color, o.shape) for o in scene.objects}
+        tags.append([float(a in present) for a in ANSWERS] + [float(p in pairs) for p in _PAIRS])
     return SceneSet(
         torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous(),
         torch.tensor(captions),
@@ -181,16 +189,21 @@ def train(
     seed: int,
     max_steps: int | None = None,
     held_out: SceneSet | None = None,
+    init: Path | None = None,
 ) -> Captioner | VQAModel:
     """Adam with a one-cycle learning rate; prints the loss (and held-out accuracy) per epoch."""
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     model: Captioner | VQAModel = Captioner() if kind == "captioner" else VQAModel()
     model = model.to(memory_format=torch.channels_last)
-    # Start from the shipped ShapeNet's conv layers, as the paper's models start from a CNN
-    # trained on ImageNet.
-    model.encoder.features.load_state_dict(load_shapes_model().features.state_dict())
-    tags = nn.Linear(model.encoder.project.out_features, len(ANSWERS))
+    if init is not None:  # continue an earlier run
+        loaded = load_captioner(init) if kind == "captioner" else load_vqa(init)
+        model.load_state_dict(loaded.state_dict())
+    else:
+        # Start from the shipped ShapeNet's conv layers, as the paper's models start from a
+        # CNN trained on ImageNet.
+        model.encoder.features.load_state_dict(load_shapes_model().features.state_dict())
+    tags = nn.Linear(model.encoder.project.out_features, data.tags.shape[1])
     count = len(data.images)
     steps_per_epoch = math.ceil(count / batch)
     total = (
@@ -249,6 +262,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--held-out", type=int, default=300, help="held-out scenes to test on")
     parser.add_argument("--out", type=Path, default=None, help="weights file to write")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads")
+    parser.add_argument("--init", type=Path, default=None, help="weights to continue from")
     args = parser.parse_args(argv)
 
     torch.set_num_threads(args.threads)
@@ -266,6 +280,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         seed=args.seed,
         max_steps=args.steps,
         held_out=held_out,
+        init=args.init,
     )
     score = accuracy(model, held_out)
     measure = "exact captions" if args.model == "captioner" else "answers right"
