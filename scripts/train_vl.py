@@ -23,7 +23,7 @@ import argparse
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -263,12 +263,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None, help="weights file to write")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads")
     parser.add_argument("--init", type=Path, default=None, help="weights to continue from")
+    parser.add_argument(
+        "--tags",
+        choices=("pairs", "attributes"),
+        default="pairs",
+        help="what the tags head predicts: colors, shapes and their pairs (default), or "
+        "colors and shapes only (the first run of the shipped weights)",
+    )
     args = parser.parse_args(argv)
 
     torch.set_num_threads(args.threads)
     torch.use_deterministic_algorithms(True)
     start = time.perf_counter()
     data = scene_set(args.images, args.seed)
+    if args.tags == "attributes":
+        data = replace(data, tags=data.tags[:, : len(ANSWERS)])
     held_out = scene_set(args.held_out, args.seed + 1)
     print(f"generated {args.images} + {args.held_out} scenes ({time.perf_counter() - start:.0f} s)")
     model = train(
