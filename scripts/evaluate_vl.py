@@ -42,10 +42,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"| {pointing.chance:.1%} |\n"
     )
     print("## Inside/outside ratio of region captions (section 8.1; uniform map = 1.0)\n")
-    print("| method | mean ratio | std. error | regions |")
-    print("|---|---|---|---|")
+    print("| method | mean ratio | std. error | median | regions |")
+    print("|---|---|---|---|---|")
     for row in region_ratio(captioner, scenes):
-        print(f"| {row.method} | {row.mean:.2f} | {row.stderr:.2f} | {row.regions} |")
+        print(
+            f"| {row.method} | {row.mean:.2f} | {row.stderr:.2f} | {row.median:.2f} "
+            f"| {row.regions} |"
+        )
     correlation = answer_correlation(vqa, scenes)
     forced = forced_answers(vqa, scenes)
     print("\n## VQA (section 8.2, Fig. 12)\n")
