@@ -54,13 +54,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("\n## VQA (section 8.2, Fig. 12)\n")
     print(
         "| questions | answered right | rank corr. with the object asked about "
-        "| with the other object | right color peaks on the object | forced color peaks on "
-        "the other object |"
+        "| with the other object | right color peaks on the object (on the other) "
+        "| forced color peaks on the other object |"
     )
     print("|---|---|---|---|---|---|")
     print(
         f"| {correlation.questions} | {correlation.accuracy:.1%} | {correlation.relevant:.3f} "
         f"± {correlation.stderr:.3f} | {correlation.other:.3f} | {forced.right:.1%} "
+        f"({forced.stayed:.1%})"
         f"| {forced.forced:.1%} |"
     )
     print(f"\n({time.perf_counter() - start:.0f} s)")

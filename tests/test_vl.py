@@ -236,6 +236,7 @@ class TestShippedModels:
         result = forced_answers(vqa, [vl_scene(i) for i in range(10)])
         assert result.questions == 20
         assert result.right >= FORCED_RIGHT and result.forced >= FORCED_OTHER
+        assert result.forced >= result.stayed + FORCED_MOVE  # forcing moves the map
 
     def test_answers(self, vqa: VQAModel) -> None:
         right = total = 0
@@ -383,9 +384,13 @@ class TestExplainAndCli:
 
 
 # Floors for the shipped models on held-out scenes, well under what they measure (README).
-CAPTIONS_RIGHT = 0
-POINTING = 0.0
-FORCED_RIGHT = 0.0
-FORCED_OTHER = 0.0
-ANSWERS_RIGHT = 0.0
-RATIO = 0.0
+# Measured on these scenes: 7 of 20 captions exact, pointing 50% (chance 5.9%), right color
+# on the object 70%, forced color on the other object 35% (right color there: 0%),
+# answers 90%, inside/outside ratio 15.3.
+CAPTIONS_RIGHT = 4
+POINTING = 0.35
+FORCED_RIGHT = 0.5
+FORCED_OTHER = 0.25
+FORCED_MOVE = 0.15
+ANSWERS_RIGHT = 0.75
+RATIO = 4.0

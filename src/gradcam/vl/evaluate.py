@@ -120,11 +120,14 @@ class ForcedAnswers:
         right: share of questions whose right-color map peaks on the object asked about.
         forced: share whose forced-color map (the other object's color) peaks on the other
             object.
+        stayed: share whose right-color map peaks on the other object: where the map was
+            before the answer was forced.
         questions: questions scored (two per scene).
     """
 
     right: float
     forced: float
+    stayed: float
     questions: int
 
 
@@ -264,7 +267,7 @@ def forced_answers(
 ) -> ForcedAnswers:
     """Where "what color is the <shape>?" looks for the right color and for the other
     object's color (a forced answer), on every object of every scene."""
-    right = forced = total = 0
+    right = forced = stayed = total = 0
     for scene in scenes:
         x = _input(scene)
         for index, obj in enumerate(scene.objects):
@@ -274,5 +277,7 @@ def forced_answers(
             maps = create(method, adapter, VL_LAYER)(x, targets).maps[0]
             right += _on(obj.mask, maps[0])
             forced += _on(other.mask, maps[1])
+            stayed += _on(other.mask, maps[0])
             total += 1
-    return ForcedAnswers(right / max(total, 1), forced / max(total, 1), total)
+    count = max(total, 1)
+    return ForcedAnswers(right / count, forced / count, stayed / count, total)
