@@ -291,6 +291,15 @@ class TestExplainAndCli:
         assert labels[0] == answered.answer and labels.count("red") == 1
         assert answered.maps[0].forced is False
 
+    def test_explaining_leaves_the_models_as_they_were(self) -> None:
+        torch.manual_seed(0)
+        vqa, captioner = VQAModel().train(), Captioner().train()
+        image = vl_scene(0).image
+        explain_answer(vqa, image, "what color is the star?", methods=["gradcam", "guided-gradcam"])
+        explain_caption(captioner, image, methods=["counterfactual"])  # generates, then explains
+        assert all(m.training for m in [*vqa.modules(), *captioner.modules()])
+        assert all(p.grad is None for p in [*vqa.parameters(), *captioner.parameters()])
+
     def test_caption_command_end_to_end(self, scene_file: Path, tmp_path: Path) -> None:
         proc = subprocess.run(
             [

@@ -22,6 +22,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from gradcam.engine import eval_mode
 from gradcam.errors import GradCAMError
 from gradcam.maps import peak
 from gradcam.methods import create
@@ -176,6 +177,7 @@ def explain_caption(
     Example:
         >>> result = explain_caption(load_captioner(), vl_scene(0).image, words=["circle"])
         >>> [(m.label, m.peak) for m in result.maps]
+        [('<caption>', (44, 68)), ('circle', (28, 60))]
     """
     chosen = _check_methods(methods)
     x = VL_PREPROCESS(image)
@@ -224,8 +226,8 @@ def explain_answer(
     if unknown:
         raise TextError(f"unknown answer {unknown[0]!r}; the answers are: {', '.join(ANSWERS)}")
     x = VL_PREPROCESS(image)
-    with torch.no_grad():
-        probabilities = model.eval()(x, adapter.question.unsqueeze(0)).softmax(dim=1)[0]
+    with torch.no_grad(), eval_mode(model):
+        probabilities = adapter(x).softmax(dim=1)[0]
     best = int(probabilities.argmax())
     top = probabilities.topk(5)
     indices = [best] + [i for i in dict.fromkeys(ANSWERS.index(a.lower()) for a in answers)]

@@ -102,8 +102,8 @@ class Captioner(nn.Module):
     Example:
         >>> model = load_captioner()
         >>> from gradcam.vl import VL_PREPROCESS, vl_scene
-        >>> model.generate(VL_PREPROCESS(vl_scene(0).image))
-        ['a red circle above a purple cross']
+        >>> model.generate(VL_PREPROCESS(vl_scene(0).image))  # the truth: "... a purple cross"
+        ['a red circle above a white cross']
     """
 
     def __init__(self) -> None:
