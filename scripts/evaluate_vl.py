@@ -61,7 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(
         f"| {correlation.questions} | {correlation.accuracy:.1%} | {correlation.relevant:.3f} "
         f"± {correlation.stderr:.3f} | {correlation.other:.3f} | {forced.right:.1%} "
-        f"({forced.stayed:.1%})"
+        f"({forced.stayed:.1%}) "
         f"| {forced.forced:.1%} |"
     )
     print(f"\n({time.perf_counter() - start:.0f} s)")
