@@ -49,6 +49,7 @@ __all__ = [
     "Ratio",
     "answer_correlation",
     "forced_answers",
+    "inside_outside",
     "region_ratio",
     "word_pointing",
 ]
