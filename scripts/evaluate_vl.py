@@ -17,7 +17,13 @@ from collections.abc import Sequence
 import torch
 
 from gradcam.vl import load_captioner, load_vqa, vl_scene
-from gradcam.vl.evaluate import answer_correlation, forced_answers, region_ratio, word_pointing
+from gradcam.vl.evaluate import (
+    answer_correlation,
+    forced_answers,
+    occlusion_correlation,
+    region_ratio,
+    word_pointing,
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -26,6 +32,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--scenes", type=int, default=200, help="scenes to score")
     parser.add_argument("--seed", type=int, default=1, help="seed of the scenes")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads")
+    parser.add_argument(
+        "--occlusion-scenes", type=int, default=25, help="scenes for the occlusion correlation"
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
@@ -64,6 +73,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"({forced.stayed:.1%}) "
         f"| {forced.forced:.1%} |"
     )
+    count = min(args.occlusion_scenes, args.scenes)
+    print(f"\n## VQA maps against occlusion maps (section 8.2), the first {count} scenes\n")
+    print("| method | mean Spearman | std. error | median | questions |")
+    print("|---|---|---|---|---|")
+    for row in occlusion_correlation(vqa, scenes[:count]):
+        print(
+            f"| {row.method} | {row.mean:.3f} | {row.stderr:.3f} | {row.median:.3f} "
+            f"| {row.regions} |"
+        )
     print(f"\n({time.perf_counter() - start:.0f} s)")
     return 0
 

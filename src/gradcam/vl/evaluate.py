@@ -13,6 +13,9 @@
   question, the rank correlation (Spearman) of the map of the model's answer with the mask of
   the object asked about (where a person would look), and with the other object's mask. The
   paper: 0.136 against human attention maps on VQA.
+* :func:`occlusion_correlation`: section 8.2's faithfulness check. The rank correlation of
+  each method's map of the model's answer with the occlusion map of the same answer (as in
+  section 5.3). The paper: 0.60 for Grad-CAM, 0.42 for Guided Backprop.
 * :func:`forced_answers`: Fig. 12 on the scenes. For "what color is the <shape>?", whether
   the map of the right color peaks on that shape, and whether the map of the *other* object's
   color (a forced answer) peaks on the other object.
@@ -35,7 +38,7 @@ from torch import Tensor
 
 from gradcam.evaluate.metrics import spearman
 from gradcam.maps import peak
-from gradcam.methods import create
+from gradcam.methods import Occlusion, create
 from gradcam.synthetic.scenes import Scene
 from gradcam.targets import Answer, CaptionLogProb, CaptionWord
 from gradcam.vl.models import VL_LAYER, Captioner, VQAModel
@@ -50,6 +53,7 @@ __all__ = [
     "answer_correlation",
     "forced_answers",
     "inside_outside",
+    "occlusion_correlation",
     "region_ratio",
     "word_pointing",
 ]
@@ -282,3 +286,38 @@ def forced_answers(
             total += 1
     count = max(total, 1)
     return ForcedAnswers(right / count, forced / count, stayed / count, total)
+
+
+def occlusion_correlation(
+    model: VQAModel,
+    scenes: Sequence[Scene],
+    methods: Sequence[str] = ("gradcam", "guided-backprop"),
+    *,
+    window: int = 16,
+    stride: int = 8,
+) -> list[Ratio]:
+    """Mean (and standard error, median) over questions of the Spearman correlation of each
+    method's map of the model's answer with its occlusion map (``window`` x ``window`` gray
+    patches every ``stride`` pixels; 16 of 96 is about the paper's 35 of 224). Pixel-space
+    maps count as their absolute value summed over colors. Returned as :class:`Ratio` rows,
+    ``regions`` being the number of questions."""
+    values: dict[str, list[float]] = {m: [] for m in methods}
+    for scene in scenes:
+        x = _input(scene)
+        for question in questions(scene):
+            adapter = model.explainable(question.tokens)
+            with torch.no_grad():
+                target = Answer(int(adapter(x).argmax(dim=1)))
+            occluded = Occlusion(adapter, window, stride, batch_size=64, progress=False)
+            reference = occluded(x, target).maps[0, 0].numpy()
+            for name in methods:
+                map_ = create(name, adapter, VL_LAYER)(x, target).maps[0, 0]
+                values[name].append(spearman(_strength(map_), reference))
+    rows = []
+    for name, found in values.items():
+        array = np.asarray(found)
+        stderr = float(array.std(ddof=1) / math.sqrt(len(array))) if len(array) > 1 else 0.0
+        mean = float(array.mean()) if len(array) else math.nan
+        median = float(np.median(array)) if len(array) else math.nan
+        rows.append(Ratio(name, mean, stderr, median, len(array)))
+    return rows
