@@ -5,6 +5,9 @@ class and a ``summary.json`` (and ``maps.npz`` with ``--save-maps``) under ``--o
 ``gradcam evaluate PROTOCOL --data PATH`` runs one of the paper's evaluations and prints its
 table. ``gradcam serve`` starts the web demo (:mod:`gradcam.demo`). A bad file is reported by
 name and skipped; the exit code is then 1. User errors never print a traceback.
+
+``gradcam caption IMAGE`` and ``gradcam vqa IMAGE --question Q`` explain the shipped scene
+captioner and VQA model word by word and answer by answer (section 8) into ``--out``.
 """
 
 from __future__ import annotations
@@ -182,7 +185,57 @@ def _build_parser() -> argparse.ArgumentParser:
         metavar="MB",
         help="largest upload accepted, in MiB (default: %(default)s)",
     )
+    _add_vl_parsers(commands)
     return parser
+
+
+def _add_vl_parsers(commands: Any) -> None:
+    """``gradcam caption`` and ``gradcam vqa`` (section 8, :mod:`gradcam.vl`)."""
+    from gradcam.vl.explain import VL_METHODS
+
+    caption = commands.add_parser(
+        "caption",
+        help="caption a scene and show where each word looks (section 8.1)",
+        description="Explain a caption of IMAGE by the shipped scene captioner: one overlay per "
+        "word and one for the whole caption, a figure and a summary.json in --out.",
+    )
+    vqa = commands.add_parser(
+        "vqa",
+        help="answer a question about a scene and show where the answer looks (section 8.2)",
+        description="Answer --question about IMAGE with the shipped scene VQA model and explain "
+        "its answer and any forced --answer: overlays, a figure and a summary.json in --out.",
+    )
+    for command in (caption, vqa):
+        command.add_argument("image", metavar="IMAGE", help="image file")
+    caption.add_argument("--caption", help="caption to explain (default: the model's own)")
+    caption.add_argument(
+        "--word",
+        dest="words",
+        action="append",
+        metavar="W",
+        help="explain only this word (repeatable; default: every word)",
+    )
+    vqa.add_argument(
+        "--question", required=True, metavar="Q", help='e.g. "what color is the square?"'
+    )
+    vqa.add_argument(
+        "--answer",
+        dest="answers",
+        action="append",
+        default=[],
+        metavar="A",
+        help="also explain this answer, even if the model did not give it (repeatable)",
+    )
+    for command in (caption, vqa):
+        command.add_argument(
+            "--method",
+            dest="methods",
+            action="append",
+            metavar="NAME",
+            help="method to run (repeatable; default: gradcam): " + ", ".join(VL_METHODS),
+        )
+        command.add_argument("--weights", metavar="FILE", help="weights file (default: shipped)")
+        command.add_argument("--out", default="gradcam_out", metavar="DIR", help="output folder")
 
 
 def _output_dirs(images: Sequence[str], out: Path) -> list[Path]:
@@ -409,6 +462,34 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _caption_or_vqa(args: argparse.Namespace) -> int:
+    from gradcam.images import load_image
+    from gradcam.vl import load_captioner, load_vqa
+    from gradcam.vl.explain import explain_answer, explain_caption, save_text_explanation
+
+    image = load_image(args.image)
+    methods = args.methods or ["gradcam"]
+    if args.command == "caption":
+        captioner = load_captioner(*([args.weights] if args.weights else []))
+        explanation: Any = explain_caption(
+            captioner, image, args.caption, words=args.words, methods=methods
+        )
+        print(f"caption: {explanation.caption}")
+    else:
+        vqa = load_vqa(*([args.weights] if args.weights else []))
+        explanation = explain_answer(
+            vqa, image, args.question, answers=args.answers, methods=methods
+        )
+        print(f"question: {explanation.question}\nanswer: {explanation.answer}")
+    summary = save_text_explanation(explanation, image, args.out, source=args.image)
+    for item in summary["maps"]:
+        if item["method"] == methods[0]:
+            forced = " (forced)" if item["forced"] else ""
+            print(f"  {item['label']}{forced}: score {item['score']:.3f}, peak {item['peak']}")
+    print(f"results in {args.out}", file=sys.stderr)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``gradcam`` command; returns the exit code."""
     args = _build_parser().parse_args(argv)
@@ -419,6 +500,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _evaluate(args)
         if args.command == "serve":
             return _serve(args)
+        if args.command in ("caption", "vqa"):
+            return _caption_or_vqa(args)
     except GradCAMError as exc:
         print(f"gradcam: error: {exc}", file=sys.stderr)
         return 2

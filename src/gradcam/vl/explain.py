@@ -1,0 +1,307 @@
+"""Where each caption word and each answer looks: the plain functions under ``gradcam
+caption`` and ``gradcam vqa`` (Figs. 10-12).
+
+:func:`explain_caption` explains a caption (given, or generated greedily) word by word with
+:class:`~gradcam.targets.CaptionWord` (section 8.1.1), and as a whole with
+:class:`~gradcam.targets.CaptionLogProb` (section 8.1). :func:`explain_answer` explains the
+model's answer to a question and any "forced" answers (Fig. 12) with
+:class:`~gradcam.targets.Answer`. All targets of one call share one forward and one backward
+pass per method. :func:`save_text_explanation` writes the pictures and ``summary.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+from torch import Tensor
+
+from gradcam.errors import GradCAMError
+from gradcam.maps import peak
+from gradcam.methods import create
+from gradcam.targets import Answer, CaptionLogProb, CaptionWord
+from gradcam.vl.models import VL_LAYER, Captioner, VQAModel
+from gradcam.vl.scenes import VL_PREPROCESS
+from gradcam.vl.text import ANSWERS, END, VOCAB, TextError, encode
+
+__all__ = [
+    "VL_METHODS",
+    "AnswerExplanation",
+    "CaptionExplanation",
+    "TextMap",
+    "explain_answer",
+    "explain_caption",
+    "save_text_explanation",
+]
+
+VL_METHODS = ("gradcam", "counterfactual", "guided-backprop", "guided-gradcam")
+"""The methods these functions run: every gradient method of the paper (CAM needs a global
+pooling head, which these models do not have)."""
+_PIXEL = ("guided-backprop", "guided-gradcam")
+
+
+@dataclass(frozen=True)
+class TextMap:
+    """One map: a method's explanation of one word, the whole caption, or one answer.
+
+    Attributes:
+        method: one of :data:`VL_METHODS`.
+        label: the word, ``"<caption>"`` for the whole caption, or the answer.
+        position: the word's index in the caption (``None`` for the others).
+        score: the target score ``y^c`` (a word's or answer's logit, the caption's
+            log-probability).
+        forced: an answer that is not the model's own (Fig. 12).
+        map: (H, W) heatmap in [0, 1] at input resolution, or (3, H, W) pixel-space map.
+        peak: ``(x, y)`` of the heatmap's maximum in image pixels (``None`` for pixel maps
+            and all-zero heatmaps).
+    """
+
+    method: str
+    label: str
+    position: int | None
+    score: float
+    forced: bool
+    map: Tensor
+    peak: tuple[int, int] | None
+
+
+@dataclass(frozen=True)
+class CaptionExplanation:
+    """A caption and its maps.
+
+    Attributes:
+        caption: the caption explained.
+        generated: ``True`` when the model wrote it (no caption was given).
+        log_prob: ``log p(caption, <end> | image)``.
+        maps: the maps, method by method: the whole caption first, then the words.
+    """
+
+    caption: str
+    generated: bool
+    log_prob: float
+    maps: tuple[TextMap, ...]
+
+
+@dataclass(frozen=True)
+class AnswerExplanation:
+    """A question, the model's answer and the maps of the answers explained.
+
+    Attributes:
+        question: the question.
+        answer: the model's answer.
+        probabilities: the five most probable answers and their probabilities.
+        maps: the maps, method by method: the model's answer first, then forced ones.
+    """
+
+    question: str
+    answer: str
+    probabilities: dict[str, float]
+    maps: tuple[TextMap, ...]
+
+
+def _check_methods(names: Sequence[str]) -> list[str]:
+    chosen = list(dict.fromkeys(names))
+    bad = [n for n in chosen if n not in VL_METHODS]
+    if bad or not chosen:
+        what = f"unknown method {bad[0]!r}" if bad else "no method given"
+        raise GradCAMError(f"{what}; captions and answers take {', '.join(VL_METHODS)}")
+    return chosen
+
+
+def _image_peak(map2d: Tensor, image: Image.Image) -> tuple[int, int] | None:
+    if not bool(map2d.max() > 0):
+        return None  # an all-zero map points nowhere
+    x, y = peak(map2d)
+    height, width = map2d.shape
+    return (
+        min(image.width - 1, int((x + 0.5) * image.width / width)),
+        min(image.height - 1, int((y + 0.5) * image.height / height)),
+    )
+
+
+def _run(
+    adapter: torch.nn.Module,
+    x: Tensor,
+    targets: list[Any],
+    labels: list[tuple[str, int | None, bool]],
+    methods: Sequence[str],
+    image: Image.Image,
+) -> list[TextMap]:
+    maps = []
+    for name in methods:
+        result = create(name, adapter, VL_LAYER)(x, targets)
+        for k, (label, position, forced) in enumerate(labels):
+            value = result.maps[0, k]
+            maps.append(
+                TextMap(
+                    name,
+                    label,
+                    position,
+                    float(result.scores[0, k]),
+                    forced,
+                    value,
+                    None if name in _PIXEL else _image_peak(value, image),
+                )
+            )
+    return maps
+
+
+def explain_caption(
+    model: Captioner,
+    image: Image.Image,
+    caption: str | None = None,
+    *,
+    words: Sequence[str] | None = None,
+    methods: Sequence[str] = ("gradcam",),
+) -> CaptionExplanation:
+    """Explain a caption of ``image`` word by word, and as a whole.
+
+    Args:
+        model: the captioner (:func:`~gradcam.vl.load_captioner`).
+        image: an RGB photo; its shorter side is scaled to 96 pixels.
+        caption: the caption to explain; ``None`` explains the model's own (greedy) caption.
+        words: explain only these words of the caption (every occurrence); ``None``: all.
+        methods: names from :data:`VL_METHODS`.
+
+    Raises:
+        TextError: for an empty caption, a word outside the vocabulary, or a word of
+            ``words`` that is not in the caption.
+
+    Example:
+        >>> result = explain_caption(load_captioner(), vl_scene(0).image, words=["circle"])
+        >>> [(m.label, m.peak) for m in result.maps]
+    """
+    chosen = _check_methods(methods)
+    x = VL_PREPROCESS(image)
+    generated = caption is None
+    text = model.generate(x)[0] if caption is None else caption
+    tokens = [*encode(text, what="caption"), VOCAB.index(END)]
+    said = [VOCAB[t] for t in tokens[:-1]]
+    if words is not None:
+        missing = [w for w in words if w.lower() not in said]
+        if missing:
+            raise TextError(f"the word {missing[0]!r} is not in the caption {' '.join(said)!r}")
+    wanted = set(said) if words is None else {w.lower() for w in words}
+    positions = [i for i, w in enumerate(said) if w in wanted]
+    targets: list[Any] = [CaptionLogProb(tokens)] + [CaptionWord(tokens, i) for i in positions]
+    labels: list[tuple[str, int | None, bool]] = [("<caption>", None, False)]
+    labels += [(said[i], i, False) for i in positions]
+    adapter = model.explainable(tokens)
+    maps = _run(adapter, x, targets, labels, chosen, image)
+    return CaptionExplanation(" ".join(said), generated, maps[0].score, tuple(maps))
+
+
+def explain_answer(
+    model: VQAModel,
+    image: Image.Image,
+    question: str,
+    *,
+    answers: Sequence[str] = (),
+    methods: Sequence[str] = ("gradcam",),
+) -> AnswerExplanation:
+    """Answer ``question`` about ``image`` and explain the answer and any forced ``answers``.
+
+    Raises:
+        TextError: for an empty question, a word outside the vocabulary, or an answer that
+            is not one of :data:`~gradcam.vl.text.ANSWERS`.
+
+    Example:
+        >>> result = explain_answer(load_vqa(), image, "what color is the square?",
+        ...                         answers=["red"])
+        >>> result.answer, [(m.label, m.forced, m.peak) for m in result.maps]
+    """
+    chosen = _check_methods(methods)
+    if not question.strip():
+        raise TextError("the question is empty")
+    adapter = model.explainable(question)
+    unknown = [a for a in answers if a.lower() not in ANSWERS]
+    if unknown:
+        raise TextError(f"unknown answer {unknown[0]!r}; the answers are: {', '.join(ANSWERS)}")
+    x = VL_PREPROCESS(image)
+    with torch.no_grad():
+        probabilities = model.eval()(x, adapter.question.unsqueeze(0)).softmax(dim=1)[0]
+    best = int(probabilities.argmax())
+    top = probabilities.topk(5)
+    indices = [best] + [i for i in dict.fromkeys(ANSWERS.index(a.lower()) for a in answers)]
+    indices = list(dict.fromkeys(indices))
+    labels: list[tuple[str, int | None, bool]] = [(ANSWERS[i], None, i != best) for i in indices]
+    maps = _run(adapter, x, [Answer(i) for i in indices], labels, chosen, image)
+    return AnswerExplanation(
+        " ".join(VOCAB[t] for t in encode(question, what="question")),
+        ANSWERS[best],
+        {ANSWERS[int(i)]: round(float(p), 5) for p, i in zip(top.values, top.indices, strict=True)},
+        tuple(maps),
+    )
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "caption"
+
+
+def save_text_explanation(
+    explanation: CaptionExplanation | AnswerExplanation,
+    image: Image.Image,
+    out_dir: str | Path,
+    *,
+    source: str = "",
+) -> dict[str, Any]:
+    """Write a picture per map, a ``figure.png`` per method (the photo, then every map with
+    its word or answer as title, like Figs. 11 and 12) and ``summary.json``.
+
+    Returns:
+        The summary written to ``summary.json``.
+    """
+    from gradcam.viz import gradient_image, overlay, side_by_side
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    entries = []
+    panels: dict[str, list[tuple[str, Image.Image]]] = {}
+    for index, item in enumerate(explanation.maps):
+        picture = (
+            gradient_image(item.map, image.size)
+            if item.method in _PIXEL
+            else overlay(image, item.map)
+        )
+        name = f"{item.method}_{index:02d}_{_slug(item.label)}.png"
+        picture.save(out / name)
+        title = item.label + (" (forced)" if item.forced else "")
+        panels.setdefault(item.method, [("image", image)]).append((title, picture))
+        entries.append(
+            {
+                "method": item.method,
+                "label": item.label,
+                "position": item.position,
+                "score": round(item.score, 5),
+                "forced": item.forced,
+                "peak": None if item.peak is None else list(item.peak),
+                "picture": name,
+            }
+        )
+    figures = []
+    for method, row in panels.items():
+        name = f"figure_{method}.png"
+        side_by_side(row, height=max(image.height, 160)).save(out / name)
+        figures.append(name)
+    summary: dict[str, Any] = {"source": source}
+    if isinstance(explanation, CaptionExplanation):
+        summary |= {
+            "caption": explanation.caption,
+            "generated": explanation.generated,
+            "log_prob": round(explanation.log_prob, 5),
+        }
+    else:
+        summary |= {
+            "question": explanation.question,
+            "answer": explanation.answer,
+            "probabilities": explanation.probabilities,
+        }
+    summary |= {"maps": entries, "figures": figures}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
