@@ -263,17 +263,19 @@ def vqa_tab(vl: VLSession) -> Callable[[DemoSession], None]:
                         placeholder="what color is the circle?",
                         elem_id="question",
                     )
-                    gr.Examples(
-                        [[str(path), asked] for path, asked in vl.example_questions],
-                        inputs=[scene, question],
-                        label="Scenes and questions",
-                    )
                     ask = gr.Button("Ask", elem_id="ask")
                     forced = gr.Dropdown(
                         list(ANSWERS),
                         value=None,
                         label="Force an answer (Fig. 12)",
+                        allow_custom_value=True,  # our own message names a bad answer
                         elem_id="forced",
+                    )
+                    examples = gr.Examples(
+                        [[str(path), asked] for path, asked in vl.example_questions],
+                        inputs=[scene, question],
+                        label="Scenes and questions",
+                        examples_per_page=4,
                     )
                 with gr.Column(scale=2):
                     summary = gr.Markdown(_WAIT_SCENE, elem_id="vqa-summary")
@@ -296,7 +298,14 @@ def vqa_tab(vl: VLSession) -> Callable[[DemoSession], None]:
 
             inputs = [scene, question, forced]
             outputs = [summary, answers, answer, *own, *other]
-            scene.change(run, inputs, outputs, **hidden)
+
+            def example(path: str | None, asked: str | None) -> Any:
+                return *vqa_outputs(vl, path, asked, None), None
+
+            # An example sets the scene and the question at once: answered as one event, and
+            # the forced answer is cleared (a scene change alone would race the question's).
+            examples.load_input_event.then(example, [scene, question], [*outputs, forced], **hidden)
+            scene.upload(run, inputs, outputs, **hidden)
             question.submit(run, inputs, outputs, **hidden)
             ask.click(run, inputs, outputs, **hidden)
             forced.input(run, inputs, outputs, **hidden)
