@@ -239,6 +239,18 @@ def test_page_in_a_real_browser(server: str, lite0: gradcam.LoadedModel, tmp_pat
             # After the error, a bundled photo picked from the examples is explained.
             page.get_by_text("grace_hopper.jpg", exact=True).click()
             expect(summary).to_contain_text(f"{hopper} (class", timeout=120_000)
+            # The Captioning tab: a generated scene, its caption as words; a click shows a word.
+            page.get_by_role("tab", name="Captioning").click()
+            page.get_by_text("scene_0.png", exact=True).click()
+            told = page.locator("#caption-summary")
+            expect(told).to_contain_text("Caption (the model's own)", timeout=60_000)
+            whole = page.locator("#caption-view-1 img").get_attribute("src")
+            word = page.locator("#caption textarea").input_value().split()[2]
+            page.locator("#caption-words").get_by_text(word, exact=True).click()
+            expect(told).to_contain_text(f"Maps of {word} (word 3", timeout=60_000)
+            expect(page.locator("#caption-view-1 img")).not_to_have_attribute("src", whole or "")
+            assert page.locator("#caption-view-1 img").evaluate("img => img.naturalWidth") > 0
+            page.screenshot(path=ARTIFACTS / "demo_captioning.png", full_page=True)
         finally:
             browser.close()
     with urllib.request.urlopen(server, timeout=30) as response:
