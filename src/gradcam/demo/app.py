@@ -346,9 +346,13 @@ def serve(
         from gradcam.demo.vl import VLSession
         from gradcam.demo.vl_tabs import vl_tabs
 
-        # The example scenes go with the download files, so one folder removal cleans both.
-        scenes = VLSession(max_bytes=limit, folder=session.folder / "scenes")
-        tabs += vl_tabs(scenes)
+        try:
+            # The example scenes go with the download files: one folder removal cleans both.
+            scenes = VLSession(max_bytes=limit, folder=session.folder / "scenes")
+        except GradCAMError as exc:  # a broken install: the classification tab still works
+            print(f"gradcam: warning: no Captioning and VQA tabs: {exc}", file=sys.stderr)
+        else:
+            tabs += vl_tabs(scenes)
     app = build_app(session, tabs)
     app.queue(default_concurrency_limit=concurrency)
     try:
