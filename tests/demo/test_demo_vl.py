@@ -3,6 +3,8 @@ bad input answered with a message."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +15,7 @@ import torch
 from PIL import Image
 
 import gradcam
+from gradcam import ModelLoadError
 from gradcam.demo import DemoSession
 from gradcam.demo.app import build_app, classification_tab
 from gradcam.demo.vl import VL_PICTURES, WHOLE_CAPTION, VLSession
@@ -181,3 +184,43 @@ def test_tabs_and_endpoints_on_the_page(vl: VLSession, tmp_path: Path) -> None:
     assert {"explain", "layer_sweep", "caption", "vqa"} <= named
     labels = {c.get("props", {}).get("label") for c in app.config["components"]}
     assert {"Captioning", "VQA", "Force an answer (Fig. 12)"} <= labels
+
+
+def test_bench_demo_vl_quick_smoke() -> None:
+    """One round of the tabs' latency benchmark, so the script cannot rot (no timing checks)."""
+    script = Path(__file__).parents[2] / "benchmarks" / "bench_demo_vl.py"
+    proc = subprocess.run(
+        [sys.executable, str(script), "--quick", "--threads", "1"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "| caption_outputs, click a word (cached) |" in proc.stdout
+
+
+def test_serve_without_the_scene_models(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A broken install (no scene weights) still serves the classification tab, with a warning."""
+    import socket
+
+    import gradcam.demo.vl
+    from gradcam.demo.app import serve
+
+    def missing() -> None:
+        raise ModelLoadError("weights file vl_captioner.pt: no such file")
+
+    monkeypatch.setattr(gradcam.demo.vl, "load_captioner", missing)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = int(probe.getsockname()[1])
+    app = serve("shapes", port=port, block=False, quiet=True)
+    try:
+        named = {d.get("api_name") for d in app.config["dependencies"] if d.get("api_name")}
+        assert "explain" in named and "caption" not in named and "vqa" not in named
+    finally:
+        app.close()
+    assert "warning: no Captioning and VQA tabs: weights file vl_captioner.pt" in (
+        capsys.readouterr().err
+    )
