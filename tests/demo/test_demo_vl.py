@@ -12,6 +12,7 @@ import gradio as gr
 import numpy as np
 import pytest
 import torch
+from helpers.photos import SKIMAGE_DATA
 from PIL import Image
 
 import gradcam
@@ -21,7 +22,7 @@ from gradcam.demo.app import build_app, classification_tab
 from gradcam.demo.vl import VL_PICTURES, WHOLE_CAPTION, VLSession
 from gradcam.demo.vl_tabs import CAPTION_OUTPUTS, VQA_OUTPUTS, caption_outputs, vl_tabs, vqa_outputs
 from gradcam.viz import gradient_image, overlay
-from gradcam.vl import ANSWERS, caption, questions, vl_scene
+from gradcam.vl import ANSWERS, VOCAB, caption, questions, vl_scene
 from gradcam.vl.explain import explain_answer, explain_caption
 
 METHODS = list(VL_PICTURES)
@@ -174,6 +175,16 @@ def test_bad_inputs_get_a_message(vl: VLSession, tmp_path: Path) -> None:
         assert set(outputs[1:]) == {None}
     assert len(cases[0][0]) == len(CAPTION_OUTPUTS) and len(cases[5][0]) == len(VQA_OUTPUTS)
     assert "the words known are: a, left, of" in cases[2][0][0]
+
+
+def test_a_real_photo_is_captioned_too(vl: VLSession) -> None:
+    """Any image works (here a grayscale, non-square photo); the caption uses the vocabulary."""
+    path = str(SKIMAGE_DATA / "page.png")  # 384 x 191, grayscale
+    summary, text, word, scene, cam, guided = caption_outputs(vl, path, "", "1")
+    assert summary.startswith("Caption (the model's own)") and "The scene shows" not in summary
+    assert all(w in VOCAB for w in text.split()) and word == text.split()[1]
+    assert scene.size == cam.size == guided.size == (384, 191)
+    assert vl.caption(path).map("gradcam", 1).map.shape == (96, 193)
 
 
 def test_tabs_and_endpoints_on_the_page(vl: VLSession, tmp_path: Path) -> None:

@@ -146,12 +146,15 @@ class VLSession:
     Args:
         captioner, vqa: the models (default: the shipped ones, :func:`gradcam.vl.load_captioner`
             and :func:`gradcam.vl.load_vqa`).
-        cache_size: uploads, captions and questions kept in memory (each a few hundred KB).
+        cache_size: uploads kept in memory, decoded at full size.
+        views_size: captions and questions kept, per upload and text: each holds its maps at
+            input resolution for every word or answer, 1 to 2 MB for a scene.
         display_side: longer side of the pictures shown, in pixels (the 96-pixel scenes are
             enlarged, photos shrunk; the models always see the upload through their own
             preprocessing).
         max_bytes: largest file accepted, in bytes.
         folder: where the example scenes are written (default: a new temporary folder).
+        examples: how many example scenes to write (held-out scenes 0, 1, ... of seed 1).
 
     Example:
         >>> session = VLSession()
@@ -167,7 +170,8 @@ class VLSession:
         captioner: Captioner | None = None,
         vqa: VQAModel | None = None,
         *,
-        cache_size: int = 32,
+        cache_size: int = 8,
+        views_size: int = 32,
         display_side: int = 384,
         max_bytes: int = 20 * 1024 * 1024,
         folder: str | os.PathLike[str] | None = None,
@@ -182,8 +186,8 @@ class VLSession:
         self._model_lock = threading.Lock()
         self._cache_lock = threading.Lock()
         self._photos: _LRU[str, Photo] = _LRU(cache_size)
-        self._captions: _LRU[tuple[str, str], CaptionViews] = _LRU(cache_size)
-        self._answers: _LRU[tuple[str, str], AnswerViews] = _LRU(cache_size)
+        self._captions: _LRU[tuple[str, str], CaptionViews] = _LRU(views_size)
+        self._answers: _LRU[tuple[str, str], AnswerViews] = _LRU(views_size)
         #: Example scenes (held-out scenes of :func:`gradcam.vl.vl_scene`, seed 1) as PNG files.
         self.examples: list[Path] = []
         #: For each example scene, its questions (the color of each shape, the shape of each

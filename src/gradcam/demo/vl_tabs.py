@@ -215,22 +215,25 @@ def captioning_tab(vl: VLSession) -> Callable[[DemoSession], None]:
                             for i, title in enumerate(VL_PICTURES.values())
                         ]
             word_shown = gr.Textbox(visible=False)
+            # The text box as it was when the words were shown: a click explains those words,
+            # even if the box was edited since.
+            explained = gr.State("")
             hidden: dict[str, Any] = {"api_visibility": "private"}
 
             def explain(path: str | None, typed: str | None) -> Any:
                 out = caption_outputs(vl, path, typed, WHOLE_CAPTION)
                 radio = gr.Radio(choices=_word_choices(out[1]), value=WHOLE_CAPTION)
-                return out[0], out[1], radio, *out[3:]
+                return out[0], out[1], radio, *out[3:], typed or ""
 
             def click(path: str | None, typed: str | None, word: str | None) -> Any:
                 out = caption_outputs(vl, path, typed, word)
                 return out[0], *out[3:]
 
-            page = [summary, caption, words, shown, *pictures]
+            page = [summary, caption, words, shown, *pictures, explained]
             scene.change(explain, [scene, text], page, **hidden)
             text.submit(explain, [scene, text], page, **hidden)
             go.click(explain, [scene, text], page, **hidden)
-            words.input(click, [scene, text, words], [summary, shown, *pictures], **hidden)
+            words.input(click, [scene, explained, words], [summary, shown, *pictures], **hidden)
 
             def api(path: str | None, typed: str | None, word: str | None) -> Any:
                 return caption_outputs(vl, path, typed, word)
