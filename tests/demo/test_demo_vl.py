@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import gradio as gr
 import numpy as np
@@ -145,6 +147,37 @@ def test_forced_answer_maps_equal_explain_answer(vl: VLSession, forward_count: l
     assert _same(cam, overlay(display, views.map("gradcam", answer).map))
     assert _same(guided, gradient_image(views.map("guided-gradcam", answer).map, display.size))
     assert guided.size == forced_guided.size == display.size
+
+
+def test_concurrent_visitors_get_their_own_maps(vl: VLSession, tmp_path: Path) -> None:
+    """Four visitors at once on the shared models (a fresh cache): each gets the library's maps."""
+    fresh = VLSession(vl.captioner, vl.vqa, folder=tmp_path, examples=2)
+    question = vl.example_questions[0][1]
+    barrier = threading.Barrier(4)
+    found: dict[str, Any] = {}
+
+    def visit(name: str, path: Path) -> None:
+        barrier.wait()
+        if name.startswith("caption"):
+            found[name] = fresh.caption(path).map("gradcam", None).map
+        else:
+            found[name] = fresh.answer(path, question).map("gradcam", "red").map
+
+    jobs = [(f"{kind} {i}", fresh.examples[i]) for kind in ("caption", "vqa") for i in range(2)]
+    threads = [threading.Thread(target=visit, args=job) for job in jobs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert len(found) == 4
+    for name, path in jobs:
+        image = fresh.open(path).image
+        if name.startswith("caption"):
+            want = explain_caption(vl.captioner, image, words=[]).maps[0].map
+        else:
+            want = explain_answer(vl.vqa, image, question, answers=["red"]).maps
+            want = next(m for m in want if m.label == "red").map
+        torch.testing.assert_close(found[name], want, rtol=1e-4, atol=1e-5)
 
 
 def test_bad_inputs_get_a_message(vl: VLSession, tmp_path: Path) -> None:
