@@ -2,7 +2,9 @@
 
 Starts `gradcam serve` in this process on a free port, opens the page in headless Debian chromium
 (`make browser` installs it) through Playwright, uploads the bundled photo, chooses
-"Egyptian cat" in the class list, runs the layer sweep, and saves docs/demo_page.jpg.
+"Egyptian cat" in the class list, runs the layer sweep, and saves docs/demo_page.jpg; then opens
+the Captioning tab, picks the first generated scene, clicks its caption's third word (the first
+object's shape) and saves docs/demo_captioning.jpg.
 """
 
 import socket
@@ -43,7 +45,16 @@ try:
         expect(page.locator("#sweep-note")).to_contain_text("Egyptian cat", timeout=120_000)
         page.wait_for_timeout(500)  # let the new pictures paint
         page.screenshot(path=HERE / "demo_page.jpg", full_page=True, type="jpeg", quality=80)
+        page.get_by_role("tab", name="Captioning").click()
+        page.get_by_text("scene_0.png", exact=True).click()
+        told = page.locator("#caption-summary")
+        expect(told).to_contain_text("Caption (the model's own)", timeout=120_000)
+        word = page.locator("#caption textarea").input_value().split()[2]
+        page.locator("#caption-words").get_by_text(word, exact=True).click()
+        expect(told).to_contain_text(f"Maps of {word}", timeout=120_000)
+        page.wait_for_timeout(500)
+        page.screenshot(path=HERE / "demo_captioning.jpg", full_page=True, type="jpeg", quality=80)
         browser.close()
 finally:
     app.close()
-print(f"wrote {HERE / 'demo_page.jpg'}")
+print(f"wrote {HERE / 'demo_page.jpg'} and {HERE / 'demo_captioning.jpg'}")

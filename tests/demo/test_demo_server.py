@@ -135,6 +135,39 @@ def test_two_clients_at_once_get_the_library_maps(server: str, lite0: gradcam.Lo
     assert Image.open(str(sweep)).width == 3 * 451 + 2 * 6 and "**tabby** at 5 depths" in note
 
 
+def test_caption_and_vqa_endpoints(server: str, tmp_path: Path) -> None:
+    """The Captioning and VQA tabs' API (on by default): the shipped models' answers."""
+    from gradio_client import Client, handle_file
+
+    from gradcam.vl import VL_PREPROCESS, caption, load_captioner, load_vqa, questions, vl_scene
+    from gradcam.vl.explain import explain_answer
+
+    scene = vl_scene(0)
+    path = tmp_path / "scene.png"
+    scene.image.save(path)
+    client = Client(server, verbose=False)
+    summary, text, word, shown, cam, guided = client.predict(
+        handle_file(str(path)), "", "2", api_name="/caption"
+    )
+    assert text == load_captioner().generate(VL_PREPROCESS(scene.image))[0]
+    assert word == text.split()[2] and f"Maps of **{word}** (word 3" in summary
+    assert f"The scene shows: *{caption(scene).text}*" in summary
+    assert all(Image.open(str(p)).size == (384, 384) for p in (shown, cam, guided))
+    asked = questions(scene)[0]
+    summary, answers, answer, *pictures = client.predict(
+        handle_file(str(path)), asked.text, "yellow", api_name="/vqa"
+    )
+    expected = explain_answer(load_vqa(), scene.image, asked.text, answers=["yellow"])
+    assert answer == expected.answer == answers["label"]
+    assert {c["label"]: c["confidence"] for c in answers["confidences"]} == pytest.approx(
+        expected.probabilities
+    )
+    assert "Forced answer **yellow**" in summary and f"right answer is *{asked.answer}*" in summary
+    assert len(pictures) == 4 and all(Image.open(str(p)).size == (384, 384) for p in pictures)
+    empty = client.predict(handle_file(str(path)), " ", "", api_name="/vqa")
+    assert empty[0] == "Type a question, or pick one of the examples." and empty[2] is None
+
+
 def test_serve_refuses_a_port_in_use(server: str, capsys: pytest.CaptureFixture[str]) -> None:
     port = urlsplit(server).port
     assert main(["serve", "--port", str(port)]) == 2
@@ -206,6 +239,18 @@ def test_page_in_a_real_browser(server: str, lite0: gradcam.LoadedModel, tmp_pat
             # After the error, a bundled photo picked from the examples is explained.
             page.get_by_text("grace_hopper.jpg", exact=True).click()
             expect(summary).to_contain_text(f"{hopper} (class", timeout=120_000)
+            # The Captioning tab: a generated scene, its caption as words; a click shows a word.
+            page.get_by_role("tab", name="Captioning").click()
+            page.get_by_text("scene_0.png", exact=True).click()
+            told = page.locator("#caption-summary")
+            expect(told).to_contain_text("Caption (the model's own)", timeout=60_000)
+            whole = page.locator("#caption-view-1 img").get_attribute("src")
+            word = page.locator("#caption textarea").input_value().split()[2]
+            page.locator("#caption-words").get_by_text(word, exact=True).click()
+            expect(told).to_contain_text(f"Maps of {word} (word 3", timeout=60_000)
+            expect(page.locator("#caption-view-1 img")).not_to_have_attribute("src", whole or "")
+            assert page.locator("#caption-view-1 img").evaluate("img => img.naturalWidth") > 0
+            page.screenshot(path=ARTIFACTS / "demo_captioning.png", full_page=True)
         finally:
             browser.close()
     with urllib.request.urlopen(server, timeout=30) as response:

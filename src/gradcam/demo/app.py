@@ -4,8 +4,9 @@ The page is a thin layout over :class:`gradcam.demo.session.DemoSession`: upload
 pick a bundled one), see the top-5 predictions, and for the chosen class and layer the Grad-CAM,
 counterfactual, Guided Backprop and Guided Grad-CAM maps and the localization box, with the
 maps (``.npz``) and the figure (PNG) to download. Every tab is a function that lays out its
-components inside the page (:data:`Tab`); captioning and VQA tabs are added by passing more of
-them to :func:`build_app`.
+components inside the page (:data:`Tab`); :func:`serve` adds the Captioning and VQA tabs of
+:mod:`gradcam.demo.vl_tabs` (section 8, the shipped scene models) by passing more of them to
+:func:`build_app`.
 
 The page works with no internet: analytics, version checks, share links and server-side
 rendering are off, and the theme uses the system's fonts (no Google Fonts). The server binds to
@@ -307,6 +308,7 @@ def serve(
     port: int = 7860,
     max_file_size_mb: float = 20.0,
     concurrency: int = 4,
+    vl: bool = True,
     block: bool = True,
     quiet: bool = False,
 ) -> gr.Blocks:
@@ -319,6 +321,8 @@ def serve(
         max_file_size_mb: largest upload accepted, in MiB.
         concurrency: requests handled at once (model passes are serialized anyway; decoding and
             rendering overlap).
+        vl: add the Captioning and VQA tabs (section 8) with the shipped scene models
+            (:mod:`gradcam.demo.vl_tabs`).
         block: wait until interrupted; ``False`` returns the running app (call ``.close()``).
         quiet: do not print Gradio's start-up lines.
 
@@ -337,7 +341,19 @@ def serve(
     for warning in caught:
         print(f"gradcam: warning: {warning.message}", file=sys.stderr)
     session = DemoSession(loaded, max_bytes=limit)
-    app = build_app(session)
+    tabs: list[Tab] = [classification_tab]
+    if vl:
+        from gradcam.demo.vl import VLSession
+        from gradcam.demo.vl_tabs import vl_tabs
+
+        try:
+            # The example scenes go with the download files: one folder removal cleans both.
+            scenes = VLSession(max_bytes=limit, folder=session.folder / "scenes")
+        except GradCAMError as exc:  # a broken install: the classification tab still works
+            print(f"gradcam: warning: no Captioning and VQA tabs: {exc}", file=sys.stderr)
+        else:
+            tabs += vl_tabs(scenes)
+    app = build_app(session, tabs)
     app.queue(default_concurrency_limit=concurrency)
     try:
         app.launch(

@@ -1,0 +1,351 @@
+"""The captioning and VQA tabs' callbacks as plain, typed functions: no Gradio in here.
+
+A :class:`VLSession` serves the shipped scene captioner and VQA model of :mod:`gradcam.vl`
+(section 8) to every visitor of the page:
+
+- **Captioning** (section 8.1, Fig. 11): the model's caption of an uploaded scene (or one the
+  visitor types), explained word by word with :func:`gradcam.vl.explain.explain_caption`: the
+  Grad-CAM of word ``t`` is that of its score ``y^c_t`` at step ``t`` of the teacher-forced
+  caption (8.1.1), and the whole caption's map that of ``log p(caption | image)``.
+- **VQA** (section 8.2, Fig. 12): the model's answer to a question with its most probable
+  answers, and the map of any *forced* answer, with
+  :func:`gradcam.vl.explain.explain_answer`: forcing another color moves the map to the object
+  of that color.
+
+Every word of a caption, and every answer of a question, is explained in one call (per method
+one forward pass, the backward passes batched over the targets), and the result is cached per
+(upload, caption) and (upload, question): clicking another word or forcing another answer runs
+no model pass.
+Model calls are serialized by one lock (an explanation hooks the shared model for the duration
+of a call); decoding, hashing and rendering run outside it, as in
+:class:`gradcam.demo.session.DemoSession`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from PIL import Image
+
+from gradcam.demo.session import _LRU, Photo
+from gradcam.errors import ImageLoadError
+from gradcam.images import load_image
+from gradcam.vl.explain import (
+    AnswerExplanation,
+    CaptionExplanation,
+    TextMap,
+    explain_answer,
+    explain_caption,
+)
+from gradcam.vl.models import Captioner, VQAModel, load_captioner, load_vqa
+from gradcam.vl.scenes import vl_scene
+from gradcam.vl.text import ANSWERS, TextError, caption, encode, questions
+
+__all__ = ["VL_PICTURES", "AnswerViews", "CaptionViews", "VLSession"]
+
+#: What the tabs show per word or answer: method name -> panel title.
+VL_PICTURES: dict[str, str] = {"gradcam": "Grad-CAM", "guided-gradcam": "Guided Grad-CAM"}
+
+#: The whole caption's entry among a caption's maps (``TextMap.label``).
+WHOLE_CAPTION = "<caption>"
+
+
+@dataclass(frozen=True)
+class CaptionViews:
+    """A caption of one upload, with the maps of the whole caption and of every word.
+
+    Attributes:
+        photo: the upload.
+        explanation: :func:`~gradcam.vl.explain.explain_caption`'s result for every word, with
+            the methods of :data:`VL_PICTURES`.
+        seconds: time spent computing it (0 when it came from the cache).
+        cached: whether it came from the cache.
+    """
+
+    photo: Photo
+    explanation: CaptionExplanation
+    seconds: float
+    cached: bool = False
+
+    @property
+    def words(self) -> tuple[str, ...]:
+        """The caption's words, in order (``words[t]`` is the word at position ``t``)."""
+        return tuple(self.explanation.caption.split())
+
+    def position(self, word: str | int | None) -> int | None:
+        """The position of ``word`` in the caption: ``None`` (the whole caption) for ``None``,
+        ``""`` or ``"<caption>"``; digits are a position; a word is its first occurrence.
+
+        Raises:
+            TextError: a position past the caption's end, or a word that is not in it.
+        """
+        if word is None or (isinstance(word, str) and word.strip() in ("", WHOLE_CAPTION)):
+            return None
+        words = self.words
+        text = str(word).strip().lower()
+        if text.isdigit():
+            if int(text) >= len(words):
+                raise TextError(
+                    f"word position {int(text)} is past the caption's end ({len(words)} words)"
+                )
+            return int(text)
+        if text not in words:
+            raise TextError(f"the word {text!r} is not in the caption {self.explanation.caption!r}")
+        return words.index(text)
+
+    def map(self, method: str, position: int | None) -> TextMap:
+        """The map of ``method`` for the word at ``position`` (``None``: the whole caption)."""
+        return next(
+            m for m in self.explanation.maps if m.method == method and m.position == position
+        )
+
+
+@dataclass(frozen=True)
+class AnswerViews:
+    """A question about one upload: the model's answer, and the maps of every answer.
+
+    Attributes:
+        photo: the upload.
+        explanation: :func:`~gradcam.vl.explain.explain_answer`'s result with every answer
+            forced, with the methods of :data:`VL_PICTURES`.
+        seconds: time spent computing it (0 when it came from the cache).
+        cached: whether it came from the cache.
+    """
+
+    photo: Photo
+    explanation: AnswerExplanation
+    seconds: float
+    cached: bool = False
+
+    def map(self, method: str, answer: str) -> TextMap:
+        """The map of ``method`` for ``answer`` (the model's own or a forced one).
+
+        Raises:
+            TextError: an answer that is not one of :data:`~gradcam.vl.text.ANSWERS`.
+        """
+        label = answer.strip().lower()
+        if label not in ANSWERS:
+            raise TextError(f"unknown answer {answer!r}; the answers are: {', '.join(ANSWERS)}")
+        return next(m for m in self.explanation.maps if m.method == method and m.label == label)
+
+
+def _normalized(question: str) -> str:
+    return " ".join(question.replace("?", " ? ").split()).lower()
+
+
+class VLSession:
+    """The shipped captioner and VQA model served to every visitor: the tabs' callbacks.
+
+    Args:
+        captioner, vqa: the models (default: the shipped ones, :func:`gradcam.vl.load_captioner`
+            and :func:`gradcam.vl.load_vqa`).
+        cache_size: uploads kept in memory, decoded at full size.
+        views_size: captions and questions kept, per upload and text: each holds its maps at
+            input resolution for every word or answer, 1 to 2 MB for a scene.
+        display_side: longer side of the pictures shown, in pixels (the 96-pixel scenes are
+            enlarged, photos shrunk; the models always see the upload through their own
+            preprocessing).
+        max_bytes: largest file accepted, in bytes.
+        folder: where the example scenes are written (default: a new temporary folder).
+        examples: how many example scenes to write (held-out scenes 0, 1, ... of seed 1).
+
+    Example:
+        >>> session = VLSession()
+        >>> views = session.caption(session.examples[0])         # the model's own caption
+        >>> views.explanation.caption, session.true_caption(views.photo)
+        >>> session.caption_pictures(views, "circle")["Grad-CAM"].save("circle.png")
+        >>> answer = session.answer(session.examples[0], "what color is the circle?")
+        >>> session.answer_pictures(answer, "yellow")["Grad-CAM"]  # Fig. 12: a forced answer
+    """
+
+    def __init__(
+        self,
+        captioner: Captioner | None = None,
+        vqa: VQAModel | None = None,
+        *,
+        cache_size: int = 8,
+        views_size: int = 32,
+        display_side: int = 384,
+        max_bytes: int = 20 * 1024 * 1024,
+        folder: str | os.PathLike[str] | None = None,
+        examples: int = 4,
+    ) -> None:
+        self.captioner = captioner if captioner is not None else load_captioner()
+        self.vqa = vqa if vqa is not None else load_vqa()
+        self.display_side = display_side
+        self.max_bytes = max_bytes
+        self.folder = Path(folder or tempfile.mkdtemp(prefix="gradcam-vl-demo-"))
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self._model_lock = threading.Lock()
+        self._cache_lock = threading.Lock()
+        self._photos: _LRU[str, Photo] = _LRU(cache_size)
+        self._captions: _LRU[tuple[str, str], CaptionViews] = _LRU(views_size)
+        self._answers: _LRU[tuple[str, str], AnswerViews] = _LRU(views_size)
+        #: Example scenes (held-out scenes of :func:`gradcam.vl.vl_scene`, seed 1) as PNG files.
+        self.examples: list[Path] = []
+        #: For each example scene, its questions (the color of each shape, the shape of each
+        #: color), as ``(path, question)`` pairs.
+        self.example_questions: list[tuple[Path, str]] = []
+        # What the example scenes really show, by file hash: the page compares the model with it.
+        self._true_captions: dict[str, str] = {}
+        self._true_answers: dict[tuple[str, str], str] = {}
+        for index in range(examples):
+            scene = vl_scene(index)
+            path = self.folder / f"scene_{index}.png"
+            scene.image.save(path)
+            self.examples.append(path)
+            asked = questions(scene)
+            # The first object asked about by its shape, the second by its color.
+            self.example_questions += [(path, asked[0].text), (path, asked[3].text)]
+            key = hashlib.sha256(path.read_bytes()).hexdigest()
+            self._true_captions[key] = caption(scene).text
+            self._true_answers.update({(key, q.text): q.answer for q in asked})
+
+    def close(self) -> None:
+        """Delete the example scenes' folder."""
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+    def true_caption(self, photo: Photo) -> str | None:
+        """The caption of what an example scene really shows (``None`` for other uploads)."""
+        return self._true_captions.get(photo.key)
+
+    def true_answer(self, photo: Photo, question: str) -> str | None:
+        """The right answer of an example question about an example scene, else ``None``."""
+        return self._true_answers.get((photo.key, _normalized(question)))
+
+    def open(self, path: str | os.PathLike[str] | None) -> Photo:
+        """Decode an uploaded file (as :meth:`gradcam.demo.DemoSession.open`), cached by hash.
+
+        Raises:
+            ImageLoadError: no file, too large, not an image, corrupt, or a decompression bomb;
+                the message names the upload (not the server's temporary path).
+        """
+        if path is None or not os.fspath(path):
+            raise ImageLoadError("no image given: upload a scene or pick an example")
+        name = os.fspath(path)
+        shown = os.path.basename(name)
+        try:
+            size = os.path.getsize(name)
+        except OSError:
+            raise ImageLoadError(f"{shown}: no such file") from None
+        if size > self.max_bytes:
+            limit = self.max_bytes / 2**20
+            raise ImageLoadError(f"{shown}: file too large ({size / 2**20:.1f} MB > {limit:g} MB)")
+        with open(name, "rb") as file:
+            key = hashlib.sha256(file.read()).hexdigest()
+        with self._cache_lock:
+            known = self._photos.get_fresh(key)
+        if known is not None:
+            return known
+        try:
+            image = load_image(name)
+        except ImageLoadError as exc:
+            raise ImageLoadError(str(exc).replace(name, shown)) from None
+        scale = self.display_side / max(image.size)
+        # Scenes are 96 px: enlarged smoothly so the overlays are readable on the page.
+        display = image.resize(
+            (max(1, round(image.width * scale)), max(1, round(image.height * scale))),
+            Image.Resampling.BICUBIC if scale > 1 else Image.Resampling.LANCZOS,
+        )
+        photo = Photo(key, image, display)
+        with self._cache_lock:
+            self._photos.put(key, photo)
+        return photo
+
+    def caption(self, path: str | os.PathLike[str] | None, text: str | None = None) -> CaptionViews:
+        """The caption of an upload and the maps of every word (and of the whole caption).
+
+        Args:
+            path: the uploaded file.
+            text: the caption to explain; ``None`` or blank explains the model's own (greedy).
+
+        Raises:
+            GradCAMError: a bad file (:class:`ImageLoadError`), or a caption with a word outside
+                the vocabulary (:class:`~gradcam.vl.text.TextError`).
+        """
+        started = time.perf_counter()
+        photo = self.open(path)
+        given = " ".join(text.split()).lower() if text and text.strip() else None
+        if given is not None:
+            encode(given, what="caption")  # before the lock: unknown words fail fast
+        key = (photo.key, given or "")
+        with self._cache_lock:
+            known = self._captions.get_fresh(key)
+        if known is not None:
+            return replace(known, seconds=0.0, cached=True)
+        with self._model_lock:
+            explanation = explain_caption(
+                self.captioner, photo.image, given, methods=list(VL_PICTURES)
+            )
+        views = CaptionViews(photo, explanation, time.perf_counter() - started)
+        with self._cache_lock:
+            self._captions.put(key, views)
+        return views
+
+    def answer(self, path: str | os.PathLike[str] | None, question: str | None) -> AnswerViews:
+        """The model's answer to ``question`` about an upload, and the maps of every answer.
+
+        Raises:
+            GradCAMError: a bad file (:class:`ImageLoadError`), an empty question or one with a
+                word outside the vocabulary (:class:`~gradcam.vl.text.TextError`).
+        """
+        started = time.perf_counter()
+        photo = self.open(path)
+        if question is None or not question.strip():
+            raise TextError("the question is empty: ask about a color or a shape")
+        asked = _normalized(question)
+        encode(asked, what="question")
+        key = (photo.key, asked)
+        with self._cache_lock:
+            known = self._answers.get_fresh(key)
+        if known is not None:
+            return replace(known, seconds=0.0, cached=True)
+        with self._model_lock:
+            # Every answer at once: one batched backward pass, then forcing any is free.
+            explanation = explain_answer(
+                self.vqa, photo.image, asked, answers=ANSWERS, methods=list(VL_PICTURES)
+            )
+        views = AnswerViews(photo, explanation, time.perf_counter() - started)
+        with self._cache_lock:
+            self._answers.put(key, views)
+        return views
+
+    def _pictures(self, photo: Photo, maps: dict[str, TextMap]) -> dict[str, Image.Image]:
+        from gradcam.viz import gradient_image, overlay
+
+        display = photo.display
+        return {
+            title: (
+                overlay(display, maps[method].map)
+                if maps[method].map.dim() == 2
+                else gradient_image(maps[method].map, display.size)
+            )
+            for method, title in VL_PICTURES.items()
+        }
+
+    def caption_pictures(
+        self, views: CaptionViews, word: str | int | None
+    ) -> dict[str, Image.Image]:
+        """Panel title -> picture of one word (see :meth:`CaptionViews.position`), at display
+        size: Grad-CAM over the upload, and Guided Grad-CAM.
+
+        Raises:
+            TextError: a word that is not in the caption.
+        """
+        position = views.position(word)
+        return self._pictures(views.photo, {m: views.map(m, position) for m in VL_PICTURES})
+
+    def answer_pictures(self, views: AnswerViews, answer: str) -> dict[str, Image.Image]:
+        """Panel title -> picture of one answer (the model's own or a forced one).
+
+        Raises:
+            TextError: an answer that is not one of :data:`~gradcam.vl.text.ANSWERS`.
+        """
+        return self._pictures(views.photo, {m: views.map(m, answer) for m in VL_PICTURES})
