@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-dev
 
-.PHONY: demo test install lint bench-core bench-evaluate clean
+.PHONY: demo test install lint bench bench-core bench-evaluate clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,13 @@ lint: $(STAMP)
 
 test: lint
 	$(PY) -m pytest -q
+
+# Side by side with Captum, torchcam and pytorch-grad-cam (the pinned `bench` extra), in one
+# run; writes BENCHMARKS.md (between its markers) and docs/bench_peers.png.
+bench: $(STAMP)
+	$(PY) -m pip install -q -e ".[bench]"
+	$(PY) benchmarks/bench_peers.py --out BENCHMARKS.md --plot docs/bench_peers.png \
+		--json benchmarks/results/peers.json
 
 bench-core: $(STAMP)
 	$(PY) benchmarks/bench_core.py
