@@ -59,6 +59,7 @@ import json
 import os
 import platform
 import re
+import resource
 import shlex
 import statistics
 import subprocess
@@ -858,10 +859,13 @@ def main(argv: list[str] | None = None) -> int:
     rows = target_rows(groups, memory, big)
     if rows:
         lines += ["", "Targets:", "", *table("what|model|against|target|measured|", rows)]
+    usage = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+    cpu_s = sum(u.ru_utime + u.ru_stime for u in usage)
     lines += [
         "",
         f"Wall time: {elapsed:.0f} s ({timing_s:.0f} s agreement and timing, "
-        f"{memory_s:.0f} s memory).",
+        f"{memory_s:.0f} s memory); CPU time {cpu_s:.0f} s (user + system, this process and "
+        "its memory subprocesses: the part of the wall time that other jobs do not inflate).",
     ]
     text = "\n".join(lines)
     print(text)
