@@ -685,7 +685,7 @@ def plot(groups: list[Group], peers: list[str], path: str) -> None:
                 ratios[p].append(statistics.median(by_lib[p]) / ours if p in by_lib else np.nan)
                 lows[p].append(min(by_lib[p]) / ours_low if p in by_lib else np.nan)
     height = 0.8 / max(len(peers), 1)
-    fig, ax = plt.subplots(figsize=(9, 0.45 * len(labels) + 1.5))
+    fig, ax = plt.subplots(figsize=(13, 0.45 * len(labels) + 1.5))
     ys = np.arange(len(labels))
     for i, p in enumerate(peers):
         bars = ax.barh(ys + i * height, ratios[p], height=height, label=f"{p} (medians)")
@@ -702,10 +702,8 @@ def plot(groups: list[Group], peers: list[str], path: str) -> None:
     ax.set_xscale("log")
     ax.set_yticks(ys + height * (len(peers) - 1) / 2, labels)
     ax.invert_yaxis()
-    ax.set_xlabel(
-        "peer time / gradcam time: bars medians, dots minimums (log scale; > 1: gradcam faster)"
-    )
-    ax.legend(loc="lower right", fontsize=7)
+    ax.set_xlabel("peer time / gradcam time, same rounds (log scale; above 1: gradcam is faster)")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
     ax.grid(axis="x", which="both", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
