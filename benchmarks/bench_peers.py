@@ -52,6 +52,7 @@ from __future__ import annotations
 import argparse
 import copy
 import datetime
+import functools
 import gc
 import importlib.metadata
 import importlib.util
@@ -69,6 +70,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -304,7 +306,7 @@ class PytorchGradCam(Adapter):
         # per call keeps gradients from accumulating over calls.
         self.guided_bp = lambda x, c: gb(x.clone(), target_category=c)
         self.guided_gradcam = lambda x, c: (
-            self.cam(x, [c])[0][..., None] * gb(x.clone(), target_category=c)
+            np.asarray(self.cam(x, [c]))[0][..., None] * gb(x.clone(), target_category=c)
         )
 
     def cam(self, x: Tensor, classes: list[int]) -> Output:
@@ -408,7 +410,7 @@ def group_calls(
     calls: dict[str, Callable[[], Output]] = {}
     refs = reference_cases(model, layer)
     for name in REFERENCES:
-        calls[f"{name}/reference"] = lambda run=refs[name], x=x1: run(x)
+        calls[f"{name}/reference"] = functools.partial(refs[name], x1)
     for lib in libraries:
         a = adapter(lib, model, layer)
         # Own copies of the inputs: Captum sets (and resets) requires_grad on its input.
@@ -453,6 +455,11 @@ def relu6_notes(model: nn.Module, group: Group) -> None:
                 group.notes.setdefault(case, []).append(note)
 
 
+def ignoring_input(call: Callable[[], Output]) -> Callable[[Tensor], object]:
+    """``call`` in the shape ``bench_core.time_cases`` expects (our calls hold their inputs)."""
+    return lambda _x: call()
+
+
 def run_group(
     name: str,
     size: int,
@@ -473,7 +480,7 @@ def run_group(
         if not part:
             continue
         log(f"[{group.label}] timing {len(part)} calls, {args.rounds} rounds")
-        timed = {key: (lambda _x, call=call: call()) for key, call in part.items()}
+        timed = {key: ignoring_input(call) for key, call in part.items()}
         for key, samples in time_cases(timed, torch.empty(0), args.rounds, args.warmup).items():
             case, lib = key.split("/")
             group.times.setdefault(case, {})[lib] = samples
@@ -580,7 +587,9 @@ def reference_rows(groups: list[Group], libraries: list[str]) -> list[list[str]]
     return rows
 
 
-def memory_rows(memory: dict[tuple[str, int], dict[str, float]], libraries: list[str]) -> list:
+def memory_rows(
+    memory: dict[tuple[str, int], dict[str, float]], libraries: list[str]
+) -> list[list[str]]:
     rows = []
     for (model, batch), by_lib in memory.items():
         ours = by_lib.get(OURS)
@@ -731,7 +740,7 @@ class Run:
     memory: dict[tuple[str, int], dict[str, float]]
     libraries: list[str]
     skipped: list[str]
-    meta: dict[str, object]
+    meta: dict[str, Any]
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -753,7 +762,7 @@ class Run:
         }
 
     @classmethod
-    def from_json(cls, data: dict) -> Run:  # type: ignore[type-arg]
+    def from_json(cls, data: dict[str, Any]) -> Run:
         groups = [
             Group(g["model"], g["layer"], g["size"], g["times"], g["agreement"], g["notes"])
             for g in data["groups"]
