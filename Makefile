@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-dev
 
-.PHONY: demo test install lint browser serve bench-core bench-evaluate clean
+.PHONY: demo test install lint browser serve bench bench-core bench-evaluate clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,12 @@ test: lint browser
 
 serve: $(STAMP)
 	$(VENV)/bin/gradcam serve
+# Side by side with Captum, torchcam and pytorch-grad-cam (the pinned `bench` extra), in one
+# run; writes BENCHMARKS.md (between its markers) and docs/bench_peers.png.
+bench: $(STAMP)
+	$(PY) -m pip install -q -e ".[bench]"
+	$(PY) benchmarks/bench_peers.py --out BENCHMARKS.md --plot docs/bench_peers.png \
+		--json benchmarks/results/peers.json
 
 bench-core: $(STAMP)
 	$(PY) benchmarks/bench_core.py
