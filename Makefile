@@ -38,6 +38,7 @@ test: lint browser
 
 serve: $(STAMP)
 	$(VENV)/bin/gradcam serve
+
 # Side by side with Captum, torchcam and pytorch-grad-cam (the pinned `bench` extra), in one
 # run; writes BENCHMARKS.md (between its markers) and docs/bench_peers.png.
 bench: $(STAMP)
