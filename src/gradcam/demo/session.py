@@ -51,7 +51,7 @@ from gradcam.layers import spatial_layers
 from gradcam.models import LoadedModel
 from gradcam.viz import gradient_image, overlay, side_by_side
 
-__all__ = ["METHODS", "DemoSession", "Photo", "Prediction", "Views"]
+__all__ = ["METHODS", "DemoSession", "Photo", "Prediction", "Views", "decode_upload", "upload_key"]
 
 #: What the page shows, in order: method name -> panel title.
 METHODS: dict[str, str] = {
@@ -152,6 +152,43 @@ def _scaled_box(
     return round(x0 * sx), round(y0 * sy), round(x1 * sx), round(y1 * sy)
 
 
+def upload_key(
+    path: str | os.PathLike[str] | None, max_bytes: int, missing: str
+) -> tuple[str, str]:
+    """``(path, SHA-256 of its bytes)`` of an uploaded file, the key of the upload caches.
+
+    Raises:
+        ImageLoadError: ``missing`` when no file is given; no such file; larger than
+            ``max_bytes`` (the message names the upload, not the server's temporary path).
+    """
+    if path is None or not os.fspath(path):
+        raise ImageLoadError(missing)
+    name = os.fspath(path)
+    shown = os.path.basename(name)
+    try:
+        size = os.path.getsize(name)
+    except OSError:
+        raise ImageLoadError(f"{shown}: no such file") from None
+    if size > max_bytes:
+        limit = max_bytes / 2**20
+        raise ImageLoadError(f"{shown}: file too large ({size / 2**20:.1f} MB > {limit:g} MB)")
+    with open(name, "rb") as file:
+        return name, hashlib.sha256(file.read()).hexdigest()
+
+
+def decode_upload(name: str) -> Image.Image:
+    """:func:`gradcam.load_image` of an upload, its errors naming the upload only.
+
+    Raises:
+        ImageLoadError: not an image, corrupt, or a decompression bomb.
+    """
+    try:
+        return load_image(name)
+    except ImageLoadError as exc:
+        # The server's temporary path means nothing to the visitor: name the upload only.
+        raise ImageLoadError(str(exc).replace(name, os.path.basename(name))) from None
+
+
 class DemoSession:
     """One model served to every visitor: the page's callbacks, usable without a web server.
 
@@ -218,28 +255,12 @@ class DemoSession:
             ImageLoadError: no file, too large, not an image, corrupt, or a decompression bomb;
                 the message names the file and the reason.
         """
-        if path is None or not os.fspath(path):
-            raise ImageLoadError("no photo given: upload an image file")
-        name = os.fspath(path)
-        shown = os.path.basename(name)
-        try:
-            size = os.path.getsize(name)
-        except OSError:
-            raise ImageLoadError(f"{shown}: no such file") from None
-        if size > self.max_bytes:
-            limit = self.max_bytes / 2**20
-            raise ImageLoadError(f"{shown}: file too large ({size / 2**20:.1f} MB > {limit:g} MB)")
-        with open(name, "rb") as file:
-            key = hashlib.sha256(file.read()).hexdigest()
+        name, key = upload_key(path, self.max_bytes, "no photo given: upload an image file")
         with self._cache_lock:
             known = self._photos.get_fresh(key)
         if known is not None:
             return known
-        try:
-            image = load_image(name)
-        except ImageLoadError as exc:
-            # The server's temporary path means nothing to the visitor: name the upload only.
-            raise ImageLoadError(str(exc).replace(name, shown)) from None
+        image = decode_upload(name)
         display = image.copy()
         display.thumbnail((self.max_side, self.max_side), Image.Resampling.LANCZOS)
         photo = Photo(key, image, display)

@@ -34,9 +34,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from gradcam.demo.session import _LRU, Photo
-from gradcam.errors import ImageLoadError
-from gradcam.images import load_image
+from gradcam.demo.session import _LRU, Photo, decode_upload, upload_key
 from gradcam.vl.explain import (
     AnswerExplanation,
     CaptionExplanation,
@@ -227,27 +225,13 @@ class VLSession:
             ImageLoadError: no file, too large, not an image, corrupt, or a decompression bomb;
                 the message names the upload (not the server's temporary path).
         """
-        if path is None or not os.fspath(path):
-            raise ImageLoadError("no image given: upload a scene or pick an example")
-        name = os.fspath(path)
-        shown = os.path.basename(name)
-        try:
-            size = os.path.getsize(name)
-        except OSError:
-            raise ImageLoadError(f"{shown}: no such file") from None
-        if size > self.max_bytes:
-            limit = self.max_bytes / 2**20
-            raise ImageLoadError(f"{shown}: file too large ({size / 2**20:.1f} MB > {limit:g} MB)")
-        with open(name, "rb") as file:
-            key = hashlib.sha256(file.read()).hexdigest()
+        missing = "no image given: upload a scene or pick an example"
+        name, key = upload_key(path, self.max_bytes, missing)
         with self._cache_lock:
             known = self._photos.get_fresh(key)
         if known is not None:
             return known
-        try:
-            image = load_image(name)
-        except ImageLoadError as exc:
-            raise ImageLoadError(str(exc).replace(name, shown)) from None
+        image = decode_upload(name)
         scale = self.display_side / max(image.size)
         # Scenes are 96 px: enlarged smoothly so the overlays are readable on the page.
         display = image.resize(
