@@ -32,11 +32,11 @@ import shlex
 import statistics
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from bench_core import time_cases
 
 import gradcam
 from gradcam.demo import DemoSession
@@ -112,16 +112,10 @@ def main() -> None:
 
         cases["HTTP /explain: new upload"] = lambda: http(True)
         cases["HTTP /explain: cached class"] = lambda: http(False)
-    for case in () if args.quick else cases.values():  # warm-up
-        case()
-    times: dict[str, list[float]] = {name: [] for name in cases}
+    # bench_core's interleaved rounds; these calls hold their inputs.
+    held = {name: (lambda _x, call=call: call()) for name, call in cases.items()}
+    times = time_cases(held, torch.empty(0), rounds, warmup=0 if args.quick else 1)
     names = list(cases)
-    for r in range(rounds):
-        order = names[r % len(names) :] + names[: r % len(names)]
-        for name in order:
-            started = time.perf_counter()
-            cases[name]()
-            times[name].append(time.perf_counter() - started)
     if app is not None:
         app.close()
     floor = statistics.median(times[names[0]])

@@ -30,10 +30,10 @@ import shlex
 import statistics
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 
 import torch
+from bench_core import time_cases
 
 from gradcam.demo.vl import VL_PICTURES, VLSession
 from gradcam.demo.vl_tabs import caption_outputs, vqa_outputs
@@ -100,16 +100,10 @@ def main() -> None:
         "VLSession.answer, new upload (every answer)": new_answer,
         "vqa_outputs, force an answer (cached)": force,
     }
-    for case in () if args.quick else cases.values():  # warm-up
-        case()
-    times: dict[str, list[float]] = {name: [] for name in cases}
+    # bench_core's interleaved rounds; these calls hold their inputs.
+    held = {name: (lambda _x, call=call: call()) for name, call in cases.items()}
+    times = time_cases(held, torch.empty(0), rounds, warmup=0 if args.quick else 1)
     names = list(cases)
-    for r in range(rounds):
-        order = names[r % len(names) :] + names[: r % len(names)]
-        for name in order:
-            started = time.perf_counter()
-            cases[name]()
-            times[name].append(time.perf_counter() - started)
     session.close()
     command = shlex.join([os.path.relpath(sys.executable), *sys.argv])
     print(f"`{command}`: {rounds} rounds, scene 0 (96 x 96), caption {text!r}, ")

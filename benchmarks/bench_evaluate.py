@@ -28,11 +28,11 @@ import datetime
 import statistics
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from bench_core import time_cases
 
 from gradcam.evaluate import Localization, run
 from gradcam.evaluate.datasets import Dataset, read_photos, read_synthetic
@@ -67,17 +67,9 @@ def localization_rate(loaded: LoadedModel, dataset: Dataset, batch: int) -> Call
 
 
 def measure(cases: dict[str, Callable[[], None]], rounds: int) -> dict[str, list[float]]:
-    times: dict[str, list[float]] = {name: [] for name in cases}
-    names = list(cases)
-    for name in names:  # warm-up
-        cases[name]()
-    for r in range(rounds):
-        order = names[r % len(names) :] + names[: r % len(names)]
-        for name in order:
-            start = time.perf_counter()
-            cases[name]()
-            times[name].append(time.perf_counter() - start)
-    return times
+    """One warm-up pass, then bench_core's interleaved rounds (these calls hold their inputs)."""
+    held = {name: (lambda _x, call=call: call()) for name, call in cases.items()}
+    return time_cases(held, torch.empty(0), rounds, warmup=1)
 
 
 def main(argv: list[str] | None = None) -> int:
