@@ -250,16 +250,10 @@ class TestOcclusion:
 
 class TestRegistry:
     def test_names(self) -> None:
-        assert gradcam.methods() == [
-            "gradcam",
-            "counterfactual",
-            "guided-backprop",
-            "deconvolution",
-            "guided-gradcam",
-            "deconv-gradcam",
-            "cam",
-            "occlusion",
-        ]
+        paper = ["gradcam", "counterfactual", "cam", "guided-backprop", "deconvolution"]
+        paper += ["guided-gradcam", "deconv-gradcam", "occlusion"]
+        assert set(paper) <= set(gradcam.methods())
+        assert gradcam.methods()[0] == "gradcam"
 
     def test_create_and_unknown(self) -> None:
         assert gradcam.create_method is create
@@ -274,7 +268,7 @@ class TestRegistry:
         model = SmallCNN(seed=10).eval()
         x = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(9))
         result = create(name, model)(x, gradcam.TopK(2))
-        pixel = name in ("guided-backprop", "deconvolution", "guided-gradcam", "deconv-gradcam")
+        pixel = gradcam.method_spec(name).kind == "pixel"
         assert result.maps.shape == ((2, 2, 3, 8, 8) if pixel else (2, 2, 8, 8))
         assert result.scores.shape == result.classes.shape == (2, 2)
         assert torch.isfinite(result.maps).all() and not result.maps.requires_grad

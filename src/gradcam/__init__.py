@@ -26,9 +26,12 @@ from gradcam.methods import (
     OcclusionResult,
     PixelResult,
     Result,
+    create_method,
+    explain_methods,
+    method_spec,
+    method_specs,
     methods,
 )
-from gradcam.methods import create as create_method
 from gradcam.models import LoadedModel, available_models, load_model
 from gradcam.targets import TopK
 from gradcam.viz import overlay
@@ -57,9 +60,12 @@ __all__ = [
     "available_models",
     "bounding_box",
     "create_method",
+    "explain_methods",
     "find_default_layer",
     "load_image",
     "load_model",
+    "method_spec",
+    "method_specs",
     "methods",
     "normalize",
     "overlay",

@@ -34,6 +34,12 @@ def _method_names() -> list[str]:
     return methods()
 
 
+_OPTION_HELP = (
+    "a method option NAME=VALUE, typed by the method (repeatable; applies to every chosen "
+    "method that takes it): see `gradcam methods`"
+)
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gradcam", description="Visual explanations for PyTorch vision models (Grad-CAM)."
@@ -80,10 +86,14 @@ def _build_parser() -> argparse.ArgumentParser:
         help="also write a figure per class: photo, Guided Backprop, Grad-CAM, Guided Grad-CAM",
     )
     explain.add_argument(
-        "--window", type=int, default=35, help="occlusion window size in input pixels (35)"
+        "--option", dest="options", action="append", default=[], metavar="NAME=VALUE",
+        help=_OPTION_HELP,
+    )  # fmt: skip
+    explain.add_argument(
+        "--window", type=int, help="occlusion window size in input pixels (as --option window=N)"
     )
     explain.add_argument(
-        "--stride", type=int, default=8, help="occlusion stride in input pixels (8)"
+        "--stride", type=int, help="occlusion stride in input pixels (as --option stride=N)"
     )
     explain.add_argument("--out", default="gradcam_out", metavar="DIR", help="output folder")
     explain.add_argument("--save-maps", action="store_true", help="also write maps.npz per image")
@@ -128,8 +138,16 @@ def _build_parser() -> argparse.ArgumentParser:
         "--layer", help="localization, pointing, ablations: the layer (default: the model's)"
     )
     evaluate.add_argument(
-        "--method", dest="methods", action="append", metavar="NAME", help="method (repeatable)"
+        "--method",
+        dest="methods",
+        action="append",
+        metavar="NAME",
+        help="method (repeatable): " + ", ".join(_method_names()),
     )
+    evaluate.add_argument(
+        "--option", dest="options", action="append", default=[], metavar="NAME=VALUE",
+        help=_OPTION_HELP,
+    )  # fmt: skip
     evaluate.add_argument("--limit", type=int, metavar="N", help="evaluate the first N images")
     evaluate.add_argument("--out", metavar="DIR", help="stream rows and maps to this folder")
     evaluate.add_argument(
@@ -185,8 +203,30 @@ def _build_parser() -> argparse.ArgumentParser:
         metavar="MB",
         help="largest upload accepted, in MiB (default: %(default)s)",
     )
+    commands.add_parser(
+        "methods",
+        help="list the explanation methods and their options",
+        description="Every method --method takes: its kind, what it costs, and its options.",
+    )
     _add_vl_parsers(commands)
     return parser
+
+
+def _methods() -> int:
+    from gradcam.methods import method_specs
+
+    for spec in method_specs():
+        cost = []
+        if spec.needs.layer_gradients:
+            cost.append("backward pass to the layer")
+        cost += [f"{rule} backward pass to the input" for rule in spec.needs.input_rules]
+        if spec.needs.forwards:
+            cost.append(spec.needs.forwards)
+        print(f"{spec.name}: {spec.title} ({spec.kind} map; {spec.citation})")
+        print(f"  cost: one forward pass, {', '.join(cost) or 'nothing more'}")
+        for opt in spec.options:
+            print(f"  --option {opt.name}=... (default {opt.default!r}) {opt.help}".rstrip())
+    return 0
 
 
 def _add_vl_parsers(commands: Any) -> None:
@@ -259,7 +299,7 @@ def _explain(args: argparse.Namespace) -> int:
     from gradcam.explain import explain_image, save_explanation
     from gradcam.images import load_image
     from gradcam.layers import resolve_layer
-    from gradcam.methods import Occlusion
+    from gradcam.methods.registry import parse_options
     from gradcam.models import load_model
 
     if args.top_k < 1:
@@ -270,11 +310,10 @@ def _explain(args: argparse.Namespace) -> int:
     if args.figure:
         names += ["gradcam", "guided-backprop", "guided-gradcam"]
     names = list(dict.fromkeys(names))
-    unknown = [n for n in names if n not in _method_names()]
-    if unknown:
-        raise GradCAMError(
-            f"unknown method {unknown[0]!r}; choose from {', '.join(_method_names())}"
-        )
+    pairs = list(args.options)
+    if "occlusion" in names:
+        pairs += [f"{k}={v}" for k, v in (("window", args.window), ("stride", args.stride)) if v]
+    options = parse_options(names, pairs)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)
         loaded = load_model(args.model, args.weights)
@@ -283,7 +322,6 @@ def _explain(args: argparse.Namespace) -> int:
     classes = [loaded.class_index(c) for c in args.classes] if args.classes else None
     if args.layer is not None:
         resolve_layer(loaded.module, args.layer)
-    occlusion = Occlusion(loaded.module, window=args.window, stride=args.stride)
     out = Path(args.out)
     failures = 0
     pairs = list(zip(args.images, _output_dirs(args.images, out), strict=True))
@@ -298,7 +336,7 @@ def _explain(args: argparse.Namespace) -> int:
                 top_k=args.top_k,
                 methods=names,
                 layer=args.layer,
-                occlusion=occlusion,
+                options=options,
             )
             summary = save_explanation(
                 explanation,
@@ -360,22 +398,37 @@ def _dataset(args: argparse.Namespace) -> Any:
 def _protocols(args: argparse.Namespace) -> list[tuple[str, Any]]:
     """``(run folder name, protocol)`` for each run the arguments ask for."""
     from gradcam.evaluate import protocols as p
+    from gradcam.methods.registry import parse_options
 
     names = args.methods or None
-    for name in names or []:
-        if name not in _method_names():
-            raise GradCAMError(f"unknown method {name!r}; choose from {', '.join(_method_names())}")
     kind = args.protocol
+    if kind == "ablations" and args.options:
+        raise GradCAMError("ablations runs Grad-CAM's variants: --option does not apply")
+    defaults = {
+        "localization": ["gradcam"],
+        "pointing": ["gradcam"],
+        "faithfulness": list(p.Faithfulness.methods),
+        "sanity": list(p.Sanity.methods),
+    }
+    options = parse_options(names or defaults.get(kind, []), args.options)
     if args.layer is not None and kind in ("faithfulness", "sanity"):
         raise GradCAMError("--layer applies to localization, pointing and ablations")
     if kind == "localization":
         return [
-            (f"{kind}-{m}", p.Localization(m, args.threshold, layer=args.layer))
+            (
+                f"{kind}-{m}",
+                p.Localization(m, args.threshold, layer=args.layer, options=options[m]),
+            )
             for m in names or ["gradcam"]
         ]
     if kind == "pointing":
         return [
-            (f"{kind}-{m}", p.Pointing(m, args.tolerance, args.recall_threshold, args.layer))
+            (
+                f"{kind}-{m}",
+                p.Pointing(
+                    m, args.tolerance, args.recall_threshold, args.layer, options=options[m]
+                ),
+            )
             for m in names or ["gradcam"]
         ]
     if kind == "ablations":
@@ -384,9 +437,9 @@ def _protocols(args: argparse.Namespace) -> list[tuple[str, Any]]:
         return [(kind, p.Ablations(threshold=args.threshold, layer=args.layer))]
     chosen: p.Faithfulness | p.Sanity
     if kind == "faithfulness":
-        chosen = p.Faithfulness(window=args.window, stride=args.stride)
+        chosen = p.Faithfulness(window=args.window, stride=args.stride, options=options)
     else:
-        chosen = p.Sanity(points=args.points)
+        chosen = p.Sanity(points=args.points, options=options)
     return [(kind, replace(chosen, methods=tuple(names)) if names else chosen)]
 
 
@@ -500,6 +553,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _evaluate(args)
         if args.command == "serve":
             return _serve(args)
+        if args.command == "methods":
+            return _methods()
         if args.command in ("caption", "vqa"):
             return _caption_or_vqa(args)
     except GradCAMError as exc:

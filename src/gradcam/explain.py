@@ -1,10 +1,10 @@
 """Explaining one photo end to end, and writing what the CLI shows: the plain functions under
 ``gradcam explain``.
 
-:func:`explain_image` computes every requested method with as few passes as the math allows:
-all gradient methods (Grad-CAM, counterfactual, Guided Backprop, Deconvolution, Guided and
-Deconvolution Grad-CAM) share one forward pass, with one backward pass to the layer and one to
-the input per rectifier rule; CAM adds one no-grad forward pass and occlusion its own.
+:func:`explain_image` computes every requested method with as few passes as the math allows
+(:func:`gradcam.methods.explain_methods`): all gradient methods share one forward pass, with
+one backward pass to the layer and one to the input per rectifier rule; the others (CAM,
+occlusion, perturbation methods) add their own passes.
 :func:`save_explanation` writes the pictures, ``summary.json`` and optionally ``maps.npz``.
 """
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,40 +21,17 @@ import numpy as np
 from PIL import Image
 from torch import Tensor
 
-from gradcam.engine import compute_gradients
 from gradcam.errors import GradCAMError
 from gradcam.layers import resolve_layer
 from gradcam.maps import bounding_box, peak, upsample
-from gradcam.methods import CAM, Occlusion, Result, methods
-from gradcam.methods.gradcam import cam_result
-from gradcam.methods.guided import guided_cam_result, pixel_result
+from gradcam.methods import Result, explain_methods, method_spec
 from gradcam.models import LoadedModel
-from gradcam.rectifiers import Rule
 from gradcam.targets import TopK
 
-__all__ = [
-    "HEATMAP_METHODS",
-    "PIXEL_METHODS",
-    "Explanation",
-    "MapEntry",
-    "explain_image",
-    "save_explanation",
-]
+__all__ = ["Explanation", "MapEntry", "explain_image", "save_explanation"]
 
-HEATMAP_METHODS = ("gradcam", "counterfactual", "cam", "occlusion")
-PIXEL_METHODS = ("guided-backprop", "deconvolution", "guided-gradcam", "deconv-gradcam")
-_RULE_OF: dict[str, Rule] = {
-    "guided-backprop": "guided",
-    "guided-gradcam": "guided",
-    "deconvolution": "deconv",
-    "deconv-gradcam": "deconv",
-}
+# The paper's Fig. 1: the photo, then these methods' pictures side by side.
 _FIGURE = ("guided-backprop", "gradcam", "guided-gradcam")
-_TITLES = {
-    "guided-backprop": "Guided Backprop",
-    "gradcam": "Grad-CAM",
-    "guided-gradcam": "Guided Grad-CAM",
-}
 
 
 @dataclass(frozen=True)
@@ -87,14 +64,6 @@ class Explanation:
     results: dict[str, Result]
 
 
-def _check_methods(names: Sequence[str]) -> list[str]:
-    known = methods()
-    unknown = [n for n in names if n not in known]
-    if unknown:
-        raise GradCAMError(f"unknown method {unknown[0]!r}; choose from {', '.join(known)}")
-    return list(dict.fromkeys(names))
-
-
 def _heat_entry(
     name: str, k: int, result: Result, heat: Tensor, label: str, size: tuple[int, int], cut: float
 ) -> MapEntry:
@@ -121,7 +90,7 @@ def explain_image(
     top_k: int = 1,
     layer: str | None = None,
     threshold: float = 0.15,
-    occlusion: Occlusion | None = None,
+    options: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Explanation:
     """Explain one photo with several methods, sharing passes where the math allows.
 
@@ -132,41 +101,27 @@ def explain_image(
         classes: class ids to explain; ``None`` explains the ``top_k`` best classes.
         layer: dotted layer name; ``None`` uses the model's default layer.
         threshold: fraction of a map's maximum that bounds its localization box (section 4.1).
-        occlusion: the occlusion settings to use (default ``Occlusion(loaded.module)``).
+        options: per method name, its options (see :func:`gradcam.methods.create_method`),
+            e.g. ``{"occlusion": {"window": 21}}``.
 
     Example:
         >>> loaded = load_model()
         >>> found = explain_image(loaded, load_image("cat.jpg"), methods=["gradcam", "cam"])
         >>> found.entries[0].class_name, found.entries[0].box
     """
-    names = _check_methods(methods)
+    names = list(dict.fromkeys(methods))
+    specs = {name: method_spec(name) for name in names}
     module = loaded.module
     x = loaded.preprocess(image)
-    input_size = (x.shape[-2], x.shape[-1])
     layer_ref = resolve_layer(module, layer or loaded.default_layer)
-    rules = list(dict.fromkeys(_RULE_OF[n] for n in names if n in _RULE_OF))
     targets = list(classes) if classes else TopK(top_k)
-    grads = compute_gradients(module, x, targets, layer=layer_ref, input_rules=rules)
-    results: dict[str, Result] = {}
-    for name in names:
-        if name in ("gradcam", "counterfactual"):
-            results[name] = cam_result(
-                grads, input_size, layer_ref[1], counterfactual=name == "counterfactual"
-            )
-        elif name in ("guided-backprop", "deconvolution"):
-            results[name] = pixel_result(grads, _RULE_OF[name])
-        elif name in ("guided-gradcam", "deconv-gradcam"):
-            results[name] = guided_cam_result(grads, input_size, layer_ref[1], _RULE_OF[name])
-        elif name == "cam":
-            results[name] = CAM(module, layer_ref[0])(x, grads.classes)
-        else:
-            results[name] = (occlusion or Occlusion(module))(x, grads.classes)
+    results = explain_methods(names, module, x, targets, layer=layer_ref[0], options=options)
     entries = []
     for name, result in results.items():
         for k in range(result.classes.shape[1]):
             class_id = int(result.classes[0, k])
             label = loaded.class_names[class_id] if class_id >= 0 else ""
-            if name in PIXEL_METHODS:
+            if specs[name].kind == "pixel":
                 entries.append(
                     MapEntry(
                         name, k + 1, class_id, label, float(result.scores[0, k]),
@@ -178,8 +133,9 @@ def explain_image(
                 size = (image.width, image.height)
                 entries.append(_heat_entry(name, k, result, heat, label, size, threshold))
     predictions = []
-    if grads.logits is not None:
-        logits = grads.logits[0].float()
+    logits_of = next((r.logits for r in results.values() if r.logits is not None), None)
+    if logits_of is not None:
+        logits = logits_of[0].float()
         probs = logits.softmax(dim=0)
         top = logits.topk(min(5, logits.shape[0]))
         for score, index in zip(top.values.tolist(), top.indices.tolist(), strict=True):
@@ -201,7 +157,7 @@ def _slug(text: str) -> str:
 def _picture(entry: MapEntry, image: Image.Image) -> Image.Image:
     from gradcam.viz import gradient_image, overlay
 
-    if entry.method in PIXEL_METHODS:
+    if method_spec(entry.method).kind == "pixel":
         return gradient_image(entry.map, image.size)
     return overlay(image, entry.map, box=entry.box)
 
@@ -264,7 +220,7 @@ def save_explanation(
         for entry in (e for e in explanation.entries if e.method == "gradcam"):
             label = entry.class_name or f"target-{entry.rank}"
             panels = [("Original", image)] + [
-                (f"{_TITLES[m]}: {label}", pictures[(m, entry.rank)]) for m in _FIGURE
+                (f"{method_spec(m).title}: {label}", pictures[(m, entry.rank)]) for m in _FIGURE
             ]
             filename = f"figure_{entry.rank}_{_slug(label)}.png"
             side_by_side(panels).save(out / filename)

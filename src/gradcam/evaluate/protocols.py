@@ -43,7 +43,7 @@ from gradcam.evaluate.metrics import (
 )
 from gradcam.layers import resolve_layer
 from gradcam.maps import bounding_box, upsample
-from gradcam.methods import Occlusion, Result, create
+from gradcam.methods import Occlusion, Result, create, method_spec
 from gradcam.methods.gradcam import Pooling, grad_cam_from_gradients
 from gradcam.models import LoadedModel
 from gradcam.rectifiers import Rule
@@ -124,6 +124,13 @@ def heatmaps(result: Result) -> Tensor:
     if raw is not None:
         return raw.clamp(min=0)
     return result.maps.abs().sum(dim=2)
+
+
+def _check_method(name: str, options: dict[str, Any]) -> None:
+    """Refuse an unknown method or option when the protocol is made, not per image."""
+    spec = method_spec(name)
+    for option in options:
+        spec.option(option)
 
 
 def check_classes(loaded: LoadedModel, dataset: Dataset) -> None:
@@ -227,9 +234,14 @@ class Localization(Protocol):
     threshold: float = 0.15
     iou_threshold: float = 0.5
     layer: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _check_method(self.method, self.options)
 
     def scorer(self, loaded: LoadedModel) -> Scorer:
-        explain = create(self.method, loaded.module, self.layer or loaded.default_layer)
+        layer = self.layer or loaded.default_layer
+        explain = create(self.method, loaded.module, layer, **self.options)
         targets = _top5(loaded)
 
         def score(samples: Sequence[Sample], images: Sequence[Image.Image]) -> list[Scored]:
@@ -383,9 +395,14 @@ class Pointing(Protocol):
     tolerance: float = 15.0
     recall_threshold: float | None = None
     layer: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _check_method(self.method, self.options)
 
     def scorer(self, loaded: LoadedModel) -> Scorer:
-        explain = create(self.method, loaded.module, self.layer or loaded.default_layer)
+        layer = self.layer or loaded.default_layer
+        explain = create(self.method, loaded.module, layer, **self.options)
         recall = self.recall_threshold
 
         def hits(
@@ -500,10 +517,18 @@ class Faithfulness(Protocol):
     window: int = 35
     stride: int = 8
     steps: int = 16
+    options: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for method in self.methods:
+            _check_method(method, self.options.get(method, {}))
 
     def scorer(self, loaded: LoadedModel) -> Scorer:
         occlusion = Occlusion(loaded.module, window=self.window, stride=self.stride, progress=False)
-        explainers = {m: create(m, loaded.module, loaded.default_layer) for m in self.methods}
+        explainers = {
+            m: create(m, loaded.module, loaded.default_layer, **self.options.get(m, {}))
+            for m in self.methods
+        }
 
         def one(sample: Sample, image: Image.Image) -> Scored:
             x = loaded.preprocess(image)
@@ -590,12 +615,18 @@ class Sanity(Protocol):
     methods: tuple[str, ...] = ("gradcam", "guided-backprop", "guided-gradcam")
     points: int = 5
     seed: int = 0
+    options: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for method in self.methods:
+            _check_method(method, self.options.get(method, {}))
 
     def scorer(self, loaded: LoadedModel) -> Scorer:
         steps = _randomized_copies(loaded.module, self.points, self.seed)
 
         def heat(module: nn.Module, name: str, x: Tensor, targets: TargetLike) -> Tensor:
-            result = create(name, module, loaded.default_layer)(x, targets)
+            options = self.options.get(name, {})
+            result = create(name, module, loaded.default_layer, **options)(x, targets)
             return upsample(heatmaps(result)[0, 0], (x.shape[-2], x.shape[-1]))
 
         def one(sample: Sample, image: Image.Image) -> Scored:

@@ -13,12 +13,20 @@ from gradcam.hooks import capture_input, capture_layer
 from gradcam.layers import resolve_layer
 from gradcam.maps import normalize, upsample
 from gradcam.methods.gradcam import LayerMethod
+from gradcam.methods.registry import Needs, register
 from gradcam.methods.results import CAMResult
 from gradcam.targets import TargetLike, as_logits, resolve_targets
 
 __all__ = ["CAM"]
 
 
+@register(
+    "cam",
+    title="CAM",
+    kind="heatmap",
+    needs=Needs(layer=True, forwards="one no-grad forward pass"),
+    citation="Zhou et al. 2016",
+)
 class CAM(LayerMethod):
     """Class Activation Mapping for models whose head is global average pooling then a linear
     layer, ``Y^c = sum_k w_k^c (1/Z) sum_ij A^k_ij`` (eq. 3):

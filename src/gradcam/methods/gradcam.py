@@ -7,18 +7,62 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from gradcam.engine import Gradients, check_input, compute_gradients
+from gradcam.engine import Gradients
 from gradcam.errors import GradCAMError
 from gradcam.layers import find_default_layer, resolve_layer
 from gradcam.maps import normalize, upsample
+from gradcam.methods.base import GradientMethod, Plan
+from gradcam.methods.registry import Needs, register
 from gradcam.methods.results import CAMResult
 from gradcam.rectifiers import RULES, Rule
 from gradcam.targets import TargetLike
 
-__all__ = ["GradCAM", "LayerMethod", "Pooling", "cam_result", "grad_cam_from_gradients"]
+__all__ = [
+    "GradCAM",
+    "LayerMethod",
+    "Pooling",
+    "grad_cam_from_gradients",
+    "pooled_gradients",
+    "weighted_sum",
+]
 
 Pooling = Literal["mean", "max", "abs"]
 _POOLINGS = ("mean", "max", "abs")
+
+
+def pooled_gradients(gradients: Tensor, pooling: Pooling = "mean") -> Tensor:
+    """Grad-CAM's channel weights from ``dy^c/dA`` (B, K, C, h, w): (B, K, C).
+
+    .. math::
+        \\alpha_k^c = \\frac{1}{Z}\\sum_i\\sum_j \\frac{\\partial y^c}{\\partial A^k_{ij}}
+
+    ``pooling="max"`` takes the global max instead of the mean and ``"abs"`` the mean of
+    absolute gradients (appendix B ablations).
+
+    Example:
+        >>> pooled_gradients(torch.tensor([[[[[1.0, 3.0]]]]]), "max")
+        tensor([[[3.]]])
+    """
+    if pooling not in _POOLINGS:
+        raise GradCAMError(f"pooling must be one of {', '.join(_POOLINGS)}; got {pooling!r}")
+    if pooling == "mean":
+        return gradients.mean(dim=(-2, -1))
+    if pooling == "max":
+        return gradients.amax(dim=(-2, -1))
+    return gradients.abs().mean(dim=(-2, -1))
+
+
+def weighted_sum(weights: Tensor, activations: Tensor) -> Tensor:
+    """``sum_k w_k^c A^k`` (B, K, h, w) for channel weights (B, K, C) or element-wise weights
+    (B, K, C, h, w), with ``A`` (B, C, h, w).
+
+    Example:
+        >>> weighted_sum(torch.tensor([[[2.0, -1.0]]]), torch.ones(1, 2, 1, 1))
+        tensor([[[[1.]]]])
+    """
+    if weights.dim() == 3:
+        return torch.einsum("bkc,bchw->bkhw", weights, activations)
+    return (weights * activations.unsqueeze(1)).sum(dim=2)
 
 
 def grad_cam_from_gradients(
@@ -35,9 +79,8 @@ def grad_cam_from_gradients(
         \\alpha_k^c = \\frac{1}{Z}\\sum_i\\sum_j \\frac{\\partial y^c}{\\partial A^k_{ij}}
         \\qquad L^c = \\mathrm{ReLU}\\Big(\\sum_k \\alpha_k^c A^k\\Big)
 
-    Counterfactual (eq. 12) negates the gradients. ``pooling="max"`` takes the global max
-    instead of the mean and ``"abs"`` the mean of absolute gradients, and ``relu=False`` drops
-    the ReLU: the ablations of appendix B.
+    Counterfactual (eq. 12) negates the gradients; ``pooling`` and ``relu=False`` give the
+    ablations of appendix B.
 
     Args:
         activations: ``A``, (B, C, h, w).
@@ -52,53 +95,10 @@ def grad_cam_from_gradients(
         tensor([[[[0.5000, 0.5000],
                   [0.5000, 0.5000]]]])
     """
-    if pooling not in _POOLINGS:
-        raise GradCAMError(f"pooling must be one of {', '.join(_POOLINGS)}; got {pooling!r}")
     grads = gradients.float()
-    if counterfactual:
-        grads = -grads
-    if pooling == "mean":
-        weights = grads.mean(dim=(-2, -1))
-    elif pooling == "max":
-        weights = grads.amax(dim=(-2, -1))
-    else:
-        weights = grads.abs().mean(dim=(-2, -1))
-    cam = torch.einsum("bkc,bchw->bkhw", weights, activations.float())
+    weights = pooled_gradients(-grads if counterfactual else grads, pooling)
+    cam = weighted_sum(weights, activations.float())
     return (torch.relu(cam) if relu else cam), weights
-
-
-def cam_result(
-    grads: Gradients,
-    input_size: tuple[int, int],
-    layer: str,
-    *,
-    counterfactual: bool = False,
-    pooling: Pooling = "mean",
-    relu: bool = True,
-) -> CAMResult:
-    """Build a :class:`CAMResult` from the engine's output; ``input_size`` is ``(H, W)``.
-
-    Several variants (Grad-CAM and its counterfactual, say) can be built from one
-    :class:`~gradcam.engine.Gradients`, i.e. from one forward and one backward pass.
-    """
-    if grads.activations is None or grads.gradients is None:
-        raise ValueError("cam_result needs gradients computed at a layer")
-    raw, weights = grad_cam_from_gradients(
-        grads.activations,
-        grads.gradients,
-        counterfactual=counterfactual,
-        pooling=pooling,
-        relu=relu,
-    )
-    return CAMResult(
-        raw=raw,
-        maps=normalize(upsample(raw, input_size)),
-        weights=weights,
-        scores=grads.scores.float(),
-        classes=grads.classes,
-        logits=None if grads.logits is None else grads.logits.float(),
-        layer=layer,
-    )
 
 
 class LayerMethod:
@@ -120,7 +120,22 @@ class LayerMethod:
         return self._layer
 
 
-class GradCAM(LayerMethod):
+@register(
+    "counterfactual",
+    title="Counterfactual",
+    kind="heatmap",
+    needs=Needs(layer=True, layer_gradients=True),
+    citation="Selvaraju et al. 2017, section 3.3",
+    presets={"counterfactual": True},
+)
+@register(
+    "gradcam",
+    title="Grad-CAM",
+    kind="heatmap",
+    needs=Needs(layer=True, layer_gradients=True),
+    citation="Selvaraju et al. 2017, section 3",
+)
+class GradCAM(LayerMethod, GradientMethod):
     """Gradient-weighted Class Activation Mapping (Selvaraju et al., section 3).
 
     Weights each feature map ``A^k`` of a layer by the global-average-pooled gradient of the
@@ -131,6 +146,9 @@ class GradCAM(LayerMethod):
     number of targets. The model is not modified: hooks exist only during the call, the model
     runs in eval mode and its flags are restored, parameter gradients stay untouched, and the
     input tensor is not modified.
+
+    Variants (Grad-CAM++, XGrad-CAM, HiResCAM, ...) subclass this class and override
+    :meth:`weights` only, as torchcam does.
 
     Args:
         module: the model.
@@ -172,18 +190,44 @@ class GradCAM(LayerMethod):
         self.relu = relu
         self.gradient_rule: Rule = gradient_rule
 
+    def weights(self, activations: Tensor, gradients: Tensor) -> Tensor:
+        """The weights of the feature maps: (B, K, C) per channel, or (B, K, C, h, w) per
+        element, from ``A`` (B, C, h, w) and ``dy^c/dA`` (B, K, C, h, w), both float32.
+
+        Grad-CAM's ``alpha_k^c`` is the spatial mean of the gradient (eq. 1).
+        """
+        return pooled_gradients(gradients, self.pooling)
+
+    def plan(self, x: Tensor) -> Plan:
+        """One backward pass to the layer, under :attr:`gradient_rule`."""
+        return Plan(layer=self.layer_for(x), layer_rule=self.gradient_rule)
+
+    def from_gradients(
+        self, grads: Gradients, plan: Plan, input_size: tuple[int, int]
+    ) -> CAMResult:
+        """``ReLU(sum_k w_k A^k)`` with :meth:`weights`, upsampled and normalized."""
+        if grads.activations is None or grads.gradients is None or plan.layer is None:
+            raise ValueError("Grad-CAM needs gradients computed at a layer")
+        activations = grads.activations.float()
+        gradients = grads.gradients.float()
+        if self.counterfactual:
+            gradients = -gradients
+        weights = self.weights(activations, gradients)
+        raw = weighted_sum(weights, activations)
+        if self.relu:
+            raw = torch.relu(raw)
+        return CAMResult(
+            raw=raw,
+            maps=normalize(upsample(raw, input_size)),
+            weights=weights if weights.dim() == 3 else None,
+            scores=grads.scores.float(),
+            classes=grads.classes,
+            logits=None if grads.logits is None else grads.logits.float(),
+            layer=plan.layer[1],
+        )
+
     def __call__(self, x: Tensor, targets: TargetLike | None = None) -> CAMResult:
         """Explain ``targets`` (default: the top-1 class) for the (B, C, H, W) batch ``x``."""
-        x = check_input(x, self.module)
-        layer = self.layer_for(x)
-        grads = compute_gradients(
-            self.module, x, targets, layer=layer, layer_rule=self.gradient_rule
-        )
-        return cam_result(
-            grads,
-            (x.shape[-2], x.shape[-1]),
-            layer[1],
-            counterfactual=self.counterfactual,
-            pooling=self.pooling,
-            relu=self.relu,
-        )
+        result = GradientMethod.__call__(self, x, targets)
+        assert isinstance(result, CAMResult)
+        return result

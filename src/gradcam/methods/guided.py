@@ -12,9 +12,10 @@ from typing import ClassVar
 
 from torch import Tensor, nn
 
-from gradcam.engine import Gradients, check_input, compute_gradients
-from gradcam.errors import GradCAMError
-from gradcam.methods.gradcam import LayerMethod, cam_result
+from gradcam.engine import Gradients
+from gradcam.methods.base import GradientMethod, Plan, check_module
+from gradcam.methods.gradcam import GradCAM
+from gradcam.methods.registry import Needs, register
 from gradcam.methods.results import GuidedCAMResult, PixelResult
 from gradcam.rectifiers import Rule
 from gradcam.targets import TargetLike
@@ -24,7 +25,6 @@ __all__ = [
     "Deconvolution",
     "GuidedBackprop",
     "GuidedGradCAM",
-    "guided_cam_result",
     "pixel_result",
 ]
 
@@ -40,36 +40,36 @@ def pixel_result(grads: Gradients, rule: Rule) -> PixelResult:
     )
 
 
-def guided_cam_result(
-    grads: Gradients, input_size: tuple[int, int], layer: str, rule: Rule
-) -> GuidedCAMResult:
-    """Fuse the input gradients under ``rule`` with Grad-CAM from the same engine output."""
-    cam = cam_result(grads, input_size, layer)
-    pixel = grads.input_gradients[rule].float()
-    return GuidedCAMResult(
-        maps=pixel * cam.maps.unsqueeze(2),
-        scores=cam.scores,
-        classes=cam.classes,
-        logits=cam.logits,
-        gradients=pixel,
-        cam=cam,
-    )
-
-
-class _PixelGradient:
+class _PixelGradient(GradientMethod):
     rule: ClassVar[Rule]
 
     def __init__(self, module: nn.Module) -> None:
-        if not isinstance(module, nn.Module):
-            raise GradCAMError(f"module must be a torch.nn.Module, got {type(module).__name__}")
-        self.module = module
+        self.module = check_module(module)
+
+    def plan(self, x: Tensor) -> Plan:
+        """One backward pass to the input under the method's rule."""
+        return Plan(input_rules=(self.rule,))
+
+    def from_gradients(
+        self, grads: Gradients, plan: Plan, input_size: tuple[int, int]
+    ) -> PixelResult:
+        """The input gradient under the rule."""
+        return pixel_result(grads, self.rule)
 
     def __call__(self, x: Tensor, targets: TargetLike | None = None) -> PixelResult:
         """Explain ``targets`` (default: the top-1 class) for the (B, C, H, W) batch ``x``."""
-        grads = compute_gradients(self.module, x, targets, input_rules=[self.rule])
-        return pixel_result(grads, self.rule)
+        result = GradientMethod.__call__(self, x, targets)
+        assert isinstance(result, PixelResult)
+        return result
 
 
+@register(
+    "guided-backprop",
+    title="Guided Backprop",
+    kind="pixel",
+    needs=Needs(input_rules=("guided",)),
+    citation="Springenberg et al. 2015",
+)
 class GuidedBackprop(_PixelGradient):
     """Guided Backpropagation (Springenberg et al. 2015): ``dy^c/dx`` where, at every rectifier,
     only positive gradients pass, and only at positive inputs:
@@ -88,6 +88,13 @@ class GuidedBackprop(_PixelGradient):
     rule = "guided"
 
 
+@register(
+    "deconvolution",
+    title="Deconvolution",
+    kind="pixel",
+    needs=Needs(input_rules=("deconv",)),
+    citation="Zeiler and Fergus 2014",
+)
 class Deconvolution(_PixelGradient):
     """Deconvolution (Zeiler and Fergus 2014): ``dy^c/dx`` where, at every rectifier, only
     positive gradients pass, whatever the input: ``R_in = max(R_out, 0)``.
@@ -99,17 +106,47 @@ class Deconvolution(_PixelGradient):
     rule = "deconv"
 
 
-class _GuidedCAM(LayerMethod):
+class _GuidedCAM(GradCAM):
     rule: ClassVar[Rule]
 
-    def __call__(self, x: Tensor, targets: TargetLike | None = None) -> GuidedCAMResult:
+    def __init__(self, module: nn.Module, layer: nn.Module | str | None = None) -> None:
+        super().__init__(module, layer)
+
+    def plan(self, x: Tensor) -> Plan:
+        """A plain backward pass to the layer and one to the input under the method's rule."""
+        return Plan(layer=self.layer_for(x), input_rules=(self.rule,))
+
+    def from_gradients(  # type: ignore[override]
+        self, grads: Gradients, plan: Plan, input_size: tuple[int, int]
+    ) -> GuidedCAMResult:
+        """The input gradient times the upsampled Grad-CAM map of the same pass."""
+        cam = super().from_gradients(grads, plan, input_size)
+        pixel = grads.input_gradients[self.rule].float()
+        return GuidedCAMResult(
+            maps=pixel * cam.maps.unsqueeze(2),
+            scores=cam.scores,
+            classes=cam.classes,
+            logits=cam.logits,
+            gradients=pixel,
+            cam=cam,
+        )
+
+    def __call__(  # type: ignore[override]
+        self, x: Tensor, targets: TargetLike | None = None
+    ) -> GuidedCAMResult:
         """Explain ``targets`` (default: the top-1 class) for the (B, C, H, W) batch ``x``."""
-        x = check_input(x, self.module)
-        layer = self.layer_for(x)
-        grads = compute_gradients(self.module, x, targets, layer=layer, input_rules=[self.rule])
-        return guided_cam_result(grads, (x.shape[-2], x.shape[-1]), layer[1], self.rule)
+        result = GradientMethod.__call__(self, x, targets)
+        assert isinstance(result, GuidedCAMResult)
+        return result
 
 
+@register(
+    "guided-gradcam",
+    title="Guided Grad-CAM",
+    kind="pixel",
+    needs=Needs(layer=True, layer_gradients=True, input_rules=("guided",)),
+    citation="Selvaraju et al. 2017, section 3.2",
+)
 class GuidedGradCAM(_GuidedCAM):
     """Guided Grad-CAM (section 3.2): Guided Backprop times the upsampled Grad-CAM map,
 
@@ -129,6 +166,13 @@ class GuidedGradCAM(_GuidedCAM):
     rule = "guided"
 
 
+@register(
+    "deconv-gradcam",
+    title="Deconvolution Grad-CAM",
+    kind="pixel",
+    needs=Needs(layer=True, layer_gradients=True, input_rules=("deconv",)),
+    citation="Selvaraju et al. 2017, section 3.2",
+)
 class DeconvGradCAM(_GuidedCAM):
     """Deconvolution times the upsampled Grad-CAM map (section 3.2's variant).
 

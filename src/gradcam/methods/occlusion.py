@@ -13,6 +13,7 @@ from tqdm import tqdm
 from gradcam.engine import check_input, eval_mode
 from gradcam.errors import GradCAMError, TargetError
 from gradcam.maps import normalize
+from gradcam.methods.registry import Needs, register
 from gradcam.methods.results import OcclusionResult
 from gradcam.targets import TargetLike, as_logits, fixed_targets, resolve_targets
 
@@ -44,6 +45,13 @@ def window_starts(size: int, window: int, stride: int) -> list[int]:
     return [k * stride for k in range(math.ceil((size - window) / stride) + 1)]
 
 
+@register(
+    "occlusion",
+    title="Occlusion",
+    kind="heatmap",
+    needs=Needs(forwards="one per window position, in batches"),
+    citation="Zeiler and Fergus 2014",
+)
 class Occlusion:
     """Occlusion sensitivity: how much each target score drops when a window is masked.
 

@@ -40,12 +40,13 @@ class CAMResult(Result):
         raw: (B, K, h, w) ``ReLU(sum_k alpha_k^c A^k)`` at layer resolution, unnormalized.
         maps: (B, K, H, W) ``raw`` bilinearly upsampled to the input size, min-max normalized
             to [0, 1] per map (an all-zero map stays all zero).
-        weights: (B, K, C) the neuron importance weights ``alpha_k^c`` (CAM: ``w_k^c``).
+        weights: (B, K, C) the neuron importance weights ``alpha_k^c`` (CAM: ``w_k^c``), or
+            ``None`` for methods that weight each element rather than each channel.
         layer: the dotted name of the layer ``A``.
     """
 
     raw: Tensor
-    weights: Tensor
+    weights: Tensor | None
     layer: str
 
 

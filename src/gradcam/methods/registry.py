@@ -1,0 +1,369 @@
+"""The one table of explanation methods: every fact about a method lives in its entry.
+
+A method is registered once, on its class, with :func:`register` (timm's ``register_model``
+pattern). The entry states the ``--method`` name, a display title, the kind of map, what the
+method needs from the engine, and the paper it comes from; its options are read from the
+class's constructor (names, types, defaults) and its docstring (help), so they too have one
+home. Everything that lists, builds, describes or parses methods (the CLI, ``explain``, the
+demo, ``evaluate``, the vision-language functions) asks this table.
+
+Example:
+    >>> from gradcam.methods.registry import method_spec
+    >>> spec = method_spec("counterfactual")
+    >>> spec.title, spec.kind, spec.needs.layer_gradients
+    ('Counterfactual', 'heatmap', True)
+    >>> spec.presets
+    {'counterfactual': True}
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+import types
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar
+
+from torch import nn
+
+from gradcam.errors import GradCAMError
+from gradcam.rectifiers import Rule
+
+__all__ = [
+    "Kind",
+    "MethodSpec",
+    "Needs",
+    "Option",
+    "create_method",
+    "method_spec",
+    "method_specs",
+    "methods",
+    "parse_options",
+    "register",
+]
+
+Kind = Literal["heatmap", "pixel"]
+"""``"heatmap"``: one non-negative map per target at the layer's (or the input's) resolution,
+in ``result.raw``; ``"pixel"``: a (C, H, W) map per target in input space (gradients)."""
+
+# Constructor parameters that are not options: what every method is built on.
+_BUILT_ON = ("self", "module", "layer")
+
+T = TypeVar("T", bound=type)
+
+
+@dataclass(frozen=True)
+class Needs:
+    """What a method needs from the model, so that passes can be shared and costs stated.
+
+    Attributes:
+        layer: it explains through a layer ``A`` (``--layer`` applies).
+        layer_gradients: it needs ``dy^c/dA`` (one batched backward pass to the layer).
+        input_rules: it needs ``dy^c/dx`` under these rectifier rules (one backward pass each).
+        forwards: extra forward passes beyond the shared one, in words (``""`` for none).
+    """
+
+    layer: bool = False
+    layer_gradients: bool = False
+    input_rules: tuple[Rule, ...] = ()
+    forwards: str = ""
+
+
+@dataclass(frozen=True)
+class Option:
+    """One constructor option of a method, as the CLI and the demo show and parse it.
+
+    Attributes:
+        name: the keyword argument.
+        annotation: its type (resolved from the constructor's annotations).
+        default: its default value.
+        help: its description, from the ``Args:`` section of the class docstring.
+    """
+
+    name: str
+    annotation: Any
+    default: Any
+    help: str = ""
+
+    def parse(self, text: str) -> Any:
+        """Turn the text of ``--option NAME=TEXT`` into a value of the option's type.
+
+        Raises:
+            GradCAMError: when the text is not a value of that type.
+
+        Example:
+            >>> Option("window", int | tuple[int, int], 35).parse("35,21")
+            (35, 21)
+        """
+        try:
+            return _coerce(self.annotation, text.strip())
+        except (TypeError, ValueError):
+            raise GradCAMError(
+                f"option {self.name}={text!r}: expected {_describe(self.annotation)}"
+            ) from None
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """A method's registry entry.
+
+    Attributes:
+        name: the ``--method`` spelling.
+        title: the name shown in pictures and the demo.
+        kind: ``"heatmap"`` or ``"pixel"`` (see :data:`Kind`).
+        needs: what it needs from the engine.
+        cls: the class that implements it: ``cls(module, layer, **options)``.
+        presets: options fixed by this entry (e.g. ``counterfactual=True``).
+        citation: the paper it comes from.
+        options: the options a user may set (the constructor's, less ``presets``).
+    """
+
+    name: str
+    title: str
+    kind: Kind
+    needs: Needs
+    cls: type
+    presets: Mapping[str, Any] = field(default_factory=dict)
+    citation: str = ""
+    options: tuple[Option, ...] = ()
+
+    def option(self, name: str) -> Option:
+        """The option called ``name``.
+
+        Raises:
+            GradCAMError: naming the accepted options, for an unknown name.
+        """
+        for opt in self.options:
+            if opt.name == name:
+                return opt
+        accepted = ", ".join(o.name for o in self.options) or "none"
+        raise GradCAMError(f"method {self.name!r} has no option {name!r}; it accepts: {accepted}")
+
+    def create(self, module: nn.Module, layer: Any = None, **options: Any) -> Any:
+        """Build the method for ``module`` (``layer`` is ignored by methods that need none)."""
+        for name in options:
+            self.option(name)
+        kwargs = {**self.presets, **options}
+        if self.needs.layer:
+            return self.cls(module, layer, **kwargs)
+        return self.cls(module, **kwargs)
+
+
+_REGISTRY: dict[str, MethodSpec] = {}
+
+
+def register(
+    name: str,
+    *,
+    title: str,
+    kind: Kind,
+    needs: Needs,
+    citation: str = "",
+    presets: Mapping[str, Any] | None = None,
+) -> Callable[[T], T]:
+    """Class decorator that adds a method to the table (stack it for presets of one class).
+
+    Example:
+        >>> @register("demo-cam", title="Demo", kind="heatmap", needs=Needs(layer=True))
+        ... class DemoCAM:
+        ...     '''Args:
+        ...         scale: multiplies the map.'''
+        ...     def __init__(self, module, layer=None, *, scale: float = 1.0) -> None: ...
+        >>> method_spec("demo-cam").options[0].help
+        'multiplies the map.'
+        >>> _ = _REGISTRY.pop("demo-cam")
+    """
+
+    def add(cls: T) -> T:
+        if name in _REGISTRY:
+            raise ValueError(f"method {name!r} is registered twice")
+        fixed = dict(presets or {})
+        options = tuple(o for o in _options_of(cls) if o.name not in fixed)
+        unknown = set(fixed) - {o.name for o in _options_of(cls)}
+        if unknown:
+            raise ValueError(f"presets {sorted(unknown)} are not options of {cls.__name__}")
+        _REGISTRY[name] = MethodSpec(name, title, kind, needs, cls, fixed, citation, options)
+        return cls
+
+    return add
+
+
+def methods() -> list[str]:
+    """The names of all methods, as the CLI's ``--method`` takes them, in registration order.
+
+    Example:
+        >>> methods()[:4]
+        ['gradcam', 'counterfactual', 'cam', 'guided-backprop']
+    """
+    _load_all()
+    return list(_REGISTRY)
+
+
+def method_specs() -> list[MethodSpec]:
+    """Every method's entry, in the order of :func:`methods`."""
+    _load_all()
+    return list(_REGISTRY.values())
+
+
+def method_spec(name: str) -> MethodSpec:
+    """The entry of the method called ``name``.
+
+    Raises:
+        GradCAMError: for an unknown name, listing the known ones.
+
+    Example:
+        >>> method_spec("guided-backprop").kind
+        'pixel'
+    """
+    _load_all()
+    if name not in _REGISTRY:
+        raise GradCAMError(f"unknown method {name!r}; choose from {', '.join(_REGISTRY)}")
+    return _REGISTRY[name]
+
+
+def create_method(name: str, module: nn.Module, layer: Any = None, **options: Any) -> Any:
+    """Build the method called ``name`` for ``module``, passing ``options`` to it.
+
+    ``layer`` is used by the methods that explain through a layer and ignored by the others.
+
+    Raises:
+        GradCAMError: for an unknown name (listing the known ones) or an option the method
+            does not take (listing the ones it does).
+
+    Example:
+        >>> import torch
+        >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(),
+        ...                           torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+        >>> occlusion = create_method("occlusion", net, window=4, stride=2)
+        >>> occlusion.window
+        (4, 4)
+        >>> create_method("occlusion", net, windw=4)
+        Traceback (most recent call last):
+        ...
+        gradcam.errors.GradCAMError: method 'occlusion' has no option 'windw'; it accepts: ...
+    """
+    return method_spec(name).create(module, layer, **options)
+
+
+def parse_options(names: list[str], pairs: list[str]) -> dict[str, dict[str, Any]]:
+    """Parse ``--option NAME=VALUE`` texts into per-method keyword arguments.
+
+    Each option goes to every method in ``names`` that takes it, typed by that method's entry.
+
+    Raises:
+        GradCAMError: for text without ``=``, an option none of the methods take, or a value
+            that is not of the option's type.
+
+    Example:
+        >>> parse_options(["occlusion", "gradcam"], ["window=21", "pooling=max"])
+        {'occlusion': {'window': 21}, 'gradcam': {'pooling': 'max'}}
+    """
+    specs = [method_spec(n) for n in names]
+    parsed: dict[str, dict[str, Any]] = {spec.name: {} for spec in specs}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise GradCAMError(f"--option {pair!r}: expected NAME=VALUE")
+        takers = [s for s in specs if any(o.name == key for o in s.options)]
+        if not takers:
+            accepted = sorted({o.name for s in specs for o in s.options})
+            raise GradCAMError(
+                f"no chosen method ({', '.join(names)}) has an option {key!r}; "
+                f"they accept: {', '.join(accepted) or 'none'}"
+            )
+        for spec in takers:
+            parsed[spec.name][key] = spec.option(key).parse(text)
+    return parsed
+
+
+def _load_all() -> None:
+    # The method modules register themselves when imported; importing the package loads all.
+    import gradcam.methods  # noqa: F401
+
+
+def _arg_help(cls: type) -> dict[str, str]:
+    """``{name: help}`` from the ``Args:`` section of a Google-style class docstring."""
+    doc = inspect.getdoc(cls) or ""
+    match = re.search(r"^Args:\n((?:[ \t]+.*\n?|\n)+)", doc, re.MULTILINE)
+    if not match:
+        return {}
+    helps: dict[str, str] = {}
+    current = None
+    for line in match.group(1).splitlines():
+        item = re.match(r"^ {4}(\w+)(?: \([^)]*\))?: ?(.*)$", line)
+        if item:
+            current = item.group(1)
+            helps[current] = item.group(2).strip()
+        elif current and line.strip():
+            helps[current] += " " + line.strip()
+    return helps
+
+
+def _options_of(cls: type) -> list[Option]:
+    init = cls.__init__  # type: ignore[misc]
+    hints = typing.get_type_hints(init)
+    helps = _arg_help(cls)
+    return [
+        Option(p.name, hints.get(p.name, Any), p.default, helps.get(p.name, ""))
+        for p in inspect.signature(init).parameters.values()
+        if p.name not in _BUILT_ON
+        and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+        and p.default is not p.empty
+    ]
+
+
+_TRUE = ("true", "yes", "on", "1")
+_FALSE = ("false", "no", "off", "0")
+
+
+def _coerce(annotation: Any, text: str) -> Any:
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin is Literal:
+        for choice in args:
+            if str(choice) == text:
+                return choice
+        raise ValueError(text)
+    if origin in (typing.Union, types.UnionType):
+        if type(None) in args and text.lower() == "none":
+            return None
+        for member in args:
+            if member is type(None):
+                continue
+            try:
+                return _coerce(member, text)
+            except (TypeError, ValueError):
+                continue
+        raise ValueError(text)
+    if origin is tuple:
+        parts = [p for p in text.replace("x", ",").split(",") if p.strip()]
+        members = args[:1] * len(parts) if len(args) == 2 and args[1] is Ellipsis else args
+        if len(members) != len(parts):
+            raise ValueError(text)
+        return tuple(_coerce(m, p.strip()) for m, p in zip(members, parts, strict=True))
+    if annotation is bool:
+        if text.lower() in _TRUE:
+            return True
+        if text.lower() in _FALSE:
+            return False
+        raise ValueError(text)
+    if annotation in (int, float, str):
+        return annotation(text)
+    raise TypeError(f"options of type {annotation} cannot be given as text")
+
+
+def _describe(annotation: Any) -> str:
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin is Literal:
+        return "one of " + ", ".join(str(a) for a in args)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(a) for a in args if a is not type(None))
+    if origin is tuple:
+        return "a comma-separated tuple of " + ", ".join(_describe(a) for a in args)
+    if annotation is bool:
+        return "true or false"
+    return getattr(annotation, "__name__", str(annotation))
