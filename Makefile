@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-dev
 
-.PHONY: demo test install lint browser serve bench bench-core bench-evaluate clean
+.PHONY: demo test install lint browser serve bench bench-core bench-evaluate bench-methods clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +51,11 @@ bench-core: $(STAMP)
 
 bench-evaluate: $(STAMP)
 	$(PY) benchmarks/bench_evaluate.py
+
+# Every registered method against our Grad-CAM and its peers (ResNet-50, 224 px).
+bench-methods: $(STAMP)
+	$(PY) -m pip install -q -e ".[bench]"
+	$(PY) benchmarks/bench_methods.py
 
 clean:
 	rm -rf $(VENV) demo_out

@@ -65,3 +65,24 @@ def test_bench_peers_quick_smoke(tmp_path: Path) -> None:
     diffs = [float(v) for v in agreement[0].split("|")[3 : 3 + len(present)]]
     assert all(d < 1e-3 for d in diffs), agreement[0]
     assert "| efficientnet_lite0 | 1 |" in report
+
+
+def test_bench_methods_quick_smoke() -> None:
+    """Two rounds of three methods at 64 px: the harness runs and the peers' maps agree."""
+    script = SCRIPT.with_name("bench_methods.py")
+    proc = subprocess.run(
+        [sys.executable, str(script), "--quick", "--model", "efficientnet_lite0"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("| `")]
+    assert [row.split("|")[1].strip() for row in rows] == [
+        "`gradcam`",
+        "`counterfactual`",
+        "`guided-backprop`",
+    ]
+    assert "pytorch-grad-cam:" in rows[0] and "torchcam:" in rows[0]
+    diffs = [float(part.split("diff ")[1].split()[0]) for part in rows[0].split("; ")]
+    assert all(d < 1e-3 for d in diffs), rows[0]

@@ -349,7 +349,7 @@ class TestExplainAndCli:
         [
             (["caption", "IMAGE", "--caption", "a mauve circle"], "unknown word 'mauve'"),
             (["caption", "IMAGE", "--caption", "a red circle", "--word", "star"], "'star' is not"),
-            (["caption", "IMAGE", "--method", "cam"], "unknown method 'cam'"),
+            (["caption", "IMAGE", "--method", "nope"], "unknown method 'nope'"),
             (["vqa", "IMAGE", "--question", "  "], "question is empty"),
             (
                 ["vqa", "IMAGE", "--question", "what color is the star?", "--answer", "maybe"],

@@ -231,8 +231,6 @@ def _methods() -> int:
 
 def _add_vl_parsers(commands: Any) -> None:
     """``gradcam caption`` and ``gradcam vqa`` (section 8, :mod:`gradcam.vl`)."""
-    from gradcam.vl.explain import VL_METHODS
-
     caption = commands.add_parser(
         "caption",
         help="caption a scene and show where each word looks (section 8.1)",
@@ -272,7 +270,7 @@ def _add_vl_parsers(commands: Any) -> None:
             dest="methods",
             action="append",
             metavar="NAME",
-            help="method to run (repeatable; default: gradcam): " + ", ".join(VL_METHODS),
+            help="method to run (repeatable; default: gradcam): " + ", ".join(_method_names()),
         )
         command.add_argument("--weights", metavar="FILE", help="weights file (default: shipped)")
         command.add_argument("--out", default="gradcam_out", metavar="DIR", help="output folder")

@@ -28,7 +28,7 @@ from gradcam.methods import Result, explain_methods, method_spec
 from gradcam.models import LoadedModel
 from gradcam.targets import TopK
 
-__all__ = ["Explanation", "MapEntry", "explain_image", "save_explanation"]
+__all__ = ["Explanation", "MapEntry", "explain_image", "npz_key", "save_explanation"]
 
 # The paper's Fig. 1: the photo, then these methods' pictures side by side.
 _FIGURE = ("guided-backprop", "gradcam", "guided-gradcam")
@@ -150,6 +150,17 @@ def explain_image(
     return Explanation((image.width, image.height), x, layer_ref[1], predictions, entries, results)
 
 
+def npz_key(method: str, field: str) -> str:
+    """The key of a method's array in a saved ``.npz``: Grad-CAM's without a prefix.
+
+    Example:
+        >>> npz_key("gradcam", "raw"), npz_key("guided-backprop", "maps")
+        ('raw', 'guided_backprop_maps')
+    """
+    prefix = "" if method == "gradcam" else method.replace("-", "_").replace("+", "p") + "_"
+    return prefix + field
+
+
 def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:40] or "target"
 
@@ -182,8 +193,9 @@ def save_explanation(
 
     ``maps.npz`` holds ``input`` (the preprocessed tensor), ``classes``, and for each method its
     ``maps`` (heatmaps upsampled to the input and in [0, 1], or pixel-space maps) and, for
-    heatmap methods, ``raw`` maps: Grad-CAM's without a prefix, the others prefixed with the
-    method name (``counterfactual_raw``, ``guided_backprop_maps``, ...).
+    heatmap methods, ``raw`` maps, under the keys of :func:`npz_key` (Grad-CAM's without a
+    prefix, the others prefixed with the method name: ``counterfactual_raw``,
+    ``guided_backprop_maps``, ``gradcampp_raw`` for ``gradcam++``, ...).
 
     Returns:
         The summary written to ``summary.json``.
@@ -238,11 +250,10 @@ def save_explanation(
     if save_maps:
         arrays: dict[str, Any] = {"input": explanation.input.numpy()}
         for name, result in explanation.results.items():
-            prefix = "" if name == "gradcam" else name.replace("-", "_") + "_"
-            arrays[f"{prefix}maps"] = result.maps[0].numpy()
+            arrays[npz_key(name, "maps")] = result.maps[0].numpy()
             raw = getattr(result, "raw", None)
             if raw is not None:
-                arrays[f"{prefix}raw"] = raw[0].numpy()
+                arrays[npz_key(name, "raw")] = raw[0].numpy()
         first = next(iter(explanation.results.values()))
         arrays["classes"] = first.classes[0].numpy()
         np.savez_compressed(out / "maps.npz", **arrays)

@@ -17,7 +17,10 @@ The same callbacks are an API for ``gradio_client``::
     from gradio_client import Client, handle_file
     client = Client("http://127.0.0.1:7860/")
     summary, top5, chosen, box, cam, why_not, gb, ggcam, npz, png = client.predict(
-        handle_file("cat.jpg"), "espresso", "_head_act", api_name="/explain")
+        handle_file("cat.jpg"), "espresso", "_head_act", "gradcam", api_name="/explain")
+
+The fourth input names the first panel's method (any heatmap method of the registry:
+:func:`gradcam.demo.session.heatmap_choices`); the other three panels are the paper's.
 """
 
 from __future__ import annotations
@@ -39,8 +42,9 @@ from typing import Any
 import gradio as gr
 from PIL import Image
 
-from gradcam.demo.session import METHODS, DemoSession
+from gradcam.demo.session import METHODS, DemoSession, heatmap_choices
 from gradcam.errors import GradCAMError
+from gradcam.methods import method_spec
 from gradcam.models import DEFAULT_MODEL, load_model
 from gradcam.viz import side_by_side
 
@@ -62,7 +66,7 @@ __all__ = [
 Tab = Callable[[DemoSession], None]
 
 #: The pictures shown for a photo and class, in order.
-PICTURES = ("Localization", *METHODS.values())
+PICTURES = ("Localization", "Chosen method", *list(METHODS.values())[1:])
 #: Outputs of ``/explain``, in order (the ``gradio_client`` result tuple).
 OUTPUTS = ("summary", "top5", "class", *PICTURES, "maps", "figure")
 
@@ -92,28 +96,37 @@ def theme() -> gr.themes.Base:
 
 
 def view_outputs(
-    session: DemoSession, path: str | None, class_name: str | None, layer: str | None
+    session: DemoSession,
+    path: str | None,
+    class_name: str | None,
+    layer: str | None,
+    method: str | None = None,
 ) -> tuple[Any, ...]:
-    """What the page shows first for a photo, class and layer: the first 8 of :data:`OUTPUTS`.
+    """What the page shows first for a photo, class, layer and method: the first 8 of
+    :data:`OUTPUTS`.
 
     A Markdown summary (or the error message), the top-5 ``{name: probability}``, the explained
-    class name, then the photo with its localization box and the four maps. A bad upload,
-    class or layer gives the message and empty pictures; the server stays up.
+    class name, then the photo with its localization box and the four maps (the first one by
+    ``method``, Grad-CAM by default). A bad upload, class, layer or method gives the message
+    and empty pictures; the server stays up.
     """
     empty = (None,) * len(PICTURES)
     if not path:
         return "Upload a photo, or pick one of the examples.", None, None, *empty
     try:
-        views = session.explain(path, class_name or None, layer or None)
+        views = session.explain(path, class_name or None, layer or None, method or None)
     except GradCAMError as exc:
         return f"**Error:** {exc}", None, None, *empty
     top5 = {p.name: p.probability for p in views.predictions}
-    pictures = [views.pictures[title] for title in PICTURES]
-    return session.summary(views), top5, views.class_name, *pictures
+    return session.summary(views), top5, views.class_name, *views.pictures.values()
 
 
 def download_outputs(
-    session: DemoSession, path: str | None, class_name: str | None, layer: str | None
+    session: DemoSession,
+    path: str | None,
+    class_name: str | None,
+    layer: str | None,
+    method: str | None = None,
 ) -> tuple[str | None, str | None]:
     """The paths of the ``.npz`` maps and the PNG figure (written on first request).
 
@@ -122,21 +135,25 @@ def download_outputs(
     if not path:
         return None, None
     try:
-        views = session.explain(path, class_name or None, layer or None)
+        views = session.explain(path, class_name or None, layer or None, method or None)
     except GradCAMError:
         return None, None
     return str(session.write_maps(views)), str(session.write_figure(views))
 
 
 def explain_outputs(
-    session: DemoSession, path: str | None, class_name: str | None, layer: str | None
+    session: DemoSession,
+    path: str | None,
+    class_name: str | None,
+    layer: str | None,
+    method: str | None = None,
 ) -> tuple[Any, ...]:
     """The ``/explain`` API: :func:`view_outputs` then :func:`download_outputs`, in one call.
 
     ``class_name`` empty explains the top-1 class (the explained name is the third output).
     """
-    shown = view_outputs(session, path, class_name, layer)
-    return *shown, *download_outputs(session, path, shown[2], layer)
+    shown = view_outputs(session, path, class_name, layer, method)
+    return *shown, *download_outputs(session, path, shown[2], layer, method)
 
 
 def sweep_outputs(
@@ -202,8 +219,16 @@ def classification_tab(session: DemoSession) -> None:
                     allow_custom_value=True,
                     elem_id="layer",
                 )
+                method = gr.Dropdown(
+                    [(method_spec(name).title, name) for name in heatmap_choices()],
+                    value="gradcam",
+                    label="Method of the first map (Grad-CAM by default)",
+                    filterable=True,
+                    allow_custom_value=True,  # our own message names a bad method
+                    elem_id="method",
+                )
         summary = gr.Markdown("Upload a photo, or pick one of the examples.", elem_id="summary")
-        titles = list(METHODS.values())
+        titles = ["Chosen method", *list(METHODS.values())[1:]]
         maps_shown = []
         for row in range(0, len(titles), 2):
             with gr.Row():
@@ -233,28 +258,39 @@ def classification_tab(session: DemoSession) -> None:
         shown = [summary, top5, chosen, *pictures]
         files = [maps, figure]
 
-        def on_choice(path: str | None, class_name: str | None, layer_name: str | None) -> Any:
-            return view_outputs(session, path, class_name, layer_name)
+        def on_choice(
+            path: str | None, class_name: str | None, layer_name: str | None, name: str | None
+        ) -> Any:
+            return view_outputs(session, path, class_name, layer_name, name)
 
-        def new_photo(path: str | None, layer_name: str | None) -> Any:
-            return view_outputs(session, path, None, layer_name)
+        def new_photo(path: str | None, layer_name: str | None, name: str | None) -> Any:
+            return view_outputs(session, path, None, layer_name, name)
 
-        def downloads(path: str | None, class_name: str | None, layer_name: str | None) -> Any:
-            return download_outputs(session, path, class_name, layer_name)
+        def downloads(
+            path: str | None, class_name: str | None, layer_name: str | None, name: str | None
+        ) -> Any:
+            return download_outputs(session, path, class_name, layer_name, name)
 
         # A new photo is explained for its top-1 class; the class list then shows that class.
         # Class and layer changes listen to user input only, so setting them here re-runs nothing.
         # The download files follow the pictures, as a second step that reads the cache.
-        inputs = [photo, chosen, layer]
+        inputs = [photo, chosen, layer, method]
         hidden: dict[str, Any] = {"api_visibility": "private"}
-        photo.change(new_photo, [photo, layer], shown, **hidden).then(
+        photo.change(new_photo, [photo, layer, method], shown, **hidden).then(
             downloads, inputs, files, **hidden
         )
-        chosen.input(on_choice, inputs, shown, **hidden).then(downloads, inputs, files, **hidden)
-        layer.input(on_choice, inputs, shown, **hidden).then(downloads, inputs, files, **hidden)
+        for control in (chosen, layer, method):
+            control.input(on_choice, inputs, shown, **hidden).then(
+                downloads, inputs, files, **hidden
+            )
 
-        def explain(path: str | None, class_name: str | None, layer_name: str | None) -> Any:
-            return explain_outputs(session, path, class_name, layer_name)
+        def explain(
+            path: str | None,
+            class_name: str | None,
+            layer_name: str | None,
+            name: str | None = "gradcam",
+        ) -> Any:
+            return explain_outputs(session, path, class_name, layer_name, name)
 
         def layer_sweep(path: str | None, class_name: str | None) -> Any:
             return sweep_outputs(session, path, class_name)

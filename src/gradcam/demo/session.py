@@ -45,21 +45,43 @@ import torch
 from PIL import Image, ImageDraw
 
 from gradcam.errors import GradCAMError, ImageLoadError, LayerError
-from gradcam.explain import Explanation, MapEntry, explain_image
+from gradcam.explain import Explanation, MapEntry, explain_image, npz_key
 from gradcam.images import load_image
 from gradcam.layers import spatial_layers
+from gradcam.methods import method_spec, method_specs
 from gradcam.models import LoadedModel
 from gradcam.viz import gradient_image, overlay, side_by_side
 
-__all__ = ["METHODS", "DemoSession", "Photo", "Prediction", "Views", "decode_upload", "upload_key"]
+__all__ = [
+    "METHODS",
+    "DemoSession",
+    "Photo",
+    "Prediction",
+    "Views",
+    "decode_upload",
+    "heatmap_choices",
+    "upload_key",
+]
 
-#: What the page shows, in order: method name -> panel title.
+#: The paper's panels (Fig. 1 and 3.3), in the page's order: method name -> panel title. The
+#: first panel shows the chosen heatmap method (Grad-CAM unless another is chosen).
 METHODS: dict[str, str] = {
-    "gradcam": "Grad-CAM",
-    "counterfactual": "Counterfactual",
-    "guided-backprop": "Guided Backprop",
-    "guided-gradcam": "Guided Grad-CAM",
+    name: method_spec(name).title
+    for name in ("gradcam", "counterfactual", "guided-backprop", "guided-gradcam")
 }
+
+
+def heatmap_choices() -> list[str]:
+    """The methods the first panel can show: Grad-CAM, then every registered heatmap method
+    that is not already a panel of its own.
+
+    Example:
+        >>> heatmap_choices()[:2]
+        ['gradcam', 'cam']
+    """
+    fixed = list(METHODS)[1:]
+    return [s.name for s in method_specs() if s.kind == "heatmap" and s.name not in fixed]
+
 
 _K = TypeVar("_K")
 _V = TypeVar("_V")
@@ -119,9 +141,10 @@ class Views:
         predictions: the model's top-5 classes for it.
         class_id, class_name, score: the explained class and its score ``y^c``.
         layer: the dotted name of the layer ``A``.
-        box: the localization box of the Grad-CAM map, ``(x0, y0, x1, y1)`` in photo pixels.
+        method: the heatmap method of the first panel (``"gradcam"`` by default).
+        box: the localization box of that method's map, ``(x0, y0, x1, y1)`` in photo pixels.
         pictures: panel title -> picture at display size, in the page's order: the photo with
-            the box, then one per entry of :data:`METHODS`.
+            the box, the chosen method's map, then the other entries of :data:`METHODS`.
         explanation: the maps themselves (see :func:`gradcam.explain.explain_image`).
         seconds: time spent computing these views (0 when they came from the cache).
         cached: whether they came from the cache.
@@ -133,6 +156,7 @@ class Views:
     class_name: str
     score: float
     layer: str
+    method: str
     box: tuple[int, int, int, int]
     pictures: dict[str, Image.Image]
     explanation: Explanation
@@ -207,6 +231,7 @@ class DemoSession:
         >>> views = session.explain("cat.jpg")               # top-1 class, default layer
         >>> views.class_name, views.box
         >>> session.explain("cat.jpg", "espresso").pictures["Grad-CAM"].save("espresso.png")
+        >>> session.explain("cat.jpg", method="score-cam").pictures["Score-CAM"]
     """
 
     def __init__(
@@ -235,7 +260,7 @@ class DemoSession:
         self._cache_lock = threading.Lock()
         self._photos: _LRU[str, Photo] = _LRU(cache_size)
         self._predictions: _LRU[str, tuple[Prediction, ...]] = _LRU(cache_size)
-        self._views: _LRU[tuple[str, str, int], Views] = _LRU(views_size)
+        self._views: _LRU[tuple[str, str, int, str], Views] = _LRU(views_size)
         self._sweeps: _LRU[tuple[str, int], list[tuple[str, Image.Image]]] = _LRU(views_size)
 
     @property
@@ -268,6 +293,15 @@ class DemoSession:
             self._photos.put(key, photo)
         return photo
 
+    def _method(self, method: str | None) -> str:
+        name = method or "gradcam"
+        choices = heatmap_choices()
+        if name not in choices:
+            raise GradCAMError(
+                f"the page shows no method {name!r}; choose from {', '.join(choices)}"
+            )
+        return name
+
     def _layer(self, layer: str | None) -> str:
         name = layer or self.default_layer
         if name not in self._layer_names:
@@ -279,6 +313,7 @@ class DemoSession:
         path: str | os.PathLike[str] | None,
         class_name: str | int | None = None,
         layer: str | None = None,
+        method: str | None = None,
     ) -> Views:
         """All maps of one photo for one class at one layer, rendered at display size.
 
@@ -287,13 +322,17 @@ class DemoSession:
             class_name: a class name or id (see :meth:`LoadedModel.class_index`); ``None`` or
                 ``""`` explains the top-1 prediction.
             layer: a dotted layer name from :attr:`layers`; ``None`` uses the default layer.
+            method: the first panel's method, from :func:`heatmap_choices`; ``None`` is
+                Grad-CAM.
 
         Raises:
-            GradCAMError: a bad file (:class:`ImageLoadError`), an unknown class or layer.
+            GradCAMError: a bad file (:class:`ImageLoadError`), an unknown class, layer or
+                method.
         """
         started = time.perf_counter()
         photo = self.open(path)
         layer_name = self._layer(layer)
+        method_name = self._method(method)
         class_id = None
         if class_name is not None and str(class_name).strip():
             class_id = self.loaded.class_index(class_name)
@@ -301,7 +340,7 @@ class DemoSession:
             predictions = self._predictions.get_fresh(photo.key)
             if class_id is None and predictions:
                 class_id = predictions[0].class_id
-            key = None if class_id is None else (photo.key, layer_name, class_id)
+            key = None if class_id is None else (photo.key, layer_name, class_id, method_name)
             known = None if key is None else self._views.get_fresh(key)
         if known is not None:
             return replace(known, seconds=0.0, cached=True)
@@ -309,21 +348,21 @@ class DemoSession:
             explanation = explain_image(
                 self.loaded,
                 photo.image,
-                methods=list(METHODS),
+                methods=[method_name, *list(METHODS)[1:]],
                 classes=None if class_id is None else [class_id],
                 layer=layer_name,
             )
-        views = self._render(photo, explanation, started)
+        views = self._render(photo, explanation, method_name, started)
         with self._cache_lock:
             self._predictions.put(photo.key, views.predictions)
-            self._views.put((photo.key, layer_name, views.class_id), views)
+            self._views.put((photo.key, layer_name, views.class_id, method_name), views)
         return views
 
-    def _render(self, photo: Photo, explanation: Explanation, started: float) -> Views:
+    def _render(self, photo: Photo, explanation: Explanation, method: str, started: float) -> Views:
         entries: dict[str, MapEntry] = {e.method: e for e in explanation.entries}
-        cam = entries["gradcam"]
+        cam = entries[method]
         if cam.box is None:  # heatmap entries always have one; keeps the type checker honest
-            raise GradCAMError("Grad-CAM gave no localization box")
+            raise GradCAMError(f"{method_spec(method).title} gave no localization box")
         display = photo.display
         box = _scaled_box(cam.box, photo.image.size, display.size)
         located = display.copy()
@@ -331,8 +370,8 @@ class DemoSession:
         width = max(2, round(min(display.size) / 150))
         ImageDraw.Draw(located).rectangle(box, outline=(0, 255, 0), width=width)
         pictures = {"Localization": located}
-        for method, title in METHODS.items():
-            entry = entries[method]
+        for name in [method, *list(METHODS)[1:]]:
+            entry, title = entries[name], method_spec(name).title
             if entry.box is None:
                 pictures[title] = gradient_image(entry.map, display.size)
             else:
@@ -349,6 +388,7 @@ class DemoSession:
             class_name=cam.class_name,
             score=cam.score,
             layer=explanation.layer,
+            method=method,
             box=cam.box,
             pictures=pictures,
             explanation=explanation,
@@ -409,16 +449,19 @@ class DemoSession:
 
     def _stem(self, views: Views) -> str:
         layer = _slug(views.layer.replace(".", "-"))
-        return f"gradcam_{views.photo.key[:12]}_{views.class_id}-{_slug(views.class_name)}_{layer}"
+        who = f"{views.class_id}-{_slug(views.class_name)}"
+        method = views.method.replace("+", "p")
+        return f"{method}_{views.photo.key[:12]}_{who}_{layer}"
 
     def write_maps(self, views: Views) -> Path:
         """Write the maps as ``.npz`` (numpy arrays, no pickles) and return its path.
 
         Keys: ``input`` (the preprocessed (1, 3, H, W) tensor), ``classes`` (the class id),
-        ``layer``, ``box`` (Grad-CAM's box in photo pixels); for Grad-CAM ``raw`` (h, w) at
-        layer resolution and ``maps`` (H, W) upsampled to the input and in [0, 1]; the same
-        with a ``counterfactual_`` prefix; ``guided_backprop_maps`` and
-        ``guided_gradcam_maps`` (3, H, W) in pixel space, unnormalized.
+        ``layer``, ``box`` (the first panel's box in photo pixels); per method, under the keys
+        of :func:`gradcam.explain.npz_key`: heatmaps' ``raw`` (h, w) at layer resolution and
+        ``maps`` (H, W) upsampled to the input and in [0, 1] (Grad-CAM's without a prefix,
+        e.g. ``counterfactual_maps``); ``guided_backprop_maps`` and ``guided_gradcam_maps``
+        (3, H, W) in pixel space, unnormalized.
         """
         path = self.folder / f"{self._stem(views)}.npz"
         if path.exists():
@@ -430,11 +473,10 @@ class DemoSession:
             "box": np.array(views.box),
         }
         for name, result in views.explanation.results.items():
-            prefix = "" if name == "gradcam" else name.replace("-", "_") + "_"
-            arrays[f"{prefix}maps"] = result.maps[0, 0].numpy()
+            arrays[npz_key(name, "maps")] = result.maps[0, 0].numpy()
             raw = getattr(result, "raw", None)
             if raw is not None:
-                arrays[f"{prefix}raw"] = raw[0, 0].numpy()
+                arrays[npz_key(name, "raw")] = raw[0, 0].numpy()
         # Written under a temporary name first, so a concurrent reader never sees half a file.
         # Uncompressed: gradients are noise to zlib (4.2 instead of 6.6 MB) and 50x slower.
         partial = path.with_suffix(f".{threading.get_ident()}.tmp.npz")
@@ -459,12 +501,12 @@ class DemoSession:
 
     def summary(self, views: Views) -> str:
         """One line of Markdown describing the views: class, score, layer, box, time."""
-        cam = next(e for e in views.explanation.entries if e.method == "gradcam")
+        cam = next(e for e in views.explanation.entries if e.method == views.method)
         height, width = cam.map.shape[-2:]
         where = "from the cache" if views.cached else f"in {views.seconds * 1000:.0f} ms"
         x0, y0, x1, y1 = views.box
         return (
-            f"**{views.class_name}** (class {views.class_id}, score {views.score:.2f}) at layer "
-            f"`{views.layer}` ({height}×{width} map); box ({x0}, {y0})–({x1}, {y1}); "
-            f"computed {where}."
+            f"**{views.class_name}** (class {views.class_id}, score {views.score:.2f}): "
+            f"{method_spec(views.method).title} at layer `{views.layer}` ({height}×{width} map); "
+            f"box ({x0}, {y0})–({x1}, {y1}); computed {where}."
         )

@@ -35,6 +35,7 @@ from pathlib import Path
 from PIL import Image
 
 from gradcam.demo.session import _LRU, Photo, decode_upload, upload_key
+from gradcam.methods import method_spec
 from gradcam.vl.explain import (
     AnswerExplanation,
     CaptionExplanation,
@@ -49,7 +50,7 @@ from gradcam.vl.text import ANSWERS, TextError, caption, encode, questions
 __all__ = ["VL_PICTURES", "AnswerViews", "CaptionViews", "VLSession"]
 
 #: What the tabs show per word or answer: method name -> panel title.
-VL_PICTURES: dict[str, str] = {"gradcam": "Grad-CAM", "guided-gradcam": "Guided Grad-CAM"}
+VL_PICTURES: dict[str, str] = {m: method_spec(m).title for m in ("gradcam", "guided-gradcam")}
 
 #: The whole caption's entry among a caption's maps (``TextMap.label``).
 WHOLE_CAPTION = "<caption>"

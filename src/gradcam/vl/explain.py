@@ -25,14 +25,14 @@ from torch import Tensor
 from gradcam.engine import eval_mode
 from gradcam.errors import GradCAMError
 from gradcam.maps import peak
-from gradcam.methods import create
+from gradcam.methods import explain_methods, method_spec
+from gradcam.methods import methods as all_methods
 from gradcam.targets import Answer, CaptionLogProb, CaptionWord
 from gradcam.vl.models import VL_LAYER, Captioner, VQAModel
 from gradcam.vl.scenes import VL_PREPROCESS
 from gradcam.vl.text import ANSWERS, END, VOCAB, TextError, encode
 
 __all__ = [
-    "VL_METHODS",
     "AnswerExplanation",
     "CaptionExplanation",
     "TextMap",
@@ -41,18 +41,13 @@ __all__ = [
     "save_text_explanation",
 ]
 
-VL_METHODS = ("gradcam", "counterfactual", "guided-backprop", "guided-gradcam")
-"""The methods these functions run: every gradient method of the paper (CAM needs a global
-pooling head, which these models do not have)."""
-_PIXEL = ("guided-backprop", "guided-gradcam")
-
 
 @dataclass(frozen=True)
 class TextMap:
     """One map: a method's explanation of one word, the whole caption, or one answer.
 
     Attributes:
-        method: one of :data:`VL_METHODS`.
+        method: a method name from :func:`gradcam.methods.methods`.
         label: the word, ``"<caption>"`` for the whole caption, or the answer.
         position: the word's index in the caption (``None`` for the others).
         score: the target score ``y^c`` (a word's or answer's logit, the caption's
@@ -108,10 +103,10 @@ class AnswerExplanation:
 
 def _check_methods(names: Sequence[str]) -> list[str]:
     chosen = list(dict.fromkeys(names))
-    bad = [n for n in chosen if n not in VL_METHODS]
-    if bad or not chosen:
-        what = f"unknown method {bad[0]!r}" if bad else "no method given"
-        raise GradCAMError(f"{what}; captions and answers take {', '.join(VL_METHODS)}")
+    if not chosen:
+        raise GradCAMError(f"no method given; choose from {', '.join(all_methods())}")
+    for name in chosen:
+        method_spec(name)
     return chosen
 
 
@@ -135,8 +130,9 @@ def _run(
     image: Image.Image,
 ) -> list[TextMap]:
     maps = []
-    for name in methods:
-        result = create(name, adapter, VL_LAYER)(x, targets)
+    results = explain_methods(methods, adapter, x, targets, layer=VL_LAYER)
+    for name, result in results.items():
+        pixel = method_spec(name).kind == "pixel"
         for k, (label, position, forced) in enumerate(labels):
             value = result.maps[0, k]
             maps.append(
@@ -147,7 +143,7 @@ def _run(
                     float(result.scores[0, k]),
                     forced,
                     value,
-                    None if name in _PIXEL else _image_peak(value, image),
+                    None if pixel else _image_peak(value, image),
                 )
             )
     return maps
@@ -168,7 +164,8 @@ def explain_caption(
         image: an RGB photo; its shorter side is scaled to 96 pixels.
         caption: the caption to explain; ``None`` explains the model's own (greedy) caption.
         words: explain only these words of the caption (every occurrence); ``None``: all.
-        methods: names from :data:`VL_METHODS`.
+        methods: names from :func:`gradcam.methods.methods` (CAM needs a global-pooling head,
+            which the shipped scene models do not have).
 
     Raises:
         TextError: for an empty caption, a word outside the vocabulary, or a word of
@@ -268,7 +265,7 @@ def save_text_explanation(
     for index, item in enumerate(explanation.maps):
         picture = (
             gradient_image(item.map, image.size)
-            if item.method in _PIXEL
+            if method_spec(item.method).kind == "pixel"
             else overlay(image, item.map)
         )
         name = f"{item.method}_{index:02d}_{_slug(item.label)}.png"
