@@ -133,6 +133,15 @@ def test_two_clients_at_once_get_the_library_maps(server: str, lite0: gradcam.Lo
         handle_file(str(photos["cat"])), "tabby", api_name="/layer_sweep"
     )
     assert Image.open(str(sweep)).width == 3 * 451 + 2 * 6 and "**tabby** at 5 depths" in note
+    # The fourth input puts another registered heatmap method in the first map's place.
+    summary, *_, maps, _ = Client(server, verbose=False).predict(
+        handle_file(str(photos["cat"])), "", "", "cam", api_name="/explain"
+    )
+    assert "CAM at layer" in str(summary)
+    x = lite0.preprocess(gradcam.load_image(photos["cat"]))
+    with np.load(str(maps), allow_pickle=False) as arrays:
+        expected = gradcam.CAM(lite0.module)(x).raw[0, 0]
+        torch.testing.assert_close(torch.from_numpy(arrays["cam_raw"]), expected)
 
 
 def test_caption_and_vqa_endpoints(server: str, tmp_path: Path) -> None:
