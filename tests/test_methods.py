@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -134,7 +136,14 @@ class TestGuidedGradCAM:
         cam = GradCAM(TinyGapNet(), "conv")(tiny_input(), 0)
         torch.testing.assert_close(result.gradients[0, 0, 0], TINY_GRAD)
         torch.testing.assert_close(result.cam.raw, cam.raw)
-        torch.testing.assert_close(result.maps[0, 0, 0], TINY_GRAD * cam.maps[0, 0])
+        # L^0 = [[0, 1], [3, 4]] (helpers.models) upsampled to 3x3 by bilinear interpolation
+        # with align_corners=False: the centre samples the middle of the 2x2 map (2.0), the
+        # edges half-way along (0.5, 1.5, 2.5, 3.5), the corners the corner values.
+        upsampled = torch.tensor([[0.0, 0.5, 1.0], [1.5, 2.0, 2.5], [3.0, 3.5, 4.0]])
+        torch.testing.assert_close(upsample(cam.raw, (3, 3))[0, 0], upsampled)
+        torch.testing.assert_close(result.maps[0, 0, 0], TINY_GRAD * upsampled)
+        normalized = GuidedGradCAM(TinyGapNet(), "conv", normalized_cam=True)(tiny_input(), 0)
+        torch.testing.assert_close(normalized.maps[0, 0, 0], TINY_GRAD * cam.maps[0, 0])
 
     def test_one_forward_serves_both_factors(self, resnet18: torch.nn.Module) -> None:
         x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(3))
@@ -154,8 +163,21 @@ class TestGuidedGradCAM:
         separate_gb = GuidedBackprop(resnet18)(x, result.classes)
         torch.testing.assert_close(result.cam.raw, separate_cam.raw, rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(result.gradients, separate_gb.maps, rtol=1e-5, atol=1e-7)
-        upsampled = result.cam.maps.unsqueeze(2)
+        upsampled = upsample(result.cam.raw, (64, 64)).unsqueeze(2)
         torch.testing.assert_close(result.maps, separate_gb.maps * upsampled, rtol=1e-5, atol=1e-7)
+
+    def test_the_papers_product_agrees_with_captum(self, resnet18: torch.nn.Module) -> None:
+        """Captum's GuidedGradCam is GB x the rectified layer Grad-CAM upsampled (bilinear)."""
+        from captum.attr import GuidedGradCam
+
+        x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(4))
+        ours = GuidedGradCAM(resnet18, "layer4")(x, [7]).maps[0, 0]
+        model = copy.deepcopy(resnet18)
+        theirs = GuidedGradCam(model, model.layer4).attribute(
+            x, target=7, interpolate_mode="bilinear"
+        )[0]
+        scale = theirs.abs().max()
+        torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-5 * float(scale))
 
     def test_deconv_gradcam_uses_the_deconv_rule(self) -> None:
         model = RectifierNet(torch.relu)
@@ -277,3 +299,8 @@ class TestRegistry:
 def test_upsampled_cam_factor_is_bilinear() -> None:
     result = GuidedGradCAM(TinyGapNet(), "conv")(tiny_input(), 0)
     torch.testing.assert_close(result.cam.maps, normalize(upsample(result.cam.raw, (3, 3))))
+    factor = result.maps[0, 0] / result.gradients[0, 0].where(result.gradients[0, 0] != 0, 1)
+    nonzero = result.gradients[0, 0] != 0
+    torch.testing.assert_close(
+        factor[nonzero], upsample(result.cam.raw, (3, 3))[0, 0].expand(1, 3, 3)[nonzero]
+    )

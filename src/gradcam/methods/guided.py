@@ -13,6 +13,7 @@ from typing import ClassVar
 from torch import Tensor, nn
 
 from gradcam.engine import Gradients
+from gradcam.maps import upsample
 from gradcam.methods.base import GradientMethod, Plan, check_module
 from gradcam.methods.gradcam import GradCAM
 from gradcam.methods.registry import Needs, register
@@ -109,8 +110,15 @@ class Deconvolution(_PixelGradient):
 class _GuidedCAM(GradCAM):
     rule: ClassVar[Rule]
 
-    def __init__(self, module: nn.Module, layer: nn.Module | str | None = None) -> None:
+    def __init__(
+        self,
+        module: nn.Module,
+        layer: nn.Module | str | None = None,
+        *,
+        normalized_cam: bool = False,
+    ) -> None:
         super().__init__(module, layer)
+        self.normalized_cam = normalized_cam
 
     def plan(self, x: Tensor) -> Plan:
         """A plain backward pass to the layer and one to the input under the method's rule."""
@@ -122,8 +130,10 @@ class _GuidedCAM(GradCAM):
         """The input gradient times the upsampled Grad-CAM map of the same pass."""
         cam = super().from_gradients(grads, plan, input_size)
         pixel = grads.input_gradients[self.rule].float()
+        # Bilinear interpolation of a non-negative map stays non-negative: no clamp needed.
+        factor = cam.maps if self.normalized_cam else upsample(cam.raw, input_size)
         return GuidedCAMResult(
-            maps=pixel * cam.maps.unsqueeze(2),
+            maps=pixel * factor.unsqueeze(2),
             scores=cam.scores,
             classes=cam.classes,
             logits=cam.logits,
@@ -150,13 +160,22 @@ class _GuidedCAM(GradCAM):
 class GuidedGradCAM(_GuidedCAM):
     """Guided Grad-CAM (section 3.2): Guided Backprop times the upsampled Grad-CAM map,
 
-    ``L_GuidedGradCAM^c = dy^c/dx|_guided * upsample(ReLU(sum_k alpha_k^c A^k))``.
+    ``L_GuidedGradCAM^c = dy^c/dx|_guided * upsample(ReLU(sum_k alpha_k^c A^k))``,
+
+    with the rectified raw map ``L^c`` (``result.cam.raw``) upsampled bilinearly to the input
+    (``align_corners=False``) and not renormalized, as the paper and its code do (and Captum's
+    ``GuidedGradCam`` with ``interpolate_mode="bilinear"``): the product keeps the class's
+    evidence everywhere the map is positive. Normalize only for display
+    (:func:`gradcam.viz.gradient_image` does).
 
     One forward pass and two backward passes (to the layer, then guided to the input).
 
     Args:
         module: the model.
         layer: the Grad-CAM layer, as for :class:`~gradcam.GradCAM`.
+        normalized_cam: multiply by the min-max normalized map ``result.cam.maps`` instead,
+            as pytorch-grad-cam's README recipe does; this zeroes the pixels where the map is
+            at its minimum, even when that minimum is positive evidence.
 
     Example:
         >>> result = GuidedGradCAM(model)(x, [281])
@@ -174,7 +193,13 @@ class GuidedGradCAM(_GuidedCAM):
     citation="Selvaraju et al. 2017, section 3.2",
 )
 class DeconvGradCAM(_GuidedCAM):
-    """Deconvolution times the upsampled Grad-CAM map (section 3.2's variant).
+    """Deconvolution times the upsampled Grad-CAM map (section 3.2's variant), built as
+    :class:`GuidedGradCAM` is.
+
+    Args:
+        module: the model.
+        layer: the Grad-CAM layer, as for :class:`~gradcam.GradCAM`.
+        normalized_cam: multiply by the min-max normalized map (see :class:`GuidedGradCAM`).
 
     Example:
         >>> DeconvGradCAM(model)(x).gradients.shape  # (1, 1, 3, H, W)

@@ -68,8 +68,8 @@ class GuidedCAMResult(Result):
     """Guided Grad-CAM and Deconvolution Grad-CAM (section 3.2).
 
     Attributes:
-        maps: (B, K, C, H, W) ``gradients * cam.maps``: the pixel-space gradient times the
-            Grad-CAM map upsampled bilinearly to the input.
+        maps: (B, K, C, H, W) ``gradients * upsample(cam.raw)``: the pixel-space gradient
+            times the rectified Grad-CAM map upsampled bilinearly to the input (section 3.2).
         gradients: (B, K, C, H, W) the pixel-space factor (Guided Backprop or Deconvolution).
         cam: the Grad-CAM factor, from the same forward pass.
     """
