@@ -131,7 +131,10 @@ def _progress(passes: int, show: bool | None, desc: str) -> tqdm:  # type: ignor
     "integrated-gradients",
     title="Integrated Gradients",
     kind="pixel",
-    needs=Needs(forwards="one forward and backward pass per step and image, in batches"),
+    needs=Needs(
+        forwards="a forward and backward pass per step and image (in batches), a forward pass "
+        "of the baseline"
+    ),
     citation="Sundararajan et al. 2017",
 )
 class IntegratedGradients:
@@ -152,7 +155,8 @@ class IntegratedGradients:
     Defaults are Captum's ``IntegratedGradients.attribute`` (50 steps, Gauss-Legendre); every
     rule agrees with Captum's but the trapezoid (see :func:`integration_points`). The path points of
     each image go through the engine ``batch_size`` at a time, all targets at once; one more
-    no-grad forward pass scores the clean images (resolving ``TopK``) and one the baseline.
+    no-grad forward pass scores the clean images (resolving ``TopK``) and one per image the
+    baseline.
 
     Args:
         module: the model.
@@ -236,7 +240,7 @@ class IntegratedGradients:
     "smoothgrad",
     title="SmoothGrad",
     kind="pixel",
-    needs=Needs(forwards="one forward and backward pass per noisy sample and image, in batches"),
+    needs=Needs(forwards="a forward and backward pass per noisy sample and image (in batches)"),
     citation="Smilkov et al. 2017",
 )
 class SmoothGrad:

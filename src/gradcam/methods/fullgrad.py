@@ -52,7 +52,8 @@ def bias_layers(module: nn.Module) -> list[tuple[str, nn.Module, Tensor]]:
     running statistics have no fixed bias and are left out). Biases are detached, float32.
 
     Example:
-        >>> net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Conv2d(4, 4, 1, False))
+        >>> no_bias = nn.Conv2d(4, 4, 1, bias=False)
+        >>> net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), no_bias)
         >>> [name for name, _, _ in bias_layers(net)]
         ['0', '1']
     """
@@ -82,7 +83,8 @@ def _post(maps: Tensor, post: PostProcess) -> Tensor:
     title="FullGrad",
     kind="heatmap",
     needs=Needs(
-        forwards="its own pass: one forward, one backward to the input and every bias per target"
+        forwards="per target a backward pass to the input and every bias layer (its own pass, "
+        "not shared)"
     ),
     citation="Srinivas and Fleuret 2019",
 )

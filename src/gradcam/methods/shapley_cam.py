@@ -34,8 +34,8 @@ def shapley_weights(gradients: Tensor, hessian_products: Tensor) -> Tensor:
     kind="heatmap",
     needs=Needs(
         layer=True,
-        forwards="its own pass: one forward, then per target a backward to the layer that "
-        "keeps its graph and a Hessian-vector product",
+        forwards="per target a backward pass to the layer that keeps its graph and a "
+        "Hessian-vector product (its own pass, not shared)",
     ),
     citation="Cai 2025 (arXiv:2501.06261)",
 )
