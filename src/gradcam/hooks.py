@@ -4,6 +4,8 @@
   autograd graph there: everything before the layer runs without recording a graph, ``A``
   becomes a leaf that requires grad, and the rest of the forward pass records a graph from it.
 * :func:`capture_input` keeps the input of a module (CAM checks its head with it).
+* :func:`capture_outputs` keeps the outputs of several layers inside the autograd graph, for
+  gradients to all of them at once (FullGrad's bias-gradients).
 * :func:`record_outputs` watches the outputs of every submodule during one forward pass; it is
   used to find a default layer and to list a model's spatial layers.
 * :func:`rectifier_mode` routes every rectifier called during a forward pass, as a module
@@ -14,7 +16,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,6 +33,7 @@ __all__ = [
     "ModuleCall",
     "capture_input",
     "capture_layer",
+    "capture_outputs",
     "record_outputs",
     "rectifier_mode",
 ]
@@ -114,6 +117,42 @@ def capture_input(module: nn.Module, name: str) -> Iterator[LayerCapture]:
         yield capture
     finally:
         handle.remove()
+
+
+@contextmanager
+def capture_outputs(layers: Sequence[tuple[nn.Module, str]]) -> Iterator[list[tuple[str, Tensor]]]:
+    """Keep every tensor output of ``layers`` during the forward passes in the block.
+
+    Yields a list that fills, in call order, with ``(name, output)`` pairs (a layer that runs
+    twice appears twice). The outputs stay in the autograd graph, so gradients can be taken
+    to them; a clone flows on, so in-place operations later in the network (``ReLU(inplace)``)
+    never change the kept tensors.
+
+    Example:
+        >>> with capture_outputs([(model.bn1, "bn1")]) as outputs:
+        ...     scores = model(x)[:, 3]
+        >>> name, out = outputs[0]
+        >>> grad, = torch.autograd.grad(scores.sum(), out)  # d y / d bn1's output
+    """
+    captured: list[tuple[str, Tensor]] = []
+
+    def make_hook(name: str) -> Any:
+        def hook(_module: nn.Module, _inputs: Any, output: Any) -> Any:
+            if not isinstance(output, Tensor):
+                return None
+            captured.append((name, output))
+            return output.clone()
+
+        return hook
+
+    handles = []
+    try:
+        for layer, name in layers:
+            handles.append(layer.register_forward_hook(make_hook(name)))
+        yield captured
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 class _RectifierMode(TorchFunctionMode):

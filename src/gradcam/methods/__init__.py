@@ -29,7 +29,10 @@ from gradcam.methods.registry import (
     register,
 )
 from gradcam.methods.results import (
+    AttributionResult,
     CAMResult,
+    FinerCAMResult,
+    FullGradResult,
     GuidedCAMResult,
     OcclusionResult,
     PixelResult,
@@ -37,15 +40,28 @@ from gradcam.methods.results import (
 )
 from gradcam.targets import TargetLike
 
+# isort: split
+# The methods of issue 13 register after the paper's, which `methods()` lists first.
+from gradcam.methods.attribution import IntegratedGradients, SmoothGrad
+from gradcam.methods.finer_cam import FinerCAM
+from gradcam.methods.fullgrad import FullGrad
+from gradcam.methods.shapley_cam import ShapleyCAM
+
 __all__ = [
     "CAM",
+    "AttributionResult",
     "CAMResult",
     "DeconvGradCAM",
     "Deconvolution",
+    "FinerCAM",
+    "FinerCAMResult",
+    "FullGrad",
+    "FullGradResult",
     "GradCAM",
     "GuidedBackprop",
     "GuidedCAMResult",
     "GuidedGradCAM",
+    "IntegratedGradients",
     "Method",
     "MethodSpec",
     "Needs",
@@ -54,6 +70,8 @@ __all__ = [
     "Option",
     "PixelResult",
     "Result",
+    "ShapleyCAM",
+    "SmoothGrad",
     "create",
     "create_method",
     "explain_methods",

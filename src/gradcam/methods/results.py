@@ -11,7 +11,16 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
-__all__ = ["CAMResult", "GuidedCAMResult", "OcclusionResult", "PixelResult", "Result"]
+__all__ = [
+    "AttributionResult",
+    "CAMResult",
+    "FinerCAMResult",
+    "FullGradResult",
+    "GuidedCAMResult",
+    "OcclusionResult",
+    "PixelResult",
+    "Result",
+]
 
 
 @dataclass(frozen=True)
@@ -89,3 +98,43 @@ class OcclusionResult(Result):
     """
 
     raw: Tensor
+
+
+@dataclass(frozen=True)
+class FinerCAMResult(CAMResult):
+    """Finer-CAM: a Grad-CAM of the target's score against its most similar classes.
+
+    Attributes:
+        scores: (B, K) the contrastive scores explained, ``y^c - alpha sum_d w_d y^d``.
+        classes: (B, K) the target classes ``c``.
+        references: (B, K, R) the compared classes ``d``, nearest in score first.
+    """
+
+    references: Tensor
+
+
+@dataclass(frozen=True)
+class FullGradResult(Result):
+    """FullGrad: the input-gradient and every bias-gradient, at the input's resolution.
+
+    Attributes:
+        raw: (B, K, H, W) the sum of the rescaled input-gradient and bias-gradient maps.
+        maps: ``raw`` min-max normalized to [0, 1] per map.
+        layers: the dotted names of the layers whose biases contributed, in call order.
+    """
+
+    raw: Tensor
+    layers: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class AttributionResult(Result):
+    """Integrated Gradients and SmoothGrad: a value per input element.
+
+    Attributes:
+        maps: (B, K, C, H, W) the attributions, unnormalized, in the input's layout.
+        delta: (B, K) Integrated Gradients' completeness gap,
+            ``sum(maps) - (y^c(x) - y^c(baseline))``; ``None`` for SmoothGrad.
+    """
+
+    delta: Tensor | None
