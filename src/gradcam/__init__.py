@@ -15,9 +15,12 @@ from gradcam.layers import find_default_layer, spatial_layers
 from gradcam.maps import bounding_box, normalize, peak, upsample
 from gradcam.methods import (
     CAM,
+    KPCACAM,
     CAMResult,
     DeconvGradCAM,
     Deconvolution,
+    EigenCAM,
+    EigenGradCAM,
     GradCAM,
     GuidedBackprop,
     GuidedCAMResult,
@@ -38,9 +41,12 @@ from gradcam.viz import overlay
 
 __all__ = [
     "CAM",
+    "KPCACAM",
     "CAMResult",
     "DeconvGradCAM",
     "Deconvolution",
+    "EigenCAM",
+    "EigenGradCAM",
     "GradCAM",
     "GradCAMError",
     "GuidedBackprop",

@@ -14,6 +14,7 @@ from typing import Protocol
 from torch import Tensor
 
 from gradcam.methods.cam import CAM
+from gradcam.methods.eigen_cam import KPCACAM, EigenCAM, EigenGradCAM
 from gradcam.methods.gradcam import GradCAM, grad_cam_from_gradients
 from gradcam.methods.guided import DeconvGradCAM, Deconvolution, GuidedBackprop, GuidedGradCAM
 from gradcam.methods.occlusion import Occlusion
@@ -39,9 +40,12 @@ from gradcam.targets import TargetLike
 
 __all__ = [
     "CAM",
+    "KPCACAM",
     "CAMResult",
     "DeconvGradCAM",
     "Deconvolution",
+    "EigenCAM",
+    "EigenGradCAM",
     "GradCAM",
     "GuidedBackprop",
     "GuidedCAMResult",
