@@ -15,6 +15,7 @@ from gradcam.layers import find_default_layer, spatial_layers
 from gradcam.maps import bounding_box, normalize, peak, upsample
 from gradcam.methods import (
     CAM,
+    FEM,
     KPCACAM,
     CAMResult,
     DeconvGradCAM,
@@ -41,6 +42,7 @@ from gradcam.viz import overlay
 
 __all__ = [
     "CAM",
+    "FEM",
     "KPCACAM",
     "CAMResult",
     "DeconvGradCAM",

@@ -15,6 +15,7 @@ from torch import Tensor
 
 from gradcam.methods.cam import CAM
 from gradcam.methods.eigen_cam import KPCACAM, EigenCAM, EigenGradCAM
+from gradcam.methods.fem import FEM
 from gradcam.methods.gradcam import GradCAM, grad_cam_from_gradients
 from gradcam.methods.guided import DeconvGradCAM, Deconvolution, GuidedBackprop, GuidedGradCAM
 from gradcam.methods.occlusion import Occlusion
@@ -40,6 +41,7 @@ from gradcam.targets import TargetLike
 
 __all__ = [
     "CAM",
+    "FEM",
     "KPCACAM",
     "CAMResult",
     "DeconvGradCAM",

@@ -82,9 +82,9 @@ def principal_projection(features: Tensor, sign: SignRule = "peak") -> Tensor:
     float64, returned in float32.
 
     Example:
-        >>> f = torch.tensor([[[1.0, 3.0]], [[2.0, 6.0]]])  # C=2, h=1, w=2
-        >>> principal_projection(f)  # centred rows (-1, -2) and (1, 2): +-sqrt(5)
-        tensor([[-2.2361,  2.2361]])
+        >>> f = torch.tensor([[[1.0, 2.0, 6.0]], [[2.0, 4.0, 12.0]]])  # C=2, h=1, w=3
+        >>> principal_projection(f)  # centred rows a_i (1, 2), a = (-2, -1, 3): sqrt(5) a
+        tensor([[-4.4721, -2.2361,  6.7082]])
     """
     lead, (h, w) = features.shape[:-3], features.shape[-2:]
     rows = _positions(features)
@@ -131,9 +131,9 @@ def kernel_projection(
     ``fit_transform``, which KPCA-CAM uses. Computed in float64, returned in float32.
 
     Example:
-        >>> f = torch.tensor([[[1.0, 3.0]], [[2.0, 6.0]]])
+        >>> f = torch.tensor([[[1.0, 2.0, 6.0]], [[2.0, 4.0, 12.0]]])
         >>> kernel_projection(f, "linear")  # linear kernel PCA is PCA
-        tensor([[-2.2361,  2.2361]])
+        tensor([[-4.4721, -2.2361,  6.7082]])
     """
     check_choice("kernel", kernel, _KERNELS)
     lead, (c, h, w) = features.shape[:-3], features.shape[-3:]
