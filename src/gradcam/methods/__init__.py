@@ -15,6 +15,7 @@ from torch import Tensor
 
 from gradcam.methods.cam import CAM
 from gradcam.methods.eigen_cam import KPCACAM, EigenCAM, EigenGradCAM
+from gradcam.methods.factorization import ConceptResult, DeepFeatureFactorization
 from gradcam.methods.fem import FEM
 from gradcam.methods.gradcam import GradCAM, grad_cam_from_gradients
 from gradcam.methods.guided import DeconvGradCAM, Deconvolution, GuidedBackprop, GuidedGradCAM
@@ -44,8 +45,10 @@ __all__ = [
     "FEM",
     "KPCACAM",
     "CAMResult",
+    "ConceptResult",
     "DeconvGradCAM",
     "Deconvolution",
+    "DeepFeatureFactorization",
     "EigenCAM",
     "EigenGradCAM",
     "GradCAM",
