@@ -28,15 +28,14 @@ __all__ = [
 ]
 
 
-def _sweep(w: Tensor, hht: Tensor, xht: Tensor) -> float:
+def _sweep(w: Tensor, hht: Tensor, xht: Tensor) -> Tensor:
     """One cyclic coordinate-descent pass over the columns of ``w`` (in place) for
     ``min |X - W H|^2`` with ``W >= 0``; returns the sum of |projected gradient| it met."""
-    violation = 0.0
+    violation = w.new_zeros(())
     for t in range(w.shape[1]):
         grad = w @ hht[:, t] - xht[:, t]
         column = w[:, t]
-        projected = torch.where(column == 0, grad.clamp(max=0), grad)
-        violation += float(projected.abs().sum())
+        violation += torch.where(column == 0, grad.clamp(max=0), grad).abs().sum()
         if hht[t, t] != 0:
             w[:, t] = (column - grad / hht[t, t]).clamp(min=0)
     return violation
@@ -69,8 +68,7 @@ def nmf(
     ht = h.T.contiguous()
     first = 0.0
     for step in range(max_iter):
-        violation = _sweep(w, ht.T @ ht, x @ ht)
-        violation += _sweep(ht, w.T @ w, x.T @ w)
+        violation = float(_sweep(w, ht.T @ ht, x @ ht) + _sweep(ht, w.T @ w, x.T @ w))
         if step == 0:
             first = violation
         if first == 0 or violation / first <= tol:
