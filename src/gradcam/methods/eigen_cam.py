@@ -228,7 +228,9 @@ class EigenGradCAM(GradCAM):
     Args:
         module: the model.
         layer: the layer ``A`` (default: the last convolutional feature maps).
-        sign: ``"peak"`` or ``"activation"`` (see :data:`SignRule`).
+        sign: how the projection's sign is chosen: ``"peak"`` (its largest-magnitude entry is
+            positive) or ``"activation"`` (it correlates positively with
+            ``sum_k dy^c/dA^k A^k``).
         relu: keep the positive part (``False`` gives the signed projection).
         gradient_rule: backward rule at rectifiers between ``A`` and the score.
 
@@ -296,7 +298,9 @@ class KPCACAM(ActivationMethod):
         kernel: ``"sigmoid"`` (the paper's and the peer's default), ``"rbf"``, ``"poly"``
             (degree 3), ``"linear"`` (which is Eigen-CAM) or ``"cosine"``.
         gamma: the kernel's scale; ``None`` is ``1 / C``, for C channels.
-        sign: ``"peak"`` or ``"activation"`` (see :data:`SignRule`).
+        sign: how the projection's sign is chosen: ``"peak"`` (its largest-magnitude entry is
+            positive, as scikit-learn's) or ``"activation"`` (it correlates positively with
+            ``sum_k A^k``).
         relu: keep the positive part (``False`` gives the signed projection).
 
     Example:

@@ -184,7 +184,7 @@ class DeepFeatureFactorization(LayerMethod):
             whose input is the global average of ``A``.
         max_iter: the most coordinate-descent passes of the factorization.
         tol: stop when a pass's projected gradient falls to this fraction of the first's.
-        seed: the seed of the factorization's random start.
+        seed: the seed of the factorization's random start (numpy's ``RandomState``).
 
     Example:
         >>> result = DeepFeatureFactorization(resnet, "layer4", n_concepts=5)(x, TopK(2))
