@@ -15,10 +15,16 @@ from gradcam.layers import find_default_layer, spatial_layers
 from gradcam.maps import bounding_box, normalize, peak, upsample
 from gradcam.methods import (
     CAM,
+    FEM,
+    KPCACAM,
     AttributionResult,
     CAMResult,
+    ConceptResult,
     DeconvGradCAM,
     Deconvolution,
+    DeepFeatureFactorization,
+    EigenCAM,
+    EigenGradCAM,
     FinerCAM,
     FinerCAMResult,
     FullGrad,
@@ -46,10 +52,16 @@ from gradcam.viz import overlay
 
 __all__ = [
     "CAM",
+    "FEM",
+    "KPCACAM",
     "AttributionResult",
     "CAMResult",
+    "ConceptResult",
     "DeconvGradCAM",
     "Deconvolution",
+    "DeepFeatureFactorization",
+    "EigenCAM",
+    "EigenGradCAM",
     "FinerCAM",
     "FinerCAMResult",
     "FullGrad",

@@ -13,10 +13,25 @@ from typing import Protocol
 
 from torch import Tensor
 
-from gradcam.methods.cam import CAM
+# Registration order is the order of `methods()`, the CLI and the demo: the paper's methods
+# first (Grad-CAM and its counterfactual, the pixel-space methods, CAM, occlusion), then the
+# methods of the field, each block sorted by module name.
 from gradcam.methods.gradcam import GradCAM, grad_cam_from_gradients
+
+# isort: split
 from gradcam.methods.guided import DeconvGradCAM, Deconvolution, GuidedBackprop, GuidedGradCAM
+
+# isort: split
+from gradcam.methods.cam import CAM
 from gradcam.methods.occlusion import Occlusion
+
+# isort: split
+from gradcam.methods.attribution import IntegratedGradients, SmoothGrad
+from gradcam.methods.eigen_cam import KPCACAM, EigenCAM, EigenGradCAM
+from gradcam.methods.factorization import ConceptResult, DeepFeatureFactorization
+from gradcam.methods.fem import FEM
+from gradcam.methods.finer_cam import FinerCAM
+from gradcam.methods.fullgrad import FullGrad
 from gradcam.methods.planner import explain_methods
 from gradcam.methods.registry import (
     MethodSpec,
@@ -38,21 +53,21 @@ from gradcam.methods.results import (
     PixelResult,
     Result,
 )
-from gradcam.targets import TargetLike
-
-# isort: split
-# The methods of issue 13 register after the paper's, which `methods()` lists first.
-from gradcam.methods.attribution import IntegratedGradients, SmoothGrad
-from gradcam.methods.finer_cam import FinerCAM
-from gradcam.methods.fullgrad import FullGrad
 from gradcam.methods.shapley_cam import ShapleyCAM
+from gradcam.targets import TargetLike
 
 __all__ = [
     "CAM",
+    "FEM",
+    "KPCACAM",
     "AttributionResult",
     "CAMResult",
+    "ConceptResult",
     "DeconvGradCAM",
     "Deconvolution",
+    "DeepFeatureFactorization",
+    "EigenCAM",
+    "EigenGradCAM",
     "FinerCAM",
     "FinerCAMResult",
     "FullGrad",

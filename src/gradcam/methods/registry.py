@@ -194,8 +194,8 @@ def methods() -> list[str]:
     """The names of all methods, as the CLI's ``--method`` takes them, in registration order.
 
     Example:
-        >>> methods()[:4]
-        ['gradcam', 'counterfactual', 'cam', 'guided-backprop']
+        >>> methods()[:3]
+        ['gradcam', 'counterfactual', 'guided-backprop']
     """
     _load_all()
     return list(_REGISTRY)
