@@ -22,7 +22,7 @@ import copy
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import numpy as np
 import torch
@@ -30,7 +30,6 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor, nn
 
-from gradcam.engine import compute_gradients
 from gradcam.errors import GradCAMError
 from gradcam.evaluate.datasets import Dataset, Sample
 from gradcam.evaluate.metrics import (
@@ -41,12 +40,10 @@ from gradcam.evaluate.metrics import (
     recall_hit,
     spearman,
 )
-from gradcam.layers import resolve_layer
 from gradcam.maps import bounding_box, upsample
-from gradcam.methods import Occlusion, Result, create, method_spec
-from gradcam.methods.gradcam import Pooling, grad_cam_from_gradients
+from gradcam.methods import CAMResult, Occlusion, Result, create, method_spec
+from gradcam.methods.planner import explain_built
 from gradcam.models import LoadedModel
-from gradcam.rectifiers import Rule
 from gradcam.targets import TargetLike, TopK
 
 __all__ = [
@@ -277,15 +274,21 @@ class Localization(Protocol):
         ]
 
 
-#: The variants of appendix B's Table 3: name -> (pooling, ReLU, gradient rule).
-ABLATIONS: dict[str, tuple[Pooling, bool, Rule]] = {
-    "gradcam": ("mean", True, "plain"),
-    "max-pooling": ("max", True, "plain"),
-    "abs-gradients": ("abs", True, "plain"),
-    "no-relu": ("mean", False, "plain"),
-    "guided-relu": ("mean", True, "guided"),
-    "deconv-relu": ("mean", True, "deconv"),
+#: The variants of appendix B's Table 3: name -> the options of the ``gradcam`` method
+#: (pooling of the gradients, final ReLU, backward rule between the layer and the score).
+ABLATIONS: dict[str, dict[str, Any]] = {
+    "gradcam": {},
+    "max-pooling": {"pooling": "max"},
+    "abs-gradients": {"pooling": "abs"},
+    "no-relu": {"relu": False},
+    "guided-relu": {"gradient_rule": "guided"},
+    "deconv-relu": {"gradient_rule": "deconv"},
 }
+
+
+def _ablation_setting(variant: str, option: str) -> Any:
+    """A variant's value of a Grad-CAM option (the registry's default where it sets none)."""
+    return ABLATIONS[variant].get(option, method_spec("gradcam").option(option).default)
 
 
 @dataclass(frozen=True)
@@ -317,36 +320,25 @@ class Ablations(Protocol):
             )
 
     def scorer(self, loaded: LoadedModel) -> Scorer:
-        layer = resolve_layer(loaded.module, self.layer or loaded.default_layer)
+        layer = self.layer or loaded.default_layer
+        built = {v: create("gradcam", loaded.module, layer, **ABLATIONS[v]) for v in self.variants}
         targets = _top5(loaded)
-        rules = list(dict.fromkeys(ABLATIONS[v][2] for v in self.variants))
 
         def score(samples: Sequence[Sample], images: Sequence[Image.Image]) -> list[Scored]:
             xs = [loaded.preprocess(image) for image in images]
             scored: list[Scored | None] = [None] * len(xs)
             for group in _by_shape(xs):
                 x = torch.cat([xs[i] for i in group])
-                raws: dict[str, Tensor] = {}
-                classes: list[list[int]] = []
-                for rule in rules:
-                    grads = compute_gradients(
-                        loaded.module, x, targets, layer=layer, layer_rule=rule
-                    )
-                    assert grads.activations is not None and grads.gradients is not None
-                    classes = grads.classes.tolist()
-                    for variant in self.variants:
-                        pooling, relu, variant_rule = ABLATIONS[variant]
-                        if variant_rule == rule:
-                            raw, _ = grad_cam_from_gradients(
-                                grads.activations, grads.gradients, pooling=pooling, relu=relu
-                            )
-                            raws[variant] = raw
+                # Variants with the same backward rule share one forward and backward pass.
+                results = explain_built(built, loaded.module, x, targets)
+                raws = {v: cast(CAMResult, r).raw for v, r in results.items()}
+                classes = next(iter(results.values())).classes.tolist()
                 for j, i in enumerate(group):
                     image, sample = images[i], samples[i]
                     row = _classified(classes[j], sample)
                     for variant in self.variants:
                         heat = upsample(raws[variant][j], (xs[i].shape[-2], xs[i].shape[-1]))
-                        if not ABLATIONS[variant][1]:
+                        if not _ablation_setting(variant, "relu"):
                             # Without the ReLU the map is min-max normalized, as it is for
                             # display, so its negative evidence lowers the threshold.
                             heat = heat - heat.amin(dim=(-2, -1), keepdim=True)
@@ -365,9 +357,9 @@ class Ablations(Protocol):
         return [
             {
                 "variant": variant,
-                "pooling": ABLATIONS[variant][0],
-                "relu": ABLATIONS[variant][1],
-                "gradient_rule": ABLATIONS[variant][2],
+                "pooling": _ablation_setting(variant, "pooling"),
+                "relu": _ablation_setting(variant, "relu"),
+                "gradient_rule": _ablation_setting(variant, "gradient_rule"),
                 "images": len(done),
                 "loc_top1_error": _error_rate(done, _field(variant, "loc_top1")),
                 "loc_top5_error": _error_rate(done, _field(variant, "loc_top5")),

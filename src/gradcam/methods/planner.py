@@ -21,7 +21,7 @@ from gradcam.methods.registry import create_method
 from gradcam.methods.results import Result
 from gradcam.targets import TargetLike
 
-__all__ = ["explain_methods"]
+__all__ = ["explain_built", "explain_methods"]
 
 
 def _group_key(plan: Plan) -> tuple[str, str] | None:
@@ -64,6 +64,26 @@ def explain_methods(
     x = check_input(x, module)
     options = options or {}
     built = {n: create_method(n, module, layer, **options.get(n, {})) for n in unique}
+    return explain_built(built, module, x, targets)
+
+
+def explain_built(
+    built: Mapping[str, Any], module: nn.Module, x: Tensor, targets: TargetLike | None = None
+) -> dict[str, Result]:
+    """:func:`explain_methods` for methods already built, under names of the caller's choice
+    (several settings of one method, say: appendix B's ablations of Grad-CAM).
+
+    Example:
+        >>> import torch
+        >>> from gradcam.methods import create_method
+        >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(),
+        ...                           torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+        >>> built = {"mean": create_method("gradcam", net, "0"),
+        ...          "max": create_method("gradcam", net, "0", pooling="max")}
+        >>> sorted(explain_built(built, net, torch.rand(1, 3, 8, 8), [1]))
+        ['max', 'mean']
+    """
+    x = check_input(x, module)
     plans = {n: m.plan(x) for n, m in built.items() if isinstance(m, GradientMethod)}
     groups: dict[tuple[str, str] | None, list[str]] = {}
     for name, plan in plans.items():
@@ -91,11 +111,11 @@ def explain_methods(
         first_grads = first_grads or grads
         for name in members:
             results[name] = built[name].from_gradients(grads, plans[name], input_size)
-    rest = [n for n in unique if n not in plans]
+    rest = [n for n in built if n not in plans]
     if rest:
         fixed = targets
         if first_grads is not None and bool((first_grads.classes >= 0).all()):
             fixed = first_grads.classes
         for name in rest:
             results[name] = built[name](x, fixed)
-    return {n: results[n] for n in unique}
+    return {n: results[n] for n in built}
