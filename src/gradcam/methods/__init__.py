@@ -35,6 +35,14 @@ from gradcam.methods.results import (
     PixelResult,
     Result,
 )
+from gradcam.methods.variants import (
+    GradCAMElementWise,
+    GradCAMPlusPlus,
+    HiResCAM,
+    LayerCAM,
+    SmoothGradCAMPlusPlus,
+    XGradCAM,
+)
 from gradcam.targets import TargetLike
 
 __all__ = [
@@ -43,9 +51,13 @@ __all__ = [
     "DeconvGradCAM",
     "Deconvolution",
     "GradCAM",
+    "GradCAMElementWise",
+    "GradCAMPlusPlus",
     "GuidedBackprop",
     "GuidedCAMResult",
     "GuidedGradCAM",
+    "HiResCAM",
+    "LayerCAM",
     "Method",
     "MethodSpec",
     "Needs",
@@ -54,6 +66,8 @@ __all__ = [
     "Option",
     "PixelResult",
     "Result",
+    "SmoothGradCAMPlusPlus",
+    "XGradCAM",
     "create",
     "create_method",
     "explain_methods",
