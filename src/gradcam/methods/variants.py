@@ -6,7 +6,8 @@ Every class here is a :class:`~gradcam.methods.gradcam.GradCAM` that overrides
 weights ``w_k^c(i, j)`` (B, K, C, h, w), upsampled and normalized. One call costs one forward
 and one batched backward pass to the layer for all targets, and shares that pass with the other
 gradient methods of a request (:func:`~gradcam.methods.planner.explain_methods`), except
-Smooth Grad-CAM++, which needs noisy passes of its own.
+Smooth Grad-CAM++ (noisy copies) and any method with ``aug_smooth`` (augmented copies), which
+need passes of their own.
 
 Where the two reference implementations (pytorch-grad-cam 1.5.7, torchcam 0.5.0) differ, the
 paper's formula is used; each docstring says how each library relates to it.
@@ -123,8 +124,8 @@ class HiResCAM(_Variant):
     by a flatten and a linear layer, the sum over positions of the unrectified map is exactly
     the score (less the bias), so the map shows where the score comes from.
 
-    Agrees with pytorch-grad-cam's ``HiResCAM`` (which warns that eigen_smooth voids this
-    faithfulness; so does this class's ``eigen_smooth``).
+    Agrees with pytorch-grad-cam's ``HiResCAM``. As pytorch-grad-cam warns, ``eigen_smooth``
+    gives up that faithfulness.
 
     Args:
         module: the model.
@@ -222,7 +223,9 @@ class GradCAMPlusPlus(_Variant):
       often of order 1e-4 (``g^2`` ~ 1e-8), that constant is far from negligible there; this
       class agrees with it exactly with ``eps=1e-6``.
     * torchcam 0.5.0's ``GradCAMpp`` divides a boolean-masked copy of ``g^2`` in place, which
-      leaves ``g^2`` itself undivided: its weights are ``sum_ij g^2 ReLU(g)``, not Grad-CAM++'s.
+      leaves ``g^2`` itself undivided: its weights are ``sum_ij g^2 ReLU(g)``, not Grad-CAM++'s
+      (its intended denominator, ``2 g^2_ij + sum_ab A_ab g^3_ab``, also differs from the
+      paper's where the gradient varies over positions).
 
     Args:
         module: the model.
@@ -304,11 +307,16 @@ class SmoothGradCAMPlusPlus(GradCAMPlusPlus):
     ``D^1``, which does not reduce to Grad-CAM++ for ``n = 1`` and no noise).
 
     torchcam 0.5.0's ``SmoothGradCAMpp`` draws the same noise (``torch.manual_seed(seed)``
-    there equals ``seed`` here) and computes the same ``alpha`` (with ``eps=1e-8``), but it
-    takes ``ReLU`` of the *last* noisy copy's gradient instead of ``D^1`` and builds the map on
-    the last noisy copy's activations: the weights agree exactly when the gradient at the
-    layer does not depend on the input (a layer followed by pooling and a linear head) or for
-    ``num_samples=1``.
+    there equals ``seed`` here) and the same averages ``D^p``, with ``eps=1e-8``, but:
+
+    * its denominator is ``2 D^2_ij + sum_ab A_ab D^3_ab`` rather than the paper's
+      ``2 D^2_ij + S_k D^3_ij``;
+    * it takes ``ReLU`` of the *last* noisy copy's gradient instead of ``D^1``;
+    * it builds the map on the last noisy copy's activations instead of the input's.
+
+    Its weights therefore equal these (with ``eps=1e-8``) when the gradient at the layer is
+    the same at every position and for every input, as at a layer followed by global average
+    pooling and a linear head (ResNet-50's ``layer4``, EfficientNet-Lite0's ``_head_act``).
 
     The noise is drawn on the CPU from a generator seeded with ``seed`` (the same noise on
     every device), one (B, C, H, W) draw per sample; the noisy copies run ``batch_size``
