@@ -145,8 +145,8 @@ def test_several_methods_and_the_figure(photos: dict[str, Path], tmp_path: Path)
 
 
 def test_unknown_method(photos: dict[str, Path], tmp_path: Path) -> None:
-    proc = run("explain", str(photos["cat"]), "--method", "gradcam++", "--out", str(tmp_path))
-    assert proc.returncode == 2 and "unknown method 'gradcam++'" in proc.stderr
+    proc = run("explain", str(photos["cat"]), "--method", "gradkam", "--out", str(tmp_path))
+    assert proc.returncode == 2 and "unknown method 'gradkam'" in proc.stderr
 
 
 def test_evaluate_localization_on_an_imagenet_style_folder(tmp_path: Path) -> None:

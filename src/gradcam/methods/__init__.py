@@ -54,6 +54,14 @@ from gradcam.methods.results import (
     Result,
 )
 from gradcam.methods.shapley_cam import ShapleyCAM
+from gradcam.methods.variants import (
+    GradCAMElementWise,
+    GradCAMPlusPlus,
+    HiResCAM,
+    LayerCAM,
+    SmoothGradCAMPlusPlus,
+    XGradCAM,
+)
 from gradcam.targets import TargetLike
 
 __all__ = [
@@ -73,10 +81,14 @@ __all__ = [
     "FullGrad",
     "FullGradResult",
     "GradCAM",
+    "GradCAMElementWise",
+    "GradCAMPlusPlus",
     "GuidedBackprop",
     "GuidedCAMResult",
     "GuidedGradCAM",
+    "HiResCAM",
     "IntegratedGradients",
+    "LayerCAM",
     "Method",
     "MethodSpec",
     "Needs",
@@ -87,6 +99,8 @@ __all__ = [
     "Result",
     "ShapleyCAM",
     "SmoothGrad",
+    "SmoothGradCAMPlusPlus",
+    "XGradCAM",
     "create",
     "create_method",
     "explain_methods",

@@ -57,6 +57,13 @@ class GradientMethod:
 
     module: nn.Module
 
+    @property
+    def shares_pass(self) -> bool:
+        """Whether :meth:`from_gradients` on a pass shared with other methods gives this method's
+        result; ``False`` for methods that need passes of their own (noise, augmentations), which
+        the planner then calls on their own."""
+        return True
+
     def plan(self, x: Tensor) -> Plan:
         """What this method needs for the (checked) batch ``x``."""
         raise NotImplementedError

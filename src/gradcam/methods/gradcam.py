@@ -7,13 +7,14 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from gradcam.engine import Gradients
+from gradcam.engine import Gradients, check_input
 from gradcam.errors import GradCAMError
 from gradcam.layers import find_default_layer, resolve_layer
 from gradcam.maps import normalize, upsample
 from gradcam.methods.base import GradientMethod, Plan
 from gradcam.methods.registry import Needs, register
 from gradcam.methods.results import CAMResult
+from gradcam.methods.smoothing import augmentation_smoothing, principal_projection
 from gradcam.rectifiers import RULES, Rule
 from gradcam.targets import TargetLike
 
@@ -160,6 +161,11 @@ class GradCAM(LayerMethod, GradientMethod):
         relu: apply the final ReLU (``False`` is the appendix B ablation).
         gradient_rule: backward rule at rectifiers between ``A`` and the score: ``"plain"``
             (the paper), ``"guided"`` or ``"deconv"`` (appendix B, section 2.3 ablations).
+        eigen_smooth: replace ``sum_k w_k A^k`` by the projection of the weighted maps
+            ``w_k A^k`` on their first principal component (pytorch-grad-cam's eigen_smooth).
+        aug_smooth: average the maps of six test-time augmentations (horizontal flip x
+            brightness 0.9, 1, 1.1; pytorch-grad-cam's aug_smooth): runs twice, on the input
+            then on its five augmented copies.
 
     Example:
         >>> import gradcam
@@ -179,7 +185,12 @@ class GradCAM(LayerMethod, GradientMethod):
         pooling: Pooling = "mean",
         relu: bool = True,
         gradient_rule: Rule = "plain",
+        eigen_smooth: bool = False,
+        aug_smooth: bool = False,
     ) -> None:
+        for name, flag in (("eigen_smooth", eigen_smooth), ("aug_smooth", aug_smooth)):
+            if not isinstance(flag, bool):
+                raise GradCAMError(f"{name} must be true or false, got {flag!r}")
         if pooling not in _POOLINGS:
             raise GradCAMError(f"pooling must be one of {', '.join(_POOLINGS)}; got {pooling!r}")
         if gradient_rule not in RULES:
@@ -189,6 +200,13 @@ class GradCAM(LayerMethod, GradientMethod):
         self.pooling: Pooling = pooling
         self.relu = relu
         self.gradient_rule: Rule = gradient_rule
+        self.eigen_smooth = eigen_smooth
+        self.aug_smooth = aug_smooth
+
+    @property
+    def shares_pass(self) -> bool:
+        """With ``aug_smooth`` the method runs on augmented copies: it needs passes of its own."""
+        return not self.aug_smooth
 
     def weights(self, activations: Tensor, gradients: Tensor) -> Tensor:
         """The weights of the feature maps: (B, K, C) per channel, or (B, K, C, h, w) per
@@ -213,7 +231,22 @@ class GradCAM(LayerMethod, GradientMethod):
         if self.counterfactual:
             gradients = -gradients
         weights = self.weights(activations, gradients)
-        raw = weighted_sum(weights, activations)
+        return self._result(weights, activations, grads, plan.layer[1], input_size)
+
+    def _result(
+        self,
+        weights: Tensor,
+        activations: Tensor,
+        grads: Gradients,
+        layer: str,
+        input_size: tuple[int, int],
+    ) -> CAMResult:
+        """The map ``sum_k w_k A^k`` (or its principal projection), rectified, as a result."""
+        if self.eigen_smooth:
+            expanded = weights if weights.dim() == 5 else weights[..., None, None]
+            raw = principal_projection(expanded * activations.unsqueeze(1))
+        else:
+            raw = weighted_sum(weights, activations)
         if self.relu:
             raw = torch.relu(raw)
         return CAMResult(
@@ -223,11 +256,17 @@ class GradCAM(LayerMethod, GradientMethod):
             scores=grads.scores.float(),
             classes=grads.classes,
             logits=None if grads.logits is None else grads.logits.float(),
-            layer=plan.layer[1],
+            layer=layer,
         )
 
-    def __call__(self, x: Tensor, targets: TargetLike | None = None) -> CAMResult:
-        """Explain ``targets`` (default: the top-1 class) for the (B, C, H, W) batch ``x``."""
+    def _explain(self, x: Tensor, targets: TargetLike | None) -> CAMResult:
+        """One explanation of ``x``, without test-time augmentation: one engine pass."""
         result = GradientMethod.__call__(self, x, targets)
         assert isinstance(result, CAMResult)
         return result
+
+    def __call__(self, x: Tensor, targets: TargetLike | None = None) -> CAMResult:
+        """Explain ``targets`` (default: the top-1 class) for the (B, C, H, W) batch ``x``."""
+        if self.aug_smooth:
+            return augmentation_smoothing(self._explain, check_input(x, self.module), targets)
+        return self._explain(x, targets)

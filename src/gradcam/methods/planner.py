@@ -4,8 +4,10 @@ Gradient methods (:class:`~gradcam.methods.base.GradientMethod`) whose plans agr
 and on the rule of the backward pass to it share one forward pass, one batched backward pass to
 the layer, and one backward pass to the input per rectifier rule; methods that need no layer
 (Guided Backprop, Deconvolution) join the first such pass. Every other method (CAM, occlusion,
-perturbation methods) runs on its own, on the classes the first pass resolved, so that all
-results explain the same classes.
+perturbation methods, and gradient methods whose
+:attr:`~gradcam.methods.base.GradientMethod.shares_pass` is false, such as those with noise or
+augmentations) runs on its own, on the classes the first pass resolved, so that all results
+explain the same classes.
 """
 
 from __future__ import annotations
@@ -84,7 +86,9 @@ def explain_built(
         ['max', 'mean']
     """
     x = check_input(x, module)
-    plans = {n: m.plan(x) for n, m in built.items() if isinstance(m, GradientMethod)}
+    plans = {
+        n: m.plan(x) for n, m in built.items() if isinstance(m, GradientMethod) and m.shares_pass
+    }
     groups: dict[tuple[str, str] | None, list[str]] = {}
     for name, plan in plans.items():
         groups.setdefault(_group_key(plan), []).append(name)
