@@ -15,6 +15,9 @@ from gradcam.layers import find_default_layer, spatial_layers
 from gradcam.maps import bounding_box, normalize, peak, upsample
 from gradcam.methods import (
     CAM,
+    ISCAM,
+    SSCAM,
+    AblationCAM,
     CAMResult,
     DeconvGradCAM,
     Deconvolution,
@@ -26,6 +29,7 @@ from gradcam.methods import (
     OcclusionResult,
     PixelResult,
     Result,
+    ScoreCAM,
     create_method,
     explain_methods,
     method_spec,
@@ -38,6 +42,9 @@ from gradcam.viz import overlay
 
 __all__ = [
     "CAM",
+    "ISCAM",
+    "SSCAM",
+    "AblationCAM",
     "CAMResult",
     "DeconvGradCAM",
     "Deconvolution",
@@ -55,6 +62,7 @@ __all__ = [
     "PixelResult",
     "Preprocess",
     "Result",
+    "ScoreCAM",
     "TargetError",
     "TopK",
     "available_models",

@@ -4,6 +4,8 @@
   autograd graph there: everything before the layer runs without recording a graph, ``A``
   becomes a leaf that requires grad, and the rest of the forward pass records a graph from it.
 * :func:`capture_input` keeps the input of a module (CAM checks its head with it).
+* :func:`replace_output` swaps a layer's output for another tensor (Ablation-CAM feeds the
+  rest of the network ablated copies of ``A`` with it).
 * :func:`record_outputs` watches the outputs of every submodule during one forward pass; it is
   used to find a default layer and to list a model's spatial layers.
 * :func:`rectifier_mode` routes every rectifier called during a forward pass, as a module
@@ -14,7 +16,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,6 +35,7 @@ __all__ = [
     "capture_layer",
     "record_outputs",
     "rectifier_mode",
+    "replace_output",
 ]
 
 
@@ -110,6 +113,46 @@ def capture_input(module: nn.Module, name: str) -> Iterator[LayerCapture]:
             capture.activation = inputs[0]
 
     handle = module.register_forward_pre_hook(hook)
+    try:
+        yield capture
+    finally:
+        handle.remove()
+
+
+@contextmanager
+def replace_output(
+    layer: nn.Module, name: str, replace: Callable[[Tensor], Tensor]
+) -> Iterator[LayerCapture]:
+    """Make ``layer`` return ``replace(A)`` instead of its output ``A`` during the block.
+
+    The replacement may have another batch size than ``A``: the rest of the network then runs
+    on the replacement's batch (see :class:`~gradcam.methods.ablation_cam.AblationCAM`).
+
+    Raises:
+        LayerError: if the layer runs more than once, or its output is not a (B, C, h, w) tensor.
+
+    Example:
+        >>> with torch.no_grad(), replace_output(model.layer4, "layer4", torch.zeros_like):
+        ...     logits = model(x)  # the head sees all-zero feature maps
+    """
+    capture = LayerCapture(name)
+
+    def hook(_module: nn.Module, _inputs: Any, output: Any) -> Tensor:
+        capture.calls += 1
+        if capture.calls > 1:
+            raise LayerError(
+                f"layer {name!r} runs more than once in one forward pass (a module reused, like "
+                "a shared activation); choose a layer that runs once"
+            )
+        if not isinstance(output, Tensor) or output.dim() != 4:
+            shape = tuple(output.shape) if isinstance(output, Tensor) else type(output).__name__
+            raise LayerError(
+                f"layer {name!r} must output a (B, C, h, w) tensor of feature maps; got {shape}"
+            )
+        capture.activation = output
+        return replace(output)
+
+    handle = layer.register_forward_hook(hook)
     try:
         yield capture
     finally:

@@ -13,6 +13,7 @@ from typing import Protocol
 
 from torch import Tensor
 
+from gradcam.methods.ablation_cam import AblationCAM
 from gradcam.methods.cam import CAM
 from gradcam.methods.gradcam import GradCAM, grad_cam_from_gradients
 from gradcam.methods.guided import DeconvGradCAM, Deconvolution, GuidedBackprop, GuidedGradCAM
@@ -35,10 +36,14 @@ from gradcam.methods.results import (
     PixelResult,
     Result,
 )
+from gradcam.methods.score_cam import ISCAM, SSCAM, ScoreCAM
 from gradcam.targets import TargetLike
 
 __all__ = [
     "CAM",
+    "ISCAM",
+    "SSCAM",
+    "AblationCAM",
     "CAMResult",
     "DeconvGradCAM",
     "Deconvolution",
@@ -54,6 +59,7 @@ __all__ = [
     "Option",
     "PixelResult",
     "Result",
+    "ScoreCAM",
     "create",
     "create_method",
     "explain_methods",
