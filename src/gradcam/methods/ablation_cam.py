@@ -115,13 +115,14 @@ class AblationCAM(PerturbationMethod):
                 ablated = live[start : start + self._chunk(activations, x.device, tail_only)]
                 copies = activations[b].expand(len(ablated), -1, -1, -1).clone()
                 copies[torch.arange(len(ablated)), ablated] = 0
-                scores = None
                 if tail_only is None:
                     scores = self._probe(
                         x[b : b + 1], copies, activations[b], clean[b], columns[b], layer, run
                     )
                     tail_only = scores is not None
-                if scores is None:
+                    if scores is None:
+                        continue  # cut this batch again, at the whole network's size
+                else:
                     scores = self._scores(x[b : b + 1], copies, columns[b], layer, run, tail_only)
                 drops[b][:, ablated] = clean[b][:, None] - scores.T
                 start += len(ablated)
