@@ -6,6 +6,8 @@
 * :func:`capture_input` keeps the input of a module (CAM checks its head with it).
 * :func:`capture_outputs` keeps the outputs of several layers inside the autograd graph, for
   gradients to all of them at once (FullGrad's bias-gradients).
+* :func:`replace_output` swaps a layer's output for another tensor (Ablation-CAM feeds the
+  rest of the network ablated copies of ``A`` with it).
 * :func:`record_outputs` watches the outputs of every submodule during one forward pass; it is
   used to find a default layer and to list a model's spatial layers.
 * :func:`rectifier_mode` routes every rectifier called during a forward pass, as a module
@@ -16,7 +18,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,6 +38,7 @@ __all__ = [
     "capture_outputs",
     "record_outputs",
     "rectifier_mode",
+    "replace_output",
 ]
 
 
@@ -153,6 +156,46 @@ def capture_outputs(layers: Sequence[tuple[nn.Module, str]]) -> Iterator[list[tu
     finally:
         for handle in handles:
             handle.remove()
+
+
+@contextmanager
+def replace_output(
+    layer: nn.Module, name: str, replace: Callable[[Tensor], Tensor]
+) -> Iterator[LayerCapture]:
+    """Make ``layer`` return ``replace(A)`` instead of its output ``A`` during the block.
+
+    The replacement may have another batch size than ``A``: the rest of the network then runs
+    on the replacement's batch (see :class:`~gradcam.methods.ablation_cam.AblationCAM`).
+
+    Raises:
+        LayerError: if the layer runs more than once, or its output is not a (B, C, h, w) tensor.
+
+    Example:
+        >>> with torch.no_grad(), replace_output(model.layer4, "layer4", torch.zeros_like):
+        ...     logits = model(x)  # the head sees all-zero feature maps
+    """
+    capture = LayerCapture(name)
+
+    def hook(_module: nn.Module, _inputs: Any, output: Any) -> Tensor:
+        capture.calls += 1
+        if capture.calls > 1:
+            raise LayerError(
+                f"layer {name!r} runs more than once in one forward pass (a module reused, like "
+                "a shared activation); choose a layer that runs once"
+            )
+        if not isinstance(output, Tensor) or output.dim() != 4:
+            shape = tuple(output.shape) if isinstance(output, Tensor) else type(output).__name__
+            raise LayerError(
+                f"layer {name!r} must output a (B, C, h, w) tensor of feature maps; got {shape}"
+            )
+        capture.activation = output
+        return replace(output)
+
+    handle = layer.register_forward_hook(hook)
+    try:
+        yield capture
+    finally:
+        handle.remove()
 
 
 class _RectifierMode(TorchFunctionMode):

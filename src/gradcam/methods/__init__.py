@@ -26,6 +26,17 @@ from gradcam.methods.cam import CAM
 from gradcam.methods.occlusion import Occlusion
 
 # isort: split
+from gradcam.methods.variants import (
+    GradCAMElementWise,
+    GradCAMPlusPlus,
+    HiResCAM,
+    LayerCAM,
+    SmoothGradCAMPlusPlus,
+    XGradCAM,
+)
+
+# isort: split
+from gradcam.methods.ablation_cam import AblationCAM
 from gradcam.methods.attribution import IntegratedGradients, SmoothGrad
 from gradcam.methods.eigen_cam import KPCACAM, EigenCAM, EigenGradCAM
 from gradcam.methods.factorization import ConceptResult, DeepFeatureFactorization
@@ -53,21 +64,17 @@ from gradcam.methods.results import (
     PixelResult,
     Result,
 )
+from gradcam.methods.score_cam import ISCAM, SSCAM, ScoreCAM
 from gradcam.methods.shapley_cam import ShapleyCAM
-from gradcam.methods.variants import (
-    GradCAMElementWise,
-    GradCAMPlusPlus,
-    HiResCAM,
-    LayerCAM,
-    SmoothGradCAMPlusPlus,
-    XGradCAM,
-)
 from gradcam.targets import TargetLike
 
 __all__ = [
     "CAM",
     "FEM",
+    "ISCAM",
     "KPCACAM",
+    "SSCAM",
+    "AblationCAM",
     "AttributionResult",
     "CAMResult",
     "ConceptResult",
@@ -97,6 +104,7 @@ __all__ = [
     "Option",
     "PixelResult",
     "Result",
+    "ScoreCAM",
     "ShapleyCAM",
     "SmoothGrad",
     "SmoothGradCAMPlusPlus",
