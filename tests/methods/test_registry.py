@@ -262,3 +262,9 @@ def test_every_heatmap_method_in_localization(shapes_photo: Path, name: str) -> 
 def test_localization_refuses_unknown_options() -> None:
     with pytest.raises(GradCAMError, match="has no option 'windw'"):
         Localization("occlusion", options={"windw": 3})
+
+
+def test_the_readme_lists_every_method() -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    missing = [s.name for s in method_specs() if f"`{s.name}`" not in readme]
+    assert not missing, f"README.md does not list {missing}"
