@@ -409,3 +409,35 @@ def test_zoo_smallest_of_each_family(name: str) -> None:
 @pytest.mark.parametrize("name", bench_zoo.all_models())
 def test_zoo_every_model(name: str) -> None:
     _check_zoo(name, 224)
+
+
+# timm (optional) --------------------------------------------------------------------------------
+
+
+def test_timm_vit_default_and_agreement() -> None:
+    """timm's ViT: the default is blocks[-1].norm1, pytorch-grad-cam's documented layer, and the
+    raw maps agree with it (its documented reshape_transform)."""
+    timm = pytest.importorskip("timm")
+    pytest.importorskip("pytorch_grad_cam")
+    torch.manual_seed(0)
+    model = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=64).eval()
+    x = _image(64)
+    ours = GradCAM(model)(x, 7)
+    assert ours.layer == "blocks.11.norm1" and ours.raw.shape == (1, 1, 4, 4)
+    theirs = torch.from_numpy(_peer_raw(model, model.blocks[-1].norm1, _reshape_vit, x)[0])
+    assert ours.raw.abs().max() > 0
+    scale = float(theirs.abs().max())
+    torch.testing.assert_close(ours.raw[0, 0], theirs, rtol=1e-5, atol=1e-5 * scale)
+
+
+def test_timm_convnext_channels_last_norm() -> None:
+    """timm's ConvNeXt block (conv_mlp=False) normalizes NHWC: its norm is read channels-last."""
+    timm = pytest.importorskip("timm")
+    torch.manual_seed(0)
+    model = timm.create_model("convnext_atto", pretrained=False, conv_mlp=False).eval()
+    x = _image(64)
+    auto = GradCAM(model, "stages.3.blocks.1.norm")(x, 0)
+    given = GradCAM(model, Layer("stages.3.blocks.1.norm", reshape="channels-last"))(x, 0)
+    assert auto.raw.shape == (1, 1, 2, 2) and auto.weights.shape == (1, 1, 320)
+    torch.testing.assert_close(auto.raw, given.raw)
+    assert GradCAM(model)(x, 0).layer == "stages"

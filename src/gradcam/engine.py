@@ -43,8 +43,9 @@ class Gradients:
         scores: ``y^c``, (B, K), the target scores (before softmax for classes).
         classes: (B, K) class ids, -1 for callable targets.
         logits: (B, N) class scores of the model output, or ``None`` if it has none.
-        activations: ``A``, (B, C, h, w), the layer's output, when a layer was asked for.
-        gradients: ``dy^c/dA``, (B, K, C, h, w), when a layer was asked for.
+        activations: ``A``, (B, C, h, w), the layer's output after its reshape (tokens and
+            channels-last outputs become channels-first maps), when a layer was asked for.
+        gradients: ``dy^c/dA``, (B, K, C, h, w), reshaped alike, when a layer was asked for.
         input_gradients: ``dy^c/dx``, (B, K, C, H, W), for each rule asked for.
     """
 

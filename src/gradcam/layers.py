@@ -253,9 +253,15 @@ def find_default_layer(model: nn.Module, x: Tensor) -> str:
         'encoder.layers.encoder_layer_11.ln_1'
     """
     calls, spatial = _spatial_calls(model, x)
-    # A tensor made by a pass-through module stays "resampled" when a container returns it.
-    resampled = {c.output_id for c in calls if isinstance(c.module, _PASS_THROUGH)}
-    usable = [s for s in spatial if s.call.output_id not in resampled]
+    # A tensor made by a pass-through module stays "resampled" when a container returns it; one
+    # that returns its input itself (Identity, Dropout in eval mode) resamples nothing.
+    passing = [c for c in calls if isinstance(c.module, _PASS_THROUGH)]
+    resampled = {c.output_id for c in passing if c.output_id != c.input_id}
+    usable = [
+        s
+        for s in spatial
+        if s.call.output_id not in resampled and not isinstance(s.call.module, _PASS_THROUGH)
+    ]
     if not usable:
         raise LayerError(
             f"found no layer with spatial (B, C, h, w) output in {type(model).__name__} "
