@@ -234,6 +234,9 @@ def test_resolve_layer_keeps_the_reshape() -> None:
     resolved = resolve_layer(model, Layer("proj", reshape="tokens"))
     assert resolved[0] is model.proj and resolved[1] == "proj" and resolved.reshape == "tokens"
     assert resolve_layer(model, "proj").reshape == "auto"
+    assert resolve_layer(model, resolved) == resolved  # a resolved layer passes on as it is
+    with pytest.raises(LayerError, match="not a submodule"):
+        resolve_layer(TinyTokenNet(), resolved)
 
 
 def test_plain_channels_first_layers_are_unchanged() -> None:

@@ -105,10 +105,6 @@ class Layer:
             )
 
 
-#: What every method's ``layer=`` takes.
-LayerLike = nn.Module | str | Layer
-
-
 class ResolvedLayer(NamedTuple):
     """A layer found in a model: ``(module, dotted_name, reshape)``.
 
@@ -130,8 +126,13 @@ class ResolvedLayer(NamedTuple):
         return view_for(self.name, self.reshape, shape, input_size, self.module, model)
 
 
+#: What every method's ``layer=`` takes.
+LayerLike = nn.Module | str | Layer | ResolvedLayer
+
+
 def resolve_layer(model: nn.Module, layer: LayerLike) -> ResolvedLayer:
-    """Find a layer given as a submodule, a dotted name or a :class:`Layer` in ``model``.
+    """Find a layer given as a submodule, a dotted name, a :class:`Layer` (or a layer already
+    resolved, checked against ``model``) in ``model``.
 
     Raises:
         LayerError: if the name does not exist (close names are suggested) or the module is not
@@ -143,7 +144,7 @@ def resolve_layer(model: nn.Module, layer: LayerLike) -> ResolvedLayer:
         >>> resolve_layer(swin, Layer("features.7.1.norm1", "channels-last")).reshape
         'channels-last'
     """
-    if isinstance(layer, Layer):
+    if isinstance(layer, (Layer, ResolvedLayer)):
         module, name, _ = resolve_layer(model, layer.module)
         return ResolvedLayer(module, name, layer.reshape)
     names = {name: module for name, module in model.named_modules() if name}
