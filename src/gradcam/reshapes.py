@@ -60,7 +60,7 @@ RESHAPES: tuple[ReshapeName, ...] = ("auto", "channels-first", "channels-last", 
 
 _HELP = (
     "reshapes: 'channels-first' (B, C, h, w), 'channels-last' (B, h, w, C), 'tokens' (B, N, D) "
-    "with up to 16 leading class/register tokens and a patch grid, "
+    f"with up to {MAX_PREFIX} leading class/register tokens and a patch grid, "
     "Tokens(prefix=p, grid=(gh, gw)), or a callable (B, ...) -> (B, C, h, w)"
 )
 
@@ -296,10 +296,9 @@ def view_for(
             prefix = (
                 shape[1] - given.grid[0] * given.grid[1] if given.prefix is None else given.prefix
             )
-            view = MapView("tokens", prefix, given.grid)
             if prefix < 0 or shape[1] - prefix != given.grid[0] * given.grid[1]:
                 raise LayerError(f"{where}; {shape[1]} tokens do not fit {given}; {_HELP}")
-            return view
+            return MapView("tokens", prefix, given.grid)
         try:
             prefix, grid = token_grid(shape[1], input_size, given.prefix)
         except LayerError as error:
@@ -328,8 +327,9 @@ def view_for(
     if len(shape) == 3:
         if not _features_last(shape, layer, model, model_widths):
             raise LayerError(
-                f"{where}; its output {shape} is not recognizably (B, N, D) tokens "
-                f"(no LayerNorm or Linear of width {shape[-1]}); {_HELP}"
+                f"{where}; its output {shape} is not recognizably (B, N, D) tokens (D the "
+                "width of a LayerNorm or Linear, N no conv channel count); pass reshape= to "
+                f"say how to read it; {_HELP}"
             )
         return view_for(name, "tokens", shape, input_size, layer, model, model_widths=model_widths)
     raise LayerError(f"{where}; got {shape}; {_HELP}")
