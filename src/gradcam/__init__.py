@@ -11,7 +11,7 @@ Example:
 
 from gradcam.errors import GradCAMError, ImageLoadError, LayerError, ModelLoadError, TargetError
 from gradcam.images import Preprocess, load_image
-from gradcam.layers import find_default_layer, spatial_layers
+from gradcam.layers import Layer, find_default_layer, spatial_layers
 from gradcam.maps import bounding_box, normalize, peak, upsample
 from gradcam.methods import (
     CAM,
@@ -89,6 +89,7 @@ __all__ = [
     "HiResCAM",
     "ImageLoadError",
     "IntegratedGradients",
+    "Layer",
     "LayerCAM",
     "LayerError",
     "LoadedModel",

@@ -28,6 +28,7 @@ from torch import Tensor, nn
 
 from gradcam.errors import GradCAMError, LayerError, TargetError
 from gradcam.hooks import capture_layer, rectifier_mode
+from gradcam.layers import ResolvedLayer
 from gradcam.rectifiers import RectifierState, Rule
 from gradcam.targets import TargetLike, as_logits, resolve_targets
 
@@ -42,8 +43,9 @@ class Gradients:
         scores: ``y^c``, (B, K), the target scores (before softmax for classes).
         classes: (B, K) class ids, -1 for callable targets.
         logits: (B, N) class scores of the model output, or ``None`` if it has none.
-        activations: ``A``, (B, C, h, w), the layer's output, when a layer was asked for.
-        gradients: ``dy^c/dA``, (B, K, C, h, w), when a layer was asked for.
+        activations: ``A``, (B, C, h, w), the layer's output after its reshape (tokens and
+            channels-last outputs become channels-first maps), when a layer was asked for.
+        gradients: ``dy^c/dA``, (B, K, C, h, w), reshaped alike, when a layer was asked for.
         input_gradients: ``dy^c/dx``, (B, K, C, H, W), for each rule asked for.
     """
 
@@ -168,7 +170,7 @@ def compute_gradients(
     x: Tensor,
     targets: TargetLike | None,
     *,
-    layer: tuple[nn.Module, str] | None = None,
+    layer: ResolvedLayer | tuple[nn.Module, str] | None = None,
     layer_rule: Rule = "plain",
     input_rules: Sequence[Rule] = (),
 ) -> Gradients:
@@ -178,14 +180,17 @@ def compute_gradients(
         model: any ``nn.Module``; not modified.
         x: (B, C, H, W) input batch; not modified.
         targets: see :mod:`gradcam.targets`; ``None`` is the top-1 class.
-        layer: ``(module, dotted_name)`` of a layer whose output is (B, C, h, w) and that runs
-            once; its activations and ``dy^c/dA`` are returned.
+        layer: a layer that runs once (from :func:`~gradcam.layers.resolve_layer`, or a
+            ``(module, dotted_name)`` pair): its output, reshaped to (B, C, h, w) feature maps
+            ``A`` (see :mod:`gradcam.reshapes`), and ``dy^c/dA`` are returned. The gradient is
+            taken to the raw output and reshaped the same way.
         layer_rule: rectifier rule for the gradient to the layer (``"plain"`` for Grad-CAM;
             ``"guided"`` and ``"deconv"`` are appendix B ablations).
         input_rules: rectifier rules for the gradients to the input, one backward pass each.
 
     Raises:
-        LayerError: the layer never ran, ran twice, or does not output feature maps.
+        LayerError: the layer never ran, ran twice, or its output cannot be read as feature
+            maps.
         TargetError: the targets do not fit the output.
         GradCAMError: bad input, or the model produced non-finite scores or gradients.
 
@@ -198,6 +203,7 @@ def compute_gradients(
     if layer is None and not input_rules:
         raise ValueError("compute_gradients needs a layer, input rules, or both")
     x = check_input(x, model)
+    resolved_layer = None if layer is None else ResolvedLayer(*layer)
     to_input = bool(input_rules)
     state = RectifierState()
     grad_mode = torch.is_grad_enabled()
@@ -216,8 +222,12 @@ def compute_gradients(
                     stack.enter_context(rectifier_mode(state))
                 capture = (
                     None
-                    if layer is None
-                    else stack.enter_context(capture_layer(*layer, detach=not to_input))
+                    if resolved_layer is None
+                    else stack.enter_context(
+                        capture_layer(
+                            resolved_layer.module, resolved_layer.name, detach=not to_input
+                        )
+                    )
                 )
                 output = model(source)
             torch.set_grad_enabled(True)
@@ -227,12 +237,19 @@ def compute_gradients(
             if not all_finite(resolved.scores.detach()):
                 raise GradCAMError("the model produced NaN or infinite target scores")
             activations = layer_grads = None
-            if capture is not None and capture.activation is not None:
+            if (
+                resolved_layer is not None
+                and capture is not None
+                and capture.activation is not None
+            ):
+                raw = capture.activation
+                view = resolved_layer.view(model, tuple(raw.shape), (x.shape[-2], x.shape[-1]))
+                activations = view(raw.detach())
                 state.rule = layer_rule
-                activations = capture.activation.detach()
-                layer_grads = _batched_grad(
-                    resolved.scores, capture.activation, "chosen layer", retain=to_input
-                )
+                raw_grads = _batched_grad(resolved.scores, raw, "chosen layer", retain=to_input)
+                # A reshape only selects and permutes, so it maps dy/d(output) to dy/dA.
+                maps = view(raw_grads.flatten(0, 1))
+                layer_grads = maps.reshape(*raw_grads.shape[:2], *maps.shape[1:])
             input_grads: dict[str, Tensor] = {}
             for i, rule in enumerate(input_rules):
                 state.rule = rule

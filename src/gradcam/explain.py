@@ -115,7 +115,7 @@ def explain_image(
     x = loaded.preprocess(image)
     layer_ref = resolve_layer(module, layer or loaded.default_layer)
     targets = list(classes) if classes else TopK(top_k)
-    results = explain_methods(names, module, x, targets, layer=layer_ref[0], options=options)
+    results = explain_methods(names, module, x, targets, layer=layer_ref, options=options)
     entries = []
     for name, result in results.items():
         for k in range(result.classes.shape[1]):

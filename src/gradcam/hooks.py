@@ -1,8 +1,9 @@
 """Every hook gradcam registers lives here, scoped to one call and removed in ``finally``.
 
-* :func:`capture_layer` keeps a layer's output ``A``. With ``detach=True`` it also cuts the
-  autograd graph there: everything before the layer runs without recording a graph, ``A``
-  becomes a leaf that requires grad, and the rest of the forward pass records a graph from it.
+* :func:`capture_layer` keeps a layer's output as it is (the caller reshapes it to the feature
+  maps ``A``, see :mod:`gradcam.reshapes`). With ``detach=True`` it also cuts the autograd graph
+  there: everything before the layer runs without recording a graph, the output becomes a leaf
+  that requires grad, and the rest of the forward pass records a graph from it.
 * :func:`capture_input` keeps the input of a module (CAM checks its head with it).
 * :func:`capture_outputs` keeps the outputs of several layers inside the autograd graph, for
   gradients to all of them at once (FullGrad's bias-gradients).
@@ -48,8 +49,8 @@ class LayerCapture:
 
     Attributes:
         name: the layer's dotted name, for error messages.
-        activation: the layer's output ``A`` as a leaf tensor that requires grad, or ``None``
-            when the layer has not run.
+        activation: the layer's raw output (before any reshape to (B, C, h, w)); with
+            ``detach=True`` a leaf tensor that requires grad. ``None`` when the layer has not run.
         calls: how many times the layer ran.
     """
 
@@ -60,7 +61,7 @@ class LayerCapture:
 
 @contextmanager
 def capture_layer(layer: nn.Module, name: str, *, detach: bool = True) -> Iterator[LayerCapture]:
-    """Capture ``layer``'s output ``A`` during the forward passes in the block.
+    """Capture ``layer``'s output during the forward passes in the block.
 
     With ``detach=True``, call the model with grad mode *disabled*: the hook switches grad mode
     on when the layer runs and makes ``A`` a new leaf, so only the part of the network after the
@@ -68,12 +69,12 @@ def capture_layer(layer: nn.Module, name: str, *, detach: bool = True) -> Iterat
     graph is left whole, so gradients can also flow on to the input.
 
     Raises:
-        LayerError: if the layer runs more than once, or its output is not a (B, C, h, w) tensor.
+        LayerError: if the layer runs more than once, or its output is not a tensor.
 
     Example:
         >>> with torch.no_grad(), capture_layer(model.layer4, "layer4") as cap:
         ...     logits = model(x)
-        >>> cap.activation.shape  # (B, C, h, w), requires_grad=True
+        >>> cap.activation.shape  # (B, 512, 7, 7), requires_grad=True
     """
     capture = LayerCapture(name)
 
@@ -84,10 +85,10 @@ def capture_layer(layer: nn.Module, name: str, *, detach: bool = True) -> Iterat
                 f"layer {name!r} runs more than once in one forward pass (a module reused, like "
                 "a shared activation); choose a layer that runs once"
             )
-        if not isinstance(output, Tensor) or output.dim() != 4:
-            shape = tuple(output.shape) if isinstance(output, Tensor) else type(output).__name__
+        if not isinstance(output, Tensor):
             raise LayerError(
-                f"layer {name!r} must output a (B, C, h, w) tensor of feature maps; got {shape}"
+                f"layer {name!r} must output a tensor of feature maps (B, C, h, w), or one that a "
+                f"reshape turns into them; got {type(output).__name__}"
             )
         activation: Tensor = output
         if detach:
@@ -237,12 +238,21 @@ def rectifier_mode(state: RectifierState) -> Iterator[RectifierState]:
 
 @dataclass(frozen=True)
 class ModuleCall:
-    """One module call seen by :func:`record_outputs`: its name, output shape and reuse count."""
+    """One module call seen by :func:`record_outputs`.
+
+    Attributes:
+        name: the module's dotted name.
+        module: the module.
+        shape: its output's shape, ``None`` when the output is not a tensor.
+        output_id: ``id`` of the output (unique during the recording).
+        input_id: ``id`` of the first positional input, ``None`` when there is none.
+    """
 
     name: str
     module: nn.Module
     shape: tuple[int, ...] | None
     output_id: int
+    input_id: int | None = None
 
 
 @dataclass
@@ -255,8 +265,9 @@ class _Recording:
 def record_outputs(model: nn.Module) -> Iterator[list[ModuleCall]]:
     """Record, in completion order, every submodule call during the forward passes in the block.
 
-    Output tensors are kept alive until the block ends so that ``output_id`` identifies a tensor
-    uniquely (a container returning its last child's tensor shares that child's id).
+    Inputs and outputs are kept alive until the block ends so that ``output_id`` and
+    ``input_id`` identify a tensor uniquely (a container returning its last child's tensor shares
+    that child's id; a module fed another's output has that output's id as ``input_id``).
 
     Example:
         >>> with torch.no_grad(), record_outputs(model) as calls:
@@ -268,10 +279,12 @@ def record_outputs(model: nn.Module) -> Iterator[list[ModuleCall]]:
     handles = []
 
     def make_hook(name: str) -> Any:
-        def hook(module: nn.Module, _inputs: Any, output: Any) -> None:
+        def hook(module: nn.Module, inputs: tuple[Any, ...], output: Any) -> None:
             shape = tuple(output.shape) if isinstance(output, Tensor) else None
-            recording.keep_alive.append(output)
-            recording.calls.append(ModuleCall(name, module, shape, id(output)))
+            first = inputs[0] if inputs else None
+            recording.keep_alive.extend([output, first])
+            input_id = None if first is None else id(first)
+            recording.calls.append(ModuleCall(name, module, shape, id(output), input_id))
 
         return hook
 

@@ -1,26 +1,54 @@
 """Choosing the layer ``A`` whose feature maps Grad-CAM weights: by module, by name, or by default.
 
+A layer is given as a submodule, a dotted name, or a :class:`Layer`: either of those with a
+reshape that turns its output into (B, C, h, w) feature maps (see :mod:`gradcam.reshapes`:
+token sequences of ViT-like models, channels-last maps of Swin; ``"auto"`` reads the layout
+from the output's shape and the model's structure, or raises).
+
 The default follows the paper (section 3): the last convolutional feature maps, i.e. the last
-module whose output still has a spatial extent (h*w > 1), that runs exactly once, and whose
-output is not produced by a pooling, dropout or reshaping layer (those only resample features
-that an earlier module computed). For ResNet-50 this is ``layer4``, for VGG-16 ``features.29``
-(relu5_3, 14x14 as in the paper), for the embedded EfficientNet-Lite0 ``_head_act``.
+module whose output is a spatial map (h*w > 1, channels first or last), that runs exactly once,
+and whose output is not produced by a pooling, dropout or reshaping layer (those only resample
+or rearrange features that an earlier module computed). For ResNet-50 this is ``layer4``, for
+VGG-16 ``features.29`` (relu5_3, 14x14 as in the paper), for the embedded EfficientNet-Lite0
+``_head_act``, for Swin the final ``norm`` (channels-last, 7x7 at 224, the map the head
+averages, as ``layer4`` is ResNet's).
+
+Models whose last spatial output is a token sequence (ViT, DeiT) are different: their head reads
+the class token only, so after the last attention no patch token reaches the score (their
+gradient is zero). There the default is the input of the last attention module, the last
+block's first norm (``encoder.layers.encoder_layer_11.ln_1`` in torchvision's ViT-B/16,
+``blocks[-1].norm1`` in timm), the layer pytorch-grad-cam documents for ViT. Without an
+attention module, the last token layer is taken.
+
+The choice depends on the input size (ResNet-18's ``layer4`` is 1x1 at 32x32, so ``layer3``
+is taken there); methods make it again for every new input shape.
 """
 
 from __future__ import annotations
 
 import difflib
 from collections import Counter
+from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
+from torchvision.ops.misc import Permute
 
 from gradcam.errors import LayerError
 from gradcam.hooks import ModuleCall, record_outputs
+from gradcam.reshapes import RESHAPES, MapView, Reshape, Tokens, view_for, widths
 
-__all__ = ["find_default_layer", "resolve_layer", "spatial_layers"]
+__all__ = [
+    "Layer",
+    "LayerLike",
+    "ResolvedLayer",
+    "find_default_layer",
+    "resolve_layer",
+    "spatial_layers",
+]
 
-# Modules that only resample or pass on features computed before them.
+# Modules that only resample, rearrange or pass on features computed before them.
 _PASS_THROUGH: tuple[type[nn.Module], ...] = (
     nn.MaxPool2d,
     nn.AvgPool2d,
@@ -33,12 +61,78 @@ _PASS_THROUGH: tuple[type[nn.Module], ...] = (
     nn.AlphaDropout,
     nn.Identity,
     nn.Flatten,
+    nn.Unflatten,
     nn.Upsample,
+    Permute,
 )
 
 
-def resolve_layer(model: nn.Module, layer: nn.Module | str) -> tuple[nn.Module, str]:
-    """Return ``(module, dotted_name)`` for a layer given as a submodule or a dotted name.
+@dataclass(frozen=True)
+class Layer:
+    """A layer ``A`` and how to read its output as (B, C, h, w) feature maps.
+
+    Attributes:
+        module: the submodule, or its dotted name (``"layer4"``,
+            ``"encoder.layers.encoder_layer_11.ln_1"``).
+        reshape: ``"auto"`` (read the layout from the output shape, or raise),
+            ``"channels-first"`` (B, C, h, w), ``"channels-last"`` (B, h, w, C), ``"tokens"``
+            (B, N, D: leading class/register tokens dropped, the patch grid inferred from N and
+            the input size), :class:`~gradcam.reshapes.Tokens` (prefix and grid given), or a
+            callable (B, ...) -> (B, C, h, w) that only selects and permutes elements (it is
+            applied to the output and to its gradient alike, like pytorch-grad-cam's
+            ``reshape_transform``).
+
+    Raises:
+        LayerError: for an unknown reshape.
+
+    Example:
+        >>> vit = torchvision.models.vit_b_16()
+        >>> cam = GradCAM(vit, Layer("encoder.layers.encoder_layer_11.ln_1", reshape="tokens"))
+        >>> cam(torch.randn(1, 3, 224, 224)).raw.shape
+        torch.Size([1, 1, 14, 14])
+    """
+
+    module: nn.Module | str
+    reshape: Reshape = "auto"
+
+    def __post_init__(self) -> None:
+        reshape = self.reshape
+        if isinstance(reshape, str) and reshape not in RESHAPES:
+            raise LayerError(f"unknown reshape {reshape!r}; choose from {', '.join(RESHAPES)}")
+        if not isinstance(reshape, (str, Tokens)) and not callable(reshape):
+            raise LayerError(
+                f"reshape must be a name, Tokens(...) or a callable, got {type(reshape).__name__}"
+            )
+
+
+class ResolvedLayer(NamedTuple):
+    """A layer found in a model: ``(module, dotted_name, reshape)``.
+
+    A tuple, so ``resolved[0]`` is the module and ``resolved[1]`` the name.
+    """
+
+    module: nn.Module
+    name: str
+    reshape: Reshape = "auto"
+
+    def view(
+        self, model: nn.Module, shape: tuple[int, ...], input_size: tuple[int, int]
+    ) -> MapView:
+        """The reshape of this layer's output of ``shape`` to (B, C, h, w) maps.
+
+        Raises:
+            LayerError: the output cannot be read as feature maps (names the reshapes).
+        """
+        return view_for(self.name, self.reshape, shape, input_size, self.module, model)
+
+
+#: What every method's ``layer=`` takes.
+LayerLike = nn.Module | str | Layer | ResolvedLayer
+
+
+def resolve_layer(model: nn.Module, layer: LayerLike) -> ResolvedLayer:
+    """Find a layer given as a submodule, a dotted name, a :class:`Layer` (or a layer already
+    resolved, checked against ``model``) in ``model``.
 
     Raises:
         LayerError: if the name does not exist (close names are suggested) or the module is not
@@ -47,20 +141,27 @@ def resolve_layer(model: nn.Module, layer: nn.Module | str) -> tuple[nn.Module, 
     Example:
         >>> resolve_layer(resnet, "layer4")[1]
         'layer4'
+        >>> resolve_layer(swin, Layer("features.7.1.norm1", "channels-last")).reshape
+        'channels-last'
     """
+    if isinstance(layer, (Layer, ResolvedLayer)):
+        module, name, _ = resolve_layer(model, layer.module)
+        return ResolvedLayer(module, name, layer.reshape)
     names = {name: module for name, module in model.named_modules() if name}
     if isinstance(layer, str):
         if layer in names:
-            return names[layer], layer
+            return ResolvedLayer(names[layer], layer)
         close = difflib.get_close_matches(layer, list(names), n=5, cutoff=0.5)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise LayerError(f"model has no layer named {layer!r}{hint}")
     if isinstance(layer, nn.Module):
         for name, module in names.items():
             if module is layer:
-                return module, name
+                return ResolvedLayer(module, name)
         raise LayerError(f"layer {type(layer).__name__} is not a submodule of the model")
-    raise LayerError(f"layer must be an nn.Module or a dotted name, got {type(layer).__name__}")
+    raise LayerError(
+        f"layer must be an nn.Module, a dotted name or a Layer, got {type(layer).__name__}"
+    )
 
 
 def _probe(model: nn.Module, x: Tensor) -> list[ModuleCall]:
@@ -75,31 +176,73 @@ def _probe(model: nn.Module, x: Tensor) -> list[ModuleCall]:
             module.training = flag
 
 
-def spatial_layers(model: nn.Module, x: Tensor) -> list[tuple[str, tuple[int, ...]]]:
-    """List ``(name, output_shape)`` of every layer usable as ``A``, in forward order.
+class _Spatial(NamedTuple):
+    call: ModuleCall
+    maps: tuple[int, ...]  # the (B, C, h, w) shape after the automatic reshape
+    kind: str
 
-    Usable: runs once and outputs a (B, C, h, w) tensor with h*w > 1. One no-grad forward pass
-    on ``x`` is run to find them.
-    """
+
+def _spatial_calls(model: nn.Module, x: Tensor) -> tuple[list[ModuleCall], list[_Spatial]]:
+    """The probe's calls, and those that run once and output a spatial map (h*w > 1)."""
     calls = _probe(model, x)
     counts = Counter(c.name for c in calls)
+    input_size = (x.shape[-2], x.shape[-1])
+    model_widths = widths(model.modules())
     seen: set[str] = set()
-    layers: list[tuple[str, tuple[int, ...]]] = []
+    found: list[_Spatial] = []
     for call in calls:
         shape = call.shape
-        if counts[call.name] != 1 or call.name in seen or shape is None or len(shape) != 4:
+        if shape is None or len(shape) not in (3, 4) or counts[call.name] != 1:
             continue
-        if shape[2] * shape[3] > 1:
+        if call.name in seen:
+            continue
+        try:
+            view = view_for(
+                call.name, "auto", shape, input_size, call.module, model, model_widths=model_widths
+            )
+        except LayerError:
+            continue
+        maps = _maps_shape(view, shape)
+        if maps[2] * maps[3] > 1:
             seen.add(call.name)
-            layers.append((call.name, shape))
-    return layers
+            found.append(_Spatial(call, maps, view.kind))
+    return calls, found
+
+
+def _maps_shape(view: MapView, shape: tuple[int, ...]) -> tuple[int, ...]:
+    if view.kind == "channels-last":
+        return (shape[0], shape[3], shape[1], shape[2])
+    if view.kind == "tokens":
+        return (shape[0], shape[2], *view.grid)
+    return shape
+
+
+def spatial_layers(model: nn.Module, x: Tensor) -> list[tuple[str, tuple[int, ...]]]:
+    """List ``(name, maps_shape)`` of every layer usable as ``A``, in forward order.
+
+    Usable: runs once and outputs feature maps with h*w > 1, channels first, channels last
+    or as tokens (see :mod:`gradcam.reshapes`); ``maps_shape`` is their (B, C, h, w) shape.
+    One no-grad forward pass on ``x`` is run to find them.
+
+    Example:
+        >>> spatial_layers(torchvision.models.resnet18(), torch.zeros(1, 3, 224, 224))[-1]
+        ('layer4', (1, 512, 7, 7))
+    """
+    return [(s.call.name, s.maps) for s in _spatial_calls(model, x)[1]]
+
+
+def _is_attention(module: nn.Module) -> bool:
+    return isinstance(module, nn.MultiheadAttention) or type(module).__name__.endswith(
+        ("Attention", "SelfAttention")
+    )
 
 
 def find_default_layer(model: nn.Module, x: Tensor) -> str:
-    """Name the last convolutional feature-map layer of ``model`` (see the module docstring).
+    """Name the layer Grad-CAM uses by default for ``model`` on inputs shaped like ``x``.
 
-    Runs one no-grad forward pass on ``x`` with the model in eval mode; the model's training
-    flags are restored afterwards.
+    The last convolutional feature maps, or for token models the input of the last attention
+    (see the module docstring). Runs one no-grad forward pass on ``x`` with the model in eval
+    mode; the model's training flags are restored afterwards.
 
     Raises:
         LayerError: if no module outputs spatial feature maps.
@@ -107,22 +250,29 @@ def find_default_layer(model: nn.Module, x: Tensor) -> str:
     Example:
         >>> find_default_layer(torchvision.models.resnet50(), torch.zeros(1, 3, 224, 224))
         'layer4'
+        >>> find_default_layer(torchvision.models.vit_b_16(), torch.zeros(1, 3, 224, 224))
+        'encoder.layers.encoder_layer_11.ln_1'
     """
-    calls = _probe(model, x)
-    counts = Counter(c.name for c in calls)
-    # A tensor made by a pass-through module stays "resampled" when a container returns it.
-    resampled = {c.output_id for c in calls if isinstance(c.module, _PASS_THROUGH)}
-    best: str | None = None
-    for call in calls:
-        shape = call.shape
-        if shape is None or len(shape) != 4 or shape[2] * shape[3] <= 1:
-            continue
-        if counts[call.name] != 1 or call.output_id in resampled:
-            continue
-        best = call.name
-    if best is None:
+    calls, spatial = _spatial_calls(model, x)
+    # A tensor made by a pass-through module stays "resampled" when a container returns it; one
+    # that returns its input itself (Identity, Dropout in eval mode) resamples nothing.
+    passing = [c for c in calls if isinstance(c.module, _PASS_THROUGH)]
+    resampled = {c.output_id for c in passing if c.output_id != c.input_id}
+    usable = [
+        s
+        for s in spatial
+        if s.call.output_id not in resampled and not isinstance(s.call.module, _PASS_THROUGH)
+    ]
+    if not usable:
         raise LayerError(
-            f"found no layer with spatial (B, C, h, w) output in {type(model).__name__}; "
-            "pass layer= explicitly"
+            f"found no layer with spatial (B, C, h, w) output in {type(model).__name__} "
+            "(nor tokens or channels-last maps that could be reshaped to it); pass layer= "
+            "explicitly"
         )
-    return best
+    if usable[-1].kind != "tokens":
+        return usable[-1].call.name
+    tokens = {s.call.output_id: s.call.name for s in reversed(usable) if s.kind == "tokens"}
+    attention = [c for c in calls if _is_attention(c.module) and c.input_id in tokens]
+    if attention:
+        return tokens[attention[-1].input_id]  # type: ignore[index]
+    return usable[-1].call.name

@@ -14,6 +14,14 @@ rectifier-like activations a model may use, on their own derivative: ReLU6 and h
 softplus (``f'`` from autograd). So the embedded EfficientNet-Lite0, whose activations are
 ``nn.ReLU6``, is guided, where Captum's Guided Backprop leaves ReLU6 as a plain gradient.
 
+On transformers only the MLPs' GELUs are rectifier-like: they get the guided rule on their own
+derivative (``f'(x) [x > 0] max(g, 0)``, so nothing passes back through a GELU at a negative
+input, where GELU is not zero). Softmax attention, LayerNorm, the residual additions and the
+``q k^T`` and attention-times-values products keep their true gradient, negative parts
+included, so Guided Backprop on ViT or Swin is the plain gradient with its GELUs clipped, not
+the "positive evidence only" map it is on a ReLU network. It is finite and leaves the model
+untouched, like every method here.
+
 The rule is read when the backward pass runs, not when the forward pass records the graph: one
 forward pass can serve a plain backward pass (Grad-CAM's gradient to a layer) and a guided one
 (the pixel-space gradient), as Guided Grad-CAM needs.

@@ -179,3 +179,85 @@ class GmpNet(SmallCNN):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.fc(self.features(x).amax(dim=(2, 3)))
+
+
+class TinyTokenNet(nn.Module):
+    """A hand-weighted token model: patch embedding, a class token, a linear layer, mean pooling.
+
+    On ``x = arange(16).view(1, 1, 4, 4)``, the 2x2 patches (``patch``: conv 1 -> 2 channels,
+    kernel 2, stride 2; channel 0 sums a patch, channel 1 is its first pixel minus its last)
+    give the tokens ``A^0 = [[10, 18], [42, 50]]`` and ``A^1 = -5`` everywhere. A zero class
+    token goes first; ``proj`` (the identity, 2 -> 2) outputs the 5 tokens (1, 5, 2); the head
+    averages all 5 tokens and applies ``W = [[1, 2], [-1, 1]]``.
+
+    So ``dy^c/dA_ij = W[c] / 5`` at every patch token, ``alpha^c = W[c] / 5`` and
+    ``L^0 = ReLU(A^0/5 + 2 A^1/5) = [[0, 1.6], [6.4, 8]]``;
+    ``L^1 = ReLU(-A^0/5 + A^1/5) = 0``.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.patch = nn.Conv2d(1, 2, kernel_size=2, stride=2, bias=False)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, 2))
+        self.proj = nn.Linear(2, 2, bias=False)
+        self.head = nn.Linear(2, 2, bias=False)
+        with torch.no_grad():
+            self.patch.weight.copy_(
+                torch.tensor([[[[1.0, 1.0], [1.0, 1.0]]], [[[1.0, 0.0], [0.0, -1.0]]]])
+            )
+            self.proj.weight.copy_(torch.eye(2))
+            self.head.weight.copy_(torch.tensor([[1.0, 2.0], [-1.0, 1.0]]))
+
+    def forward(self, x: Tensor) -> Tensor:
+        tokens = self.patch(x).flatten(2).transpose(1, 2)  # (B, 4, 2), row by row
+        cls = self.cls_token.expand(x.shape[0], -1, -1)
+        tokens = self.proj(torch.cat([cls, tokens], dim=1))
+        return self.head(tokens.mean(dim=1))
+
+
+class TinyAttention(nn.Module):
+    """Single-head softmax self-attention over tokens (B, N, D)."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.out = nn.Linear(dim, dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        q, k, v = self.qkv(x).chunk(3, dim=-1)
+        weights = torch.softmax(q @ k.transpose(1, 2) / q.shape[-1] ** 0.5, dim=-1)
+        return self.out(weights @ v)
+
+
+class TinyBlock(nn.Module):
+    """A pre-norm transformer block: ``x + attn(norm1(x))``, then ``x + mlp(norm2(x))``."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = TinyAttention(dim)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x + self.attn(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
+class TinyViT(nn.Module):
+    """A random two-block ViT (seeded): patch 4, a class token, GELU MLPs; the head reads the
+    class token, so after the last attention only the class token reaches the score."""
+
+    def __init__(self, dim: int = 8, classes: int = 3, seed: int = 0) -> None:
+        super().__init__()
+        torch.manual_seed(seed)
+        self.patch = nn.Conv2d(3, dim, kernel_size=4, stride=4)
+        self.cls_token = nn.Parameter(torch.randn(1, 1, dim))
+        self.blocks = nn.Sequential(TinyBlock(dim), TinyBlock(dim))
+        self.norm = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        tokens = self.patch(x).flatten(2).transpose(1, 2)
+        tokens = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), tokens], dim=1)
+        return self.head(self.norm(self.blocks(tokens))[:, 0])

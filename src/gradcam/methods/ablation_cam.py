@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from gradcam.errors import GradCAMError
 from gradcam.hooks import replace_output
+from gradcam.layers import LayerLike
 from gradcam.methods.perturbation import (
     Columns,
     CopyRunner,
@@ -71,10 +72,12 @@ class AblationCAM(PerturbationMethod):
         >>> result.weights.shape  # (1, 3, 2048) relative score drops
     """
 
+    channels_first_only = True
+
     def __init__(
         self,
         module: nn.Module,
-        layer: nn.Module | str | None = None,
+        layer: LayerLike | None = None,
         *,
         batch_size: int | None = None,
         progress: bool | None = None,
@@ -105,7 +108,8 @@ class AblationCAM(PerturbationMethod):
                 "another target or method"
             )
         batch, channels = activations.shape[:2]
-        layer = self.layer_for(x)
+        resolved_layer = self.layer_for(x)
+        layer = (resolved_layer.module, resolved_layer.name)
         drops = torch.zeros(batch, clean.shape[1], channels, device=x.device)
         tail_only: bool | None = None  # decided on the first batch of copies
         for b in range(batch):

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from gradcam.engine import all_finite, check_input, eval_mode
 from gradcam.errors import GradCAMError, LayerError, TargetError
 from gradcam.hooks import capture_input, capture_layer
+from gradcam.layers import ResolvedLayer
 from gradcam.maps import normalize, upsample
 from gradcam.methods.gradcam import LayerMethod
 from gradcam.methods.results import CAMResult
@@ -51,7 +52,7 @@ class LayerPass:
 
 def layer_pass(
     module: nn.Module,
-    layer: tuple[nn.Module, str],
+    layer: ResolvedLayer | tuple[nn.Module, str],
     x: Tensor,
     targets: TargetLike | None,
     *,
@@ -74,12 +75,16 @@ def layer_pass(
         stack.enter_context(torch.inference_mode(False))
         stack.enter_context(torch.no_grad())
         stack.enter_context(eval_mode(module))
-        capture = stack.enter_context(capture_layer(*layer, detach=False))
+        resolved_layer = ResolvedLayer(*layer)
+        capture = stack.enter_context(
+            capture_layer(resolved_layer.module, resolved_layer.name, detach=False)
+        )
         watched = [stack.enter_context(capture_input(m, n)) for m, n in watch]
         output = module(x)
     if capture.activation is None:
         raise LayerError(f"layer {layer[1]!r} did not run during the forward pass")
-    activations = capture.activation.detach()
+    raw = capture.activation.detach()
+    activations = resolved_layer.view(module, tuple(raw.shape), (x.shape[-2], x.shape[-1]))(raw)
     if not all_finite(activations):
         raise GradCAMError(f"the activations of layer {layer[1]!r} contain NaN or infinite values")
     resolved = resolve_targets(targets, output, x.shape[0])

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from gradcam.engine import Gradients, check_input, compute_gradients
 from gradcam.errors import GradCAMError
+from gradcam.layers import ResolvedLayer
 from gradcam.methods.results import Result
 from gradcam.rectifiers import Rule
 from gradcam.targets import TargetLike
@@ -35,7 +36,7 @@ class Plan:
     """What one method needs from one engine pass.
 
     Attributes:
-        layer: ``(module, dotted_name)`` of the layer ``A``, or ``None``.
+        layer: the layer ``A`` (module, dotted name and reshape), or ``None``.
         layer_rule: the rectifier rule of the backward pass to the layer.
         input_rules: the rules of the backward passes to the input.
 
@@ -44,7 +45,7 @@ class Plan:
         ('guided',)
     """
 
-    layer: tuple[nn.Module, str] | None = None
+    layer: ResolvedLayer | None = None
     layer_rule: Rule = "plain"
     input_rules: tuple[Rule, ...] = ()
 

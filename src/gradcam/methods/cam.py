@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from gradcam.engine import check_input, eval_mode
 from gradcam.errors import GradCAMError, TargetError
 from gradcam.hooks import capture_input, capture_layer
-from gradcam.layers import resolve_layer
+from gradcam.layers import LayerLike, resolve_layer
 from gradcam.maps import normalize, upsample
 from gradcam.methods.gradcam import LayerMethod
 from gradcam.methods.registry import Needs, register
@@ -43,7 +43,9 @@ class CAM(LayerMethod):
 
     Args:
         module: the model.
-        layer: the feature-map layer ``A`` (default: the last convolutional feature maps).
+        layer: the feature-map layer ``A`` (default: the last convolutional feature maps), as
+            for :class:`~gradcam.GradCAM` (a reshaped layer, like Swin's channels-last ``norm``,
+            works when the head averages it).
         fc: the linear layer (module or dotted name).
         relu: keep only positive evidence.
 
@@ -55,7 +57,7 @@ class CAM(LayerMethod):
     def __init__(
         self,
         module: nn.Module,
-        layer: nn.Module | str | None = None,
+        layer: LayerLike | None = None,
         fc: nn.Module | str | None = None,
         *,
         relu: bool = True,
@@ -68,25 +70,27 @@ class CAM(LayerMethod):
 
     def _candidates(self) -> list[tuple[nn.Module, str]]:
         if self._fc is not None:
-            return [self._fc]
+            return [(self._fc.module, self._fc.name)]
         return [(m, n) for n, m in self.module.named_modules() if isinstance(m, nn.Linear)]
 
     def __call__(self, x: Tensor, targets: TargetLike | None = None) -> CAMResult:
         """Explain class ``targets`` (default: the top-1 class) for the batch ``x``."""
         x = check_input(x, self.module)
-        layer, layer_name = self.layer_for(x)
+        layer = self.layer_for(x)
+        layer_name = layer.name
         candidates = self._candidates()
         with ExitStack() as stack:
             # inference_mode(False) turns grad mode on, so no_grad comes after it.
             stack.enter_context(torch.inference_mode(False))
             stack.enter_context(torch.no_grad())
             stack.enter_context(eval_mode(self.module))
-            features = stack.enter_context(capture_layer(layer, layer_name, detach=False))
+            features = stack.enter_context(capture_layer(layer.module, layer_name, detach=False))
             inputs = [stack.enter_context(capture_input(m, n)) for m, n in candidates]
             output = self.module(x)
-        activations = features.activation
-        if activations is None:
+        if features.activation is None:
             raise GradCAMError(f"layer {layer_name!r} did not run during the forward pass")
+        raw = features.activation
+        activations = layer.view(self.module, tuple(raw.shape), (x.shape[-2], x.shape[-1]))(raw)
         channels = activations.shape[1]
         matching = [
             (module, capture)

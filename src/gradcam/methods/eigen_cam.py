@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from gradcam.engine import Gradients
 from gradcam.errors import GradCAMError
+from gradcam.layers import LayerLike
 from gradcam.maps import normalize, upsample
 from gradcam.methods.activation import ActivationMethod, check_choice
 from gradcam.methods.base import Plan
@@ -189,7 +190,7 @@ class EigenCAM(ActivationMethod):
     def __init__(
         self,
         module: nn.Module,
-        layer: nn.Module | str | None = None,
+        layer: LayerLike | None = None,
         *,
         sign: SignRule = "peak",
         relu: bool = True,
@@ -242,7 +243,7 @@ class EigenGradCAM(GradCAM):
     def __init__(
         self,
         module: nn.Module,
-        layer: nn.Module | str | None = None,
+        layer: LayerLike | None = None,
         *,
         sign: SignRule = "peak",
         relu: bool = True,
@@ -311,7 +312,7 @@ class KPCACAM(ActivationMethod):
     def __init__(
         self,
         module: nn.Module,
-        layer: nn.Module | str | None = None,
+        layer: LayerLike | None = None,
         *,
         kernel: Kernel = "sigmoid",
         gamma: float | None = None,

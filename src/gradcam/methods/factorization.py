@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from gradcam.engine import check_input
 from gradcam.errors import GradCAMError, TargetError
-from gradcam.layers import resolve_layer
+from gradcam.layers import LayerLike, resolve_layer
 from gradcam.maps import normalize, upsample
 from gradcam.methods.activation import layer_pass
 from gradcam.methods.gradcam import LayerMethod
@@ -194,7 +194,7 @@ class DeepFeatureFactorization(LayerMethod):
     def __init__(
         self,
         module: nn.Module,
-        layer: nn.Module | str | None = None,
+        layer: LayerLike | None = None,
         *,
         n_concepts: int = 5,
         head: nn.Module | str | None = None,
@@ -218,7 +218,7 @@ class DeepFeatureFactorization(LayerMethod):
 
     def _candidates(self) -> list[tuple[nn.Module, str]]:
         if self._head is not None:
-            return [self._head]
+            return [(self._head[0], self._head[1])]
         return [(m, n) for n, m in self.module.named_modules() if isinstance(m, nn.Linear)]
 
     def __call__(self, x: Tensor, targets: TargetLike | None = None) -> ConceptResult:

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from gradcam.errors import GradCAMError
+from gradcam.layers import LayerLike
 from gradcam.methods.activation import ActivationMethod
 from gradcam.methods.registry import Needs, register
 
@@ -66,7 +67,7 @@ class FEM(ActivationMethod):
     def __init__(
         self,
         module: nn.Module,
-        layer: nn.Module | str | None = None,
+        layer: LayerLike | None = None,
         *,
         k: float = 2.0,
     ) -> None:

@@ -11,6 +11,7 @@ from torch import Tensor, nn
 
 from gradcam.engine import check_input
 from gradcam.errors import GradCAMError, TargetError
+from gradcam.layers import LayerLike
 from gradcam.methods.base import check_module
 from gradcam.methods.gradcam import GradCAM
 from gradcam.methods.registry import Needs, create_method, register
@@ -199,7 +200,7 @@ class FinerCAM:
     def __init__(
         self,
         module: nn.Module,
-        layer: nn.Module | str | None = None,
+        layer: LayerLike | None = None,
         *,
         base: str = "gradcam",
         alpha: float = 1.0,

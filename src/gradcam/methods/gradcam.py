@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from gradcam.engine import Gradients, check_input
 from gradcam.errors import GradCAMError
-from gradcam.layers import find_default_layer, resolve_layer
+from gradcam.layers import LayerLike, ResolvedLayer, find_default_layer, resolve_layer
 from gradcam.maps import normalize, upsample
 from gradcam.methods.base import GradientMethod, Plan
 from gradcam.methods.registry import Needs, register
@@ -103,22 +103,34 @@ def grad_cam_from_gradients(
 
 
 class LayerMethod:
-    """Base of the methods that explain through a layer ``A``: holds and finds the layer."""
+    """Base of the methods that explain through a layer ``A``: holds and finds the layer.
 
-    def __init__(self, module: nn.Module, layer: nn.Module | str | None = None) -> None:
+    ``layer`` is a submodule, a dotted name or a :class:`~gradcam.layers.Layer` (with a
+    reshape); ``None`` picks the default layer for each input shape (see :mod:`gradcam.layers`).
+    """
+
+    _MAX_SHAPES = 32  # default layers remembered, one per input shape
+
+    def __init__(self, module: nn.Module, layer: LayerLike | None = None) -> None:
         if not isinstance(module, nn.Module):
             raise GradCAMError(f"module must be a torch.nn.Module, got {type(module).__name__}")
         self.module = module
-        self._layer: tuple[nn.Module, str] | None = (
-            None if layer is None else resolve_layer(module, layer)
-        )
+        self._layer = None if layer is None else resolve_layer(module, layer)
+        self._defaults: dict[tuple[int, ...], ResolvedLayer] = {}
 
-    def layer_for(self, x: Tensor) -> tuple[nn.Module, str]:
-        """The layer ``A`` as ``(module, name)``; found on ``x``'s first image if not given."""
-        if self._layer is None:
-            name = find_default_layer(self.module, x[:1])
-            self._layer = resolve_layer(self.module, name)
-        return self._layer
+    def layer_for(self, x: Tensor) -> ResolvedLayer:
+        """The layer ``A`` for the batch ``x``: the one given, or the default for ``x``'s
+        image shape (C, H, W), found with one probe pass the first time that shape is seen."""
+        if self._layer is not None:
+            return self._layer
+        shape = tuple(x.shape[1:])
+        found = self._defaults.get(shape)
+        if found is None:
+            found = resolve_layer(self.module, find_default_layer(self.module, x[:1]))
+            if len(self._defaults) >= self._MAX_SHAPES:
+                self._defaults.clear()
+            self._defaults[shape] = found
+        return found
 
 
 @register(
@@ -179,7 +191,7 @@ class GradCAM(LayerMethod, GradientMethod):
     def __init__(
         self,
         module: nn.Module,
-        layer: nn.Module | str | None = None,
+        layer: LayerLike | None = None,
         *,
         counterfactual: bool = False,
         pooling: Pooling = "mean",

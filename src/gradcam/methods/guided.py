@@ -13,6 +13,7 @@ from typing import ClassVar
 from torch import Tensor, nn
 
 from gradcam.engine import Gradients
+from gradcam.layers import LayerLike
 from gradcam.maps import upsample
 from gradcam.methods.base import GradientMethod, Plan, check_module
 from gradcam.methods.gradcam import GradCAM
@@ -113,7 +114,7 @@ class _GuidedCAM(GradCAM):
     def __init__(
         self,
         module: nn.Module,
-        layer: nn.Module | str | None = None,
+        layer: LayerLike | None = None,
         *,
         normalized_cam: bool = False,
     ) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -22,6 +22,7 @@ from tqdm import tqdm
 from gradcam.engine import all_finite, check_input, eval_mode
 from gradcam.errors import GradCAMError, LayerError, TargetError
 from gradcam.hooks import capture_layer
+from gradcam.layers import LayerLike
 from gradcam.maps import normalize, upsample
 from gradcam.methods.gradcam import LayerMethod, weighted_sum
 from gradcam.methods.results import CAMResult
@@ -102,10 +103,14 @@ class PerturbationMethod(LayerMethod):
     :class:`~gradcam.methods.results.CAMResult`.
     """
 
+    #: Whether the method writes into the layer's output itself (then a token or channels-last
+    #: layer cannot be used: the change would have to be reshaped back).
+    channels_first_only: ClassVar[bool] = False
+
     def __init__(
         self,
         module: nn.Module,
-        layer: nn.Module | str | None = None,
+        layer: LayerLike | None = None,
         *,
         batch_size: int | None = None,
         progress: bool | None = None,
@@ -142,7 +147,8 @@ class PerturbationMethod(LayerMethod):
     def __call__(self, x: Tensor, targets: TargetLike | None = None) -> CAMResult:
         """Explain ``targets`` (default: the top-1 class) for the (B, C, H, W) batch ``x``."""
         x = check_input(x, self.module)
-        layer, layer_name = self.layer_for(x)
+        resolved_layer = self.layer_for(x)
+        layer, layer_name = resolved_layer.module, resolved_layer.name
         with ExitStack() as stack:
             # inference_mode(False) turns grad mode on, so no_grad comes after it.
             stack.enter_context(torch.inference_mode(False))
@@ -152,7 +158,15 @@ class PerturbationMethod(LayerMethod):
                 output = self.module(x)
             if capture.activation is None:
                 raise LayerError(f"layer {layer_name!r} did not run during the forward pass")
-            activations = capture.activation
+            raw = capture.activation
+            view = resolved_layer.view(self.module, tuple(raw.shape), (x.shape[-2], x.shape[-1]))
+            if self.channels_first_only and view.kind != "channels-first":
+                raise LayerError(
+                    f"{type(self).__name__} changes channels of the layer's (B, C, h, w) output, "
+                    f"and {layer_name!r} outputs {tuple(raw.shape)} (read as {view.kind}): "
+                    "choose a convolutional layer"
+                )
+            activations = view(raw)
             resolved = resolve_targets(targets, output, x.shape[0])
             if not all_finite(resolved.scores):
                 raise GradCAMError("the model produced NaN or infinite target scores")

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from gradcam.errors import GradCAMError
+from gradcam.layers import LayerLike
 from gradcam.maps import normalize, upsample
 from gradcam.methods.perturbation import (
     Columns,
@@ -81,7 +82,7 @@ class ScoreCAM(PerturbationMethod):
     def __init__(
         self,
         module: nn.Module,
-        layer: nn.Module | str | None = None,
+        layer: LayerLike | None = None,
         *,
         batch_size: int | None = None,
         progress: bool | None = None,
@@ -198,7 +199,7 @@ class SSCAM(ScoreCAM):
     def __init__(
         self,
         module: nn.Module,
-        layer: nn.Module | str | None = None,
+        layer: LayerLike | None = None,
         *,
         num_samples: int = 35,
         std: float = 2.0,
@@ -268,7 +269,7 @@ class ISCAM(ScoreCAM):
     def __init__(
         self,
         module: nn.Module,
-        layer: nn.Module | str | None = None,
+        layer: LayerLike | None = None,
         *,
         num_samples: int = 10,
         batch_size: int | None = None,

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor, nn
 
 from gradcam.engine import all_finite, check_input, eval_mode
 from gradcam.errors import GradCAMError, LayerError, TargetError
 from gradcam.hooks import capture_layer
+from gradcam.layers import LayerLike
 from gradcam.maps import normalize, upsample
 from gradcam.methods.gradcam import LayerMethod, weighted_sum
 from gradcam.methods.registry import Needs, register
@@ -77,7 +80,7 @@ class ShapleyCAM(LayerMethod):
     """
 
     def __init__(
-        self, module: nn.Module, layer: nn.Module | str | None = None, *, relu: bool = True
+        self, module: nn.Module, layer: LayerLike | None = None, *, relu: bool = True
     ) -> None:
         if not isinstance(relu, bool):
             raise GradCAMError(f"relu must be true or false, got {relu!r}")
@@ -93,7 +96,10 @@ class ShapleyCAM(LayerMethod):
             try:
                 # The hook turns grad mode on at the layer: the graph starts there.
                 torch.set_grad_enabled(False)
-                with eval_mode(self.module), capture_layer(*layer, detach=True) as capture:
+                with (
+                    eval_mode(self.module),
+                    capture_layer(layer.module, layer.name, detach=True) as capture,
+                ):
                     output = self.module(x)
                 torch.set_grad_enabled(True)
                 if capture.activation is None:
@@ -110,7 +116,10 @@ class ShapleyCAM(LayerMethod):
                 torch.set_grad_enabled(grad_mode)
         if not (all_finite(gradients) and all_finite(products)):
             raise GradCAMError("gradients to the layer contain NaN or infinite values")
-        activations = capture.activation.detach().float()
+        # A reshape only selects and permutes: it maps gradients and products alike.
+        view = layer.view(self.module, tuple(capture.activation.shape), (x.shape[-2], x.shape[-1]))
+        activations = view(capture.activation.detach()).float()
+        gradients, products = (_viewed(view, t) for t in (gradients, products))
         weights = shapley_weights(gradients.float(), products.float())
         raw = weighted_sum(weights, activations)
         if self.relu:
@@ -122,8 +131,14 @@ class ShapleyCAM(LayerMethod):
             scores=resolved.scores.detach().float(),
             classes=resolved.classes.detach(),
             logits=logits,
-            layer=layer[1],
+            layer=layer.name,
         )
+
+
+def _viewed(view: Callable[[Tensor], Tensor], per_target: Tensor) -> Tensor:
+    """(B, K, ...) tensors of the layer output's shape as (B, K, C, h, w) maps."""
+    maps = view(per_target.flatten(0, 1))
+    return maps.reshape(*per_target.shape[:2], *maps.shape[1:])
 
 
 def _gradients_and_products(scores: Tensor, activation: Tensor) -> tuple[Tensor, Tensor]:

@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from gradcam.engine import Gradients, check_input, compute_gradients
 from gradcam.errors import GradCAMError
+from gradcam.layers import LayerLike
 from gradcam.methods.base import Plan
 from gradcam.methods.gradcam import GradCAM
 from gradcam.methods.registry import Needs, register
@@ -89,7 +90,7 @@ class _Variant(GradCAM):
     def __init__(
         self,
         module: nn.Module,
-        layer: nn.Module | str | None = None,
+        layer: LayerLike | None = None,
         *,
         counterfactual: bool = False,
         relu: bool = True,
@@ -250,7 +251,7 @@ class GradCAMPlusPlus(_Variant):
     def __init__(
         self,
         module: nn.Module,
-        layer: nn.Module | str | None = None,
+        layer: LayerLike | None = None,
         *,
         counterfactual: bool = False,
         relu: bool = True,
@@ -349,7 +350,7 @@ class SmoothGradCAMPlusPlus(GradCAMPlusPlus):
     def __init__(
         self,
         module: nn.Module,
-        layer: nn.Module | str | None = None,
+        layer: LayerLike | None = None,
         *,
         counterfactual: bool = False,
         relu: bool = True,

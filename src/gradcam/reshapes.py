@@ -1,0 +1,335 @@
+"""Reading a layer's output as Grad-CAM's feature maps ``A``, (B, C, h, w).
+
+Convolutional layers output (B, C, h, w) already. Transformers do not:
+
+* ViT and DeiT blocks output a token sequence (B, N, D): ``p`` leading tokens (class,
+  distillation, register tokens) then a ``gh x gw`` grid of patch tokens, row by row.
+  :func:`tokens_to_maps` drops the leading tokens and lays the rest out as (B, D, gh, gw);
+  :func:`token_grid` infers ``p`` and the grid from ``N`` and the input size ``(H, W)``: the
+  smallest ``p`` (at most :data:`MAX_PREFIX`) such that ``N - p`` tokens form the grid that a
+  patch size ``s`` gives, ``gh = H/s`` and ``gw = W/s`` rounded both down or both up (so
+  non-square inputs and any patch size work).
+* Swin stages, timm's ConvNeXt blocks and MaxViT's inner layers output channels-last maps
+  (B, h, w, C); :func:`channels_last_to_maps` permutes them.
+
+Every reshape here only selects and permutes elements, so the gradient of the reshaped output
+is the reshaped gradient: the engine reshapes ``A`` and ``dy/dA`` alike, as pytorch-grad-cam
+does with its ``reshape_transform``.
+
+With ``reshape="auto"`` (the default) the layout is read from the output's shape and from the
+widths the model's modules declare. Conv, batch/group/instance norm and ``LayerNorm2d`` widths
+are channel counts in dim 1 (channels first); ``nn.LayerNorm`` and ``nn.Linear`` widths are
+feature sizes in the last dim. The layer's own submodules are asked first, then the whole
+model. A 4-D output is channels-last when its last dim is such a feature size and its dim 1 is
+no channel count, channels-first otherwise; a 3-D output is a token sequence when its last dim
+is a feature size and its dim 1 no channel count. The spatial size must also fit the input's
+aspect ratio. Anything else raises :class:`~gradcam.errors.LayerError` naming the shape and the
+reshapes that exist, never a map over the wrong axis.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Literal
+
+from torch import Tensor, nn
+
+from gradcam.errors import LayerError
+
+__all__ = [
+    "MAX_PREFIX",
+    "RESHAPES",
+    "MapView",
+    "Reshape",
+    "Tokens",
+    "channels_last_to_maps",
+    "plausible_grid",
+    "token_grid",
+    "tokens_to_maps",
+    "view_for",
+    "widths",
+]
+
+#: The most leading (class, distillation, register) tokens :func:`token_grid` tries.
+MAX_PREFIX = 16
+
+ReshapeName = Literal["auto", "channels-first", "channels-last", "tokens"]
+RESHAPES: tuple[ReshapeName, ...] = ("auto", "channels-first", "channels-last", "tokens")
+
+_HELP = (
+    "reshapes: 'channels-first' (B, C, h, w), 'channels-last' (B, h, w, C), 'tokens' (B, N, D) "
+    f"with up to {MAX_PREFIX} leading class/register tokens and a patch grid, "
+    "Tokens(prefix=p, grid=(gh, gw)), or a callable (B, ...) -> (B, C, h, w)"
+)
+
+
+@dataclass(frozen=True)
+class Tokens:
+    """The token reshape with a known number of leading tokens and/or patch grid.
+
+    Attributes:
+        prefix: leading tokens to drop; ``None`` infers it (see :func:`token_grid`).
+        grid: ``(gh, gw)`` patch grid; ``None`` infers it from the input size.
+
+    Example:
+        >>> Layer("blocks.11.norm1", reshape=Tokens(prefix=5))  # class + 4 register tokens
+    """
+
+    prefix: int | None = None
+    grid: tuple[int, int] | None = None
+
+
+#: A reshape as :class:`~gradcam.layers.Layer` takes it: a name, :class:`Tokens`, or a callable
+#: mapping the layer's output (B, ...) to (B, C, h, w) by selecting and permuting elements.
+Reshape = ReshapeName | Tokens | Callable[[Tensor], Tensor]
+
+
+def channels_last_to_maps(output: Tensor) -> Tensor:
+    """(B, h, w, C) -> (B, C, h, w).
+
+    Example:
+        >>> channels_last_to_maps(torch.arange(6.0).view(1, 1, 2, 3))
+        tensor([[[[0., 3.]], [[1., 4.]], [[2., 5.]]]])
+    """
+    return output.permute(0, 3, 1, 2)
+
+
+def tokens_to_maps(output: Tensor, prefix: int, grid: tuple[int, int]) -> Tensor:
+    """(B, N, D) tokens -> (B, D, gh, gw): drop ``prefix`` leading tokens, lay out the rest.
+
+    Raises:
+        LayerError: if ``N - prefix != gh * gw``.
+
+    Example:
+        >>> t = torch.arange(10.0).view(1, 5, 2)  # a class token, then 2x2 patches of 2 dims
+        >>> tokens_to_maps(t, 1, (2, 2))[0, 0]
+        tensor([[2., 4.],
+                [6., 8.]])
+    """
+    batch, count, dim = output.shape
+    height, width = grid
+    if count - prefix != height * width:
+        raise LayerError(
+            f"{count} tokens minus {prefix} leading ones do not form a {height}x{width} grid"
+        )
+    return output[:, prefix:].reshape(batch, height, width, dim).permute(0, 3, 1, 2)
+
+
+@lru_cache(maxsize=256)
+def _grids(input_size: tuple[int, int]) -> dict[int, frozenset[tuple[int, int]]]:
+    """Patch grids ``(gh, gw)`` that a patch size ``s`` gives, by number of patches."""
+    height, width = input_size
+    found: dict[int, set[tuple[int, int]]] = {}
+    for size in range(1, max(height, width) + 1):
+        for grid in ((height // size, width // size), (-(-height // size), -(-width // size))):
+            if grid[0] and grid[1]:
+                found.setdefault(grid[0] * grid[1], set()).add(grid)
+    return {n: frozenset(grids) for n, grids in found.items()}
+
+
+def token_grid(
+    count: int, input_size: tuple[int, int], prefix: int | None = None
+) -> tuple[int, tuple[int, int]]:
+    """Infer ``(prefix, (gh, gw))`` for ``count`` tokens of an ``(H, W)`` input.
+
+    The smallest ``prefix`` (``0`` to :data:`MAX_PREFIX`, or the one given) such that
+    ``count - prefix`` patches form the grid of some patch size ``s``: ``gh = H/s``,
+    ``gw = W/s``, both rounded down or both up.
+
+    Raises:
+        LayerError: no such grid, or two grids fit the same number of patches.
+
+    Example:
+        >>> token_grid(197, (224, 224))  # ViT-B/16: a class token and 14x14 patches
+        (1, (14, 14))
+        >>> token_grid(393, (224, 448))
+        (1, (14, 28))
+    """
+    grids = _grids(input_size)
+    prefixes = range(min(MAX_PREFIX, count - 1) + 1) if prefix is None else [prefix]
+    for p in prefixes:
+        fits = grids.get(count - p, frozenset())
+        if len(fits) > 1:
+            raise LayerError(
+                f"{count} tokens of a {input_size[0]}x{input_size[1]} input fit several grids "
+                f"({', '.join(f'{h}x{w}' for h, w in sorted(fits))}) after {p} leading tokens; "
+                "give reshape=Tokens(prefix=..., grid=(gh, gw))"
+            )
+        if fits:
+            return p, next(iter(fits))
+    leading = f"{prefix}" if prefix is not None else f"0 to {MAX_PREFIX}"
+    raise LayerError(
+        f"{count} tokens minus {leading} leading ones form no patch grid of a "
+        f"{input_size[0]}x{input_size[1]} input"
+    )
+
+
+def plausible_grid(hw: tuple[int, int], input_size: tuple[int, int]) -> bool:
+    """Whether an ``h x w`` map can cover an ``H x W`` input: ``|H/s - h| < 1`` and
+    ``|W/s - w| < 1`` for some stride ``s > 0`` (so its aspect ratio is the input's).
+
+    Example:
+        >>> plausible_grid((7, 7), (224, 224)), plausible_grid((1, 49), (224, 224))
+        (True, False)
+    """
+    (h, w), (height, width) = hw, input_size
+    low = max(height / (h + 1), width / (w + 1))
+    high = min(
+        height / (h - 1) if h > 1 else float("inf"), width / (w - 1) if w > 1 else float("inf")
+    )
+    return low < high
+
+
+Widths = tuple[set[int], set[int]]
+
+
+def widths(modules: Iterable[nn.Module]) -> Widths:
+    """``(channel counts, feature sizes)`` the modules declare (see the module docstring).
+
+    Example:
+        >>> widths(nn.Sequential(nn.Conv2d(3, 8, 1), nn.LayerNorm(4), nn.Linear(4, 2)).modules())
+        ({8}, {2, 4})
+    """
+    channels: set[int] = set()
+    features: set[int] = set()
+    for module in modules:
+        if isinstance(module, nn.modules.conv._ConvNd):
+            channels.add(module.out_channels)
+        elif isinstance(module, (nn.modules.batchnorm._NormBase)):
+            channels.add(module.num_features)
+        elif isinstance(module, nn.GroupNorm):
+            channels.add(module.num_channels)
+        elif isinstance(module, nn.LayerNorm) and module.normalized_shape:
+            target = channels if "2d" in type(module).__name__.lower() else features
+            target.add(module.normalized_shape[-1])
+        elif isinstance(module, nn.Linear):
+            features.add(module.out_features)
+    return channels, features
+
+
+def _features_last(
+    shape: tuple[int, ...], layer: nn.Module, model: nn.Module, model_widths: Widths | None
+) -> bool:
+    """Whether the widths say the last dim holds features and dim 1 does not hold channels."""
+    channels, features = widths(layer.modules())
+    first, last = shape[1] in channels, shape[-1] in features
+    if first == last:  # the layer itself does not tell: ask the whole model
+        channels, features = widths(model.modules()) if model_widths is None else model_widths
+        first, last = shape[1] in channels, shape[-1] in features
+    return last and not first
+
+
+@dataclass(frozen=True)
+class MapView:
+    """One concrete reshape of a layer's output to (B, C, h, w), for one output shape.
+
+    Attributes:
+        kind: ``"channels-first"``, ``"channels-last"``, ``"tokens"`` or ``"custom"``.
+        prefix: leading tokens dropped (tokens only).
+        grid: the ``(gh, gw)`` patch grid (tokens only).
+        function: the user's callable (custom only).
+    """
+
+    kind: Literal["channels-first", "channels-last", "tokens", "custom"]
+    prefix: int = 0
+    grid: tuple[int, int] = (0, 0)
+    function: Callable[[Tensor], Tensor] | None = None
+
+    def __call__(self, output: Tensor) -> Tensor:
+        """Reshape one output (or a gradient of its shape) to (B, C, h, w)."""
+        if self.kind == "channels-first":
+            return output
+        if self.kind == "channels-last":
+            return channels_last_to_maps(output)
+        if self.kind == "tokens":
+            return tokens_to_maps(output, self.prefix, self.grid)
+        assert self.function is not None
+        maps = self.function(output)
+        if not isinstance(maps, Tensor) or maps.dim() != 4 or maps.shape[0] != output.shape[0]:
+            got = tuple(maps.shape) if isinstance(maps, Tensor) else type(maps).__name__
+            raise LayerError(
+                f"the reshape callable must map {tuple(output.shape)} to (B, C, h, w) with "
+                f"B = {output.shape[0]}; it returned {got}"
+            )
+        return maps
+
+
+def view_for(
+    name: str,
+    reshape: Reshape,
+    shape: tuple[int, ...],
+    input_size: tuple[int, int],
+    layer: nn.Module,
+    model: nn.Module,
+    *,
+    model_widths: Widths | None = None,
+) -> MapView:
+    """The reshape that turns layer ``name``'s output of ``shape`` into (B, C, h, w) maps.
+
+    Args:
+        name: the layer's dotted name, for messages.
+        reshape: the reshape asked for (``"auto"``: read from the shape, see the module
+            docstring).
+        shape: the layer's output shape.
+        input_size: ``(H, W)`` of the model input.
+        layer: the layer's module; ``model``: the whole model (their widths guide ``"auto"``).
+        model_widths: ``widths(model.modules())`` when already known.
+
+    Raises:
+        LayerError: the output cannot be read as feature maps; names the shape and the
+            reshapes that exist.
+
+    Example:
+        >>> view_for("norm", "auto", (1, 7, 7, 768), (224, 224), swin.norm, swin).kind
+        'channels-last'
+    """
+    where = f"layer {name!r} must output a (B, C, h, w) tensor of feature maps"
+    if callable(reshape) and not isinstance(reshape, (str, Tokens)):
+        return MapView("custom", function=reshape)
+    if isinstance(reshape, Tokens) or reshape == "tokens":
+        if len(shape) != 3:
+            raise LayerError(f"{where}, or (B, N, D) tokens for 'tokens'; got {shape}; {_HELP}")
+        given = reshape if isinstance(reshape, Tokens) else Tokens()
+        if given.grid is not None:
+            prefix = (
+                shape[1] - given.grid[0] * given.grid[1] if given.prefix is None else given.prefix
+            )
+            if prefix < 0 or shape[1] - prefix != given.grid[0] * given.grid[1]:
+                raise LayerError(f"{where}; {shape[1]} tokens do not fit {given}; {_HELP}")
+            return MapView("tokens", prefix, given.grid)
+        try:
+            prefix, grid = token_grid(shape[1], input_size, given.prefix)
+        except LayerError as error:
+            raise LayerError(f"{where}; its output {shape}: {error}; {_HELP}") from None
+        return MapView("tokens", prefix, grid)
+    if reshape in ("channels-first", "channels-last"):
+        if len(shape) != 4:
+            raise LayerError(f"{where}, 4-D for {reshape!r}; got {shape}; {_HELP}")
+        return MapView(reshape)
+    if reshape != "auto":
+        raise LayerError(f"unknown reshape {reshape!r}; {_HELP}")
+    if len(shape) == 4:
+        kind: Literal["channels-first", "channels-last"] = (
+            "channels-last"
+            if _features_last(shape, layer, model, model_widths)
+            else "channels-first"
+        )
+        hw = (shape[1], shape[2]) if kind == "channels-last" else (shape[2], shape[3])
+        if not plausible_grid(hw, input_size):
+            raise LayerError(
+                f"{where}; read as {kind}, its output {shape} gives {hw[0]}x{hw[1]} maps, which "
+                f"do not fit a {input_size[0]}x{input_size[1]} input; pass reshape= to say how "
+                f"to read it; {_HELP}"
+            )
+        return MapView(kind)
+    if len(shape) == 3:
+        if not _features_last(shape, layer, model, model_widths):
+            raise LayerError(
+                f"{where}; its output {shape} is not recognizably (B, N, D) tokens (D the "
+                "width of a LayerNorm or Linear, N no conv channel count); pass reshape= to "
+                f"say how to read it; {_HELP}"
+            )
+        return view_for(name, "tokens", shape, input_size, layer, model, model_widths=model_widths)
+    raise LayerError(f"{where}; got {shape}; {_HELP}")
