@@ -268,3 +268,30 @@ def test_the_readme_lists_every_method() -> None:
     readme = (Path(__file__).parents[2] / "README.md").read_text()
     missing = [s.name for s in method_specs() if f"`{s.name}`" not in readme]
     assert not missing, f"README.md does not list {missing}"
+
+
+# Methods whose definition needs something a ViT does not have: a GAP + linear head (CAM, DFF),
+# or channels to zero in the layer's own output (Ablation-CAM).
+_NOT_ON_TOKENS = {"cam": "global average pooling", "dff": "linear head", "ablation-cam": "tokens"}
+
+
+@pytest.mark.parametrize("name", methods())
+def test_every_method_on_a_vision_transformer(name: str) -> None:
+    """The default layer of a ViT is a token sequence: every method reads it through the
+    layer's reshape, or says in one line why it cannot."""
+    from helpers.models import TinyViT
+
+    model = TinyViT().eval()
+    x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(5))
+    options = {k: v for k, v in _fast_options(name).items() if k != "batch_size"}
+    method = create_method(name, model, **options)
+    if name in _NOT_ON_TOKENS:
+        with pytest.raises(GradCAMError, match=_NOT_ON_TOKENS[name]):
+            method(x, gradcam.TopK(2))
+        return
+    result = method(x, gradcam.TopK(2))
+    pixel = method_spec(name).kind == "pixel"
+    assert result.maps.shape == ((2, 2, 3, 16, 16) if pixel else (2, 2, 16, 16))
+    assert torch.isfinite(result.maps).all()
+    if getattr(result, "layer", None):
+        assert result.layer == "blocks.1.norm1"
