@@ -285,9 +285,17 @@ def _load_all() -> None:
 
 
 def _arg_help(cls: type) -> dict[str, str]:
-    """``{name: help}`` from the ``Args:`` section of a Google-style class docstring."""
-    doc = inspect.getdoc(cls) or ""
-    match = re.search(r"^Args:\n((?:[ \t]+.*\n?|\n)+)", doc, re.MULTILINE)
+    """``{name: help}`` from the ``Args:`` sections of a Google-style class docstring and of
+    its base classes' (a subclass documents only the options it adds or changes)."""
+    helps: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        helps.update(_own_arg_help(klass))
+    return helps
+
+
+def _own_arg_help(cls: type) -> dict[str, str]:
+    doc = cls.__doc__ and inspect.cleandoc(cls.__doc__)
+    match = re.search(r"^Args:\n((?:[ \t]+.*\n?|\n)+)", doc or "", re.MULTILINE)
     if not match:
         return {}
     helps: dict[str, str] = {}

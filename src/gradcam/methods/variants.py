@@ -128,19 +128,7 @@ class HiResCAM(_Variant):
     Agrees with pytorch-grad-cam's ``HiResCAM``. As pytorch-grad-cam warns, ``eigen_smooth``
     gives up that faithfulness.
 
-    Args:
-        module: the model.
-        layer: the layer ``A`` (module or dotted name); ``None`` picks the last convolutional
-            feature-map layer on the first call.
-        counterfactual: negate the gradients (explain ``-y^c``).
-        relu: apply the final ReLU.
-        gradient_rule: backward rule at rectifiers between ``A`` and the score: ``"plain"``,
-            ``"guided"`` or ``"deconv"``.
-        eigen_smooth: replace ``sum_k w_k A^k`` by the projection of the weighted maps
-            ``w_k A^k`` on their first principal component (pytorch-grad-cam's eigen_smooth).
-        aug_smooth: average the maps of six test-time augmentations (horizontal flip x
-            brightness 0.9, 1, 1.1; pytorch-grad-cam's aug_smooth): runs twice, on the input
-            then on its five augmented copies.
+    Args: as :class:`~gradcam.GradCAM` (the options are inherited).
 
     Example:
         >>> result = gradcam.HiResCAM(model, "layer4")(x, gradcam.TopK(2))
@@ -229,18 +217,7 @@ class GradCAMPlusPlus(_Variant):
       paper's where the gradient varies over positions).
 
     Args:
-        module: the model.
-        layer: the layer ``A`` (module or dotted name); ``None`` picks the last convolutional
-            feature-map layer on the first call.
-        counterfactual: negate the gradients (explain ``-y^c``).
-        relu: apply the final ReLU.
-        gradient_rule: backward rule at rectifiers between ``A`` and the score: ``"plain"``,
-            ``"guided"`` or ``"deconv"``.
-        eigen_smooth: replace ``sum_k w_k A^k`` by the projection of the weighted maps
-            ``w_k A^k`` on their first principal component (pytorch-grad-cam's eigen_smooth).
-        aug_smooth: average the maps of six test-time augmentations (horizontal flip x
-            brightness 0.9, 1, 1.1; pytorch-grad-cam's aug_smooth): runs twice, on the input
-            then on its five augmented copies.
+        (the options of :class:`~gradcam.GradCAM`, and:)
         eps: added to the denominator of ``alpha``: 0 is the paper, 1e-6 is pytorch-grad-cam.
 
     Example:
@@ -324,18 +301,7 @@ class SmoothGradCAMPlusPlus(GradCAMPlusPlus):
     samples per pass. This method cannot share a pass with other methods.
 
     Args:
-        module: the model.
-        layer: the layer ``A`` (module or dotted name); ``None`` picks the last convolutional
-            feature-map layer on the first call.
-        counterfactual: negate the gradients (explain ``-y^c``).
-        relu: apply the final ReLU.
-        gradient_rule: backward rule at rectifiers between ``A`` and the score: ``"plain"``,
-            ``"guided"`` or ``"deconv"``.
-        eigen_smooth: replace ``sum_k w_k A^k`` by the projection of the weighted maps
-            ``w_k A^k`` on their first principal component (pytorch-grad-cam's eigen_smooth).
-        aug_smooth: average the maps of six test-time augmentations (horizontal flip x
-            brightness 0.9, 1, 1.1; pytorch-grad-cam's aug_smooth): runs twice, on the input
-            then on its five augmented copies.
+        (the options of :class:`~gradcam.GradCAM`, and:)
         eps: added to the denominator of ``alpha`` (0 in the paper, 1e-8 in torchcam).
         num_samples: noisy copies of the input (torchcam's default 4).
         std: standard deviation of the Gaussian noise, in the model's input space.
@@ -463,19 +429,7 @@ class XGradCAM(_Variant):
     and torchcam ``1e-8`` to ``S_k``; as ``S_k`` is a sum of activations, that changes the maps
     by much less than 1e-4 relative, and this class agrees with both.
 
-    Args:
-        module: the model.
-        layer: the layer ``A`` (module or dotted name); ``None`` picks the last convolutional
-            feature-map layer on the first call.
-        counterfactual: negate the gradients (explain ``-y^c``).
-        relu: apply the final ReLU.
-        gradient_rule: backward rule at rectifiers between ``A`` and the score: ``"plain"``,
-            ``"guided"`` or ``"deconv"``.
-        eigen_smooth: replace ``sum_k w_k A^k`` by the projection of the weighted maps
-            ``w_k A^k`` on their first principal component (pytorch-grad-cam's eigen_smooth).
-        aug_smooth: average the maps of six test-time augmentations (horizontal flip x
-            brightness 0.9, 1, 1.1; pytorch-grad-cam's aug_smooth): runs twice, on the input
-            then on its five augmented copies.
+    Args: as :class:`~gradcam.GradCAM` (the options are inherited).
 
     Example:
         >>> result = gradcam.XGradCAM(model, "layer4")(x, [281, 282])
@@ -509,19 +463,7 @@ class LayerCAM(_Variant):
     Agrees with pytorch-grad-cam's and torchcam's ``LayerCAM`` (torchcam's tanh scaling of
     eq. 9 only applies when fusing several layers, which this class does not do).
 
-    Args:
-        module: the model.
-        layer: the layer ``A`` (module or dotted name); ``None`` picks the last convolutional
-            feature-map layer on the first call.
-        counterfactual: negate the gradients (explain ``-y^c``).
-        relu: apply the final ReLU.
-        gradient_rule: backward rule at rectifiers between ``A`` and the score: ``"plain"``,
-            ``"guided"`` or ``"deconv"``.
-        eigen_smooth: replace ``sum_k w_k A^k`` by the projection of the weighted maps
-            ``w_k A^k`` on their first principal component (pytorch-grad-cam's eigen_smooth).
-        aug_smooth: average the maps of six test-time augmentations (horizontal flip x
-            brightness 0.9, 1, 1.1; pytorch-grad-cam's aug_smooth): runs twice, on the input
-            then on its five augmented copies.
+    Args: as :class:`~gradcam.GradCAM` (the options are inherited).
 
     Example:
         >>> result = gradcam.LayerCAM(model, "layer3")(x, [281])  # shallower layers work too
