@@ -216,6 +216,9 @@ def _features_last(
     channels, features = widths(layer.modules())
     first, last = shape[1] in channels, shape[-1] in features
     if first == last:  # the layer itself does not tell: ask the whole model
+        if len(shape) == 4 and shape[1] == shape[-1]:
+            # The model's widths cannot tell dim 1 from the last one: PyTorch's own layout.
+            return False
         channels, features = widths(model.modules()) if model_widths is None else model_widths
         first, last = shape[1] in channels, shape[-1] in features
     return last and not first
