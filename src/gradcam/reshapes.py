@@ -205,7 +205,7 @@ def widths(modules: Iterable[nn.Module]) -> Widths:
             target = channels if "2d" in type(module).__name__.lower() else features
             target.add(module.normalized_shape[-1])
         elif isinstance(module, nn.Linear):
-            features.add(module.out_features)
+            features.update((module.in_features, module.out_features))
     return channels, features
 
 
@@ -216,11 +216,11 @@ def _features_last(
     channels, features = widths(layer.modules())
     first, last = shape[1] in channels, shape[-1] in features
     if first == last:  # the layer itself does not tell: ask the whole model
-        if len(shape) == 4 and shape[1] == shape[-1]:
-            # The model's widths cannot tell dim 1 from the last one: PyTorch's own layout.
-            return False
         channels, features = widths(model.modules()) if model_widths is None else model_widths
         first, last = shape[1] in channels, shape[-1] in features
+        if len(shape) == 4 and shape[1] in features:
+            # Dim 1 could hold features as well as the last dim: keep PyTorch's own layout.
+            return False
     return last and not first
 
 
