@@ -216,14 +216,13 @@ def _methods() -> int:
     from gradcam.methods import method_specs
 
     for spec in method_specs():
-        cost = []
-        if spec.needs.layer_gradients:
-            cost.append("backward pass to the layer")
-        cost += [f"{rule} backward pass to the input" for rule in spec.needs.input_rules]
-        if spec.needs.forwards:
-            cost.append(spec.needs.forwards)
-        print(f"{spec.name}: {spec.title} ({spec.kind} map; {spec.citation})")
-        print(f"  cost: one forward pass, {', '.join(cost) or 'nothing more'}")
+        needs = spec.needs
+        cost = [f"forward passes: {needs.forwards}" if needs.forwards else "one forward pass"]
+        if needs.layer_gradients:
+            cost.append("a backward pass to the layer")
+        cost += [f"a {rule} backward pass to the input" for rule in needs.input_rules]
+        print(f"{spec.name}: {spec.title} ({spec.kind}; {spec.citation})")
+        print(f"  cost: {', '.join(cost)}")
         for opt in spec.options:
             print(f"  --option {opt.name}=... (default {opt.default!r}) {opt.help}".rstrip())
     return 0
