@@ -52,7 +52,9 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     explain.add_argument("images", nargs="+", metavar="IMAGE", help="image files to explain")
     explain.add_argument(
-        "--model", default="efficientnet_lite0", help="model name (default: %(default)s)"
+        "--model",
+        default="efficientnet_lite0",
+        help="model name, timm:NAME or hf:DIR (default: %(default)s)",
     )
     explain.add_argument("--weights", metavar="FILE", help="local state-dict file for the model")
     explain.add_argument("--layer", help="dotted layer name (default: last conv feature maps)")
@@ -131,7 +133,8 @@ def _build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--seed", type=int, default=0, help="--data synthetic: generator seed")
     evaluate.add_argument(
         "--model",
-        help="model name (default: 'shapes' for --data synthetic, else efficientnet_lite0)",
+        help="model name, timm:NAME or hf:DIR (default: 'shapes' for --data synthetic, "
+        "else efficientnet_lite0)",
     )
     evaluate.add_argument("--weights", metavar="FILE", help="local state-dict file")
     evaluate.add_argument(
@@ -187,7 +190,9 @@ def _build_parser() -> argparse.ArgumentParser:
         "Needs the demo extra: pip install 'gradcam[demo]'.",
     )
     serve.add_argument(
-        "--model", default="efficientnet_lite0", help="model name (default: %(default)s)"
+        "--model",
+        default="efficientnet_lite0",
+        help="model name, timm:NAME or hf:DIR (default: %(default)s)",
     )
     serve.add_argument("--weights", metavar="FILE", help="local state-dict file for the model")
     serve.add_argument(

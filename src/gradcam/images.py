@@ -74,6 +74,16 @@ def load_image(path: str | os.PathLike[str]) -> Image.Image:
         raise ImageLoadError(f"{name}: corrupt or truncated image ({exc})") from None
 
 
+_FILTERS = {
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "nearest": Image.Resampling.NEAREST,
+    "lanczos": Image.Resampling.LANCZOS,
+    "box": Image.Resampling.BOX,
+    "hamming": Image.Resampling.HAMMING,
+}
+
+
 @dataclass(frozen=True)
 class Preprocess:
     """Resize a photo, keeping its aspect, and normalize it into a (1, 3, H, W) tensor.
@@ -85,7 +95,10 @@ class Preprocess:
         size: length of the shorter side, in pixels.
         mean: per-channel mean, on the [0, 1] scale.
         std: per-channel standard deviation, on the [0, 1] scale.
-        max_ratio: longest side allowed, as a multiple of ``size``.
+        max_ratio: longest side allowed, as a multiple of ``size``; ``1.0`` resizes every photo
+            to ``size`` x ``size`` (for models that take one input size only).
+        interpolation: the resampling filter: ``"bilinear"``, ``"bicubic"``, ``"nearest"``,
+            ``"lanczos"``, ``"box"`` or ``"hamming"``.
 
     Example:
         >>> Preprocess(224)(Image.new("RGB", (640, 480))).shape
@@ -96,6 +109,14 @@ class Preprocess:
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     max_ratio: float = 4.0
+    interpolation: str = "bilinear"
+
+    def __post_init__(self) -> None:
+        if self.interpolation not in _FILTERS:
+            raise ValueError(
+                f"unknown interpolation {self.interpolation!r}: expected one of "
+                f"{', '.join(_FILTERS)}"
+            )
 
     def input_size(self, width: int, height: int) -> tuple[int, int]:
         """``(H, W)`` of the tensor made from a ``width`` x ``height`` photo."""
@@ -108,7 +129,8 @@ class Preprocess:
     def __call__(self, image: Image.Image) -> Tensor:
         """The normalized (1, 3, H, W) float32 tensor of an RGB image."""
         height, width = self.input_size(image.width, image.height)
-        resized = image.convert("RGB").resize((width, height), Image.Resampling.BILINEAR)
+        filter_ = _FILTERS[self.interpolation]
+        resized = image.convert("RGB").resize((width, height), filter_)
         array = np.asarray(resized, dtype=np.float32) / 255.0
         tensor = torch.from_numpy(array).permute(2, 0, 1)
         mean = torch.tensor(self.mean).view(3, 1, 1)

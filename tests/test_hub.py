@@ -1,0 +1,247 @@
+"""timm and Hugging Face models: GradCAM on them, and load_model("timm:NAME") / ("hf:DIR").
+
+Every model here has random weights and is built from a config: nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from helpers.state import assert_unchanged, snapshot
+from PIL import Image
+
+from gradcam import GradCAM, ModelLoadError, load_model
+from gradcam.images import Preprocess
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Hugging Face libraries must not reach the network."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+
+
+def _image(size: int) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(1)
+    return torch.randn(1, 3, size, size, generator=generator)
+
+
+def _assert_map(result: Any, layer: str) -> None:
+    assert result.layer == layer
+    assert torch.isfinite(result.maps).all() and torch.isfinite(result.raw).all()
+    assert float(result.maps.std()) > 0, "the map is constant"
+
+
+def _one_line(error: pytest.ExceptionInfo[ModelLoadError]) -> str:
+    message = str(error.value)
+    assert "\n" not in message
+    return message
+
+
+# timm ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "kwargs", "layer"),
+    [
+        ("resnet50", {}, "layer4"),
+        ("vit_small_patch16_224", {"img_size": 64}, "blocks.11.norm1"),
+        # timm's ConvNeXt: the last stage's output is that of the `stages` container itself.
+        ("convnext_tiny", {}, "stages"),
+        # BatchNormAct2d: conv_head's BatchNorm with its SiLU, the last feature maps.
+        ("efficientnet_b0", {}, "bn2"),
+    ],
+)
+def test_timm_default_layer(name: str, kwargs: dict[str, Any], layer: str) -> None:
+    timm = pytest.importorskip("timm")
+    torch.manual_seed(0)
+    model = timm.create_model(name, pretrained=False, **kwargs).eval()
+    before = snapshot(model)
+    result = GradCAM(model)(_image(64))
+    _assert_map(result, layer)
+    assert result.maps.shape == (1, 1, 64, 64)
+    assert_unchanged(before, model)
+
+
+def test_timm_named_layer() -> None:
+    timm = pytest.importorskip("timm")
+    torch.manual_seed(0)
+    model = timm.create_model("convnext_tiny", pretrained=False).eval()
+    result = GradCAM(model, "stages.2")(_image(64))
+    _assert_map(result, "stages.2")
+    assert result.raw.shape == (1, 1, 4, 4)
+
+
+def test_load_timm_with_weights_file(tmp_path: Path) -> None:
+    timm = pytest.importorskip("timm")
+    from timm.data import resolve_data_config
+
+    torch.manual_seed(0)
+    source = timm.create_model("resnet18", pretrained=False, num_classes=10)
+    path = tmp_path / "resnet18.pt"
+    torch.save(source.state_dict(), path)
+    loaded = load_model("timm:resnet18", weights=path)
+    assert loaded.pretrained and loaded.name == "timm:resnet18"
+    assert not loaded.module.training and loaded.default_layer == "layer4"
+    assert loaded.class_names == tuple(f"class {i}" for i in range(10))
+    assert torch.equal(loaded.module.fc.weight, source.fc.weight)
+    config = resolve_data_config({}, model=source)
+    assert loaded.preprocess == Preprocess(
+        config["input_size"][-1],
+        mean=config["mean"],
+        std=config["std"],
+        interpolation=config["interpolation"],
+    )
+    assert loaded.preprocess.interpolation == "bicubic"
+
+
+def test_load_timm_random_weights_warns() -> None:
+    pytest.importorskip("timm")
+    with pytest.warns(UserWarning, match="random weights"):
+        loaded = load_model("timm:vit_tiny_patch16_224")
+    assert not loaded.pretrained and loaded.class_names[0] == "tench"
+    assert loaded.default_layer == "blocks.11.norm1"
+    assert loaded.preprocess.mean == (0.5, 0.5, 0.5)
+    # The position grid is fixed at 14x14: every photo is resized to 224x224, not cropped.
+    assert loaded.preprocess.max_ratio == 1.0
+    x = loaded.preprocess(Image.new("RGB", (320, 200), (90, 120, 30)))
+    assert x.shape == (1, 3, 224, 224)
+
+
+def test_load_timm_errors(tmp_path: Path) -> None:
+    pytest.importorskip("timm")
+    with pytest.raises(ModelLoadError) as error:
+        load_model("timm:resnet5O")
+    assert "did you mean timm:resnet50" in _one_line(error)
+    with pytest.raises(ModelLoadError) as error:
+        load_model("timm:no_such_net_at_all")
+    assert "unknown timm model 'no_such_net_at_all'" in _one_line(error)
+    wrong = tmp_path / "wrong.pt"
+    torch.save({"fc.weight": torch.zeros(3, 3)}, wrong)
+    with pytest.raises(ModelLoadError) as error:
+        load_model("timm:resnet18", weights=wrong)
+    assert "does not fit timm:resnet18" in _one_line(error)
+
+
+# Hugging Face -------------------------------------------------------------------------------------
+
+LABELS = {0: "cat", 1: "dog", 2: "bird"}
+
+
+def _save_vit(folder: Path) -> Any:
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    config = transformers.ViTConfig(
+        image_size=32,
+        patch_size=8,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        num_labels=3,
+        id2label=LABELS,
+        label2id={v: k for k, v in LABELS.items()},
+    )
+    model = transformers.ViTForImageClassification(config).eval()
+    model.save_pretrained(folder)
+    processor = {
+        "do_resize": True,
+        "size": {"height": 32, "width": 32},
+        "resample": 2,
+        "image_mean": [0.5, 0.5, 0.5],
+        "image_std": [0.5, 0.5, 0.5],
+        "image_processor_type": "ViTImageProcessor",
+    }
+    (folder / "preprocessor_config.json").write_text(json.dumps(processor))
+    return model
+
+
+def _save_convnext(folder: Path, processor: bool = True) -> Any:
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    config = transformers.ConvNextConfig(
+        depths=[1, 1, 1, 1], hidden_sizes=[8, 16, 32, 64], num_labels=3, id2label=LABELS
+    )
+    model = transformers.ConvNextForImageClassification(config).eval()
+    model.save_pretrained(folder)
+    if processor:
+        settings = {"size": {"shortest_edge": 64}, "resample": 3, "crop_pct": 0.875}
+        (folder / "preprocessor_config.json").write_text(json.dumps(settings))
+    return model
+
+
+def test_hf_vit(tmp_path: Path) -> None:
+    source = _save_vit(tmp_path)
+    loaded = load_model(f"hf:{tmp_path}")
+    assert loaded.pretrained and loaded.class_names == ("cat", "dog", "bird")
+    assert loaded.class_index("dog") == 1
+    assert not loaded.module.training
+    assert loaded.preprocess == Preprocess(
+        32, mean=(0.5,) * 3, std=(0.5,) * 3, max_ratio=1.0, interpolation="bilinear"
+    )
+    for key, value in source.state_dict().items():
+        assert torch.equal(loaded.module.state_dict()[key], value), key
+    # A photo of any shape becomes the 32x32 input the ViT takes, given positionally.
+    x = loaded.preprocess(Image.new("RGB", (50, 30), (200, 10, 10))) + _image(32)
+    assert loaded.module(x).logits.shape == (1, 3)
+    assert loaded.default_layer == "vit.layers.1.layernorm_before"
+    before = snapshot(loaded.module)
+    auto = GradCAM(loaded.module)(x, 1)
+    _assert_map(auto, loaded.default_layer)
+    assert auto.raw.shape == (1, 1, 4, 4)
+    named = GradCAM(loaded.module, "vit.layers.0.layernorm_before")(x, 1)
+    _assert_map(named, "vit.layers.0.layernorm_before")
+    assert_unchanged(before, loaded.module)
+
+
+def test_hf_convnext(tmp_path: Path) -> None:
+    _save_convnext(tmp_path)
+    loaded = load_model(f"hf:{tmp_path}")
+    assert loaded.class_names == ("cat", "dog", "bird")
+    assert loaded.preprocess.size == 64 and loaded.preprocess.interpolation == "bicubic"
+    # ConvNeXt takes any input shape: photos keep their aspect.
+    assert loaded.preprocess.max_ratio > 1.0
+    assert loaded.default_layer == "convnext.encoder.stages.3"
+    x = _image(64)
+    before = snapshot(loaded.module)
+    _assert_map(GradCAM(loaded.module)(x, 2), "convnext.encoder.stages.3")
+    named = GradCAM(loaded.module, "convnext.encoder.stages.2")(x, 2)
+    _assert_map(named, "convnext.encoder.stages.2")
+    assert named.raw.shape == (1, 1, 4, 4)
+    assert_unchanged(before, loaded.module)
+
+
+def test_hf_without_preprocessor_config(tmp_path: Path) -> None:
+    _save_convnext(tmp_path, processor=False)
+    assert load_model(f"hf:{tmp_path}").preprocess == Preprocess(224)
+
+
+def test_hf_errors(tmp_path: Path) -> None:
+    transformers = pytest.importorskip("transformers")
+    with pytest.raises(ModelLoadError) as error:
+        load_model(f"hf:{tmp_path / 'missing'}")
+    assert "no such folder" in _one_line(error)
+    with pytest.raises(ModelLoadError) as error:
+        load_model(f"hf:{tmp_path}")
+    assert "has no config.json" in _one_line(error)
+    text = tmp_path / "bert"
+    transformers.BertConfig(
+        hidden_size=8, num_hidden_layers=1, num_attention_heads=1, intermediate_size=8
+    ).save_pretrained(text)
+    with pytest.raises(ModelLoadError) as error:
+        load_model(f"hf:{text}")
+    assert "not an image classifier's (model_type 'bert')" in _one_line(error)
+    vit = tmp_path / "vit"
+    _save_vit(vit)
+    with pytest.raises(ModelLoadError) as error:
+        load_model(f"hf:{vit}", weights=vit / "model.safetensors")
+    assert "give no weights file" in _one_line(error)
+    (vit / "model.safetensors").unlink()
+    with pytest.raises(ModelLoadError) as error:
+        load_model(f"hf:{vit}")
+    assert "cannot load Hugging Face image classifier" in _one_line(error)
+    assert "model.safetensors" in _one_line(error)
