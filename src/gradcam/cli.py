@@ -298,7 +298,7 @@ def _output_dirs(images: Sequence[str], out: Path) -> list[Path]:
 def _explain(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from gradcam.explain import explain_image, save_explanation
+    from gradcam.explain import FIGURE_METHODS, explain_image, save_explanation
     from gradcam.images import load_image
     from gradcam.layers import resolve_layer
     from gradcam.methods.registry import parse_options
@@ -310,7 +310,7 @@ def _explain(args: argparse.Namespace) -> int:
     if args.counterfactual:
         names.append("counterfactual")
     if args.figure:
-        names += ["gradcam", "guided-backprop", "guided-gradcam"]
+        names += ["gradcam", *FIGURE_METHODS]  # Grad-CAM first, as without --figure
     names = list(dict.fromkeys(names))
     pairs = list(args.options)
     if "occlusion" in names:
@@ -406,13 +406,15 @@ def _protocols(args: argparse.Namespace) -> list[tuple[str, Any]]:
     kind = args.protocol
     if kind == "ablations" and args.options:
         raise GradCAMError("ablations runs Grad-CAM's variants: --option does not apply")
+    # Without --method, each protocol runs its own default methods.
     defaults = {
-        "localization": ["gradcam"],
-        "pointing": ["gradcam"],
+        "localization": [p.Localization.method],
+        "pointing": [p.Pointing.method],
         "faithfulness": list(p.Faithfulness.methods),
         "sanity": list(p.Sanity.methods),
     }
-    options = parse_options(names or defaults.get(kind, []), args.options)
+    names = names or defaults.get(kind)
+    options = parse_options(names or [], args.options)
     if args.layer is not None and kind in ("faithfulness", "sanity"):
         raise GradCAMError("--layer applies to localization, pointing and ablations")
     if kind == "localization":
@@ -421,7 +423,7 @@ def _protocols(args: argparse.Namespace) -> list[tuple[str, Any]]:
                 f"{kind}-{m}",
                 p.Localization(m, args.threshold, layer=args.layer, options=options[m]),
             )
-            for m in names or ["gradcam"]
+            for m in names or []
         ]
     if kind == "pointing":
         return [
@@ -431,10 +433,10 @@ def _protocols(args: argparse.Namespace) -> list[tuple[str, Any]]:
                     m, args.tolerance, args.recall_threshold, args.layer, options=options[m]
                 ),
             )
-            for m in names or ["gradcam"]
+            for m in names or []
         ]
     if kind == "ablations":
-        if names:
+        if args.methods:
             raise GradCAMError("ablations runs Grad-CAM's variants: --method does not apply")
         return [(kind, p.Ablations(threshold=args.threshold, layer=args.layer))]
     chosen: p.Faithfulness | p.Sanity
@@ -442,7 +444,7 @@ def _protocols(args: argparse.Namespace) -> list[tuple[str, Any]]:
         chosen = p.Faithfulness(window=args.window, stride=args.stride, options=options)
     else:
         chosen = p.Sanity(points=args.points, options=options)
-    return [(kind, replace(chosen, methods=tuple(names)) if names else chosen)]
+    return [(kind, replace(chosen, methods=tuple(names or ())) if args.methods else chosen)]
 
 
 def _markdown(rows: list[dict[str, Any]]) -> str:

@@ -28,10 +28,17 @@ from gradcam.methods import Result, explain_methods, method_spec
 from gradcam.models import LoadedModel
 from gradcam.targets import TopK
 
-__all__ = ["Explanation", "MapEntry", "explain_image", "npz_key", "save_explanation"]
+__all__ = [
+    "FIGURE_METHODS",
+    "Explanation",
+    "MapEntry",
+    "explain_image",
+    "npz_key",
+    "save_explanation",
+]
 
-# The paper's Fig. 1: the photo, then these methods' pictures side by side.
-_FIGURE = ("guided-backprop", "gradcam", "guided-gradcam")
+#: The paper's Fig. 1: the photo, then these methods' pictures side by side.
+FIGURE_METHODS = ["guided-backprop", "gradcam", "guided-gradcam"]
 
 
 @dataclass(frozen=True)
@@ -226,13 +233,14 @@ def save_explanation(
         )
     figures = []
     if figure:
-        missing = [m for m in _FIGURE if m not in explanation.results]
+        missing = [m for m in FIGURE_METHODS if m not in explanation.results]
         if missing:
             raise GradCAMError(f"a figure needs the methods {', '.join(missing)}")
         for entry in (e for e in explanation.entries if e.method == "gradcam"):
             label = entry.class_name or f"target-{entry.rank}"
             panels = [("Original", image)] + [
-                (f"{method_spec(m).title}: {label}", pictures[(m, entry.rank)]) for m in _FIGURE
+                (f"{method_spec(m).title}: {label}", pictures[(m, entry.rank)])
+                for m in FIGURE_METHODS
             ]
             filename = f"figure_{entry.rank}_{_slug(label)}.png"
             side_by_side(panels).save(out / filename)
