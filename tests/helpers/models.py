@@ -261,3 +261,7 @@ class TinyViT(nn.Module):
         tokens = self.patch(x).flatten(2).transpose(1, 2)
         tokens = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), tokens], dim=1)
         return self.head(self.norm(self.blocks(tokens))[:, 0])
+
+
+#: The default layer of each peer-agreement model fixture of tests/methods, by fixture name.
+DEFAULT_LAYERS = {"resnet50": "layer4", "vgg16": "features.29", "lite0_module": "_head_act"}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torchvision
 from helpers.models import SmallCNN
 from helpers.state import assert_unchanged, snapshot
 from torch import nn
@@ -77,23 +76,6 @@ def test_smoothgrad_noise_level() -> None:
     assert abs(float(noise.std()) - 0.75) < 0.02 and abs(float(noise.mean())) < 0.02
     assert torch.equal(noise, method.noise(X[0]))
     assert not torch.equal(noise, SmoothGrad(SquareAndSum(), samples=4000, seed=2).noise(X[0]))
-
-
-@pytest.fixture(scope="module")
-def resnet50() -> nn.Module:
-    torch.manual_seed(0)
-    return torchvision.models.resnet50(weights=None).eval().requires_grad_(False)
-
-
-@pytest.fixture(scope="module")
-def vgg16() -> nn.Module:
-    torch.manual_seed(0)
-    return torchvision.models.vgg16(weights=None).eval().requires_grad_(False)
-
-
-@pytest.fixture(scope="module")
-def lite0_module() -> nn.Module:
-    return gradcam.load_model().module.requires_grad_(False)
 
 
 MODELS = ["resnet50", "vgg16", "lite0_module"]

@@ -7,8 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
-import torchvision
-from helpers.models import SmallCNN, TinyGapNet, tiny_input
+from helpers.models import DEFAULT_LAYERS, SmallCNN, TinyGapNet, tiny_input
 from helpers.state import assert_unchanged, snapshot
 from torch import nn
 
@@ -73,24 +72,6 @@ def test_helpers() -> None:
     torch.testing.assert_close(scores, torch.tensor([[3.0 - 0.5 * 2.75]]))
 
 
-@pytest.fixture(scope="module")
-def resnet50() -> tuple[nn.Module, str]:
-    torch.manual_seed(0)
-    return torchvision.models.resnet50(weights=None).eval().requires_grad_(False), "layer4"
-
-
-@pytest.fixture(scope="module")
-def vgg16() -> tuple[nn.Module, str]:
-    torch.manual_seed(0)
-    return torchvision.models.vgg16(weights=None).eval().requires_grad_(False), "features.29"
-
-
-@pytest.fixture(scope="module")
-def lite0_module() -> tuple[nn.Module, str]:
-    loaded = gradcam.load_model()
-    return loaded.module.requires_grad_(False), loaded.default_layer
-
-
 MODELS = ["resnet50", "vgg16", "lite0_module"]
 
 
@@ -105,7 +86,7 @@ def test_matches_pytorch_grad_cam(
     import pytorch_grad_cam.base_cam as peer_base
     from pytorch_grad_cam import FinerCAM as PeerFinerCAM
 
-    model, layer_name = request.getfixturevalue(name)
+    model, layer_name = request.getfixturevalue(name), DEFAULT_LAYERS[name]
     monkeypatch.setattr(peer_base, "scale_cam_image", lambda cam, target_size=None: np.float32(cam))
     x = _image()
     # The defaults: top-1, alpha 1, 3 references, softmax. The peer's score is ours times
@@ -124,7 +105,7 @@ def test_matches_pytorch_grad_cam(
 def test_matches_torchcam(name: str, request: pytest.FixtureRequest) -> None:
     from torchcam.methods import FinerCAM as TorchcamFinerCAM
 
-    model, layer_name = request.getfixturevalue(name)
+    model, layer_name = request.getfixturevalue(name), DEFAULT_LAYERS[name]
     x = _image()
     ours = FinerCAM(model, layer_name, alpha=0.6, weighting="mean")(x)
     with TorchcamFinerCAM(model, layer_name, input_shape=(3, 64, 64)) as extractor:

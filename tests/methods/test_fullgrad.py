@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-import torchvision
 from helpers.models import SmallCNN
 from helpers.state import assert_unchanged, snapshot
 from torch import nn
@@ -78,23 +77,6 @@ def test_batch_norm_bias_is_its_eval_bias() -> None:
     torch.testing.assert_close(found["1"], torch.tensor([-1.5]))
     torch.testing.assert_close(found["2"], torch.tensor([0.0]))  # mean 0, var 1: no shift
     torch.testing.assert_close(rescale(torch.tensor([[[1.0, 3.0]]])), torch.tensor([[[0.0, 1.0]]]))
-
-
-@pytest.fixture(scope="module")
-def resnet50() -> nn.Module:
-    torch.manual_seed(0)
-    return torchvision.models.resnet50(weights=None).eval().requires_grad_(False)
-
-
-@pytest.fixture(scope="module")
-def vgg16() -> nn.Module:
-    torch.manual_seed(0)
-    return torchvision.models.vgg16(weights=None).eval().requires_grad_(False)
-
-
-@pytest.fixture(scope="module")
-def lite0_module() -> nn.Module:
-    return gradcam.load_model().module.requires_grad_(False)
 
 
 @pytest.mark.parametrize("name", ["resnet50", "vgg16", "lite0_module"])

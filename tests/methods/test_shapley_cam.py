@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-import torchvision
-from helpers.models import SmallCNN, TinyGapNet, tiny_input
+from helpers.models import DEFAULT_LAYERS, SmallCNN, TinyGapNet, tiny_input
 from helpers.state import assert_unchanged, snapshot
 from torch import nn
 
@@ -52,24 +51,6 @@ def test_equals_gradcam_for_a_linear_head() -> None:
     torch.testing.assert_close(result.weights, torch.tensor([[[0.25, 0.5], [-0.25, 0.25]]]))
 
 
-@pytest.fixture(scope="module")
-def resnet50() -> tuple[nn.Module, str]:
-    torch.manual_seed(0)
-    return torchvision.models.resnet50(weights=None).eval().requires_grad_(False), "layer4"
-
-
-@pytest.fixture(scope="module")
-def vgg16() -> tuple[nn.Module, str]:
-    torch.manual_seed(0)
-    return torchvision.models.vgg16(weights=None).eval().requires_grad_(False), "features.29"
-
-
-@pytest.fixture(scope="module")
-def lite0_module() -> tuple[nn.Module, str]:
-    loaded = gradcam.load_model()
-    return loaded.module.requires_grad_(False), loaded.default_layer
-
-
 @pytest.mark.parametrize("score", ["logit", "softmax"])
 @pytest.mark.parametrize("name", ["resnet50", "vgg16", "lite0_module"])
 def test_matches_pytorch_grad_cam(
@@ -82,7 +63,7 @@ def test_matches_pytorch_grad_cam(
         ClassifierOutputTarget,
     )
 
-    model, layer_name = request.getfixturevalue(name)
+    model, layer_name = request.getfixturevalue(name), DEFAULT_LAYERS[name]
     layer = model.get_submodule(layer_name)
     # Raw maps: the peer's normalizations and resizing become the identity.
     monkeypatch.setattr(peer_base, "scale_cam_image", lambda cam, target_size=None: np.float32(cam))
