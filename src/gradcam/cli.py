@@ -13,6 +13,7 @@ captioner and VQA model word by word and answer by answer (section 8) into ``--o
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 import warnings
 from collections.abc import Sequence
@@ -26,6 +27,11 @@ __all__ = ["main"]
 
 
 PROTOCOLS = ("localization", "pointing", "faithfulness", "sanity", "ablations")
+
+# Commands that live beside their feature: each module has `add_parser(commands)`, which adds
+# its subparsers and sets `handler=<function(args) -> int>` on them. Imported when the parser is
+# built, so they import their heavy dependencies inside the handler.
+COMMAND_MODULES: tuple[str, ...] = ()
 
 
 def _method_names() -> list[str]:
@@ -208,6 +214,8 @@ def _build_parser() -> argparse.ArgumentParser:
         metavar="MB",
         help="largest upload accepted, in MiB (default: %(default)s)",
     )
+    for module in COMMAND_MODULES:
+        importlib.import_module(module).add_parser(commands)
     commands.add_parser(
         "methods",
         help="list the explanation methods and their options",
@@ -561,6 +569,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _methods()
         if args.command in ("caption", "vqa"):
             return _caption_or_vqa(args)
+        handler = getattr(args, "handler", None)
+        if handler is not None:
+            return int(handler(args))
     except GradCAMError as exc:
         print(f"gradcam: error: {exc}", file=sys.stderr)
         return 2
