@@ -14,7 +14,7 @@ Our Grad-CAM for one class and for the top-5 are the references of every ratio.
 
 Gradient methods (one forward and one backward pass, whatever the method) run interleaved,
 every case once a round, the order rotated every round, ``--rounds`` rounds after a warm-up;
-methods with extra forward passes (``needs.forwards`` in their registry entry: perturbation,
+methods with many passes (``needs.many_passes`` in their registry entry: perturbation,
 noise, augmentation) run ``--slow-rounds`` times each after the agreement call, since one call
 takes seconds to minutes. Medians (and minimums) are reported, and ratios of medians from the
 same run.
@@ -199,7 +199,7 @@ def run(args: argparse.Namespace) -> list[str]:
             diff = (ours_map - theirs).abs().max().item() if theirs.shape == ours_map.shape else -1
             agreement[name][library] = f"{diff:.1e}" if diff >= 0 else "shape differs"
             cases[f"{name}/{library}"] = call
-        (slow if spec.needs.forwards else fast).update(cases)
+        (slow if spec.needs.many_passes else fast).update(cases)
         log(f"{name}: agreement {agreement[name]}")
     times = time_cases(fast, x, args.rounds, warmup=1)
     for case, call in slow.items():

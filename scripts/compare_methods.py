@@ -11,7 +11,7 @@ code as ``gradcam evaluate`` (:func:`gradcam.evaluate.runner.run`), one row per 
 
 * localization: top-1 localization error (section 4.1; box at 15% of the map's max, IoU 0.5),
   on ``--images`` scenes, or ``--slow-images`` for the methods that need many forward passes
-  (their registry entry's ``needs.forwards``: perturbations, noise, integration steps);
+  (their registry entry says ``needs.many_passes``: perturbations, noise, integration steps);
 * pointing: accuracy of the map's maximum within 15 px of the object (Zhang et al.);
 * faithfulness (section 5.3, the first ``--faithfulness-images`` scenes): Spearman rank
   correlation with occlusion (window 35, stride 8), deletion and insertion AUC;
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     top_block = sane.summary[0]
     rows = []
     for name in names:
-        limit = args.slow_images if method_spec(name).needs.forwards else args.images
+        limit = args.slow_images if method_spec(name).needs.many_passes else args.images
         located = run(Localization(name), loaded, data, limit=limit, progress=False).summary[0]
         pointed = run(Pointing(name), loaded, data, limit=limit, progress=False).summary[0]
         faith = next(r for r in faithful if r["method"] == name)

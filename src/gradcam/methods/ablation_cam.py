@@ -35,6 +35,7 @@ _TAIL_BYTES = 64 * 2**20
     needs=Needs(
         layer=True,
         forwards="one per non-zero channel of the layer, in batches, of the layers after it",
+        many_passes=True,
     ),
     citation="Desai and Ramaswamy 2020",
 )

@@ -133,7 +133,8 @@ def _progress(passes: int, show: bool | None, desc: str) -> tqdm:  # type: ignor
     kind="pixel",
     needs=Needs(
         forwards="a forward and backward pass per step and image (in batches), a forward pass "
-        "of the baseline"
+        "of the baseline",
+        many_passes=True,
     ),
     citation="Sundararajan et al. 2017",
 )
@@ -240,7 +241,10 @@ class IntegratedGradients:
     "smoothgrad",
     title="SmoothGrad",
     kind="pixel",
-    needs=Needs(forwards="a forward and backward pass per noisy sample and image (in batches)"),
+    needs=Needs(
+        forwards="a forward and backward pass per noisy sample and image (in batches)",
+        many_passes=True,
+    ),
     citation="Smilkov et al. 2017",
 )
 class SmoothGrad:

@@ -49,7 +49,7 @@ def window_starts(size: int, window: int, stride: int) -> list[int]:
     "occlusion",
     title="Occlusion",
     kind="heatmap",
-    needs=Needs(forwards="one per window position, in batches"),
+    needs=Needs(forwards="one per window position, in batches", many_passes=True),
     citation="Zeiler and Fergus 2014",
 )
 class Occlusion:

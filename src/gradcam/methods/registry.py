@@ -63,12 +63,16 @@ class Needs:
         layer_gradients: it needs ``dy^c/dA`` (one batched backward pass to the layer).
         input_rules: it needs ``dy^c/dx`` under these rectifier rules (one backward pass each).
         forwards: extra forward passes beyond the shared one, in words (``""`` for none).
+        many_passes: the passes grow with the layer's channels, samples, steps or windows
+            (tens to thousands per image), so benchmarks and scripts give it fewer images;
+            ``False`` for a method that costs a fixed pass or two per image.
     """
 
     layer: bool = False
     layer_gradients: bool = False
     input_rules: tuple[Rule, ...] = ()
     forwards: str = ""
+    many_passes: bool = False
 
 
 @dataclass(frozen=True)

@@ -45,7 +45,7 @@ def score_masks(activations: Tensor, size: tuple[int, int]) -> Tensor:
     "score-cam",
     title="Score-CAM",
     kind="heatmap",
-    needs=Needs(layer=True, forwards="one per channel of the layer, in batches"),
+    needs=Needs(layer=True, forwards="one per channel of the layer, in batches", many_passes=True),
     citation="Wang et al. 2020",
 )
 class ScoreCAM(PerturbationMethod):
@@ -164,7 +164,9 @@ def _check_samples(num_samples: int) -> int:
     "ss-cam",
     title="SS-CAM",
     kind="heatmap",
-    needs=Needs(layer=True, forwards="num_samples per channel of the layer, in batches"),
+    needs=Needs(
+        layer=True, forwards="num_samples per channel of the layer, in batches", many_passes=True
+    ),
     citation="Wang et al. 2020 (SS-CAM)",
 )
 class SSCAM(ScoreCAM):
@@ -238,7 +240,9 @@ class SSCAM(ScoreCAM):
     "is-cam",
     title="IS-CAM",
     kind="heatmap",
-    needs=Needs(layer=True, forwards="num_samples per channel of the layer, in batches"),
+    needs=Needs(
+        layer=True, forwards="num_samples per channel of the layer, in batches", many_passes=True
+    ),
     citation="Naidu et al. 2020",
 )
 class ISCAM(ScoreCAM):

@@ -264,6 +264,7 @@ class GradCAMPlusPlus(_Variant):
         layer=True,
         layer_gradients=True,
         forwards="num_samples noisy passes (forward and backward to the layer), in batches",
+        many_passes=True,
     ),
     citation="Omeiza et al. 2019, arXiv:1908.01224",
 )
