@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-dev
 
-.PHONY: demo test install lint browser serve bench bench-core bench-evaluate bench-methods clean
+.PHONY: demo test install lint docs browser serve bench bench-core bench-evaluate bench-methods clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,11 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks scripts
 	$(VENV)/bin/ruff format --check src tests benchmarks scripts
 	$(VENV)/bin/mypy src
+
+# The documentation site (docs/ and the docstrings) into site/; strict: a broken link or
+# API reference is an error.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet
 
 # The web demo's browser test drives Debian's chromium (Playwright cannot download browsers
 # offline); installed with apt when missing (CI runs as root on a fresh machine).

@@ -216,8 +216,9 @@ class GradCAMPlusPlus(_Variant):
       (its intended denominator, ``2 g^2_ij + sum_ab A_ab g^3_ab``, also differs from the
       paper's where the gradient varies over positions).
 
+    It takes the options of :class:`~gradcam.GradCAM`, and:
+
     Args:
-        (the options of :class:`~gradcam.GradCAM`, and:)
         eps: added to the denominator of ``alpha``: 0 is the paper, 1e-6 is pytorch-grad-cam.
 
     Example:
@@ -301,8 +302,9 @@ class SmoothGradCAMPlusPlus(GradCAMPlusPlus):
     every device), one (B, C, H, W) draw per sample; the noisy copies run ``batch_size``
     samples per pass. This method cannot share a pass with other methods.
 
+    It takes the options of :class:`~gradcam.GradCAM`, and:
+
     Args:
-        (the options of :class:`~gradcam.GradCAM`, and:)
         eps: added to the denominator of ``alpha`` (0 in the paper, 1e-8 in torchcam).
         num_samples: noisy copies of the input (torchcam's default 4).
         std: standard deviation of the Gaussian noise, in the model's input space.
