@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 import torch
 
-from gradcam.evaluate.datasets import read_coco
+from gradcam.evaluate.coco import decode_rle, encode_rle
+from gradcam.evaluate.datasets import read_coco, write_benchmark
 from gradcam.synthetic import (
     COLORS,
     SHAPES,
@@ -25,11 +26,9 @@ from gradcam.synthetic import (
     ShapeNet,
     benchmark_label,
     benchmark_scene,
-    encode_rle,
     load_shapes_model,
     make_scene,
     shape_mask,
-    write_benchmark,
 )
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "train_shapes.py"
@@ -142,8 +141,6 @@ class TestExactGroundTruth:
 
 class TestBenchmark:
     def test_rle_matches_coco_decoding(self) -> None:
-        from gradcam.evaluate.datasets import decode_rle
-
         assert encode_rle(np.array([[0, 1], [1, 1]], dtype=bool)) == {
             "counts": [1, 3],
             "size": [2, 2],

@@ -369,40 +369,21 @@ def _explain(args: argparse.Namespace) -> int:
 
 
 def _dataset(args: argparse.Namespace) -> Any:
-    from gradcam.evaluate import datasets
+    from gradcam.evaluate.datasets import open_dataset
 
-    if args.data == "photos":
+    return open_dataset(
+        args.data,
+        args.format,
+        labels=args.labels,
+        boxes=args.boxes,
+        annotations=args.annotations,
+        split=args.split,
+        count=args.synthetic_images,
+        seed=args.seed,
+        workdir=args.out,
         # Localization and pointing need classes and boxes: the photos that have them.
-        return datasets.read_photos(annotated=args.protocol not in ("faithfulness", "sanity"))
-    if args.data == "synthetic":
-        if args.synthetic_images < 1:
-            raise GradCAMError(
-                f"--synthetic-images must be at least 1, got {args.synthetic_images}"
-            )
-        folder = Path(args.out or "gradcam_eval") / f"synthetic-{args.seed}-{args.synthetic_images}"
-        return datasets.read_synthetic(folder, args.synthetic_images, seed=args.seed)
-    kind = args.format
-    root = Path(args.data)
-    if kind == "auto":
-        if args.annotations:
-            kind = "coco"
-        elif args.labels:
-            kind = "imagenet"
-        elif (root / "ImageSets").is_dir():
-            kind = "voc"
-        else:
-            kind = "folder"
-    if kind == "coco":
-        if not args.annotations:
-            raise GradCAMError("--format coco needs --annotations FILE")
-        return datasets.read_coco(args.annotations, root)
-    if kind == "imagenet":
-        if not args.labels:
-            raise GradCAMError("--format imagenet needs --labels FILE")
-        return datasets.read_imagenet(root, args.labels, args.boxes)
-    if kind == "voc":
-        return datasets.read_voc(root, args.split)
-    return datasets.read_folder(root)
+        annotated=args.protocol not in ("faithfulness", "sanity"),
+    )
 
 
 def _protocols(args: argparse.Namespace) -> list[tuple[str, Any]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,6 @@ from gradcam.evaluate.datasets import (
     decode_rle,
     read_coco,
     read_folder,
-    read_imagenet,
     read_voc,
 )
 
@@ -39,6 +39,12 @@ def _voc_xml(
         f"<annotation><size><width>{size[0]}</width><height>{size[1]}</height>"
         f"<depth>3</depth></size>{body}</annotation>"
     )
+
+
+def _box(*corners: str) -> str:
+    keys = ("xmin", "ymin", "xmax", "ymax")
+    values = "".join(f"<{k}>{v}</{k}>" for k, v in zip(keys, corners, strict=True))
+    return f"<object><name>person</name><bndbox>{values}</bndbox></object>"
 
 
 def test_plain_folder(tmp_path: Path) -> None:
@@ -88,39 +94,64 @@ class TestVOC:
     def test_errors_name_the_file(self, tmp_path: Path) -> None:
         with pytest.raises(DatasetError, match=r"is .* a VOC folder"):
             read_voc(tmp_path)
-        self._voc(tmp_path)
-        _voc_xml(tmp_path / "Annotations" / "000002.xml", (30, 30), [("unicorn", (1, 1, 2, 2), 0)])
-        with pytest.raises(DatasetError, match=r"000002\.xml: unknown class 'unicorn'"):
-            read_voc(tmp_path)
 
-    def test_unsafe_xml_is_refused(self, tmp_path: Path) -> None:
+    @pytest.mark.parametrize(
+        ("xml", "problem"),
+        [
+            ("<object><name>unicorn</name></object>", "unknown class 'unicorn'"),
+            (_box("1", "2", "x9", "12"), r"object 1 \(person\): <xmax> is not a number \('x9'\)"),
+            (_box("1", "2", "", "12"), r"object 1 \(person\): missing <xmax>"),
+            (_box("1", "2", "nan", "12"), r"<xmax> is not a number \('nan'\)"),
+            (_box("9", "2", "3", "12"), "empty box"),
+            (_box("40", "40", "50", "50"), "box lies outside the 30x30 image"),
+        ],
+    )
+    def test_a_bad_object_skips_its_image(self, tmp_path: Path, xml: str, problem: str) -> None:
+        self._voc(tmp_path)
+        (tmp_path / "Annotations" / "000002.xml").write_text(
+            f"<annotation><size><width>30</width><height>30</height></size>{xml}</annotation>"
+        )
+        data = read_voc(tmp_path)
+        assert [s.path.stem for s in data.samples] == ["000001"]
+        bad, disagreeing = data.problems
+        assert re.search(r"Annotations/000002\.xml: .*" + problem, bad), bad
+        assert "000003.jpg" in disagreeing
+
+    @pytest.mark.parametrize(
+        ("size", "problem"),
+        [
+            ("", "missing <size>"),
+            ("<size><width>30</width></size>", r"<size>: missing <height>"),
+            ("<size><width>3O</width><height>30</height></size>", "<width> is not a number"),
+            ("<size><width>0</width><height>30</height></size>", "size 0x30 is not positive"),
+            ("<size><width>3.5</width><height>30</height></size>", "is not whole pixels"),
+            (
+                "<size><width>100000</width><height>100000</height></size>",
+                "above the decompression-bomb limit",
+            ),
+        ],
+    )
+    def test_a_bad_size_skips_its_image(self, tmp_path: Path, size: str, problem: str) -> None:
+        self._voc(tmp_path)
+        (tmp_path / "Annotations" / "000002.xml").write_text(
+            f"<annotation>{size}{_box('1', '1', '2', '2')}</annotation>"
+        )
+        data = read_voc(tmp_path)
+        assert [s.path.stem for s in data.samples] == ["000001"]
+        assert re.search(r"000002\.xml: .*" + problem, data.problems[0]), data.problems[0]
+
+    def test_missing_and_unsafe_xml_skip_their_image(self, tmp_path: Path) -> None:
         self._voc(tmp_path)
         (tmp_path / "Annotations" / "000001.xml").write_text(
             '<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol">'
             '<!ENTITY lol2 "&lol;&lol;&lol;&lol;">]><annotation>&lol2;</annotation>'
         )
-        with pytest.raises(DatasetError, match=r"000001\.xml: refused unsafe XML"):
-            read_voc(tmp_path)
-
-
-def test_imagenet_style(tmp_path: Path) -> None:
-    images, boxes = tmp_path / "val", tmp_path / "boxes"
-    _image(images / "ILSVRC2012_val_00000001.JPEG", (60, 40))
-    _image(images / "ILSVRC2012_val_00000002.JPEG", (30, 30))
-    labels = tmp_path / "labels.txt"
-    labels.write_text("ILSVRC2012_val_00000001.JPEG 281\nILSVRC2012_val_00000002.JPEG espresso\n")
-    _voc_xml(boxes / "ILSVRC2012_val_00000001.xml", (60, 40), [("tabby", (5, 6, 30, 40), 0)])
-    data = read_imagenet(images, labels, boxes)
-    assert [s.labels for s in data.samples] == [(281,), (967,)]
-    assert data.samples[0].annotations[0].class_id == 281
-    assert data.samples[0].annotations[0].box == (4, 5, 29, 39)
-    assert data.samples[1].annotations == ()
-    wnids = [f"n{i:08d}" for i in range(1000)]
-    labels.write_text("ILSVRC2012_val_00000002.JPEG n00000967\n")
-    assert read_imagenet(images, labels, classes=wnids).samples[0].labels == (967,)
-    labels.write_text("ILSVRC2012_val_00000002.JPEG not-a-class\n")
-    with pytest.raises(DatasetError, match=r"labels\.txt:1: unknown label 'not-a-class'"):
-        read_imagenet(images, labels)
+        (tmp_path / "Annotations" / "000002.xml").unlink()
+        data = read_voc(tmp_path)
+        assert data.samples == []
+        assert re.search(r"000001\.xml: refused unsafe XML", data.problems[0])
+        assert re.search(r"000002\.xml: no such annotation file", data.problems[1])
+        assert len(data.problems) == 3  # and 000003's size disagreement
 
 
 class TestCOCO:

@@ -1,7 +1,8 @@
 """Synthetic scenes with exact ground truth, and a small CNN trained on them.
 
 * :mod:`gradcam.synthetic.scenes`: shapes on textured backgrounds with exact masks and boxes,
-  and a COCO-format localization benchmark (:func:`write_benchmark`);
+  and the scenes of the localization benchmark (:func:`benchmark_scene`), which
+  :func:`gradcam.evaluate.datasets.write_benchmark` writes as a COCO folder;
 * :mod:`gradcam.synthetic.model`: :class:`ShapeNet`, a GAP CNN that classifies the shapes,
   with shipped weights (:func:`load_shapes_model`).
 
@@ -25,19 +26,19 @@ from gradcam.synthetic.model import (
 )
 from gradcam.synthetic.scenes import (
     COLORS,
+    SCENES_VERSION,
     SHAPES,
     Scene,
     SceneObject,
     benchmark_label,
     benchmark_scene,
-    encode_rle,
     make_scene,
     shape_mask,
-    write_benchmark,
 )
 
 __all__ = [
     "COLORS",
+    "SCENES_VERSION",
     "SHAPES",
     "SHAPES_LAYER",
     "SHAPES_MEAN",
@@ -50,9 +51,7 @@ __all__ = [
     "ShapeNet",
     "benchmark_label",
     "benchmark_scene",
-    "encode_rle",
     "load_shapes_model",
     "make_scene",
     "shape_mask",
-    "write_benchmark",
 ]

@@ -11,21 +11,17 @@ RNG), so a seed always gives the same bytes:
    ``shading=False``) in order, so later objects occlude earlier ones.
 
 Each :class:`SceneObject` keeps the mask of the pixels where it is *visible* in the final
-image and the tight inclusive box of that mask. :func:`write_benchmark` writes a folder of
-one-object scenes with COCO annotations (uncompressed RLE masks) that
-:func:`gradcam.evaluate.datasets.read_coco` reads back exactly.
+image and the tight inclusive box of that mask. :func:`benchmark_scene` draws image ``i`` of
+the localization benchmark, which :func:`gradcam.evaluate.datasets.write_benchmark` writes as
+a COCO folder.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import types
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -33,15 +29,14 @@ from scipy import ndimage
 
 __all__ = [
     "COLORS",
+    "SCENES_VERSION",
     "SHAPES",
     "Scene",
     "SceneObject",
     "benchmark_label",
     "benchmark_scene",
-    "encode_rle",
     "make_scene",
     "shape_mask",
-    "write_benchmark",
 ]
 
 SHAPES: tuple[str, ...] = (
@@ -69,6 +64,10 @@ COLORS: Mapping[str, tuple[int, int, int]] = types.MappingProxyType(
     }
 )
 """Object colors by plain name, as 8-bit RGB (read-only)."""
+
+SCENES_VERSION = 1
+"""The version of the drawing code: bump it whenever a seed's scenes change, so that folders
+written by an older version are regenerated (:func:`gradcam.evaluate.datasets.read_synthetic`)."""
 
 _MIN_VISIBLE = 0.5  # with overlap allowed, each object keeps at least this part of its pixels
 _GAP = 2  # without overlap, objects stay at least this many pixels apart
@@ -462,28 +461,7 @@ def make_scene(
 
 
 # ---------------------------------------------------------------------------------------------
-# COCO benchmark
-
-
-def encode_rle(mask: np.ndarray) -> dict[str, list[int]]:
-    """COCO's uncompressed run-length encoding of a boolean (H, W) mask.
-
-    Runs alternate background and foreground, starting with background (so the first count
-    is 0 when the first pixel is foreground), over the pixels in column-major order.
-
-    Example:
-        >>> encode_rle(np.array([[0, 1], [1, 1]], dtype=bool))
-        {'counts': [1, 3], 'size': [2, 2]}
-    """
-    array = np.asarray(mask, dtype=bool)
-    if array.ndim != 2:
-        raise ValueError(f"mask must be 2-D, got shape {array.shape}")
-    flat = array.ravel(order="F")
-    changes = np.flatnonzero(flat[1:] != flat[:-1]) + 1
-    runs = np.diff(np.concatenate(([0], changes, [flat.size]))).tolist()
-    if flat.size and flat[0]:
-        runs = [0, *runs]
-    return {"counts": [int(r) for r in runs], "size": [int(array.shape[0]), int(array.shape[1])]}
+# The benchmark's scenes
 
 
 def _benchmark_rng(seed: int, *key: int) -> np.random.Generator:
@@ -504,7 +482,8 @@ def benchmark_label(index: int, seed: int = 0) -> int:
 
 
 def benchmark_scene(index: int, seed: int = 0, size: int = 128) -> Scene:
-    """Image ``index`` of the benchmark that :func:`write_benchmark` writes with ``seed``.
+    """Image ``index`` of the benchmark that
+    :func:`gradcam.evaluate.datasets.write_benchmark` writes with ``seed``.
 
     Example:
         >>> benchmark_scene(0).objects[0].shape == SHAPES[benchmark_label(0)]
@@ -512,65 +491,3 @@ def benchmark_scene(index: int, seed: int = 0, size: int = 128) -> Scene:
     """
     shape = SHAPES[benchmark_label(index, seed)]
     return make_scene(_benchmark_rng(seed, 1, index), size=size, shapes=[shape])
-
-
-def write_benchmark(
-    folder: str | os.PathLike[str], count: int, *, seed: int = 0, size: int = 128
-) -> Path:
-    """Write ``count`` one-object scenes and their COCO annotations; return the JSON's path.
-
-    The images go to ``folder/images/NNNNNN.png``; ``folder/annotations.json`` has
-    ``images``, ``categories`` (``id`` = index in :data:`SHAPES`, ``name`` = shape) and
-    ``annotations`` with ``bbox`` ``[x, y, w, h]`` (COCO's convention, so the inclusive box
-    ``(x0, y0, x1, y1)`` has ``w = x1 - x0 + 1``), ``area`` (visible pixels), ``iscrowd`` 0,
-    the object's ``color``, and ``segmentation`` as uncompressed RLE (see
-    :func:`encode_rle`). Shapes are balanced (see :func:`benchmark_label`). The same
-    arguments always write the same bytes.
-
-    Example:
-        >>> from gradcam.evaluate.datasets import read_coco
-        >>> path = write_benchmark("bench", 16, seed=0)
-        >>> data = read_coco(path, path.parent / "images")
-        >>> data.class_names[:3]
-        ('circle', 'square', 'triangle')
-    """
-    if count < 0:
-        raise ValueError(f"count must be >= 0, got {count}")
-    root = Path(folder)
-    images_folder = root / "images"
-    images_folder.mkdir(parents=True, exist_ok=True)
-    images: list[dict[str, Any]] = []
-    annotations: list[dict[str, Any]] = []
-    for index in range(count):
-        scene = benchmark_scene(index, seed, size)
-        name = f"{index:06d}.png"
-        scene.image.save(images_folder / name, format="PNG")
-        images.append({"id": index + 1, "file_name": name, "width": size, "height": size})
-        for obj in scene.objects:
-            x0, y0, x1, y1 = obj.box
-            annotations.append(
-                {
-                    # COCO tools use id 0 to mean "unmatched", so ids start at 1.
-                    "id": len(annotations) + 1,
-                    "image_id": index + 1,
-                    "category_id": SHAPES.index(obj.shape),
-                    "bbox": [x0, y0, x1 - x0 + 1, y1 - y0 + 1],
-                    "area": obj.area,
-                    "iscrowd": 0,
-                    "color": obj.color,
-                    "segmentation": encode_rle(obj.mask),
-                }
-            )
-    document = {
-        "info": {"description": "gradcam synthetic shapes benchmark", "seed": seed},
-        "images": images,
-        "categories": [
-            {"id": i, "name": name, "supercategory": "shape"} for i, name in enumerate(SHAPES)
-        ],
-        "annotations": annotations,
-    }
-    path = root / "annotations.json"
-    partial = path.with_suffix(".json.partial")
-    partial.write_text(json.dumps(document, separators=(",", ":")) + "\n")
-    partial.replace(path)  # readers never see a half-written file
-    return path
