@@ -10,12 +10,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from gradcam.evaluate.coco import encode_rle
 from gradcam.evaluate.datasets import (
     VOC_CLASSES,
+    Dataset,
     DatasetError,
+    Sample,
     decode_rle,
+    open_dataset,
     read_coco,
     read_folder,
+    read_synthetic,
     read_voc,
 )
 
@@ -217,3 +222,170 @@ def test_shipped_photos_with_their_hand_drawn_boxes() -> None:
             assert a.box is not None
             x0, y0, x1, y1 = a.box
             assert 0 <= x0 < x1 < width and 0 <= y0 < y1 < height
+
+
+class TestCOCOProblems:
+    """One bad image entry or annotation costs its image, never the file."""
+
+    def _coco(self, root: Path, *, extra: list[dict[str, object]]) -> Path:
+        _image(root / "img" / "good.png", (6, 4))
+        _image(root / "img" / "other.png", (6, 4))
+        mask = np.zeros((4, 6), dtype=bool)
+        mask[1:3, 2:5] = True
+        data = {
+            "images": [
+                {"id": 1, "file_name": "good.png", "width": 6, "height": 4},
+                {"id": 2, "file_name": "other.png", "width": 6, "height": 4},
+            ],
+            "categories": [{"id": 1, "name": "cat"}],
+            "annotations": [
+                {"image_id": 1, "category_id": 1, "bbox": [2, 1, 3, 2],
+                 "segmentation": encode_rle(mask, compressed=True)},
+                *extra,
+            ],
+        }  # fmt: skip
+        path = root / "instances.json"
+        path.write_text(json.dumps(data))
+        return path
+
+    @pytest.mark.parametrize(
+        ("annotation", "problem"),
+        [
+            ({"segmentation": {"counts": "0X", "size": [4, 6]}}, "truncated RLE string"),
+            ({"segmentation": {"counts": "52", "size": [4, 6]}}, "cover 7 pixels, not 4x6"),
+            ({"segmentation": {"counts": [24], "size": [6, 4]}}, "RLE size 4x6 differs"),
+            ({"segmentation": [[1, 2, 3]]}, "list of x, y pairs"),
+            ({"category_id": 9}, "unknown category_id 9"),
+            ({"bbox": [1, 2, "x", 4]}, "could not convert"),
+            ({"bbox": [1, 2, 3]}, "bbox must be"),
+        ],
+    )
+    def test_a_bad_annotation_skips_its_image(
+        self, tmp_path: Path, annotation: dict[str, object], problem: str
+    ) -> None:
+        bad = {"image_id": 2, "category_id": 1, "bbox": [0, 0, 2, 2], **annotation}
+        data = read_coco(self._coco(tmp_path, extra=[bad]), tmp_path / "img")
+        ((sample,), (message,)) = data.samples, data.problems
+        assert sample.path.name == "good.png" and sample.annotations[0].box == (2, 1, 4, 2)
+        assert sample.annotations[0].mask is not None and sample.annotations[0].mask.sum() == 6
+        assert "instances.json: image 'other.png': annotation 2: " in message
+        assert problem in message
+
+    def test_entries_naming_nothing_or_bad_images(self, tmp_path: Path) -> None:
+        path = self._coco(tmp_path, extra=[{"image_id": 7, "category_id": 1}])
+        data = json.loads(path.read_text())
+        data["images"].append({"id": 3, "file_name": "no-size.png"})
+        path.write_text(json.dumps(data))
+        dataset = read_coco(path, tmp_path / "img")
+        assert [s.path.name for s in dataset.samples] == ["good.png", "other.png"]
+        assert dataset.problems == [
+            f"{path}: image entry 3: missing 'width'",
+            f"{path}: annotation 2 names no image of 'images'",
+        ]
+
+    def test_an_image_above_the_bomb_limit(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
+        _image(tmp_path / "img" / "huge.png", (30, 30))  # 900 pixels, past twice the limit
+        _image(tmp_path / "img" / "big.png", (15, 10))  # 150 declared, 1.5 times the limit
+        extra = [{"image_id": 3, "category_id": 1, "segmentation": {"counts": [0, 150]}}]
+        path = self._coco(tmp_path, extra=extra)
+        data = json.loads(path.read_text())
+        data["images"] += [
+            {"id": 3, "file_name": "big.png", "width": 15, "height": 10},
+            {"id": 4, "file_name": "huge.png", "width": 6, "height": 4},  # declared small
+        ]
+        path.write_text(json.dumps(data))
+        dataset = read_coco(path, tmp_path / "img")
+        assert [s.path.name for s in dataset.samples] == ["good.png", "other.png"]
+        assert dataset.problems == [
+            f"{path}: image 'big.png': size 15x10 (150 pixels) is above the decompression-bomb "
+            "limit of 100 pixels",
+            f"{tmp_path / 'img' / 'huge.png'}: image is too large to decode safely "
+            "(decompression-bomb limit)",
+        ]
+
+
+class TestSynthetic:
+    def test_settings_are_recorded_and_another_seed_regenerates(self, tmp_path: Path) -> None:
+        from gradcam.synthetic import SCENES_VERSION, benchmark_scene
+
+        folder = tmp_path / "bench"
+        first = read_synthetic(folder, 8, seed=0, size=64)
+        info = json.loads((folder / "annotations.json").read_text())["info"]
+        assert {k: info[k] for k in ("count", "seed", "size", "generator")} == {
+            "count": 8, "seed": 0, "size": 64, "generator": SCENES_VERSION,
+        }  # fmt: skip
+        assert first.identity == {
+            "format": "synthetic", "root": str(folder.resolve()), "count": 8, "seed": 0,
+            "size": 64, "generator": SCENES_VERSION,
+        }  # fmt: skip
+        again = read_synthetic(folder, 8, seed=1, size=64)  # same count, other seed
+        assert again.identity["seed"] == 1 and again.name == "synthetic-shapes-1-8"
+        for index, sample in enumerate(again.samples):
+            (obj,) = benchmark_scene(index, seed=1, size=64).objects
+            assert sample.annotations[0].box == obj.box
+            assert sample.annotations[0].mask is not None
+            assert np.array_equal(sample.annotations[0].mask, obj.mask)
+
+    def test_fewer_images_leave_no_stale_files_and_lost_ones_come_back(
+        self, tmp_path: Path
+    ) -> None:
+        read_synthetic(tmp_path, 6, size=32)
+        fewer = read_synthetic(tmp_path, 3, size=32)
+        assert sorted(p.name for p in (tmp_path / "images").iterdir()) == [
+            "000000.png", "000001.png", "000002.png",
+        ]  # fmt: skip
+        before = fewer.samples[1].path.read_bytes()
+        fewer.samples[1].path.unlink()
+        assert read_synthetic(tmp_path, 3, size=32).samples[1].path.read_bytes() == before
+
+    def test_a_folder_of_other_annotations_is_never_overwritten(self, tmp_path: Path) -> None:
+        (tmp_path / "annotations.json").write_text('{"images": [], "categories": []}')
+        with pytest.raises(DatasetError, match="not a synthetic benchmark written by gradcam"):
+            read_synthetic(tmp_path, 4)
+        assert (tmp_path / "annotations.json").read_text() == '{"images": [], "categories": []}'
+        with pytest.raises(DatasetError, match="at least 1 image"):
+            read_synthetic(tmp_path / "new", 0)
+
+
+class TestOpenDataset:
+    def test_detection(self, tmp_path: Path) -> None:
+        _image(tmp_path / "plain" / "a.png", (8, 8))
+        assert open_dataset(tmp_path / "plain").identity == {
+            "format": "folder", "root": str((tmp_path / "plain").resolve()), "count": 1,
+        }  # fmt: skip
+        TestVOC()._voc(tmp_path / "voc")
+        voc = open_dataset(tmp_path / "voc")
+        assert voc.identity["format"] == "voc" and voc.identity["split"] == "val"
+        assert len(voc.samples) == 2
+        synthetic = open_dataset("synthetic", count=4, seed=2, workdir=tmp_path / "runs")
+        assert synthetic.identity["seed"] == 2 and len(synthetic.samples) == 4
+        written = tmp_path / "runs" / "synthetic-2-4"
+        as_coco = open_dataset(written)  # the folder the benchmark wrote reads as COCO
+        assert as_coco.identity == {
+            "format": "coco", "root": str((written / "images").resolve()),
+            "annotations": str((written / "annotations.json").resolve()), "count": 4,
+        }  # fmt: skip
+        assert open_dataset(written / "images", annotations=written / "annotations.json") == (
+            as_coco
+        )
+        photos = open_dataset("photos", annotated=True)
+        assert photos.identity == {"format": "photos", "annotated": True, "count": 5}
+        assert open_dataset(written / "images", "folder").identity["format"] == "folder"
+
+    def test_errors(self, tmp_path: Path) -> None:
+        with pytest.raises(DatasetError, match="unknown dataset format 'tfrecord'"):
+            open_dataset(tmp_path, "tfrecord")
+        with pytest.raises(DatasetError, match="--format coco needs --annotations FILE"):
+            open_dataset(tmp_path, "coco")
+        with pytest.raises(DatasetError, match="missing: no such folder"):
+            open_dataset(tmp_path / "missing")
+        with pytest.raises(DatasetError, match="missing: no such folder"):
+            open_dataset(tmp_path / "missing", "voc")
+
+    def test_a_dataset_made_by_hand_has_an_identity(self) -> None:
+        assert Dataset("mine", (), [Sample(Path("a.png"))]).identity == {
+            "format": "custom", "name": "mine", "count": 1,
+        }  # fmt: skip
