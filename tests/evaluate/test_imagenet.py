@@ -6,52 +6,32 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from PIL import Image
+from helpers.imagenet import (
+    EGYPTIAN_CAT,
+    ESPRESSO,
+    NAME,
+    TABBY,
+    write_box_xml,
+    write_jpeg,
+)
 
 from gradcam.evaluate.datasets import DatasetError, imagenet_synsets, open_dataset, read_imagenet
 from gradcam.models import imagenet_classes
-
-EGYPTIAN_CAT, TABBY, ESPRESSO = "n02124075", "n02123045", "n07920052"
-
-
-def _jpeg(path: Path, size: tuple[int, int]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.new("RGB", size, (120, 80, 40)).save(path, format="JPEG")
-
-
-def _xml(path: Path, size: tuple[int, int], objects: list[tuple[str, tuple[int, ...]]]) -> None:
-    """A box file as ImageNet ships them (folder, filename, source, size, objects)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    body = "".join(
-        f"<object><name>{name}</name><pose>Unspecified</pose><truncated>0</truncated>"
-        f"<difficult>0</difficult><bndbox><xmin>{b[0]}</xmin><ymin>{b[1]}</ymin>"
-        f"<xmax>{b[2]}</xmax><ymax>{b[3]}</ymax></bndbox></object>"
-        for name, b in objects
-    )
-    path.write_text(
-        f"<annotation><folder>val</folder><filename>{path.stem}</filename>"
-        "<source><database>ILSVRC_2012</database></source>"
-        f"<size><width>{size[0]}</width><height>{size[1]}</height><depth>3</depth></size>"
-        f"<segmented>0</segmented>{body}</annotation>"
-    )
-
-
-NAME = "ILSVRC2012_val_{:08d}"
 
 
 def _release(root: Path) -> tuple[Path, Path]:
     """Three images of the CLS-LOC layout: two cats, a cat beside an espresso, a broken file."""
     images = root / "ILSVRC" / "Data" / "CLS-LOC" / "val"
     boxes = root / "ILSVRC" / "Annotations" / "CLS-LOC" / "val"
-    _jpeg(images / f"{NAME.format(1)}.JPEG", (60, 40))
-    _jpeg(images / f"{NAME.format(2)}.JPEG", (50, 30))
-    _jpeg(images / f"{NAME.format(3)}.JPEG", (20, 20))
-    _xml(
+    write_jpeg(images / f"{NAME.format(1)}.JPEG", (60, 40))
+    write_jpeg(images / f"{NAME.format(2)}.JPEG", (50, 30))
+    write_jpeg(images / f"{NAME.format(3)}.JPEG", (20, 20))
+    write_box_xml(
         boxes / f"{NAME.format(1)}.xml",
         (60, 40),
         [(EGYPTIAN_CAT, (1, 1, 30, 40)), (EGYPTIAN_CAT, (31, 5, 60, 35))],
     )
-    _xml(
+    write_box_xml(
         boxes / f"{NAME.format(2)}.xml",
         (50, 30),
         [(ESPRESSO, (26, 1, 50, 30)), (TABBY, (1, 1, 25, 30))],
@@ -153,8 +133,8 @@ class TestFlatFolder:
 
     def test_labels_only_and_other_class_lists(self, tmp_path: Path) -> None:
         folder = tmp_path / "val"
-        _jpeg(folder / "a.JPEG", (8, 8))
-        _jpeg(folder / "b.JPEG", (8, 8))
+        write_jpeg(folder / "a.JPEG", (8, 8))
+        write_jpeg(folder / "b.JPEG", (8, 8))
         labels = tmp_path / "labels.txt"
         labels.write_text(f"a.JPEG {EGYPTIAN_CAT}\nb.JPEG 967\n")
         data = open_dataset(folder, labels=labels)
@@ -167,7 +147,7 @@ class TestFlatFolder:
 
     def test_a_labels_file_that_is_not_utf8(self, tmp_path: Path) -> None:
         folder = tmp_path / "val"
-        _jpeg(folder / "a.JPEG", (8, 8))
+        write_jpeg(folder / "a.JPEG", (8, 8))
         labels = tmp_path / "labels.txt"
         labels.write_bytes("a.JPEG café\n".encode("latin-1"))
         with pytest.raises(
@@ -178,7 +158,7 @@ class TestFlatFolder:
             read_imagenet(folder, tmp_path / "nope.txt")
 
     def test_needs_labels_or_boxes(self, tmp_path: Path) -> None:
-        _jpeg(tmp_path / "val" / "a.JPEG", (8, 8))
+        write_jpeg(tmp_path / "val" / "a.JPEG", (8, 8))
         with pytest.raises(DatasetError, match="ImageNet needs a labels file"):
             open_dataset(tmp_path / "val", "imagenet")
         with pytest.raises(DatasetError, match="no such folder of box XML files"):
