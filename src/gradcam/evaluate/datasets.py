@@ -462,7 +462,7 @@ def read_imagenet(
     Example:
         >>> Path("val").mkdir(exist_ok=True)
         >>> Image.new("RGB", (8, 8)).save("val/cat.JPEG")
-        >>> _ = Path("labels.txt").write_text("cat.JPEG n02124075\n")
+        >>> _ = Path("labels.txt").write_text("cat.JPEG n02124075\\n")
         >>> read_imagenet("val", "labels.txt").samples[0].labels
         (285,)
     """
