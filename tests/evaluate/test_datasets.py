@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -389,3 +391,15 @@ class TestOpenDataset:
         assert Dataset("mine", (), [Sample(Path("a.png"))]).identity == {
             "format": "custom", "name": "mine", "count": 1,
         }  # fmt: skip
+
+
+def test_bench_datasets_quick_smoke() -> None:
+    """The benchmark script runs and reads its whole fixture (no timing checks)."""
+    script = Path(__file__).parents[2] / "benchmarks" / "bench_datasets.py"
+    proc = subprocess.run(
+        [sys.executable, str(script), "--quick"], capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr
+    results = json.loads(proc.stdout)
+    assert results["images"] == 50 and results["cls_loc_seconds"] > 0
+    assert results["rle_decode_string_ms"] > 0

@@ -222,7 +222,7 @@ def read_folder(folder: str | os.PathLike[str]) -> Dataset:
 
     Example:
         >>> data = read_folder(write_benchmark("bench", 4).parent / "images")
-        >>> [s.path.name for s in data.samples][:2], data.identity["count"]
+        >>> [s.path.name for s in data.samples[:2]], data.identity["count"]
         (['000000.png', '000001.png'], 4)
     """
     root = Path(folder)
