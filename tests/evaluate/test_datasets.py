@@ -27,6 +27,12 @@ from gradcam.evaluate.datasets import (
 )
 
 
+def _settings(data: Dataset) -> dict[str, object]:
+    """The identity without its digest (tested on its own)."""
+    assert len(data.identity["digest"]) == 16
+    return {k: v for k, v in data.identity.items() if k != "digest"}
+
+
 def _image(path: Path, size: tuple[int, int]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.new("RGB", size, (120, 80, 40)).save(path)
@@ -319,7 +325,7 @@ class TestSynthetic:
         assert {k: info[k] for k in ("count", "seed", "size", "generator")} == {
             "count": 8, "seed": 0, "size": 64, "generator": SCENES_VERSION,
         }  # fmt: skip
-        assert first.identity == {
+        assert _settings(first) == {
             "format": "synthetic", "root": str(folder.resolve()), "count": 8, "seed": 0,
             "size": 64, "generator": SCENES_VERSION,
         }  # fmt: skip
@@ -355,7 +361,7 @@ class TestSynthetic:
 class TestOpenDataset:
     def test_detection(self, tmp_path: Path) -> None:
         _image(tmp_path / "plain" / "a.png", (8, 8))
-        assert open_dataset(tmp_path / "plain").identity == {
+        assert _settings(open_dataset(tmp_path / "plain")) == {
             "format": "folder", "root": str((tmp_path / "plain").resolve()), "count": 1,
         }  # fmt: skip
         TestVOC()._voc(tmp_path / "voc")
@@ -366,7 +372,7 @@ class TestOpenDataset:
         assert synthetic.identity["seed"] == 2 and len(synthetic.samples) == 4
         written = tmp_path / "runs" / "synthetic-2-4"
         as_coco = open_dataset(written)  # the folder the benchmark wrote reads as COCO
-        assert as_coco.identity == {
+        assert _settings(as_coco) == {
             "format": "coco", "root": str((written / "images").resolve()),
             "annotations": str((written / "annotations.json").resolve()), "count": 4,
         }  # fmt: skip
@@ -374,7 +380,7 @@ class TestOpenDataset:
             as_coco
         )
         photos = open_dataset("photos", annotated=True)
-        assert photos.identity == {"format": "photos", "annotated": True, "count": 5}
+        assert _settings(photos) == {"format": "photos", "annotated": True, "count": 5}
         assert open_dataset(written / "images", "folder").identity["format"] == "folder"
 
     def test_errors(self, tmp_path: Path) -> None:
@@ -387,8 +393,21 @@ class TestOpenDataset:
         with pytest.raises(DatasetError, match="missing: no such folder"):
             open_dataset(tmp_path / "missing", "voc")
 
+    def test_the_digest_follows_the_annotations_not_the_folder(self, tmp_path: Path) -> None:
+        import shutil
+
+        TestVOC()._voc(tmp_path / "a")
+        digest = open_dataset(tmp_path / "a").identity["digest"]
+        assert open_dataset(tmp_path / "a").identity["digest"] == digest
+        shutil.copytree(tmp_path / "a", tmp_path / "b")
+        assert open_dataset(tmp_path / "b").identity["digest"] == digest  # moved: same data
+        _voc_xml(
+            tmp_path / "b" / "Annotations" / "000002.xml", (30, 30), [("person", (3, 4, 10, 13), 0)]
+        )
+        assert open_dataset(tmp_path / "b").identity["digest"] != digest  # one box moved
+
     def test_a_dataset_made_by_hand_has_an_identity(self) -> None:
-        assert Dataset("mine", (), [Sample(Path("a.png"))]).identity == {
+        assert _settings(Dataset("mine", (), [Sample(Path("a.png"))])) == {
             "format": "custom", "name": "mine", "count": 1,
         }  # fmt: skip
 

@@ -25,6 +25,7 @@ out. :attr:`Dataset.identity` says which data a run used, for its manifest.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -50,7 +51,6 @@ __all__ = [
     "Dataset",
     "DatasetError",
     "Sample",
-    "decode_rle",
     "imagenet_synsets",
     "open_dataset",
     "read_coco",
@@ -115,15 +115,17 @@ class Dataset:
         samples: the usable images, in a fixed order.
         problems: one line per image left out, naming the file and the problem.
         identity: which data this is, as plain JSON values, for a run's manifest: always
-            ``format`` and ``count`` (usable samples); ``root`` (absolute path) where the
-            data is a folder; and what else selects the data: ``split`` (VOC),
-            ``layout``, ``labels``, ``boxes`` (ImageNet), ``annotations`` (COCO), ``seed``,
-            ``size`` and ``generator`` (synthetic), ``annotated`` (photos). A dataset built
-            by hand gets ``{"format": "custom", "name": ..., "count": ...}``.
+            ``format``, ``count`` (usable samples) and ``digest`` (16 hex digits of a SHA-256
+            over each sample's path relative to ``root``, labels, size and objects' classes,
+            boxes, flags and mask areas: it changes when an annotation does); ``root``
+            (absolute path) where the data is a folder; and what else selects the data:
+            ``split`` (VOC), ``layout``, ``labels``, ``boxes`` (ImageNet), ``annotations``
+            (COCO), ``seed``, ``size`` and ``generator`` (synthetic), ``annotated``
+            (photos). A dataset built by hand gets ``format`` ``"custom"`` and its ``name``.
 
     Example:
         >>> Dataset("mine", (), []).identity
-        {'format': 'custom', 'name': 'mine', 'count': 0}
+        {'format': 'custom', 'name': 'mine', 'count': 0, 'digest': 'e3b0c44298fc1c14'}
     """
 
     name: str
@@ -135,6 +137,24 @@ class Dataset:
     def __post_init__(self) -> None:
         if not self.identity:
             self.identity.update(format="custom", name=self.name, count=len(self.samples))
+        if "digest" not in self.identity:
+            self.identity["digest"] = _digest(self.samples, self.identity.get("root"))
+
+
+def _digest(samples: Sequence[Sample], root: str | None) -> str:
+    """A fingerprint of what the samples say: paths (relative to the dataset's root), labels,
+    sizes, and each object's class, box, flag and mask area."""
+    digest = hashlib.sha256()
+    for sample in samples:
+        path = sample.path
+        if root is not None and path.is_relative_to(root):
+            path = path.relative_to(root)
+        objects = [
+            (a.class_id, a.box, a.difficult, None if a.mask is None else int(a.mask.sum()))
+            for a in sample.annotations
+        ]
+        digest.update(f"{path.as_posix()}|{sample.labels}|{sample.size}|{objects}\n".encode())
+    return digest.hexdigest()[:16]
 
 
 def _identity(kind: str, root: str | os.PathLike[str] | None, **extra: Any) -> dict[str, Any]:
