@@ -12,13 +12,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gradcam.evaluate.coco import encode_rle
+from gradcam.evaluate.coco import decode_rle, encode_rle
 from gradcam.evaluate.datasets import (
     VOC_CLASSES,
     Dataset,
     DatasetError,
     Sample,
-    decode_rle,
     open_dataset,
     read_coco,
     read_folder,
