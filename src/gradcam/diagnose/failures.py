@@ -21,9 +21,12 @@ evaluation runner (:func:`gradcam.evaluate.run`: progress bar, bounded memory, `
 and :func:`write_failures_report` writes the self-contained HTML report.
 
 Example:
+    >>> from gradcam import load_model
     >>> from gradcam.evaluate.datasets import read_photos
-    >>> result = diagnose_failures(load_model(), read_photos(annotated=True), "failures")
-    >>> result.summary[0]["misclassified"]
+    >>> photos = read_photos(annotated=True)
+    >>> result = diagnose_failures(load_model(), photos, "failures", progress=False)
+    >>> [row["predicted_name"] for row in result.rows if row["misclassified"]]
+    ['drilling platform']
 """
 
 from __future__ import annotations
