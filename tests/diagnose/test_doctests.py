@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-MODULES = ["report", "regions", "failures", "adversarial"]
+MODULES = ["report", "regions", "failures", "adversarial", "bias"]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -10,6 +10,20 @@
 ``gradcam diagnose failures|adversarial|bias`` (:mod:`gradcam.diagnose.cli`) runs them.
 """
 
+from gradcam.diagnose.adversarial import AttackResult, attack, diagnose_adversarial
+from gradcam.diagnose.bias import Bias, RegionStat, diagnose_bias, mean_interval, summarize_bias
 from gradcam.diagnose.failures import Failures, diagnose_failures, write_failures_report
 
-__all__ = ["Failures", "diagnose_failures", "write_failures_report"]
+__all__ = [
+    "AttackResult",
+    "Bias",
+    "Failures",
+    "RegionStat",
+    "attack",
+    "diagnose_adversarial",
+    "diagnose_bias",
+    "diagnose_failures",
+    "mean_interval",
+    "summarize_bias",
+    "write_failures_report",
+]

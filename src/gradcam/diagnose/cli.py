@@ -70,6 +70,26 @@ def add_parser(commands: Any) -> None:
     adversarial.add_argument("--layer", help="dotted layer name (default: the model's)")
     adversarial.add_argument("--out", default="gradcam_adversarial", metavar="DIR")
     adversarial.set_defaults(handler=_adversarial, data=None)
+    bias = jobs.add_parser(
+        "bias",
+        help="how much of each class's map falls on each annotated region kind (6.3)",
+        description="Per class and annotated region kind (dataset categories that are not "
+        "model classes, e.g. COCO categories), the mean fraction of the class's Grad-CAM map "
+        "on the region with a confidence interval; flags the regions a class relies on more "
+        "than its own object. Rows to Parquet, summary.json and report.html in --out.",
+    )
+    _add_data_options(bias)
+    bias.add_argument(
+        "--regions", action="extend", nargs="+", default=[], metavar="KIND",
+        help="the region kinds to measure (default: every category that is not a model class)",
+    )  # fmt: skip
+    bias.add_argument(
+        "--explain", choices=("label", "predicted"), default="label",
+        help="explain each image's labeled class (default) or the predicted one",
+    )  # fmt: skip
+    bias.add_argument("--confidence", type=float, default=0.95, help="of the intervals (0.95)")
+    bias.add_argument("--out", default="gradcam_bias", metavar="DIR", help="run folder")
+    bias.set_defaults(handler=_bias)
 
 
 def _add_data_options(command: argparse.ArgumentParser) -> None:
@@ -155,7 +175,8 @@ def _failures(args: argparse.Namespace) -> int:
     for row in result.failed:
         print(f"gradcam: error: {row['error']}", file=sys.stderr)
     print(f"results in {args.out} (report.html)", file=sys.stderr)
-    return 1 if result.failed else 0
+    # Images the reader refused are reported with the rest: a bad file makes the exit code 1.
+    return 1 if result.failed or dataset.problems else 0
 
 
 def _adversarial(args: argparse.Namespace) -> int:
@@ -194,3 +215,29 @@ def _adversarial(args: argparse.Namespace) -> int:
         )
     print(f"results in {args.out} (report.html)", file=sys.stderr)
     return 0
+
+
+def _bias(args: argparse.Namespace) -> int:
+    from gradcam.cli import _markdown
+    from gradcam.diagnose.bias import diagnose_bias
+
+    dataset = _open_dataset(args)
+    loaded = _load(args)
+    result = diagnose_bias(
+        loaded,
+        dataset,
+        args.out,
+        regions=args.regions,
+        explain=args.explain,
+        confidence=args.confidence,
+        layer=args.layer,
+        resume=args.resume,
+        limit=args.limit,
+        batch_size=args.batch_size,
+    )
+    print(_markdown(result.summary))
+    for row in result.failed:
+        print(f"gradcam: error: {row['error']}", file=sys.stderr)
+    print(f"results in {args.out} (report.html)", file=sys.stderr)
+    # Images the reader refused are reported with the rest: a bad file makes the exit code 1.
+    return 1 if result.failed or dataset.problems else 0
