@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import write_shapes_coco
 from PIL import Image
 
 from gradcam.cli import main
@@ -15,7 +15,6 @@ from gradcam.diagnose.bias import OWN, diagnose_bias, mean_interval, summarize_b
 from gradcam.errors import GradCAMError
 from gradcam.evaluate.datasets import Annotation, Dataset, Sample
 from gradcam.models import LoadedModel
-from gradcam.synthetic import SHAPES, make_scene
 
 RED, GREEN, STRIPE, CORNER = range(4)
 
@@ -102,34 +101,13 @@ def test_bad_inputs(red_green: LoadedModel, striped: Dataset, tmp_path: Path) ->
 
 def test_cli_on_coco_data(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Synthetic scenes as COCO, with a 'corner' region kind beside the shapes."""
-    images, annotations = [], []
+    coco = write_shapes_coco(tmp_path, ["star", "circle", "star"])
     folder = tmp_path / "images"
-    folder.mkdir()
-    for index, shape in enumerate(["star", "circle", "star"]):
-        scene = make_scene(index, shapes=[shape])
-        name = f"{index}.png"
-        scene.image.save(folder / name)
-        images.append({"id": index + 1, "file_name": name, "width": 128, "height": 128})
-        x0, y0, x1, y1 = scene.objects[0].box
-        boxes = [(SHAPES.index(shape), [x0, y0, x1 - x0 + 1, y1 - y0 + 1])]
-        boxes.append((len(SHAPES), [0, 0, 32, 32]))
-        for category, bbox in boxes:
-            annotations.append(
-                {"id": len(annotations) + 1, "image_id": index + 1, "category_id": category,
-                 "bbox": bbox, "iscrowd": 0}
-            )  # fmt: skip
-    (folder / "3.png").write_bytes(b"broken")
-    images.append({"id": 4, "file_name": "3.png", "width": 128, "height": 128})
-    categories = [{"id": i, "name": n} for i, n in enumerate([*SHAPES, "corner"])]
-    coco = tmp_path / "coco.json"
-    coco.write_text(
-        json.dumps({"images": images, "annotations": annotations, "categories": categories})
-    )
     out = tmp_path / "out"
     args = ["diagnose", "bias", str(folder), "--annotations", str(coco), "--model", "shapes"]
     assert main([*args, "--out", str(out)]) == 1  # the broken image is reported and skipped
     printed, err = capsys.readouterr()
     assert "| star | corner |" in printed and f"| star | {OWN} |" in printed
-    assert "3.png: cannot be read" in err
+    assert "broken.png: cannot be read" in err
     assert main([*args, "--regions", "hat", "--out", str(tmp_path / "x")]) == 2
     assert "no region kind 'hat'" in capsys.readouterr().err

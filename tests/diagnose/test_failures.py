@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import write_shapes_coco
 from helpers.state import assert_unchanged, snapshot
 from PIL import Image
 
@@ -149,3 +150,20 @@ def test_cli_reports_counts_and_exits_2_on_bad_input(
     assert main(["diagnose", "failures", str(empty), "--out", str(tmp_path / "e")]) == 2
     err = capsys.readouterr().err
     assert "no such folder" in err and "no images" in err and "Traceback" not in err
+
+
+def test_cli_on_coco_data_with_a_bad_file_and_a_report_limit(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Two stars labeled "circle": two failures of the shapes CNN, of which the report shows one.
+    drawn, labels = ["star", "star", "circle"], ["circle"] * 3
+    coco = write_shapes_coco(tmp_path, drawn, labels, corner=False)
+    out = tmp_path / "out"
+    args = ["diagnose", "failures", str(tmp_path / "images"), "--annotations", str(coco)]
+    code = main([*args, "--model", "shapes", "--report-limit", "1", "--out", str(out)])
+    printed, err = capsys.readouterr()
+    assert code == 1 and "broken.png: cannot be read" in err
+    assert "2 of 3 images misclassified: 2 looked at the right object" in printed
+    html = (out / "report.html").read_text()
+    assert "The first 1 are shown; all 2 are in the rows" in html
+    assert html.count("<img") == 5

@@ -39,6 +39,10 @@ def add_parser(commands: Any) -> None:
     failures.add_argument(
         "--tolerance", type=float, default=15.0, help="pointing tolerance in pixels (15)"
     )
+    failures.add_argument(
+        "--report-limit", type=int, default=200, metavar="N",
+        help="failures shown per kind in report.html (default: %(default)s; 0: all)",
+    )  # fmt: skip
     failures.add_argument("--out", default="gradcam_failures", metavar="DIR", help="run folder")
     failures.set_defaults(handler=_failures)
     adversarial = jobs.add_parser(
@@ -165,6 +169,7 @@ def _failures(args: argparse.Namespace) -> int:
         resume=args.resume,
         limit=args.limit,
         batch_size=args.batch_size,
+        report_limit=args.report_limit or None,
     )
     summary = result.summary[0]
     print(

@@ -244,6 +244,7 @@ def diagnose_failures(
     limit: int | None = None,
     batch_size: int = 8,
     progress: bool = True,
+    report_limit: int | None = 200,
 ) -> ProtocolResult:
     """Find, explain and group the model's mistakes on ``dataset``; write rows and report.
 
@@ -261,6 +262,7 @@ def diagnose_failures(
         limit: only the first ``limit`` images.
         batch_size: images per batch (the unit of work and of writing).
         progress: show a progress bar on stderr.
+        report_limit: failures shown per kind in ``report.html`` (``None``: all).
 
     Returns:
         The summary (counts per kind, mean masses) and one row per image.
@@ -288,7 +290,7 @@ def diagnose_failures(
         batch_size=batch_size,
         progress=progress,
     )
-    write_failures_report(out, result.summary)
+    write_failures_report(out, result.summary, report_limit)
     return result
 
 
@@ -304,10 +306,13 @@ def _stored_panels(folder: Path, wanted: set[int]) -> Iterator[tuple[int, np.nda
 
 
 def write_failures_report(
-    folder: str | os.PathLike[str], summary: list[dict[str, Any]] | None = None
+    folder: str | os.PathLike[str],
+    summary: list[dict[str, Any]] | None = None,
+    limit: int | None = 200,
 ) -> Path:
-    """Write ``report.html`` of a failures run folder: the counts, then every failure with
-    its pictures, grouped by kind. Returns the report's path."""
+    """Write ``report.html`` of a failures run folder: the counts, then the failures with
+    their pictures, grouped by kind, at most ``limit`` per kind (``None``: all; every
+    failure is in the rows either way). Returns the report's path."""
     root = Path(folder)
     rows = [r for r in read_rows(root) if r.get("error") is None and r.get("misclassified")]
     bad = [r for r in read_rows(root) if r.get("error") is not None]
@@ -323,7 +328,13 @@ def write_failures_report(
         for kind in KINDS:
             group = [r for r in rows if r.get("kind") == kind]
             report.heading(f"{_TITLES[kind]} ({len(group)})")
-            by_index = {int(r["index"]): r for r in group}
+            shown = group if limit is None else group[:limit]
+            if len(shown) < len(group):
+                report.paragraph(
+                    f"The first {len(shown)} are shown; all {len(group)} are in the rows "
+                    f"({root / 'rows'})."
+                )
+            by_index = {int(r["index"]): r for r in shown}
             for index, panels in _stored_panels(root, set(by_index)):
                 row = by_index[index]
                 titles = [
