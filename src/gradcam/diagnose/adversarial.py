@@ -70,6 +70,7 @@ class AttackResult:
         target: the class the attack pushed towards.
         present: the classes that had to leave the top 5.
         epsilon: the L-infinity budget in 0-255 pixel units.
+        confidence: the target probability the attack had to exceed.
         steps: the iterations taken.
         success: the criterion was met (otherwise the budget was spent).
         linf: the largest change of any pixel value, 0-255.
@@ -83,6 +84,7 @@ class AttackResult:
     target: int
     present: tuple[int, ...]
     epsilon: int
+    confidence: float
     steps: int
     success: bool
     linf: float
@@ -192,6 +194,7 @@ def attack(
         target=goal,
         present=tuple(evict),
         epsilon=epsilon,
+        confidence=confidence,
         steps=taken,
         success=success,
         linf=float(np.abs(final.astype(np.int16) - original.astype(np.int16)).max()),
@@ -266,6 +269,7 @@ def diagnose_adversarial(
         "success": result.success,
         "steps": result.steps,
         "epsilon": result.epsilon,
+        "confidence": result.confidence,
         "linf": result.linf,
         "psnr": result.psnr,
         "top5_before": [{"class": c, "name": names[c], "prob": p} for c, p in result.before],
@@ -276,7 +280,8 @@ def diagnose_adversarial(
     (folder / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     with HtmlReport(folder / "report.html", "gradcam diagnose adversarial") as report:
         verdict = (
-            f"reached {names[result.target]} with p > criterion in {result.steps} steps"
+            f"reached {names[result.target]} with p > {result.confidence} and the present "
+            f"classes out of the top 5 in {result.steps} steps"
             if result.success
             else f"budget spent: {result.steps} steps at epsilon {result.epsilon} did not reach "
             "the criterion"
