@@ -87,6 +87,16 @@ def test_fractions_on_hand_made_maps(
     assert {r["region"] for r in only.summary} == {OWN, "stripe"}
 
 
+def test_resume_continues_a_run(red_green: LoadedModel, striped: Dataset, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    first = diagnose_bias(red_green, striped, out, regions=["corner"], limit=1, progress=False)
+    assert {r["images"] for r in first.summary} == {1}
+    again = diagnose_bias(red_green, striped, out, regions=["corner"], resume=True, progress=False)
+    assert {r["images"] for r in again.summary} == {2}
+    with pytest.raises(GradCAMError, match="other settings"):
+        diagnose_bias(red_green, striped, out, regions=["stripe"], resume=True, progress=False)
+
+
 def test_bad_inputs(red_green: LoadedModel, striped: Dataset, tmp_path: Path) -> None:
     with pytest.raises(GradCAMError, match="no region kind 'hat'"):
         diagnose_bias(red_green, striped, tmp_path / "a", regions=["hat"])

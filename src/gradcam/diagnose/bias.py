@@ -39,6 +39,7 @@ from gradcam.errors import GradCAMError
 from gradcam.evaluate.datasets import Dataset, Sample
 from gradcam.evaluate.protocols import Protocol, ProtocolResult, Scored, Scorer, heatmaps
 from gradcam.evaluate.runner import run
+from gradcam.evaluate.store import plain
 from gradcam.layers import resolve_layer
 from gradcam.maps import upsample
 from gradcam.methods import create_method
@@ -145,6 +146,11 @@ class Bias(Protocol):
     explain: str = "label"
     confidence: float = 0.95
     layer: str | None = None
+
+    def settings(self) -> dict[str, Any]:
+        # As JSON reads them back (lists, not tuples), so that a resumed run matches.
+        settings: dict[str, Any] = plain(super().settings())
+        return settings
 
     def scorer(self, loaded: LoadedModel) -> Scorer:
         layer = self.layer or loaded.default_layer
