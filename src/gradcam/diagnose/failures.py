@@ -78,8 +78,6 @@ _TITLES = {
     "wrong-object": "Looked at the wrong thing",
     "unannotated": "No annotated object to compare with",
 }
-#: Panels stored per failure, in order.
-PANELS = ("photo", "Grad-CAM true", "Grad-CAM predicted", "Guided true", "Guided predicted")
 
 
 @dataclass(frozen=True)
