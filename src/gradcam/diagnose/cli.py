@@ -1,0 +1,248 @@
+"""``gradcam diagnose failures|adversarial|bias``: thin commands over :mod:`gradcam.diagnose`.
+
+Registered in :data:`gradcam.cli.COMMAND_MODULES`. Datasets are read as ``gradcam evaluate``
+reads them (the same ``--data``/``--format``/``--labels``/``--annotations`` options), results
+go to ``--out`` as Parquet rows plus a self-contained ``report.html``, and ``--resume``
+continues an interrupted run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from typing import Any
+
+__all__ = ["add_parser"]
+
+
+def add_parser(commands: Any) -> None:
+    """Add ``diagnose`` and its subcommands to the ``gradcam`` command's subparsers."""
+    diagnose = commands.add_parser(
+        "diagnose",
+        help="diagnose a classifier with Grad-CAM: failures, adversarial noise, dataset bias",
+        description="Section 6 of the Grad-CAM paper as tools: each writes rows and a "
+        "self-contained HTML report to --out.",
+    )
+    jobs = diagnose.add_subparsers(dest="job", required=True, metavar="JOB")
+    failures = jobs.add_parser(
+        "failures",
+        help="explain every misclassified image for its true and predicted class (6.1)",
+        description="For each misclassified image: Grad-CAM and Guided Grad-CAM for the true "
+        "and the predicted class, the map mass inside the true object, and whether the "
+        "model looked at the right object; rows to Parquet and report.html in --out.",
+    )
+    _add_data_options(failures)
+    failures.add_argument(
+        "--top5", action="store_true", help="a failure is no label among the top 5 classes"
+    )
+    failures.add_argument(
+        "--tolerance", type=float, default=15.0, help="pointing tolerance in pixels (15)"
+    )
+    failures.add_argument(
+        "--report-limit", type=int, default=200, metavar="N",
+        help="failures shown per kind in report.html (default: %(default)s; 0: all)",
+    )  # fmt: skip
+    failures.add_argument("--out", default="gradcam_failures", metavar="DIR", help="run folder")
+    failures.set_defaults(handler=_failures)
+    adversarial = jobs.add_parser(
+        "adversarial",
+        help="attack a photo towards a class and see what happened to Grad-CAM (6.2)",
+        description="A targeted L-inf attack in 0-255 pixel units until the target's "
+        "probability exceeds --confidence and the --present classes leave the top 5 (or the "
+        "budget is spent); writes the lossless adversarial PNG, the amplified perturbation, "
+        "Grad-CAM maps, summary.json and report.html to --out.",
+    )
+    adversarial.add_argument("image", metavar="IMAGE", help="image file")
+    adversarial.add_argument("--target", required=True, metavar="C", help="class index or name")
+    adversarial.add_argument(
+        "--present", action="append", metavar="C",
+        help="a class that must leave the top 5 (repeatable; default: the original top 2)",
+    )  # fmt: skip
+    adversarial.add_argument(
+        "--epsilon", type=int, default=8, help="L-inf budget in 0-255 pixel units (8)"
+    )
+    adversarial.add_argument("--step", type=int, default=1, help="step in pixel units (1)")
+    adversarial.add_argument("--max-steps", type=int, default=200, help="iterations at most")
+    adversarial.add_argument(
+        "--confidence", type=float, default=0.9999, help="target probability to exceed"
+    )
+    adversarial.add_argument(
+        "--model", default="efficientnet_lite0", help="model name, timm:NAME or hf:DIR"
+    )
+    adversarial.add_argument("--weights", metavar="FILE", help="local state-dict file")
+    adversarial.add_argument("--layer", help="dotted layer name (default: the model's)")
+    adversarial.add_argument("--out", default="gradcam_adversarial", metavar="DIR")
+    adversarial.set_defaults(handler=_adversarial, data=None)
+    bias = jobs.add_parser(
+        "bias",
+        help="how much of each class's map falls on each annotated region kind (6.3)",
+        description="Per class and annotated region kind (dataset categories that are not "
+        "model classes, e.g. COCO categories), the mean fraction of the class's Grad-CAM map "
+        "on the region with a confidence interval; flags the regions a class relies on more "
+        "than its own object. Rows to Parquet, summary.json and report.html in --out.",
+    )
+    _add_data_options(bias)
+    bias.add_argument(
+        "--regions", action="extend", nargs="+", default=[], metavar="KIND",
+        help="the region kinds to measure (default: every category that is not a model class)",
+    )  # fmt: skip
+    bias.add_argument(
+        "--explain", choices=("label", "predicted"), default="label",
+        help="explain each image's labeled class (default) or the predicted one",
+    )  # fmt: skip
+    bias.add_argument("--confidence", type=float, default=0.95, help="of the intervals (0.95)")
+    bias.add_argument("--out", default="gradcam_bias", metavar="DIR", help="run folder")
+    bias.set_defaults(handler=_bias)
+
+
+def _add_data_options(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "data",
+        metavar="DATA",
+        help="'synthetic', 'photos', an image folder, a VOC root, an ImageNet-style folder "
+        "(with --labels) or COCO images (with --annotations), as for `gradcam evaluate`",
+    )
+    command.add_argument(
+        "--format", choices=("auto", "folder", "imagenet", "voc", "coco"), default="auto"
+    )
+    command.add_argument("--labels", metavar="FILE", help="ImageNet-style labels file")
+    command.add_argument("--boxes", metavar="DIR", help="ImageNet-style folder of VOC XML boxes")
+    command.add_argument("--annotations", metavar="FILE", help="COCO annotation JSON")
+    command.add_argument("--split", default="val", help="VOC split (default: val)")
+    command.add_argument(
+        "--synthetic-images", type=int, default=200, metavar="N",
+        help="DATA synthetic: images to generate (default: %(default)s)",
+    )  # fmt: skip
+    command.add_argument("--seed", type=int, default=0, help="DATA synthetic: generator seed")
+    command.add_argument(
+        "--model",
+        help="model name, timm:NAME or hf:DIR (default: 'shapes' for synthetic data, "
+        "else efficientnet_lite0)",
+    )
+    command.add_argument("--weights", metavar="FILE", help="local state-dict file")
+    command.add_argument("--layer", help="dotted layer name (default: the model's)")
+    command.add_argument("--limit", type=int, metavar="N", help="only the first N images")
+    command.add_argument(
+        "--resume", action="store_true", help="continue the run in --out, skipping done images"
+    )
+    command.add_argument(
+        "--batch-size", type=int, default=8, metavar="B", help="images per batch (default: 8)"
+    )
+
+
+def _load(args: argparse.Namespace) -> Any:
+    from gradcam.models import load_model
+
+    name = args.model or ("shapes" if args.data == "synthetic" else "efficientnet_lite0")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        loaded = load_model(name, args.weights)
+    for warning in caught:
+        print(f"gradcam: warning: {warning.message}", file=sys.stderr)
+    return loaded
+
+
+def _open_dataset(args: argparse.Namespace) -> Any:
+    """The dataset of ``DATA`` read as ``gradcam evaluate --data`` reads it."""
+    from gradcam.cli import _dataset
+
+    # `evaluate` reads 'photos' with their annotations for every protocol but two.
+    dataset = _dataset(argparse.Namespace(**{**vars(args), "protocol": "diagnose"}))
+    for problem in dataset.problems:
+        print(f"gradcam: warning: {problem}", file=sys.stderr)
+    return dataset
+
+
+def _failures(args: argparse.Namespace) -> int:
+    from gradcam.diagnose.failures import diagnose_failures
+
+    dataset = _open_dataset(args)
+    loaded = _load(args)
+    result = diagnose_failures(
+        loaded,
+        dataset,
+        args.out,
+        top5=args.top5,
+        tolerance=args.tolerance,
+        layer=args.layer,
+        resume=args.resume,
+        limit=args.limit,
+        batch_size=args.batch_size,
+        report_limit=args.report_limit or None,
+    )
+    summary = result.summary[0]
+    print(
+        f"{summary['misclassified']} of {summary['images']} images misclassified: "
+        f"{summary['right-object']} looked at the right object, {summary['wrong-object']} at "
+        f"the wrong thing, {summary['unannotated']} without annotations"
+    )
+    for row in result.failed:
+        print(f"gradcam: error: {row['error']}", file=sys.stderr)
+    print(f"results in {args.out} (report.html)", file=sys.stderr)
+    # Images the reader refused are reported with the rest: a bad file makes the exit code 1.
+    return 1 if result.failed or dataset.problems else 0
+
+
+def _adversarial(args: argparse.Namespace) -> int:
+    from gradcam.diagnose.adversarial import diagnose_adversarial
+    from gradcam.images import load_image
+
+    image = load_image(args.image)
+    loaded = _load(args)
+    summary = diagnose_adversarial(
+        loaded,
+        image,
+        args.target,
+        args.out,
+        layer=args.layer,
+        present=args.present,
+        epsilon=args.epsilon,
+        step=args.step,
+        max_steps=args.max_steps,
+        confidence=args.confidence,
+    )
+    before = ", ".join(f"{t['name']} {t['prob']:.3f}" for t in summary["top5_before"])
+    after = ", ".join(f"{t['name']} {t['prob']:.4f}" for t in summary["top5_after"])
+    print(f"before: {before}\nafter:  {after}")
+    quality = "inf" if summary["psnr"] is None else f"{summary['psnr']:.1f} dB"
+    if summary["success"]:
+        print(
+            f"reached {summary['target_name']} in {summary['steps']} steps: "
+            f"L-inf {summary['linf']:.0f}/255, PSNR {quality}"
+        )
+    else:
+        print(
+            f"budget spent: {summary['steps']} steps at epsilon {args.epsilon} did not reach "
+            f"p > {args.confidence} with the present classes out of the top 5 "
+            f"(L-inf {summary['linf']:.0f}/255, PSNR {quality})",
+            file=sys.stderr,
+        )
+    print(f"results in {args.out} (report.html)", file=sys.stderr)
+    return 0
+
+
+def _bias(args: argparse.Namespace) -> int:
+    from gradcam.cli import _markdown
+    from gradcam.diagnose.bias import diagnose_bias
+
+    dataset = _open_dataset(args)
+    loaded = _load(args)
+    result = diagnose_bias(
+        loaded,
+        dataset,
+        args.out,
+        regions=args.regions,
+        explain=args.explain,
+        confidence=args.confidence,
+        layer=args.layer,
+        resume=args.resume,
+        limit=args.limit,
+        batch_size=args.batch_size,
+    )
+    print(_markdown(result.summary))
+    for row in result.failed:
+        print(f"gradcam: error: {row['error']}", file=sys.stderr)
+    print(f"results in {args.out} (report.html)", file=sys.stderr)
+    # Images the reader refused are reported with the rest: a bad file makes the exit code 1.
+    return 1 if result.failed or dataset.problems else 0
