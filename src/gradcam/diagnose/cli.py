@@ -145,10 +145,21 @@ def _load(args: argparse.Namespace) -> Any:
 
 def _open_dataset(args: argparse.Namespace) -> Any:
     """The dataset of ``DATA`` read as ``gradcam evaluate --data`` reads it."""
-    from gradcam.cli import _dataset
+    from gradcam.evaluate.datasets import open_dataset
 
-    # `evaluate` reads 'photos' with their annotations for every protocol but two.
-    dataset = _dataset(argparse.Namespace(**{**vars(args), "protocol": "diagnose"}))
+    # Failures and bias are scored against objects: only the photos that have annotations.
+    dataset = open_dataset(
+        args.data,
+        args.format,
+        labels=args.labels,
+        boxes=args.boxes,
+        annotations=args.annotations,
+        split=args.split,
+        count=args.synthetic_images,
+        seed=args.seed,
+        workdir=args.out,
+        annotated=True,
+    )
     for problem in dataset.problems:
         print(f"gradcam: warning: {problem}", file=sys.stderr)
     return dataset
