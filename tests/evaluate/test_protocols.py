@@ -14,8 +14,8 @@ from PIL import Image
 from torch import Tensor, nn
 
 import gradcam
-from gradcam.evaluate.datasets import Annotation, Dataset, Sample
 from gradcam.evaluate import run
+from gradcam.evaluate.datasets import Annotation, Dataset, Sample
 from gradcam.evaluate.protocols import (
     ABLATIONS,
     Ablations,

@@ -424,6 +424,34 @@ def _check_reachable(address: str, timeout: float) -> None:
         ) from None
 
 
+def _connect(ray: Any, address: str, timeout: float) -> None:
+    """``ray.init`` at ``address``, given up after ``timeout`` seconds: a host that accepts
+    connections but is not a Ray head makes it retry for minutes. The attempt goes on in a
+    daemon thread, which does not keep the process alive."""
+    outcome: list[Exception | None] = []
+
+    def connect() -> None:
+        try:
+            ray.init(address=address, log_to_driver=False, configure_logging=False)
+            outcome.append(None)
+        except Exception as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=connect, name="gradcam-ray-connect", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if not outcome:
+        raise GradCAMError(
+            f"the Ray cluster at {address} did not answer within {timeout:g} s: check the "
+            "address (a Ray head's GCS port, or ray://HOST:10001), or run without --ray"
+        )
+    if outcome[0] is not None:
+        reason = str(outcome[0]).strip().splitlines()[0] if str(outcome[0]).strip() else ""
+        raise GradCAMError(
+            f"cannot connect to the Ray cluster at {address}: {reason or type(outcome[0]).__name__}"
+        )
+
+
 def _on_ray(
     protocol: Protocol,
     model: LoadedModel | ModelSpec,
@@ -448,7 +476,7 @@ def _on_ray(
                 configure_logging=False,
             )
         else:
-            ray.init(address=address, log_to_driver=False, configure_logging=False)
+            _connect(ray, address, timeout)
         started = True
     try:
         context = ray.data.DataContext.get_current()
