@@ -174,10 +174,14 @@ def _loaded(model: LoadedModel | ModelSpec) -> LoadedModel:
     return model.load() if isinstance(model, ModelSpec) else model
 
 
-def score_chunk(scorer: Scorer, chunk: Chunk) -> Batch:
-    """Read and score one batch; failures become rows with an error, never lost batches."""
+#: A batch read from disk: its rows (unreadable images already have their error) and the
+#: decoded images with their rows and samples.
+Read = tuple[list[dict[str, Any]], list[tuple[dict[str, Any], Sample, Image.Image]]]
+
+
+def read_chunk(chunk: Chunk) -> Read:
+    """Decode one batch's images; an unreadable one gets a row with its error."""
     rows: list[dict[str, Any]] = []
-    maps: list[dict[str, np.ndarray]] = []
     readable: list[tuple[dict[str, Any], Sample, Image.Image]] = []
     for index, sample in chunk:
         row: dict[str, Any] = {"index": index, "image": str(sample.path), "error": None}
@@ -186,6 +190,13 @@ def score_chunk(scorer: Scorer, chunk: Chunk) -> Batch:
             readable.append((row, sample, load_image(sample.path)))
         except ImageLoadError as exc:
             row["error"] = str(exc)
+    return rows, readable
+
+
+def score_chunk(scorer: Scorer, chunk: Chunk | Read) -> Batch:
+    """Read (unless ``chunk`` was read already) and score one batch; failures become rows
+    with an error, never lost batches."""
+    rows, readable = chunk if isinstance(chunk, tuple) else read_chunk(chunk)
     found: dict[int, dict[str, np.ndarray]] = {}
     try:
         scored = scorer([s for _, s, _ in readable], [i for _, _, i in readable])
@@ -252,9 +263,17 @@ def _in_process(
 ) -> Iterator[tuple[int, Batch]]:
     current = [0]
     scorer = protocol.scorer(_loaded(model), lambda done: meter.tick(current[0], done))
-    for chunk in chunks:
-        current[0] = _key(chunk)
-        yield current[0], score_chunk(scorer, chunk)
+    # The next batch is decoded in a thread while this one is scored (decoders release the
+    # GIL), so reading images is off the model's critical path.
+    with futures.ThreadPoolExecutor(1, thread_name_prefix="gradcam-decode") as decoder:
+        ahead = decoder.submit(read_chunk, chunks[0]) if chunks else None
+        for k, chunk in enumerate(chunks):
+            assert ahead is not None
+            read = ahead.result()
+            following = k + 1 < len(chunks)
+            ahead = decoder.submit(read_chunk, chunks[k + 1]) if following else None
+            current[0] = _key(chunk)
+            yield current[0], score_chunk(scorer, read)
 
 
 _WORKER_SCORER: Scorer | None = None
