@@ -177,6 +177,13 @@ def _build_parser() -> argparse.ArgumentParser:
         help="run on Ray Data: a local Ray, or the cluster at ADDRESS (pip install 'gradcam[ray]')",
     )
     evaluate.add_argument(
+        "--ray-timeout",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="--ray ADDRESS: give up when the cluster does not answer in time (default: 30)",
+    )
+    evaluate.add_argument(
         "--threshold",
         type=float,
         default=0.15,
@@ -448,6 +455,7 @@ def _markdown(rows: list[dict[str, Any]]) -> str:
 def _evaluate(args: argparse.Namespace) -> int:
     from gradcam.evaluate.protocols import check_classes
     from gradcam.evaluate.runner import ModelSpec, run
+    from gradcam.evaluate.store import make_folder
     from gradcam.models import load_model
 
     if args.model is None:
@@ -455,6 +463,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     runs = _protocols(args)
     if args.resume and args.out is None:
         raise GradCAMError("--resume needs --out DIR")
+    if args.out is not None:
+        make_folder(args.out)  # before a synthetic dataset is written there
     dataset = _dataset(args)
     for problem in dataset.problems:
         print(f"gradcam: warning: {problem}", file=sys.stderr)
@@ -467,14 +477,14 @@ def _evaluate(args: argparse.Namespace) -> int:
         print(f"gradcam: warning: {warning.message}", file=sys.stderr)
     if args.protocol in ("localization", "pointing", "ablations"):
         check_classes(loaded, dataset)
-    spec = ModelSpec(args.model, args.weights)
-    # One process keeps the model it loaded; workers each load their own from the spec.
-    model = loaded if args.workers == 1 and args.ray is False else spec
+    # One process uses the model it loaded; workers each load their own from the spec, whose
+    # name, weights file and hash the manifest records either way.
+    spec = ModelSpec(args.model, args.weights, loaded=loaded)
     summary, failed = [], 0
     for folder, protocol in runs:
         result = run(
             protocol,
-            model,
+            spec,
             dataset,
             out=None if args.out is None else Path(args.out) / folder,
             resume=args.resume,
@@ -482,7 +492,15 @@ def _evaluate(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             workers=args.workers,
             ray=args.ray,
+            ray_timeout=args.ray_timeout,
         )
+        for row in result.summary:
+            if row.get("rejected") == 100.0:
+                print(
+                    f"gradcam: warning: --recall-threshold {row['threshold']} is above every "
+                    "map's maximum: every map was rejected (see the map_max column of the rows)",
+                    file=sys.stderr,
+                )
         summary += result.summary
         failed += len(result.failed)
     print(_markdown(summary))

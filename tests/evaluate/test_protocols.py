@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -12,9 +14,16 @@ from PIL import Image
 from torch import Tensor, nn
 
 import gradcam
+from gradcam.evaluate import run
 from gradcam.evaluate.datasets import Annotation, Dataset, Sample
 from gradcam.evaluate.protocols import (
     ABLATIONS,
+    Ablations,
+    Faithfulness,
+    Localization,
+    Pointing,
+    Protocol,
+    Sanity,
     ablations,
     faithfulness,
     localization,
@@ -157,3 +166,70 @@ def test_sanity_on_a_real_photo(lite0: gradcam.LoadedModel) -> None:
     assert first["gradcam"] < 0.5 < first["guided-backprop"]
     assert len(result.summary) == 4 and result.summary[-1]["randomized_to"] == "_conv_stem"
     assert_unchanged(before, lite0.module)  # only a copy was randomized
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda: Localization(threshold=-1), "threshold must be a fraction .* got -1"),
+        (lambda: Localization(threshold=5), "threshold must be a fraction .* got 5"),
+        (lambda: Localization(threshold=math.nan), "threshold must be a fraction .* got nan"),
+        (lambda: Localization(iou_threshold=1.5), "iou_threshold must be a fraction"),
+        (lambda: Ablations(threshold=-0.1), "threshold must be a fraction"),
+        (lambda: Pointing(tolerance=-5), "tolerance must be a number at least 0 pixels"),
+        (lambda: Pointing(tolerance=math.inf), "tolerance must be a number at least 0"),
+        (lambda: Pointing(recall_threshold=-1), "recall_threshold must be a number at least 0"),
+        (lambda: Pointing(recall_threshold=math.nan), "recall_threshold must be a number"),
+        (lambda: Faithfulness(window=0), "window must be a number at least 1 pixels"),
+        (lambda: Faithfulness(steps=0), "steps must be a number at least 1"),
+        (lambda: Sanity(points=0), "points must be a number at least 1"),
+    ],
+)
+def test_meaningless_settings_are_refused(make: Callable[[], Protocol], message: str) -> None:
+    with pytest.raises(gradcam.GradCAMError, match=message):
+        make()
+
+
+@pytest.mark.parametrize("protocol", [Localization(), Pointing(), Ablations()])
+def test_a_dataset_without_labels_is_refused_by_name(protocol: Protocol, tmp_path: Path) -> None:
+    unlabeled = Dataset("holiday", (), [Sample(_picture(tmp_path / "a.png", RED, None))])
+    with pytest.raises(gradcam.GradCAMError, match="dataset 'holiday' has no labels"):
+        run(protocol, _channel_model(), unlabeled, progress=False)
+    Faithfulness(methods=("gradcam",)).check(unlabeled)  # needs none
+
+
+def test_a_recall_threshold_above_every_map_rejects_them_all(squares: Dataset) -> None:
+    # Map maxima are at most 1 here: the summary says every map was rejected.
+    result = pointing(_channel_model(), squares, tolerance=0, recall_threshold=7)
+    assert result.summary[0]["rejected"] == 100.0
+    assert pointing(_channel_model(), squares, recall_threshold=1e-6).summary[0]["rejected"] == 25.0
+
+
+def _ticks(protocol: Protocol, dataset: Dataset) -> list[float]:
+    ticks: list[float] = []
+    score = protocol.scorer(_channel_model(), ticks.append)
+    images = [Image.open(s.path).convert("RGB") for s in dataset.samples[:2]]
+    score(dataset.samples[:2], images)
+    return ticks
+
+
+def test_faithfulness_reports_progress_within_an_image(squares: Dataset) -> None:
+    """Occlusion's windows are counted as they run: the bar moves within an image."""
+    protocol = Faithfulness(methods=("gradcam", "guided-backprop"), window=8, stride=4, steps=2)
+    ticks = _ticks(protocol, squares)
+    # 32x48 input: 7x11 = 77 windows in batches of 4 (20 ticks) after the unoccluded pass,
+    # then one tick per method, per image.
+    assert len(ticks) == 2 * (1 + 20 + 2)
+    assert sum(ticks) == pytest.approx(2.0)
+    assert max(ticks) < 0.25
+
+
+def test_sanity_reports_progress_per_explanation(squares: Dataset) -> None:
+    ticks = _ticks(Sanity(methods=("gradcam",), points=2), squares)
+    # Per image: the top-1 explanation, the trained model's map, one per randomization step.
+    assert len(ticks) == 2 * 4 and sum(ticks) == pytest.approx(2.0)
+
+
+@pytest.mark.parametrize("protocol", [Localization(), Pointing(), Ablations()])
+def test_batched_protocols_report_their_images(protocol: Protocol, squares: Dataset) -> None:
+    assert sum(_ticks(protocol, squares)) == 2

@@ -4,7 +4,11 @@ kill; a failing image isolated from its batch. All on the synthetic shapes bench
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
+import pickle
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -14,13 +18,22 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from gradcam.errors import GradCAMError
-from gradcam.evaluate import Localization, ModelSpec, Pointing, read_maps, read_rows, run
+from gradcam.evaluate import (
+    Faithfulness,
+    Localization,
+    ModelSpec,
+    Pointing,
+    read_maps,
+    read_rows,
+    run,
+)
 from gradcam.evaluate.datasets import Dataset, Sample, read_synthetic
 from gradcam.evaluate.protocols import Scored
-from gradcam.evaluate.runner import score_chunk
+from gradcam.evaluate.runner import manifest, score_chunk
 
 GRADCAM = str(Path(sys.executable).with_name("gradcam"))
 SHAPES = ModelSpec("shapes")
@@ -125,3 +138,123 @@ def test_bad_settings(synthetic: Dataset) -> None:
         run(Pointing(), SHAPES, synthetic, workers=0)
     with pytest.raises(GradCAMError, match="batch size must be at least 1"):
         run(Pointing(), SHAPES, synthetic, batch_size=0)
+
+
+def test_limit_must_be_positive(synthetic: Dataset) -> None:
+    for limit in (0, -3):
+        with pytest.raises(GradCAMError, match=f"limit must be at least 1 image, got {limit}"):
+            run(Pointing(), SHAPES, synthetic, limit=limit)
+
+
+def test_a_model_loaded_in_python_is_told_apart_by_its_weights(
+    synthetic: Dataset, tmp_path: Path
+) -> None:
+    """Without a file to name, the manifest hashes the model's parameters."""
+    loaded = SHAPES.load()
+    run(Localization(), loaded, synthetic, out=tmp_path, limit=2, progress=False)
+    recorded = json.loads((tmp_path / "run.json").read_text())
+    assert recorded["model"] == "shapes" and len(recorded["state_sha256"]) == 64
+    assert recorded == manifest(Localization(), loaded, synthetic)  # the same model: the same
+    other = SHAPES.load()
+    with torch.no_grad():
+        next(other.module.parameters()).add_(1.0)
+    with pytest.raises(GradCAMError, match="other settings \\(state_sha256: "):
+        run(Localization(), other, synthetic, out=tmp_path, resume=True, progress=False)
+
+
+def test_a_spec_reuses_its_loaded_model_and_never_ships_it(synthetic: Dataset) -> None:
+    loaded = SHAPES.load()
+    spec = ModelSpec("shapes", loaded=loaded)
+    assert spec.load() is loaded and spec == SHAPES
+    assert pickle.loads(pickle.dumps(spec)).loaded is None  # workers load their own
+
+
+def test_progress_moves_within_images_in_workers(synthetic: Dataset) -> None:
+    """Faithfulness in two workers, two images a batch: the parent hears of occlusion's
+    windows as they run, in fractions of an image, and the counts add up to the images."""
+    told: list[float] = []
+    protocol = Faithfulness(methods=("gradcam",), window=16, stride=16, steps=2)
+    run(protocol, SHAPES, synthetic, batch_size=2, workers=2, limit=4, progress=told.append)
+    assert sum(told) == pytest.approx(4.0)
+    assert any(0 < t < 1 for t in told), told  # heard of before a batch was done
+
+
+def test_an_unreachable_ray_cluster_fails_within_the_timeout(synthetic: Dataset) -> None:
+    message = r"cannot reach the Ray cluster at 127\.0\.0\.1:1 within 1 s"
+    with pytest.raises(GradCAMError, match=message):
+        run(Pointing(), SHAPES, synthetic, ray="127.0.0.1:1", ray_timeout=1.0, progress=False)
+    with pytest.raises(GradCAMError, match="is not HOST:PORT"):
+        run(Pointing(), SHAPES, synthetic, ray="head-without-port", ray_timeout=1.0)
+
+
+def test_a_host_that_is_not_a_ray_head_is_given_up_on(tmp_path: Path) -> None:
+    """A port that accepts connections but does not speak Ray: ray.init alone retries for
+    minutes; the command gives up after --ray-timeout (the subprocess timeout catches a hang)."""
+    pytest.importorskip("ray")
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        proc = subprocess.run(
+            [
+                GRADCAM, "evaluate", "pointing", "--data", "synthetic", "--synthetic-images",
+                "2", "--out", str(tmp_path), "--ray", f"127.0.0.1:{port}", "--ray-timeout", "3",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=150,
+        )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    assert f"the Ray cluster at 127.0.0.1:{port} did not answer within 3 s" in proc.stderr
+
+
+ORPHAN_SCRIPT = """
+import sys
+from gradcam.evaluate import Faithfulness, ModelSpec, run
+from gradcam.evaluate.datasets import read_synthetic
+
+if __name__ == "__main__":
+    data = read_synthetic(sys.argv[1] + "/data", 40)
+    run(Faithfulness(methods=("gradcam",), window=8, stride=4), ModelSpec("shapes"), data,
+        out=sys.argv[1] + "/run", batch_size=1, workers=2, progress=False)
+"""
+
+
+def _children(pid: int) -> set[int]:
+    found: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found.update(int(c) for c in (task / "children").read_text().split())
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"  # a zombie has exited; only its reaper has not looked yet
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads /proc (Linux)")
+def test_workers_exit_when_their_parent_is_killed(tmp_path: Path) -> None:
+    script = tmp_path / "evaluate.py"
+    script.write_text(ORPHAN_SCRIPT)
+    parent = subprocess.Popen([sys.executable, str(script), str(tmp_path)])
+    try:
+        # Once a batch is on disk, the workers are scoring.
+        deadline = time.monotonic() + 240
+        while not list(tmp_path.glob("run/rows/*.parquet")) and time.monotonic() < deadline:
+            assert parent.poll() is None, "the run ended before it could be killed"
+            time.sleep(0.1)
+        workers = _children(parent.pid)
+        assert len(workers) >= 2
+    finally:
+        parent.send_signal(signal.SIGKILL)
+        parent.wait(timeout=30)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(_alive(w) for w in workers):
+        time.sleep(0.1)
+    left = [w for w in workers if _alive(w)]
+    for pid in left:  # never leave them behind, even when the test fails
+        os.kill(pid, signal.SIGKILL)
+    assert not left, "workers outlived their parent"

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from gradcam.errors import GradCAMError
-from gradcam.evaluate.store import ResultStore, read_maps, read_rows
+from gradcam.evaluate.store import ResultStore, differences, make_folder, read_maps, read_rows
 
 RUN = {"protocol": "localization", "method": "gradcam", "dataset": "d", "model": "m"}
 
@@ -42,7 +42,7 @@ def test_finished_work_is_never_overwritten(tmp_path: Path) -> None:
     ResultStore(tmp_path, RUN, resume=False).write([_row(0)], [{}])
     with pytest.raises(GradCAMError, match="already holds results of a run: pass --resume"):
         ResultStore(tmp_path, RUN, resume=False)
-    with pytest.raises(GradCAMError, match=r"other settings \(method differ\)"):
+    with pytest.raises(GradCAMError, match=r'other settings \(method: "gradcam" -> "cam"\)'):
         ResultStore(tmp_path, {**RUN, "method": "cam"}, resume=True)
     resumed = ResultStore(tmp_path, RUN, resume=True)
     assert resumed.done == {0}
@@ -62,3 +62,35 @@ def test_a_stray_shard_without_rows_is_not_a_finished_batch(tmp_path: Path) -> N
     assert resumed.done == {0}
     resumed.write([_row(1)], [{"gradcam": np.ones((1, 1), np.float32)}])
     assert read_maps(tmp_path, 1)["gradcam"][0, 0] == 1.0
+
+
+def test_settings_that_read_back_as_lists_resume() -> None:
+    """run.json reads tuples back as lists: the comparison must not see a difference."""
+    run = {**RUN, "variants": ("gradcam", "no-relu"), "options": {"cam": {"size": (2, 3)}}}
+    stored = {**RUN, "variants": ["gradcam", "no-relu"], "options": {"cam": {"size": [2, 3]}}}
+    assert differences(stored, run) == []
+
+
+def test_differences_name_the_setting_and_both_values() -> None:
+    before = {**RUN, "dataset": {"name": "d", "seed": 0}, "weights_sha256": "a" * 64}
+    after = {**RUN, "dataset": {"name": "d", "seed": 1}, "weights_sha256": "b" * 64, "x": 1}
+    assert differences(before, after) == [
+        "dataset.seed: 0 -> 1",
+        f'weights_sha256: "{"a" * 36}... -> "{"b" * 36}...',
+        "x: null -> 1",
+    ]
+
+
+def test_a_tuple_setting_resumes(tmp_path: Path) -> None:
+    run = {**RUN, "variants": ("gradcam", "no-relu")}
+    ResultStore(tmp_path, run, resume=False).write([_row(0)], [{}])
+    assert ResultStore(tmp_path, run, resume=True).done == {0}
+
+
+def test_an_output_folder_that_is_a_file(tmp_path: Path) -> None:
+    file = tmp_path / "taken"
+    file.write_text("not a folder")
+    for folder in (file, file / "below"):
+        with pytest.raises(GradCAMError, match="is a file, or lies under one"):
+            ResultStore(folder, RUN, resume=False)
+    assert make_folder(tmp_path / "a" / "b").is_dir()

@@ -7,9 +7,14 @@
 * :class:`Sanity` (Adebayo et al. 2018): cascading model-parameter randomization;
 * :class:`Ablations` (appendix B, Table 3): localization error of Grad-CAM's variants.
 
-A protocol is a frozen, picklable settings object. ``protocol.scorer(loaded)`` builds what a
-process needs once (an occlusion method, randomized model copies) and returns a function that
-scores a batch of decoded images into ``(row, maps)`` pairs; ``protocol.summarize(rows)``
+A protocol is a frozen, picklable settings object whose settings are checked when it is made
+(a threshold of 5 or NaN is refused with a :class:`~gradcam.errors.GradCAMError`).
+``protocol.check(dataset)`` refuses a dataset the protocol cannot score (localization on a
+folder without labels). ``protocol.scorer(loaded, progress)`` builds what a process needs once
+(an occlusion method, randomized model copies) and returns a function that scores a batch of
+decoded images into ``(row, maps)`` pairs, reporting its progress in fractions of an image as
+it goes (occlusion windows, randomization steps), so that a progress bar moves within slow
+images; ``protocol.summarize(rows)``
 turns the rows, wherever they were computed, into the report table. The runner
 (:mod:`gradcam.evaluate.runner`) streams images through scorers in one process, in local
 processes or on Ray. The functions :func:`localization`, :func:`pointing`, ... run a protocol
@@ -52,6 +57,7 @@ __all__ = [
     "Faithfulness",
     "Localization",
     "Pointing",
+    "Progress",
     "Protocol",
     "ProtocolResult",
     "Sanity",
@@ -70,6 +76,25 @@ __all__ = [
 Scored = tuple[dict[str, Any], dict[str, np.ndarray]]
 #: Scores decoded images (with their samples) into one :data:`Scored` per image.
 Scorer = Callable[[Sequence[Sample], Sequence[Image.Image]], list[Scored]]
+#: Told, as a scorer works, how much of its batch is done, in images (fractions within slow
+#: images); the amounts reported for a batch add up to at most its number of images.
+Progress = Callable[[float], None]
+
+
+def _no_progress(done: float) -> None:
+    """A :data:`Progress` that ignores what it is told."""
+
+
+def _check_fraction(name: str, value: float) -> None:
+    if not (isinstance(value, (int, float)) and 0.0 <= value <= 1.0):
+        raise GradCAMError(
+            f"{name} must be a fraction of the map's maximum between 0 and 1, got {value}"
+        )
+
+
+def _check_at_least(name: str, value: float, low: float, unit: str = "") -> None:
+    if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= low):
+        raise GradCAMError(f"{name} must be a number at least {low:g}{unit}, got {value}")
 
 
 @dataclass(frozen=True)
@@ -97,13 +122,37 @@ class Protocol:
     """Base of the protocols: settings, a per-process scorer, and a summary of rows."""
 
     name: ClassVar[str]
+    #: Whether the protocol scores against class labels (and boxes or masks).
+    needs_labels: ClassVar[bool] = False
 
     def settings(self) -> dict[str, Any]:
         """The protocol's settings as plain values (recorded with streamed results)."""
         return {"protocol": self.name, **asdict(self)}  # type: ignore[call-overload]
 
-    def scorer(self, loaded: LoadedModel) -> Scorer:
-        """A function scoring batches of images with ``loaded``; built once per process."""
+    def check(self, dataset: Dataset) -> None:
+        """Refuse a dataset this protocol cannot score, before any image is read.
+
+        Raises:
+            GradCAMError: the protocol needs labels and no image of ``dataset`` has one.
+
+        Example:
+            >>> Localization().check(read_folder("photos/"))  # a folder has no labels
+            Traceback (most recent call last):
+            gradcam.errors.GradCAMError: dataset 'photos' has no labels: ...
+        """
+        if self.needs_labels and dataset.samples and not any(s.labels for s in dataset.samples):
+            raise GradCAMError(
+                f"dataset {dataset.name!r} has no labels: {self.name} scores maps against "
+                "annotated classes and boxes (give VOC, COCO or ImageNet-style annotations); "
+                "faithfulness and sanity need no labels"
+            )
+
+    def scorer(self, loaded: LoadedModel, progress: Progress | None = None) -> Scorer:
+        """A function scoring batches of images with ``loaded``; built once per process.
+
+        ``progress`` is told, as the scorer works, how many images of the batch it has done
+        (fractions within slow images).
+        """
         raise NotImplementedError
 
     def summarize(self, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -233,13 +282,18 @@ class Localization(Protocol):
     layer: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
 
+    needs_labels: ClassVar[bool] = True
+
     def __post_init__(self) -> None:
         _check_method(self.method, self.options)
+        _check_fraction("threshold", self.threshold)
+        _check_fraction("iou_threshold", self.iou_threshold)
 
-    def scorer(self, loaded: LoadedModel) -> Scorer:
+    def scorer(self, loaded: LoadedModel, progress: Progress | None = None) -> Scorer:
         layer = self.layer or loaded.default_layer
         explain = create(self.method, loaded.module, layer, **self.options)
         targets = _top5(loaded)
+        tell = progress or _no_progress
 
         def score(samples: Sequence[Sample], images: Sequence[Image.Image]) -> list[Scored]:
             xs = [loaded.preprocess(image) for image in images]
@@ -256,6 +310,7 @@ class Localization(Protocol):
                         _localize(heat, image, classes, sample, self.threshold, self.iou_threshold)
                     )
                     scored[i] = (row, {self.method: _stored(raw[j])})
+                tell(len(group))
             return [s for s in scored if s is not None]
 
         return score
@@ -312,14 +367,19 @@ class Ablations(Protocol):
     iou_threshold: float = 0.5
     layer: str | None = None
 
+    needs_labels: ClassVar[bool] = True
+
     def __post_init__(self) -> None:
         unknown = [v for v in self.variants if v not in ABLATIONS]
         if unknown:
             raise GradCAMError(
                 f"unknown ablation {unknown[0]!r}; choose from {', '.join(ABLATIONS)}"
             )
+        _check_fraction("threshold", self.threshold)
+        _check_fraction("iou_threshold", self.iou_threshold)
 
-    def scorer(self, loaded: LoadedModel) -> Scorer:
+    def scorer(self, loaded: LoadedModel, progress: Progress | None = None) -> Scorer:
+        tell = progress or _no_progress
         layer = self.layer or loaded.default_layer
         built = {v: create("gradcam", loaded.module, layer, **ABLATIONS[v]) for v in self.variants}
         targets = _top5(loaded)
@@ -348,6 +408,7 @@ class Ablations(Protocol):
                         row[variant] = {k: located[k] for k in ("loc_top1", "loc_top5")}
                     maps = {v: _stored(raws[v][j]) for v in self.variants}
                     scored[i] = (row, maps)
+                tell(len(group))
             return [s for s in scored if s is not None]
 
         return score
@@ -389,13 +450,21 @@ class Pointing(Protocol):
     layer: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
 
+    needs_labels: ClassVar[bool] = True
+
     def __post_init__(self) -> None:
         _check_method(self.method, self.options)
+        _check_at_least("tolerance", self.tolerance, 0, " pixels")
+        if self.recall_threshold is not None:
+            # The threshold is on the map's raw maximum, whose scale is the model's: any
+            # non-negative number may be right, so only what no map can reach is refused.
+            _check_at_least("recall_threshold", self.recall_threshold, 0)
 
-    def scorer(self, loaded: LoadedModel) -> Scorer:
+    def scorer(self, loaded: LoadedModel, progress: Progress | None = None) -> Scorer:
         layer = self.layer or loaded.default_layer
         explain = create(self.method, loaded.module, layer, **self.options)
         recall = self.recall_threshold
+        tell = progress or _no_progress
 
         def hits(
             sample: Sample, heat: Tensor, raw_max: list[float], classes: list[int]
@@ -426,6 +495,7 @@ class Pointing(Protocol):
             for i, key in enumerate(keys):
                 if key[-1] != 0:  # no label: nothing to point at
                     groups.setdefault(key, []).append(i)
+            tell(len(xs) - sum(len(g) for g in groups.values()))
             for group in groups.values():
                 targets: TargetLike = (
                     _top5(loaded)
@@ -445,12 +515,20 @@ class Pointing(Protocol):
                         "map_max": raw_max,
                     }
                     scored[i] = (row, {self.method: _stored(raw[j])})
+                tell(len(group))
             return scored
 
         return score
 
     def summarize(self, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-        outcomes = [hit for row in _done(rows) for hit in row["hits"]]
+        done = _done(rows)
+        outcomes = [hit for row in done for hit in row["hits"]]
+        maxima = [m for row in done for m in row["map_max"]]
+        rejected = None
+        if self.recall_threshold is not None and maxima:
+            # The share of maps rejected says whether the threshold suits the maps' scale.
+            below = sum(m < self.recall_threshold for m in maxima)
+            rejected = round(100.0 * below / len(maxima), 2)
         return [
             {
                 "method": self.method,
@@ -458,11 +536,26 @@ class Pointing(Protocol):
                 "threshold": self.recall_threshold,
                 "tolerance": self.tolerance,
                 "maps": len(outcomes),
+                "rejected": rejected,
                 "accuracy": (
                     round(100.0 * sum(outcomes) / len(outcomes), 2) if outcomes else float("nan")
                 ),
             }
         ]
+
+
+class _Counted(nn.Module):
+    """``module`` that tells ``count`` how many images each forward pass was given."""
+
+    def __init__(self, module: nn.Module, count: Callable[[int], None]) -> None:
+        super().__init__()
+        self.module = module
+        self.count = count
+
+    def forward(self, x: Tensor) -> Any:
+        output = self.module(x)
+        self.count(int(x.shape[0]))
+        return output
 
 
 def _curves(
@@ -514,16 +607,29 @@ class Faithfulness(Protocol):
     def __post_init__(self) -> None:
         for method in self.methods:
             _check_method(method, self.options.get(method, {}))
+        _check_at_least("window", self.window, 1, " pixels")
+        _check_at_least("stride", self.stride, 1, " pixels")
+        _check_at_least("steps", self.steps, 1)
 
-    def scorer(self, loaded: LoadedModel) -> Scorer:
-        occlusion = Occlusion(loaded.module, window=self.window, stride=self.stride, progress=False)
+    def scorer(self, loaded: LoadedModel, progress: Progress | None = None) -> Scorer:
+        tell = progress or _no_progress
+        # Occlusion's passes are most of an image's work: count them as they run.
+        share = [0.0]
+        counted = _Counted(loaded.module, lambda copies: tell(copies * share[0]))
+        occlusion = Occlusion(counted, window=self.window, stride=self.stride, progress=False)
         explainers = {
             m: create(m, loaded.module, loaded.default_layer, **self.options.get(m, {}))
             for m in self.methods
         }
+        # A method's cost in forward passes of one image: its explanation (about three), then
+        # the deletion and insertion curves.
+        per_method = 3 + 2 * (self.steps + 1)
 
         def one(sample: Sample, image: Image.Image) -> Scored:
             x = loaded.preprocess(image)
+            passes = len(occlusion.windows(x.shape[-2], x.shape[-1])) + 1
+            total = passes + per_method * len(self.methods)
+            share[0] = 1.0 / total
             reference = occlusion(x, TopK(1))
             class_id = int(reference.classes[0, 0])
             size = (x.shape[-2], x.shape[-1])
@@ -540,6 +646,7 @@ class Faithfulness(Protocol):
                     "insertion_auc": area_under_curve(insertion),
                 }
                 maps[name] = _stored(raw)
+                tell(per_method / total)
             return row, maps
 
         return lambda samples, images: [one(s, i) for s, i in zip(samples, images, strict=True)]
@@ -612,9 +719,13 @@ class Sanity(Protocol):
     def __post_init__(self) -> None:
         for method in self.methods:
             _check_method(method, self.options.get(method, {}))
+        _check_at_least("points", self.points, 1)
 
-    def scorer(self, loaded: LoadedModel) -> Scorer:
+    def scorer(self, loaded: LoadedModel, progress: Progress | None = None) -> Scorer:
+        tell = progress or _no_progress
         steps = _randomized_copies(loaded.module, self.points, self.seed)
+        # Explanations per image: the first, the trained model's, one per step and method.
+        share = 1.0 / (1 + len(self.methods) * (1 + len(steps)))
 
         def heat(module: nn.Module, name: str, x: Tensor, targets: TargetLike) -> Tensor:
             options = self.options.get(name, {})
@@ -625,12 +736,15 @@ class Sanity(Protocol):
             x = loaded.preprocess(image)
             first = create(self.methods[0], loaded.module, loaded.default_layer)(x, TopK(1))
             class_id = int(first.classes[0, 0])
+            tell(share)
             original = {m: heat(loaded.module, m, x, [class_id]) for m in self.methods}
+            tell(share * len(self.methods))
             row: dict[str, Any] = {"class": class_id, "steps": []}
             for last, count, module in steps:
                 step: dict[str, Any] = {"randomized_to": last, "layers": count}
                 for m in self.methods:
                     step[m] = spearman(heat(module, m, x, [class_id]), original[m])
+                    tell(share)
                 row["steps"].append(step)
             return row, {}
 

@@ -11,7 +11,18 @@ Three backends run the same scoring code and give the same rows:
 * ``workers=N`` local processes, each loading the model once;
 * Ray Data (``ray=True`` for a local Ray started here, or an address such as
   ``"ray://head:10001"`` / ``"auto"``): ``map_batches`` over an actor pool of ``workers``
-  actors, each loading the model once. Ray is optional: ``pip install 'gradcam[ray]'``.
+  actors, each loading the model once. Ray is optional: ``pip install 'gradcam[ray]'``. A
+  cluster that does not answer within ``ray_timeout`` seconds is an error, not a wait.
+
+Local workers exit when the process that started them dies (even by SIGKILL), and an error in
+a worker's setup (an unknown layer) comes back as that error. The progress bar counts images,
+fractions of an image as a slow protocol's windows and steps are done (in this process and in
+local workers; per batch on Ray), with a rate and an ETA.
+
+With ``out``, the folder's ``run.json`` (the manifest) records everything that changes a row:
+the protocol's settings (methods, options, layer, thresholds), the model's name, its weights
+file and the file's SHA-256, and the dataset's identity; a resume with other settings is
+refused with a message naming what differs.
 
 Example:
     >>> from gradcam.evaluate import Localization, read_synthetic, run
@@ -22,15 +33,22 @@ Example:
 from __future__ import annotations
 
 import concurrent.futures as futures
+import hashlib
 import multiprocessing
 import os
 import pickle
+import queue as queues
+import socket
 import sys
+import threading
+import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import numpy as np
 import torch
@@ -39,12 +57,12 @@ from tqdm import tqdm
 
 from gradcam.errors import GradCAMError, ImageLoadError
 from gradcam.evaluate.datasets import Dataset, Sample
-from gradcam.evaluate.protocols import Protocol, ProtocolResult, Scorer
-from gradcam.evaluate.store import ResultStore, plain
+from gradcam.evaluate.protocols import Progress, Protocol, ProtocolResult, Scorer
+from gradcam.evaluate.store import ResultStore, make_folder, plain
 from gradcam.images import load_image
 from gradcam.models import DEFAULT_MODEL, LoadedModel, load_model
 
-__all__ = ["ModelSpec", "run"]
+__all__ = ["ModelSpec", "manifest", "run"]
 
 #: A batch to score: ``(index in the dataset, sample)`` pairs.
 Chunk = list[tuple[int, Sample]]
@@ -54,26 +72,116 @@ Batch = tuple[list[dict[str, Any]], list[dict[str, np.ndarray]]]
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """How to load a model in each worker (picklable): :func:`gradcam.load_model`'s arguments."""
+    """How to load a model in each worker (picklable): :func:`gradcam.load_model`'s arguments.
+
+    Attributes:
+        name: the model's name, as :func:`gradcam.load_model` takes it.
+        weights: a local state-dict file, or ``None``.
+        loaded: the model already loaded from ``name`` and ``weights`` in this process, used
+            here instead of loading it again; never sent to workers (they load their own).
+
+    Example:
+        >>> spec = ModelSpec("shapes")
+        >>> spec.identity()["model"]
+        'shapes'
+    """
 
     name: str = DEFAULT_MODEL
     weights: str | None = None
+    loaded: LoadedModel | None = field(default=None, compare=False, repr=False)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "loaded": None}
 
     def load(self) -> LoadedModel:
         """Load the model; warnings (untrained weights) are left to the caller to show."""
+        if self.loaded is not None:
+            return self.loaded
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
             return load_model(self.name, self.weights)
+
+    def identity(self) -> dict[str, Any]:
+        """What the rows depend on: the name, the weights file and its SHA-256.
+
+        Raises:
+            GradCAMError: the weights file cannot be read.
+        """
+        digest = None
+        if self.weights is not None:
+            digest = _sha256(Path(self.weights))
+        return {"model": self.name, "weights": self.weights, "weights_sha256": digest}
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    try:
+        with path.open("rb") as handle:
+            while block := handle.read(1 << 20):
+                digest.update(block)
+    except OSError as exc:
+        raise GradCAMError(f"weights file {path}: cannot be read ({exc.strerror})") from None
+    return digest.hexdigest()
+
+
+def _model_identity(model: LoadedModel | ModelSpec) -> dict[str, Any]:
+    """The manifest's record of the model. A model loaded in Python has no file to name: its
+    parameters and buffers are hashed instead, so that other weights are still told apart."""
+    if isinstance(model, ModelSpec):
+        return model.identity()
+    digest = hashlib.sha256()
+    for name, tensor in model.module.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return {"model": model.name, "weights": None, "state_sha256": digest.hexdigest()}
+
+
+def _dataset_identity(dataset: Dataset) -> dict[str, Any]:
+    """The manifest's record of the dataset: its reader's ``identity`` where it has one (root,
+    format, seed...), and always its name, size and a hash of its samples, so that a folder
+    that changed is not resumed into."""
+    digest = hashlib.sha256()
+    for sample in dataset.samples:
+        boxes = [(a.class_id, a.box) for a in sample.annotations]
+        digest.update(repr((sample.path.name, sample.labels, boxes)).encode())
+    identity = getattr(dataset, "identity", None)
+    return {
+        **(dict(identity) if isinstance(identity, dict) else {}),
+        "name": dataset.name,
+        "images": len(dataset.samples),
+        "samples_sha256": digest.hexdigest(),
+    }
+
+
+def manifest(
+    protocol: Protocol, model: LoadedModel | ModelSpec, dataset: Dataset
+) -> dict[str, Any]:
+    """Everything that changes a row of ``protocol`` on ``dataset`` with ``model``, as the
+    ``run.json`` of a run folder records it.
+
+    Example:
+        >>> manifest(Localization(), ModelSpec("shapes"), dataset)["weights_sha256"] is None
+        True
+    """
+    return {
+        **protocol.settings(),
+        **_model_identity(model),
+        "dataset": _dataset_identity(dataset),
+    }
 
 
 def _loaded(model: LoadedModel | ModelSpec) -> LoadedModel:
     return model.load() if isinstance(model, ModelSpec) else model
 
 
-def score_chunk(scorer: Scorer, chunk: Chunk) -> Batch:
-    """Read and score one batch; failures become rows with an error, never lost batches."""
+#: A batch read from disk: its rows (unreadable images already have their error) and the
+#: decoded images with their rows and samples.
+Read = tuple[list[dict[str, Any]], list[tuple[dict[str, Any], Sample, Image.Image]]]
+
+
+def read_chunk(chunk: Chunk) -> Read:
+    """Decode one batch's images; an unreadable one gets a row with its error."""
     rows: list[dict[str, Any]] = []
-    maps: list[dict[str, np.ndarray]] = []
     readable: list[tuple[dict[str, Any], Sample, Image.Image]] = []
     for index, sample in chunk:
         row: dict[str, Any] = {"index": index, "image": str(sample.path), "error": None}
@@ -82,6 +190,13 @@ def score_chunk(scorer: Scorer, chunk: Chunk) -> Batch:
             readable.append((row, sample, load_image(sample.path)))
         except ImageLoadError as exc:
             row["error"] = str(exc)
+    return rows, readable
+
+
+def score_chunk(scorer: Scorer, chunk: Chunk | Read) -> Batch:
+    """Read (unless ``chunk`` was read already) and score one batch; failures become rows
+    with an error, never lost batches."""
+    rows, readable = chunk if isinstance(chunk, tuple) else read_chunk(chunk)
     found: dict[int, dict[str, np.ndarray]] = {}
     try:
         scored = scorer([s for _, s, _ in readable], [i for _, _, i in readable])
@@ -106,46 +221,163 @@ def _chunks(pending: Sequence[tuple[int, Sample]], size: int) -> list[Chunk]:
     return [list(pending[k : k + size]) for k in range(0, len(pending), size)]
 
 
+class _Meter:
+    """The progress of a run in images: whole batches written, plus the fractions that
+    scorers have reported for the batches still running (keyed by their first index)."""
+
+    def __init__(self, update: Callable[[float], Any], total: int) -> None:
+        self.update = update
+        self.total = total
+        self.whole = 0
+        self.shown = 0.0
+        self.partial: dict[int, float] = {}
+        self.finished: set[int] = set()
+
+    def tick(self, key: int, done: float) -> None:
+        if key in self.finished:
+            return  # a worker's last report, overtaken by its batch's result
+        self.partial[key] = self.partial.get(key, 0.0) + done
+        self._show()
+
+    def finish(self, key: int, images: int) -> None:
+        # The batch counts as its images, whatever its scorer reported on the way.
+        self.finished.add(key)
+        self.partial.pop(key, None)
+        self.whole += images
+        self._show()
+
+    def _show(self) -> None:
+        # Rounded and capped so that float sums never pass the total.
+        now = min(float(self.total), round(self.whole + sum(self.partial.values()), 6))
+        if now != self.shown:
+            self.update(now - self.shown)
+            self.shown = now
+
+
+def _key(chunk: Chunk) -> int:
+    return chunk[0][0]
+
+
 def _in_process(
-    protocol: Protocol, model: LoadedModel | ModelSpec, chunks: list[Chunk]
-) -> Iterator[Batch]:
-    scorer = protocol.scorer(_loaded(model))
-    for chunk in chunks:
-        yield score_chunk(scorer, chunk)
+    protocol: Protocol, model: LoadedModel | ModelSpec, chunks: list[Chunk], meter: _Meter
+) -> Iterator[tuple[int, Batch]]:
+    current = [0]
+    scorer = protocol.scorer(_loaded(model), lambda done: meter.tick(current[0], done))
+    # The next batch is decoded in a thread while this one is scored (decoders release the
+    # GIL), so reading images is off the model's critical path.
+    with futures.ThreadPoolExecutor(1, thread_name_prefix="gradcam-decode") as decoder:
+        ahead = decoder.submit(read_chunk, chunks[0]) if chunks else None
+        for k, chunk in enumerate(chunks):
+            assert ahead is not None
+            read = ahead.result()
+            following = k + 1 < len(chunks)
+            ahead = decoder.submit(read_chunk, chunks[k + 1]) if following else None
+            current[0] = _key(chunk)
+            yield current[0], score_chunk(scorer, read)
 
 
 _WORKER_SCORER: Scorer | None = None
+_WORKER_ERROR: GradCAMError | None = None
+_WORKER_CHUNK = 0
 
 
-def _start_worker(protocol: Protocol, model: LoadedModel | ModelSpec, threads: int) -> None:
-    global _WORKER_SCORER
+def _exit_with(parent: int) -> None:
+    """Exit this worker as soon as ``parent`` is gone (its pid then changes to a reaper's):
+    a pool's workers block on a pipe that a killed parent never closes, so they would live on.
+    Polling works everywhere; Linux's PR_SET_PDEATHSIG fires when the parent's *thread* ends."""
+    while True:
+        if os.getppid() != parent:
+            os._exit(1)
+        time.sleep(0.2)
+
+
+class _Reporter:
+    """A worker's :data:`Progress`: sends ``(chunk key, images)`` to the parent, at most
+    five times a second, so that the bar moves without flooding the queue."""
+
+    def __init__(self, channel: Any) -> None:
+        self.channel = channel
+        self.pending = 0.0
+        self.sent = 0.0
+
+    def __call__(self, done: float) -> None:
+        self.pending += done
+        if time.monotonic() - self.sent >= 0.2:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.pending:
+            self.channel.put((_WORKER_CHUNK, self.pending))
+            self.pending = 0.0
+        self.sent = time.monotonic()
+
+
+_WORKER_REPORTER: _Reporter | None = None
+
+
+def _start_worker(
+    protocol: Protocol, model: LoadedModel | ModelSpec, threads: int, parent: int, channel: Any
+) -> None:
+    global _WORKER_SCORER, _WORKER_ERROR, _WORKER_REPORTER
+    threading.Thread(target=_exit_with, args=(parent,), daemon=True).start()
     torch.set_num_threads(threads)
-    _WORKER_SCORER = protocol.scorer(_loaded(model))
+    _WORKER_REPORTER = _Reporter(channel)
+    try:
+        _WORKER_SCORER = protocol.scorer(_loaded(model), _WORKER_REPORTER)
+    except GradCAMError as exc:
+        # Raised here it would break the pool and read as a crash: keep it for the first batch.
+        _WORKER_ERROR = exc
 
 
 def _score_in_worker(chunk: Chunk) -> Batch:
-    assert _WORKER_SCORER is not None, "worker was not started"
-    return score_chunk(_WORKER_SCORER, chunk)
+    global _WORKER_CHUNK
+    if _WORKER_ERROR is not None:
+        raise _WORKER_ERROR
+    assert _WORKER_SCORER is not None and _WORKER_REPORTER is not None, "worker was not started"
+    _WORKER_CHUNK = _key(chunk)
+    try:
+        return score_chunk(_WORKER_SCORER, chunk)
+    finally:
+        # Leftovers belong to this batch: sent before its result, so that they are not
+        # counted after the batch is (the parent drains the queue before each result).
+        _WORKER_REPORTER.flush()
+
+
+def _drain(channel: Any, meter: _Meter) -> None:
+    while True:
+        try:
+            key, done = channel.get_nowait()
+        except queues.Empty:
+            return
+        meter.tick(key, done)
 
 
 def _in_processes(
-    protocol: Protocol, model: LoadedModel | ModelSpec, chunks: list[Chunk], workers: int
-) -> Iterator[Batch]:
+    protocol: Protocol,
+    model: LoadedModel | ModelSpec,
+    chunks: list[Chunk],
+    workers: int,
+    meter: _Meter,
+) -> Iterator[tuple[int, Batch]]:
     threads = max(1, torch.get_num_threads() // workers)
     context = multiprocessing.get_context("spawn")
+    channel = context.Queue()
+    initargs = (protocol, model, threads, os.getpid(), channel)
     with futures.ProcessPoolExecutor(
-        workers, mp_context=context, initializer=_start_worker, initargs=(protocol, model, threads)
+        workers, mp_context=context, initializer=_start_worker, initargs=initargs
     ) as pool:
         queue = iter(chunks)
-        running: set[futures.Future[Batch]] = set()
+        running: dict[futures.Future[Batch], Chunk] = {}
         # Two batches in flight per worker keeps them busy without holding the whole run.
         for chunk in queue:
-            running.add(pool.submit(_score_in_worker, chunk))
+            running[pool.submit(_score_in_worker, chunk)] = chunk
             if len(running) >= 2 * workers:
                 break
         while running:
-            finished, running = futures.wait(running, return_when=futures.FIRST_COMPLETED)
+            finished, _ = futures.wait(running, timeout=0.25, return_when=futures.FIRST_COMPLETED)
+            _drain(channel, meter)
             for future in finished:
+                chunk = running.pop(future)
                 try:
                     batch = future.result()
                 except BrokenProcessPool:
@@ -154,17 +386,18 @@ def _in_processes(
                         "without an `if __name__ == '__main__':` guard); finished batches are "
                         "kept: rerun with --resume"
                     ) from None
-                yield batch
+                yield _key(chunk), batch
                 following = next(queue, None)
                 if following is not None:
-                    running.add(pool.submit(_score_in_worker, following))
+                    running[pool.submit(_score_in_worker, following)] = following
+    channel.close()
 
 
 class _RayScorer:
     """A Ray Data actor: loads the model once, then scores the batches it is given."""
 
     def __init__(self, protocol: Protocol, model: LoadedModel | ModelSpec) -> None:
-        self.scorer = protocol.scorer(_loaded(model))
+        self.scorer = protocol.scorer(_loaded(model))  # progress: per batch, in the driver
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         chunk = [
@@ -187,6 +420,57 @@ def _import_ray() -> Any:
     return ray
 
 
+def _check_reachable(address: str, timeout: float) -> None:
+    """Refuse a Ray address whose host does not accept a connection within ``timeout``
+    seconds: ``ray.init`` would retry it for minutes with only warnings."""
+    if address in ("auto", "local"):
+        return
+    parts = urlsplit(address if "://" in address else f"ray://{address}")
+    try:
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        host, port = None, None
+    if not host or port is None:
+        raise GradCAMError(f"Ray address {address!r} is not HOST:PORT, ray://HOST:PORT or auto")
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            pass
+    except OSError as exc:
+        reason = "no answer" if isinstance(exc, TimeoutError) else exc.strerror or str(exc)
+        raise GradCAMError(
+            f"cannot reach the Ray cluster at {address} within {timeout:g} s ({reason}): "
+            "check the address, or run without --ray"
+        ) from None
+
+
+def _connect(ray: Any, address: str, timeout: float) -> None:
+    """``ray.init`` at ``address``, given up after ``timeout`` seconds: a host that accepts
+    connections but is not a Ray head makes it retry for minutes. The attempt goes on in a
+    daemon thread, which does not keep the process alive."""
+    outcome: list[Exception | None] = []
+
+    def connect() -> None:
+        try:
+            ray.init(address=address, log_to_driver=False, configure_logging=False)
+            outcome.append(None)
+        except Exception as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=connect, name="gradcam-ray-connect", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if not outcome:
+        raise GradCAMError(
+            f"the Ray cluster at {address} did not answer within {timeout:g} s: check the "
+            "address (a Ray head's GCS port, or ray://HOST:10001), or run without --ray"
+        )
+    if outcome[0] is not None:
+        reason = str(outcome[0]).strip().splitlines()[0] if str(outcome[0]).strip() else ""
+        raise GradCAMError(
+            f"cannot connect to the Ray cluster at {address}: {reason or type(outcome[0]).__name__}"
+        )
+
+
 def _on_ray(
     protocol: Protocol,
     model: LoadedModel | ModelSpec,
@@ -194,8 +478,11 @@ def _on_ray(
     workers: int,
     address: str | None,
     batch_size: int,
-) -> Iterator[Batch]:
+    timeout: float,
+) -> Iterator[tuple[int, Batch]]:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if address is not None:
+        _check_reachable(address, timeout)
     ray = _import_ray()
     started = False
     if not ray.is_initialized():
@@ -208,7 +495,7 @@ def _on_ray(
                 configure_logging=False,
             )
         else:
-            ray.init(address=address, log_to_driver=False, configure_logging=False)
+            _connect(ray, address, timeout)
         started = True
     try:
         context = ray.data.DataContext.get_current()
@@ -230,7 +517,9 @@ def _on_ray(
         )
         for batch in scored.iter_batches(batch_size=None, batch_format="numpy"):
             records = [pickle.loads(r) for r in batch["record"]]
-            yield [r for r, _ in records], [m for _, m in records]
+            rows = [r for r, _ in records]
+            # Ray regroups records freely: the batch's key is its first image's.
+            yield int(rows[0]["index"]), (rows, [m for _, m in records])
     finally:
         if started:
             ray.shutdown()
@@ -247,70 +536,87 @@ def run(
     batch_size: int = 8,
     workers: int = 1,
     ray: bool | str = False,
-    progress: bool = True,
+    ray_timeout: float = 30.0,
+    progress: bool | Progress = True,
 ) -> ProtocolResult:
     """Run ``protocol`` over ``dataset`` and summarize it.
 
     Args:
         protocol: a :class:`~gradcam.evaluate.protocols.Protocol` (its settings).
-        model: a loaded model, or a :class:`ModelSpec` that each worker loads itself.
+        model: a loaded model, or a :class:`ModelSpec` that each worker loads itself (give
+            a spec, with ``loaded=`` to reuse a model loaded here, so that the manifest names
+            the weights file and its hash).
         dataset: the images and their annotations.
-        out: a run folder (see :mod:`gradcam.evaluate.store`); rows and maps stream there.
+        out: a run folder (see :mod:`gradcam.evaluate.store`); rows and maps stream there,
+            and its ``run.json`` records everything that changes a row (see :func:`manifest`).
             Without it, rows are kept in memory and maps are dropped.
-        resume: continue the run in ``out``, skipping finished images.
-        limit: only the first ``limit`` images.
+        resume: continue the run in ``out``, skipping finished images; refused, naming the
+            difference, when the manifest differs.
+        limit: only the first ``limit`` images (at least 1).
         batch_size: images per batch (a batch is the unit of work and of writing).
         workers: local processes (or Ray actors), each with its own copy of the model.
         ray: run on Ray Data: ``True`` starts a local Ray, a string is a cluster address.
-        progress: show a progress bar (images/s and ETA) on stderr.
+        ray_timeout: seconds to wait for a Ray cluster at ``ray``'s address to answer.
+        progress: show a progress bar (images, with fractions of slow images; rate and ETA)
+            on stderr; or a function told how many images were done each time some are.
 
     Returns:
         The summary table and every row, in dataset order.
+
+    Raises:
+        GradCAMError: bad settings, a dataset the protocol cannot score, an output folder
+            that cannot be written or holds another run, an unreachable Ray cluster, or an
+            error in a worker's setup (such as an unknown layer).
+
+    Example:
+        >>> result = run(Localization(), ModelSpec("shapes"), dataset, out="results", workers=2)
+        >>> result.summary[0]["loc_top1_error"]
     """
     if batch_size < 1:
         raise GradCAMError(f"batch size must be at least 1, got {batch_size}")
     if workers < 1:
         raise GradCAMError(f"workers must be at least 1, got {workers}")
+    if limit is not None and limit < 1:
+        raise GradCAMError(f"limit must be at least 1 image, got {limit}")
+    if not ray_timeout > 0:
+        raise GradCAMError(f"ray timeout must be a positive number of seconds, got {ray_timeout}")
+    protocol.check(dataset)
     samples = dataset.samples[:limit] if limit is not None else dataset.samples
     store = None
     if out is not None:
-        spec = model if isinstance(model, ModelSpec) else ModelSpec(model.name)
-        manifest = {
-            **protocol.settings(),
-            "dataset": dataset.name,
-            "model": spec.name,
-            "weights": spec.weights,
-        }
-        store = ResultStore(out, manifest, resume=resume)
+        store = ResultStore(make_folder(out), manifest(protocol, model, dataset), resume=resume)
     done = store.done if store is not None else set()
     pending = [(i, s) for i, s in enumerate(samples) if i not in done]
     chunks = _chunks(pending, batch_size)
-    if ray:
-        address = None if ray is True else str(ray)
-        batches = _on_ray(protocol, model, chunks, workers, address, batch_size)
-    elif workers > 1 and len(chunks) > 1:
-        batches = _in_processes(protocol, model, chunks, workers)
-    else:
-        batches = _in_process(protocol, model, chunks)
     kept: list[dict[str, Any]] = []
     bar = tqdm(
         total=len(samples),
         initial=len(samples) - len(pending),
         desc=protocol.name,
         unit="image",
-        disable=not progress or len(pending) < 2,
+        disable=progress is not True or not pending,
         file=sys.stderr,
+        # Counts are fractional within slow images: one decimal, and the rate and ETA.
+        bar_format="{l_bar}{bar}| {n:.1f}/{total_fmt} [{elapsed}<{remaining}, {rate_fmt}]",
     )
+    meter = _Meter(progress if callable(progress) else bar.update, len(pending))
+    if ray:
+        address = None if ray is True else str(ray)
+        batches = _on_ray(protocol, model, chunks, workers, address, batch_size, ray_timeout)
+    elif workers > 1 and len(chunks) > 1:
+        batches = _in_processes(protocol, model, chunks, workers, meter)
+    else:
+        batches = _in_process(protocol, model, chunks, meter)
     with bar:
-        for rows, maps in batches:
+        for key, (rows, maps) in batches:
             if store is not None:
                 store.write(rows, maps)
             else:
                 kept.extend(rows)
             for row in rows:
-                if progress and row["error"] is not None:
+                if progress is True and row["error"] is not None:
                     tqdm.write(f"gradcam: error: {row['error']}", file=sys.stderr)
-            bar.update(len(rows))
+            meter.finish(key, len(rows))
     if store is not None:
         wanted = set(range(len(samples)))
         rows = [r for r in store.rows() if int(r["index"]) in wanted]

@@ -2,7 +2,7 @@
 
 A run folder holds::
 
-    run.json                  what was run (protocol settings, dataset, model)
+    run.json                  the manifest: what was run (protocol settings, dataset, model)
     rows/part-00000.parquet   one row per image, a part per finished batch
     maps/part-00000.npz       the batch's maps at layer resolution, keys "<index>/<name>"
     summary.json              the report table, written when the run ends
@@ -10,7 +10,9 @@ A run folder holds::
 A batch is finished when its Parquet part exists: the shard is written first and each file
 appears under its final name by an atomic rename, so a run killed at any moment leaves only
 finished batches (and at most one stray shard, overwritten on resume). Resuming skips the
-images whose rows are on disk.
+images whose rows are on disk, and is refused when the manifest differs from the new run's: the
+message names each setting that differs (``dataset.seed: 0 -> 1``), so two models' or two
+settings' rows never mix in one folder.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import pyarrow.parquet as pq
 
 from gradcam.errors import GradCAMError
 
-__all__ = ["ResultStore", "plain", "read_maps", "read_rows"]
+__all__ = ["ResultStore", "differences", "make_folder", "plain", "read_maps", "read_rows"]
 
 _PART = re.compile(r"part-(\d+)\.parquet$")
 
@@ -42,6 +44,60 @@ def plain(value: Any) -> Any:
     if isinstance(value, np.generic):
         return value.item()
     return value
+
+
+def _as_json(value: Any) -> Any:
+    """``value`` as it reads back from JSON: tuples become lists, keys become strings."""
+    return json.loads(json.dumps(plain(value)))
+
+
+def differences(before: Any, after: Any, prefix: str = "") -> list[str]:
+    """Each setting that differs between two manifests, as ``key: before -> after``.
+
+    Both are compared as they read back from JSON, so a tuple equals the list it is stored as;
+    nested settings are named by their dotted path.
+
+    Example:
+        >>> differences({"methods": ("gradcam",), "dataset": {"seed": 0}},
+        ...             {"methods": ["gradcam"], "dataset": {"seed": 1}})
+        ['dataset.seed: 0 -> 1']
+    """
+    before, after = _as_json(before), _as_json(after)
+    if isinstance(before, dict) and isinstance(after, dict):
+        found = []
+        for key in sorted(set(before) | set(after)):
+            name = f"{prefix}.{key}" if prefix else str(key)
+            if key not in before or key not in after:
+                found.append(f"{name}: {_short(before.get(key))} -> {_short(after.get(key))}")
+            else:
+                found += differences(before[key], after[key], name)
+        return found
+    if before != after:
+        return [f"{prefix or 'run'}: {_short(before)} -> {_short(after)}"]
+    return []
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def make_folder(folder: str | os.PathLike[str]) -> Path:
+    """Create ``folder`` (and its parents) for results, or say in one line why it cannot be.
+
+    Raises:
+        GradCAMError: ``folder`` is a file, lies under a file, or cannot be written.
+    """
+    path = Path(folder)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise GradCAMError(f"output folder {path} is a file, or lies under one") from None
+    except OSError as exc:
+        raise GradCAMError(f"cannot create output folder {path}: {exc.strerror}") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise GradCAMError(f"cannot write to output folder {path}: permission denied")
+    return path
 
 
 def _parts(folder: Path) -> list[Path]:
@@ -108,16 +164,20 @@ class ResultStore:
                 "continue it, or choose another output folder"
             )
         if parts and manifest.is_file():
-            before = json.loads(manifest.read_text())
-            if before != run:
-                changed = sorted(k for k in set(before) | set(run) if before.get(k) != run.get(k))
+            try:
+                before = json.loads(manifest.read_text())
+            except (OSError, ValueError) as exc:
+                raise GradCAMError(f"{manifest}: cannot be read ({exc})") from None
+            changed = differences(before, run)
+            if changed:
                 raise GradCAMError(
-                    f"{self.folder} holds a run with other settings ({', '.join(changed)} "
-                    "differ): resume with the same settings, or choose another output folder"
+                    f"{self.folder} holds a run with other settings ({'; '.join(changed)}): "
+                    "resume with the same settings, or choose another output folder"
                 )
-        self.rows_dir.mkdir(parents=True, exist_ok=True)
-        self.maps_dir.mkdir(parents=True, exist_ok=True)
-        manifest.write_text(json.dumps(run, indent=2) + "\n")
+        make_folder(self.folder)
+        make_folder(self.rows_dir)
+        make_folder(self.maps_dir)
+        manifest.write_text(json.dumps(plain(run), indent=2) + "\n")
         numbers = [int(m.group(1)) for p in parts if (m := _PART.search(p.name))]
         self._next = max(numbers, default=-1) + 1
         self.done: set[int] = {int(r["index"]) for r in read_rows(self.rows_dir)}
