@@ -8,11 +8,32 @@ from __future__ import annotations
 import argparse
 import sys
 import warnings
+from pathlib import Path
 from typing import Any
 
 from gradcam.errors import GradCAMError
 
-__all__ = ["add_parser", "run_dissect"]
+__all__ = [
+    "add_explain_arguments",
+    "add_parser",
+    "check_names",
+    "read_names",
+    "run_dissect",
+    "write_text",
+]
+
+
+def add_explain_arguments(explain: argparse.ArgumentParser) -> None:
+    """``gradcam explain --text --names DIR`` (section 7's textual explanations)."""
+    explain.add_argument(
+        "--text",
+        action="store_true",
+        help="also explain in words: the top-5 and bottom-5 units by Grad-CAM's alpha with their "
+        "names (section 7); needs --names",
+    )
+    explain.add_argument(
+        "--names", metavar="DIR", help="--text: the neuron names written by gradcam dissect"
+    )
 
 
 def add_parser(commands: Any) -> None:
@@ -114,3 +135,55 @@ def run_dissect(args: argparse.Namespace) -> int:
         )
     print(f"names in {args.out}", file=sys.stderr)
     return 0
+
+
+def read_names(args: argparse.Namespace, methods: list[str]) -> Any:
+    """``explain --text --names DIR``: the dissection, read before any image (``None``
+    without ``--text``); adds Grad-CAM, whose weights are alpha, to ``methods``."""
+    if not args.text:
+        if args.names:
+            raise GradCAMError("--names applies with --text")
+        return None
+    if not args.names:
+        raise GradCAMError("--text needs --names DIR (written by gradcam dissect)")
+    from gradcam.dissect import load_dissection
+
+    if "gradcam" not in methods:
+        methods.insert(0, "gradcam")
+    return load_dissection(args.names)
+
+
+def check_names(names: Any, loaded: Any, args: argparse.Namespace) -> None:
+    """``--names``: explain the dissected layer; refuse names for another model, layer or
+    number of units (from the stored layer name and channel count)."""
+    from PIL import Image
+
+    from gradcam.dissect import DissectionError, layer_activations
+    from gradcam.layers import resolve_layer
+
+    if names.model and names.model != args.model:
+        raise DissectionError(
+            f"the neuron names are for model {names.model!r}, not --model {args.model!r}"
+        )
+    if args.layer is not None and args.layer != names.layer:
+        raise DissectionError(
+            f"the neuron names are for layer {names.layer!r}, not --layer {args.layer!r}"
+        )
+    args.layer = names.layer
+    # One forward pass on a blank photo counts the layer's units.
+    blank = loaded.preprocess(Image.new("RGB", (loaded.preprocess.size,) * 2))
+    maps = layer_activations(loaded.module, resolve_layer(loaded.module, names.layer), blank)
+    names.check(names.layer, int(maps.shape[1]), args.model)
+
+
+def write_text(explanation: Any, loaded: Any, image: Any, names: Any, folder: Path) -> None:
+    """``explain --text``: print each class's text explanation, write its units' pictures and
+    add it to the image's ``summary.json``."""
+    from tqdm import tqdm
+
+    from gradcam.dissect.text import save_neurons, text_explanations
+
+    texts = text_explanations(loaded, explanation.input, explanation.results["gradcam"], names)
+    save_neurons(texts, image, folder)
+    for text in texts:
+        tqdm.write(f"  {text}", file=sys.stdout)

@@ -503,36 +503,35 @@ def _run(
     )
 
     # 1. One no-grad forward pass per batch; the maps go to disk.
-    bar = _progress(total, state["forward"], "dissect: forward", progress)
-    start, synced = state["forward"], time.monotonic()
-    while start < total:
-        stop = min(start + batch_size, total)
-        inputs = [prep(concepts[i].image) for i in range(start, stop)]
-        if any(t.shape != inputs[0].shape for t in inputs):
-            raise DissectionError(
-                f"concept images {start}..{stop - 1} preprocess to different sizes: make the "
-                "concept images one size"
-            )
-        maps = layer_activations(module, layer, torch.cat(inputs))
-        if acts is None:
-            acts = open_memmap(
-                acts_path, mode="w+", dtype=np.float32, shape=(total, *maps.shape[1:])
-            )
-        if tuple(maps.shape[1:]) != acts.shape[1:]:
-            raise DissectionError(
-                f"layer {layer.name!r} gives maps {tuple(maps.shape[1:])} for concept image "
-                f"{start}, {acts.shape[1:]} before: make the concept images one size"
-            )
-        acts[start:stop] = maps.numpy()
-        # Syncing the file is slow: record finished batches every few seconds, and at the end.
-        if stop == total or time.monotonic() - synced > _SYNC_SECONDS:
-            acts.flush()
-            state["forward"] = stop
-            _write_json(state_path, state)
-            synced = time.monotonic()
-        bar.update(stop - start)
-        start = stop
-    bar.close()
+    with _progress(total, state["forward"], "dissect: forward", progress) as bar:
+        start, synced = state["forward"], time.monotonic()
+        while start < total:
+            stop = min(start + batch_size, total)
+            inputs = [prep(concepts[i].image) for i in range(start, stop)]
+            if any(t.shape != inputs[0].shape for t in inputs):
+                raise DissectionError(
+                    f"concept images {start}..{stop - 1} preprocess to different sizes: make the "
+                    "concept images one size"
+                )
+            maps = layer_activations(module, layer, torch.cat(inputs))
+            if acts is None:
+                acts = open_memmap(
+                    acts_path, mode="w+", dtype=np.float32, shape=(total, *maps.shape[1:])
+                )
+            if tuple(maps.shape[1:]) != acts.shape[1:]:
+                raise DissectionError(
+                    f"layer {layer.name!r} gives maps {tuple(maps.shape[1:])} for concept image "
+                    f"{start}, {acts.shape[1:]} before: make the concept images one size"
+                )
+            acts[start:stop] = maps.numpy()
+            # Syncing the file is slow: record finished batches every few seconds, and at the end.
+            if stop == total or time.monotonic() - synced > _SYNC_SECONDS:
+                acts.flush()
+                state["forward"] = stop
+                _write_json(state_path, state)
+                synced = time.monotonic()
+            bar.update(stop - start)
+            start = stop
     assert acts is not None
     channels, height, width = acts.shape[1:]
 
@@ -551,37 +550,38 @@ def _run(
             counts = _Counts(saved["intersection"], saved["activated"], saved["labelled"])
     else:
         state["iou"] = 0
-    bar = _progress(total, state["iou"], "dissect: IoU", progress)
-    for start in range(state["iou"], total, batch_size):
-        stop = min(start + batch_size, total)
-        block = torch.from_numpy(np.asarray(acts[start:stop]))
-        samples = [concepts[i] for i in range(start, stop)]
-        # Bilinear upsampling never exceeds a map's maximum: a unit whose maximum is not above
-        # T_k has an empty mask in that image, and is skipped (most are: T_k is the top 0.5%).
-        live = (block.amax(dim=(2, 3)) > thresholds).numpy()
-        for j, sample in enumerate(samples):
-            if not sample.layers:
-                continue
-            alive = np.flatnonzero(live[j])
-            size = sample.layers[0][1].shape
-            above = torch.zeros(0, *size)
-            if alive.size:
-                maps = block[j, alive].unsqueeze(0)
-                up = F.interpolate(maps, size=size, mode="bilinear", align_corners=False)[0]
-                above = up.gt_(thresholds[alive, None, None])
-            counts.add(above, alive, sample.layers)
-        bar.update(stop - start)
-        if stop < total and time.monotonic() - synced > _SYNC_SECONDS:
-            np.savez(
-                counts_path,
-                intersection=counts.intersection,
-                activated=counts.activated,
-                labelled=counts.labelled,
-            )
-            state["iou"] = stop
-            _write_json(state_path, state)
-            synced = time.monotonic()
-    bar.close()
+    with _progress(total, state["iou"], "dissect: IoU", progress) as bar:
+        for start in range(state["iou"], total, batch_size):
+            stop = min(start + batch_size, total)
+            block = torch.from_numpy(np.asarray(acts[start:stop]))
+            samples = [concepts[i] for i in range(start, stop)]
+            # Bilinear upsampling never exceeds a map's maximum: a unit whose maximum is not above
+            # T_k has an empty mask in that image, and is skipped (most are: T_k is the top 0.5%).
+            live = (block.amax(dim=(2, 3)) > thresholds).numpy()
+            for j, sample in enumerate(samples):
+                if not sample.layers:
+                    continue
+                alive = np.flatnonzero(live[j])
+                size = sample.layers[0][1].shape
+                above = torch.zeros(0, *size)
+                if alive.size:
+                    maps = block[j, alive].unsqueeze(0)
+                    up = F.interpolate(maps, size=size, mode="bilinear", align_corners=False)[0]
+                    above = up.gt_(thresholds[alive, None, None])
+                counts.add(above, alive, sample.layers)
+            bar.update(stop - start)
+            if stop < total and time.monotonic() - synced > _SYNC_SECONDS:
+                partial = folder / "counts.partial.npz"
+                np.savez(
+                    partial,
+                    intersection=counts.intersection,
+                    activated=counts.activated,
+                    labelled=counts.labelled,
+                )
+                os.replace(partial, counts_path)
+                state["iou"] = stop
+                _write_json(state_path, state)
+                synced = time.monotonic()
 
     iou = counts.iou(concepts.category_of())
     units = _units(iou, concepts.concepts, thresholds, iou_threshold)
