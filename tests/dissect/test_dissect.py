@@ -224,3 +224,20 @@ def test_shapes_cnn_units_are_named_after_shapes(shapes: gradcam.LoadedModel) ->
     assert named[0].category == "shape"
     assert all(u.iou > 0.05 for u in named)
     assert all(u.name is None for u in found.units if u.iou <= 0.05)
+
+
+def test_bench_dissect_quick_smoke() -> None:
+    """The benchmark harness runs (no timing checks)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).parents[2] / "benchmarks" / "bench_dissect.py"
+    proc = subprocess.run(
+        [sys.executable, str(script), "--quick", "--models", "shapes"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "| shapes | `features` |" in proc.stdout
