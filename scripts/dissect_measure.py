@@ -13,7 +13,8 @@ Run from the repository root (offline; minutes on a 2-core CPU)::
    share of all units with that name), and among the named units only (``named_only``;
    chance: the top-5's size times the share of named units with that name). The same for
    the object's colour, which the classes do not depend on (should be near chance). And
-   per category, the best IoU of any unit with any of its concepts.
+   per category, the best IoU of any unit with any of its concepts. And, since few units pass
+   the 0.05 threshold, the same counts with each unit's best concept, named or not.
 2. EfficientNet-Lite0 (the embedded ImageNet model): its ``_head_act`` dissected on the same
    concept set, and the textual explanation of the top-1 class of each shipped photo, in the
    paper's Fig. 9 form.
@@ -55,13 +56,16 @@ def _shapes_table(names: Dissection, scenes: int) -> list[str]:
     top_named = min(5, total)
     lines = [
         "| class | units named after it | own name in top-5, all units (chance) | own name "
-        "in top-5 named units (chance) | object's colour in top-5 named units (chance) |",
-        "|---|---|---|---|---|",
+        "in top-5 named units (chance) | object's colour in top-5 named units (chance) | "
+        "top-5 whose best concept is the shape (chance) | ... is the object's colour (chance) |",
+        "|---|---|---|---|---|---|---|",
     ]
-    sums = [0.0] * 6
+    best = Counter(u.concept for u in names.units)
+    sums = [0.0] * 10
     cam = gradcam.GradCAM(loaded.module, names.layer)
     for c, shape in enumerate(SHAPES):
         own_all = own_named = colour_hits = colour_chance = 0.0
+        best_shape = best_colour = best_colour_chance = 0.0
         for seed in range(scenes):
             scene = make_scene(1000 * c + seed, shapes=[shape])
             colour = scene.objects[0].color
@@ -75,6 +79,9 @@ def _shapes_table(names: Dissection, scenes: int) -> list[str]:
             own_named += sum(u.name == shape for u in positive)
             colour_hits += sum(u.name == colour for u in positive)
             colour_chance += top_named * share[colour] / max(total, 1)
+            best_shape += sum(u.concept == shape for u in everyone)
+            best_colour += sum(u.concept == colour for u in everyone)
+            best_colour_chance += 5 * best[colour] / channels
         row = [
             own_all / scenes,
             5 * share[shape] / channels,
@@ -82,16 +89,22 @@ def _shapes_table(names: Dissection, scenes: int) -> list[str]:
             top_named * share[shape] / max(total, 1),
             colour_hits / scenes,
             colour_chance / scenes,
+            best_shape / scenes,
+            5 * best[shape] / channels,
+            best_colour / scenes,
+            best_colour_chance / scenes,
         ]
         sums = [s + r for s, r in zip(sums, row, strict=True)]
         lines.append(
             f"| {shape} | {share[shape]} | {row[0]:.2f} ({row[1]:.2f}) | {row[2]:.2f} "
-            f"({row[3]:.2f}) | {row[4]:.2f} ({row[5]:.2f}) |"
+            f"({row[3]:.2f}) | {row[4]:.2f} ({row[5]:.2f}) | {row[6]:.2f} ({row[7]:.2f}) | "
+            f"{row[8]:.2f} ({row[9]:.2f}) |"
         )
     m = [s / len(SHAPES) for s in sums]
     lines.append(
         f"| **mean** | {total} of {channels} named | {m[0]:.2f} ({m[1]:.2f}) | {m[2]:.2f} "
-        f"({m[3]:.2f}) | {m[4]:.2f} ({m[5]:.2f}) |"
+        f"({m[3]:.2f}) | {m[4]:.2f} ({m[5]:.2f}) | {m[6]:.2f} ({m[7]:.2f}) | {m[8]:.2f} "
+        f"({m[9]:.2f}) |"
     )
     return lines
 
