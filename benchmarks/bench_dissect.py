@@ -15,7 +15,11 @@ ratio computed within each round:
   kept on disk, the exact ``T_k``, upsampling, thresholding and the IoU counts), no output
   folder.
 
-The target of issue 16 is a ratio dissect / forward >= 0.8.
+The target of issue 16 is a ratio dissect / forward >= 0.8. On a machine whose cores are
+busy with other work, pass ``--threads 1``: with two threads every small tensor operation
+waits for a descheduled second thread, which penalizes dissection's many small operations
+far more than the forward pass's few large ones (measured: 0.45 with 2 threads at load 18 on
+2 cores; see docs/dissect.md).
 """
 
 from __future__ import annotations
@@ -54,7 +58,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--models", default="shapes,efficientnet_lite0")
     parser.add_argument("--quick", action="store_true", help="16 images, one round")
+    parser.add_argument(
+        "--threads", type=int, help="torch threads (default: torch's); 1 on a loaded machine"
+    )
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.quick:
         args.images, args.rounds = 16, 1
     concepts = generated_concepts(args.images)

@@ -320,25 +320,28 @@ class _Counts:
     ) -> None:
         """Add one image: ``above`` (U, H, W) the 0/1 masks of its ``units`` (the others are
         empty), ``layers`` its label maps."""
-        ids = torch.from_numpy(np.stack([labels.reshape(-1) for _, labels in layers]))
-        rows, concept_ids = [], []
-        for layer_ids in ids:
-            present = torch.unique(layer_ids)
-            present = present[present > 0]
-            rows.append(layer_ids[None, :] == present[:, None])
-            concept_ids.append(present)
-        onehot = torch.cat(rows).float()
-        present_all = torch.cat(concept_ids).numpy()
-        np.add.at(self.labelled, present_all, onehot.sum(dim=1).double().numpy())
+        rows, present = [], []
+        for _, labels in layers:
+            ids = labels.reshape(-1)
+            counted = np.bincount(ids, minlength=self.labelled.shape[0])
+            counted[0] = 0
+            self.labelled += counted
+            found = np.flatnonzero(counted)
+            rows.append(torch.from_numpy(ids[None, :] == found[:, None]))
+            present.append(found)
         if units.size == 0:
             return
-        # One product gives every intersection, and with a row of ones, |M_k| itself; counts
-        # <= H * W are exact in float32.
-        onehot = torch.cat([onehot, torch.ones(1, onehot.shape[1])])
-        counts = (above.flatten(1) @ onehot.T).double().numpy()
-        np.add.at(self.intersection, (units[:, None], present_all[None, :]), counts[:, :-1])
+        concepts = np.concatenate(present)
+        # One product gives every intersection; counts <= H * W are exact in float32.
+        flat = above.flatten(1)
+        counts = (flat @ torch.cat(rows).float().T).double().numpy()
+        if np.unique(concepts).size == concepts.size:
+            self.intersection[np.ix_(units, concepts)] += counts
+        else:  # a concept in two layers of one image
+            np.add.at(self.intersection, (units[:, None], concepts[None, :]), counts)
+        active = flat.sum(dim=1).double().numpy()
         for category in {c for c, _ in layers}:
-            self.activated[units, category] += counts[:, -1]
+            self.activated[units, category] += active
 
     def iou(self, category_of: np.ndarray) -> np.ndarray:
         """(C, N) ``I / (A + L - I)``, 0 where nothing was activated nor labelled."""
