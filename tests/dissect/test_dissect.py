@@ -155,7 +155,10 @@ def test_refuses_to_overwrite_and_resumes(tmp_path) -> None:
     assert again.units[0].name == "right"
 
 
-def test_interrupted_run_resumes_to_the_same_names(tmp_path, monkeypatch) -> None:
+@pytest.mark.parametrize("failing_call", [6, 12 + 6])  # in the forward pass, in the IoU pass
+def test_interrupted_run_resumes_to_the_same_names(
+    tmp_path, monkeypatch, failing_call: int
+) -> None:
     monkeypatch.setattr(dissect_module, "_SYNC_SECONDS", -1.0)  # record every batch
     concepts = generated_concepts(12, size=32)
     model = nn.Sequential(OrderedDict(conv=nn.Conv2d(3, 4, 3, stride=2), relu=nn.ReLU())).eval()
@@ -166,7 +169,7 @@ def test_interrupted_run_resumes_to_the_same_names(tmp_path, monkeypatch) -> Non
 
     def failing(index: int) -> ConceptImage:
         calls["n"] += 1
-        if calls["n"] == 12 + 6:  # the 6th image of the IoU pass, in its second batch
+        if calls["n"] == failing_call:  # in the second batch of a pass
             raise KeyboardInterrupt
         return concepts[index]
 
@@ -241,3 +244,27 @@ def test_bench_dissect_quick_smoke() -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert "| shapes | `features` |" in proc.stdout
+
+
+def test_broden_folder_end_to_end(tmp_path) -> None:
+    """A Broden-format folder (masks at half the photo's size, as Broden's) through dissect."""
+    from gradcam.dissect import read_broden
+
+    root = tmp_path / "broden"
+    (root / "images").mkdir(parents=True)
+    rows = []
+    for i, blocks in enumerate(([[0, 1], [0, 1]], [[0.2, 0.2], [0.2, 0.2]])):
+        _image(blocks).resize((8, 8), Image.Resampling.NEAREST).save(root / "images" / f"{i}.png")
+        labels = np.zeros((4, 4, 3), dtype=np.uint8)
+        labels[:, 2:, 0] = 1 if i == 0 else 0  # "right" on photo 0's right half
+        labels[:, 3:, 0] = 1
+        Image.fromarray(labels).save(root / "images" / f"{i}_object.png")
+        rows.append(f"{i}.png,train,8,8,4,4,{i}_object.png")
+    (root / "index.csv").write_text("image,split,ih,iw,sh,sw,object\n" + "\n".join(rows) + "\n")
+    (root / "label.csv").write_text("number,name,category\n0,-,-\n1,right,object(2)\n")
+    model = nn.Sequential(OrderedDict(pool=nn.AvgPool2d(4), flat=nn.Flatten())).eval()
+    found = dissect(model, read_broden(root), "pool", quantile=0.25)
+    # As in test_feature_hand_computed, on 4 x 4 masks: T = .4, columns 2 and 3 of photo 0.
+    assert found.units[0].threshold == pytest.approx(0.4)
+    assert found.iou[0, 0] == pytest.approx(8 / 12)
+    assert found.units[0].name == "right"
