@@ -78,6 +78,7 @@ def test_read_broden(tmp_path) -> None:
     assert len(concepts) == 1
     sample = concepts[0]
     assert sample.image.size == (4, 4)
+    assert np.array_equal(np.asarray(concepts.image(0)), np.asarray(sample.image))
     layers = [(category, labels.tolist()) for category, labels in sample.layers]
     assert layers == [
         (0, [[1, 1], [0, 5]]),  # label numbers 1, 300 -> concept ids 1, 5

@@ -81,7 +81,9 @@ class ConceptSet:
         concepts: concept ``i`` (ids from 1) is ``concepts[i - 1]``.
         categories: the category names; a concept's ``category`` is one of them.
         length: the number of images.
-        load: ``load(i)`` reads image ``i``.
+        load: ``load(i)`` reads image ``i`` with its label maps.
+        load_image: ``load_image(i)`` reads only the photo (faster where labels are separate
+            files, as in Broden); ``None``: through ``load``.
 
     Example:
         >>> concepts = generated_concepts(4, size=64)
@@ -94,9 +96,18 @@ class ConceptSet:
     categories: tuple[str, ...]
     length: int
     load: Callable[[int], ConceptImage] = field(repr=False, compare=False)
+    load_image: Callable[[int], Image.Image] | None = field(default=None, repr=False, compare=False)
 
     def __len__(self) -> int:
         return self.length
+
+    def image(self, index: int) -> Image.Image:
+        """The photo of image ``index``, without its labels."""
+        if self.load_image is None:
+            return self[index].image
+        if not 0 <= index < self.length:
+            raise IndexError(f"concept image {index} out of range (0..{self.length - 1})")
+        return self.load_image(index)
 
     def __getitem__(self, index: int) -> ConceptImage:
         if not 0 <= index < self.length:
@@ -221,10 +232,17 @@ def read_broden(root: str | Path) -> ConceptSet:
         ids: np.ndarray = np.where(inside, lookup[np.where(inside, values, 0)], 0)
         return ids
 
-    def load(index: int) -> ConceptImage:
+    def load_image(index: int) -> Image.Image:
         row = rows[index]
         try:
-            photo = Image.open(images / row["image"]).convert("RGB")
+            return Image.open(images / row["image"]).convert("RGB")
+        except (OSError, ValueError, KeyError) as exc:
+            raise ConceptError(f"{folder}: image {index} ({row.get('image')}): {exc}") from None
+
+    def load(index: int) -> ConceptImage:
+        row = rows[index]
+        photo = load_image(index)
+        try:
             size = (int(row["sh"]), int(row["sw"]))
             layers = []
             for c, category in enumerate(categories):
@@ -238,7 +256,7 @@ def read_broden(root: str | Path) -> ConceptSet:
             raise ConceptError(f"{folder}: image {index} ({row.get('image')}): {exc}") from None
         return ConceptImage(photo, tuple(layers))
 
-    return ConceptSet(str(folder), tuple(concepts), categories, len(rows), load)
+    return ConceptSet(str(folder), tuple(concepts), categories, len(rows), load, load_image)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -510,7 +510,7 @@ def _run(
         start, synced = state["forward"], time.monotonic()
         while start < total:
             stop = min(start + batch_size, total)
-            inputs = [prep(concepts[i].image) for i in range(start, stop)]
+            inputs = [prep(concepts.image(i)) for i in range(start, stop)]
             if any(t.shape != inputs[0].shape for t in inputs):
                 raise DissectionError(
                     f"concept images {start}..{stop - 1} preprocess to different sizes: make the "
