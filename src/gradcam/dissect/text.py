@@ -200,8 +200,8 @@ def explain_text(
     Example:
         >>> names = dissect(load_model("shapes"), generated_concepts(400))
         >>> scene = make_scene(0, shapes=["ring"])
-        >>> print(explain_text(load_model("shapes"), scene.image, names, named_only=True))
-        ring: positive: ring (unit 32, IoU 0.11), ...; negative: ...
+        >>> print(explain_text(load_model("shapes"), scene.image, names))
+        ring: positive: circle (unit 75, IoU 0.06), ring (unit 53, IoU 0.15), ...; negative: ...
     """
     from gradcam.methods import GradCAM
     from gradcam.targets import TopK
