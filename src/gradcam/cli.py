@@ -31,7 +31,7 @@ PROTOCOLS = ("localization", "pointing", "faithfulness", "sanity", "ablations")
 # Commands that live beside their feature: each module has `add_parser(commands)`, which adds
 # its subparsers and sets `handler=<function(args) -> int>` on them. Imported when the parser is
 # built, so they import their heavy dependencies inside the handler.
-COMMAND_MODULES: tuple[str, ...] = ("gradcam.diagnose.cli",)
+COMMAND_MODULES: tuple[str, ...] = ("gradcam.diagnose.cli", "gradcam.dissect.cli")
 
 
 def _method_names() -> list[str]:
@@ -105,6 +105,7 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     explain.add_argument("--out", default="gradcam_out", metavar="DIR", help="output folder")
     explain.add_argument("--save-maps", action="store_true", help="also write maps.npz per image")
+    importlib.import_module("gradcam.dissect.cli").add_explain_arguments(explain)
     evaluate = commands.add_parser(
         "evaluate",
         help="run one of the paper's evaluation protocols on a dataset",
@@ -331,6 +332,9 @@ def _explain(args: argparse.Namespace) -> int:
     if "occlusion" in names:
         pairs += [f"{k}={v}" for k, v in (("window", args.window), ("stride", args.stride)) if v]
     options = parse_options(names, pairs)
+    from gradcam.dissect import cli as text_cli
+
+    neuron_names = text_cli.read_names(args, names)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)
         loaded = load_model(args.model, args.weights)
@@ -339,6 +343,8 @@ def _explain(args: argparse.Namespace) -> int:
     classes = [loaded.class_index(c) for c in args.classes] if args.classes else None
     if args.layer is not None:
         resolve_layer(loaded.module, args.layer)
+    if neuron_names is not None:
+        text_cli.check_names(neuron_names, loaded, args)
     out = Path(args.out)
     failures = 0
     pairs = list(zip(args.images, _output_dirs(args.images, out), strict=True))
@@ -368,6 +374,8 @@ def _explain(args: argparse.Namespace) -> int:
             failures += 1
             tqdm.write(f"gradcam: error: {exc}", file=sys.stderr)
             continue
+        if neuron_names is not None:
+            text_cli.write_text(explanation, loaded, image, neuron_names, folder)
         explained = dict.fromkeys(m["name"] or str(m["class"]) for m in summary["maps"])
         tqdm.write(f"{path}: {', '.join(explained)} -> {folder}", file=sys.stdout)
     done = len(pairs) - failures

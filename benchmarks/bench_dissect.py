@@ -1,0 +1,95 @@
+"""Dissection's rate against the no-grad forward rate of the same model on the concept images.
+
+Run from the repository root (no network needed)::
+
+    .venv/bin/python benchmarks/bench_dissect.py              # both models, 3 rounds
+    .venv/bin/python benchmarks/bench_dissect.py --quick      # smoke test
+
+For each model, on the same generated concept images (:func:`gradcam.dissect.generated_concepts`,
+``--images`` images of 128 px), interleaved round by round and reported as medians, with the
+ratio computed within each round:
+
+* **forward**: the concept images made, preprocessed and batched (``--batch-size``), one
+  no-grad forward pass per batch: what any pass over the concept set costs;
+* **dissect**: :func:`gradcam.dissect.dissect` (the same forward passes with the layer's maps
+  kept on disk, the exact ``T_k``, upsampling, thresholding and the IoU counts), no output
+  folder.
+
+The target of issue 16 is a ratio dissect / forward >= 0.8. On a machine whose cores are
+busy with other work, pass ``--threads 1``: with two threads every small tensor operation
+waits for a descheduled second thread, which penalizes dissection's many small operations
+far more than the forward pass's few large ones (measured: 0.45 with 2 threads at load 18 on
+2 cores; see docs/dissect.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+
+import torch
+
+import gradcam
+from gradcam.dissect import ConceptSet, dissect, generated_concepts
+
+
+def _forward(loaded: gradcam.LoadedModel, concepts: ConceptSet, batch_size: int) -> float:
+    start = time.perf_counter()
+    total = len(concepts)
+    with torch.no_grad():
+        for i in range(0, total, batch_size):
+            images = [concepts[j].image for j in range(i, min(i + batch_size, total))]
+            loaded.module(torch.cat([loaded.preprocess(im) for im in images]))
+    return time.perf_counter() - start
+
+
+def _dissect(loaded: gradcam.LoadedModel, concepts: ConceptSet, batch_size: int) -> float:
+    start = time.perf_counter()
+    dissect(loaded, concepts, batch_size=batch_size)
+    return time.perf_counter() - start
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--images", type=int, default=200)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--models", default="shapes,efficientnet_lite0")
+    parser.add_argument("--quick", action="store_true", help="16 images, one round")
+    parser.add_argument(
+        "--threads", type=int, help="torch threads (default: torch's); 1 on a loaded machine"
+    )
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.quick:
+        args.images, args.rounds = 16, 1
+    concepts = generated_concepts(args.images)
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads; {args.images} generated "
+        f"concept images, batch {args.batch_size}, {args.rounds} rounds (medians)"
+    )
+    print("| model | layer | forward (images/s) | dissect (images/s) | dissect / forward |")
+    print("|---|---|---|---|---|")
+    for name in args.models.split(","):
+        loaded = gradcam.load_model(name)
+        forward, dissected, ratios = [], [], []
+        for r in range(args.rounds):
+            timed = [("forward", _forward), ("dissect", _dissect)]
+            results = {}
+            for label, run in timed if r % 2 == 0 else timed[::-1]:
+                results[label] = run(loaded, concepts, args.batch_size)
+            forward.append(args.images / results["forward"])
+            dissected.append(args.images / results["dissect"])
+            ratios.append(results["forward"] / results["dissect"])
+        print(
+            f"| {name} | `{loaded.default_layer}` | {statistics.median(forward):.1f} | "
+            f"{statistics.median(dissected):.1f} | {statistics.median(ratios):.2f} |"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

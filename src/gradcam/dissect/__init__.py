@@ -1,0 +1,61 @@
+"""Textual explanations through named neurons (section 7 of the paper, appendix F).
+
+* :mod:`.concepts`: concept images with labelled pixels: :func:`read_broden` (Broden's own
+  layout) and :func:`generated_concepts` (a small offline stand-in with exact masks);
+* :mod:`.dissect`: Network Dissection (Bau et al., 2017), :func:`dissect`, names each unit of a
+  layer by the concept its top activations overlap most (IoU > 0.05);
+* :mod:`.text`: with Grad-CAM's neuron importances ``alpha_k^c`` (eq. 1), the top-5 positive
+  and bottom-5 negative units and their names: :func:`explain_text`.
+
+Example:
+    >>> from gradcam.dissect import dissect, generated_concepts
+    >>> names = dissect(load_model("shapes"), generated_concepts(200))
+    >>> len(names.units)
+    128
+"""
+
+from gradcam.dissect.concepts import (
+    BRODEN_COLORS,
+    TEXTURES,
+    Concept,
+    ConceptError,
+    ConceptImage,
+    ConceptSet,
+    decode_labels,
+    generated_concepts,
+    read_broden,
+    read_concepts,
+)
+from gradcam.dissect.dissect import (
+    IOU_THRESHOLD,
+    QUANTILE,
+    Dissection,
+    DissectionError,
+    Unit,
+    dissect,
+    layer_activations,
+    load_dissection,
+    top_quantile,
+)
+
+__all__ = [
+    "BRODEN_COLORS",
+    "IOU_THRESHOLD",
+    "QUANTILE",
+    "TEXTURES",
+    "Concept",
+    "ConceptError",
+    "ConceptImage",
+    "ConceptSet",
+    "Dissection",
+    "DissectionError",
+    "Unit",
+    "decode_labels",
+    "dissect",
+    "generated_concepts",
+    "layer_activations",
+    "load_dissection",
+    "read_broden",
+    "read_concepts",
+    "top_quantile",
+]

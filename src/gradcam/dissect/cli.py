@@ -1,0 +1,189 @@
+"""``gradcam dissect``: name a layer's units by the concepts they detect (Network Dissection).
+
+Registered in :data:`gradcam.cli.COMMAND_MODULES`; heavy imports happen in the handler.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+from gradcam.errors import GradCAMError
+
+__all__ = [
+    "add_explain_arguments",
+    "add_parser",
+    "check_names",
+    "read_names",
+    "run_dissect",
+    "write_text",
+]
+
+
+def add_explain_arguments(explain: argparse.ArgumentParser) -> None:
+    """``gradcam explain --text --names DIR`` (section 7's textual explanations)."""
+    explain.add_argument(
+        "--text",
+        action="store_true",
+        help="also explain in words: the top-5 and bottom-5 units by Grad-CAM's alpha with their "
+        "names (section 7); needs --names",
+    )
+    explain.add_argument(
+        "--names", metavar="DIR", help="--text: the neuron names written by gradcam dissect"
+    )
+
+
+def add_parser(commands: Any) -> None:
+    """Add ``gradcam dissect`` to argparse's subcommands ``commands``."""
+    parser = commands.add_parser(
+        "dissect",
+        help="name a layer's neurons by the concepts they detect (Network Dissection)",
+        description="Name every unit of --layer by the concept of --concepts whose masks its "
+        "top 0.5%% activations overlap most (IoU > 0.05), as in Bau et al. 2017 and section 7 "
+        "of the paper. Writes names.parquet, iou.npy and dissection.json to --out; "
+        "`gradcam explain IMAGE --text --names DIR` then uses them.",
+    )
+    parser.add_argument(
+        "--model",
+        default="efficientnet_lite0",
+        help="model name, timm:NAME or hf:DIR (default: %(default)s)",
+    )
+    parser.add_argument("--weights", metavar="FILE", help="local state-dict file for the model")
+    parser.add_argument("--layer", help="dotted layer name (default: the model's Grad-CAM layer)")
+    parser.add_argument(
+        "--concepts",
+        required=True,
+        metavar="PATH",
+        help="a Broden folder (index.csv, label.csv, c_*.csv, images/) or 'generated' (a small "
+        "offline stand-in: colours, textures and shapes with exact masks)",
+    )
+    parser.add_argument(
+        "--images",
+        type=int,
+        default=400,
+        metavar="N",
+        help="--concepts generated: images to generate (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--size",
+        type=int,
+        default=128,
+        metavar="PX",
+        help="--concepts generated: image side (default: %(default)s)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="--concepts generated: seed")
+    parser.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    parser.add_argument(
+        "--resume", action="store_true", help="continue the interrupted run in --out"
+    )
+    parser.add_argument(
+        "--batch-size", type=int, default=16, metavar="B", help="images per forward pass (16)"
+    )
+    parser.add_argument(
+        "--quantile",
+        type=float,
+        default=0.005,
+        help="top quantile of activations that makes a unit's mask (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--iou-threshold",
+        type=float,
+        default=0.05,
+        help="name a unit only when its best IoU is above this (default: %(default)s)",
+    )
+    parser.set_defaults(handler=run_dissect)
+
+
+def run_dissect(args: argparse.Namespace) -> int:
+    """Run ``gradcam dissect``: print the named units, best IoU first; returns the exit code."""
+    from gradcam.dissect.concepts import read_concepts
+    from gradcam.dissect.dissect import dissect
+    from gradcam.models import load_model
+
+    if args.images < 1:
+        raise GradCAMError(f"--images must be at least 1, got {args.images}")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        loaded = load_model(args.model, args.weights)
+        concepts = read_concepts(args.concepts, count=args.images, size=args.size, seed=args.seed)
+    for warning in caught:
+        print(f"gradcam: warning: {warning.message}", file=sys.stderr)
+    found = dissect(
+        loaded,
+        concepts,
+        args.layer,
+        out=args.out,
+        resume=args.resume,
+        batch_size=args.batch_size,
+        quantile=args.quantile,
+        iou_threshold=args.iou_threshold,
+        progress=True,
+        model_name=args.model,
+    )
+    named = found.named()
+    print(
+        f"{found.layer}: {len(named)} of {found.channels} units named "
+        f"(IoU > {found.iou_threshold}) over {found.images} images of {found.source}"
+    )
+    for unit in named:
+        print(
+            f"  unit {unit.unit}: {unit.name} ({unit.category}, IoU {unit.iou:.3f}; "
+            f"runner-up {unit.runner_up} {unit.runner_up_iou:.3f})"
+        )
+    print(f"names in {args.out}", file=sys.stderr)
+    return 0
+
+
+def read_names(args: argparse.Namespace, methods: list[str]) -> Any:
+    """``explain --text --names DIR``: the dissection, read before any image (``None``
+    without ``--text``); adds Grad-CAM, whose weights are alpha, to ``methods``."""
+    if not args.text:
+        if args.names:
+            raise GradCAMError("--names applies with --text")
+        return None
+    if not args.names:
+        raise GradCAMError("--text needs --names DIR (written by gradcam dissect)")
+    from gradcam.dissect import load_dissection
+
+    if "gradcam" not in methods:
+        methods.insert(0, "gradcam")
+    return load_dissection(args.names)
+
+
+def check_names(names: Any, loaded: Any, args: argparse.Namespace) -> None:
+    """``--names``: explain the dissected layer; refuse names for another model, layer or
+    number of units (from the stored layer name and channel count)."""
+    from PIL import Image
+
+    from gradcam.dissect import DissectionError, layer_activations
+    from gradcam.layers import resolve_layer
+
+    if names.model and names.model != args.model:
+        raise DissectionError(
+            f"the neuron names are for model {names.model!r}, not --model {args.model!r}"
+        )
+    if args.layer is not None and args.layer != names.layer:
+        raise DissectionError(
+            f"the neuron names are for layer {names.layer!r}, not --layer {args.layer!r}"
+        )
+    args.layer = names.layer
+    # One forward pass on a blank photo counts the layer's units.
+    blank = loaded.preprocess(Image.new("RGB", (loaded.preprocess.size,) * 2))
+    maps = layer_activations(loaded.module, resolve_layer(loaded.module, names.layer), blank)
+    names.check(names.layer, int(maps.shape[1]), args.model)
+
+
+def write_text(explanation: Any, loaded: Any, image: Any, names: Any, folder: Path) -> None:
+    """``explain --text``: print each class's text explanation, write its units' pictures and
+    add it to the image's ``summary.json``."""
+    from tqdm import tqdm
+
+    from gradcam.dissect.text import save_neurons, text_explanations
+
+    texts = text_explanations(loaded, explanation.input, explanation.results["gradcam"], names)
+    save_neurons(texts, image, folder)
+    for text in texts:
+        tqdm.write(f"  {text}", file=sys.stdout)

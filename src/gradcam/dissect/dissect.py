@@ -1,0 +1,606 @@
+"""Network Dissection (Bau et al., 2017): naming the neurons of a layer by the concepts they see.
+
+For every channel ``k`` of a layer ``A`` and a set of concept images (:mod:`.concepts`):
+
+1. one no-grad forward pass per batch keeps ``A`` at layer resolution (in a file on disk, so
+   memory stays bounded however large the set);
+2. ``T_k``, the top ``quantile`` (0.5%) of channel ``k``'s activations over every position
+   of every image, ``P(A^k > T_k) = quantile``, is computed exactly: a running top-``m``
+   per channel (``m`` about ``quantile * N * h * w``), then linear interpolation between
+   order statistics, the same value as ``torch.quantile(A^k, 1 - quantile)``;
+3. each image's map ``A^k`` is upsampled bilinearly to its segmentation's size (as NetDissect
+   does; ``align_corners=False``) and thresholded, ``M_k = S^k > T_k``, and streamed into
+   counts: ``I[k, c] = sum |M_k & L_c|`` over the images, ``L[c] = sum |L_c|``, and
+   ``A[k, g] = sum |M_k|`` over the images annotated in ``c``'s category ``g``;
+4. ``IoU[k, c] = I[k, c] / (A[k, g(c)] + L[c] - I[k, c])``, and unit ``k`` is named after the
+   concept with the highest IoU when it is above 0.05 (the paper's threshold), else unnamed.
+
+:func:`dissect` returns a :class:`Dissection`, and with ``out`` writes ``names.parquet`` (one
+row per unit), ``iou.npy`` and ``dissection.json``; an interrupted run resumes from its
+finished batches. :func:`load_dissection` reads it back.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+import torch.nn.functional as F
+from numpy.lib.format import open_memmap
+from PIL import Image
+from torch import Tensor, nn
+
+from gradcam.dissect.concepts import Concept, ConceptSet
+from gradcam.errors import GradCAMError, LayerError
+from gradcam.hooks import capture_layer
+from gradcam.layers import LayerLike, ResolvedLayer, resolve_layer
+from gradcam.models import LoadedModel
+
+__all__ = [
+    "IOU_THRESHOLD",
+    "QUANTILE",
+    "Dissection",
+    "DissectionError",
+    "Unit",
+    "dissect",
+    "layer_activations",
+    "load_dissection",
+    "top_quantile",
+]
+
+QUANTILE = 0.005
+"""Bau et al.'s top quantile: ``T_k`` is exceeded by 0.5% of a unit's activations."""
+
+IOU_THRESHOLD = 0.05
+"""A unit is named only when its best IoU is above this (the paper, section 7, footnote 7)."""
+
+_SYNC_SECONDS = 10.0  # how often finished work is recorded for a resume
+
+
+class DissectionError(GradCAMError):
+    """A dissection cannot be run, resumed, or used with this model and layer."""
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One channel of the dissected layer and its name.
+
+    Attributes:
+        unit: the channel index ``k``.
+        name: the best concept's name when its IoU is above the threshold, else ``None``.
+        category: that concept's category, else ``None``.
+        iou: the best IoU over every concept.
+        concept: the best concept, named or not.
+        runner_up: the second-best concept.
+        runner_up_iou: its IoU.
+        threshold: ``T_k``.
+    """
+
+    unit: int
+    name: str | None
+    category: str | None
+    iou: float
+    concept: str
+    runner_up: str
+    runner_up_iou: float
+    threshold: float
+
+
+@dataclass(frozen=True)
+class Dissection:
+    """The names of a layer's units, and what they were computed from.
+
+    Attributes:
+        model: the model's name (``""`` when unknown).
+        layer: the dotted layer name.
+        units: one :class:`Unit` per channel, in channel order.
+        concepts: the concepts, in the column order of ``iou``.
+        iou: (C, N) IoU of every unit with every concept.
+        source: the concept set's ``source``.
+        images: how many concept images were used.
+        quantile: the top quantile of ``T_k``.
+        iou_threshold: the naming threshold.
+
+    Example:
+        >>> found = dissect(load_model("shapes"), generated_concepts(100))
+        >>> found.units[0].name, round(found.units[0].iou, 3)
+    """
+
+    model: str
+    layer: str
+    units: tuple[Unit, ...]
+    concepts: tuple[Concept, ...]
+    iou: np.ndarray = field(repr=False, compare=False)
+    source: str = ""
+    images: int = 0
+    quantile: float = QUANTILE
+    iou_threshold: float = IOU_THRESHOLD
+
+    @property
+    def channels(self) -> int:
+        """The number of units of the layer."""
+        return len(self.units)
+
+    def named(self) -> list[Unit]:
+        """The units that have a name, best IoU first."""
+        return sorted((u for u in self.units if u.name), key=lambda u: -u.iou)
+
+    def check(self, layer: str, channels: int, model: str | None = None) -> None:
+        """Raise :class:`DissectionError` unless these names are for ``layer`` with
+        ``channels`` units (and for ``model``, when both names are known)."""
+        if model and self.model and model != self.model:
+            raise DissectionError(
+                f"the neuron names are for model {self.model!r}, not {model!r}: dissect this "
+                "model's layer first (gradcam dissect)"
+            )
+        if layer != self.layer or channels != self.channels:
+            raise DissectionError(
+                f"the neuron names are for layer {self.layer!r} with {self.channels} units, not "
+                f"{layer!r} with {channels}: dissect that layer, or explain {self.layer!r}"
+            )
+
+    def save(self, folder: str | os.PathLike[str]) -> None:
+        """Write ``names.parquet``, ``iou.npy`` and ``dissection.json`` to ``folder``."""
+        out = Path(folder)
+        out.mkdir(parents=True, exist_ok=True)
+        columns = [f.name for f in Unit.__dataclass_fields__.values()]
+        table = pa.table({k: [getattr(u, k) for u in self.units] for k in columns})
+        pq.write_table(table, out / "names.parquet")
+        np.save(out / "iou.npy", self.iou.astype(np.float32))
+        meta = {
+            "model": self.model,
+            "layer": self.layer,
+            "channels": self.channels,
+            "source": self.source,
+            "images": self.images,
+            "quantile": self.quantile,
+            "iou_threshold": self.iou_threshold,
+            "concepts": [[c.name, c.category] for c in self.concepts],
+        }
+        (out / "dissection.json").write_text(json.dumps(meta, indent=2) + "\n")
+
+
+def load_dissection(folder: str | os.PathLike[str]) -> Dissection:
+    """Read the names that :func:`dissect` (or ``gradcam dissect``) wrote to ``folder``.
+
+    Raises:
+        DissectionError: the folder does not hold a finished dissection.
+
+    Example:
+        >>> names = load_dissection("shapes_names")
+        >>> names.layer, names.named()[0].name
+    """
+    root = Path(folder)
+    meta_path = root / "dissection.json"
+    if not meta_path.is_file() or not (root / "names.parquet").is_file():
+        raise DissectionError(
+            f"{root} holds no neuron names (dissection.json, names.parquet): run gradcam "
+            "dissect --out there first"
+        )
+    try:
+        meta = json.loads(meta_path.read_text())
+        rows = pq.read_table(root / "names.parquet").to_pylist()
+        iou = np.load(root / "iou.npy")
+        units = tuple(Unit(**row) for row in rows)
+        concepts = tuple(Concept(str(n), str(c)) for n, c in meta["concepts"])
+        result = Dissection(
+            str(meta["model"]),
+            str(meta["layer"]),
+            units,
+            concepts,
+            iou,
+            str(meta["source"]),
+            int(meta["images"]),
+            float(meta["quantile"]),
+            float(meta["iou_threshold"]),
+        )
+    except (OSError, ValueError, KeyError, TypeError, pa.ArrowInvalid) as exc:
+        raise DissectionError(f"{root}: unreadable neuron names ({exc})") from None
+    if len(units) != int(meta.get("channels", -1)) or iou.shape != (len(units), len(concepts)):
+        raise DissectionError(f"{root}: the neuron names are incomplete")
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# Activations
+
+
+@contextmanager
+def _eval_mode(module: nn.Module) -> Iterator[None]:
+    flags = [m.training for m in module.modules()]
+    try:
+        module.eval()
+        yield
+    finally:
+        for m, flag in zip(module.modules(), flags, strict=True):
+            m.training = flag
+
+
+def layer_activations(module: nn.Module, layer: ResolvedLayer, x: Tensor) -> Tensor:
+    """The layer's feature maps (B, C, h, w) for ``x``: one no-grad forward pass, eval mode.
+
+    Raises:
+        LayerError: the layer does not run, or its output has no spatial maps (h * w > 1).
+
+    Example:
+        >>> model = load_model("shapes")
+        >>> layer = resolve_layer(model.module, "features.final_relu")
+        >>> layer_activations(model.module, layer, torch.zeros(1, 3, 128, 128)).shape
+        torch.Size([1, 128, 16, 16])
+    """
+    with _eval_mode(module), torch.no_grad(), capture_layer(layer.module, layer.name) as seen:
+        module(x)
+    output = seen.activation
+    if output is None:
+        raise LayerError(f"layer {layer.name!r} did not run in the forward pass")
+    input_size = (int(x.shape[-2]), int(x.shape[-1]))
+    maps = layer.view(module, tuple(output.shape), input_size)(output.detach())
+    if maps.dim() != 4 or maps.shape[2] * maps.shape[3] < 2:
+        raise LayerError(
+            f"layer {layer.name!r} outputs {tuple(output.shape)}, not spatial feature maps "
+            "(B, C, h, w) with h * w > 1: choose a convolutional layer to dissect"
+        )
+    return maps.float()
+
+
+def top_quantile(values: Iterator[Tensor], total: int, quantile: float = QUANTILE) -> Tensor:
+    """Per channel, the ``1 - quantile`` quantile of ``total`` values streamed in chunks.
+
+    ``values`` yields (C, n_i) chunks whose n_i sum to ``total``. Exact and equal to
+    ``torch.quantile(all_values, 1 - quantile, dim=1)`` (linear interpolation between the
+    order statistics at ``p = (1 - quantile) * (total - 1)``), keeping only the largest
+    ``m = total - floor(p)`` values per channel in memory.
+
+    Example:
+        >>> chunks = iter([torch.tensor([[1.0, 5.0]]), torch.tensor([[3.0, 2.0, 4.0]])])
+        >>> top_quantile(chunks, 5, 0.25)
+        tensor([4.])
+    """
+    if total < 1:
+        raise ValueError("no values to take a quantile of")
+    position = (1.0 - quantile) * (total - 1)
+    lower = math.floor(position)
+    fraction = position - lower
+    keep = total - lower
+    top: Tensor | None = None
+    seen = 0
+    for chunk in values:
+        seen += chunk.shape[1]
+        both = chunk.float() if top is None else torch.cat([top, chunk.float()], dim=1)
+        top = both.topk(min(keep, both.shape[1]), dim=1).values
+    if top is None or seen != total:
+        raise ValueError(f"expected {total} values per channel, got {seen}")
+    low = top[:, keep - 1]
+    if keep < 2:
+        return low
+    return low + fraction * (top[:, keep - 2] - low)
+
+
+# ---------------------------------------------------------------------------------------------
+# The streaming dissection
+
+
+def _to_tensor(image: Image.Image) -> Tensor:
+    pixels = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
+    return torch.from_numpy(pixels).permute(2, 0, 1).unsqueeze(0)
+
+
+@dataclass
+class _Counts:
+    """The streamed IoU counts; a few MB whatever the number of images."""
+
+    intersection: np.ndarray  # (C, N + 1) float64
+    activated: np.ndarray  # (C, G)
+    labelled: np.ndarray  # (N + 1,)
+
+    @classmethod
+    def zeros(cls, channels: int, concepts: int, categories: int) -> _Counts:
+        return cls(
+            np.zeros((channels, concepts + 1)),
+            np.zeros((channels, categories)),
+            np.zeros(concepts + 1),
+        )
+
+    def add(
+        self, above: Tensor, units: np.ndarray, layers: Sequence[tuple[int, np.ndarray]]
+    ) -> None:
+        """Add one image: ``above`` (U, H, W) the 0/1 masks of its ``units`` (the others are
+        empty), ``layers`` its label maps."""
+        rows, present = [], []
+        for _, labels in layers:
+            ids = labels.reshape(-1)
+            counted = np.bincount(ids, minlength=self.labelled.shape[0])
+            counted[0] = 0
+            self.labelled += counted
+            found = np.flatnonzero(counted)
+            rows.append(torch.from_numpy(ids[None, :] == found[:, None]))
+            present.append(found)
+        if units.size == 0:
+            return
+        concepts = np.concatenate(present)
+        # One product gives every intersection; counts <= H * W are exact in float32.
+        flat = above.flatten(1)
+        counts = (flat @ torch.cat(rows).float().T).double().numpy()
+        if np.unique(concepts).size == concepts.size:
+            self.intersection[np.ix_(units, concepts)] += counts
+        else:  # a concept in two layers of one image
+            np.add.at(self.intersection, (units[:, None], concepts[None, :]), counts)
+        active = flat.sum(dim=1).double().numpy()
+        for category in {c for c, _ in layers}:
+            self.activated[units, category] += active
+
+    def iou(self, category_of: np.ndarray) -> np.ndarray:
+        """(C, N) ``I / (A + L - I)``, 0 where nothing was activated nor labelled."""
+        cats = np.maximum(category_of[1:], 0)
+        inter = self.intersection[:, 1:]
+        union = self.activated[:, cats] + self.labelled[None, 1:] - inter
+        out: np.ndarray = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+        return out
+
+
+def _units(
+    iou: np.ndarray, concepts: Sequence[Concept], thresholds: Tensor, iou_threshold: float
+) -> tuple[Unit, ...]:
+    units = []
+    for k in range(iou.shape[0]):
+        order = np.argsort(-iou[k], kind="stable")
+        best = int(order[0])
+        second = int(order[1]) if len(order) > 1 else best
+        named = iou[k, best] > iou_threshold
+        units.append(
+            Unit(
+                unit=k,
+                name=concepts[best].name if named else None,
+                category=concepts[best].category if named else None,
+                iou=float(iou[k, best]),
+                concept=concepts[best].name,
+                runner_up=concepts[second].name,
+                runner_up_iou=float(iou[k, second]),
+                threshold=float(thresholds[k]),
+            )
+        )
+    return tuple(units)
+
+
+def _progress(total: int, initial: int, desc: str, show: bool) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(
+        total=total, initial=initial, desc=desc, unit="image", disable=not show, file=sys.stderr
+    )
+
+
+def _write_json(path: Path, value: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(value, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def dissect(
+    model: LoadedModel | nn.Module,
+    concepts: ConceptSet,
+    layer: LayerLike | None = None,
+    *,
+    preprocess: Callable[[Image.Image], Tensor] | None = None,
+    out: str | os.PathLike[str] | None = None,
+    resume: bool = False,
+    batch_size: int = 16,
+    quantile: float = QUANTILE,
+    iou_threshold: float = IOU_THRESHOLD,
+    progress: bool = False,
+    model_name: str | None = None,
+) -> Dissection:
+    """Name every unit of ``layer`` by the concept its top activations overlap most.
+
+    See the module docstring for the algorithm (Bau et al.'s Network Dissection: ``T_k`` at
+    the top ``quantile``, bilinear upsampling to the masks, IoU over the whole set, a name
+    when the best IoU > ``iou_threshold``).
+
+    Args:
+        model: a :class:`~gradcam.LoadedModel` (its ``preprocess``, ``default_layer`` and
+            ``name`` are used) or a module.
+        concepts: from :func:`~gradcam.dissect.read_broden` or
+            :func:`~gradcam.dissect.generated_concepts`.
+        layer: the layer to dissect; ``None``: the loaded model's default layer.
+        preprocess: image to (1, 3, H, W) input; default: the loaded model's, or for a module
+            the pixels scaled to [0, 1].
+        out: a folder for the results (``names.parquet``, ``iou.npy``, ``dissection.json``)
+            and the run's working files; ``None``: a temporary folder, removed afterwards.
+        resume: continue the interrupted run in ``out`` (with the same settings).
+        batch_size: images per forward pass.
+        progress: show progress bars on stderr.
+        model_name: stored with the names, to check them later (default: the loaded model's).
+
+    Raises:
+        LayerError: the layer has no spatial output.
+        DissectionError: an empty concept set, ``out`` already holds another run, bad sizes.
+
+    Example:
+        >>> found = dissect(load_model("shapes"), generated_concepts(100), out="names")
+        >>> [(u.unit, u.name) for u in found.named()[:3]]
+    """
+    if len(concepts) == 0:
+        raise DissectionError(f"the concept set {concepts.source} has no images")
+    if batch_size < 1:
+        raise DissectionError(f"batch size must be at least 1, got {batch_size}")
+    if not 0.0 < quantile < 1.0:
+        raise DissectionError(f"the quantile must be in (0, 1), got {quantile}")
+    if isinstance(model, LoadedModel):
+        module, name = model.module, model.name if model_name is None else model_name
+        prep = preprocess or model.preprocess
+        chosen: LayerLike = model.default_layer if layer is None else layer
+    else:
+        if layer is None:
+            raise DissectionError("pass the layer to dissect for a plain module")
+        module, name, prep, chosen = model, model_name or "", preprocess or _to_tensor, layer
+    resolved = resolve_layer(module, chosen)
+    settings = {
+        "model": name,
+        "layer": resolved.name,
+        "source": concepts.source,
+        "images": len(concepts),
+        "quantile": quantile,
+    }
+    temporary = out is None
+    folder = Path(tempfile.mkdtemp(prefix="gradcam-dissect-") if out is None else out)
+    try:
+        return _run(
+            module, resolved, prep, concepts, folder, settings, resume, batch_size,
+            iou_threshold, progress,
+        )  # fmt: skip
+    finally:
+        if temporary:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _run(
+    module: nn.Module,
+    layer: ResolvedLayer,
+    prep: Callable[[Image.Image], Tensor],
+    concepts: ConceptSet,
+    folder: Path,
+    settings: dict[str, Any],
+    resume: bool,
+    batch_size: int,
+    iou_threshold: float,
+    progress: bool,
+) -> Dissection:
+    folder.mkdir(parents=True, exist_ok=True)
+    run_path, state_path = folder / "run.json", folder / "progress.json"
+    acts_path, counts_path = folder / "activations.npy", folder / "counts.npz"
+    state = {"forward": 0, "iou": 0}
+    if state_path.is_file() or (folder / "names.parquet").is_file():
+        if not resume:
+            raise DissectionError(
+                f"{folder} already holds a dissection: pass --resume (resume=True) to continue "
+                "it, or choose another output folder"
+            )
+        before = json.loads(run_path.read_text()) if run_path.is_file() else {}
+        if before != settings:
+            changed = sorted(k for k in set(before) | set(settings) if before.get(k) != settings[k])
+            raise DissectionError(
+                f"{folder} holds a dissection with other settings ({', '.join(changed)} differ): "
+                "resume with the same settings, or choose another output folder"
+            )
+        if (folder / "names.parquet").is_file() and not state_path.is_file():
+            return load_dissection(folder)
+        state = json.loads(state_path.read_text())
+    _write_json(run_path, settings)
+    total = len(concepts)
+    acts: np.memmap[Any, Any] | None = (
+        open_memmap(acts_path, mode="r+") if state["forward"] else None
+    )
+
+    # 1. One no-grad forward pass per batch; the maps go to disk.
+    with _progress(total, state["forward"], "dissect: forward", progress) as bar:
+        start, synced = state["forward"], time.monotonic()
+        while start < total:
+            stop = min(start + batch_size, total)
+            inputs = [prep(concepts.image(i)) for i in range(start, stop)]
+            if any(t.shape != inputs[0].shape for t in inputs):
+                raise DissectionError(
+                    f"concept images {start}..{stop - 1} preprocess to different sizes: make the "
+                    "concept images one size"
+                )
+            maps = layer_activations(module, layer, torch.cat(inputs))
+            if acts is None:
+                acts = open_memmap(
+                    acts_path, mode="w+", dtype=np.float32, shape=(total, *maps.shape[1:])
+                )
+            if tuple(maps.shape[1:]) != acts.shape[1:]:
+                raise DissectionError(
+                    f"layer {layer.name!r} gives maps {tuple(maps.shape[1:])} for concept image "
+                    f"{start}, {acts.shape[1:]} before: make the concept images one size"
+                )
+            acts[start:stop] = maps.numpy()
+            # Syncing the file is slow: record finished batches every few seconds, and at the end.
+            if stop == total or time.monotonic() - synced > _SYNC_SECONDS:
+                acts.flush()
+                state["forward"] = stop
+                _write_json(state_path, state)
+                synced = time.monotonic()
+            bar.update(stop - start)
+            start = stop
+    assert acts is not None
+    channels, height, width = acts.shape[1:]
+
+    # 2. T_k, exact, streamed over the stored maps.
+    def chunks(stored: np.ndarray) -> Iterator[Tensor]:
+        for i in range(0, total, batch_size):
+            block = torch.from_numpy(np.asarray(stored[i : i + batch_size]))
+            yield block.permute(1, 0, 2, 3).reshape(channels, -1)
+
+    thresholds = top_quantile(chunks(acts), total * height * width, float(settings["quantile"]))
+
+    # 3. The IoU counts, streamed; checkpointed so that a killed run resumes.
+    counts = _Counts.zeros(channels, len(concepts.concepts), len(concepts.categories))
+    if state["iou"] and counts_path.is_file():
+        with np.load(counts_path) as saved:
+            counts = _Counts(saved["intersection"], saved["activated"], saved["labelled"])
+    else:
+        state["iou"] = 0
+    with _progress(total, state["iou"], "dissect: IoU", progress) as bar:
+        for start in range(state["iou"], total, batch_size):
+            stop = min(start + batch_size, total)
+            block = torch.from_numpy(np.asarray(acts[start:stop]))
+            samples = [concepts[i] for i in range(start, stop)]
+            # Bilinear upsampling never exceeds a map's maximum: a unit whose maximum is not above
+            # T_k has an empty mask in that image, and is skipped (most are: T_k is the top 0.5%).
+            live = (block.amax(dim=(2, 3)) > thresholds).numpy()
+            for j, sample in enumerate(samples):
+                if not sample.layers:
+                    continue
+                alive = np.flatnonzero(live[j])
+                size = sample.layers[0][1].shape
+                above = torch.zeros(0, *size)
+                if alive.size:
+                    maps = block[j, alive].unsqueeze(0)
+                    up = F.interpolate(maps, size=size, mode="bilinear", align_corners=False)[0]
+                    above = up.gt_(thresholds[alive, None, None])
+                counts.add(above, alive, sample.layers)
+            bar.update(stop - start)
+            if stop < total and time.monotonic() - synced > _SYNC_SECONDS:
+                partial = folder / "counts.partial.npz"
+                np.savez(
+                    partial,
+                    intersection=counts.intersection,
+                    activated=counts.activated,
+                    labelled=counts.labelled,
+                )
+                os.replace(partial, counts_path)
+                state["iou"] = stop
+                _write_json(state_path, state)
+                synced = time.monotonic()
+
+    iou = counts.iou(concepts.category_of())
+    units = _units(iou, concepts.concepts, thresholds, iou_threshold)
+    result = Dissection(
+        str(settings["model"]),
+        layer.name,
+        units,
+        concepts.concepts,
+        iou,
+        concepts.source,
+        total,
+        float(settings["quantile"]),
+        iou_threshold,
+    )
+    result.save(folder)
+    acts = None  # closes the file before it is removed
+    for path in (acts_path, counts_path, state_path):
+        path.unlink(missing_ok=True)
+    return result

@@ -1,0 +1,270 @@
+"""Network Dissection: exact quantiles, upsampled masks, IoU and names on a tiny model whose
+activations are known, then the shapes CNN on the generated concept set."""
+
+from __future__ import annotations
+
+import importlib
+from collections import OrderedDict
+
+import numpy as np
+import pytest
+import torch
+from helpers.state import assert_unchanged, snapshot
+from PIL import Image
+from torch import nn
+
+import gradcam
+from gradcam.dissect import (
+    Concept,
+    ConceptImage,
+    ConceptSet,
+    DissectionError,
+    dissect,
+    generated_concepts,
+    load_dissection,
+    top_quantile,
+)
+from gradcam.errors import LayerError
+
+# The package's `dissect` is the function; its module by name.
+dissect_module = importlib.import_module("gradcam.dissect.dissect")
+
+
+def _image(red_blocks: list[list[float]]) -> Image.Image:
+    """A 4x4 photo whose red channel is constant on each 2x2 block (green, blue zero)."""
+    red = np.kron(np.asarray(red_blocks), np.ones((2, 2)))
+    pixels = np.zeros((4, 4, 3), dtype=np.uint8)
+    pixels[..., 0] = np.round(red * 255)
+    return Image.fromarray(pixels)
+
+
+def _columns(columns: list[int], value: int) -> np.ndarray:
+    labels = np.zeros((4, 4), dtype=np.int64)
+    labels[:, columns] = value
+    return labels
+
+
+# Concept ids: 1 right (object), 2 left (object), 3 blue (color), 4 red (color).
+CONCEPTS = (
+    Concept("right", "object"),
+    Concept("left", "object"),
+    Concept("blue", "color"),
+    Concept("red", "color"),
+)
+SAMPLES = (
+    # Red is 1 on the right half: pooled [[0, 1], [0, 1]].
+    ConceptImage(
+        _image([[0, 1], [0, 1]]),
+        (
+            (0, _columns([2, 3], 1) + _columns([0, 1], 2)),
+            (1, _columns([1, 2], 3)),
+        ),
+    ),
+    # Red is 0.2 everywhere.
+    ConceptImage(
+        _image([[0.2, 0.2], [0.2, 0.2]]),
+        ((0, _columns([3], 1)), (1, np.full((4, 4), 4))),
+    ),
+)
+
+
+def _tiny_set(samples: tuple[ConceptImage, ...] = SAMPLES) -> ConceptSet:
+    return ConceptSet("tiny", CONCEPTS, ("object", "color"), len(samples), samples.__getitem__)
+
+
+def _tiny_model() -> nn.Module:
+    """The layer "pool" averages 2x2 blocks: its maps are the blocks of each channel."""
+    return nn.Sequential(OrderedDict(pool=nn.AvgPool2d(2), flat=nn.Flatten())).eval()
+
+
+def test_feature_hand_computed() -> None:
+    found = dissect(_tiny_model(), _tiny_set(), "pool", quantile=0.25)
+    # Red's 8 values sorted: 0 0 .2 .2 .2 .2 1 1; p = 0.75 * 7 = 5.25: T = .2 + .25 * .8 = .4.
+    red = found.units[0]
+    assert red.threshold == pytest.approx(0.4)
+    # Photo 1's columns upsample to 0, .25, .75, 1 (bilinear, align_corners=False): columns
+    # 2 and 3 are above T (8 pixels); photo 2 (0.2) has none. Objects are labelled in both
+    # photos, so |M| = 8 for them; colours too.
+    # right: I = 8, L = 8 + 4 -> 8 / (8 + 12 - 8); blue: I = 4 (column 2), L = 8 -> 4 / 12.
+    assert found.iou[0] == pytest.approx([8 / 12, 0.0, 4 / 12, 0.0])
+    assert (red.name, red.category, red.iou) == ("right", "object", pytest.approx(8 / 12))
+    assert (red.runner_up, red.runner_up_iou) == ("blue", pytest.approx(4 / 12))
+    # Green and blue are zero everywhere: T = 0 and nothing is above it, so no name.
+    for unit in found.units[1:]:
+        assert (unit.name, unit.category, unit.iou, unit.threshold) == (None, None, 0.0, 0.0)
+    assert [u.unit for u in found.named()] == [0]
+
+
+def test_feature_category_union_counts_only_annotated_images() -> None:
+    # Photo 2 has no colour layer: its activated pixels enter the objects' unions only.
+    samples = (SAMPLES[0], ConceptImage(_image([[0, 0.8], [0, 0.8]]), ((0, _columns([0], 2)),)))
+    found = dissect(_tiny_model(), _tiny_set(samples), "pool", quantile=0.5)
+    # Red sorted: 0 0 0 0 .8 .8 1 1; p = .5 * 7 = 3.5: T = 0 + .5 * .8 = .4. Photo 1's
+    # columns upsample to 0 .25 .75 1, photo 2's to 0 .2 .6 .8: columns 2 and 3 of both.
+    assert found.units[0].threshold == pytest.approx(0.4)
+    # Objects: |M| = 8 + 8; right: I = 8, L = 8. Colours: |M| = 8 (photo 1 only); blue:
+    # I = 4, L = 8. Red is labelled nowhere: IoU 0.
+    assert found.iou[0] == pytest.approx([8 / (16 + 8 - 8), 0.0, 4 / (8 + 8 - 4), 0.0])
+
+
+def test_feature_iou_threshold() -> None:
+    assert dissect(_tiny_model(), _tiny_set(), "pool", quantile=0.25).units[0].name == "right"
+    strict = dissect(_tiny_model(), _tiny_set(), "pool", quantile=0.25, iou_threshold=0.7)
+    assert strict.units[0].name is None
+    assert strict.units[0].concept == "right"
+
+
+@pytest.mark.parametrize("quantile", [0.005, 0.1, 0.5])
+@pytest.mark.parametrize("splits", [[1000], [1, 999], [300, 300, 400]])
+def test_top_quantile_equals_torch_quantile(quantile: float, splits: list[int]) -> None:
+    torch.manual_seed(0)
+    values = torch.randn(3, sum(splits))
+    values[1] = values[1].round()  # ties
+    chunks = iter(values.split(splits, dim=1))
+    expected = torch.quantile(values, 1 - quantile, dim=1)
+    assert torch.allclose(top_quantile(chunks, values.shape[1], quantile), expected)
+
+
+def test_top_quantile_exception() -> None:
+    with pytest.raises(ValueError, match="got 3"):
+        top_quantile(iter([torch.zeros(1, 3)]), 10)
+
+
+def test_saved_names_round_trip(tmp_path) -> None:
+    found = dissect(_tiny_model(), _tiny_set(), "pool", quantile=0.25, out=tmp_path / "names")
+    assert sorted(p.name for p in (tmp_path / "names").iterdir()) == [
+        "dissection.json",
+        "iou.npy",
+        "names.parquet",
+        "run.json",
+    ]
+    loaded = load_dissection(tmp_path / "names")
+    assert loaded.units == found.units
+    assert np.allclose(loaded.iou, found.iou)
+    assert (loaded.layer, loaded.channels, loaded.concepts) == ("pool", 3, CONCEPTS)
+
+
+def test_refuses_to_overwrite_and_resumes(tmp_path) -> None:
+    out = tmp_path / "names"
+    dissect(_tiny_model(), _tiny_set(), "pool", quantile=0.25, out=out)
+    with pytest.raises(DissectionError, match="already holds"):
+        dissect(_tiny_model(), _tiny_set(), "pool", quantile=0.25, out=out)
+    with pytest.raises(DissectionError, match="quantile"):
+        dissect(_tiny_model(), _tiny_set(), "pool", quantile=0.5, out=out, resume=True)
+    again = dissect(_tiny_model(), _tiny_set(), "pool", quantile=0.25, out=out, resume=True)
+    assert again.units[0].name == "right"
+
+
+@pytest.mark.parametrize("failing_call", [6, 12 + 6])  # in the forward pass, in the IoU pass
+def test_interrupted_run_resumes_to_the_same_names(
+    tmp_path, monkeypatch, failing_call: int
+) -> None:
+    monkeypatch.setattr(dissect_module, "_SYNC_SECONDS", -1.0)  # record every batch
+    concepts = generated_concepts(12, size=32)
+    model = nn.Sequential(OrderedDict(conv=nn.Conv2d(3, 4, 3, stride=2), relu=nn.ReLU())).eval()
+    torch.manual_seed(0)
+    nn.init.normal_(model.conv.weight)
+    whole = dissect(model, concepts, "conv", batch_size=4)
+    calls = {"n": 0}
+
+    def failing(index: int) -> ConceptImage:
+        calls["n"] += 1
+        if calls["n"] == failing_call:  # in the second batch of a pass
+            raise KeyboardInterrupt
+        return concepts[index]
+
+    broken = ConceptSet(concepts.source, concepts.concepts, concepts.categories, 12, failing)
+    out = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        dissect(model, broken, "conv", batch_size=4, out=out)
+    assert (out / "activations.npy").is_file()
+    resumed = dissect(model, concepts, "conv", batch_size=4, out=out, resume=True)
+    assert resumed.units == whole.units
+    assert np.array_equal(resumed.iou, whole.iou)
+    assert not (out / "activations.npy").exists()
+
+
+def test_exception_layer_without_spatial_output() -> None:
+    with pytest.raises(LayerError, match="feature maps"):
+        dissect(_tiny_model(), _tiny_set(), "flat")
+    pooled = nn.Sequential(OrderedDict(gap=nn.AdaptiveAvgPool2d(1), flat=nn.Flatten()))
+    with pytest.raises(LayerError, match=r"outputs \(2, 3, 1, 1\), not spatial"):
+        dissect(pooled, _tiny_set(), "gap")
+
+
+def test_exception_bad_arguments() -> None:
+    empty = ConceptSet("empty", CONCEPTS, ("object", "color"), 0, SAMPLES.__getitem__)
+    with pytest.raises(DissectionError, match="no images"):
+        dissect(_tiny_model(), empty, "pool")
+    with pytest.raises(DissectionError, match="batch size"):
+        dissect(_tiny_model(), _tiny_set(), "pool", batch_size=0)
+    with pytest.raises(DissectionError, match="layer"):
+        dissect(_tiny_model(), _tiny_set())
+
+
+def test_load_dissection_exception(tmp_path) -> None:
+    with pytest.raises(DissectionError, match="no neuron names"):
+        load_dissection(tmp_path)
+    (tmp_path / "dissection.json").write_text("{")
+    (tmp_path / "names.parquet").write_text("not parquet")
+    with pytest.raises(DissectionError, match="unreadable"):
+        load_dissection(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def shapes() -> gradcam.LoadedModel:
+    return gradcam.load_model("shapes")
+
+
+def test_shapes_cnn_units_are_named_after_shapes(shapes: gradcam.LoadedModel) -> None:
+    before = snapshot(shapes.module)
+    found = dissect(shapes, generated_concepts(96), batch_size=32)
+    assert_unchanged(before, shapes.module)
+    assert (found.model, found.layer, found.channels) == ("shapes", shapes.default_layer, 128)
+    named = found.named()
+    assert named, "no unit of the shapes CNN was named"
+    # The network knows shapes: its best-named units are shape detectors.
+    assert named[0].category == "shape"
+    assert all(u.iou > 0.05 for u in named)
+    assert all(u.name is None for u in found.units if u.iou <= 0.05)
+
+
+def test_bench_dissect_quick_smoke() -> None:
+    """The benchmark harness runs (no timing checks)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).parents[2] / "benchmarks" / "bench_dissect.py"
+    proc = subprocess.run(
+        [sys.executable, str(script), "--quick", "--models", "shapes"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "| shapes | `features` |" in proc.stdout
+
+
+def test_broden_folder_end_to_end(tmp_path) -> None:
+    """A Broden-format folder (masks at half the photo's size, as Broden's) through dissect."""
+    from gradcam.dissect import read_broden
+
+    root = tmp_path / "broden"
+    (root / "images").mkdir(parents=True)
+    rows = []
+    for i, blocks in enumerate(([[0, 1], [0, 1]], [[0.2, 0.2], [0.2, 0.2]])):
+        _image(blocks).resize((8, 8), Image.Resampling.NEAREST).save(root / "images" / f"{i}.png")
+        labels = np.zeros((4, 4, 3), dtype=np.uint8)
+        labels[:, 2:, 0] = 1 if i == 0 else 0  # "right" on photo 0's right half
+        labels[:, 3:, 0] = 1
+        Image.fromarray(labels).save(root / "images" / f"{i}_object.png")
+        rows.append(f"{i}.png,train,8,8,4,4,{i}_object.png")
+    (root / "index.csv").write_text("image,split,ih,iw,sh,sw,object\n" + "\n".join(rows) + "\n")
+    (root / "label.csv").write_text("number,name,category\n0,-,-\n1,right,object(2)\n")
+    model = nn.Sequential(OrderedDict(pool=nn.AvgPool2d(4), flat=nn.Flatten())).eval()
+    found = dissect(model, read_broden(root), "pool", quantile=0.25)
+    # As in test_feature_hand_computed, on 4 x 4 masks: T = .4, columns 2 and 3 of photo 0.
+    assert found.units[0].threshold == pytest.approx(0.4)
+    assert found.iou[0, 0] == pytest.approx(8 / 12)
+    assert found.units[0].name == "right"
