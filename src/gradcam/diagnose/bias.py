@@ -37,7 +37,14 @@ from gradcam.diagnose.report import HtmlReport
 from gradcam.engine import check_input
 from gradcam.errors import GradCAMError
 from gradcam.evaluate.datasets import Dataset, Sample
-from gradcam.evaluate.protocols import Protocol, ProtocolResult, Scored, Scorer, heatmaps
+from gradcam.evaluate.protocols import (
+    Progress,
+    Protocol,
+    ProtocolResult,
+    Scored,
+    Scorer,
+    heatmaps,
+)
 from gradcam.evaluate.runner import run
 from gradcam.evaluate.store import plain
 from gradcam.layers import resolve_layer
@@ -152,10 +159,12 @@ class Bias(Protocol):
         settings: dict[str, Any] = plain(super().settings())
         return settings
 
-    def scorer(self, loaded: LoadedModel) -> Scorer:
+    def scorer(self, loaded: LoadedModel, progress: Progress | None = None) -> Scorer:
         layer = self.layer or loaded.default_layer
         cam = {"gradcam": create_method("gradcam", loaded.module, layer)}
         to_model, kinds = _split_categories(self.class_names, loaded, self.regions)
+
+        tell = progress or (lambda done: None)
 
         def score(samples: Sequence[Sample], images: Sequence[Image.Image]) -> list[Scored]:
             scored: list[Scored] = []
@@ -187,6 +196,7 @@ class Bias(Protocol):
                                 {"class": name, "region": region, "fraction": fraction}
                             )
                 scored.append(({"explained": classes, "fractions": fractions}, {}))
+                tell(1)
             return scored
 
         return score

@@ -49,6 +49,7 @@ from gradcam.errors import GradCAMError
 from gradcam.evaluate.datasets import Dataset, Sample
 from gradcam.evaluate.metrics import pointing_hit
 from gradcam.evaluate.protocols import (
+    Progress,
     Protocol,
     ProtocolResult,
     Scored,
@@ -98,8 +99,9 @@ class Failures(Protocol):
     layer: str | None = None
     panel_height: int = 160
 
-    def scorer(self, loaded: LoadedModel) -> Scorer:
+    def scorer(self, loaded: LoadedModel, progress: Progress | None = None) -> Scorer:
         layer = self.layer or loaded.default_layer
+        tell = progress or (lambda done: None)
         built = {name: create_method(name, loaded.module, layer) for name in METHODS}
         classes = len(loaded.class_names)
         top_k = min(5, classes)
@@ -129,6 +131,7 @@ class Failures(Protocol):
                         maps[j] = self._explained(found, n, rows[j], images[i], samples[i])
                 for j, i in enumerate(group):
                     scored[i] = (rows[j], maps.get(j, {}))
+                tell(len(group))
             return scored
 
         return score
