@@ -99,8 +99,8 @@ def input_channels(model: nn.Module) -> tuple[str, int] | None:
     timm and Hugging Face vision model; its ``in_channels`` is the input's channel count.
 
     Example:
-        >>> input_channels(torchvision.models.resnet18())
-        ('conv1', 3)
+        >>> input_channels(nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU()))
+        ('0', 3)
     """
     for name, module in model.named_modules():
         if isinstance(module, nn.Conv2d):
@@ -118,10 +118,8 @@ def check_input(x: Any, model: nn.Module) -> Tensor:
             differs from the channels the model's first convolution takes.
 
     Example:
-        >>> check_input(torch.zeros(1, 4, 32, 32), torchvision.models.resnet18())
-        Traceback (most recent call last):
-        ...
-        gradcam.errors.GradCAMError: input has 4 channels, but the model takes 3 ...
+        >>> check_input(torch.zeros(1, 3, 8, 8), nn.Conv2d(3, 8, 3)).shape
+        torch.Size([1, 3, 8, 8])
     """
     if not isinstance(x, Tensor):
         raise GradCAMError(f"input must be a torch.Tensor of shape (B, C, H, W), got {type(x)}")

@@ -90,8 +90,8 @@ class TopK:
     """The ``k`` classes with the highest scores, per image, best first.
 
     Example:
-        >>> cam(x, TopK(5)).classes.shape
-        torch.Size([1, 5])
+        >>> resolve_targets(TopK(2), torch.tensor([[1.0, 3.0, 2.0]]), 1).classes
+        tensor([[1, 2]])
     """
 
     k: int = 1
@@ -140,8 +140,8 @@ def class_names(model: nn.Module) -> tuple[str, ...] | None:
     loads), else a Hugging Face model's ``config.id2label``.
 
     Example:
-        >>> class_names(gradcam.load_model("shapes").module)[:2]
-        ('circle', 'square')
+        >>> class_names(nn.Linear(2, 3)) is None
+        True
     """
     registered = _CLASS_NAMES.get(model)
     if registered is not None:
@@ -278,8 +278,8 @@ def target_list(targets: Any) -> list[Any]:
         TargetError: for a form that is neither a single target nor a sequence of them.
 
     Example:
-        >>> target_list(np.int64(3))
-        [np.int64(3)]
+        >>> target_list(torch.tensor(3))
+        [tensor(3)]
     """
     if _is_one_class(targets) or _is_score_fn(targets):
         return [targets]
@@ -476,7 +476,8 @@ class CaptionLogProb:
     where ``z_t`` are the model's step-``t`` vocabulary scores (teacher forcing).
 
     Example:
-        >>> cam(x, CaptionLogProb([4, 9, 2]))  # where does "a red circle" come from?
+        >>> CaptionLogProb([0, 1])(torch.zeros(1, 2, 4))  # two steps, 4 equally likely words
+        tensor([-2.7726])
     """
 
     tokens: tuple[int, ...]
@@ -499,7 +500,8 @@ class CaptionWord:
     (the word one-hot at its step).
 
     Example:
-        >>> cam(x, [CaptionWord(caption, t) for t in range(len(caption))])  # a map per word
+        >>> CaptionWord([2, 3], 1)(torch.arange(8.0).view(1, 2, 4))  # word 3 at step 1
+        tensor([7.])
     """
 
     tokens: tuple[int, ...]
@@ -530,7 +532,8 @@ class Answer:
     answer, including one the model did not give (a "forced" answer, Fig. 12).
 
     Example:
-        >>> cam(x, [Answer(answers.index("red")), Answer(answers.index("blue"))])
+        >>> Answer(2)(torch.tensor([[0.5, 1.0, 3.0]]))
+        tensor([3.])
     """
 
     index: int

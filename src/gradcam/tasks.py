@@ -29,6 +29,9 @@ the backbone that feeds the feature pyramid or the segmentation head), since a f
 (an ordered dict of maps) is no single layer.
 
 Example:
+    >>> import torchvision
+    >>> from gradcam import GradCAM
+    >>> _ = torch.manual_seed(0)
     >>> model = torchvision.models.detection.fasterrcnn_resnet50_fpn(weights=None,
     ...     weights_backbone=None, num_classes=3, min_size=64, max_size=96).eval()
     >>> x = torch.rand(1, 3, 64, 64)
@@ -123,8 +126,12 @@ def detect(model: nn.Module, x: Tensor, *, min_score: float = 0.0) -> list[list[
         GradCAMError: bad input; TargetError: the output is not a detector's.
 
     Example:
-        >>> [d.label for d in detect(model, x)[0][:3]]
-        [1, 2, 1]
+        >>> class Detector(nn.Module):  # one detection, whatever the image
+        ...     def forward(self, x):
+        ...         return [{"boxes": torch.tensor([[1.0, 2.0, 5.0, 6.0]]),
+        ...                  "labels": torch.tensor([1]), "scores": torch.tensor([0.5])}]
+        >>> detect(Detector(), torch.zeros(1, 3, 8, 8))
+        [[Detection(box=(1.0, 2.0, 5.0, 6.0), label=1, score=0.5)]]
     """
     x = check_input(x, model)
     with torch.no_grad(), eval_mode(model):
@@ -180,9 +187,10 @@ class DetectionScore:
             threshold outside [0, 1).
 
     Example:
-        >>> target = DetectionScore((10.0, 12.0, 40.0, 50.0), label=1)
-        >>> cam(x, target).maps.shape
-        torch.Size([1, 1, 64, 64])
+        >>> output = [{"boxes": torch.tensor([[0.0, 0.0, 10.0, 10.0]]),
+        ...            "labels": torch.tensor([1]), "scores": torch.tensor([0.75])}]
+        >>> DetectionScore((0.0, 0.0, 10.0, 5.0), label=1, threshold=0.4)(output)
+        tensor([1.2500])
     """
 
     box: tuple[float, float, float, float]
@@ -288,9 +296,9 @@ class SegmentationScore:
             mask whose size differs from the output's.
 
     Example:
-        >>> target = SegmentationScore(12, mask=torch.zeros(64, 64, dtype=torch.bool))
-        >>> cam(x, SegmentationScore(12)).maps.shape   # "dog" where the model sees a dog
-        torch.Size([1, 1, 64, 64])
+        >>> logits = torch.arange(8.0).view(1, 2, 2, 2)   # class 1: [[4, 5], [6, 7]]
+        >>> SegmentationScore(1, torch.tensor([[True, False], [False, True]]))({"out": logits})
+        tensor([11.])
     """
 
     class_id: int
@@ -345,9 +353,9 @@ def detector_maps(model: nn.Module, x: Tensor, raw: Tensor) -> Tensor:
     to the input. Models without a ``transform`` get the plain upsampling.
 
     Example:
-        >>> result = GradCAM(model, task_layer(model))(x, targets)
-        >>> detector_maps(model, x, result.raw).shape == (*result.raw.shape[:2], *x.shape[-2:])
-        True
+        >>> raw = torch.tensor([[[[0.0, 2.0]]]])  # (B, K, h, w) = (1, 1, 1, 2)
+        >>> detector_maps(nn.Identity(), torch.zeros(1, 3, 1, 4), raw)  # no transform
+        tensor([[[[0.0000, 0.2500, 0.7500, 1.0000]]]])
     """
     size = (x.shape[-2], x.shape[-1])
     transform = getattr(model, "transform", None)
@@ -387,9 +395,10 @@ def task_layer(model: nn.Module) -> Layer:
         LayerError: the model has none of these structures (give ``layer=`` yourself).
 
     Example:
-        >>> task_layer(torchvision.models.segmentation.fcn_resnet50(weights=None,
+        >>> import torchvision
+        >>> task_layer(torchvision.models.segmentation.lraspp_mobilenet_v3_large(weights=None,
         ...     weights_backbone=None)).module
-        'backbone.layer4'
+        'backbone.16'
     """
     backbone = getattr(model, "backbone", None)
     if isinstance(backbone, nn.Module):
