@@ -70,6 +70,8 @@ def test_bad_task_arguments(cat: Path, tmp_path: Path, capsys: pytest.CaptureFix
     assert "did you mean fcn_resnet50" in capsys.readouterr().err
     code = main([*base, "--task", "detection", "--model", "fcos_resnet50_fpn", "--min-score", "2"])
     assert code == 2 and "--min-score must be in [0, 1]" in capsys.readouterr().err
+    code = main([*base, "--task", "segmentation", "--model", "fcn_resnet50", "--figure"])
+    assert code == 2 and "--figure apply to classifiers" in capsys.readouterr().err
 
 
 def test_class_names_of_torchvision_weights() -> None:

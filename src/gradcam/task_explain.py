@@ -163,6 +163,23 @@ def explain_task(args: argparse.Namespace, folders: list[Path]) -> int:
     from gradcam.viz import overlay
 
     task = args.task
+    unused = [
+        flag
+        for flag, given in (
+            ("--method", args.methods),
+            ("--counterfactual", args.counterfactual),
+            ("--figure", args.figure),
+            ("--option", args.options),
+            ("--window", args.window),
+            ("--stride", args.stride),
+            ("--save-maps", args.save_maps),
+        )
+        if given
+    ]
+    if unused:
+        raise GradCAMError(
+            f"{', '.join(unused)} apply to classifiers; --task {task} runs Grad-CAM only"
+        )
     if args.top_k < 1:
         raise GradCAMError(f"--top-k must be at least 1, got {args.top_k}")
     if not 0.0 <= args.min_score <= 1.0:
