@@ -76,7 +76,7 @@ def test_bad_input_tensors(x: object, message: str) -> None:
         (5, "class id 5 is out of range: the model has 5 classes"),
         (-1, "class id -1 is out of range"),
         ([], "targets is empty"),
-        ("cat", "unsupported target"),
+        ("cat", "class name .cat. needs a model with class names"),
         (torch.tensor([1, 2]), r"shape \(B, K\)"),
         (torch.tensor([[0.5]]), "integer class ids"),
         (torch.tensor([[1], [2], [3]]), "do not fit a batch of 2"),

@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+import warnings
+from types import SimpleNamespace
+
+import numpy as np
 import pytest
 import torch
 
-from gradcam.errors import TargetError
-from gradcam.targets import TopK, as_logits, resolve_targets
+import gradcam
+from gradcam.engine import compute_gradients, input_channels
+from gradcam.errors import GradCAMError, TargetError
+from gradcam.targets import TopK, as_logits, class_names, resolve_targets
+
+
+@pytest.fixture(scope="module")
+def shapes() -> gradcam.LoadedModel:
+    return gradcam.load_model("shapes")
+
 
 LOGITS = torch.tensor([[1.0, 3.0, 2.0], [5.0, 4.0, 6.0]])
 
@@ -23,9 +35,9 @@ def test_topk_is_per_image_best_first() -> None:
 
 def test_int_and_list_are_the_same_for_every_image() -> None:
     assert resolve_targets(0, LOGITS, 2).scores.tolist() == [[1.0], [5.0]]
-    resolved = resolve_targets([2, 0], LOGITS, 2)
-    assert resolved.classes.tolist() == [[2, 0], [2, 0]]
-    assert resolved.scores.tolist() == [[2.0, 1.0], [6.0, 5.0]]
+    resolved = resolve_targets([2, 0, 1], LOGITS, 2)
+    assert resolved.classes.tolist() == [[2, 0, 1], [2, 0, 1]]
+    assert resolved.scores.tolist() == [[2.0, 1.0, 3.0], [6.0, 5.0, 4.0]]
 
 
 def test_tensor_ids_per_image() -> None:
@@ -47,3 +59,112 @@ def test_as_logits_forms() -> None:
         as_logits(torch.zeros(1, 3, 4, 4))
     with pytest.raises(TargetError, match="of type dict"):
         as_logits({"a": LOGITS, "b": LOGITS})
+
+
+# Class ids of any integral type, class names, and everything else refused clearly (issue 18.2)
+
+
+@pytest.mark.parametrize(
+    "target",
+    [np.int64(2), np.int32(2), np.uint8(2), torch.tensor(2), torch.tensor(2, dtype=torch.int8)],
+    ids=["np.int64", "np.int32", "np.uint8", "0-d tensor", "0-d int8 tensor"],
+)
+def test_integral_scalars_are_class_ids(target: object) -> None:
+    resolved = resolve_targets(target, LOGITS, 2)  # type: ignore[arg-type]
+    assert resolved.classes.tolist() == [[2], [2]]
+    assert resolved.scores.tolist() == [[2.0], [6.0]]
+
+
+def test_argmax_output_is_a_list_of_ids() -> None:
+    ids = np.argmax(LOGITS.numpy(), axis=1)  # array([1, 2]): what a numpy user has at hand
+    with pytest.warns(UserWarning):
+        resolved = resolve_targets(ids, LOGITS, 2)  # type: ignore[arg-type]
+    assert resolved.classes.tolist() == [[1, 2], [1, 2]]
+    resolved = resolve_targets([np.int64(0), torch.tensor(1)], LOGITS[:1], 1)
+    assert resolved.scores.tolist() == [[1.0, 3.0]]
+
+
+def test_class_names() -> None:
+    names = ("tabby cat", "dog", "red fox")
+    assert resolve_targets("dog", LOGITS, 2, names=names).scores.tolist() == [[3.0], [4.0]]
+    resolved = resolve_targets(["fox", 0, "Tabby Cat"], LOGITS[:1], 1, names=names)
+    assert resolved.classes.tolist() == [[2, 0, 0]]
+    with pytest.raises(TargetError, match="no class named 'dgo'; did you mean 'dog'"):
+        resolve_targets("dgo", LOGITS, 2, names=names)
+    with pytest.raises(TargetError, match="needs a model with class names"):
+        resolve_targets("dog", LOGITS, 2)
+
+
+@pytest.mark.parametrize(
+    "target",
+    [1.5, np.float64(1.0), torch.tensor(1.0), True, [1, 2.5], {"a": 1}, b"x", object()],
+    ids=["float", "np.float64", "float tensor", "bool", "list with float", "dict", "bytes", "obj"],
+)
+def test_other_targets_say_what_targets_may_be(target: object) -> None:
+    with pytest.raises(TargetError, match="targets may be a class id"):
+        resolve_targets(target, LOGITS, 2)  # type: ignore[arg-type]
+
+
+def test_names_and_numpy_ids_through_a_method(shapes: gradcam.LoadedModel) -> None:
+    """End to end: names resolve against the loaded model's names, numpy ids are ids."""
+    x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    cam = gradcam.GradCAM(shapes.module)
+    by_name = cam(x, "square")
+    square = shapes.class_names.index("square")
+    assert by_name.classes.tolist() == [[square], [square]]
+    torch.testing.assert_close(by_name.raw, cam(x, np.int64(square)).raw)
+    occlusion = gradcam.Occlusion(shapes.module, window=32, stride=32)
+    assert occlusion(x[:1], ["circle", "square"]).classes.tolist() == [[0, square]]
+    with pytest.raises(TargetError, match="no class named 'hexagon'"):
+        cam(x, "hexagon")
+
+
+def test_hugging_face_id2label_names() -> None:
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 2))
+    net.config = SimpleNamespace(id2label={0: "cat", 1: "dog"})  # type: ignore[assignment]
+    assert class_names(net) == ("cat", "dog")
+    assert class_names(torch.nn.Linear(2, 2)) is None
+
+
+# A list as long as the batch is most likely meant as one class per image (issue 18.3)
+
+
+def test_list_as_long_as_the_batch_warns_naming_the_tensor_form() -> None:
+    with pytest.warns(UserWarning, match=r"same 2 classes for every image.*\(2, 1\) tensor"):
+        resolved = resolve_targets([0, 2], LOGITS, 2)
+    assert resolved.classes.tolist() == [[0, 2], [0, 2]]  # the meaning is kept
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        resolve_targets([0, 2], LOGITS[:1], 1)  # B = 1: nothing to confuse
+        resolve_targets([0, 1, 2], LOGITS, 2)
+        resolve_targets(torch.tensor([[0], [2]]), LOGITS, 2)
+
+
+def test_the_warning_comes_once_per_call(shapes: gradcam.LoadedModel) -> None:
+    """Methods that re-resolve fixed targets on copies (occlusion) do not warn again."""
+    x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    for method in (gradcam.GradCAM(shapes.module), gradcam.Occlusion(shapes.module, window=32)):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            method(x, [0, 1])
+        assert len([w for w in caught if "(2, 1) tensor" in str(w.message)]) == 1
+
+
+# Wrong channel counts (issue 18.19)
+
+
+def test_four_channel_input_names_the_expected_channels(resnet18: torch.nn.Module) -> None:
+    x = torch.rand(1, 4, 32, 32)
+    expected = r"4 channels, but the model takes 3 .*'conv1'.*x\[:, :3\]"
+    with pytest.raises(GradCAMError, match=expected):
+        gradcam.GradCAM(resnet18)(x)
+    with pytest.raises(GradCAMError, match="1 channels, but the model takes 3"):
+        gradcam.GuidedBackprop(resnet18)(x[:, :1])
+    assert input_channels(resnet18) == ("conv1", 3)
+
+
+def test_wrong_input_of_a_model_without_convolutions() -> None:
+    """No convolution to read the channels from: the forward's error becomes one line."""
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 4 * 4, 2))
+    with pytest.raises(GradCAMError, match=r"cannot take an input of shape \(1, 4, 4, 4\)"):
+        compute_gradients(net, torch.rand(1, 4, 4, 4), 0, input_rules=["plain"])

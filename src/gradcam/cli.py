@@ -106,6 +106,22 @@ def _build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--out", default="gradcam_out", metavar="DIR", help="output folder")
     explain.add_argument("--save-maps", action="store_true", help="also write maps.npz per image")
     importlib.import_module("gradcam.dissect.cli").add_explain_arguments(explain)
+    # Detection and segmentation: gradcam/task_explain.py (its own options below).
+    explain.add_argument(
+        "--task",
+        choices=("classification", "detection", "segmentation"),
+        default="classification",
+        help="what the model does: detection and segmentation take a torchvision detector or "
+        "segmenter (--model fasterrcnn_resnet50_fpn, deeplabv3_resnet50, ...) and write a map "
+        "per detection (with its box) or per class region (default: %(default)s)",
+    )
+    explain.add_argument(
+        "--min-score",
+        type=float,
+        default=0.5,
+        metavar="S",
+        help="--task detection: explain detections scoring at least S (default: %(default)s)",
+    )
     evaluate = commands.add_parser(
         "evaluate",
         help="run one of the paper's evaluation protocols on a dataset",
@@ -320,6 +336,10 @@ def _explain(args: argparse.Namespace) -> int:
     from gradcam.methods.registry import parse_options
     from gradcam.models import load_model
 
+    if args.task != "classification":
+        from gradcam.task_explain import explain_task
+
+        return explain_task(args, _output_dirs(args.images, Path(args.out)))
     if args.top_k < 1:
         raise GradCAMError(f"--top-k must be at least 1, got {args.top_k}")
     names = list(args.methods or ["gradcam"])

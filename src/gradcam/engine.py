@@ -30,9 +30,16 @@ from gradcam.errors import GradCAMError, LayerError, TargetError
 from gradcam.hooks import capture_layer, rectifier_mode
 from gradcam.layers import ResolvedLayer
 from gradcam.rectifiers import RectifierState, Rule
-from gradcam.targets import TargetLike, as_logits, resolve_targets
+from gradcam.targets import TargetLike, as_logits, class_names, resolve_targets
 
-__all__ = ["Gradients", "all_finite", "check_input", "compute_gradients", "eval_mode"]
+__all__ = [
+    "Gradients",
+    "all_finite",
+    "check_input",
+    "compute_gradients",
+    "eval_mode",
+    "input_channels",
+]
 
 
 @dataclass(frozen=True)
@@ -85,13 +92,34 @@ def all_finite(t: Tensor) -> bool:
     return bool(torch.isfinite(t.sum())) or bool(torch.isfinite(t).all())
 
 
+def input_channels(model: nn.Module) -> tuple[str, int] | None:
+    """``(name, in_channels)`` of the model's first 2-D convolution, or ``None`` without one.
+
+    The first convolution registered is the stem that reads the image in every torchvision,
+    timm and Hugging Face vision model; its ``in_channels`` is the input's channel count.
+
+    Example:
+        >>> input_channels(nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU()))
+        ('0', 3)
+    """
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Conv2d):
+            return name, module.in_channels
+    return None
+
+
 def check_input(x: Any, model: nn.Module) -> Tensor:
     """Validate an image batch and return it on the model's device and floating dtype.
 
     The caller's tensor is never modified: a converted copy is returned when needed.
 
     Raises:
-        GradCAMError: if ``x`` is not a finite floating (B, C, H, W) tensor.
+        GradCAMError: if ``x`` is not a finite floating (B, C, H, W) tensor, or its ``C``
+            differs from the channels the model's first convolution takes.
+
+    Example:
+        >>> check_input(torch.zeros(1, 3, 8, 8), nn.Conv2d(3, 8, 3)).shape
+        torch.Size([1, 3, 8, 8])
     """
     if not isinstance(x, Tensor):
         raise GradCAMError(f"input must be a torch.Tensor of shape (B, C, H, W), got {type(x)}")
@@ -102,6 +130,14 @@ def check_input(x: Any, model: nn.Module) -> Tensor:
         raise GradCAMError(f"input is empty: shape {tuple(x.shape)}")
     if not x.dtype.is_floating_point:
         raise GradCAMError(f"input must be a floating tensor, got {x.dtype}")
+    stem = input_channels(model)
+    if stem is not None and x.shape[1] != stem[1]:
+        hint = " (drop the alpha channel: x[:, :3])" if (x.shape[1], stem[1]) == (4, 3) else ""
+        raise GradCAMError(
+            f"input has {x.shape[1]} channels, but the model takes {stem[1]} (its first "
+            f"convolution {stem[0]!r} has in_channels={stem[1]}): input shape "
+            f"{tuple(x.shape)}{hint}"
+        )
     if not all_finite(x):
         raise GradCAMError("input contains NaN or infinite values")
     param = next(model.parameters(), None)
@@ -109,6 +145,23 @@ def check_input(x: Any, model: nn.Module) -> Tensor:
         dtype = param.dtype if param.dtype.is_floating_point else x.dtype
         return x.to(device=param.device, dtype=dtype)
     return x
+
+
+def _forward(model: nn.Module, x: Tensor) -> Any:
+    """``model(x)``, with an input the model cannot take reported as a :class:`GradCAMError`.
+
+    :func:`check_input` catches wrong channel counts where the model has a convolution; a
+    model without one (a linear layer on flattened pixels) fails inside its forward pass.
+    """
+    try:
+        return model(x)
+    except torch.OutOfMemoryError:
+        raise
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise GradCAMError(
+            f"the model cannot take an input of shape {tuple(x.shape)}: {first}"
+        ) from exc
 
 
 def _batched_grad(scores: Tensor, wrt: Tensor, what: str, *, retain: bool) -> Tensor:
@@ -229,11 +282,11 @@ def compute_gradients(
                         )
                     )
                 )
-                output = model(source)
+                output = _forward(model, source)
             torch.set_grad_enabled(True)
             if capture is not None and capture.activation is None:
                 raise LayerError(f"layer {capture.name!r} did not run during the forward pass")
-            resolved = resolve_targets(targets, output, x.shape[0])
+            resolved = resolve_targets(targets, output, x.shape[0], names=class_names(model))
             if not all_finite(resolved.scores.detach()):
                 raise GradCAMError("the model produced NaN or infinite target scores")
             activations = layer_grads = None

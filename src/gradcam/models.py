@@ -29,9 +29,10 @@ import torchvision
 from efficientnet_lite_pytorch import EfficientNet
 from torch import Tensor, nn
 
-from gradcam.errors import ModelLoadError
+from gradcam.errors import ModelLoadError, TargetError
 from gradcam.images import Preprocess
 from gradcam.layers import find_default_layer
+from gradcam.targets import class_index, register_class_names
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -114,27 +115,10 @@ class LoadedModel:
             >>> load_model().class_index("espresso")
             967
         """
-        count = len(self.class_names)
-        text = str(query).strip()
-        if text.lstrip("-").isdigit():
-            index = int(text)
-            if not 0 <= index < count:
-                raise ModelLoadError(f"class {index} is out of range: the model has {count}")
-            return index
-        lowered = [n.lower() for n in self.class_names]
-        if text.lower() in lowered:
-            return lowered.index(text.lower())
-        partial = [i for i, n in enumerate(lowered) if text.lower() in n]
-        if len(partial) == 1:
-            return partial[0]
-        if partial:
-            names = ", ".join(repr(self.class_names[i]) for i in partial[:8])
-            raise ModelLoadError(f"class {text!r} is ambiguous: it matches {names}")
-        close = difflib.get_close_matches(text.lower(), lowered, n=5, cutoff=0.6)
-        hint = (
-            f"; did you mean {', '.join(repr(self.class_names[lowered.index(c)]) for c in close)}?"
-        )
-        raise ModelLoadError(f"no class named {text!r}{hint if close else ''}")
+        try:
+            return class_index(self.class_names, query)
+        except TargetError as exc:
+            raise ModelLoadError(str(exc)) from None
 
 
 def _read_state_dict(path: str) -> dict[str, Tensor]:
@@ -421,6 +405,7 @@ def load_model(
         names = tuple(f"class {i}" for i in range(num_classes))
     probe = torch.zeros(1, 3, preprocess.size, preprocess.size)
     layer = find_default_layer(module, probe)
+    register_class_names(module, names)
     return LoadedModel(name, module, preprocess, names, layer, pretrained)
 
 

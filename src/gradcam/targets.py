@@ -2,13 +2,22 @@
 
 A target is anything that turns the model output into one differentiable score per image:
 
-* an ``int`` or a list of ints: the same class ids for every image (``y^c`` = logit ``c``);
+* a class id or a list of class ids: **the same classes for every image of the batch**
+  (``y^c`` = logit ``c``): ``cam(x, [3, 5])`` gives two maps per image, for classes 3 and 5.
+  For one class per image (what torchcam's and Captum's lists mean), pass a ``(B, 1)`` tensor:
+  ``cam(x, torch.tensor([[3], [5]]))``; a list as long as a batch of B > 1 images warns.
+  A class id is any integer (``int``, numpy and torch integer scalars, 0-d integer tensors, as
+  ``np.argmax`` gives) or a class name (``"espresso"``: exact, then a unique partial match) when
+  the model has class names (loaded by :func:`~gradcam.load_model`, or a Hugging Face model
+  with ``config.id2label``);
 * a ``(B, K)`` integer tensor: ``K`` class ids per image;
 * :class:`TopK`: the ``k`` best-scoring classes of each image;
 * a callable ``f(output) -> (B,)`` tensor, or a list of them: any differentiable score of any
-  output (a caption word, a VQA answer, a region of a segmentation map).
+  output (a caption word, a VQA answer, a detection (:class:`gradcam.tasks.DetectionScore`),
+  a region of a segmentation map (:class:`gradcam.tasks.SegmentationScore`)).
 
-Lists may mix ints and callables. Class scores are taken before the softmax, as in the paper.
+Lists may mix class ids and callables. Class scores are taken before the softmax, as in the
+paper.
 
 Vision-and-language models (section 8) get ready-made callables: :class:`CaptionLogProb`
 (a whole caption, section 8.1), :class:`CaptionWord` (one word at its time step, 8.1.1) and
@@ -35,12 +44,16 @@ a tuple, ``output["logits"]`` or ``output.logits``); step ``t`` must predict ``t
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import difflib
+import operator
+import warnings
+import weakref
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeAlias
+from typing import Any, SupportsIndex, TypeAlias
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from gradcam.errors import TargetError
 
@@ -48,16 +61,28 @@ __all__ = [
     "Answer",
     "CaptionLogProb",
     "CaptionWord",
+    "ClassScore",
     "ResolvedTargets",
     "TargetLike",
     "TopK",
     "as_logits",
+    "class_index",
+    "class_names",
     "fixed_targets",
+    "register_class_names",
     "resolve_targets",
+    "target_list",
 ]
 
 ScoreFn: TypeAlias = Callable[[Any], Tensor]
-TargetLike: TypeAlias = "int | Sequence[int | ScoreFn] | Tensor | TopK | ScoreFn"
+ClassLike: TypeAlias = "SupportsIndex | str"
+TargetLike: TypeAlias = "ClassLike | Sequence[ClassLike | ScoreFn] | Tensor | TopK | ScoreFn"
+
+_FORMS = (
+    "targets may be a class id (an int, a numpy or torch integer, a 0-d integer tensor), a "
+    "class name, a list of them (the same classes for every image), a (B, K) integer tensor "
+    "(K classes per image), TopK(k), or callables f(output) -> (B,) scores"
+)
 
 
 @dataclass(frozen=True)
@@ -65,8 +90,8 @@ class TopK:
     """The ``k`` classes with the highest scores, per image, best first.
 
     Example:
-        >>> cam(x, TopK(5)).classes.shape
-        torch.Size([1, 5])
+        >>> resolve_targets(TopK(2), torch.tensor([[1.0, 3.0, 2.0]]), 1).classes
+        tensor([[1, 2]])
     """
 
     k: int = 1
@@ -89,6 +114,81 @@ class ResolvedTargets:
     classes: Tensor
 
 
+# Names of the modules gradcam built itself (load_model); a user's module is never written to.
+_CLASS_NAMES: weakref.WeakKeyDictionary[nn.Module, tuple[str, ...]] = weakref.WeakKeyDictionary()
+
+
+def register_class_names(module: nn.Module, names: Sequence[str]) -> None:
+    """Record ``module``'s class names, so targets may name classes (``cam(x, "espresso")``).
+
+    :func:`~gradcam.load_model` records them for the models it loads. The module itself is
+    not modified (the names live in a table keyed weakly by the module).
+
+    Example:
+        >>> net = torch.nn.Linear(2, 2)
+        >>> register_class_names(net, ["cat", "dog"])
+        >>> class_names(net)
+        ('cat', 'dog')
+    """
+    _CLASS_NAMES[module] = tuple(str(n) for n in names)
+
+
+def class_names(model: nn.Module) -> tuple[str, ...] | None:
+    """The class names of ``model``, or ``None`` when it has none.
+
+    Names recorded by :func:`register_class_names` (every model :func:`~gradcam.load_model`
+    loads), else a Hugging Face model's ``config.id2label``.
+
+    Example:
+        >>> class_names(nn.Linear(2, 3)) is None
+        True
+    """
+    registered = _CLASS_NAMES.get(model)
+    if registered is not None:
+        return registered
+    labels = getattr(getattr(model, "config", None), "id2label", None)
+    if isinstance(labels, Mapping) and labels:
+        return tuple(
+            str(labels.get(i, labels.get(str(i), f"class {i}"))) for i in range(len(labels))
+        )
+    return None
+
+
+def class_index(names: Sequence[str], query: str | int) -> int:
+    """Resolve a class given as an index or a name: exact name (any case), then a unique
+    partial match.
+
+    Raises:
+        TargetError: when the index is out of range, or no class or several classes match
+            (close names are suggested).
+
+    Example:
+        >>> class_index(["tabby cat", "dog"], "cat")
+        0
+        >>> class_index(["tabby cat", "dog"], "1")
+        1
+    """
+    count = len(names)
+    text = str(query).strip()
+    if text.lstrip("-").isdigit():
+        index = int(text)
+        if not 0 <= index < count:
+            raise TargetError(f"class {index} is out of range: the model has {count}")
+        return index
+    lowered = [n.lower() for n in names]
+    if text.lower() in lowered:
+        return lowered.index(text.lower())
+    partial = [i for i, n in enumerate(lowered) if text.lower() in n]
+    if len(partial) == 1:
+        return partial[0]
+    if partial:
+        found = ", ".join(repr(names[i]) for i in partial[:8])
+        raise TargetError(f"class {text!r} is ambiguous: it matches {found}")
+    close = difflib.get_close_matches(text.lower(), lowered, n=5, cutoff=0.6)
+    hint = f"; did you mean {', '.join(repr(names[lowered.index(c)]) for c in close)}?"
+    raise TargetError(f"no class named {text!r}{hint if close else ''}")
+
+
 def _find_tensor(output: Any) -> Any:
     if isinstance(output, Tensor):
         return output
@@ -109,6 +209,10 @@ def as_logits(output: Any) -> Tensor:
 
     Raises:
         TargetError: naming the output type when no class scores are found.
+
+    Example:
+        >>> as_logits({"logits": torch.zeros(1, 3)}).shape
+        torch.Size([1, 3])
     """
     found = _find_tensor(output)
     if not isinstance(found, Tensor):
@@ -149,19 +253,93 @@ def _call_score(fn: ScoreFn, output: Any, batch: int) -> Tensor:
     return score
 
 
-def resolve_targets(targets: TargetLike | None, output: Any, batch: int) -> ResolvedTargets:
-    """Evaluate ``targets`` on a model ``output`` for a batch of ``batch`` images.
+def _is_score_fn(item: Any) -> bool:
+    return callable(item) and not isinstance(item, (Tensor, TopK))
 
-    ``None`` means the top-1 class. See the module docstring for the accepted forms.
+
+def _is_one_class(item: Any) -> bool:
+    """Whether ``item`` is one class id or name, not a list of them."""
+    if isinstance(item, (str, bool)):
+        return isinstance(item, str)
+    if isinstance(item, Tensor):
+        return item.dim() == 0
+    try:
+        operator.index(item)
+    except TypeError:
+        return False
+    return True
+
+
+def target_list(targets: Any) -> list[Any]:
+    """The targets as a list of single targets (class ids, names, callables), without the
+    model output: one class id, name or callable becomes a list of one.
 
     Raises:
-        TargetError: for an unknown form, a class id out of range, or a callable that does not
-            return one score per image.
+        TargetError: for a form that is neither a single target nor a sequence of them.
+
+    Example:
+        >>> target_list(torch.tensor(3))
+        [tensor(3)]
+    """
+    if _is_one_class(targets) or _is_score_fn(targets):
+        return [targets]
+    if isinstance(targets, Iterable) and not isinstance(targets, (Mapping, bytes)):
+        return list(targets)
+    raise TargetError(f"unsupported targets {targets!r} of type {type(targets).__name__}: {_FORMS}")
+
+
+def _class_id(item: Any, names: Sequence[str] | None) -> int:
+    """One class id from an integer of any integral type or a class name."""
+    if isinstance(item, str):
+        if names is None:
+            raise TargetError(
+                f"class name {item!r} needs a model with class names (one from "
+                "gradcam.load_model, or a Hugging Face model with config.id2label); give "
+                "class ids instead"
+            )
+        return class_index(names, item)
+    integer_dtype = isinstance(item, Tensor) and not (
+        item.dtype.is_floating_point or item.dtype.is_complex or item.dtype == torch.bool
+    )
+    if integer_dtype and item.dim() == 0:
+        return int(item)
+    if not isinstance(item, (bool, Tensor)):
+        try:
+            return operator.index(item)
+        except TypeError:
+            pass
+    raise TargetError(f"unsupported target {item!r} of type {type(item).__name__}: {_FORMS}")
+
+
+def resolve_targets(
+    targets: TargetLike | None,
+    output: Any,
+    batch: int,
+    *,
+    names: Sequence[str] | None = None,
+) -> ResolvedTargets:
+    """Evaluate ``targets`` on a model ``output`` for a batch of ``batch`` images.
+
+    ``None`` means the top-1 class. A list of class ids means the same classes for every
+    image; a list of ``batch`` > 1 class ids warns, naming the ``(B, 1)`` tensor form for one
+    class per image. See the module docstring for the accepted forms.
+
+    Args:
+        targets: what to explain.
+        output: the model output.
+        batch: the number of images.
+        names: the model's class names (:func:`class_names`), for targets given by name.
+
+    Raises:
+        TargetError: for an unknown form, a class id out of range, an unknown class name, or a
+            callable that does not return one score per image.
 
     Example:
         >>> logits = torch.tensor([[1.0, 3.0, 2.0]])
         >>> resolve_targets(TopK(2), logits, 1).classes
         tensor([[1, 2]])
+        >>> resolve_targets("dog", logits, 1, names=["cat", "dog", "fox"]).scores
+        tensor([[3.]])
     """
     if targets is None:
         targets = TopK(1)
@@ -170,7 +348,7 @@ def resolve_targets(targets: TargetLike | None, output: Any, batch: int) -> Reso
         k = min(targets.k, logits.shape[1])
         classes = logits.detach().topk(k, dim=1).indices
         return ResolvedTargets(logits.gather(1, classes), classes)
-    if isinstance(targets, Tensor):
+    if isinstance(targets, Tensor) and targets.dim() != 0:
         if targets.dtype.is_floating_point or targets.dtype == torch.bool or targets.dim() != 2:
             raise TargetError(
                 f"a tensor of targets must hold integer class ids of shape (B, K); got "
@@ -184,26 +362,28 @@ def resolve_targets(targets: TargetLike | None, output: Any, batch: int) -> Reso
             )
         classes = _class_ids(targets.to(logits.device, torch.long), batch, logits.shape[1])
         return ResolvedTargets(logits.gather(1, classes), classes)
-    items: Sequence[Any] = (
-        [targets] if isinstance(targets, int) or callable(targets) else list(targets)
-    )
+    items = target_list(targets)
     if not items:
         raise TargetError("targets is empty: give at least one class id or score function")
+    ids = [None if _is_score_fn(item) else _class_id(item, names) for item in items]
+    if batch > 1 and len(ids) == batch and None not in ids:
+        warnings.warn(
+            f"{batch} class ids for a batch of {batch} images: a list means the same {batch} "
+            f"classes for every image ({batch} maps each); for one class per image pass a "
+            f"({batch}, 1) tensor, torch.tensor(ids).unsqueeze(1)",
+            UserWarning,
+            stacklevel=3,
+        )
     columns: list[Tensor] = []
     classes_list: list[int] = []
     logits_cache: Tensor | None = None
-    for item in items:
-        if isinstance(item, bool) or not (isinstance(item, int) or callable(item)):
-            raise TargetError(
-                f"unsupported target {item!r} of type {type(item).__name__}: use class ids, "
-                "TopK(k), a (B, K) tensor of ids, or callables f(output) -> (B,) scores"
-            )
-        if isinstance(item, int):
+    for item, class_id in zip(items, ids, strict=True):
+        if class_id is not None:
             if logits_cache is None:
                 logits_cache = as_logits(output)
-            _class_ids(torch.tensor([[item]]), batch, logits_cache.shape[1])
-            columns.append(logits_cache[:, item])
-            classes_list.append(item)
+            _class_ids(torch.tensor([[class_id]]), batch, logits_cache.shape[1])
+            columns.append(logits_cache[:, class_id])
+            classes_list.append(class_id)
         else:
             columns.append(_call_score(item, output, batch))
             # Targets that stand for one output unit (an answer, a word) report its id.
@@ -213,18 +393,47 @@ def resolve_targets(targets: TargetLike | None, output: Any, batch: int) -> Reso
     return ResolvedTargets(scores, classes)
 
 
+@dataclass(frozen=True)
+class ClassScore:
+    """The score of class ``class_id`` (before the softmax), as a callable target.
+
+    Example:
+        >>> ClassScore(1)(torch.tensor([[1.0, 3.0]]))
+        tensor([3.])
+    """
+
+    class_id: int
+
+    def __call__(self, output: Any) -> Tensor:
+        """``(B,)`` scores of the class."""
+        logits = as_logits(output)
+        _class_ids(torch.tensor([[self.class_id]]), 1, logits.shape[1])
+        return logits[:, self.class_id]
+
+
 def fixed_targets(targets: TargetLike | None, classes: Tensor) -> list[int | ScoreFn]:
     """The targets of one image as a list that no longer depends on the model output.
 
-    ``TopK``, ``None`` and tensors become the class ids they resolved to (``classes``, the row
-    of :attr:`ResolvedTargets.classes` for that image); ints and callables stay as they are.
-    Methods that re-run the model on altered copies of an image (occlusion) explain these.
+    Class ids (``TopK``, ``None``, tensors, names, integers) become :class:`ClassScore`
+    callables for the ids they resolved to (``classes``, the row of
+    :attr:`ResolvedTargets.classes` for that image); callables stay as they are. Methods that
+    re-run the model on altered copies of an image (occlusion) explain these.
+
+    Example:
+        >>> fixed_targets(TopK(2), torch.tensor([3, 1]))
+        [ClassScore(class_id=3), ClassScore(class_id=1)]
     """
-    if targets is None or isinstance(targets, (TopK, Tensor)):
-        return [int(c) for c in classes.tolist()]
-    if isinstance(targets, int) or callable(targets):
-        return [targets]
-    return list(targets)
+    ids = [int(c) for c in classes.tolist()]
+    if (
+        targets is None
+        or isinstance(targets, TopK)
+        or (isinstance(targets, Tensor) and targets.dim() != 0)
+    ):
+        return [ClassScore(c) for c in ids]
+    return [
+        item if _is_score_fn(item) else ClassScore(c)
+        for item, c in zip(target_list(targets), ids, strict=True)
+    ]
 
 
 def _step_logits(output: Any) -> Tensor:
@@ -267,7 +476,8 @@ class CaptionLogProb:
     where ``z_t`` are the model's step-``t`` vocabulary scores (teacher forcing).
 
     Example:
-        >>> cam(x, CaptionLogProb([4, 9, 2]))  # where does "a red circle" come from?
+        >>> CaptionLogProb([0, 1])(torch.zeros(1, 2, 4))  # two steps, 4 equally likely words
+        tensor([-2.7726])
     """
 
     tokens: tuple[int, ...]
@@ -290,7 +500,8 @@ class CaptionWord:
     (the word one-hot at its step).
 
     Example:
-        >>> cam(x, [CaptionWord(caption, t) for t in range(len(caption))])  # a map per word
+        >>> CaptionWord([2, 3], 1)(torch.arange(8.0).view(1, 2, 4))  # word 3 at step 1
+        tensor([7.])
     """
 
     tokens: tuple[int, ...]
@@ -321,7 +532,8 @@ class Answer:
     answer, including one the model did not give (a "forced" answer, Fig. 12).
 
     Example:
-        >>> cam(x, [Answer(answers.index("red")), Answer(answers.index("blue"))])
+        >>> Answer(2)(torch.tensor([[0.5, 1.0, 3.0]]))
+        tensor([3.])
     """
 
     index: int

@@ -24,7 +24,7 @@ from gradcam.layers import ResolvedLayer
 from gradcam.maps import normalize, upsample
 from gradcam.methods.gradcam import LayerMethod
 from gradcam.methods.results import CAMResult
-from gradcam.targets import TargetLike, as_logits, resolve_targets
+from gradcam.targets import TargetLike, as_logits, class_names, resolve_targets
 
 __all__ = ["ActivationMethod", "LayerPass", "check_choice", "layer_pass"]
 
@@ -87,7 +87,7 @@ def layer_pass(
     activations = resolved_layer.view(module, tuple(raw.shape), (x.shape[-2], x.shape[-1]))(raw)
     if not all_finite(activations):
         raise GradCAMError(f"the activations of layer {layer[1]!r} contain NaN or infinite values")
-    resolved = resolve_targets(targets, output, x.shape[0])
+    resolved = resolve_targets(targets, output, x.shape[0], names=class_names(module))
     if not all_finite(resolved.scores):
         raise GradCAMError("the model produced NaN or infinite target scores")
     return LayerPass(

@@ -22,7 +22,14 @@ from gradcam.errors import GradCAMError, TargetError
 from gradcam.methods.base import check_module
 from gradcam.methods.registry import Needs, register
 from gradcam.methods.results import AttributionResult
-from gradcam.targets import ScoreFn, TargetLike, as_logits, fixed_targets, resolve_targets
+from gradcam.targets import (
+    ScoreFn,
+    TargetLike,
+    as_logits,
+    class_names,
+    fixed_targets,
+    resolve_targets,
+)
 
 __all__ = ["IntegratedGradients", "Quadrature", "SmoothGrad", "integration_points"]
 
@@ -112,7 +119,7 @@ def _clean_pass(
     # Called under inference_mode(False), which turns grad mode on: no_grad comes after it.
     with torch.no_grad(), eval_mode(module):
         output = module(x)
-        resolved = resolve_targets(targets, output, x.shape[0])
+        resolved = resolve_targets(targets, output, x.shape[0], names=class_names(module))
     return resolved.scores.float(), resolved.classes, _logits_or_none(output)
 
 

@@ -15,7 +15,7 @@ from gradcam.maps import normalize, upsample
 from gradcam.methods.gradcam import LayerMethod
 from gradcam.methods.registry import Needs, register
 from gradcam.methods.results import CAMResult
-from gradcam.targets import TargetLike, as_logits, resolve_targets
+from gradcam.targets import TargetLike, as_logits, class_names, resolve_targets
 
 __all__ = ["CAM"]
 
@@ -115,7 +115,7 @@ class CAM(LayerMethod):
                 f"of {layer_name!r}, and it is not: this model's head is not GAP + linear "
                 "(use GradCAM, which works for any head)"
             )
-        resolved = resolve_targets(targets, output, x.shape[0])
+        resolved = resolve_targets(targets, output, x.shape[0], names=class_names(self.module))
         if bool((resolved.classes < 0).any()):
             raise TargetError("CAM explains class ids only, not callable targets")
         weights = fc.weight.detach().float()[resolved.classes]  # (B, K, C)

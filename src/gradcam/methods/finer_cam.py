@@ -16,7 +16,7 @@ from gradcam.methods.base import check_module
 from gradcam.methods.gradcam import GradCAM
 from gradcam.methods.registry import Needs, create_method, register
 from gradcam.methods.results import FinerCAMResult
-from gradcam.targets import TargetLike, TopK, as_logits, resolve_targets
+from gradcam.targets import TargetLike, TopK, as_logits, class_names, resolve_targets, target_list
 
 __all__ = ["FinerCAM", "Weighting", "contrastive_scores", "nearest_classes"]
 
@@ -94,7 +94,7 @@ def _target_count(targets: TargetLike | None) -> int:
             "Finer-CAM compares classes: its targets must be class ids (ints, TopK, a tensor of "
             "ids), not score functions"
         )
-    return len(list(targets))
+    return len(target_list(targets))
 
 
 class _Contrast:
@@ -116,6 +116,7 @@ class _Contrast:
         self._scores: Tensor | None = None
         self.classes: Tensor | None = None
         self.references: Tensor | None = None
+        self.names: tuple[str, ...] | None = None
 
     def column(self, k: int, output: Any) -> Tensor:
         """The contrastive score of target ``k`` for every image, (B,)."""
@@ -131,7 +132,7 @@ class _Contrast:
         batch, num_classes = logits.shape
         if num_classes < 2:
             raise TargetError("Finer-CAM needs a model with at least two classes to compare")
-        classes = resolve_targets(self.targets, output, batch).classes
+        classes = resolve_targets(self.targets, output, batch, names=self.names).classes
         if bool((classes < 0).any()):
             raise TargetError(
                 "Finer-CAM compares classes: its targets must be class ids, not score functions"
@@ -229,6 +230,7 @@ class FinerCAM:
         x = check_input(x, self.module)
         count = _target_count(targets)
         contrast = _Contrast(targets, self.alpha, self.references, self.weighting)
+        contrast.names = class_names(self.module)
         columns = [partial(contrast.column, k) for k in range(count)]
         result = self.base(x, columns)
         assert contrast.classes is not None and contrast.references is not None

@@ -19,7 +19,7 @@ from gradcam.maps import normalize, upsample
 from gradcam.methods.base import check_module
 from gradcam.methods.registry import Needs, register
 from gradcam.methods.results import FullGradResult
-from gradcam.targets import TargetLike, as_logits, resolve_targets
+from gradcam.targets import TargetLike, as_logits, class_names, resolve_targets
 
 __all__ = ["FullGrad", "PostProcess", "bias_layers", "rescale"]
 
@@ -142,7 +142,7 @@ class FullGrad:
                 watched = [(layer, name) for name, layer, _ in layers]
                 with eval_mode(self.module), capture_outputs(watched) as outputs:
                     output = self.module(source)
-                resolved = resolve_targets(targets, output, batch)
+                resolved = resolve_targets(targets, output, batch, names=class_names(self.module))
                 scores = resolved.scores
                 if not all_finite(scores.detach()):
                     raise GradCAMError("the model produced NaN or infinite target scores")

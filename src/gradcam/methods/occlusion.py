@@ -15,7 +15,7 @@ from gradcam.errors import GradCAMError, TargetError
 from gradcam.maps import normalize
 from gradcam.methods.registry import Needs, register
 from gradcam.methods.results import OcclusionResult
-from gradcam.targets import TargetLike, as_logits, fixed_targets, resolve_targets
+from gradcam.targets import TargetLike, as_logits, class_names, fixed_targets, resolve_targets
 
 __all__ = ["Occlusion", "window_starts"]
 
@@ -146,7 +146,7 @@ class Occlusion:
         # inference_mode(False) turns grad mode on, so no_grad comes after it.
         with torch.inference_mode(False), torch.no_grad(), eval_mode(self.module), bar:
             output = self.module(x)
-            resolved = resolve_targets(targets, output, batch)
+            resolved = resolve_targets(targets, output, batch, names=class_names(self.module))
             total = torch.zeros(batch, resolved.scores.shape[1], height, width, device=x.device)
             for b in range(batch):
                 columns = fixed_targets(targets, resolved.classes[b])

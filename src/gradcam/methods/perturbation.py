@@ -26,7 +26,14 @@ from gradcam.layers import LayerLike
 from gradcam.maps import normalize, upsample
 from gradcam.methods.gradcam import LayerMethod, weighted_sum
 from gradcam.methods.results import CAMResult
-from gradcam.targets import ResolvedTargets, TargetLike, as_logits, fixed_targets, resolve_targets
+from gradcam.targets import (
+    ResolvedTargets,
+    TargetLike,
+    as_logits,
+    class_names,
+    fixed_targets,
+    resolve_targets,
+)
 
 __all__ = ["CopyRunner", "PerturbationMethod", "default_batch_size"]
 
@@ -167,7 +174,7 @@ class PerturbationMethod(LayerMethod):
                     "choose a convolutional layer"
                 )
             activations = view(raw)
-            resolved = resolve_targets(targets, output, x.shape[0])
+            resolved = resolve_targets(targets, output, x.shape[0], names=class_names(self.module))
             if not all_finite(resolved.scores):
                 raise GradCAMError("the model produced NaN or infinite target scores")
             columns = [fixed_targets(targets, resolved.classes[b]) for b in range(x.shape[0])]

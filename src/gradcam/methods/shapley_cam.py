@@ -15,7 +15,7 @@ from gradcam.maps import normalize, upsample
 from gradcam.methods.gradcam import LayerMethod, weighted_sum
 from gradcam.methods.registry import Needs, register
 from gradcam.methods.results import CAMResult
-from gradcam.targets import TargetLike, as_logits, resolve_targets
+from gradcam.targets import TargetLike, as_logits, class_names, resolve_targets
 
 __all__ = ["ShapleyCAM", "shapley_weights"]
 
@@ -104,7 +104,9 @@ class ShapleyCAM(LayerMethod):
                 torch.set_grad_enabled(True)
                 if capture.activation is None:
                     raise LayerError(f"layer {layer[1]!r} did not run during the forward pass")
-                resolved = resolve_targets(targets, output, x.shape[0])
+                resolved = resolve_targets(
+                    targets, output, x.shape[0], names=class_names(self.module)
+                )
                 if not all_finite(resolved.scores.detach()):
                     raise GradCAMError("the model produced NaN or infinite target scores")
                 gradients, products = _gradients_and_products(resolved.scores, capture.activation)

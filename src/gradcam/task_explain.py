@@ -1,0 +1,256 @@
+"""``gradcam explain --task detection|segmentation``: a map per detection or per class region.
+
+For each photo, a detector's detections (best first, at least ``--min-score``, at most
+``--top-k``, only ``--class`` classes when given) are each explained by Grad-CAM with
+:class:`~gradcam.tasks.DetectionScore` (its score plus its box's IoU with itself, matched again
+in the forward pass) and drawn as an overlay with the box; a segmenter's classes (``--class``,
+else the ``--top-k`` largest predicted regions) are explained with
+:class:`~gradcam.tasks.SegmentationScore` over the predicted region. Each photo gets a folder
+with one PNG per detection or class and a ``summary.json``.
+
+Models are torchvision's detection and segmentation architectures by name (``--model
+fasterrcnn_resnet50_fpn``, ``retinanet_resnet50_fpn``, ``fcos_resnet50_fpn``, ``ssd300_vgg16``,
+``deeplabv3_resnet50``, ``fcn_resnet50``, ``lraspp_mobilenet_v3_large``, ...) with ``--weights``
+a local state-dict file (nothing is downloaded); class names are those of torchvision's
+weights for the architecture (COCO, or PASCAL VOC for segmentation) when the class count fits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import json
+import sys
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torchvision
+from torch import nn
+
+from gradcam.errors import GradCAMError, ImageLoadError, ModelLoadError
+from gradcam.images import Preprocess, load_image
+from gradcam.layers import Layer
+from gradcam.targets import class_index, register_class_names
+
+__all__ = ["TASKS", "TaskModel", "explain_task", "load_task_model"]
+
+#: The values of ``explain --task``.
+TASKS = ("classification", "detection", "segmentation")
+
+# Detectors normalize inside the model; segmenters take ImageNet-normalized inputs.
+_PREPROCESS = {
+    "detection": Preprocess(512, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0)),
+    "segmentation": Preprocess(520),
+}
+
+
+@dataclass(frozen=True)
+class TaskModel:
+    """A detector or segmenter ready to explain.
+
+    Attributes:
+        name: the torchvision architecture.
+        task: ``"detection"`` or ``"segmentation"``.
+        module: the model, in eval mode.
+        class_names: one name per class.
+        pretrained: ``False`` when the weights are random.
+    """
+
+    name: str
+    task: str
+    module: nn.Module
+    class_names: tuple[str, ...]
+    pretrained: bool
+
+
+def _architectures(task: str) -> list[str]:
+    package = (
+        torchvision.models.detection if task == "detection" else torchvision.models.segmentation
+    )
+    return sorted(torchvision.models.list_models(module=package))
+
+
+def _categories(name: str, count: int) -> tuple[str, ...]:
+    """The class names of torchvision's weights for ``name`` (metadata only, no download)."""
+    try:
+        for weights in torchvision.models.get_model_weights(name):
+            names = weights.meta.get("categories")
+            if names is not None and len(names) == count:
+                return tuple(str(n) for n in names)
+    except (ValueError, KeyError):
+        pass
+    return tuple(f"class {i}" for i in range(count))
+
+
+def load_task_model(name: str, task: str, weights: str | None = None) -> TaskModel:
+    """Build a torchvision detector or segmenter by name, with a local weights file.
+
+    Raises:
+        ModelLoadError: an unknown architecture (close names suggested) or unusable weights.
+
+    Example:
+        >>> load_task_model("fcos_resnet50_fpn", "detection").class_names[1]
+        'person'
+    """
+    from gradcam.models import _load_weights, _read_state_dict
+
+    names = _architectures(task)
+    if name not in names:
+        close = difflib.get_close_matches(name, names, n=5, cutoff=0.5)
+        hint = (
+            f"; did you mean {', '.join(close)}?" if close else f"; choose from {', '.join(names)}"
+        )
+        raise ModelLoadError(f"unknown {task} model {name!r}{hint}")
+    state = None if weights is None else _read_state_dict(weights)
+    kwargs: dict[str, Any] = {"weights": None, "weights_backbone": None}
+    if task == "segmentation" and state is not None:
+        kwargs["aux_loss"] = any(k.startswith("aux_classifier.") for k in state)
+    try:
+        module = torchvision.models.get_model(name, **kwargs)
+    except Exception as exc:
+        raise ModelLoadError(f"cannot build torchvision model {name!r}: {exc}") from None
+    if state is not None and weights is not None:
+        _load_weights(module, state, weights, name)
+    else:
+        warnings.warn(
+            f"model {name!r} has random weights (no weights file given): its detections and "
+            "maps are meaningless; give a weights file (--weights FILE)",
+            UserWarning,
+            stacklevel=2,
+        )
+    module.eval()
+    count = int(getattr(module, "num_classes", 0)) or _head_classes(module)
+    class_names = _categories(name, count)
+    register_class_names(module, class_names)
+    return TaskModel(name, task, module, class_names, state is not None)
+
+
+def _head_classes(module: nn.Module) -> int:
+    """The class count of a model: its last convolution's or linear layer's output width."""
+    heads = [m for m in module.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    roi = getattr(getattr(module, "roi_heads", None), "box_predictor", None)
+    if roi is not None and hasattr(roi, "cls_score"):
+        return int(roi.cls_score.out_features)
+    last = heads[-1]
+    return int(last.out_channels if isinstance(last, nn.Conv2d) else last.out_features)
+
+
+def _summary_name(class_names: tuple[str, ...], label: int) -> str:
+    return class_names[label] if 0 <= label < len(class_names) else f"class {label}"
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in text).strip("_") or "class"
+
+
+def explain_task(args: argparse.Namespace, folders: list[Path]) -> int:
+    """The ``explain --task detection|segmentation`` command on ``args.images``, writing each
+    photo's results into its folder of ``folders``; returns the exit status (1 if an image
+    failed, reported on one line each, the others still explained).
+    """
+    from gradcam.methods import GradCAM
+    from gradcam.tasks import (
+        DetectionScore,
+        SegmentationScore,
+        detect,
+        detector_maps,
+        segmentation_logits,
+        task_layer,
+    )
+    from gradcam.viz import overlay
+
+    task = args.task
+    unused = [
+        flag
+        for flag, given in (
+            ("--method", args.methods),
+            ("--counterfactual", args.counterfactual),
+            ("--figure", args.figure),
+            ("--option", args.options),
+            ("--window", args.window),
+            ("--stride", args.stride),
+            ("--save-maps", args.save_maps),
+        )
+        if given
+    ]
+    if unused:
+        raise GradCAMError(
+            f"{', '.join(unused)} apply to classifiers; --task {task} runs Grad-CAM only"
+        )
+    if args.top_k < 1:
+        raise GradCAMError(f"--top-k must be at least 1, got {args.top_k}")
+    if not 0.0 <= args.min_score <= 1.0:
+        raise GradCAMError(f"--min-score must be in [0, 1], got {args.min_score}")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        loaded = load_task_model(args.model, task, args.weights)
+    for warning in caught:
+        print(f"gradcam: warning: {warning.message}", file=sys.stderr)
+    wanted = (
+        None if not args.classes else {class_index(loaded.class_names, c) for c in args.classes}
+    )
+    layer = Layer(args.layer, "channels-first") if args.layer else task_layer(loaded.module)
+    cam = GradCAM(loaded.module, layer)
+    failures = 0
+    for path, folder in zip(args.images, folders, strict=True):
+        try:
+            photo = load_image(path)
+        except ImageLoadError as exc:
+            failures += 1
+            print(f"gradcam: error: {exc}", file=sys.stderr)
+            continue
+        x = _PREPROCESS[task](photo)
+        scale = photo.width / x.shape[-1], photo.height / x.shape[-2]
+        entries: list[dict[str, Any]] = []
+        folder.mkdir(parents=True, exist_ok=True)
+        if task == "detection":
+            found = [
+                d
+                for d in detect(loaded.module, x)[0]
+                if d.score >= args.min_score and (wanted is None or d.label in wanted)
+            ][: args.top_k]
+            if found:
+                result = cam(x, [DetectionScore.of(d) for d in found])
+                maps = detector_maps(loaded.module, x, result.raw)
+            for i, d in enumerate(found):
+                box = (
+                    round(d.box[0] * scale[0]),
+                    round(d.box[1] * scale[1]),
+                    round(d.box[2] * scale[0]),
+                    round(d.box[3] * scale[1]),
+                )
+                name = _summary_name(loaded.class_names, d.label)
+                file = f"{i:02d}_{_slug(name)}.png"
+                overlay(photo, maps[0, i], box=box).save(folder / file)
+                entries.append(
+                    {"class": d.label, "name": name, "score": d.score, "box": box, "file": file}
+                )
+        else:
+            with torch.no_grad():
+                predicted = segmentation_logits(loaded.module(x)).argmax(dim=1)[0]
+            areas = torch.bincount(predicted.flatten(), minlength=len(loaded.class_names))
+            present = [int(c) for c in areas.argsort(descending=True) if int(areas[c]) > 0]
+            classes = sorted(wanted) if wanted is not None else present[: args.top_k]
+            result = cam(x, [SegmentationScore(c) for c in classes])
+            for i, c in enumerate(classes):
+                name = _summary_name(loaded.class_names, c)
+                file = f"{i:02d}_{_slug(name)}.png"
+                overlay(photo, result.maps[0, i]).save(folder / file)
+                share = float(areas[c]) / predicted.numel()
+                entries.append({"class": c, "name": name, "area": share, "file": file})
+        summary = {
+            "source": str(path),
+            "model": args.model,
+            "task": task,
+            "layer": str(layer.module),
+            "explained": entries,
+        }
+        (folder / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        names = ", ".join(e["name"] for e in entries) or f"no {task} results"
+        print(f"{path}: {names} -> {folder}")
+    done = len(folders) - failures
+    print(f"explained {done} of {len(folders)} images; results in {args.out}", file=sys.stderr)
+    return 1 if failures else 0
