@@ -21,6 +21,12 @@ CD_METHODS = ["gradcam", "guided-backprop"]
 
 
 @pytest.fixture(scope="session")
+def cd_methods() -> list[str]:
+    """The methods of the session's class-discrimination study, in item order."""
+    return list(CD_METHODS)
+
+
+@pytest.fixture(scope="session")
 def shapes() -> LoadedModel:
     """The shipped shapes CNN (trained weights)."""
     return load_study_model("shapes")

@@ -182,7 +182,9 @@ def _dataset_images(data: str, model: LoadedModel, **readers: Any) -> list[Study
         for annotation in sample.annotations:
             if annotation.box is not None:
                 boxes.setdefault(annotation.class_id, []).append(annotation.box)
-        categories = []
+        # Classes annotated with the very same boxes name one object (the shipped photos
+        # list synonyms such as "espresso" and "cup"): they make one category.
+        grouped: dict[tuple[Box, ...] | int, list[int]] = {}
         for class_id in sample.labels:
             if class_id not in model_ids:
                 try:
@@ -193,10 +195,12 @@ def _dataset_images(data: str, model: LoadedModel, **readers: Any) -> list[Study
                         f"{data}: class {names[class_id] if names else class_id!r} is not a "
                         f"class of model {model.name!r} ({exc})"
                     ) from None
-            label = model.class_names[model_ids[class_id]]
-            categories.append(
-                Category(label, (model_ids[class_id],), tuple(boxes.get(class_id, ())))
-            )
+            key = tuple(sorted(boxes.get(class_id, ()))) or class_id
+            grouped.setdefault(key, []).append(model_ids[class_id])
+        categories = [
+            Category(model.class_names[ids[0]], tuple(ids), key if isinstance(key, tuple) else ())
+            for key, ids in grouped.items()
+        ]
         images.append(
             StudyImage(
                 sample.path.name, functools.partial(load_image, sample.path), tuple(categories)
@@ -371,7 +375,11 @@ def create_class_discrimination(
 
 
 def _prediction(loaded: LoadedModel, image: Image.Image) -> int:
-    with torch.no_grad():
+    from gradcam.engine import eval_mode
+
+    # In eval mode (restored after) so that a model left in training mode keeps its
+    # BatchNorm statistics.
+    with eval_mode(loaded.module), torch.no_grad():
         logits = loaded.module(loaded.preprocess(image))
     return int(logits.reshape(1, -1).argmax())
 

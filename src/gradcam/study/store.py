@@ -235,7 +235,9 @@ class StudyStore:
             try:
                 yield db
             except BaseException:
-                db.execute("ROLLBACK")
+                # Some errors (SQLITE_FULL) have rolled the transaction back already.
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
                 raise
             db.execute("COMMIT")
 
