@@ -23,7 +23,7 @@ def _method_names() -> list[str]:
 
 def add_parser(commands: Any) -> None:
     """Add ``gradcam study`` and its subcommands to the CLI's ``commands``."""
-    from gradcam.study.server import DEFAULT_PORT
+    from gradcam.study.store import DEFAULT_PORT
 
     study = commands.add_parser(
         "study",
@@ -188,7 +188,12 @@ def _invite(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from gradcam.study.server import serve
+    try:
+        from gradcam.study.server import serve
+    except ImportError as exc:
+        raise GradCAMError(
+            f"serving a study needs FastAPI and uvicorn ({exc}): pip install 'gradcam[study]'"
+        ) from None
 
     print(
         f"serving {args.study} on http://{args.host}:{args.port} (links: gradcam study invite)",

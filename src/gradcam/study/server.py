@@ -21,12 +21,12 @@ import os
 import secrets
 from typing import Any
 
-from gradcam.study.store import TRUST_SCALE, StudyError, StudyStore, open_study
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-__all__ = ["DEFAULT_PORT", "create_app", "serve"]
+from gradcam.study.store import DEFAULT_PORT, TRUST_SCALE, StudyError, StudyStore, open_study
 
-DEFAULT_PORT = 7870
-"""The port ``gradcam study serve`` listens on by default."""
+__all__ = ["create_app", "serve"]
 
 _HEADERS = {
     "Cache-Control": "no-store",
@@ -57,9 +57,7 @@ table { border-collapse: collapse; } td, th { border: 1px solid #ccc; padding: 0
 """
 
 
-def _page(title: str, body: str, status: int = 200) -> Any:
-    from fastapi.responses import HTMLResponse
-
+def _page(title: str, body: str, status: int = 200) -> HTMLResponse:
     document = (
         "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
         "<meta name='viewport' content='width=device-width, initial-scale=1'>"
@@ -143,7 +141,7 @@ def _report_page(store: StudyStore, token: str) -> Any:
     return _page("Study report", "".join(parts))
 
 
-def create_app(path: str | os.PathLike[str]) -> Any:
+def create_app(path: str | os.PathLike[str]) -> FastAPI:
     """The FastAPI application serving the study file at ``path``.
 
     Raises:
@@ -153,8 +151,6 @@ def create_app(path: str | os.PathLike[str]) -> Any:
         >>> import uvicorn
         >>> uvicorn.run(create_app("study.db"), host="127.0.0.1", port=7870)
     """
-    from fastapi import FastAPI, Request
-    from fastapi.responses import RedirectResponse, Response
     from starlette.concurrency import run_in_threadpool
 
     store = open_study(path)

@@ -34,6 +34,7 @@ import numpy as np
 from gradcam.errors import GradCAMError
 
 __all__ = [
+    "DEFAULT_PORT",
     "FORMAT",
     "KINDS",
     "TRUST_SCALE",
@@ -45,6 +46,9 @@ __all__ = [
     "open_study",
     "png_bytes",
 ]
+
+DEFAULT_PORT = 7870
+"""The port ``gradcam study serve`` listens on, and ``invite`` links point to, by default."""
 
 FORMAT = "gradcam-study/1"
 """The value of ``meta.format`` that marks a file as a study of this version."""
