@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import doctest
 import hashlib
+import importlib
 from pathlib import Path
 
 import pytest
@@ -138,3 +140,10 @@ def test_bad_methods_models_and_data(shapes: LoadedModel, tmp_path: Path) -> Non
     with pytest.raises(StudyError, match="different classes"):
         create_trust(tmp_path / "t.db", scenes, shapes, lite0, ["gradcam"])
     assert not list(tmp_path.glob("*.db"))
+
+
+def test_docstring_examples_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # the examples write their study files here
+    for name in ("gradcam.study", "gradcam.study.create"):
+        failed, attempted = doctest.testmod(importlib.import_module(name))[:2]
+        assert failed == 0 and attempted > 0, name

@@ -338,7 +338,8 @@ def create_class_discrimination(
         >>> shapes = load_model("shapes")
         >>> study = create_class_discrimination(
         ...     "cd.db", study_images("synthetic", shapes, count=2), shapes, ["gradcam"])
-        >>> [item.question for item in study.items()][:1]
+        >>> [(item.method, len(item.choices)) for item in study.items()]
+        [('gradcam', 2), ('gradcam', 2)]
     """
     names = _check_methods(methods)
     pairs = [im for im in images if len(im.categories) == 2 and all(c.boxes for c in im.categories)]
@@ -419,7 +420,8 @@ def create_trust(
     Example:
         >>> shapes = load_model("shapes")
         >>> scenes = study_images("synthetic", shapes, count=4, objects=1)
-        >>> create_trust("trust.db", scenes, shapes, load_model("shapes", "noisy.pt"), ["gradcam"])
+        >>> worse = load_model("shapes", "noisy_shapes.pt")  # doctest: +SKIP
+        >>> create_trust("trust.db", scenes, shapes, worse, ["gradcam"])  # doctest: +SKIP
     """
     method_names = _check_methods(methods)
     if model_a.class_names != model_b.class_names:

@@ -161,6 +161,8 @@ class StudyReport:
         """The tables, laid out like the paper's section 5 numbers."""
         who = "SIMULATED participants (not people)" if self.simulated else "participants"
         lines = [f"{self.participants} {who}, {self.answers} answers", ""]
+        if not self.answers:
+            return lines[0] + " (nothing to score yet)"
         if self.kind == "class-discrimination":
             lines += [
                 "| method | answers | human classification accuracy | 95% CI (Wilson) | "

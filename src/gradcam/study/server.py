@@ -149,7 +149,7 @@ def create_app(path: str | os.PathLike[str]) -> FastAPI:
 
     Example:
         >>> import uvicorn
-        >>> uvicorn.run(create_app("study.db"), host="127.0.0.1", port=7870)
+        >>> uvicorn.run(create_app("study.db"), host="127.0.0.1", port=7870)  # doctest: +SKIP
     """
     from starlette.concurrency import run_in_threadpool
 

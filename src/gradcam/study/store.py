@@ -8,8 +8,8 @@ none of it. An answer is keyed by ``(participant, item)``: a resubmitted answer 
 form, a retried request) finds the first one and changes nothing.
 
 Example:
-    >>> store = open_study("study.db")
-    >>> store.kind, len(store.items())
+    >>> store = open_study("study.db")  # doctest: +SKIP
+    >>> store.kind, len(store.items())  # doctest: +SKIP
     ('class-discrimination', 12)
 """
 
