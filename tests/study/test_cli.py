@@ -36,10 +36,13 @@ def test_create_invite_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert len(links) == 3 and all(link.startswith("http://lab:9000/p/") for link in links)
     assert {p.token for p in open_study(study).participants()} == set(tokens)
     answers = tmp_path / "answers.csv"
-    assert main(["study", "report", str(study), "--simulate", "2", "--csv", str(answers)]) == 0
+    argv = ["study", "report", str(study), "--simulate", "2", "--items", "--csv", str(answers)]
+    assert main(argv) == 0
     report = capsys.readouterr().out
     assert "## People" in report and "0 participants, 0 answers" in report
     assert "SIMULATED participants" in report and "| gradcam | 4 |" in report
+    # Per item: 2 items, each answered by both simulated participants.
+    assert len(re.findall(r"^\| \d \| scene-000\d \| gradcam \| \w+ \| 2 \|", report, re.M)) == 2
     rows = list(csv.DictReader(answers.open()))
     assert len(rows) == 4 and {r["simulated"] for r in rows} == {"1"}
 

@@ -133,6 +133,9 @@ def add_parser(commands: Any) -> None:
         "--noise", type=float, default=0.1, help="simulated lapse rate: random answers (0.1)"
     )
     report.add_argument("--seed", type=int, default=0, help="seed of the simulated answers")
+    report.add_argument(
+        "--items", action="store_true", help="also print one row per item (answers, agreement)"
+    )
     report.add_argument("--csv", metavar="FILE", help="also write every answer to FILE")
     report.set_defaults(handler=_report)
 
@@ -219,11 +222,15 @@ def _report(args: argparse.Namespace) -> int:
         print(f"added {args.simulate} simulated participants ({added} answers)", file=sys.stderr)
     print(f"# {store.kind} study: {args.study}")
     print(f"question: {store.question}\n")
-    print("## People\n")
-    print(report(store).markdown())
+    groups = [("People", report(store))]
     if any(p.simulated for p in store.participants()):
-        print("\n## SIMULATED participants (answers computed from the maps, not people)\n")
-        print(report(store, simulated=True).markdown())
+        heading = "SIMULATED participants (answers computed from the maps, not people)"
+        groups.append((heading, report(store, simulated=True)))
+    for heading, scored in groups:
+        print(f"## {heading}\n\n{scored.markdown()}")
+        if args.items and scored.answers:
+            print(f"\nPer item:\n\n{scored.items_markdown()}")
+        print()
     if args.csv:
         rows = write_csv(store, Path(args.csv))
         print(f"{rows} answers written to {args.csv}", file=sys.stderr)

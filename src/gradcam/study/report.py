@@ -192,6 +192,24 @@ class StudyReport:
                 )
         return "\n".join(lines)
 
+    def items_markdown(self) -> str:
+        """One row per item: its answers and their agreement (and correct answers or the
+        mean score for model A)."""
+        last = "correct" if self.kind == "class-discrimination" else "mean score for A"
+        lines = [
+            f"| item | image | method | shown | answers | agreement | {last} |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for row in self.items:
+            agreement = "" if row["agreement"] is None else f"{100 * row['agreement']:.0f}%"
+            value = row.get("correct", row.get("mean_score"))
+            shown = "" if value is None else f"{value:+.2f}" if "mean_score" in row else value
+            lines.append(
+                f"| {row['item']} | {row['image']} | {row['method']} | {row['truth']} | "
+                f"{row['answers']} | {agreement} | {shown} |"
+            )
+        return "\n".join(lines)
+
 
 def _class_methods(items: Sequence[Item], answers: Sequence[Answer]) -> list[MethodAccuracy]:
     by_item: dict[int, list[Answer]] = defaultdict(list)
