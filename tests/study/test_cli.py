@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import re
+import socket
 from collections.abc import Callable
 from pathlib import Path
 
@@ -110,5 +111,11 @@ def test_errors_are_one_line(
     assert "already exists" in _error(capsys, [*argv, "--out", str(existing)])
     assert existing.read_bytes() == before
     assert "at least 1" in _error(capsys, ["study", "invite", str(existing), "-n", "0"])
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        assert "cannot serve" in _error(capsys, ["study", "serve", str(existing), "--port", port])
+    assert "--port must be" in _error(capsys, ["study", "serve", str(existing), "--port", "0"])
     assert not (tmp_path / "new.db").exists()
     assert re.search(r"\.partial", " ".join(p.name for p in tmp_path.iterdir())) is None

@@ -197,14 +197,6 @@ def _serve(args: argparse.Namespace) -> int:
         raise GradCAMError(
             f"serving a study needs FastAPI and uvicorn ({exc}): pip install 'gradcam[study]'"
         ) from None
-    from gradcam.study.store import open_study
-
-    open_study(args.study)  # a bad file is reported before anything is said about serving
-
-    print(
-        f"serving {args.study} on http://{args.host}:{args.port} (links: gradcam study invite)",
-        file=sys.stderr,
-    )
     serve(args.study, host=args.host, port=args.port)
     return 0
 

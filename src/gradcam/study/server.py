@@ -19,6 +19,7 @@ import base64
 import html
 import os
 import secrets
+import sys
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -227,8 +228,26 @@ def create_app(path: str | os.PathLike[str]) -> FastAPI:
 def serve(
     path: str | os.PathLike[str], *, host: str = "127.0.0.1", port: int = DEFAULT_PORT
 ) -> None:
-    """Serve the study at ``path`` until interrupted (binds to this machine only by default)."""
+    """Serve the study at ``path`` until interrupted (binds to this machine only by default).
+
+    Raises:
+        StudyError: ``path`` is not a study, or the port is out of range or in use.
+    """
+    import socket
+
     import uvicorn
 
+    if not 0 < port < 65536:
+        raise StudyError(f"--port must be in 1..65535, got {port}")
     app = create_app(path)
+    # uvicorn reports a taken port in its log and exits; a one-line error is clearer.
+    try:
+        with socket.create_server((host, port)):
+            pass
+    except OSError as exc:
+        raise StudyError(f"cannot serve on {host}:{port}: {exc.strerror or exc}") from None
+    print(
+        f"serving {path} on http://{host}:{port} (participant links: gradcam study invite)",
+        file=sys.stderr,
+    )
     uvicorn.run(app, host=host, port=port, log_level="warning")
