@@ -27,6 +27,7 @@ from gradcam.study import open_study
 
 CHROMIUM = os.environ.get("GRADCAM_CHROMIUM", "/usr/bin/chromium")
 SRC = Path(__file__).parents[2] / "src"
+ARTIFACTS = Path(__file__).parents[1] / "artifacts"
 
 
 def _client(path: Path) -> Any:
@@ -330,6 +331,9 @@ def test_participant_in_a_real_browser(
                 assert picture.evaluate("img => img.complete && img.naturalWidth > 0")
                 item = int(page.locator("input[name=item]").get_attribute("value") or 0)
                 truth = store.item(item).truth
+                if number == 1:
+                    ARTIFACTS.mkdir(exist_ok=True)
+                    page.screenshot(path=ARTIFACTS / "study_page.png", full_page=True)
                 # This participant always names the right category.
                 page.get_by_role("button", name=truth, exact=True).click()
             expect(page.locator("h1")).to_have_text("Thank you!")

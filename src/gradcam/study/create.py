@@ -342,7 +342,12 @@ def create_class_discrimination(
         [('gradcam', 2), ('gradcam', 2)]
     """
     names = _check_methods(methods)
-    pairs = [im for im in images if len(im.categories) == 2 and all(c.boxes for c in im.categories)]
+    pairs = [
+        im
+        for im in images
+        if len({c.name for c in im.categories}) == len(im.categories) == 2
+        and all(c.boxes for c in im.categories)
+    ]
     if not pairs:
         raise StudyError(
             f"none of the {len(images)} images has exactly two annotated categories with boxes"
