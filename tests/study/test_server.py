@@ -242,8 +242,10 @@ def test_sigkill_mid_study_loses_and_duplicates_nothing(
         threads = [threading.Thread(target=run, args=(t,)) for t in tokens]
         for thread in threads:
             thread.start()
-        while len(acknowledged) < 10:
+        deadline = time.monotonic() + 120
+        while len(acknowledged) < 10 and time.monotonic() < deadline:
             time.sleep(0.01)
+        assert len(acknowledged) >= 10, errors[:3]
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
         for thread in threads:

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from gradcam.errors import GradCAMError
-from gradcam.study import StudyError, open_study
+from gradcam.models import LoadedModel
+from gradcam.study import StudyError, create_class_discrimination, open_study, study_images
 from gradcam.study.store import FORMAT
 
 
@@ -123,3 +124,22 @@ def test_full_disk_keeps_nothing_half_written(
     assert all(a.answer == store.item(a.item).choices[0] for a in answers)
     with sqlite3.connect(store.path) as db:
         assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_failed_creation_leaves_no_file(
+    shapes: LoadedModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import gradcam.study.store as store_module
+
+    connect = store_module._connect
+
+    def tiny(path: Path) -> sqlite3.Connection:
+        db = connect(path)
+        db.execute("PRAGMA max_page_count = 8")  # a disk that fills after 32 KiB
+        return db
+
+    monkeypatch.setattr(store_module, "_connect", tiny)
+    images = study_images("synthetic", shapes, count=2)
+    with pytest.raises(StudyError, match="cannot write the study"):
+        create_class_discrimination(tmp_path / "s.db", images, shapes, ["gradcam"])
+    assert list(tmp_path.iterdir()) == []
