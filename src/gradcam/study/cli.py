@@ -23,6 +23,7 @@ def _method_names() -> list[str]:
 
 def add_parser(commands: Any) -> None:
     """Add ``gradcam study`` and its subcommands to the CLI's ``commands``."""
+    from gradcam.explain import FIGURE_METHODS
     from gradcam.study.store import DEFAULT_PORT
 
     study = commands.add_parser(
@@ -59,7 +60,7 @@ def add_parser(commands: Any) -> None:
         action="extend",
         nargs="+",
         metavar="NAME",
-        help="methods whose maps are shown (default: guided-backprop gradcam guided-gradcam): "
+        help=f"methods whose maps are shown (default: {' '.join(FIGURE_METHODS)}): "
         + ", ".join(_method_names()),
     )
     create.add_argument(
@@ -116,8 +117,8 @@ def add_parser(commands: Any) -> None:
     report = steps.add_parser(
         "report",
         help="score the answers like the paper's section 5",
-        description="Class discrimination: accuracy per method (Wilson 95%% interval), item "
-        "agreement, Fleiss' kappa. Trust: mean signed score for model A (95%% interval) and "
+        description="Class discrimination: accuracy per method (Wilson 95% interval), item "
+        "agreement, Fleiss' kappa. Trust: mean signed score for model A (95% interval) and "
         "the share preferring each model. Simulated participants are scored apart.",
     )
     report.add_argument("study", metavar="STUDY.db")
