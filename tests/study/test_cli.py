@@ -78,8 +78,12 @@ def test_create_from_a_coco_folder(tmp_path: Path, capsys: pytest.CaptureFixture
     data = _coco_folder(tmp_path / "coco")
     study = tmp_path / "coco.db"
     argv = ["study", "create", "class-discrimination", "--data", str(data), "--model", "shapes"]
-    assert main([*argv, "--methods", "gradcam", "--out", str(study), "--both-categories"]) == 0
-    items = open_study(study).items()
+    argv += ["--methods", "gradcam", "--out", str(study), "--both-categories"]
+    assert main([*argv, "--each-image-once"]) == 0
+    store = open_study(study)
+    items = store.items()
+    assert store.config["each_image_once"] is True
+    assert [len(store.order(t)) for t in store.invite(2)] == [2, 2]  # one item per photo
     # The one-shape photo is left out; both categories of each two-shape photo are asked.
     assert sorted((i.image, i.truth) for i in items) == [
         ("0.png", "ring"), ("0.png", "star"), ("2.png", "cross"), ("2.png", "square"),

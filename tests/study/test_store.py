@@ -4,6 +4,7 @@ and failed writes."""
 from __future__ import annotations
 
 import hashlib
+import json
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
@@ -143,3 +144,29 @@ def test_failed_creation_leaves_no_file(
     with pytest.raises(StudyError, match="cannot write the study"):
         create_class_discrimination(tmp_path / "s.db", images, shapes, ["gradcam"])
     assert list(tmp_path.iterdir()) == []
+
+
+def test_each_image_once_rotates_methods(
+    cd_study_file: Path, copy_study: Callable[[Path], Path]
+) -> None:
+    path = copy_study(cd_study_file)
+    with sqlite3.connect(path) as db:
+        config = json.loads(db.execute("SELECT value FROM meta WHERE key = 'config'").fetchone()[0])
+        config["each_image_once"] = True
+        db.execute("UPDATE meta SET value = ? WHERE key = 'config'", (json.dumps(config),))
+    store = open_study(path)
+    items = {i.id: i for i in store.items()}  # 3 photos x 2 methods
+    tokens = store.invite(4)
+    seen = [[items[i] for i in store.order(t)] for t in tokens]
+    for shown in seen:
+        assert len(shown) == 3 and len({i.image for i in shown}) == 3
+    # Two consecutive participants see every item once between them; the next two again.
+    assert sorted(i.id for i in seen[0] + seen[1]) == sorted(items)
+    assert sorted(i.id for i in seen[2] + seen[3]) == sorted(items)
+    # A participant answers only their own questions.
+    other = next(i for i in items if i not in store.order(tokens[0]))
+    with pytest.raises(StudyError, match="not one of this participant's questions"):
+        store.record(tokens[0], other, items[other].choices[0])
+    for item_id in store.order(tokens[0]):
+        store.record(tokens[0], item_id, items[item_id].choices[0])
+    assert store.next_item(tokens[0]) == (None, 3, 3)

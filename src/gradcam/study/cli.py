@@ -82,6 +82,12 @@ def add_parser(commands: Any) -> None:
         action="store_true",
         help="class-discrimination: items for both categories of each photo, not one",
     )
+    create.add_argument(
+        "--each-image-once",
+        action="store_true",
+        help="each participant sees one item per photo, methods rotating over photos and "
+        "participants (default: every item)",
+    )
     create.set_defaults(handler=_create)
 
     invite = steps.add_parser(
@@ -163,7 +169,7 @@ def _create(args: argparse.Namespace) -> int:
         )
         store = create_trust(
             args.out, images, model_a, model_b, methods, seed=args.seed, limit=args.limit,
-            names={"A": specs[0], "B": specs[1]},
+            names={"A": specs[0], "B": specs[1]}, each_image_once=args.each_image_once,
         )  # fmt: skip
     else:
         if len(specs) != 1:
@@ -173,6 +179,7 @@ def _create(args: argparse.Namespace) -> int:
         store = create_class_discrimination(
             args.out, images, model, methods, seed=args.seed,
             both_categories=args.both_categories, limit=args.limit,
+            each_image_once=args.each_image_once,
         )  # fmt: skip
     print(f"{args.out}: {args.kind} study, {len(store.items())} items, seed {args.seed}")
     print(f"owner token (report pages: /report/TOKEN): {store.owner_token}")

@@ -314,6 +314,7 @@ def create_class_discrimination(
     seed: int = 0,
     both_categories: bool = False,
     limit: int | None = None,
+    each_image_once: bool = False,
 ) -> StudyStore:
     """Write a class-discrimination study (section 5.1) to ``out``.
 
@@ -329,6 +330,9 @@ def create_class_discrimination(
         seed: seeds every random choice, so the same arguments give the same study.
         both_categories: one item per category and method instead of one category per photo.
         limit: use at most this many photos.
+        each_image_once: each participant sees one item per photo, the methods rotating
+            over photos and participants (see :meth:`StudyStore.order`), so that seeing one
+            method's map cannot give away the answer for another's.
 
     Raises:
         StudyError: no photo with exactly two categories, an unknown method, or ``out``
@@ -374,7 +378,12 @@ def create_class_discrimination(
                         {"map": (png_bytes(picture), evidence)},
                     )
                 )  # fmt: skip
-    config = {"model": model.name, "methods": names, "images": len(pairs)}
+    config = {
+        "model": model.name,
+        "methods": names,
+        "images": len(pairs),
+        "each_image_once": each_image_once,
+    }
     return write_study(
         out, "class-discrimination", items, seed=seed, question=CLASS_QUESTION, config=config
     )
@@ -400,6 +409,7 @@ def create_trust(
     seed: int = 0,
     limit: int | None = None,
     names: Mapping[str, str] | None = None,
+    each_image_once: bool = False,
 ) -> StudyStore:
     """Write a trust study (section 5.2) to ``out``.
 
@@ -417,6 +427,8 @@ def create_trust(
         seed: seeds every random choice.
         limit: use at most this many photos.
         names: how to call the models in the report (default: their load names).
+        each_image_once: each participant sees one item per photo (see
+            :func:`create_class_discrimination`).
 
     Raises:
         StudyError: the models' classes differ, no photo where both are right, an unknown
@@ -469,5 +481,10 @@ def create_trust(
             f"in none of the {len(images)} images do both models predict the same annotated "
             "category"
         )
-    config = {"models": labels, "methods": method_names, "images": used}
+    config = {
+        "models": labels,
+        "methods": method_names,
+        "images": used,
+        "each_image_once": each_image_once,
+    }
     return write_study(out, "trust", items, seed=seed, question=TRUST_QUESTION, config=config)

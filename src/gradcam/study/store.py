@@ -326,10 +326,28 @@ class StudyStore:
         return [Participant(r[0], bool(r[1])) for r in rows]
 
     def order(self, token: str) -> list[int]:
-        """The item ids in the order this participant sees them: a permutation seeded by the
-        study's seed and the token, so it is the same on every visit and for every server."""
+        """The item ids this participant sees, in their order: a permutation seeded by the
+        study's seed and the token, so it is the same on every visit and for every server.
+
+        In a study created with ``each_image_once``, a participant sees one item per photo:
+        participant number ``p`` (in invitation order) gets item ``(p + i) mod k`` of the
+        ``k`` items of photo ``i``, so methods rotate over photos and participants (a Latin
+        square) and nobody sees a photo explained twice.
+        """
+        items = self.items()
+        if self.config.get("each_image_once"):
+            with self._connection() as db:
+                row = db.execute(
+                    "SELECT rowid FROM participants WHERE token = ?", (token,)
+                ).fetchone()
+            number = int(row[0]) if row else 0
+            photos: dict[str, list[int]] = {}
+            for item in items:
+                photos.setdefault(item.image, []).append(item.id)
+            ids = [group[(number + i) % len(group)] for i, group in enumerate(photos.values())]
+        else:
+            ids = [item.id for item in items]
         digest = hashlib.sha256(f"{self.seed}:{token}".encode()).digest()
-        ids = [item.id for item in self.items()]
         random.Random(int.from_bytes(digest[:8], "big")).shuffle(ids)
         return ids
 
@@ -361,6 +379,8 @@ class StudyStore:
         if self.participant(token) is None:
             raise StudyError("unknown participant token")
         item = self.item(item_id)
+        if item_id not in self.order(token):
+            raise StudyError(f"item {item_id} is not one of this participant's questions")
         if answer not in item.choices:
             raise StudyError(f"item {item_id}: {answer!r} is not one of its answers")
         correct: int | None = None
