@@ -25,7 +25,14 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from gradcam.study.store import DEFAULT_PORT, TRUST_SCALE, StudyError, StudyStore, open_study
+from gradcam.study.store import (
+    DEFAULT_PORT,
+    TRUST_SCALE,
+    AnswerNotSaved,
+    StudyError,
+    StudyStore,
+    open_study,
+)
 
 __all__ = ["create_app", "serve"]
 
@@ -176,7 +183,7 @@ def create_app(path: str | os.PathLike[str]) -> FastAPI:
 
         # Parsed here rather than by a form library: two short fields, no files.
         fields = parse_qs((await request.body()).decode("utf-8", "replace"))
-        if store.participant(token) is None:
+        if await run_in_threadpool(store.participant, token) is None:
             return _unknown()
         item_text = fields.get("item", [""])[0]
         choice = fields.get("answer", [""])[0]
@@ -185,7 +192,7 @@ def create_app(path: str | os.PathLike[str]) -> FastAPI:
         try:
             await run_in_threadpool(store.record, token, int(item_text), choice)
         except StudyError as exc:
-            saving = "could not be saved" in str(exc)
+            saving = isinstance(exc, AnswerNotSaved)
             text = (
                 "<h1>Your answer was not saved</h1><p>The study could not store it just now; "
                 "nothing of it was kept. Please go back and answer again in a moment.</p>"

@@ -39,6 +39,7 @@ __all__ = [
     "KINDS",
     "TRUST_SCALE",
     "Answer",
+    "AnswerNotSaved",
     "Item",
     "Participant",
     "StudyError",
@@ -106,6 +107,10 @@ CREATE TABLE answers (
 
 class StudyError(GradCAMError):
     """A study file cannot be created, opened or answered; the message names what was wrong."""
+
+
+class AnswerNotSaved(StudyError):
+    """An answer could not be written (full disk, read-only file); nothing of it was stored."""
 
 
 @dataclass(frozen=True)
@@ -399,7 +404,9 @@ class StudyStore:
                 )
                 return cursor.rowcount == 1
         except sqlite3.Error as exc:
-            raise StudyError(f"the answer could not be saved ({exc}); nothing was stored") from None
+            raise AnswerNotSaved(
+                f"the answer could not be saved ({exc}); nothing was stored"
+            ) from None
 
     def answers(self) -> list[Answer]:
         """Every stored answer, in the order they were committed."""
