@@ -25,9 +25,10 @@ from gradcam.study.create import (
 )
 from gradcam.study.report import StudyReport, fleiss_kappa, report, wilson_interval, write_csv
 from gradcam.study.simulate import simulate
-from gradcam.study.store import StudyError, StudyStore, open_study
+from gradcam.study.store import AnswerNotSaved, StudyError, StudyStore, open_study
 
 __all__ = [
+    "AnswerNotSaved",
     "Category",
     "StudyError",
     "StudyImage",
