@@ -83,3 +83,19 @@ def test_simulate_stores_marked_answers(
     assert all(m.agreement == 1.0 for m in simulated.methods)
     with pytest.raises(StudyError, match="noise"):
         simulate(store, 1, noise=1.5)
+
+
+def test_simulated_answers_are_reproducible(
+    cd_study_file: Path, copy_study: Callable[[Path], Path], tmp_path: Path
+) -> None:
+    runs = []
+    for name in ("one", "two"):
+        folder = tmp_path / name
+        folder.mkdir()
+        store = open_study(copy_study(cd_study_file).replace(folder / "s.db"))
+        simulate(store, 3, seed=5, noise=0.5)
+        tokens = [p.token for p in store.participants()]
+        runs.append(
+            sorted((tokens.index(a.participant), a.item, a.answer) for a in store.answers())
+        )
+    assert runs[0] == runs[1]

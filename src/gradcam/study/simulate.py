@@ -79,7 +79,8 @@ def simulate(store: StudyStore, participants: int, *, seed: int = 0, noise: floa
     stored.
 
     Each answers in its own order (:meth:`StudyStore.order`), one committed answer at a time,
-    like a person through the web page.
+    like a person through the web page. The answers depend only on the study, ``seed`` and
+    ``noise`` (not on the random tokens), so a rerun gives the same report.
 
     Example:
         >>> simulate(open_study("study.db"), 9)  # doctest: +SKIP
@@ -92,8 +93,10 @@ def simulate(store: StudyStore, participants: int, *, seed: int = 0, noise: floa
     maps = {i: {s: store.map(i, s) for s in slots} for i in items}
     stored = 0
     for number, token in enumerate(store.invite(participants, simulated=True)):
-        rng = random.Random(f"{seed}:{number}")
         for item_id in store.order(token):
+            # Seeded by participant and item, not by the token's order: the same seed gives
+            # the same answers to the same study.
+            rng = random.Random(f"{seed}:{number}:{item_id}")
             answer = simulated_answer(items[item_id], maps[item_id], rng, noise)
             stored += store.record(token, item_id, answer)
     return stored
