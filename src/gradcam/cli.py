@@ -31,7 +31,11 @@ PROTOCOLS = ("localization", "pointing", "faithfulness", "sanity", "ablations")
 # Commands that live beside their feature: each module has `add_parser(commands)`, which adds
 # its subparsers and sets `handler=<function(args) -> int>` on them. Imported when the parser is
 # built, so they import their heavy dependencies inside the handler.
-COMMAND_MODULES: tuple[str, ...] = ("gradcam.diagnose.cli", "gradcam.dissect.cli")
+COMMAND_MODULES: tuple[str, ...] = (
+    "gradcam.diagnose.cli",
+    "gradcam.dissect.cli",
+    "gradcam.study.cli",
+)
 
 
 def _method_names() -> list[str]:
