@@ -149,24 +149,16 @@ def _shipped_photo() -> StudyImage:
 
 
 def _read_dataset(data: str, **readers: Any) -> Any:
-    # TODO(open_dataset): call gradcam.evaluate.datasets.open_dataset(path, format="auto")
-    # once it lands; until then the same choice of reader as `gradcam evaluate`.
-    from gradcam.evaluate import datasets
+    """The annotated dataset at ``data``, detected as ``gradcam evaluate --data`` does."""
+    from gradcam.evaluate.datasets import open_dataset
 
-    if data == "photos":
-        return datasets.read_photos(annotated=True)
-    root = Path(data)
-    if readers.get("annotations"):
-        return datasets.read_coco(readers["annotations"], root)
-    if readers.get("labels"):
-        return datasets.read_imagenet(root, readers["labels"], readers.get("boxes"))
-    if (root / "ImageSets").is_dir():
-        return datasets.read_voc(root, readers.get("split") or "val")
-    if (root / "annotations.json").is_file() and (root / "images").is_dir():
-        return datasets.read_coco(root / "annotations.json", root / "images")
-    raise StudyError(
-        f"{data}: not an annotated dataset (a VOC folder, COCO images with --annotations, "
-        "ImageNet-style images with --labels, 'photos', 'photo' or 'synthetic')"
+    return open_dataset(
+        data,
+        labels=readers.get("labels"),
+        boxes=readers.get("boxes"),
+        annotations=readers.get("annotations"),
+        split=readers.get("split") or "val",
+        annotated=True,
     )
 
 
