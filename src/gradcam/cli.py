@@ -289,18 +289,11 @@ def _add_vl_parsers(commands: Any) -> None:
 
 
 def _output_dirs(images: Sequence[str], out: Path) -> list[Path]:
-    """One folder per image, named after its file; repeated names get a numeric suffix."""
-    used: set[str] = set()
-    dirs = []
-    for image in images:
-        stem = Path(image).stem or "image"
-        name, n = stem, 1
-        while name in used:
-            n += 1
-            name = f"{stem}_{n}"
-        used.add(name)
-        dirs.append(out / name)
-    return dirs
+    """One folder per image, named by the slug of its file's stem (inside ``out`` whatever the
+    name: ``...jpg`` has the stem ``..``); repeated names get a numeric suffix."""
+    from gradcam.paths import unique_slugs
+
+    return [out / n for n in unique_slugs((Path(i).stem for i in images), fallback="image")]
 
 
 def _explain(args: argparse.Namespace) -> int:

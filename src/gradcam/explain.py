@@ -11,7 +11,6 @@ occlusion, perturbation methods) add their own passes.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ from gradcam.layers import resolve_layer
 from gradcam.maps import bounding_box, peak, upsample
 from gradcam.methods import Result, explain_methods, method_spec
 from gradcam.models import LoadedModel
+from gradcam.paths import slug
 from gradcam.targets import TopK
 
 __all__ = [
@@ -168,10 +168,6 @@ def npz_key(method: str, field: str) -> str:
     return prefix + field
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:40] or "target"
-
-
 def _picture(entry: MapEntry, image: Image.Image) -> Image.Image:
     from gradcam.viz import gradient_image, overlay
 
@@ -215,7 +211,7 @@ def save_explanation(
     maps = []
     for entry in explanation.entries:
         label = entry.class_name or f"target-{entry.rank}"
-        filename = f"{entry.method}_{entry.rank}_{_slug(label)}.png"
+        filename = f"{entry.method}_{entry.rank}_{slug(label, fallback='target')}.png"
         picture = _picture(entry, image)
         pictures[(entry.method, entry.rank)] = picture
         picture.save(out / filename)
@@ -242,7 +238,7 @@ def save_explanation(
                 (f"{method_spec(m).title}: {label}", pictures[(m, entry.rank)])
                 for m in FIGURE_METHODS
             ]
-            filename = f"figure_{entry.rank}_{_slug(label)}.png"
+            filename = f"figure_{entry.rank}_{slug(label, fallback='target')}.png"
             side_by_side(panels).save(out / filename)
             figures.append(filename)
     summary = {

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 import tempfile
 import threading
 import time
@@ -50,6 +49,7 @@ from gradcam.images import load_image
 from gradcam.layers import spatial_layers
 from gradcam.methods import method_spec, method_specs
 from gradcam.models import LoadedModel
+from gradcam.paths import slug
 from gradcam.viz import gradient_image, overlay, side_by_side
 
 __all__ = [
@@ -162,10 +162,6 @@ class Views:
     explanation: Explanation
     seconds: float
     cached: bool = False
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:40] or "class"
 
 
 def _scaled_box(
@@ -448,8 +444,8 @@ class DemoSession:
         return panels
 
     def _stem(self, views: Views) -> str:
-        layer = _slug(views.layer.replace(".", "-"))
-        who = f"{views.class_id}-{_slug(views.class_name)}"
+        layer = slug(views.layer, fallback="layer")
+        who = f"{views.class_id}-{slug(views.class_name, fallback='class')}"
         method = views.method.replace("+", "p")
         return f"{method}_{views.photo.key[:12]}_{who}_{layer}"
 
