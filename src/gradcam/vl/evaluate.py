@@ -137,11 +137,9 @@ class ForcedAnswers:
 
 
 def _on(mask: np.ndarray, map2d: Tensor) -> bool:
-    """Whether a map's maximum is on a mask; an all-zero map points nowhere (a miss)."""
-    if not bool(map2d.max() > 0):
-        return False
-    x, y = peak(map2d)
-    return bool(mask[y, x])
+    """Whether a map's maximum is on a mask; a constant map points nowhere (a miss)."""
+    point = peak(map2d)
+    return point is not None and bool(mask[point[1], point[0]])
 
 
 def _input(scene: Scene) -> Tensor:

@@ -111,9 +111,10 @@ def _check_methods(names: Sequence[str]) -> list[str]:
 
 
 def _image_peak(map2d: Tensor, image: Image.Image) -> tuple[int, int] | None:
-    if not bool(map2d.max() > 0):
-        return None  # an all-zero map points nowhere
-    x, y = peak(map2d)
+    point = peak(map2d)
+    if point is None:
+        return None
+    x, y = point
     height, width = map2d.shape
     return (
         min(image.width - 1, int((x + 0.5) * image.width / width)),
