@@ -15,12 +15,23 @@
   (``nn.ReLU``, ``nn.ReLU6``, ...) or as a function (``F.relu``, ``torch.relu_``,
   ``Tensor.relu``, ...), through :class:`~gradcam.rectifiers.Rectified`, whose backward rule
   (plain, guided, deconv) is chosen when the backward pass runs. No module is replaced.
+* :func:`eval_mode` runs a block with the model in eval mode and restores every flag.
+
+A hook on a module fires for every thread's forward pass, and ``training`` flags are shared,
+so two threads explaining one model at once would see each other's hooks and flags: maps from
+the other thread's image, a layer "running twice", BatchNorm statistics updated by a flipped
+flag. :func:`model_lock` prevents that: :func:`eval_mode`, :func:`record_outputs` and the
+engine hold it for the whole call, and every forward pass that gradcam runs with hooks runs
+inside one of them. Calls on one model from several threads are therefore safe, and run one
+at a time; calls on different models run in parallel.
 """
 
 from __future__ import annotations
 
+import threading
+import weakref
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,10 +48,75 @@ __all__ = [
     "capture_input",
     "capture_layer",
     "capture_outputs",
+    "eval_mode",
+    "model_lock",
     "record_outputs",
     "rectifier_mode",
     "replace_output",
 ]
+
+
+_LOCKS: weakref.WeakKeyDictionary[nn.Module, threading.RLock] = weakref.WeakKeyDictionary()
+_LOCKS_GUARD = threading.Lock()
+
+
+@contextmanager
+def model_lock(model: nn.Module) -> Iterator[None]:
+    """Hold ``model``'s lock for the block: one thread at a time runs gradcam on it.
+
+    The lock is re-entrant (a library call inside another on the same model goes on) and is
+    really one lock per submodule, all taken in one global order: a call on a wrapper of a
+    model (a VQA model with its question fixed, ``nn.Sequential(normalize, model)``) excludes
+    calls on the model itself, because hooks and ``training`` flags live on the submodules
+    they share. The model is not modified: the locks are kept beside it, and go with it.
+
+    Example:
+        >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU())
+        >>> with model_lock(net), model_lock(net[0]):  # re-entrant, also through a submodule
+        ...     net(torch.zeros(1, 3, 8, 8)).shape
+        torch.Size([1, 4, 6, 6])
+    """
+    modules = sorted(model.modules(), key=id)
+    with _LOCKS_GUARD:
+        locks = []
+        for module in modules:
+            lock = _LOCKS.get(module)
+            if lock is None:
+                lock = _LOCKS[module] = threading.RLock()
+            locks.append(lock)
+    with ExitStack() as stack:
+        for lock in locks:
+            stack.enter_context(lock)
+        yield
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[None]:
+    """Run the block with ``model`` in eval mode, restoring every module's flag afterwards.
+
+    The block holds :func:`model_lock`, so a concurrent call on the same model neither sees
+    the flipped flags nor restores them too early.
+
+    Example:
+        >>> net = torch.nn.Sequential(torch.nn.BatchNorm2d(3)).train()
+        >>> with eval_mode(net):
+        ...     net[0].training
+        False
+        >>> net[0].training
+        True
+    """
+    with model_lock(model):
+        modules = list(model.modules())
+        flags = [m.training for m in modules]
+        if not any(flags):
+            yield
+            return
+        try:
+            model.eval()
+            yield
+        finally:
+            for module, flag in zip(modules, flags, strict=True):
+                module.training = flag
 
 
 @dataclass
@@ -288,12 +364,13 @@ def record_outputs(model: nn.Module) -> Iterator[list[ModuleCall]]:
 
         return hook
 
-    try:
-        for name, module in model.named_modules():
-            if name:
-                handles.append(module.register_forward_hook(make_hook(name)))
-        yield recording.calls
-    finally:
-        for handle in handles:
-            handle.remove()
-        recording.keep_alive.clear()
+    with model_lock(model):
+        try:
+            for name, module in model.named_modules():
+                if name:
+                    handles.append(module.register_forward_hook(make_hook(name)))
+            yield recording.calls
+        finally:
+            for handle in handles:
+                handle.remove()
+            recording.keep_alive.clear()

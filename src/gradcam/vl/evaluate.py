@@ -37,6 +37,7 @@ import torch
 from torch import Tensor
 
 from gradcam.evaluate.metrics import spearman
+from gradcam.hooks import model_lock
 from gradcam.maps import peak
 from gradcam.methods import Occlusion, create
 from gradcam.synthetic.scenes import Scene
@@ -248,7 +249,7 @@ def answer_correlation(
         x = _input(scene)
         for question in questions(scene):
             adapter = model.explainable(question.tokens)
-            with torch.no_grad():
+            with torch.no_grad(), model_lock(adapter):
                 answer = int(adapter(x).argmax(dim=1))
             right += ANSWERS[answer] == question.answer
             map_ = create(method, adapter, VL_LAYER)(x, Answer(answer)).maps[0, 0].numpy()
@@ -304,7 +305,7 @@ def occlusion_correlation(
         x = _input(scene)
         for question in questions(scene):
             adapter = model.explainable(question.tokens)
-            with torch.no_grad():
+            with torch.no_grad(), model_lock(adapter):
                 target = Answer(int(adapter(x).argmax(dim=1)))
             occluded = Occlusion(adapter, window, stride, batch_size=64, progress=False)
             reference = occluded(x, target).maps[0, 0].numpy()
