@@ -15,13 +15,13 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-import warnings
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from gradcam.errors import GradCAMError, ImageLoadError
+from gradcam.util import warnings_as_messages
 
 __all__ = ["main"]
 
@@ -317,11 +317,8 @@ def _explain(args: argparse.Namespace) -> int:
     if "occlusion" in names:
         pairs += [f"{k}={v}" for k, v in (("window", args.window), ("stride", args.stride)) if v]
     options = parse_options(names, pairs)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", UserWarning)
+    with warnings_as_messages():
         loaded = load_model(args.model, args.weights)
-    for warning in caught:
-        print(f"gradcam: warning: {warning.message}", file=sys.stderr)
     classes = [loaded.class_index(c) for c in args.classes] if args.classes else None
     if args.layer is not None:
         resolve_layer(loaded.module, args.layer)
@@ -472,11 +469,8 @@ def _evaluate(args: argparse.Namespace) -> int:
         print(f"gradcam: warning: {problem}", file=sys.stderr)
     if not dataset.samples:
         raise GradCAMError(f"no images to evaluate in {args.data}")
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", UserWarning)
+    with warnings_as_messages():
         loaded = load_model(args.model, args.weights)
-    for warning in caught:
-        print(f"gradcam: warning: {warning.message}", file=sys.stderr)
     if args.protocol in ("localization", "pointing", "ablations"):
         check_classes(loaded, dataset)
     spec = ModelSpec(args.model, args.weights)

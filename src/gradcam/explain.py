@@ -33,6 +33,7 @@ __all__ = [
     "Explanation",
     "MapEntry",
     "explain_image",
+    "map_arrays",
     "npz_key",
     "save_explanation",
 ]
@@ -168,6 +169,29 @@ def npz_key(method: str, field: str) -> str:
     return prefix + field
 
 
+def map_arrays(results: Mapping[str, Result], target: int | None = None) -> dict[str, np.ndarray]:
+    """The maps of the first image of each result as numpy arrays, under :func:`npz_key`.
+
+    Every method gives its ``maps``; heatmap methods also their ``raw`` maps. With ``target``
+    only that target's maps are kept, else all K of them.
+
+    Example:
+        >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 2, 3), torch.nn.ReLU(),
+        ...                           torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+        >>> found = explain_methods(["gradcam", "guided-backprop"], net, torch.rand(1, 3, 6, 6))
+        >>> {k: v.shape for k, v in map_arrays(found, target=0).items()}
+        {'maps': (6, 6), 'raw': (4, 4), 'guided_backprop_maps': (3, 6, 6)}
+    """
+    pick = slice(None) if target is None else target
+    arrays: dict[str, np.ndarray] = {}
+    for name, result in results.items():
+        arrays[npz_key(name, "maps")] = result.maps[0, pick].numpy()
+        raw = getattr(result, "raw", None)
+        if raw is not None:
+            arrays[npz_key(name, "raw")] = raw[0, pick].numpy()
+    return arrays
+
+
 def _picture(entry: MapEntry, image: Image.Image) -> Image.Image:
     from gradcam.viz import gradient_image, overlay
 
@@ -253,11 +277,7 @@ def save_explanation(
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     if save_maps:
         arrays: dict[str, Any] = {"input": explanation.input.numpy()}
-        for name, result in explanation.results.items():
-            arrays[npz_key(name, "maps")] = result.maps[0].numpy()
-            raw = getattr(result, "raw", None)
-            if raw is not None:
-                arrays[npz_key(name, "raw")] = raw[0].numpy()
+        arrays |= map_arrays(explanation.results)
         first = next(iter(explanation.results.values()))
         arrays["classes"] = first.classes[0].numpy()
         np.savez_compressed(out / "maps.npz", **arrays)
