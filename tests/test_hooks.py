@@ -9,7 +9,15 @@ from helpers.state import assert_unchanged, snapshot
 from torch import nn
 
 from gradcam.engine import eval_mode as engine_eval_mode
-from gradcam.hooks import eval_mode, model_lock, record_outputs
+from gradcam.hooks import (
+    InputCapture,
+    LayerCapture,
+    capture_input,
+    capture_layer,
+    eval_mode,
+    model_lock,
+    record_outputs,
+)
 
 
 def _net() -> nn.Sequential:
@@ -94,3 +102,23 @@ def test_record_outputs_holds_the_lock() -> None:
         net(torch.zeros(1, 3, 5, 5))
     assert [c.name for c in calls] == ["0", "1", "2"]
     assert not _held_elsewhere(net)
+
+
+def test_captures_name_what_they_hold() -> None:
+    """A layer's output is ``output``; a module's input is ``input`` (it once was called
+    ``activation`` in both)."""
+    net = _net().eval()
+    x = torch.rand(1, 3, 5, 5)
+    with (
+        torch.no_grad(),
+        capture_layer(net[0], "0", detach=False) as out,
+        capture_input(net[2], "2") as seen,
+    ):
+        y = net(x)
+    assert isinstance(out, LayerCapture) and isinstance(seen, InputCapture)
+    assert out.output is not None and seen.input is not None
+    torch.testing.assert_close(out.output, net[0](x))
+    torch.testing.assert_close(seen.input, net[1](net[0](x)))
+    torch.testing.assert_close(y, torch.relu(seen.input))
+    assert out.calls == seen.calls == 1
+    assert not hasattr(out, "activation") and not hasattr(seen, "activation")

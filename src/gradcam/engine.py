@@ -215,18 +215,14 @@ def compute_gradients(
                 )
                 output = model(source)
             torch.set_grad_enabled(True)
-            if capture is not None and capture.activation is None:
+            if capture is not None and capture.output is None:
                 raise LayerError(f"layer {capture.name!r} did not run during the forward pass")
             resolved = resolve_targets(targets, output, x.shape[0])
             if not all_finite(resolved.scores.detach()):
                 raise GradCAMError("the model produced NaN or infinite target scores")
             activations = layer_grads = None
-            if (
-                resolved_layer is not None
-                and capture is not None
-                and capture.activation is not None
-            ):
-                raw = capture.activation
+            if resolved_layer is not None and capture is not None and capture.output is not None:
+                raw = capture.output
                 view = resolved_layer.view(model, tuple(raw.shape), (x.shape[-2], x.shape[-1]))
                 activations = view(raw.detach())
                 state.rule = layer_rule

@@ -43,6 +43,7 @@ from gradcam.errors import LayerError
 from gradcam.rectifiers import Rectified, RectifierState, classify
 
 __all__ = [
+    "InputCapture",
     "LayerCapture",
     "ModuleCall",
     "capture_input",
@@ -121,17 +122,33 @@ def eval_mode(model: nn.Module) -> Iterator[None]:
 
 @dataclass
 class LayerCapture:
-    """What :func:`capture_layer` saw during one forward pass.
+    """What :func:`capture_layer` (or :func:`replace_output`) saw during one forward pass.
 
     Attributes:
         name: the layer's dotted name, for error messages.
-        activation: the layer's raw output (before any reshape to (B, C, h, w)); with
+        output: the layer's raw output (before any reshape to (B, C, h, w)); with
             ``detach=True`` a leaf tensor that requires grad. ``None`` when the layer has not run.
         calls: how many times the layer ran.
     """
 
     name: str
-    activation: Tensor | None = None
+    output: Tensor | None = None
+    calls: int = 0
+
+
+@dataclass
+class InputCapture:
+    """What :func:`capture_input` saw during one forward pass.
+
+    Attributes:
+        name: the module's dotted name, for error messages.
+        input: the first positional input of the module's last call, ``None`` when it has not
+            run (or that input is not a tensor).
+        calls: how many times the module ran.
+    """
+
+    name: str
+    input: Tensor | None = None
     calls: int = 0
 
 
@@ -150,7 +167,7 @@ def capture_layer(layer: nn.Module, name: str, *, detach: bool = True) -> Iterat
     Example:
         >>> with torch.no_grad(), capture_layer(model.layer4, "layer4") as cap:
         ...     logits = model(x)
-        >>> cap.activation.shape  # (B, 512, 7, 7), requires_grad=True
+        >>> cap.output.shape  # (B, 512, 7, 7), requires_grad=True
     """
     capture = LayerCapture(name)
 
@@ -170,7 +187,7 @@ def capture_layer(layer: nn.Module, name: str, *, detach: bool = True) -> Iterat
         if detach:
             torch.set_grad_enabled(True)
             activation = output.detach().requires_grad_(True)
-        capture.activation = activation
+        capture.output = activation
         # A clone flows on, not A itself: an in-place op later in the network (ReLU(inplace=True),
         # `out += identity`) then modifies the clone, never the activations we keep.
         return activation.clone()
@@ -183,14 +200,22 @@ def capture_layer(layer: nn.Module, name: str, *, detach: bool = True) -> Iterat
 
 
 @contextmanager
-def capture_input(module: nn.Module, name: str) -> Iterator[LayerCapture]:
-    """Keep the first positional input of ``module`` (its last call) during the block."""
-    capture = LayerCapture(name)
+def capture_input(module: nn.Module, name: str) -> Iterator[InputCapture]:
+    """Keep the first positional input of ``module`` (its last call) during the block.
+
+    Example:
+        >>> head = torch.nn.Linear(4, 2)
+        >>> with capture_input(head, "head") as seen:
+        ...     _ = head(torch.ones(1, 4))
+        >>> seen.input.shape, seen.calls
+        (torch.Size([1, 4]), 1)
+    """
+    capture = InputCapture(name)
 
     def hook(_module: nn.Module, inputs: tuple[Any, ...]) -> None:
         capture.calls += 1
         if inputs and isinstance(inputs[0], Tensor):
-            capture.activation = inputs[0]
+            capture.input = inputs[0]
 
     handle = module.register_forward_pre_hook(hook)
     try:
@@ -265,7 +290,7 @@ def replace_output(
             raise LayerError(
                 f"layer {name!r} must output a (B, C, h, w) tensor of feature maps; got {shape}"
             )
-        capture.activation = output
+        capture.output = output
         return replace(output)
 
     handle = layer.register_forward_hook(hook)
