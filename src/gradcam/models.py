@@ -29,7 +29,7 @@ import torchvision
 from efficientnet_lite_pytorch import EfficientNet
 from torch import Tensor, nn
 
-from gradcam.errors import ModelLoadError
+from gradcam.errors import ModelLoadError, TargetError
 from gradcam.images import Preprocess
 from gradcam.layers import find_default_layer
 
@@ -108,7 +108,8 @@ class LoadedModel:
         """Resolve a class given as an index or a name (exact, then unique partial match).
 
         Raises:
-            ModelLoadError: when no class or several classes match, with suggestions.
+            TargetError: when no class or several classes match (with suggestions), or the
+                index is out of range: the target is wrong, not the model.
 
         Example:
             >>> load_model().class_index("espresso")
@@ -119,7 +120,7 @@ class LoadedModel:
         if text.lstrip("-").isdigit():
             index = int(text)
             if not 0 <= index < count:
-                raise ModelLoadError(f"class {index} is out of range: the model has {count}")
+                raise TargetError(f"class {index} is out of range: the model has {count}")
             return index
         lowered = [n.lower() for n in self.class_names]
         if text.lower() in lowered:
@@ -129,12 +130,12 @@ class LoadedModel:
             return partial[0]
         if partial:
             names = ", ".join(repr(self.class_names[i]) for i in partial[:8])
-            raise ModelLoadError(f"class {text!r} is ambiguous: it matches {names}")
+            raise TargetError(f"class {text!r} is ambiguous: it matches {names}")
         close = difflib.get_close_matches(text.lower(), lowered, n=5, cutoff=0.6)
         hint = (
             f"; did you mean {', '.join(repr(self.class_names[lowered.index(c)]) for c in close)}?"
         )
-        raise ModelLoadError(f"no class named {text!r}{hint if close else ''}")
+        raise TargetError(f"no class named {text!r}{hint if close else ''}")
 
 
 def _read_state_dict(path: str) -> dict[str, Tensor]:
