@@ -49,7 +49,8 @@ from gradcam.vl.text import ANSWERS, VL_COLORS, caption, encode, questions
 __all__ = [
     "Correlation",
     "ForcedAnswers",
-    "Pointing",
+    "OcclusionCorrelation",
+    "PointingScore",
     "Ratio",
     "answer_correlation",
     "forced_answers",
@@ -61,8 +62,9 @@ __all__ = [
 
 
 @dataclass(frozen=True)
-class Pointing:
-    """Word-level pointing (section 8.1.1).
+class PointingScore:
+    """The result of :func:`word_pointing`: word-level pointing (section 8.1.1). (The pointing
+    game *protocol* of section 4.3 is :class:`gradcam.evaluate.Pointing`.)
 
     Attributes:
         hits: words whose map peaks on the object they name.
@@ -97,6 +99,18 @@ class Ratio:
     stderr: float
     median: float
     regions: int
+
+
+@dataclass(frozen=True)
+class OcclusionCorrelation:
+    """One method's rank correlation with occlusion maps over questions (section 8.2):
+    the mean and its standard error, and the median."""
+
+    method: str
+    mean: float
+    stderr: float
+    median: float
+    questions: int
 
 
 @dataclass(frozen=True)
@@ -147,7 +161,9 @@ def _input(scene: Scene) -> Tensor:
     return VL_PREPROCESS(scene.image)
 
 
-def word_pointing(model: Captioner, scenes: Sequence[Scene], method: str = "gradcam") -> Pointing:
+def word_pointing(
+    model: Captioner, scenes: Sequence[Scene], method: str = "gradcam"
+) -> PointingScore:
     """Pointing accuracy of the color and shape words of the scenes' true captions."""
     hits = other = total = 0
     by_kind = {"color": [0, 0], "shape": [0, 0]}
@@ -169,7 +185,7 @@ def word_pointing(model: Captioner, scenes: Sequence[Scene], method: str = "grad
             by_kind[kind][0] += hit
             by_kind[kind][1] += 1
             chance.append(named.mean())
-    return Pointing(
+    return PointingScore(
         hits,
         total,
         other,
@@ -294,12 +310,11 @@ def occlusion_correlation(
     *,
     window: int = 16,
     stride: int = 8,
-) -> list[Ratio]:
+) -> list[OcclusionCorrelation]:
     """Mean (and standard error, median) over questions of the Spearman correlation of each
     method's map of the model's answer with its occlusion map (``window`` x ``window`` gray
     patches every ``stride`` pixels; 16 of 96 is about the paper's 35 of 224). Pixel-space
-    maps count as their absolute value summed over colors. Returned as :class:`Ratio` rows,
-    ``regions`` being the number of questions."""
+    maps count as their absolute value summed over colors."""
     values: dict[str, list[float]] = {m: [] for m in methods}
     for scene in scenes:
         x = _input(scene)
@@ -318,5 +333,5 @@ def occlusion_correlation(
         stderr = float(array.std(ddof=1) / math.sqrt(len(array))) if len(array) > 1 else 0.0
         mean = float(array.mean()) if len(array) else math.nan
         median = float(np.median(array)) if len(array) else math.nan
-        rows.append(Ratio(name, mean, stderr, median, len(array)))
+        rows.append(OcclusionCorrelation(name, mean, stderr, median, len(array)))
     return rows
