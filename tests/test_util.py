@@ -23,6 +23,8 @@ def test_lru_forgets_the_least_recently_used() -> None:
     cache.put("a", 10)  # an update refreshes too
     cache.put("d", 4)
     assert cache.keys() == ["a", "d"] and cache.get("a") == 10
+    cache.clear()
+    assert len(cache) == 0 and cache.get("a") is None
 
 
 def test_lru_refuses_a_size_below_one() -> None:

@@ -52,6 +52,10 @@ class LRU(Generic[K, V]):
         while len(self._entries) > self.size:
             self._entries.popitem(last=False)
 
+    def clear(self) -> None:
+        """Forget every entry."""
+        self._entries.clear()
+
     def keys(self) -> list[K]:
         """The keys, least recently used first."""
         return list(self._entries)
