@@ -80,7 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for row in occlusion_correlation(vqa, scenes[:count]):
         print(
             f"| {row.method} | {row.mean:.3f} | {row.stderr:.3f} | {row.median:.3f} "
-            f"| {row.regions} |"
+            f"| {row.questions} |"
         )
     print(f"\n({time.perf_counter() - start:.0f} s)")
     return 0

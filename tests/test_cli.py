@@ -47,7 +47,7 @@ def test_explain_writes_overlays_summary_and_maps(photos: dict[str, Path], tmp_p
         "--save-maps",
     )
     assert proc.returncode == 0, proc.stderr
-    folder = out / "cat_and_coffee"
+    folder = out / "cat-and-coffee"
     summary = json.loads((folder / "summary.json").read_text())
     assert summary["size"] == [901, 300] and summary["layer"] == "_head_act"
     assert len(summary["predictions"]) == 5

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from gradcam.maps import bounding_box, normalize, peak, upsample
@@ -59,3 +60,54 @@ def test_upsample_keeps_leading_dims() -> None:
     out = upsample(torch.ones(2, 3, 7, 7), (20, 30))
     assert out.shape == (2, 3, 20, 30)
     assert torch.allclose(out, torch.ones_like(out))
+
+
+def test_peak_of_maps_that_point_nowhere_is_none() -> None:
+    assert peak(torch.zeros(4, 6)) is None
+    assert peak(torch.full((4, 6), 0.3)) is None  # constant but positive: no place stands out
+    assert peak(np.full((2, 2), -1.0)) is None
+    assert peak(torch.zeros(0, 3)) is None
+    assert peak(torch.full((3, 3), float("nan"))) is None
+
+
+def test_peak_ignores_non_finite_values_and_works_below_zero() -> None:
+    m = torch.full((3, 4), -2.0)
+    m[2, 1] = -1.0
+    m[0, 0] = float("nan")
+    m[0, 1] = float("-inf")
+    assert peak(m) == (1, 2)
+    assert peak(np.array([[0.0, 0.0], [0.0, 1e-30]])) == (1, 1)
+
+
+def test_peak_refuses_maps_that_are_not_2d() -> None:
+    with pytest.raises(ValueError, match=r"\(h, w\) map"):
+        peak(torch.zeros(1, 4, 4))
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        torch.zeros(6, 6),
+        torch.full((6, 6), 0.5),
+        torch.eye(6),  # a tie along the diagonal
+        torch.arange(36.0).reshape(6, 6).flip(0),
+    ],
+)
+def test_every_caller_points_where_peak_points(values: torch.Tensor) -> None:
+    """The explain summary, the pointing game and the two VL scores share one rule."""
+    from PIL import Image
+
+    from gradcam.evaluate.metrics import pointing_hit, pointing_point
+    from gradcam.vl.evaluate import _on
+    from gradcam.vl.explain import _image_peak
+
+    point = peak(values)
+    assert pointing_point(values) == point
+    assert _image_peak(values, Image.new("RGB", (6, 6))) == point
+    for y in range(6):
+        for x in range(6):
+            mask = np.zeros((6, 6), dtype=bool)
+            mask[y, x] = True
+            on = point == (x, y)
+            assert _on(mask, values) == on
+            assert pointing_hit(values, masks=[mask], tolerance=0) == on

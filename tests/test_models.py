@@ -9,7 +9,7 @@ import torch
 import torchvision
 
 import gradcam
-from gradcam import ModelLoadError, load_model
+from gradcam import ModelLoadError, TargetError, load_model
 
 
 def test_embedded_default(lite0: gradcam.LoadedModel) -> None:
@@ -25,11 +25,13 @@ def test_class_index(lite0: gradcam.LoadedModel) -> None:
     assert lite0.class_index("Egyptian cat") == 285
     assert lite0.class_index("967") == 967
     assert lite0.class_index(3) == 3
-    with pytest.raises(ModelLoadError, match="ambiguous"):
+    # A bad class is a bad target, not a model that failed to load.
+    with pytest.raises(TargetError, match="ambiguous") as error:
         lite0.class_index("cat")
-    with pytest.raises(ModelLoadError, match="did you mean 'espresso'"):
+    assert not isinstance(error.value, ModelLoadError)
+    with pytest.raises(TargetError, match="did you mean 'espresso'"):
         lite0.class_index("espreso")
-    with pytest.raises(ModelLoadError, match="out of range"):
+    with pytest.raises(TargetError, match="out of range"):
         lite0.class_index("1000")
 
 

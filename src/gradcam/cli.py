@@ -15,13 +15,13 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-import warnings
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from gradcam.errors import GradCAMError, ImageLoadError
+from gradcam.util import warnings_as_messages
 
 __all__ = ["main"]
 
@@ -317,18 +317,11 @@ def _add_vl_parsers(commands: Any) -> None:
 
 
 def _output_dirs(images: Sequence[str], out: Path) -> list[Path]:
-    """One folder per image, named after its file; repeated names get a numeric suffix."""
-    used: set[str] = set()
-    dirs = []
-    for image in images:
-        stem = Path(image).stem or "image"
-        name, n = stem, 1
-        while name in used:
-            n += 1
-            name = f"{stem}_{n}"
-        used.add(name)
-        dirs.append(out / name)
-    return dirs
+    """One folder per image, named by the slug of its file's stem (inside ``out`` whatever the
+    name: ``...jpg`` has the stem ``..``); repeated names get a numeric suffix."""
+    from gradcam.paths import unique_slugs
+
+    return [out / n for n in unique_slugs((Path(i).stem for i in images), fallback="image")]
 
 
 def _explain(args: argparse.Namespace) -> int:
@@ -359,11 +352,8 @@ def _explain(args: argparse.Namespace) -> int:
     from gradcam.dissect import cli as text_cli
 
     neuron_names = text_cli.read_names(args, names)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", UserWarning)
+    with warnings_as_messages():
         loaded = load_model(args.model, args.weights)
-    for warning in caught:
-        print(f"gradcam: warning: {warning.message}", file=sys.stderr)
     classes = [loaded.class_index(c) for c in args.classes] if args.classes else None
     if args.layer is not None:
         resolve_layer(loaded.module, args.layer)
@@ -502,11 +492,8 @@ def _evaluate(args: argparse.Namespace) -> int:
         print(f"gradcam: warning: {problem}", file=sys.stderr)
     if not dataset.samples:
         raise GradCAMError(f"no images to evaluate in {args.data}")
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", UserWarning)
+    with warnings_as_messages():
         loaded = load_model(args.model, args.weights)
-    for warning in caught:
-        print(f"gradcam: warning: {warning.message}", file=sys.stderr)
     if args.protocol in ("localization", "pointing", "ablations"):
         check_classes(loaded, dataset)
     # One process uses the model it loaded; workers each load their own from the spec, whose

@@ -13,13 +13,16 @@ cut at the layer). Parameter ``.grad`` fields are never touched.
 
 The user's model and input are left exactly as they were: hooks live for one call, the model
 runs in eval mode during the call and every module's ``training`` flag is restored afterwards.
+A call holds the model's lock (:func:`gradcam.hooks.model_lock`) from start to end, so threads
+sharing a model take turns. :func:`eval_mode` lives in :mod:`gradcam.hooks` and is re-exported
+here.
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from collections.abc import Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,7 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from gradcam.errors import GradCAMError, LayerError, TargetError
-from gradcam.hooks import capture_layer, rectifier_mode
+from gradcam.hooks import capture_layer, eval_mode, model_lock, rectifier_mode
 from gradcam.layers import ResolvedLayer
 from gradcam.rectifiers import RectifierState, Rule
 from gradcam.targets import TargetLike, as_logits, class_names, resolve_targets
@@ -62,25 +65,6 @@ class Gradients:
     activations: Tensor | None = None
     gradients: Tensor | None = None
     input_gradients: dict[str, Tensor] = field(default_factory=dict)
-
-
-@contextmanager
-def eval_mode(model: nn.Module) -> Iterator[None]:
-    """Run the block with ``model`` in eval mode, restoring every module's flag afterwards.
-
-    Nothing is written when the model is already in eval mode, so concurrent calls on a shared
-    eval-mode model never race on these flags.
-    """
-    flags = [m.training for m in model.modules()]
-    if not any(flags):
-        yield
-        return
-    try:
-        model.eval()
-        yield
-    finally:
-        for module, flag in zip(model.modules(), flags, strict=True):
-            module.training = flag
 
 
 def all_finite(t: Tensor) -> bool:
@@ -262,7 +246,7 @@ def compute_gradients(
     grad_mode = torch.is_grad_enabled()
     # A caller's inference_mode would forbid autograd leaves; leaving it re-enables grad mode,
     # so grad mode is set inside.
-    with torch.inference_mode(False):
+    with model_lock(model), torch.inference_mode(False):
         try:
             if to_input and x.is_inference():
                 x = x.clone()  # a normal tensor: inference tensors cannot become leaves
@@ -284,18 +268,14 @@ def compute_gradients(
                 )
                 output = _forward(model, source)
             torch.set_grad_enabled(True)
-            if capture is not None and capture.activation is None:
+            if capture is not None and capture.output is None:
                 raise LayerError(f"layer {capture.name!r} did not run during the forward pass")
             resolved = resolve_targets(targets, output, x.shape[0], names=class_names(model))
             if not all_finite(resolved.scores.detach()):
                 raise GradCAMError("the model produced NaN or infinite target scores")
             activations = layer_grads = None
-            if (
-                resolved_layer is not None
-                and capture is not None
-                and capture.activation is not None
-            ):
-                raw = capture.activation
+            if resolved_layer is not None and capture is not None and capture.output is not None:
+                raw = capture.output
                 view = resolved_layer.view(model, tuple(raw.shape), (x.shape[-2], x.shape[-1]))
                 activations = view(raw.detach())
                 state.rule = layer_rule

@@ -11,7 +11,6 @@ occlusion, perturbation methods) add their own passes.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ from gradcam.layers import resolve_layer
 from gradcam.maps import bounding_box, peak, upsample
 from gradcam.methods import Result, explain_methods, method_spec
 from gradcam.models import LoadedModel
+from gradcam.paths import slug
 from gradcam.targets import TopK
 
 __all__ = [
@@ -33,6 +33,7 @@ __all__ = [
     "Explanation",
     "MapEntry",
     "explain_image",
+    "map_arrays",
     "npz_key",
     "save_explanation",
 ]
@@ -168,8 +169,27 @@ def npz_key(method: str, field: str) -> str:
     return prefix + field
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:40] or "target"
+def map_arrays(results: Mapping[str, Result], target: int | None = None) -> dict[str, np.ndarray]:
+    """The maps of the first image of each result as numpy arrays, under :func:`npz_key`.
+
+    Every method gives its ``maps``; heatmap methods also their ``raw`` maps. With ``target``
+    only that target's maps are kept, else all K of them.
+
+    Example:
+        >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 2, 3), torch.nn.ReLU(),
+        ...                           torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+        >>> found = explain_methods(["gradcam", "guided-backprop"], net, torch.rand(1, 3, 6, 6))
+        >>> {k: v.shape for k, v in map_arrays(found, target=0).items()}
+        {'maps': (6, 6), 'raw': (4, 4), 'guided_backprop_maps': (3, 6, 6)}
+    """
+    pick = slice(None) if target is None else target
+    arrays: dict[str, np.ndarray] = {}
+    for name, result in results.items():
+        arrays[npz_key(name, "maps")] = result.maps[0, pick].numpy()
+        raw = getattr(result, "raw", None)
+        if raw is not None:
+            arrays[npz_key(name, "raw")] = raw[0, pick].numpy()
+    return arrays
 
 
 def _picture(entry: MapEntry, image: Image.Image) -> Image.Image:
@@ -215,7 +235,7 @@ def save_explanation(
     maps = []
     for entry in explanation.entries:
         label = entry.class_name or f"target-{entry.rank}"
-        filename = f"{entry.method}_{entry.rank}_{_slug(label)}.png"
+        filename = f"{entry.method}_{entry.rank}_{slug(label, fallback='target')}.png"
         picture = _picture(entry, image)
         pictures[(entry.method, entry.rank)] = picture
         picture.save(out / filename)
@@ -242,7 +262,7 @@ def save_explanation(
                 (f"{method_spec(m).title}: {label}", pictures[(m, entry.rank)])
                 for m in FIGURE_METHODS
             ]
-            filename = f"figure_{entry.rank}_{_slug(label)}.png"
+            filename = f"figure_{entry.rank}_{slug(label, fallback='target')}.png"
             side_by_side(panels).save(out / filename)
             figures.append(filename)
     summary = {
@@ -257,11 +277,7 @@ def save_explanation(
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     if save_maps:
         arrays: dict[str, Any] = {"input": explanation.input.numpy()}
-        for name, result in explanation.results.items():
-            arrays[npz_key(name, "maps")] = result.maps[0].numpy()
-            raw = getattr(result, "raw", None)
-            if raw is not None:
-                arrays[npz_key(name, "raw")] = raw[0].numpy()
+        arrays |= map_arrays(explanation.results)
         first = next(iter(explanation.results.values()))
         arrays["classes"] = first.classes[0].numpy()
         np.savez_compressed(out / "maps.npz", **arrays)

@@ -15,12 +15,23 @@
   (``nn.ReLU``, ``nn.ReLU6``, ...) or as a function (``F.relu``, ``torch.relu_``,
   ``Tensor.relu``, ...), through :class:`~gradcam.rectifiers.Rectified`, whose backward rule
   (plain, guided, deconv) is chosen when the backward pass runs. No module is replaced.
+* :func:`eval_mode` runs a block with the model in eval mode and restores every flag.
+
+A hook on a module fires for every thread's forward pass, and ``training`` flags are shared,
+so two threads explaining one model at once would see each other's hooks and flags: maps from
+the other thread's image, a layer "running twice", BatchNorm statistics updated by a flipped
+flag. :func:`model_lock` prevents that: :func:`eval_mode`, :func:`record_outputs` and the
+engine hold it for the whole call, and every forward pass that gradcam runs with hooks runs
+inside one of them. Calls on one model from several threads are therefore safe, and run one
+at a time; calls on different models run in parallel.
 """
 
 from __future__ import annotations
 
+import threading
+import weakref
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,30 +43,112 @@ from gradcam.errors import LayerError
 from gradcam.rectifiers import Rectified, RectifierState, classify
 
 __all__ = [
+    "InputCapture",
     "LayerCapture",
     "ModuleCall",
     "capture_input",
     "capture_layer",
     "capture_outputs",
+    "eval_mode",
+    "model_lock",
     "record_outputs",
     "rectifier_mode",
     "replace_output",
 ]
 
 
+_LOCKS: weakref.WeakKeyDictionary[nn.Module, threading.RLock] = weakref.WeakKeyDictionary()
+_LOCKS_GUARD = threading.Lock()
+
+
+@contextmanager
+def model_lock(model: nn.Module) -> Iterator[None]:
+    """Hold ``model``'s lock for the block: one thread at a time runs gradcam on it.
+
+    The lock is re-entrant (a library call inside another on the same model goes on) and is
+    really one lock per submodule, all taken in one global order: a call on a wrapper of a
+    model (a VQA model with its question fixed, ``nn.Sequential(normalize, model)``) excludes
+    calls on the model itself, because hooks and ``training`` flags live on the submodules
+    they share. The model is not modified: the locks are kept beside it, and go with it.
+
+    Example:
+        >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU())
+        >>> with model_lock(net), model_lock(net[0]):  # re-entrant, also through a submodule
+        ...     net(torch.zeros(1, 3, 8, 8)).shape
+        torch.Size([1, 4, 6, 6])
+    """
+    modules = sorted(model.modules(), key=id)
+    with _LOCKS_GUARD:
+        locks = []
+        for module in modules:
+            lock = _LOCKS.get(module)
+            if lock is None:
+                lock = _LOCKS[module] = threading.RLock()
+            locks.append(lock)
+    with ExitStack() as stack:
+        for lock in locks:
+            stack.enter_context(lock)
+        yield
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[None]:
+    """Run the block with ``model`` in eval mode, restoring every module's flag afterwards.
+
+    The block holds :func:`model_lock`, so a concurrent call on the same model neither sees
+    the flipped flags nor restores them too early.
+
+    Example:
+        >>> net = torch.nn.Sequential(torch.nn.BatchNorm2d(3)).train()
+        >>> with eval_mode(net):
+        ...     net[0].training
+        False
+        >>> net[0].training
+        True
+    """
+    with model_lock(model):
+        modules = list(model.modules())
+        flags = [m.training for m in modules]
+        if not any(flags):
+            yield
+            return
+        try:
+            model.eval()
+            yield
+        finally:
+            for module, flag in zip(modules, flags, strict=True):
+                module.training = flag
+
+
 @dataclass
 class LayerCapture:
-    """What :func:`capture_layer` saw during one forward pass.
+    """What :func:`capture_layer` (or :func:`replace_output`) saw during one forward pass.
 
     Attributes:
         name: the layer's dotted name, for error messages.
-        activation: the layer's raw output (before any reshape to (B, C, h, w)); with
+        output: the layer's raw output (before any reshape to (B, C, h, w)); with
             ``detach=True`` a leaf tensor that requires grad. ``None`` when the layer has not run.
         calls: how many times the layer ran.
     """
 
     name: str
-    activation: Tensor | None = None
+    output: Tensor | None = None
+    calls: int = 0
+
+
+@dataclass
+class InputCapture:
+    """What :func:`capture_input` saw during one forward pass.
+
+    Attributes:
+        name: the module's dotted name, for error messages.
+        input: the first positional input of the module's last call, ``None`` when it has not
+            run (or that input is not a tensor).
+        calls: how many times the module ran.
+    """
+
+    name: str
+    input: Tensor | None = None
     calls: int = 0
 
 
@@ -74,7 +167,7 @@ def capture_layer(layer: nn.Module, name: str, *, detach: bool = True) -> Iterat
     Example:
         >>> with torch.no_grad(), capture_layer(model.layer4, "layer4") as cap:
         ...     logits = model(x)
-        >>> cap.activation.shape  # (B, 512, 7, 7), requires_grad=True
+        >>> cap.output.shape  # (B, 512, 7, 7), requires_grad=True
     """
     capture = LayerCapture(name)
 
@@ -94,7 +187,7 @@ def capture_layer(layer: nn.Module, name: str, *, detach: bool = True) -> Iterat
         if detach:
             torch.set_grad_enabled(True)
             activation = output.detach().requires_grad_(True)
-        capture.activation = activation
+        capture.output = activation
         # A clone flows on, not A itself: an in-place op later in the network (ReLU(inplace=True),
         # `out += identity`) then modifies the clone, never the activations we keep.
         return activation.clone()
@@ -107,14 +200,22 @@ def capture_layer(layer: nn.Module, name: str, *, detach: bool = True) -> Iterat
 
 
 @contextmanager
-def capture_input(module: nn.Module, name: str) -> Iterator[LayerCapture]:
-    """Keep the first positional input of ``module`` (its last call) during the block."""
-    capture = LayerCapture(name)
+def capture_input(module: nn.Module, name: str) -> Iterator[InputCapture]:
+    """Keep the first positional input of ``module`` (its last call) during the block.
+
+    Example:
+        >>> head = torch.nn.Linear(4, 2)
+        >>> with capture_input(head, "head") as seen:
+        ...     _ = head(torch.ones(1, 4))
+        >>> seen.input.shape, seen.calls
+        (torch.Size([1, 4]), 1)
+    """
+    capture = InputCapture(name)
 
     def hook(_module: nn.Module, inputs: tuple[Any, ...]) -> None:
         capture.calls += 1
         if inputs and isinstance(inputs[0], Tensor):
-            capture.activation = inputs[0]
+            capture.input = inputs[0]
 
     handle = module.register_forward_pre_hook(hook)
     try:
@@ -189,7 +290,7 @@ def replace_output(
             raise LayerError(
                 f"layer {name!r} must output a (B, C, h, w) tensor of feature maps; got {shape}"
             )
-        capture.activation = output
+        capture.output = output
         return replace(output)
 
     handle = layer.register_forward_hook(hook)
@@ -288,12 +389,13 @@ def record_outputs(model: nn.Module) -> Iterator[list[ModuleCall]]:
 
         return hook
 
-    try:
-        for name, module in model.named_modules():
-            if name:
-                handles.append(module.register_forward_hook(make_hook(name)))
-        yield recording.calls
-    finally:
-        for handle in handles:
-            handle.remove()
-        recording.keep_alive.clear()
+    with model_lock(model):
+        try:
+            for name, module in model.named_modules():
+                if name:
+                    handles.append(module.register_forward_hook(make_hook(name)))
+            yield recording.calls
+        finally:
+            for handle in handles:
+                handle.remove()
+            recording.keep_alive.clear()

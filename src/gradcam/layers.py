@@ -36,7 +36,7 @@ from torch import Tensor, nn
 from torchvision.ops.misc import Permute
 
 from gradcam.errors import LayerError
-from gradcam.hooks import ModuleCall, record_outputs
+from gradcam.hooks import ModuleCall, eval_mode, record_outputs
 from gradcam.reshapes import RESHAPES, MapView, Reshape, Tokens, view_for, widths
 
 __all__ = [
@@ -165,15 +165,9 @@ def resolve_layer(model: nn.Module, layer: LayerLike) -> ResolvedLayer:
 
 
 def _probe(model: nn.Module, x: Tensor) -> list[ModuleCall]:
-    was_training = [m.training for m in model.modules()]
-    try:
-        model.eval()
-        with torch.no_grad(), record_outputs(model) as calls:
-            model(x)
-        return list(calls)
-    finally:
-        for module, flag in zip(model.modules(), was_training, strict=True):
-            module.training = flag
+    with torch.no_grad(), eval_mode(model), record_outputs(model) as calls:
+        model(x)
+    return list(calls)
 
 
 class _Spatial(NamedTuple):

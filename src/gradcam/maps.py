@@ -40,10 +40,32 @@ def normalize(maps: Tensor) -> Tensor:
     return torch.where(span > 0, (maps - low) / safe, torch.zeros_like(maps))
 
 
-def peak(map2d: Tensor | np.ndarray) -> tuple[int, int]:
-    """``(x, y)`` pixel of the map's maximum (the first one in row-major order on ties)."""
-    array = np.asarray(map2d.detach().cpu() if isinstance(map2d, Tensor) else map2d)
-    y, x = np.unravel_index(int(np.argmax(array)), array.shape)
+def peak(map2d: Tensor | np.ndarray) -> tuple[int, int] | None:
+    """Where a map points: ``(x, y)`` of its maximum, or ``None`` when it points nowhere.
+
+    The one rule every caller shares (the explain summary, the pointing game, the
+    vision-language pointing scores): a map that is empty, has no finite value, or is constant
+    (all zeros, say) has no evidence to locate and points nowhere; NaN and infinite values are
+    ignored; when several pixels share the maximum, the first in row-major order is taken.
+
+    Example:
+        >>> m = torch.zeros(4, 6); m[1, 2] = m[3, 0] = 5.0
+        >>> peak(m), peak(torch.zeros(4, 6)), peak(torch.full((4, 6), 0.3))
+        ((2, 1), None, None)
+    """
+    array = np.asarray(
+        map2d.detach().cpu().float() if isinstance(map2d, Tensor) else map2d, dtype=np.float64
+    )
+    if array.ndim != 2:
+        raise ValueError(f"peak needs a (h, w) map, got shape {array.shape}")
+    finite = np.isfinite(array)
+    if not finite.any():
+        return None
+    values = np.where(finite, array, -np.inf)
+    top = values.max()
+    if top == array[finite].min():
+        return None
+    y, x = np.unravel_index(int(np.argmax(values)), array.shape)
     return int(x), int(y)
 
 

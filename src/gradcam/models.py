@@ -29,7 +29,7 @@ import torchvision
 from efficientnet_lite_pytorch import EfficientNet
 from torch import Tensor, nn
 
-from gradcam.errors import ModelLoadError, TargetError
+from gradcam.errors import ModelLoadError
 from gradcam.images import Preprocess
 from gradcam.layers import find_default_layer
 from gradcam.targets import class_index, register_class_names
@@ -109,16 +109,14 @@ class LoadedModel:
         """Resolve a class given as an index or a name (exact, then unique partial match).
 
         Raises:
-            ModelLoadError: when no class or several classes match, with suggestions.
+            TargetError: when no class or several classes match (with suggestions), or the
+                index is out of range: the target is wrong, not the model.
 
         Example:
             >>> load_model().class_index("espresso")
             967
         """
-        try:
-            return class_index(self.class_names, query)
-        except TargetError as exc:
-            raise ModelLoadError(str(exc)) from None
+        return class_index(self.class_names, query)
 
 
 def _read_state_dict(path: str) -> dict[str, Tensor]:

@@ -33,6 +33,7 @@ from torch import nn
 from gradcam.errors import GradCAMError, ImageLoadError, ModelLoadError
 from gradcam.images import Preprocess, load_image
 from gradcam.layers import Layer
+from gradcam.paths import slug
 from gradcam.targets import class_index, register_class_names
 
 __all__ = ["TASKS", "TaskModel", "explain_task", "load_task_model"]
@@ -142,10 +143,6 @@ def _summary_name(class_names: tuple[str, ...], label: int) -> str:
     return class_names[label] if 0 <= label < len(class_names) else f"class {label}"
 
 
-def _slug(text: str) -> str:
-    return "".join(c if c.isalnum() else "_" for c in text).strip("_") or "class"
-
-
 def explain_task(args: argparse.Namespace, folders: list[Path]) -> int:
     """The ``explain --task detection|segmentation`` command on ``args.images``, writing each
     photo's results into its folder of ``folders``; returns the exit status (1 if an image
@@ -223,7 +220,7 @@ def explain_task(args: argparse.Namespace, folders: list[Path]) -> int:
                     round(d.box[3] * scale[1]),
                 )
                 name = _summary_name(loaded.class_names, d.label)
-                file = f"{i:02d}_{_slug(name)}.png"
+                file = f"{i:02d}_{slug(name, fallback='class')}.png"
                 overlay(photo, maps[0, i], box=box).save(folder / file)
                 entries.append(
                     {"class": d.label, "name": name, "score": d.score, "box": box, "file": file}
@@ -237,7 +234,7 @@ def explain_task(args: argparse.Namespace, folders: list[Path]) -> int:
             result = cam(x, [SegmentationScore(c) for c in classes])
             for i, c in enumerate(classes):
                 name = _summary_name(loaded.class_names, c)
-                file = f"{i:02d}_{_slug(name)}.png"
+                file = f"{i:02d}_{slug(name, fallback='class')}.png"
                 overlay(photo, result.maps[0, i]).save(folder / file)
                 share = float(areas[c]) / predicted.numel()
                 entries.append({"class": c, "name": name, "area": share, "file": file})

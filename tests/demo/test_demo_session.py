@@ -13,7 +13,7 @@ from helpers.photos import CAT_CLASSES, ESPRESSO, cat_and_coffee, photo
 from PIL import Image
 
 import gradcam
-from gradcam import GradCAM, ImageLoadError, LayerError, ModelLoadError, load_image
+from gradcam import GradCAM, ImageLoadError, LayerError, TargetError, load_image
 from gradcam.demo import DemoSession
 
 
@@ -253,7 +253,7 @@ def test_decompression_bomb(
 
 
 def test_bad_class_and_layer(session: DemoSession, photos: dict[str, Path]) -> None:
-    with pytest.raises(ModelLoadError, match="no class named 'espreso'; did you mean 'espresso'"):
+    with pytest.raises(TargetError, match="no class named 'espreso'; did you mean 'espresso'"):
         session.explain(photos["cat"], "espreso")
     with pytest.raises(LayerError, match="no spatial layer named 'fc'"):
         session.explain(photos["cat"], None, "fc")

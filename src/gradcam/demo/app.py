@@ -34,7 +34,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import shutil
 import sys
-import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -46,6 +45,7 @@ from gradcam.demo.session import METHODS, DemoSession, heatmap_choices
 from gradcam.errors import GradCAMError
 from gradcam.methods import method_spec
 from gradcam.models import DEFAULT_MODEL, load_model
+from gradcam.util import warnings_as_messages
 from gradcam.viz import side_by_side
 
 __all__ = [
@@ -371,11 +371,8 @@ def serve(
     if not 0 < port < 65536:
         raise GradCAMError(f"--port must be in 1..65535, got {port}")
     limit = _size_limit(max_file_size_mb)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", UserWarning)
+    with warnings_as_messages():
         loaded = load_model(model, weights)
-    for warning in caught:
-        print(f"gradcam: warning: {warning.message}", file=sys.stderr)
     session = DemoSession(loaded, max_bytes=limit)
     tabs: list[Tab] = [classification_tab]
     if vl:

@@ -31,25 +31,25 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 import tempfile
 import threading
 import time
-from collections import OrderedDict
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
 from gradcam.errors import GradCAMError, ImageLoadError, LayerError
-from gradcam.explain import Explanation, MapEntry, explain_image, npz_key
+from gradcam.explain import Explanation, MapEntry, explain_image, map_arrays
 from gradcam.images import load_image
 from gradcam.layers import spatial_layers
 from gradcam.methods import method_spec, method_specs
 from gradcam.models import LoadedModel
+from gradcam.paths import slug
+from gradcam.util import LRU
 from gradcam.viz import gradient_image, overlay, side_by_side
 
 __all__ = [
@@ -81,30 +81,6 @@ def heatmap_choices() -> list[str]:
     """
     fixed = list(METHODS)[1:]
     return [s.name for s in method_specs() if s.kind == "heatmap" and s.name not in fixed]
-
-
-_K = TypeVar("_K")
-_V = TypeVar("_V")
-
-
-class _LRU(OrderedDict[_K, _V]):
-    """An ordered dict that forgets its least recently used entries beyond ``size``."""
-
-    def __init__(self, size: int) -> None:
-        super().__init__()
-        self.size = size
-
-    def get_fresh(self, key: _K) -> _V | None:
-        if key not in self:
-            return None
-        self.move_to_end(key)
-        return self[key]
-
-    def put(self, key: _K, value: _V) -> None:
-        self[key] = value
-        self.move_to_end(key)
-        while len(self) > self.size:
-            self.popitem(last=False)
 
 
 @dataclass(frozen=True)
@@ -162,10 +138,6 @@ class Views:
     explanation: Explanation
     seconds: float
     cached: bool = False
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:40] or "class"
 
 
 def _scaled_box(
@@ -258,10 +230,10 @@ class DemoSession:
         self._layer_names = {name for name, _ in self.layers}
         self._model_lock = threading.Lock()
         self._cache_lock = threading.Lock()
-        self._photos: _LRU[str, Photo] = _LRU(cache_size)
-        self._predictions: _LRU[str, tuple[Prediction, ...]] = _LRU(cache_size)
-        self._views: _LRU[tuple[str, str, int, str], Views] = _LRU(views_size)
-        self._sweeps: _LRU[tuple[str, int], list[tuple[str, Image.Image]]] = _LRU(views_size)
+        self._photos: LRU[str, Photo] = LRU(cache_size)
+        self._predictions: LRU[str, tuple[Prediction, ...]] = LRU(cache_size)
+        self._views: LRU[tuple[str, str, int, str], Views] = LRU(views_size)
+        self._sweeps: LRU[tuple[str, int], list[tuple[str, Image.Image]]] = LRU(views_size)
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -282,7 +254,7 @@ class DemoSession:
         """
         name, key = upload_key(path, self.max_bytes, "no photo given: upload an image file")
         with self._cache_lock:
-            known = self._photos.get_fresh(key)
+            known = self._photos.get(key)
         if known is not None:
             return known
         image = decode_upload(name)
@@ -337,11 +309,11 @@ class DemoSession:
         if class_name is not None and str(class_name).strip():
             class_id = self.loaded.class_index(class_name)
         with self._cache_lock:
-            predictions = self._predictions.get_fresh(photo.key)
+            predictions = self._predictions.get(photo.key)
             if class_id is None and predictions:
                 class_id = predictions[0].class_id
             key = None if class_id is None else (photo.key, layer_name, class_id, method_name)
-            known = None if key is None else self._views.get_fresh(key)
+            known = None if key is None else self._views.get(key)
         if known is not None:
             return replace(known, seconds=0.0, cached=True)
         with self._model_lock:
@@ -427,7 +399,7 @@ class DemoSession:
         if class_id is None:
             class_id = self.explain(path).class_id
         with self._cache_lock:
-            known = self._sweeps.get_fresh((photo.key, class_id))
+            known = self._sweeps.get((photo.key, class_id))
         if known is not None:
             return known
         panels = []
@@ -448,8 +420,8 @@ class DemoSession:
         return panels
 
     def _stem(self, views: Views) -> str:
-        layer = _slug(views.layer.replace(".", "-"))
-        who = f"{views.class_id}-{_slug(views.class_name)}"
+        layer = slug(views.layer, fallback="layer")
+        who = f"{views.class_id}-{slug(views.class_name, fallback='class')}"
         method = views.method.replace("+", "p")
         return f"{method}_{views.photo.key[:12]}_{who}_{layer}"
 
@@ -472,11 +444,7 @@ class DemoSession:
             "layer": np.array(views.layer),
             "box": np.array(views.box),
         }
-        for name, result in views.explanation.results.items():
-            arrays[npz_key(name, "maps")] = result.maps[0, 0].numpy()
-            raw = getattr(result, "raw", None)
-            if raw is not None:
-                arrays[npz_key(name, "raw")] = raw[0, 0].numpy()
+        arrays |= map_arrays(views.explanation.results, target=0)
         # Written under a temporary name first, so a concurrent reader never sees half a file.
         # Uncompressed: gradients are noise to zlib (4.2 instead of 6.6 MB) and 50x slower.
         partial = path.with_suffix(f".{threading.get_ident()}.tmp.npz")

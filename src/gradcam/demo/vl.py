@@ -34,8 +34,9 @@ from pathlib import Path
 
 from PIL import Image
 
-from gradcam.demo.session import _LRU, Photo, decode_upload, upload_key
+from gradcam.demo.session import Photo, decode_upload, upload_key
 from gradcam.methods import method_spec
+from gradcam.util import LRU
 from gradcam.vl.explain import (
     AnswerExplanation,
     CaptionExplanation,
@@ -184,9 +185,9 @@ class VLSession:
         self.folder.mkdir(parents=True, exist_ok=True)
         self._model_lock = threading.Lock()
         self._cache_lock = threading.Lock()
-        self._photos: _LRU[str, Photo] = _LRU(cache_size)
-        self._captions: _LRU[tuple[str, str], CaptionViews] = _LRU(views_size)
-        self._answers: _LRU[tuple[str, str], AnswerViews] = _LRU(views_size)
+        self._photos: LRU[str, Photo] = LRU(cache_size)
+        self._captions: LRU[tuple[str, str], CaptionViews] = LRU(views_size)
+        self._answers: LRU[tuple[str, str], AnswerViews] = LRU(views_size)
         #: Example scenes (held-out scenes of :func:`gradcam.vl.vl_scene`, seed 1) as PNG files.
         self.examples: list[Path] = []
         #: For each example scene, its questions (the color of each shape, the shape of each
@@ -229,7 +230,7 @@ class VLSession:
         missing = "no image given: upload a scene or pick an example"
         name, key = upload_key(path, self.max_bytes, missing)
         with self._cache_lock:
-            known = self._photos.get_fresh(key)
+            known = self._photos.get(key)
         if known is not None:
             return known
         image = decode_upload(name)
@@ -262,7 +263,7 @@ class VLSession:
             encode(given, what="caption")  # before the lock: unknown words fail fast
         key = (photo.key, given or "")
         with self._cache_lock:
-            known = self._captions.get_fresh(key)
+            known = self._captions.get(key)
         if known is not None:
             return replace(known, seconds=0.0, cached=True)
         with self._model_lock:
@@ -289,7 +290,7 @@ class VLSession:
         encode(asked, what="question")
         key = (photo.key, asked)
         with self._cache_lock:
-            known = self._answers.get_fresh(key)
+            known = self._answers.get(key)
         if known is not None:
             return replace(known, seconds=0.0, cached=True)
         with self._model_lock:

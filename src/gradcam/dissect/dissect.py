@@ -244,7 +244,7 @@ def layer_activations(module: nn.Module, layer: ResolvedLayer, x: Tensor) -> Ten
     """
     with _eval_mode(module), torch.no_grad(), capture_layer(layer.module, layer.name) as seen:
         module(x)
-    output = seen.activation
+    output = seen.output
     if output is None:
         raise LayerError(f"layer {layer.name!r} did not run in the forward pass")
     input_size = (int(x.shape[-2]), int(x.shape[-1]))

@@ -13,6 +13,8 @@ import numpy as np
 from scipy import ndimage, stats
 from torch import Tensor
 
+from gradcam.maps import peak
+
 __all__ = [
     "Box",
     "area_under_curve",
@@ -68,18 +70,9 @@ def localization_correct(
     )
 
 
-def pointing_point(map2d: Tensor | np.ndarray) -> tuple[int, int] | None:
-    """The point a map points at: ``(x, y)`` of its maximum, or ``None`` for a constant map.
-
-    A constant map (all zeros, say) points nowhere: it has no evidence to locate. When several
-    pixels share the maximum, the first in row-major order is taken (as
-    :func:`gradcam.maps.peak`).
-    """
-    values = _array(map2d)
-    if values.size == 0 or float(values.max()) == float(values.min()):
-        return None
-    y, x = np.unravel_index(int(np.argmax(values)), values.shape)
-    return int(x), int(y)
+#: The point a map points at, by the one rule of :func:`gradcam.maps.peak` (``None`` for an
+#: empty or constant map; the first maximum in row-major order on ties).
+pointing_point = peak
 
 
 def _distance_to_box(point: tuple[int, int], box: Box) -> float:

@@ -81,9 +81,9 @@ def layer_pass(
         )
         watched = [stack.enter_context(capture_input(m, n)) for m, n in watch]
         output = module(x)
-    if capture.activation is None:
+    if capture.output is None:
         raise LayerError(f"layer {layer[1]!r} did not run during the forward pass")
-    raw = capture.activation.detach()
+    raw = capture.output.detach()
     activations = resolved_layer.view(module, tuple(raw.shape), (x.shape[-2], x.shape[-1]))(raw)
     if not all_finite(activations):
         raise GradCAMError(f"the activations of layer {layer[1]!r} contain NaN or infinite values")
@@ -95,7 +95,7 @@ def layer_pass(
         scores=resolved.scores.detach().float(),
         classes=resolved.classes,
         logits=_logits_or_none(output),
-        inputs=tuple(None if w.activation is None else w.activation.detach() for w in watched),
+        inputs=tuple(None if w.input is None else w.input.detach() for w in watched),
         layer=layer[1],
     )
 

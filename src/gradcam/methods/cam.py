@@ -87,9 +87,9 @@ class CAM(LayerMethod):
             features = stack.enter_context(capture_layer(layer.module, layer_name, detach=False))
             inputs = [stack.enter_context(capture_input(m, n)) for m, n in candidates]
             output = self.module(x)
-        if features.activation is None:
+        if features.output is None:
             raise GradCAMError(f"layer {layer_name!r} did not run during the forward pass")
-        raw = features.activation
+        raw = features.output
         activations = layer.view(self.module, tuple(raw.shape), (x.shape[-2], x.shape[-1]))(raw)
         channels = activations.shape[1]
         matching = [
@@ -103,7 +103,7 @@ class CAM(LayerMethod):
                 f"of {layer_name!r}; this model has none (use GradCAM, which works for any head)"
             )
         fc, pooled_capture = matching[-1]
-        pooled = pooled_capture.activation
+        pooled = pooled_capture.input
         mean = activations.float().mean(dim=(2, 3))
         if (
             pooled is None

@@ -163,9 +163,9 @@ class PerturbationMethod(LayerMethod):
             stack.enter_context(eval_mode(self.module))
             with capture_layer(layer, layer_name, detach=False) as capture:
                 output = self.module(x)
-            if capture.activation is None:
+            if capture.output is None:
                 raise LayerError(f"layer {layer_name!r} did not run during the forward pass")
-            raw = capture.activation
+            raw = capture.output
             view = resolved_layer.view(self.module, tuple(raw.shape), (x.shape[-2], x.shape[-1]))
             if self.channels_first_only and view.kind != "channels-first":
                 raise LayerError(

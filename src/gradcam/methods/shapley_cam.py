@@ -102,14 +102,14 @@ class ShapleyCAM(LayerMethod):
                 ):
                     output = self.module(x)
                 torch.set_grad_enabled(True)
-                if capture.activation is None:
+                if capture.output is None:
                     raise LayerError(f"layer {layer[1]!r} did not run during the forward pass")
                 resolved = resolve_targets(
                     targets, output, x.shape[0], names=class_names(self.module)
                 )
                 if not all_finite(resolved.scores.detach()):
                     raise GradCAMError("the model produced NaN or infinite target scores")
-                gradients, products = _gradients_and_products(resolved.scores, capture.activation)
+                gradients, products = _gradients_and_products(resolved.scores, capture.output)
                 try:
                     logits: Tensor | None = as_logits(output).detach().float()
                 except TargetError:
@@ -119,8 +119,8 @@ class ShapleyCAM(LayerMethod):
         if not (all_finite(gradients) and all_finite(products)):
             raise GradCAMError("gradients to the layer contain NaN or infinite values")
         # A reshape only selects and permutes: it maps gradients and products alike.
-        view = layer.view(self.module, tuple(capture.activation.shape), (x.shape[-2], x.shape[-1]))
-        activations = view(capture.activation.detach()).float()
+        view = layer.view(self.module, tuple(capture.output.shape), (x.shape[-2], x.shape[-1]))
+        activations = view(capture.output.detach()).float()
         gradients, products = (_viewed(view, t) for t in (gradients, products))
         weights = shapley_weights(gradients.float(), products.float())
         raw = weighted_sum(weights, activations)

@@ -37,6 +37,7 @@ import torch
 from torch import Tensor
 
 from gradcam.evaluate.metrics import spearman
+from gradcam.hooks import model_lock
 from gradcam.maps import peak
 from gradcam.methods import Occlusion, create
 from gradcam.synthetic.scenes import Scene
@@ -48,7 +49,8 @@ from gradcam.vl.text import ANSWERS, VL_COLORS, caption, encode, questions
 __all__ = [
     "Correlation",
     "ForcedAnswers",
-    "Pointing",
+    "OcclusionCorrelation",
+    "PointingScore",
     "Ratio",
     "answer_correlation",
     "forced_answers",
@@ -60,8 +62,9 @@ __all__ = [
 
 
 @dataclass(frozen=True)
-class Pointing:
-    """Word-level pointing (section 8.1.1).
+class PointingScore:
+    """The result of :func:`word_pointing`: word-level pointing (section 8.1.1). (The pointing
+    game *protocol* of section 4.3 is :class:`gradcam.evaluate.Pointing`.)
 
     Attributes:
         hits: words whose map peaks on the object they name.
@@ -96,6 +99,18 @@ class Ratio:
     stderr: float
     median: float
     regions: int
+
+
+@dataclass(frozen=True)
+class OcclusionCorrelation:
+    """One method's rank correlation with occlusion maps over questions (section 8.2):
+    the mean and its standard error, and the median."""
+
+    method: str
+    mean: float
+    stderr: float
+    median: float
+    questions: int
 
 
 @dataclass(frozen=True)
@@ -137,18 +152,18 @@ class ForcedAnswers:
 
 
 def _on(mask: np.ndarray, map2d: Tensor) -> bool:
-    """Whether a map's maximum is on a mask; an all-zero map points nowhere (a miss)."""
-    if not bool(map2d.max() > 0):
-        return False
-    x, y = peak(map2d)
-    return bool(mask[y, x])
+    """Whether a map's maximum is on a mask; a constant map points nowhere (a miss)."""
+    point = peak(map2d)
+    return point is not None and bool(mask[point[1], point[0]])
 
 
 def _input(scene: Scene) -> Tensor:
     return VL_PREPROCESS(scene.image)
 
 
-def word_pointing(model: Captioner, scenes: Sequence[Scene], method: str = "gradcam") -> Pointing:
+def word_pointing(
+    model: Captioner, scenes: Sequence[Scene], method: str = "gradcam"
+) -> PointingScore:
     """Pointing accuracy of the color and shape words of the scenes' true captions."""
     hits = other = total = 0
     by_kind = {"color": [0, 0], "shape": [0, 0]}
@@ -170,7 +185,7 @@ def word_pointing(model: Captioner, scenes: Sequence[Scene], method: str = "grad
             by_kind[kind][0] += hit
             by_kind[kind][1] += 1
             chance.append(named.mean())
-    return Pointing(
+    return PointingScore(
         hits,
         total,
         other,
@@ -250,7 +265,7 @@ def answer_correlation(
         x = _input(scene)
         for question in questions(scene):
             adapter = model.explainable(question.tokens)
-            with torch.no_grad():
+            with torch.no_grad(), model_lock(adapter):
                 answer = int(adapter(x).argmax(dim=1))
             right += ANSWERS[answer] == question.answer
             map_ = create(method, adapter, VL_LAYER)(x, Answer(answer)).maps[0, 0].numpy()
@@ -295,18 +310,17 @@ def occlusion_correlation(
     *,
     window: int = 16,
     stride: int = 8,
-) -> list[Ratio]:
+) -> list[OcclusionCorrelation]:
     """Mean (and standard error, median) over questions of the Spearman correlation of each
     method's map of the model's answer with its occlusion map (``window`` x ``window`` gray
     patches every ``stride`` pixels; 16 of 96 is about the paper's 35 of 224). Pixel-space
-    maps count as their absolute value summed over colors. Returned as :class:`Ratio` rows,
-    ``regions`` being the number of questions."""
+    maps count as their absolute value summed over colors."""
     values: dict[str, list[float]] = {m: [] for m in methods}
     for scene in scenes:
         x = _input(scene)
         for question in questions(scene):
             adapter = model.explainable(question.tokens)
-            with torch.no_grad():
+            with torch.no_grad(), model_lock(adapter):
                 target = Answer(int(adapter(x).argmax(dim=1)))
             occluded = Occlusion(adapter, window, stride, batch_size=64, progress=False)
             reference = occluded(x, target).maps[0, 0].numpy()
@@ -319,5 +333,5 @@ def occlusion_correlation(
         stderr = float(array.std(ddof=1) / math.sqrt(len(array))) if len(array) > 1 else 0.0
         mean = float(array.mean()) if len(array) else math.nan
         median = float(np.median(array)) if len(array) else math.nan
-        rows.append(Ratio(name, mean, stderr, median, len(array)))
+        rows.append(OcclusionCorrelation(name, mean, stderr, median, len(array)))
     return rows

@@ -12,7 +12,6 @@ pass per method. :func:`save_text_explanation` writes the pictures and ``summary
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ from gradcam.errors import GradCAMError
 from gradcam.maps import peak
 from gradcam.methods import explain_methods, method_spec
 from gradcam.methods import methods as all_methods
+from gradcam.paths import slug
 from gradcam.targets import Answer, CaptionLogProb, CaptionWord
 from gradcam.vl.models import VL_LAYER, Captioner, VQAModel
 from gradcam.vl.scenes import VL_PREPROCESS
@@ -111,9 +111,10 @@ def _check_methods(names: Sequence[str]) -> list[str]:
 
 
 def _image_peak(map2d: Tensor, image: Image.Image) -> tuple[int, int] | None:
-    if not bool(map2d.max() > 0):
-        return None  # an all-zero map points nowhere
-    x, y = peak(map2d)
+    point = peak(map2d)
+    if point is None:
+        return None
+    x, y = point
     height, width = map2d.shape
     return (
         min(image.width - 1, int((x + 0.5) * image.width / width)),
@@ -239,10 +240,6 @@ def explain_answer(
     )
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "caption"
-
-
 def save_text_explanation(
     explanation: CaptionExplanation | AnswerExplanation,
     image: Image.Image,
@@ -268,7 +265,7 @@ def save_text_explanation(
             if method_spec(item.method).kind == "pixel"
             else overlay(image, item.map)
         )
-        name = f"{item.method}_{index:02d}_{_slug(item.label)}.png"
+        name = f"{item.method}_{index:02d}_{slug(item.label, fallback='caption')}.png"
         picture.save(out / name)
         title = item.label + (" (forced)" if item.forced else "")
         panels.setdefault(item.method, [("image", image)]).append((title, picture))

@@ -31,6 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from gradcam.errors import ModelLoadError
+from gradcam.hooks import eval_mode
 from gradcam.synthetic.model import ShapeNet
 from gradcam.vl.text import ANSWERS, END, VOCAB, TextError, decode, encode
 
@@ -124,9 +125,7 @@ class Captioner(nn.Module):
     @torch.no_grad()
     def generate(self, x: Tensor, max_words: int = 12) -> list[str]:
         """Greedy captions of a (B, 3, H, W) batch, one string per image (eval mode)."""
-        was_training = self.training
-        self.eval()
-        try:
+        with eval_mode(self):  # restores every flag, and takes turns with other threads
             step = self.image_in(torch.relu(self.encoder(x))).unsqueeze(1)
             state: tuple[Tensor, Tensor] | None = None
             words: list[Tensor] = []
@@ -137,8 +136,6 @@ class Captioner(nn.Module):
                 if bool((torch.stack(words, 1) == _END).any(dim=1).all()):
                     break
                 step = self.embed(word).unsqueeze(1)
-        finally:
-            self.train(was_training)
         return [decode(row) for row in torch.stack(words, dim=1).tolist()]
 
     def explainable(self, tokens: Sequence[int] | Tensor | str) -> TeacherForced:
