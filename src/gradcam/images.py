@@ -133,8 +133,9 @@ def load_image(path: str | os.PathLike[str], *, max_pixels: int | None = None) -
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(name) as opened:
                 factor = _reduction(opened.size, max_pixels)
-                if factor > 1 and opened.format == "JPEG":
-                    # DCT scaling decodes at 1/2, 1/4 or 1/8 size, never below the request.
+                if factor > 1:
+                    # JPEG and MPO files decode at 1/2, 1/4 or 1/8 size by DCT scaling, never
+                    # below the size asked for; other formats ignore the request.
                     wanted = (-(-opened.width // factor), -(-opened.height // factor))
                     opened.draft(opened.mode, wanted)
                 opened.load()
