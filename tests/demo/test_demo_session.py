@@ -390,3 +390,16 @@ def test_huge_upload_is_decoded_small(shapes: DemoSession, tmp_path: Path) -> No
     photo = shapes.open(path)
     assert photo.image.size == (1800, 1800)
     assert photo.image.width * photo.image.height <= MAX_PIXELS
+
+
+def test_long_names_are_refused_and_not_echoed(shapes: DemoSession, tmp_path: Path) -> None:
+    from gradcam.errors import GradCAMError
+
+    path = tmp_path / "scene.png"
+    Image.new("RGB", (64, 64), "white").save(path)
+    with pytest.raises(GradCAMError, match="a class name of 100000 characters: at most 200"):
+        shapes.explain(path, "x" * 100_000)
+    for layer, method in (("y" * 100_000, None), (None, "z" * 100_000)):
+        with pytest.raises(GradCAMError) as info:
+            shapes.explain(path, None, layer, method)
+        assert len(str(info.value)) < 1000

@@ -281,3 +281,8 @@ def test_long_texts_are_refused_without_a_model_pass(
     summary, *rest = vqa_outputs(vl, path, "what color is " + "the " * 40 + "star?", "")
     assert summary.startswith("**Error:** the question has 45 words: at most 32")
     assert forward_count == [0]
+
+
+def test_a_huge_word_is_not_echoed(vl: VLSession) -> None:
+    summary, *_ = caption_outputs(vl, str(vl.examples[1]), "a " + "x" * 100_000, "")
+    assert summary.startswith("**Error:** unknown word 'xxxx") and len(summary) < 1000

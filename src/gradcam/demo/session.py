@@ -65,6 +65,7 @@ from gradcam.viz import gradient_image, overlay, side_by_side
 __all__ = [
     "FOLDER_PREFIX",
     "MAX_FOLDER_BYTES",
+    "MAX_NAME_CHARS",
     "MAX_SWEEP_LAYERS",
     "METHODS",
     "DemoSession",
@@ -88,6 +89,9 @@ METHODS: dict[str, str] = {
 #: Download files kept per server, in bytes; the least recently written are deleted beyond it.
 MAX_FOLDER_BYTES = 256 * 2**20
 
+#: The longest class, layer or method name read from a request, in characters.
+MAX_NAME_CHARS = 200
+
 #: The most layers a layer sweep explains (one forward and backward pass each).
 MAX_SWEEP_LAYERS = 8
 
@@ -97,6 +101,11 @@ FOLDER_PREFIX = "gradcam-demo-"
 
 # Files the session writes to its folder (the example scenes of the VL tabs sit in a subfolder).
 _DOWNLOADS = (".npz", ".png")
+
+
+def _shorter(name: str) -> str:
+    """``name``, cut to :data:`MAX_NAME_CHARS` (an error message quotes it to the visitor)."""
+    return name if len(name) <= MAX_NAME_CHARS else name[:MAX_NAME_CHARS] + "..."
 
 
 def _folder_owner(name: str) -> int | None:
@@ -381,8 +390,18 @@ class DemoSession:
             self._photos.put(key, photo)
         return photo
 
+    def _class_id(self, class_name: str | int | None) -> int | None:
+        if class_name is None or not str(class_name).strip():
+            return None
+        text = str(class_name)
+        if len(text) > MAX_NAME_CHARS:  # matching it against every class name costs its length
+            raise GradCAMError(
+                f"a class name of {len(text)} characters: at most {MAX_NAME_CHARS} are read"
+            )
+        return self.loaded.class_index(class_name)
+
     def _method(self, method: str | None) -> str:
-        name = method or "gradcam"
+        name = _shorter(method or "gradcam")
         choices = heatmap_choices()
         if name not in choices:
             raise GradCAMError(
@@ -391,7 +410,7 @@ class DemoSession:
         return name
 
     def _layer(self, layer: str | None) -> str:
-        name = layer or self.default_layer
+        name = _shorter(layer or self.default_layer)
         if name not in self._layer_names:
             raise LayerError(f"model has no spatial layer named {name!r}")
         return name
@@ -421,9 +440,7 @@ class DemoSession:
         photo = self.open(path)
         layer_name = self._layer(layer)
         method_name = self._method(method)
-        class_id = None
-        if class_name is not None and str(class_name).strip():
-            class_id = self.loaded.class_index(class_name)
+        class_id = self._class_id(class_name)
         with self._cache_lock:
             predictions = self._predictions.get_fresh(photo.key)
             if class_id is None and predictions:
@@ -514,9 +531,7 @@ class DemoSession:
         forward and backward pass per layer; cached per (photo, class).
         """
         photo = self.open(path)
-        class_id = None
-        if class_name is not None and str(class_name).strip():
-            class_id = self.loaded.class_index(class_name)
+        class_id = self._class_id(class_name)
         if class_id is None:
             class_id = self.explain(path).class_id
         with self._cache_lock:

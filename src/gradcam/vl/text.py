@@ -89,7 +89,8 @@ def encode(text: str | Sequence[str], *, what: str = "text") -> list[int]:
     unknown = [w for w in words if w not in _IDS or w in (PAD, END)]
     if unknown:
         known = ", ".join(w for w in VOCAB if w not in (PAD, END))
-        raise TextError(f"unknown word {unknown[0]!r} in the {what}; the words known are: {known}")
+        word = unknown[0] if len(unknown[0]) <= 40 else unknown[0][:40] + "..."  # quoted back
+        raise TextError(f"unknown word {word!r} in the {what}; the words known are: {known}")
     return [_IDS[w] for w in words]
 
 
