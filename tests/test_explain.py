@@ -123,3 +123,22 @@ def test_cli_max_pixels(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert '"size": [\n    100,\n    100\n  ]' in summary  # 400 x 400 divided by 4
     assert main([*args, "--max-pixels", "-1"]) == 2
     assert "--max-pixels" in capsys.readouterr().err
+
+
+def test_bench_limits_quick_smoke() -> None:
+    """The limits benchmark runs (no timing checks): the refusals exit 2, the rest 0."""
+    import subprocess
+    import sys
+
+    script = Path(__file__).parents[1] / "benchmarks" / "bench_limits.py"
+    proc = subprocess.run(
+        [sys.executable, str(script), "--quick"], capture_output=True, text=True, timeout=900
+    )
+    assert proc.returncode == 0, proc.stderr
+    rows = [line.split(" | ") for line in proc.stdout.splitlines()[2:]]
+    assert [(row[0].lstrip("| "), row[1]) for row in rows] == [
+        ("start-up: explain a 96 px scene (shapes)", "0"),
+        ("explain --top-k 100000 (refused)", "2"),
+        ("caption of 60,000 words (refused)", "2"),
+        ("caption of 32 words, 2 methods", "0"),
+    ]
