@@ -11,6 +11,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import numpy as np
 import pytest
@@ -359,6 +360,8 @@ class TestExplainAndCli:
             (["caption", "MISSING"], "no such file"),
             (["vqa", "NOTIMAGE", "--question", "what color is the star?"], "not an image"),
             (["caption", "IMAGE", "--weights", "MISSING"], "no such file"),
+            (["caption", "IMAGE", "--caption", "a red circle " * 20000], "has 60000 words"),
+            (["vqa", "IMAGE", "--question", "what color is the star " * 7], "has 35 words"),
         ],
         ids=[
             "word",
@@ -370,6 +373,8 @@ class TestExplainAndCli:
             "missing",
             "not-image",
             "weights",
+            "long-caption",
+            "long-question",
         ],
     )
     def test_user_errors_exit_2(
@@ -390,6 +395,58 @@ class TestExplainAndCli:
         assert main(argv) == 2
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err
+        assert not (tmp_path / "out").exists()
+
+
+class TestLongTexts:
+    """Captions and questions are capped at MAX_WORDS; a caption's words are explained
+    TARGET_CHUNK at a time, so memory does not grow with the caption."""
+
+    def test_long_caption_refused_before_any_pass(self, captioner: Captioner) -> None:
+        calls = [0]
+        handle = captioner.register_forward_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
+        try:
+            with pytest.raises(TextError, match="caption has 60000 words: at most 32"):
+                explain_caption(captioner, vl_scene(0).image, "a red circle " * 20000)
+        finally:
+            handle.remove()
+        assert calls[0] == 0
+
+    def test_long_question_refused(self, vqa: VQAModel) -> None:
+        with pytest.raises(TextError, match="question has 33 words: at most 32"):
+            explain_answer(vqa, vl_scene(0).image, "what color is the " + "red " * 28 + "?")
+
+    def test_caption_under_the_cap_is_explained_in_chunks(
+        self, captioner: Captioner, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        import gradcam.vl.explain as vl_explain
+        import gradcam.vl.text as text
+
+        image = vl_scene(0).image
+        words = "a red circle left of a blue square above a green star"  # 12 words
+        methods = ["gradcam", "guided-gradcam"]
+        whole = explain_caption(captioner, image, words, methods=methods)
+        monkeypatch.setattr(text, "MAX_WORDS", 12)  # the caption is at the cap
+        monkeypatch.setattr(vl_explain, "TARGET_CHUNK", 5)
+        passes: list[int] = []
+        original = vl_explain.explain_methods
+
+        def counted(names: Any, module: Any, x: Any, targets: Any, **kwargs: Any) -> Any:
+            passes.append(len(targets))
+            return original(names, module, x, targets, **kwargs)
+
+        monkeypatch.setattr(vl_explain, "explain_methods", counted)
+        chunked = explain_caption(captioner, image, words, methods=methods)
+        assert passes == [5, 5, 3]  # the whole caption and 12 words, 5 per pass
+        assert [(m.method, m.label, m.position) for m in chunked.maps] == [
+            (m.method, m.label, m.position) for m in whole.maps
+        ]
+        assert [m.method for m in chunked.maps] == ["gradcam"] * 13 + ["guided-gradcam"] * 13
+        for a, b in zip(whole.maps, chunked.maps, strict=True):
+            assert a.score == pytest.approx(b.score, abs=1e-4)
+            torch.testing.assert_close(a.map, b.map, rtol=1e-4, atol=1e-5)
+        with pytest.raises(TextError, match="13 words: at most 12"):
+            explain_caption(captioner, image, words + " a", methods=methods)
 
 
 # Floors for the shipped models on held-out scenes, well under what they measure (README).

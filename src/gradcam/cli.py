@@ -51,6 +51,8 @@ _OPTION_HELP = (
 
 
 def _build_parser() -> argparse.ArgumentParser:
+    from gradcam.explain import MAX_CLASSES
+
     parser = argparse.ArgumentParser(
         prog="gradcam", description="Visual explanations for PyTorch vision models (Grad-CAM)."
     )
@@ -80,7 +82,8 @@ def _build_parser() -> argparse.ArgumentParser:
         type=int,
         default=1,
         metavar="K",
-        help="explain the K best classes (default: 1; --class overrides)",
+        help="explain the K best classes (default: 1; at most the model's classes and "
+        f"{MAX_CLASSES}; --class overrides)",
     )
     explain.add_argument(
         "--method",
@@ -126,6 +129,7 @@ def _build_parser() -> argparse.ArgumentParser:
         metavar="S",
         help="--task detection: explain detections scoring at least S (default: %(default)s)",
     )
+    _add_max_pixels(explain)
     evaluate = commands.add_parser(
         "evaluate",
         help="run one of the paper's evaluation protocols on a dataset",
@@ -269,6 +273,24 @@ def _methods() -> int:
     return 0
 
 
+def _add_max_pixels(command: argparse.ArgumentParser) -> None:
+    from gradcam.images import MAX_PIXELS
+
+    command.add_argument(
+        "--max-pixels",
+        type=int,
+        default=MAX_PIXELS,
+        metavar="N",
+        help="decode larger images at reduced size (default: %(default)s; 0: every pixel)",
+    )
+
+
+def _max_pixels(args: argparse.Namespace) -> int | None:
+    if args.max_pixels < 0:
+        raise GradCAMError(f"--max-pixels must be 0 (no limit) or more, got {args.max_pixels}")
+    return args.max_pixels or None
+
+
 def _add_vl_parsers(commands: Any) -> None:
     """``gradcam caption`` and ``gradcam vqa`` (section 8, :mod:`gradcam.vl`)."""
     caption = commands.add_parser(
@@ -314,6 +336,7 @@ def _add_vl_parsers(commands: Any) -> None:
         )
         command.add_argument("--weights", metavar="FILE", help="weights file (default: shipped)")
         command.add_argument("--out", default="gradcam_out", metavar="DIR", help="output folder")
+        _add_max_pixels(command)
 
 
 def _output_dirs(images: Sequence[str], out: Path) -> list[Path]:
@@ -327,7 +350,7 @@ def _output_dirs(images: Sequence[str], out: Path) -> list[Path]:
 def _explain(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from gradcam.explain import FIGURE_METHODS, explain_image, save_explanation
+    from gradcam.explain import FIGURE_METHODS, check_classes, explain_image, save_explanation
     from gradcam.images import load_image
     from gradcam.layers import resolve_layer
     from gradcam.methods.registry import parse_options
@@ -339,6 +362,7 @@ def _explain(args: argparse.Namespace) -> int:
         return explain_task(args, _output_dirs(args.images, Path(args.out)))
     if args.top_k < 1:
         raise GradCAMError(f"--top-k must be at least 1, got {args.top_k}")
+    max_pixels = _max_pixels(args)
     names = list(args.methods or ["gradcam"])
     if args.counterfactual:
         names.append("counterfactual")
@@ -355,6 +379,7 @@ def _explain(args: argparse.Namespace) -> int:
     with warnings_as_messages():
         loaded = load_model(args.model, args.weights)
     classes = [loaded.class_index(c) for c in args.classes] if args.classes else None
+    check_classes(loaded, classes, args.top_k)  # before any image: a wrong count fails fast
     if args.layer is not None:
         resolve_layer(loaded.module, args.layer)
     if neuron_names is not None:
@@ -365,7 +390,7 @@ def _explain(args: argparse.Namespace) -> int:
     progress = tqdm(pairs, desc="explaining", unit="image", disable=len(pairs) < 2, file=sys.stderr)
     for path, folder in progress:
         try:
-            image = load_image(path)
+            image = load_image(path, max_pixels=max_pixels)
             explanation = explain_image(
                 loaded,
                 image,
@@ -550,7 +575,7 @@ def _caption_or_vqa(args: argparse.Namespace) -> int:
     from gradcam.vl import load_captioner, load_vqa
     from gradcam.vl.explain import explain_answer, explain_caption, save_text_explanation
 
-    image = load_image(args.image)
+    image = load_image(args.image, max_pixels=_max_pixels(args))
     methods = args.methods or ["gradcam"]
     if args.command == "caption":
         captioner = load_captioner(*([args.weights] if args.weights else []))

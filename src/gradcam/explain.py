@@ -4,7 +4,9 @@
 :func:`explain_image` computes every requested method with as few passes as the math allows
 (:func:`gradcam.methods.explain_methods`): all gradient methods share one forward pass, with
 one backward pass to the layer and one to the input per rectifier rule; the others (CAM,
-occlusion, perturbation methods) add their own passes.
+occlusion, perturbation methods) add their own passes. At most :data:`MAX_CLASSES` classes are
+explained per photo, :data:`CLASS_CHUNK` per pass, so memory stays bounded however many are
+asked for (:func:`check_classes`).
 :func:`save_explanation` writes the pictures, ``summary.json`` and optionally ``maps.npz``.
 """
 
@@ -12,26 +14,31 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from PIL import Image
 from torch import Tensor
 
+from gradcam.engine import eval_mode
 from gradcam.errors import GradCAMError
 from gradcam.layers import resolve_layer
 from gradcam.maps import bounding_box, peak, upsample
 from gradcam.methods import Result, explain_methods, method_spec
 from gradcam.models import LoadedModel
 from gradcam.paths import slug
-from gradcam.targets import TopK
+from gradcam.targets import TopK, as_logits
 
 __all__ = [
+    "CLASS_CHUNK",
     "FIGURE_METHODS",
+    "MAX_CLASSES",
     "Explanation",
     "MapEntry",
+    "check_classes",
     "explain_image",
     "map_arrays",
     "npz_key",
@@ -40,6 +47,15 @@ __all__ = [
 
 #: The paper's Fig. 1: the photo, then these methods' pictures side by side.
 FIGURE_METHODS = ["guided-backprop", "gradcam", "guided-gradcam"]
+
+#: The most classes explained for one photo (``--top-k``, or ``--class`` repeated): each one
+#: is a picture per method on disk, and a pixel-space method holds a map the size of the input
+#: per class.
+MAX_CLASSES = 100
+
+#: Classes explained per pass: the backward passes are batched over the classes, so their
+#: memory grows with the number of classes in one pass.
+CLASS_CHUNK = 16
 
 
 @dataclass(frozen=True)
@@ -89,6 +105,58 @@ def _heat_entry(
     )
 
 
+def check_classes(loaded: LoadedModel, classes: Sequence[int] | None, top_k: int) -> None:
+    """Refuse a request for more classes than the model has or than :data:`MAX_CLASSES`.
+
+    Raises:
+        GradCAMError: ``top_k`` below 1 or above the model's classes, or more than
+            :data:`MAX_CLASSES` classes in all, with a message naming the limit.
+
+    Example:
+        >>> from gradcam import load_model
+        >>> check_classes(load_model("shapes"), None, 100000)
+        Traceback (most recent call last):
+        ...
+        gradcam.errors.GradCAMError: top-k 100000 is more than the model's 8 classes
+    """
+    count = len(loaded.class_names)
+    if not classes:
+        if top_k < 1:
+            raise GradCAMError(f"top-k must be at least 1, got {top_k}")
+        if count and top_k > count:
+            raise GradCAMError(f"top-k {top_k} is more than the model's {count} classes")
+    wanted = len(classes) if classes else top_k
+    if wanted > MAX_CLASSES:
+        raise GradCAMError(
+            f"{wanted} classes asked for: at most {MAX_CLASSES} are explained per photo "
+            "(each is a picture per method)"
+        )
+
+
+def _concat(parts: Sequence[Any]) -> Any:
+    """One result from results of the same method for consecutive chunks of classes: every
+    tensor field is (B, K, ...) and is joined along K, except the shared ``logits``."""
+    first = parts[0]
+    if len(parts) == 1:
+        return first
+    joined: dict[str, Any] = {}
+    for item in fields(first):
+        values = [getattr(part, item.name) for part in parts]
+        if item.name == "logits" or values[0] is None:
+            continue
+        if isinstance(values[0], Tensor):
+            joined[item.name] = torch.cat(values, dim=1)
+        elif isinstance(values[0], Result):
+            joined[item.name] = _concat(values)
+    return replace(first, **joined)
+
+
+def _top_classes(loaded: LoadedModel, x: Tensor, top_k: int) -> list[int]:
+    with torch.no_grad(), eval_mode(loaded.module):
+        logits = as_logits(loaded.module(x))
+    return [int(c) for c in logits[0].topk(min(top_k, logits.shape[1])).indices]
+
+
 def explain_image(
     loaded: LoadedModel,
     image: Image.Image,
@@ -107,23 +175,42 @@ def explain_image(
         image: an RGB photo, e.g. from :func:`gradcam.load_image`.
         methods: names from :func:`gradcam.methods`.
         classes: class ids to explain; ``None`` explains the ``top_k`` best classes.
+        top_k: how many of the best classes to explain, at most the model's classes and
+            :data:`MAX_CLASSES`; more than :data:`CLASS_CHUNK` are explained that many per
+            pass (one more forward pass finds them first).
         layer: dotted layer name; ``None`` uses the model's default layer.
         threshold: fraction of a map's maximum that bounds its localization box (section 4.1).
         options: per method name, its options (see :func:`gradcam.methods.create_method`),
             e.g. ``{"occlusion": {"window": 21}}``.
+
+    Raises:
+        GradCAMError: more classes than :func:`check_classes` allows, an unknown method or
+            layer.
 
     Example:
         >>> loaded = load_model()
         >>> found = explain_image(loaded, load_image("cat.jpg"), methods=["gradcam", "cam"])
         >>> found.entries[0].class_name, found.entries[0].box
     """
+    check_classes(loaded, classes, top_k)
     names = list(dict.fromkeys(methods))
     specs = {name: method_spec(name) for name in names}
     module = loaded.module
     x = loaded.preprocess(image)
     layer_ref = resolve_layer(module, layer or loaded.default_layer)
-    targets = list(classes) if classes else TopK(top_k)
-    results = explain_methods(names, module, x, targets, layer=layer_ref, options=options)
+    ids = list(classes) if classes else None
+    if ids is None and top_k > CLASS_CHUNK:
+        ids = _top_classes(loaded, x, top_k)
+    if ids is None:
+        results = explain_methods(names, module, x, TopK(top_k), layer=layer_ref, options=options)
+    else:
+        parts = [
+            explain_methods(
+                names, module, x, ids[i : i + CLASS_CHUNK], layer=layer_ref, options=options
+            )
+            for i in range(0, len(ids), CLASS_CHUNK)
+        ]
+        results = {name: _concat([part[name] for part in parts]) for name in parts[0]}
     entries = []
     for name, result in results.items():
         for k in range(result.classes.shape[1]):

@@ -159,3 +159,17 @@ def test_bench_demo_quick_smoke() -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert "| session: class seen before (cache) |" in proc.stdout
+
+
+@pytest.mark.parametrize("chosen", ["unicorn", "5000", "-1"])
+def test_explain_with_a_bad_class_returns_no_files(
+    lite0: gradcam.LoadedModel, tmp_path: Path, chosen: str
+) -> None:
+    # A fresh folder: the error must write nothing, not the top-1 class's maps.
+    session = DemoSession(lite0, folder=tmp_path)
+    outputs = explain_outputs(session, str(SKIMAGE_DATA / "chelsea.png"), chosen, None)
+    summary, top5, class_name, *pictures, maps, figure = outputs
+    assert summary.startswith("**Error:**") and ("unicorn" in summary or "out of range" in summary)
+    assert class_name is None and top5 is None and pictures == [None] * 5
+    assert (maps, figure) == (None, None)
+    assert list(tmp_path.iterdir()) == []

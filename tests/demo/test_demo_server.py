@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -49,6 +50,22 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+def _wait_until_up(proc: subprocess.Popen[bytes], url: str, log: Path) -> None:
+    deadline = time.monotonic() + 240
+    while True:
+        if proc.poll() is not None:
+            pytest.fail(f"gradcam serve exited with {proc.returncode}:\n{log.read_text()}")
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            pytest.fail(f"gradcam serve did not answer in time:\n{log.read_text()}")
+        time.sleep(0.5)
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The URL of a ``gradcam serve`` process on a free port, stopped after the module."""
@@ -60,19 +77,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}/"
     try:
-        deadline = time.monotonic() + 240
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"gradcam serve exited with {proc.returncode}:\n{log.read_text()}")
-            try:
-                with urllib.request.urlopen(url, timeout=5) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"gradcam serve did not answer in time:\n{log.read_text()}")
-            time.sleep(0.5)
+        _wait_until_up(proc, url, log)
         yield url
     finally:
         proc.terminate()
@@ -298,3 +303,45 @@ def test_uploads_over_the_limit_are_refused(server: str) -> None:
     assert _post_upload(server, "big.png", bytes(21 * 2**20)) == 413  # over the default 20 MiB
     with urllib.request.urlopen(server, timeout=30) as response:
         assert response.status == 200
+
+
+def test_sigterm_removes_the_download_folder(tmp_path: Path) -> None:
+    """A server's download folder is gone after SIGTERM; one left by a crashed server is removed
+    when the next starts; a bad class over the API gives a message and no files."""
+    from gradio_client import Client, handle_file
+
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                           capture_output=True, text=True, check=True)  # fmt: skip
+    crashed = temp / f"gradcam-demo-{int(ended.stdout)}-left"
+    crashed.mkdir()
+    (crashed / "visitor.npz").write_bytes(b"a visitor's maps")
+    port = _free_port()
+    log = tmp_path / "serve.log"
+    env = {**os.environ, "TMPDIR": str(temp), "GRADIO_TEMP_DIR": str(tmp_path / "gradio")}
+    command = [sys.executable, "-m", "gradcam.cli", "serve", "--model", "shapes"]
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            [*command, "--port", str(port)], stdout=out, stderr=subprocess.STDOUT, env=env
+        )
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        _wait_until_up(proc, url, log)
+        assert not crashed.exists()
+        (folder,) = temp.glob(f"gradcam-demo-{proc.pid}-*")
+        scene = tmp_path / "scene.png"
+        Image.new("RGB", (64, 64), "white").save(scene)
+        summary, *_, maps, figure = Client(url, verbose=False).predict(
+            handle_file(str(scene)), "unicorn", "", api_name="/explain"
+        )
+        assert "no class named 'unicorn'" in str(summary) and (maps, figure) == (None, None)
+        assert not list(folder.glob("*.npz"))
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0, log.read_text()
+        assert not folder.exists()
+        assert not list(temp.glob("gradcam-demo-*"))
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -298,3 +298,108 @@ def test_sweep_layers_of_torchvision_models(tmp_path: Path) -> None:
         "features.29",
     ]
     assert resnet.sweep_layers == ["relu", "layer1", "layer2", "layer3", "layer4"]
+
+
+def test_download_folder_is_bounded(tmp_path: Path) -> None:
+    import os
+
+    from gradcam.synthetic import make_scene
+
+    session = DemoSession(gradcam.load_model("shapes"), folder=tmp_path, max_folder_bytes=1)
+    scene = tmp_path / "scenes" / "scene.png"
+    scene.parent.mkdir()
+    make_scene(0).image.save(scene)
+    written = []
+    for class_id in range(3):
+        views = session.explain(scene, class_id)
+        written += [session.write_maps(views), session.write_figure(views)]
+    # Over the bound, only the file just written for the visitor stays; other files remain.
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([written[-1].name, "scenes"])
+    again = session.write_maps(views)  # deleted since: written anew
+    assert again.is_file() and again == written[-2]
+    # With room for a few files, the least recently written go first.
+    roomy = DemoSession(session.loaded, folder=tmp_path, max_folder_bytes=10**9)
+    files = [roomy.write_maps(roomy.explain(scene, c)) for c in range(4)]
+    os.utime(files[0], ns=(1, 1))
+    os.utime(files[1], ns=(2, 2))
+    os.utime(files[3], ns=(3, 3))
+    sizes = {f: f.stat().st_size for f in files}
+    roomy.max_folder_bytes = sum(sizes.values()) - 1
+    roomy._reuse(files[0])  # used again: now the most recent
+    roomy._prune(files[2])
+    assert [f.is_file() for f in files] == [True, False, True, True]
+
+
+def test_close_deletes_the_folder_it_made(tmp_path: Path) -> None:
+    import os
+
+    made = DemoSession(gradcam.load_model("shapes"))
+    assert made.folder.name.startswith(f"gradcam-demo-{os.getpid()}-")
+    made.close()
+    assert not made.folder.exists()
+    given = DemoSession(made.loaded, folder=tmp_path)
+    given.close()
+    assert tmp_path.is_dir()  # a folder the caller chose is the caller's
+
+
+def test_stale_folders_of_stopped_servers_are_deleted(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from gradcam.demo.session import clean_stale_folders
+
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                           capture_output=True, text=True, check=True)  # fmt: skip
+    dead = int(ended.stdout)
+    names = {
+        "stale": f"gradcam-demo-{dead}-abc",
+        "mine": f"gradcam-demo-{os.getpid()}-def",
+        "parent": f"gradcam-demo-{os.getppid()}-ghi",
+        "old-style": "gradcam-demo-k2j3h4",
+        "other": f"unrelated-{dead}-x",
+    }
+    for name in names.values():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "maps.npz").write_bytes(b"x")
+    (tmp_path / f"gradcam-demo-{dead}-file").write_text("a file, not a folder")
+    assert clean_stale_folders(tmp_path) == [tmp_path / names["stale"]]
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert names["stale"] not in left and len(left) == len(names)
+
+
+def test_layer_sweeps_are_capped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import warnings
+
+    import gradcam.demo.session as session_module
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # random weights: only layers matter here
+        resnet = DemoSession(gradcam.load_model("resnet18"), folder=tmp_path)
+    monkeypatch.setattr(session_module, "MAX_SWEEP_LAYERS", 3)
+    assert resnet.sweep_layers == ["relu", "layer2", "layer4"]  # first, middle, last
+    monkeypatch.setattr(session_module, "MAX_SWEEP_LAYERS", 4)
+    assert resnet.sweep_layers == ["relu", "layer1", "layer3", "layer4"]
+
+
+def test_huge_upload_is_decoded_small(shapes: DemoSession, tmp_path: Path) -> None:
+    from gradcam.images import MAX_PIXELS
+
+    path = tmp_path / "huge.png"
+    Image.new("P", (9000, 9000)).save(path)  # 10 KB on disk, 81 Mpx
+    photo = shapes.open(path)
+    assert photo.image.size == (1800, 1800)
+    assert photo.image.width * photo.image.height <= MAX_PIXELS
+
+
+def test_long_names_are_refused_and_not_echoed(shapes: DemoSession, tmp_path: Path) -> None:
+    from gradcam.errors import GradCAMError
+
+    path = tmp_path / "scene.png"
+    Image.new("RGB", (64, 64), "white").save(path)
+    with pytest.raises(GradCAMError, match="a class name of 100000 characters: at most 200"):
+        shapes.explain(path, "x" * 100_000)
+    for layer, method in (("y" * 100_000, None), (None, "z" * 100_000)):
+        with pytest.raises(GradCAMError) as info:
+            shapes.explain(path, None, layer, method)
+        assert len(str(info.value)) < 1000

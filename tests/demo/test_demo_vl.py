@@ -268,3 +268,21 @@ def test_serve_without_the_scene_models(
     assert "warning: no Captioning and VQA tabs: weights file vl_captioner.pt" in (
         capsys.readouterr().err
     )
+
+
+def test_long_texts_are_refused_without_a_model_pass(
+    vl: VLSession, forward_count: list[int]
+) -> None:
+    path = str(vl.examples[1])
+    typed = "a red circle " * 20000  # took a server to 23 GB before captions were capped
+    summary, *rest = caption_outputs(vl, path, typed, "")
+    assert summary == "**Error:** the caption has 60000 words: at most 32 are allowed"
+    assert set(rest) == {None}
+    summary, *rest = vqa_outputs(vl, path, "what color is " + "the " * 40 + "star?", "")
+    assert summary.startswith("**Error:** the question has 45 words: at most 32")
+    assert forward_count == [0]
+
+
+def test_a_huge_word_is_not_echoed(vl: VLSession) -> None:
+    summary, *_ = caption_outputs(vl, str(vl.examples[1]), "a " + "x" * 100_000, "")
+    assert summary.startswith("**Error:** unknown word 'xxxx") and len(summary) < 1000

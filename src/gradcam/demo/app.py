@@ -32,8 +32,10 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import shutil
+import atexit
+import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -41,7 +43,7 @@ from typing import Any
 import gradio as gr
 from PIL import Image
 
-from gradcam.demo.session import METHODS, DemoSession, heatmap_choices
+from gradcam.demo.session import METHODS, DemoSession, clean_stale_folders, heatmap_choices
 from gradcam.errors import GradCAMError
 from gradcam.methods import method_spec
 from gradcam.models import DEFAULT_MODEL, load_model
@@ -49,6 +51,7 @@ from gradcam.util import warnings_as_messages
 from gradcam.viz import side_by_side
 
 __all__ = [
+    "MAX_QUEUE",
     "OUTPUTS",
     "PICTURES",
     "Tab",
@@ -67,6 +70,8 @@ Tab = Callable[[DemoSession], None]
 
 #: The pictures shown for a photo and class, in order.
 PICTURES = ("Localization", "Chosen method", *list(METHODS.values())[1:])
+#: Requests waiting for a worker, at most (beyond it a visitor is told the queue is full).
+MAX_QUEUE = 64
 #: Outputs of ``/explain``, in order (the ``gradio_client`` result tuple).
 OUTPUTS = ("summary", "top5", "class", *PICTURES, "maps", "figure")
 
@@ -151,9 +156,12 @@ def explain_outputs(
     """The ``/explain`` API: :func:`view_outputs` then :func:`download_outputs`, in one call.
 
     ``class_name`` empty explains the top-1 class (the explained name is the third output).
+    An error (a bad upload, class, layer or method) returns its message and no files.
     """
     shown = view_outputs(session, path, class_name, layer, method)
-    return *shown, *download_outputs(session, path, shown[2], layer, method)
+    if shown[2] is None:  # nothing was explained: no files of another class
+        return *shown, None, None
+    return *shown, *download_outputs(session, path, class_name, layer, method)
 
 
 def sweep_outputs(
@@ -373,6 +381,8 @@ def serve(
     limit = _size_limit(max_file_size_mb)
     with warnings_as_messages():
         loaded = load_model(model, weights)
+    for stale in clean_stale_folders():
+        print(f"gradcam: removed {stale}, left by a demo server that stopped", file=sys.stderr)
     session = DemoSession(loaded, max_bytes=limit)
     tabs: list[Tab] = [classification_tab]
     if vl:
@@ -387,7 +397,9 @@ def serve(
         else:
             tabs += vl_tabs(scenes)
     app = build_app(session, tabs)
-    app.queue(default_concurrency_limit=concurrency)
+    # Waiting requests are bounded too: beyond MAX_QUEUE, a visitor is told the queue is full.
+    app.queue(default_concurrency_limit=concurrency, max_size=MAX_QUEUE)
+    restore = _stop_on_sigterm() if block else None
     try:
         app.launch(
             server_name=host,
@@ -403,8 +415,31 @@ def serve(
             prevent_thread_lock=not block,
         )
     except OSError as exc:
-        shutil.rmtree(session.folder, ignore_errors=True)
+        session.close()
         raise GradCAMError(f"cannot serve on {host}:{port}: {exc}") from None
-    if block:  # interrupted: the download files go with the server
-        shutil.rmtree(session.folder, ignore_errors=True)
+    finally:
+        if block:  # stopped (Ctrl-C, SIGTERM, an error): the visitors' files go with it
+            session.close()
+        if restore is not None:
+            restore()
+    if not block:  # the caller stops the app; the files go when the process ends
+        atexit.register(session.close)
     return app
+
+
+def _stop_on_sigterm() -> Callable[[], None] | None:
+    """Make SIGTERM stop the server as Ctrl-C does, so its files are deleted; returns a
+    function restoring the previous handler (``None`` off the main thread, where Python
+    cannot set one)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+
+    def restore() -> None:
+        signal.signal(signal.SIGTERM, previous)
+
+    return restore

@@ -25,12 +25,22 @@ LRU caches: switching back to a class or layer seen before, or asking again for 
 runs no model pass at all. A class or layer not seen before needs one forward and backward pass
 (about 40 ms for EfficientNet-Lite0 on a CPU), since keeping autograd graphs alive between
 requests would hold far more memory than recomputing costs time.
+
+Limits: whatever a visitor sends, the server's memory and disk stay bounded. Uploads are at
+most ``max_bytes`` and are decoded at most :data:`~gradcam.images.MAX_PIXELS` pixels (larger
+photos at reduced size); the caches hold a fixed number of entries; a layer sweep covers at
+most :data:`MAX_SWEEP_LAYERS` layers; the download folder keeps at most ``max_folder_bytes``
+of files (the least recently written go first), and is deleted by :meth:`DemoSession.close`
+(which :func:`gradcam.demo.app.serve` calls when the server stops, on Ctrl-C or SIGTERM).
+A folder left by a server that crashed is deleted by the next one
+(:func:`clean_stale_folders`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import tempfile
 import threading
 import time
@@ -44,7 +54,7 @@ from PIL import Image, ImageDraw
 
 from gradcam.errors import GradCAMError, ImageLoadError, LayerError
 from gradcam.explain import Explanation, MapEntry, explain_image, map_arrays
-from gradcam.images import load_image
+from gradcam.images import MAX_PIXELS, load_image
 from gradcam.layers import spatial_layers
 from gradcam.methods import method_spec, method_specs
 from gradcam.models import LoadedModel
@@ -53,11 +63,16 @@ from gradcam.util import LRU
 from gradcam.viz import gradient_image, overlay, side_by_side
 
 __all__ = [
+    "FOLDER_PREFIX",
+    "MAX_FOLDER_BYTES",
+    "MAX_NAME_CHARS",
+    "MAX_SWEEP_LAYERS",
     "METHODS",
     "DemoSession",
     "Photo",
     "Prediction",
     "Views",
+    "clean_stale_folders",
     "decode_upload",
     "heatmap_choices",
     "upload_key",
@@ -69,6 +84,71 @@ METHODS: dict[str, str] = {
     name: method_spec(name).title
     for name in ("gradcam", "counterfactual", "guided-backprop", "guided-gradcam")
 }
+
+
+#: Download files kept per server, in bytes; the least recently written are deleted beyond it.
+MAX_FOLDER_BYTES = 256 * 2**20
+
+#: The longest class, layer or method name read from a request, in characters.
+MAX_NAME_CHARS = 200
+
+#: The most layers a layer sweep explains (one forward and backward pass each).
+MAX_SWEEP_LAYERS = 8
+
+#: A server's download folder is ``<temp>/gradcam-demo-<pid>-<random>``: the process id tells a
+#: later server whether the folder's owner is still running.
+FOLDER_PREFIX = "gradcam-demo-"
+
+# Files the session writes to its folder (the example scenes of the VL tabs sit in a subfolder).
+_DOWNLOADS = (".npz", ".png")
+
+
+def _shorter(name: str) -> str:
+    """``name``, cut to :data:`MAX_NAME_CHARS` (an error message quotes it to the visitor)."""
+    return name if len(name) <= MAX_NAME_CHARS else name[:MAX_NAME_CHARS] + "..."
+
+
+def _folder_owner(name: str) -> int | None:
+    pid, dash, _ = name.removeprefix(FOLDER_PREFIX).partition("-")
+    return int(pid) if name.startswith(FOLDER_PREFIX) and dash and pid.isdigit() else None
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def clean_stale_folders(root: str | os.PathLike[str] | None = None) -> list[Path]:
+    """Delete the download folders of demo servers that are no longer running.
+
+    A server deletes its folder when it stops; one that crashed (or was killed with SIGKILL)
+    leaves it, with its visitors' maps. Folders are named after their server's process id
+    (:data:`FOLDER_PREFIX`), so a new server can tell whose owner is gone.
+
+    Args:
+        root: where to look (default: the system's temporary folder).
+
+    Returns:
+        The folders deleted.
+
+    Example:
+        >>> clean_stale_folders()  # nothing left by a crashed server
+        []
+    """
+    base = Path(root if root is not None else tempfile.gettempdir())
+    removed = []
+    for folder in sorted(base.glob(f"{FOLDER_PREFIX}*")):
+        owner = _folder_owner(folder.name)
+        if owner is None or owner == os.getpid() or _running(owner) or not folder.is_dir():
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        removed.append(folder)
+    return removed
 
 
 def heatmap_choices() -> list[str]:
@@ -175,11 +255,13 @@ def upload_key(
 def decode_upload(name: str) -> Image.Image:
     """:func:`gradcam.load_image` of an upload, its errors naming the upload only.
 
+    Photos above :data:`~gradcam.images.MAX_PIXELS` are decoded at reduced size.
+
     Raises:
         ImageLoadError: not an image, corrupt, or a decompression bomb.
     """
     try:
-        return load_image(name)
+        return load_image(name, max_pixels=MAX_PIXELS)
     except ImageLoadError as exc:
         # The server's temporary path means nothing to the visitor: name the upload only.
         raise ImageLoadError(str(exc).replace(name, os.path.basename(name))) from None
@@ -196,7 +278,12 @@ class DemoSession:
         max_side: longest side of the pictures shown, in pixels (the model always sees the
             full photo through its own preprocessing, as ``gradcam explain`` does).
         max_bytes: largest file accepted, in bytes.
-        folder: where download files are written (default: a new temporary folder).
+        folder: where download files are written (default: a new temporary folder, deleted by
+            :meth:`close`).
+        max_folder_bytes: download files kept in ``folder``, in bytes; beyond it the least
+            recently written are deleted.
+        sweeps_size: layer sweeps kept, per (photo, class): each holds a picture per layer at
+            display size.
 
     Example:
         >>> session = DemoSession(load_model())
@@ -215,12 +302,17 @@ class DemoSession:
         max_side: int = 1024,
         max_bytes: int = 20 * 1024 * 1024,
         folder: str | os.PathLike[str] | None = None,
+        max_folder_bytes: int = MAX_FOLDER_BYTES,
+        sweeps_size: int = 8,
     ) -> None:
         self.loaded = loaded
         self.max_side = max_side
         self.max_bytes = max_bytes
-        self.folder = Path(folder or tempfile.mkdtemp(prefix="gradcam-demo-"))
+        self.max_folder_bytes = max_folder_bytes
+        self._owns_folder = folder is None
+        self.folder = Path(folder or tempfile.mkdtemp(prefix=f"{FOLDER_PREFIX}{os.getpid()}-"))
         self.folder.mkdir(parents=True, exist_ok=True)
+        self._folder_lock = threading.Lock()
         size = loaded.preprocess.size
         probe = torch.zeros(1, 3, size, size)
         #: ``(name, (C, h, w))`` of every layer usable as ``A``, shallowest first.
@@ -233,7 +325,12 @@ class DemoSession:
         self._photos: LRU[str, Photo] = LRU(cache_size)
         self._predictions: LRU[str, tuple[Prediction, ...]] = LRU(cache_size)
         self._views: LRU[tuple[str, str, int, str], Views] = LRU(views_size)
-        self._sweeps: LRU[tuple[str, int], list[tuple[str, Image.Image]]] = LRU(views_size)
+        self._sweeps: LRU[tuple[str, int], list[tuple[str, Image.Image]]] = LRU(sweeps_size)
+
+    def close(self) -> None:
+        """Delete the download folder if this session made it (a folder given is left)."""
+        if self._owns_folder:
+            shutil.rmtree(self.folder, ignore_errors=True)
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -265,8 +362,18 @@ class DemoSession:
             self._photos.put(key, photo)
         return photo
 
+    def _class_id(self, class_name: str | int | None) -> int | None:
+        if class_name is None or not str(class_name).strip():
+            return None
+        text = str(class_name)
+        if len(text) > MAX_NAME_CHARS:  # matching it against every class name costs its length
+            raise GradCAMError(
+                f"a class name of {len(text)} characters: at most {MAX_NAME_CHARS} are read"
+            )
+        return self.loaded.class_index(class_name)
+
     def _method(self, method: str | None) -> str:
-        name = method or "gradcam"
+        name = _shorter(method or "gradcam")
         choices = heatmap_choices()
         if name not in choices:
             raise GradCAMError(
@@ -275,7 +382,7 @@ class DemoSession:
         return name
 
     def _layer(self, layer: str | None) -> str:
-        name = layer or self.default_layer
+        name = _shorter(layer or self.default_layer)
         if name not in self._layer_names:
             raise LayerError(f"model has no spatial layer named {name!r}")
         return name
@@ -305,9 +412,7 @@ class DemoSession:
         photo = self.open(path)
         layer_name = self._layer(layer)
         method_name = self._method(method)
-        class_id = None
-        if class_name is not None and str(class_name).strip():
-            class_id = self.loaded.class_index(class_name)
+        class_id = self._class_id(class_name)
         with self._cache_lock:
             predictions = self._predictions.get(photo.key)
             if class_id is None and predictions:
@@ -372,7 +477,8 @@ class DemoSession:
         """The deepest layer at each spatial resolution, shallowest first (appendix B, Fig. 13).
 
         These end the model's stages (for ResNets ``layer1`` to ``layer4``), up to the default
-        layer, which is the last.
+        layer, which is the last. A model with more than :data:`MAX_SWEEP_LAYERS` resolutions
+        is swept at that many, evenly spaced from the first to the last.
         """
         # Layers after the default one only pool or reshape its maps: they are left out.
         last: dict[tuple[int, ...], str] = {}
@@ -381,7 +487,11 @@ class DemoSession:
             last[shape[1:]] = name
             if name == self.default_layer:
                 break
-        return list(last.values())
+        names = list(last.values())
+        if len(names) <= MAX_SWEEP_LAYERS:
+            return names
+        step = (len(names) - 1) / (MAX_SWEEP_LAYERS - 1)
+        return [names[round(i * step)] for i in range(MAX_SWEEP_LAYERS)]
 
     def layer_sweep(
         self, path: str | os.PathLike[str] | None, class_name: str | int | None = None
@@ -393,9 +503,7 @@ class DemoSession:
         forward and backward pass per layer; cached per (photo, class).
         """
         photo = self.open(path)
-        class_id = None
-        if class_name is not None and str(class_name).strip():
-            class_id = self.loaded.class_index(class_name)
+        class_id = self._class_id(class_name)
         if class_id is None:
             class_id = self.explain(path).class_id
         with self._cache_lock:
@@ -436,7 +544,7 @@ class DemoSession:
         (3, H, W) in pixel space, unnormalized.
         """
         path = self.folder / f"{self._stem(views)}.npz"
-        if path.exists():
+        if self._reuse(path):
             return path
         arrays: dict[str, Any] = {
             "input": views.explanation.input.numpy(),
@@ -450,12 +558,13 @@ class DemoSession:
         partial = path.with_suffix(f".{threading.get_ident()}.tmp.npz")
         np.savez(partial, **arrays)
         os.replace(partial, path)
+        self._prune(path)
         return path
 
     def write_figure(self, views: Views) -> Path:
         """Write the panels side by side as one PNG (the paper's Fig. 1 layout), return its path."""
         path = self.folder / f"{self._stem(views)}.png"
-        if path.exists():
+        if self._reuse(path):
             return path
         titled = [
             (f"{title}: {views.class_name}" if title != "Localization" else title, picture)
@@ -465,7 +574,38 @@ class DemoSession:
         # Fast zlib level: a third of the default's time for a slightly larger file.
         side_by_side([("Photo", views.photo.display), *titled]).save(partial, compress_level=1)
         os.replace(partial, path)
+        self._prune(path)
         return path
+
+    def _reuse(self, path: Path) -> bool:
+        """Whether ``path`` is already written; if so it becomes the most recently used."""
+        try:
+            os.utime(path)
+        except FileNotFoundError:
+            return False
+        return True
+
+    def _prune(self, written: Path) -> None:
+        """Delete the least recently written download files beyond ``max_folder_bytes``;
+        ``written``, the file just made for a visitor, is kept."""
+        with self._folder_lock:
+            files = []
+            for entry in os.scandir(self.folder):
+                if not entry.is_file() or not entry.name.endswith(_DOWNLOADS):
+                    continue
+                try:
+                    stat = entry.stat()
+                except FileNotFoundError:
+                    continue
+                if ".tmp." not in entry.name:  # another thread is writing these
+                    files.append((stat.st_mtime_ns, stat.st_size, Path(entry.path)))
+            total = sum(size for _, size, _ in files)
+            for _, size, path in sorted(files):
+                if total <= self.max_folder_bytes:
+                    break
+                if path != written:
+                    path.unlink(missing_ok=True)
+                    total -= size
 
     def summary(self, views: Views) -> str:
         """One line of Markdown describing the views: class, score, layer, box, time."""

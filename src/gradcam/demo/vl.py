@@ -13,9 +13,11 @@ A :class:`VLSession` serves the shipped scene captioner and VQA model of :mod:`g
   of that color.
 
 Every word of a caption, and every answer of a question, is explained in one call (per method
-one forward pass, the backward passes batched over the targets), and the result is cached per
-(upload, caption) and (upload, question): clicking another word or forcing another answer runs
-no model pass.
+one forward pass and a backward pass batched over the targets, for every
+:data:`~gradcam.vl.explain.TARGET_CHUNK` of them), and the result is cached per (upload,
+caption) and (upload, question): clicking another word or forcing another answer runs no model
+pass. Captions and questions longer than :data:`~gradcam.vl.text.MAX_WORDS` words are refused
+before any model pass.
 Model calls are serialized by one lock (an explanation hooks the shared model for the duration
 of a call); decoding, hashing and rendering run outside it, as in
 :class:`gradcam.demo.session.DemoSession`.

@@ -5,8 +5,10 @@ caption`` and ``gradcam vqa`` (Figs. 10-12).
 :class:`~gradcam.targets.CaptionWord` (section 8.1.1), and as a whole with
 :class:`~gradcam.targets.CaptionLogProb` (section 8.1). :func:`explain_answer` explains the
 model's answer to a question and any "forced" answers (Fig. 12) with
-:class:`~gradcam.targets.Answer`. All targets of one call share one forward and one backward
-pass per method. :func:`save_text_explanation` writes the pictures and ``summary.json``.
+:class:`~gradcam.targets.Answer`. Targets are explained :data:`TARGET_CHUNK` at a time: each
+chunk shares one forward and one backward pass per method, so memory stays bounded however
+long the caption (at most :data:`~gradcam.vl.text.MAX_WORDS` words).
+:func:`save_text_explanation` writes the pictures and ``summary.json``.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from gradcam.vl.scenes import VL_PREPROCESS
 from gradcam.vl.text import ANSWERS, END, VOCAB, TextError, encode
 
 __all__ = [
+    "TARGET_CHUNK",
     "AnswerExplanation",
     "CaptionExplanation",
     "TextMap",
@@ -40,6 +43,11 @@ __all__ = [
     "explain_caption",
     "save_text_explanation",
 ]
+
+
+#: Words or answers explained per pass: the backward pass is batched over them, so its memory
+#: grows with their number.
+TARGET_CHUNK = 8
 
 
 @dataclass(frozen=True)
@@ -150,6 +158,23 @@ def _run(
     return maps
 
 
+def _run_in_chunks(
+    adapter: torch.nn.Module,
+    x: Tensor,
+    targets: list[Any],
+    labels: list[tuple[str, int | None, bool]],
+    methods: Sequence[str],
+    image: Image.Image,
+) -> list[TextMap]:
+    """:func:`_run` on :data:`TARGET_CHUNK` targets at a time; the maps method by method."""
+    found: dict[str, list[TextMap]] = {}
+    for start in range(0, len(targets), TARGET_CHUNK):
+        end = start + TARGET_CHUNK
+        for item in _run(adapter, x, targets[start:end], labels[start:end], methods, image):
+            found.setdefault(item.method, []).append(item)
+    return [item for maps in found.values() for item in maps]
+
+
 def explain_caption(
     model: Captioner,
     image: Image.Image,
@@ -169,8 +194,9 @@ def explain_caption(
             which the shipped scene models do not have).
 
     Raises:
-        TextError: for an empty caption, a word outside the vocabulary, or a word of
-            ``words`` that is not in the caption.
+        TextError: for an empty caption, one of more than :data:`~gradcam.vl.text.MAX_WORDS`
+            words, a word outside the vocabulary, or a word of ``words`` that is not in the
+            caption.
 
     Example:
         >>> result = explain_caption(load_captioner(), vl_scene(0).image, words=["circle"])
@@ -193,7 +219,7 @@ def explain_caption(
     labels: list[tuple[str, int | None, bool]] = [("<caption>", None, False)]
     labels += [(said[i], i, False) for i in positions]
     adapter = model.explainable(tokens)
-    maps = _run(adapter, x, targets, labels, chosen, image)
+    maps = _run_in_chunks(adapter, x, targets, labels, chosen, image)
     return CaptionExplanation(" ".join(said), generated, maps[0].score, tuple(maps))
 
 
@@ -208,8 +234,9 @@ def explain_answer(
     """Answer ``question`` about ``image`` and explain the answer and any forced ``answers``.
 
     Raises:
-        TextError: for an empty question, a word outside the vocabulary, or an answer that
-            is not one of :data:`~gradcam.vl.text.ANSWERS`.
+        TextError: for an empty question, one of more than :data:`~gradcam.vl.text.MAX_WORDS`
+            words, a word outside the vocabulary, or an answer that is not one of
+            :data:`~gradcam.vl.text.ANSWERS` (repeats count once).
 
     Example:
         >>> result = explain_answer(load_vqa(), image, "what color is the square?",
@@ -231,7 +258,7 @@ def explain_answer(
     indices = [best] + [i for i in dict.fromkeys(ANSWERS.index(a.lower()) for a in answers)]
     indices = list(dict.fromkeys(indices))
     labels: list[tuple[str, int | None, bool]] = [(ANSWERS[i], None, i != best) for i in indices]
-    maps = _run(adapter, x, [Answer(i) for i in indices], labels, chosen, image)
+    maps = _run_in_chunks(adapter, x, [Answer(i) for i in indices], labels, chosen, image)
     return AnswerExplanation(
         " ".join(VOCAB[t] for t in encode(question, what="question")),
         ANSWERS[best],

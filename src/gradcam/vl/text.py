@@ -27,6 +27,7 @@ from gradcam.synthetic.scenes import Scene
 __all__ = [
     "ANSWERS",
     "END",
+    "MAX_WORDS",
     "PAD",
     "VL_COLORS",
     "VL_SHAPES",
@@ -59,6 +60,11 @@ ANSWERS: tuple[str, ...] = (*VL_COLORS, *VL_SHAPES)
 
 _IDS = {word: index for index, word in enumerate(VOCAB)}
 
+#: The most words a caption or question may have. The scenes' captions have 7 or 8 words and
+#: their questions 6 or 7; every word of a caption is a map, so a long text costs memory and
+#: time in proportion (a 60,000-word caption once took a server down).
+MAX_WORDS = 32
+
 
 class TextError(GradCAMError):
     """A caption, question or word the models cannot read (empty, or a word not in VOCAB)."""
@@ -68,7 +74,8 @@ def encode(text: str | Sequence[str], *, what: str = "text") -> list[int]:
     """Token ids of a caption or question; ``?`` may touch the word before it.
 
     Raises:
-        TextError: for empty text or a word outside :data:`VOCAB`, naming the word.
+        TextError: for empty text, more than :data:`MAX_WORDS` words, or a word outside
+            :data:`VOCAB`, naming the word.
 
     Example:
         >>> encode("what color is the square?")
@@ -77,10 +84,13 @@ def encode(text: str | Sequence[str], *, what: str = "text") -> list[int]:
     words = text.replace("?", " ? ").lower().split() if isinstance(text, str) else list(text)
     if not words:
         raise TextError(f"the {what} is empty")
+    if len(words) > MAX_WORDS:
+        raise TextError(f"the {what} has {len(words)} words: at most {MAX_WORDS} are allowed")
     unknown = [w for w in words if w not in _IDS or w in (PAD, END)]
     if unknown:
         known = ", ".join(w for w in VOCAB if w not in (PAD, END))
-        raise TextError(f"unknown word {unknown[0]!r} in the {what}; the words known are: {known}")
+        word = unknown[0] if len(unknown[0]) <= 40 else unknown[0][:40] + "..."  # quoted back
+        raise TextError(f"unknown word {word!r} in the {what}; the words known are: {known}")
     return [_IDS[w] for w in words]
 
 
