@@ -82,6 +82,11 @@ def _lite0() -> gradcam.LoadedModel:
 
 
 @cache
+def _photo() -> Image.Image:
+    return Image.open(PHOTO).convert("RGB")
+
+
+@cache
 def _scene() -> Scene:
     return make_scene(0, shapes=["star"])
 
@@ -111,7 +116,7 @@ def _doctest_names(
         model=shapes.module,
         scene=_scene(),
         x=shapes.preprocess(_scene().image),
-        photo=Image.open(PHOTO).convert("RGB"),
+        photo=_photo().copy(),
     )
     if "lite0" in _source(request.node):
         doctest_namespace["lite0"] = _lite0()
