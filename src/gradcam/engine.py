@@ -231,11 +231,13 @@ def compute_gradients(
         TargetError: the targets do not fit the output.
         GradCAMError: bad input, or the model produced non-finite scores or gradients.
 
-    Example:
-        >>> g = compute_gradients(model, x, [281, 282], layer=(model.layer4, "layer4"))
-        >>> g.gradients.shape  # (B, 2, 2048, 7, 7)
-        >>> g = compute_gradients(model, x, TopK(1), input_rules=["guided"])
-        >>> g.input_gradients["guided"].shape  # (B, 1, 3, H, W)
+    Examples:
+        >>> g = compute_gradients(model, x, [3, 4], layer=(model.features, "features"))
+        >>> g.classes, g.gradients.shape  # dy^c/dA for 2 classes: (B, 2, C, h, w)
+        (tensor([[3, 4]]), torch.Size([1, 2, 128, 16, 16]))
+        >>> g = compute_gradients(model, x, None, input_rules=["guided"])  # top-1 class
+        >>> g.classes, g.input_gradients["guided"].shape  # (B, 1, 3, H, W)
+        (tensor([[3]]), torch.Size([1, 1, 3, 128, 128]))
     """
     if layer is None and not input_rules:
         raise ValueError("compute_gradients needs a layer, input rules, or both")

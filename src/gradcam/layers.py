@@ -85,11 +85,14 @@ class Layer:
     Raises:
         LayerError: for an unknown reshape.
 
-    Example:
-        >>> vit = torchvision.models.vit_b_16()
-        >>> cam = GradCAM(vit, Layer("encoder.layers.encoder_layer_11.ln_1", reshape="tokens"))
-        >>> cam(torch.randn(1, 3, 224, 224)).raw.shape
-        torch.Size([1, 1, 14, 14])
+    Examples:
+        A small ViT (random weights): 64 x 64 inputs in 16 px patches give a 4 x 4 token grid.
+
+        >>> from torchvision.models import VisionTransformer
+        >>> vit = VisionTransformer(64, 16, num_layers=2, num_heads=2, hidden_dim=32, mlp_dim=64)
+        >>> layer = Layer("encoder.layers.encoder_layer_1.ln_1", reshape="tokens")
+        >>> gradcam.GradCAM(vit, layer)(torch.randn(1, 3, 64, 64)).raw.shape
+        torch.Size([1, 1, 4, 4])
     """
 
     module: nn.Module | str
@@ -138,11 +141,15 @@ def resolve_layer(model: nn.Module, layer: LayerLike) -> ResolvedLayer:
         LayerError: if the name does not exist (close names are suggested) or the module is not
             a submodule of ``model``.
 
-    Example:
-        >>> resolve_layer(resnet, "layer4")[1]
-        'layer4'
-        >>> resolve_layer(swin, Layer("features.7.1.norm1", "channels-last")).reshape
-        'channels-last'
+    Examples:
+        >>> resolve_layer(model, model.features.final_relu).name
+        'features.final_relu'
+        >>> resolve_layer(model, Layer("features.conv4b", "channels-first")).reshape
+        'channels-first'
+        >>> resolve_layer(model, "feature")
+        Traceback (most recent call last):
+        ...
+        gradcam.errors.LayerError: model has no layer named 'feature'; did you mean features, ...
     """
     if isinstance(layer, (Layer, ResolvedLayer)):
         module, name, _ = resolve_layer(model, layer.module)
@@ -218,9 +225,9 @@ def spatial_layers(model: nn.Module, x: Tensor) -> list[tuple[str, tuple[int, ..
     or as tokens (see :mod:`gradcam.reshapes`); ``maps_shape`` is their (B, C, h, w) shape.
     One no-grad forward pass on ``x`` is run to find them.
 
-    Example:
-        >>> spatial_layers(torchvision.models.resnet18(), torch.zeros(1, 3, 224, 224))[-1]
-        ('layer4', (1, 512, 7, 7))
+    Examples:
+        >>> spatial_layers(model, torch.zeros(1, 3, 128, 128))[-2:]
+        [('features.final_relu', (1, 128, 16, 16)), ('features', (1, 128, 16, 16))]
     """
     return [(s.call.name, s.maps) for s in _spatial_calls(model, x)[1]]
 
@@ -241,11 +248,13 @@ def find_default_layer(model: nn.Module, x: Tensor) -> str:
     Raises:
         LayerError: if no module outputs spatial feature maps.
 
-    Example:
-        >>> find_default_layer(torchvision.models.resnet50(), torch.zeros(1, 3, 224, 224))
-        'layer4'
-        >>> find_default_layer(torchvision.models.vit_b_16(), torch.zeros(1, 3, 224, 224))
-        'encoder.layers.encoder_layer_11.ln_1'
+    Examples:
+        >>> find_default_layer(model, torch.zeros(1, 3, 128, 128))
+        'features'
+        >>> from torchvision.models import VisionTransformer
+        >>> vit = VisionTransformer(64, 16, num_layers=2, num_heads=2, hidden_dim=32, mlp_dim=64)
+        >>> find_default_layer(vit, torch.zeros(1, 3, 64, 64))
+        'encoder.layers.encoder_layer_1.ln_1'
     """
     calls, spatial = _spatial_calls(model, x)
     # A tensor made by a pass-through module stays "resampled" when a container returns it; one

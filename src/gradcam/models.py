@@ -112,9 +112,14 @@ class LoadedModel:
             TargetError: when no class or several classes match (with suggestions), or the
                 index is out of range: the target is wrong, not the model.
 
-        Example:
-            >>> load_model().class_index("espresso")
-            967
+        Examples:
+            >>> shapes = load_model("shapes")
+            >>> shapes.class_index("Star"), shapes.class_index("cresc"), shapes.class_index(7)
+            (3, 7, 7)
+            >>> shapes.class_index("cr")
+            Traceback (most recent call last):
+            ...
+            gradcam.errors.ModelLoadError: class 'cr' is ambiguous: it matches 'cross', 'crescent'
         """
         return class_index(self.class_names, query)
 
@@ -352,10 +357,17 @@ def load_model(
         ModelLoadError: unknown name (close names suggested), unusable weights file or
             folder, or a missing optional package (timm, transformers).
 
-    Example:
-        >>> model = load_model()
-        >>> model.default_layer
-        '_head_act'
+    Examples:
+        ``load_model()`` gives EfficientNet-Lite0 (default layer ``"_head_act"``); here the
+        small CNN of :mod:`gradcam.synthetic`, quicker to load:
+
+        >>> shapes = load_model("shapes")
+        >>> shapes.default_layer, len(shapes.class_names), shapes.pretrained
+        ('features', 8, True)
+        >>> load_model("efficientnet_lite")
+        Traceback (most recent call last):
+        ...
+        gradcam.errors.ModelLoadError: unknown model 'efficientnet_lite'; did you mean ...?
     """
     path = None if weights is None else os.fspath(weights)
     names: tuple[str, ...] | None = None

@@ -73,8 +73,10 @@ class Tokens:
         prefix: leading tokens to drop; ``None`` infers it (see :func:`token_grid`).
         grid: ``(gh, gw)`` patch grid; ``None`` infers it from the input size.
 
-    Example:
+    Examples:
+        >>> from gradcam.layers import Layer
         >>> Layer("blocks.11.norm1", reshape=Tokens(prefix=5))  # class + 4 register tokens
+        Layer(module='blocks.11.norm1', reshape=Tokens(prefix=5, grid=None))
     """
 
     prefix: int | None = None
@@ -89,9 +91,10 @@ Reshape = ReshapeName | Tokens | Callable[[Tensor], Tensor]
 def channels_last_to_maps(output: Tensor) -> Tensor:
     """(B, h, w, C) -> (B, C, h, w).
 
-    Example:
-        >>> channels_last_to_maps(torch.arange(6.0).view(1, 1, 2, 3))
-        tensor([[[[0., 3.]], [[1., 4.]], [[2., 5.]]]])
+    Examples:
+        >>> maps = channels_last_to_maps(torch.arange(6.0).view(1, 1, 2, 3))  # h=1, w=2, C=3
+        >>> maps.shape, maps[0, :, 0, 1].tolist()  # the channels of the second position
+        (torch.Size([1, 3, 1, 2]), [3.0, 4.0, 5.0])
     """
     return output.permute(0, 3, 1, 2)
 
@@ -102,7 +105,7 @@ def tokens_to_maps(output: Tensor, prefix: int, grid: tuple[int, int]) -> Tensor
     Raises:
         LayerError: if ``N - prefix != gh * gw``.
 
-    Example:
+    Examples:
         >>> t = torch.arange(10.0).view(1, 5, 2)  # a class token, then 2x2 patches of 2 dims
         >>> tokens_to_maps(t, 1, (2, 2))[0, 0]
         tensor([[2., 4.],
@@ -141,7 +144,7 @@ def token_grid(
     Raises:
         LayerError: no such grid, or two grids fit the same number of patches.
 
-    Example:
+    Examples:
         >>> token_grid(197, (224, 224))  # ViT-B/16: a class token and 14x14 patches
         (1, (14, 14))
         >>> token_grid(393, (224, 448))
@@ -170,7 +173,7 @@ def plausible_grid(hw: tuple[int, int], input_size: tuple[int, int]) -> bool:
     """Whether an ``h x w`` map can cover an ``H x W`` input: ``|H/s - h| < 1`` and
     ``|W/s - w| < 1`` for some stride ``s > 0`` (so its aspect ratio is the input's).
 
-    Example:
+    Examples:
         >>> plausible_grid((7, 7), (224, 224)), plausible_grid((1, 49), (224, 224))
         (True, False)
     """
@@ -188,7 +191,7 @@ Widths = tuple[set[int], set[int]]
 def widths(modules: Iterable[nn.Module]) -> Widths:
     """``(channel counts, feature sizes)`` the modules declare (see the module docstring).
 
-    Example:
+    Examples:
         >>> widths(nn.Sequential(nn.Conv2d(3, 8, 1), nn.LayerNorm(4), nn.Linear(4, 2)).modules())
         ({8}, {2, 4})
     """
@@ -284,9 +287,14 @@ def view_for(
         LayerError: the output cannot be read as feature maps; names the shape and the
             reshapes that exist.
 
-    Example:
-        >>> view_for("norm", "auto", (1, 7, 7, 768), (224, 224), swin.norm, swin).kind
+    Examples:
+        A patch embedding then a ``LayerNorm`` over channels-last maps, as in Swin:
+
+        >>> net = nn.Sequential(nn.Conv2d(3, 8, 4, stride=4), nn.LayerNorm(8))
+        >>> view_for("1", "auto", (1, 16, 16, 8), (64, 64), net[1], net).kind
         'channels-last'
+        >>> view_for("0", "auto", (1, 8, 16, 16), (64, 64), net[0], net).kind
+        'channels-first'
     """
     where = f"layer {name!r} must output a (B, C, h, w) tensor of feature maps"
     if callable(reshape) and not isinstance(reshape, (str, Tokens)):

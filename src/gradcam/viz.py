@@ -35,9 +35,12 @@ def overlay(
     Returns:
         A new RGB image; ``image`` is not modified.
 
-    Example:
-        >>> result = cam(x, TopK(1))
-        >>> overlay(photo, result.raw[0, 0]).save("cat.png")
+    Examples:
+        >>> result = gradcam.GradCAM(model)(x)  # the star of ``scene``, class 3
+        >>> picture = overlay(scene.image, result.raw[0, 0], box=scene.objects[0].box)
+        >>> picture.size, picture.mode
+        ((128, 128), 'RGB')
+        >>> picture.save("star_gradcam.png")
     """
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
@@ -67,8 +70,12 @@ def gradient_image(gradient: Tensor, size: tuple[int, int] | None = None) -> Ima
         gradient: (C, H, W) with C = 3 (RGB) or 1 (gray).
         size: ``(width, height)`` to resize to, e.g. the original photo's size.
 
-    Example:
-        >>> gradient_image(GuidedBackprop(model)(x).maps[0, 0], photo.size).save("gb.png")
+    Examples:
+        >>> maps = gradcam.GuidedBackprop(model)(x).maps  # (B, K, 3, H, W)
+        >>> picture = gradient_image(maps[0, 0], size=(256, 256))
+        >>> picture.size, picture.getpixel((0, 0))  # mid-gray where the gradient is ~0
+        ((256, 256), (128, 128, 128))
+        >>> picture.save("star_guided_backprop.png")
     """
     values = gradient.detach().float().cpu()
     if values.dim() != 3 or values.shape[0] not in (1, 3):

@@ -68,9 +68,10 @@ class AblationCAM(PerturbationMethod):
             224 px), at least 8 on the CPU and 64 on an accelerator.
         progress: show a progress bar; ``None`` shows one for runs of more than 200 passes.
 
-    Example:
-        >>> result = AblationCAM(resnet, "layer4")(x, TopK(3))
-        >>> result.weights.shape  # (1, 3, 2048) relative score drops
+    Examples:
+        >>> result = AblationCAM(model, "features.relu1")(x, gradcam.TopK(2))  # 32 channels
+        >>> result.classes, result.weights.shape  # (B, K, C) relative score drops
+        (tensor([[3, 4]]), torch.Size([1, 2, 32]))
     """
 
     channels_first_only = True

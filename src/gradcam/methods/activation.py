@@ -66,9 +66,10 @@ def layer_pass(
         TargetError: the targets do not fit the output.
         GradCAMError: the activations or the target scores are not finite.
 
-    Example:
-        >>> found = layer_pass(model, (model.layer4, "layer4"), x, TopK(2))
-        >>> found.activations.shape, found.classes.shape  # (B, 2048, 7, 7), (B, 2)
+    Examples:
+        >>> found = layer_pass(model, (model.features, "features"), x, gradcam.TopK(2))
+        >>> found.activations.shape, found.classes  # (B, C, h, w), (B, K)
+        (torch.Size([1, 128, 16, 16]), tensor([[3, 4]]))
     """
     with ExitStack() as stack:
         # inference_mode(False) turns grad mode on, so no_grad comes after it.

@@ -61,7 +61,7 @@ def integration_points(rule: Quadrature, steps: int) -> tuple[Tensor, Tensor]:
     Returns:
         ``(alphas, weights)``, two (steps,) float64 tensors.
 
-    Example:
+    Examples:
         >>> alphas, weights = integration_points("riemann_trapezoid", 3)
         >>> alphas.tolist(), weights.tolist()
         ([0.0, 0.5, 1.0], [0.25, 0.5, 0.25])
@@ -177,9 +177,12 @@ class IntegratedGradients:
             and 32 on an accelerator.
         progress: show a progress bar; ``None`` shows one for runs of more than 200 points.
 
-    Example:
-        >>> result = IntegratedGradients(model, steps=50)(x, [281])
-        >>> result.maps.shape, result.delta  # (1, 1, 3, H, W); a small completeness gap
+    Examples:
+        >>> result = IntegratedGradients(model, steps=16)(x, [3])
+        >>> result.maps.shape  # (B, K, 3, H, W)
+        torch.Size([1, 1, 3, 128, 128])
+        >>> round(float(result.delta / result.scores), 2)  # completeness gap, relative to y^c
+        0.01
     """
 
     def __init__(
@@ -285,9 +288,10 @@ class SmoothGrad:
             32 on an accelerator.
         progress: show a progress bar; ``None`` shows one for runs of more than 200 copies.
 
-    Example:
-        >>> result = SmoothGrad(model, samples=50)(x, TopK(1))
-        >>> result.maps.shape  # (1, 1, 3, H, W)
+    Examples:
+        >>> result = SmoothGrad(model, samples=8)(x, gradcam.TopK(1))
+        >>> result.classes, result.maps.shape  # (B, K, 3, H, W)
+        (tensor([[3]]), torch.Size([1, 1, 3, 128, 128]))
     """
 
     def __init__(

@@ -40,7 +40,7 @@ class Plan:
         layer_rule: the rectifier rule of the backward pass to the layer.
         input_rules: the rules of the backward passes to the input.
 
-    Example:
+    Examples:
         >>> Plan(input_rules=("guided",)).input_rules
         ('guided',)
     """

@@ -49,9 +49,12 @@ class CAM(LayerMethod):
         fc: the linear layer (module or dotted name).
         relu: keep only positive evidence.
 
-    Example:
-        >>> result = CAM(resnet)(x, TopK(2))
-        >>> result.weights.shape  # (1, 2, 2048): the fc weights of the two classes
+    Examples:
+        >>> result = CAM(model)(x, gradcam.TopK(2))
+        >>> result.classes, result.weights.shape  # (B, K, C)
+        (tensor([[3, 4]]), torch.Size([1, 2, 128]))
+        >>> torch.equal(result.weights[0], model.classifier.weight[[3, 4]])  # the fc weights
+        True
     """
 
     def __init__(

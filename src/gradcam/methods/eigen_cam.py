@@ -59,7 +59,7 @@ def orient(projection: Tensor, features: Tensor, sign: SignRule = "peak") -> Ten
     """Flip each (h*w) projection of (N, h*w) by ``sign`` (see :data:`SignRule`), given the
     (N, h*w, C) centred features it was computed from. An all-zero projection stays as it is.
 
-    Example:
+    Examples:
         >>> orient(torch.tensor([[1.0, -3.0]]), torch.zeros(1, 2, 1))
         tensor([[-1.,  3.]])
     """
@@ -82,7 +82,7 @@ def principal_projection(features: Tensor, sign: SignRule = "peak") -> Tensor:
     ``M v_1 = s_1 u_1`` (Muhammad and Yeasin 2020, eq. 4), oriented by ``sign``. Computed in
     float64, returned in float32.
 
-    Example:
+    Examples:
         >>> f = torch.tensor([[[1.0, 2.0, 6.0]], [[2.0, 4.0, 12.0]]])  # C=2, h=1, w=3
         >>> principal_projection(f)  # centred rows a_i (1, 2), a = (-2, -1, 3): sqrt(5) a
         tensor([[-4.4721, -2.2361,  6.7082]])
@@ -131,7 +131,7 @@ def kernel_projection(
     ``gamma=None`` is ``1 / C``. This is scikit-learn's ``KernelPCA(n_components=1)``
     ``fit_transform``, which KPCA-CAM uses. Computed in float64, returned in float32.
 
-    Example:
+    Examples:
         >>> f = torch.tensor([[[1.0, 2.0, 6.0]], [[2.0, 4.0, 12.0]]])
         >>> kernel_projection(f, "linear")  # linear kernel PCA is PCA
         tensor([[-4.4721, -2.2361,  6.7082]])
@@ -181,8 +181,8 @@ class EigenCAM(ActivationMethod):
             positive) or ``"activation"`` (it correlates positively with ``sum_k A^k``).
         relu: keep the positive part (``False`` gives the signed projection).
 
-    Example:
-        >>> result = EigenCAM(resnet, "layer4")(x, TopK(2))
+    Examples:
+        >>> result = EigenCAM(model, "features")(x, gradcam.TopK(2))
         >>> torch.equal(result.raw[:, 0], result.raw[:, 1])  # the same map for each target
         True
     """
@@ -235,9 +235,10 @@ class EigenGradCAM(GradCAM):
         relu: keep the positive part (``False`` gives the signed projection).
         gradient_rule: backward rule at rectifiers between ``A`` and the score.
 
-    Example:
-        >>> result = EigenGradCAM(resnet, "layer4")(x, TopK(3))
-        >>> result.raw.shape, result.weights  # (1, 3, 7, 7), None
+    Examples:
+        >>> result = EigenGradCAM(model, "features")(x, gradcam.TopK(3))
+        >>> result.raw.shape, result.weights  # (B, K, h, w); no channel weights
+        (torch.Size([1, 3, 16, 16]), None)
     """
 
     def __init__(
@@ -304,9 +305,10 @@ class KPCACAM(ActivationMethod):
             ``sum_k A^k``).
         relu: keep the positive part (``False`` gives the signed projection).
 
-    Example:
-        >>> result = KPCACAM(resnet, "layer4", kernel="rbf")(x)
-        >>> result.raw.shape  # (1, 1, 7, 7)
+    Examples:
+        >>> result = KPCACAM(model, "features", kernel="rbf")(x)
+        >>> result.raw.shape  # (B, 1, h, w)
+        torch.Size([1, 1, 16, 16])
     """
 
     def __init__(

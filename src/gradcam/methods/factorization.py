@@ -54,7 +54,7 @@ def nmf(
     passes. This is scikit-learn's ``NMF(init="random", solver="cd", random_state=seed)``, which
     pytorch-grad-cam's Deep Feature Factorization uses, run in the dtype of ``x``.
 
-    Example:
+    Examples:
         >>> w, h = nmf(torch.tensor([[1.0, 2.0], [2.0, 4.0]]), 1)
         >>> (w @ h).round(decimals=3)
         tensor([[1., 2.],
@@ -105,7 +105,7 @@ def factorize_features(
     minimum ``o`` so that it is non-negative, is factorized as ``A - o ~ W H`` (:func:`nmf`).
     The factorization is joint: the concepts are shared by the images of the batch.
 
-    Example:
+    Examples:
         >>> found = factorize_features(torch.rand(2, 16, 7, 7), 3)
         >>> found.embeddings.shape, found.maps.shape
         (torch.Size([3, 16]), torch.Size([2, 3, 7, 7]))
@@ -186,9 +186,10 @@ class DeepFeatureFactorization(LayerMethod):
         tol: stop when a pass's projected gradient falls to this fraction of the first's.
         seed: the seed of the factorization's random start (numpy's ``RandomState``).
 
-    Example:
-        >>> result = DeepFeatureFactorization(resnet, "layer4", n_concepts=5)(x, TopK(2))
-        >>> result.concepts.shape, result.chosen  # (1, 5, 7, 7), the concept of each class
+    Examples:
+        >>> result = DeepFeatureFactorization(model, n_concepts=5)(x, gradcam.TopK(2))
+        >>> result.concepts.shape, result.chosen  # (B, n, h, w); the concept of each class
+        (torch.Size([1, 5, 16, 16]), tensor([[0, 0]]))
     """
 
     def __init__(

@@ -25,7 +25,7 @@ def fem_weights(activations: Tensor, k: float = 2.0) -> Tensor:
 
     with ``mu_k`` and ``sigma_k`` the mean and (population) standard deviation of ``A^k``.
 
-    Example:
+    Examples:
         >>> fem_weights(torch.tensor([[[[0.0, 0.0, 0.0, 4.0]]]]), k=1.0)  # mu 1, sigma sqrt 3
         tensor([[0.2500]])
     """
@@ -59,9 +59,10 @@ class FEM(ActivationMethod):
         layer: the layer ``A`` (default: the last convolutional feature maps).
         k: how many standard deviations above the mean a position must be to count.
 
-    Example:
-        >>> result = FEM(resnet, "layer4")(x)
-        >>> result.weights.shape  # (1, 1, 2048): the fraction of each map above threshold
+    Examples:
+        >>> result = FEM(model, "features")(x)
+        >>> result.weights.shape  # (B, 1, C): the fraction of each map above threshold
+        torch.Size([1, 1, 128])
     """
 
     def __init__(

@@ -35,7 +35,7 @@ def nearest_classes(logits: Tensor, classes: Tensor, count: int) -> Tensor:
     Returns:
         (B, K, count) class ids.
 
-    Example:
+    Examples:
         >>> nearest_classes(torch.tensor([[5.0, 1.0, 4.5, 3.0]]), torch.tensor([[0]]), 2)
         tensor([[[2, 3]]])
     """
@@ -66,7 +66,7 @@ def contrastive_scores(
         alpha: the comparison strength.
         weighting: ``"softmax"`` or ``"mean"``.
 
-    Example:
+    Examples:
         >>> logits = torch.tensor([[4.0, 2.0, 2.0]])
         >>> contrastive_scores(logits, torch.tensor([[0]]), torch.tensor([[[1, 2]]]))
         tensor([[2.]])
@@ -193,9 +193,12 @@ class FinerCAM:
         references: how many similar classes to compare with (at most the classes but one).
         weighting: how the references are averaged: ``softmax`` or ``mean``.
 
-    Example:
-        >>> result = FinerCAM(model, "layer4")(x, TopK(1))
-        >>> result.references  # (1, 1, 3): the three classes it was told apart from
+    Examples:
+        >>> result = FinerCAM(model, "features")(x, gradcam.TopK(1))
+        >>> result.classes, result.references  # (B, K), (B, K, 3): the classes told apart
+        (tensor([[3]]), tensor([[[4, 7, 2]]]))
+        >>> [shapes.class_names[c] for c in result.references[0, 0]]  # the star's look-alikes
+        ['cross', 'crescent', 'triangle']
     """
 
     def __init__(

@@ -36,7 +36,7 @@ def rescale(maps: Tensor) -> Tensor:
     FullGrad's rescaling of every gradient map before they are summed; unlike
     :func:`gradcam.maps.normalize` it divides with an epsilon, as pytorch-grad-cam does.
 
-    Example:
+    Examples:
         >>> rescale(torch.tensor([[[2.0, 4.0]]]))
         tensor([[[0., 1.]]])
     """
@@ -51,7 +51,7 @@ def bias_layers(module: nn.Module) -> list[tuple[str, nn.Module, Tensor]]:
     ``beta - mu gamma / sqrt(sigma^2 + eps)`` from its running statistics (batch norms without
     running statistics have no fixed bias and are left out). Biases are detached, float32.
 
-    Example:
+    Examples:
         >>> no_bias = nn.Conv2d(4, 4, 1, bias=False)
         >>> net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), no_bias)
         >>> [name for name, _, _ in bias_layers(net)]
@@ -117,9 +117,12 @@ class FullGrad:
         post: ``psi``'s first step: ``"abs"`` (the paper) or ``"relu"`` (positive evidence
             only, which pytorch-grad-cam's comments suggest may work better).
 
-    Example:
-        >>> result = FullGrad(model)(x, TopK(2))
-        >>> result.raw.shape  # (1, 2, H, W): at the input's resolution
+    Examples:
+        >>> result = FullGrad(model)(x, gradcam.TopK(2))
+        >>> result.raw.shape  # (B, K, H, W): at the input's resolution
+        torch.Size([1, 2, 128, 128])
+        >>> result.layers[:2]  # the bias layers whose gradients it sums
+        ('features.bn1', 'features.bn2')
     """
 
     def __init__(self, module: nn.Module, *, post: PostProcess = "abs") -> None:

@@ -40,7 +40,7 @@ def pooled_gradients(gradients: Tensor, pooling: Pooling = "mean") -> Tensor:
     ``pooling="max"`` takes the global max instead of the mean and ``"abs"`` the mean of
     absolute gradients (appendix B ablations).
 
-    Example:
+    Examples:
         >>> pooled_gradients(torch.tensor([[[[[1.0, 3.0]]]]]), "max")
         tensor([[[3.]]])
     """
@@ -57,7 +57,7 @@ def weighted_sum(weights: Tensor, activations: Tensor) -> Tensor:
     """``sum_k w_k^c A^k`` (B, K, h, w) for channel weights (B, K, C) or element-wise weights
     (B, K, C, h, w), with ``A`` (B, C, h, w).
 
-    Example:
+    Examples:
         >>> weighted_sum(torch.tensor([[[2.0, -1.0]]]), torch.ones(1, 2, 1, 1))
         tensor([[[[1.]]]])
     """
@@ -90,7 +90,7 @@ def grad_cam_from_gradients(
     Returns:
         ``(raw, weights)``: (B, K, h, w) maps and (B, K, C) weights ``alpha``.
 
-    Example:
+    Examples:
         >>> A = torch.ones(1, 1, 2, 2); G = torch.full((1, 1, 1, 2, 2), 0.5)
         >>> grad_cam_from_gradients(A, G)[0]
         tensor([[[[0.5000, 0.5000],
@@ -179,13 +179,20 @@ class GradCAM(LayerMethod, GradientMethod):
             brightness 0.9, 1, 1.1; pytorch-grad-cam's aug_smooth): runs twice, on the input
             then on its five augmented copies.
 
-    Example:
+    Examples:
         >>> import gradcam
-        >>> loaded = gradcam.load_model()
-        >>> x = loaded.preprocess(gradcam.load_image("cat.jpg"))
-        >>> cam = gradcam.GradCAM(loaded.module, loaded.default_layer)
+        >>> from gradcam.synthetic import make_scene
+        >>> shapes = gradcam.load_model("shapes")  # gradcam.load_model(): EfficientNet-Lite0
+        >>> scene = make_scene(0, shapes=["star"])
+        >>> x = shapes.preprocess(scene.image)  # (1, 3, 128, 128)
+        >>> cam = gradcam.GradCAM(shapes.module, shapes.default_layer)
         >>> result = cam(x, gradcam.TopK(3))
-        >>> result.maps.shape  # (1, 3, H, W), values in [0, 1]
+        >>> result.maps.shape  # (B, K, H, W), values in [0, 1]
+        torch.Size([1, 3, 128, 128])
+        >>> [shapes.class_names[c] for c in result.classes[0]]
+        ['star', 'cross', 'crescent']
+        >>> gradcam.peak(result.maps[0, 0]), scene.objects[0].box  # the peak is on the star
+        ((99, 28), (71, 8, 102, 39))
     """
 
     def __init__(

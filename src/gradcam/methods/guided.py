@@ -82,9 +82,10 @@ class GuidedBackprop(_PixelGradient):
     replaced. ``.maps`` is (B, K, C, H, W), unnormalized; :func:`gradcam.viz.gradient_image`
     renders it as the paper shows it.
 
-    Example:
-        >>> result = GuidedBackprop(model)(x, TopK(1))
-        >>> result.maps.shape  # (1, 1, 3, H, W)
+    Examples:
+        >>> result = GuidedBackprop(model)(x, gradcam.TopK(1))
+        >>> result.classes, result.maps.shape  # (B, K, 3, H, W)
+        (tensor([[3]]), torch.Size([1, 1, 3, 128, 128]))
     """
 
     rule = "guided"
@@ -101,8 +102,9 @@ class Deconvolution(_PixelGradient):
     """Deconvolution (Zeiler and Fergus 2014): ``dy^c/dx`` where, at every rectifier, only
     positive gradients pass, whatever the input: ``R_in = max(R_out, 0)``.
 
-    Example:
-        >>> Deconvolution(model)(x, [281]).maps.shape  # (1, 1, 3, H, W)
+    Examples:
+        >>> Deconvolution(model)(x, [3]).maps.shape  # (B, K, 3, H, W)
+        torch.Size([1, 1, 3, 128, 128])
     """
 
     rule = "deconv"
@@ -178,9 +180,10 @@ class GuidedGradCAM(_GuidedCAM):
             as pytorch-grad-cam's README recipe does; this zeroes the pixels where the map is
             at its minimum, even when that minimum is positive evidence.
 
-    Example:
-        >>> result = GuidedGradCAM(model)(x, [281])
-        >>> result.maps.shape, result.cam.maps.shape  # (1, 1, 3, H, W), (1, 1, H, W)
+    Examples:
+        >>> result = GuidedGradCAM(model)(x, [3])
+        >>> result.maps.shape, result.cam.maps.shape  # (B, K, 3, H, W), (B, K, H, W)
+        (torch.Size([1, 1, 3, 128, 128]), torch.Size([1, 1, 128, 128]))
     """
 
     rule = "guided"
@@ -202,8 +205,9 @@ class DeconvGradCAM(_GuidedCAM):
         layer: the Grad-CAM layer, as for :class:`~gradcam.GradCAM`.
         normalized_cam: multiply by the min-max normalized map (see :class:`GuidedGradCAM`).
 
-    Example:
-        >>> DeconvGradCAM(model)(x).gradients.shape  # (1, 1, 3, H, W)
+    Examples:
+        >>> DeconvGradCAM(model)(x).gradients.shape  # (B, K, 3, H, W)
+        torch.Size([1, 1, 3, 128, 128])
     """
 
     rule = "deconv"

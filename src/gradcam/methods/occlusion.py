@@ -77,9 +77,10 @@ class Occlusion:
             64 ms at batch 32) and 64 on an accelerator.
         progress: show a progress bar; ``None`` shows one for runs of more than 200 passes.
 
-    Example:
-        >>> result = Occlusion(model, window=35, stride=8)(x, [281])
-        >>> result.raw.shape  # (1, 1, H, W) mean score drops
+    Examples:
+        >>> result = Occlusion(model, window=32, stride=32)(x, [3])  # 4 x 4 windows
+        >>> result.raw.shape  # (B, K, H, W) mean score drops
+        torch.Size([1, 1, 128, 128])
     """
 
     def __init__(

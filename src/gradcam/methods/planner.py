@@ -53,7 +53,7 @@ def explain_methods(
     Returns:
         ``{name: result}`` in the order of ``names``.
 
-    Example:
+    Examples:
         >>> import torch
         >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(),
         ...                           torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
@@ -75,7 +75,7 @@ def explain_built(
     """:func:`explain_methods` for methods already built, under names of the caller's choice
     (several settings of one method, say: appendix B's ablations of Grad-CAM).
 
-    Example:
+    Examples:
         >>> import torch
         >>> from gradcam.methods import create_method
         >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(),

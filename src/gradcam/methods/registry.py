@@ -7,7 +7,7 @@ class's constructor (names, types, defaults) and its docstring (help), so they t
 home. Everything that lists, builds, describes or parses methods (the CLI, ``explain``, the
 demo, ``evaluate``, the vision-language functions) asks this table.
 
-Example:
+Examples:
     >>> from gradcam.methods.registry import method_spec
     >>> spec = method_spec("counterfactual")
     >>> spec.title, spec.kind, spec.needs.layer_gradients
@@ -97,7 +97,7 @@ class Option:
         Raises:
             GradCAMError: when the text is not a value of that type.
 
-        Example:
+        Examples:
             >>> Option("window", int | tuple[int, int], 35).parse("35,21")
             (35, 21)
         """
@@ -169,11 +169,14 @@ def register(
 ) -> Callable[[T], T]:
     """Class decorator that adds a method to the table (stack it for presets of one class).
 
-    Example:
+    Examples:
         >>> @register("demo-cam", title="Demo", kind="heatmap", needs=Needs(layer=True))
         ... class DemoCAM:
-        ...     '''Args:
-        ...         scale: multiplies the map.'''
+        ...     '''A demo.
+        ...
+        ...     Args:
+        ...         scale: multiplies the map.
+        ...     '''
         ...     def __init__(self, module, layer=None, *, scale: float = 1.0) -> None: ...
         >>> method_spec("demo-cam").options[0].help
         'multiplies the map.'
@@ -197,7 +200,7 @@ def register(
 def methods() -> list[str]:
     """The names of all methods, as the CLI's ``--method`` takes them, in registration order.
 
-    Example:
+    Examples:
         >>> methods()[:3]
         ['gradcam', 'counterfactual', 'guided-backprop']
     """
@@ -217,7 +220,7 @@ def method_spec(name: str) -> MethodSpec:
     Raises:
         GradCAMError: for an unknown name, listing the known ones.
 
-    Example:
+    Examples:
         >>> method_spec("guided-backprop").kind
         'pixel'
     """
@@ -236,7 +239,7 @@ def create_method(name: str, module: nn.Module, layer: Any = None, **options: An
         GradCAMError: for an unknown name (listing the known ones) or an option the method
             does not take (listing the ones it does).
 
-    Example:
+    Examples:
         >>> import torch
         >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(),
         ...                           torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
@@ -260,7 +263,7 @@ def parse_options(names: list[str], pairs: list[str]) -> dict[str, dict[str, Any
         GradCAMError: for text without ``=``, an option none of the methods take, or a value
             that is not of the option's type.
 
-    Example:
+    Examples:
         >>> parse_options(["occlusion", "gradcam"], ["window=21", "pooling=max"])
         {'occlusion': {'window': 21}, 'gradcam': {'pooling': 'max'}}
     """

@@ -34,7 +34,7 @@ def score_masks(activations: Tensor, size: tuple[int, int]) -> Tensor:
     upsampled to ``size`` (as :func:`gradcam.maps.upsample`), then min-max normalized to
     [0, 1] each; a constant map gives an all-zero mask.
 
-    Example:
+    Examples:
         >>> score_masks(torch.tensor([[[1.0, 3.0]]]), (1, 2))
         tensor([[[0., 1.]]])
     """
@@ -74,9 +74,12 @@ class ScoreCAM(PerturbationMethod):
             fastest per image) and 64 on an accelerator.
         progress: show a progress bar; ``None`` shows one for runs of more than 200 passes.
 
-    Example:
-        >>> result = ScoreCAM(resnet, "layer4")(x, TopK(3))  # 3 classes, 2048 masked images
-        >>> result.weights.sum(-1)  # the softmax weights of each class sum to 1
+    Examples:
+        >>> result = ScoreCAM(model, "features.relu1")(x, gradcam.TopK(2))  # 32 masked images
+        >>> result.weights.shape  # (B, K, C)
+        torch.Size([1, 2, 32])
+        >>> result.weights.sum(-1).allclose(torch.ones(1, 2))  # each class's softmax sums to 1
+        True
     """
 
     def __init__(
@@ -193,9 +196,10 @@ class SSCAM(ScoreCAM):
             accelerator.
         progress: show a progress bar; ``None`` shows one for runs of more than 200 passes.
 
-    Example:
-        >>> result = SSCAM(model, num_samples=10, std=0.5)(x, [281])
-        >>> result.raw.shape  # (1, 1, h, w)
+    Examples:
+        >>> result = SSCAM(model, "features.relu1", num_samples=2, std=0.5)(x, [3])
+        >>> result.raw.shape  # (B, K, h, w)
+        torch.Size([1, 1, 64, 64])
     """
 
     def __init__(
@@ -265,9 +269,10 @@ class ISCAM(ScoreCAM):
             accelerator.
         progress: show a progress bar; ``None`` shows one for runs of more than 200 passes.
 
-    Example:
-        >>> result = ISCAM(model, num_samples=10)(x, TopK(2))
-        >>> result.maps.shape  # (1, 2, H, W)
+    Examples:
+        >>> result = ISCAM(model, "features.relu1", num_samples=2)(x, gradcam.TopK(2))
+        >>> result.maps.shape  # (B, K, H, W)
+        torch.Size([1, 2, 128, 128])
     """
 
     def __init__(

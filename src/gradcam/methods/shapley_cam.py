@@ -24,7 +24,7 @@ def shapley_weights(gradients: Tensor, hessian_products: Tensor) -> Tensor:
     """ShapleyCAM's channel weights (B, K, C): the spatial mean of ``g - H A / 2``, from
     ``g = dy^c/dA`` and ``H A`` (the Hessian-vector product), both (B, K, C, h, w).
 
-    Example:
+    Examples:
         >>> shapley_weights(torch.ones(1, 1, 1, 2, 2), torch.full((1, 1, 1, 2, 2), 0.5))
         tensor([[[0.7500]]])
     """
@@ -73,10 +73,11 @@ class ShapleyCAM(LayerMethod):
             convolutional feature-map layer.
         relu: apply the final ReLU.
 
-    Example:
-        >>> cam = ShapleyCAM(model, "layer4")
-        >>> result = cam(x, lambda out: out.softmax(dim=1)[:, 281])
-        >>> result.raw.shape  # (1, 1, h, w)
+    Examples:
+        >>> cam = ShapleyCAM(model, "features")
+        >>> result = cam(x, lambda out: out.softmax(dim=1)[:, 3])  # the star's probability
+        >>> result.raw.shape, result.classes  # (B, K, h, w); -1: a callable target
+        (torch.Size([1, 1, 16, 16]), tensor([[-1]]))
     """
 
     def __init__(

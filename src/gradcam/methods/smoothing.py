@@ -58,7 +58,7 @@ def principal_projection(weighted: Tensor) -> Tensor:
     Returns:
         (..., h, w) the projections, before any ReLU.
 
-    Example:
+    Examples:
         >>> maps = torch.tensor([[[1.0, 2.0], [3.0, 4.0]]]).expand(3, 2, 2)  # 3 equal channels
         >>> principal_projection(maps)  # the centered map, scaled by sqrt(3)
         tensor([[-2.5981, -0.8660],
@@ -91,7 +91,7 @@ def repeated_targets(targets: TargetLike | None, classes: Tensor, copies: int) -
     to on the batch itself: class-choosing targets (``None``, ``TopK``, tensors) become the
     resolved (B, K) ``classes`` repeated; ints and callables do not depend on the image.
 
-    Example:
+    Examples:
         >>> repeated_targets(TopK(1), torch.tensor([[3], [5]]), 2).tolist()
         [[3], [5], [3], [5]]
     """
@@ -125,9 +125,13 @@ def augmentation_smoothing(
         x: the checked (B, C, H, W) input batch.
         targets: see :mod:`gradcam.targets`.
 
-    Example:
-        >>> cam = GradCAM(model, "layer4")
+    Examples:
+        >>> cam = gradcam.GradCAM(model, "features")
         >>> smoothed = augmentation_smoothing(cam, x, TopK(2))  # = GradCAM(..., aug_smooth=True)
+        >>> smoothed.maps.shape, smoothed.weights
+        (torch.Size([1, 2, 128, 128]), None)
+        >>> round(float(smoothed.maps.max()), 3)
+        1.0
     """
     first = explain(x, targets)
     others = [a for a in AUGMENTATIONS if a != _IDENTITY]

@@ -71,7 +71,7 @@ def plusplus_weights(
     Returns:
         (B, K, C) the weights ``w_k^c``.
 
-    Example:
+    Examples:
         >>> A = torch.ones(1, 1, 1, 2)  # S = 2
         >>> g = torch.tensor([[[[[1.0, -1.0]]]]])
         >>> plusplus_weights(A, g, g**2, g**3)  # 1 / (2 + 2 * 1) * ReLU(1) + 0
@@ -130,9 +130,10 @@ class HiResCAM(_Variant):
 
     Args: as :class:`~gradcam.GradCAM` (the options are inherited).
 
-    Example:
-        >>> result = gradcam.HiResCAM(model, "layer4")(x, gradcam.TopK(2))
-        >>> result.raw.shape, result.weights  # (1, 2, 7, 7), None: element-wise weights
+    Examples:
+        >>> result = gradcam.HiResCAM(model, "features")(x, gradcam.TopK(2))
+        >>> result.raw.shape, result.weights  # (B, K, h, w); None: element-wise weights
+        (torch.Size([1, 2, 16, 16]), None)
     """
 
     def weights(self, activations: Tensor, gradients: Tensor) -> Tensor:
@@ -173,8 +174,10 @@ class GradCAMElementWise(_Variant):
             brightness 0.9, 1, 1.1; pytorch-grad-cam's aug_smooth): runs twice, on the input
             then on its five augmented copies.
 
-    Example:
-        >>> result = gradcam.GradCAMElementWise(model, "layer4")(x, [281])
+    Examples:
+        >>> result = gradcam.GradCAMElementWise(model, "features")(x, [3])
+        >>> result.raw.shape, result.weights  # (B, K, h, w); None: element-wise weights
+        (torch.Size([1, 1, 16, 16]), None)
     """
 
     def weights(self, activations: Tensor, gradients: Tensor) -> Tensor:
@@ -221,9 +224,10 @@ class GradCAMPlusPlus(_Variant):
     Args:
         eps: added to the denominator of ``alpha``: 0 is the paper, 1e-6 is pytorch-grad-cam.
 
-    Example:
-        >>> result = gradcam.GradCAMPlusPlus(model, "layer4")(x, gradcam.TopK(3))
-        >>> result.weights.shape  # (1, 3, 2048)
+    Examples:
+        >>> result = gradcam.GradCAMPlusPlus(model, "features")(x, gradcam.TopK(3))
+        >>> result.weights.shape  # (B, K, C)
+        torch.Size([1, 3, 128])
     """
 
     def __init__(
@@ -311,9 +315,11 @@ class SmoothGradCAMPlusPlus(GradCAMPlusPlus):
         seed: seed of the noise; ``None`` draws from torch's global generator.
         batch_size: noisy copies of the batch per pass; ``None`` runs up to 8 per pass.
 
-    Example:
-        >>> smooth = gradcam.SmoothGradCAMPlusPlus(model, "layer4", num_samples=8, std=0.2)
-        >>> result = smooth(x, [281])
+    Examples:
+        >>> smooth = gradcam.SmoothGradCAMPlusPlus(model, "features", num_samples=8, std=0.2)
+        >>> result = smooth(x, [3])
+        >>> result.raw.shape, result.weights.shape  # (B, K, h, w), (B, K, C)
+        (torch.Size([1, 1, 16, 16]), torch.Size([1, 1, 128]))
     """
 
     def __init__(
@@ -434,8 +440,10 @@ class XGradCAM(_Variant):
 
     Args: as :class:`~gradcam.GradCAM` (the options are inherited).
 
-    Example:
-        >>> result = gradcam.XGradCAM(model, "layer4")(x, [281, 282])
+    Examples:
+        >>> result = gradcam.XGradCAM(model, "features")(x, [3, 4])
+        >>> result.classes, result.weights.shape  # (B, K), (B, K, C)
+        (tensor([[3, 4]]), torch.Size([1, 2, 128]))
     """
 
     def weights(self, activations: Tensor, gradients: Tensor) -> Tensor:
@@ -468,8 +476,10 @@ class LayerCAM(_Variant):
 
     Args: as :class:`~gradcam.GradCAM` (the options are inherited).
 
-    Example:
-        >>> result = gradcam.LayerCAM(model, "layer3")(x, [281])  # shallower layers work too
+    Examples:
+        >>> result = gradcam.LayerCAM(model, "features.relu3c")(x, [3])  # a shallower layer
+        >>> result.raw.shape  # (B, K, h, w): 32 x 32 maps, twice the last layer's resolution
+        torch.Size([1, 1, 32, 32])
     """
 
     def weights(self, activations: Tensor, gradients: Tensor) -> Tensor:

@@ -6,7 +6,7 @@
 * :mod:`gradcam.synthetic.model`: :class:`ShapeNet`, a GAP CNN that classifies the shapes,
   with shipped weights (:func:`load_shapes_model`).
 
-Example:
+Examples:
     >>> from gradcam.synthetic import make_scene, load_shapes_model, SHAPES_PREPROCESS
     >>> scene = make_scene(0, shapes=["star"])
     >>> model = load_shapes_model()

@@ -94,7 +94,7 @@ class ShapeNet(nn.Module):
     layer there). The last ReLU is not in-place, so hooks on it see a tensor that
     nothing later modifies.
 
-    Example:
+    Examples:
         >>> model = ShapeNet()
         >>> model(torch.zeros(2, 3, 128, 128)).shape
         torch.Size([2, 8])
@@ -114,7 +114,7 @@ class ShapeNet(nn.Module):
 def load_shapes_model(weights: str | Path = SHAPES_WEIGHTS) -> ShapeNet:
     """ShapeNet with the shipped weights (or those of ``weights``), in eval mode.
 
-    Example:
+    Examples:
         >>> model = load_shapes_model()
         >>> from gradcam.synthetic import make_scene
         >>> x = SHAPES_PREPROCESS(make_scene(1, shapes=["cross"]).image)

@@ -90,7 +90,7 @@ class SceneObject:
             ``center``).
         angle: the shape's rotation in degrees, counter-clockwise on screen.
 
-    Example:
+    Examples:
         >>> obj = make_scene(0, shapes=["star"]).objects[0]
         >>> obj.shape, obj.area == int(obj.mask.sum())
         ('star', True)
@@ -114,7 +114,7 @@ class SceneObject:
 class Scene:
     """A synthetic RGB photo and its objects, in drawing order (later ones on top).
 
-    Example:
+    Examples:
         >>> scene = make_scene(7, shapes=["circle", "cross"])
         >>> scene.image.size, [o.shape for o in scene.objects]
         ((128, 128), ['circle', 'cross'])
@@ -175,9 +175,15 @@ def shape_mask(
     Returns:
         A boolean (height, width) mask; parts outside the canvas are cut off.
 
-    Example:
-        >>> shape_mask("square", (4.0, 4.0), 6, 45.0, (9, 9)).sum()
-        np.int64(25)
+    Examples:
+        >>> shape_mask("triangle", (3.5, 3.5), 6, 0.0, (7, 7)).astype(int)  # apex up
+        array([[0, 0, 0, 1, 0, 0, 0],
+               [0, 0, 1, 1, 1, 0, 0],
+               [0, 0, 1, 1, 1, 0, 0],
+               [0, 1, 1, 1, 1, 1, 0],
+               [0, 1, 1, 1, 1, 1, 0],
+               [1, 1, 1, 1, 1, 1, 1],
+               [0, 0, 0, 0, 0, 0, 0]])
     """
     if shape not in SHAPES:
         raise ValueError(f"unknown shape {shape!r}; choose from {', '.join(SHAPES)}")
@@ -392,7 +398,7 @@ def make_scene(
         ValueError: for unknown or repeated shapes, unknown colors, bad sizes, or objects that
             cannot be placed (too many or too large for the image).
 
-    Example:
+    Examples:
         >>> scene = make_scene(3, shapes=["ring", "star"], colors=["red", "blue"])
         >>> [(o.shape, o.color) for o in scene.objects]
         [('ring', 'red'), ('star', 'blue')]
@@ -473,7 +479,7 @@ def benchmark_label(index: int, seed: int = 0) -> int:
     """The shape index of benchmark image ``index``: every block of ``len(SHAPES)`` images
     holds each shape once, in a seeded random order.
 
-    Example:
+    Examples:
         >>> sorted(benchmark_label(i, seed=1) for i in range(8)) == list(range(8))
         True
     """
@@ -485,7 +491,7 @@ def benchmark_scene(index: int, seed: int = 0, size: int = 128) -> Scene:
     """Image ``index`` of the benchmark that
     :func:`gradcam.evaluate.datasets.write_benchmark` writes with ``seed``.
 
-    Example:
+    Examples:
         >>> benchmark_scene(0).objects[0].shape == SHAPES[benchmark_label(0)]
         True
     """
