@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 
 from gradcam.cli import main
+from gradcam.evaluate.coco import encode_rle
 from gradcam.study import open_study
-from gradcam.synthetic import SHAPES, encode_rle, make_scene
+from gradcam.synthetic import SHAPES, make_scene
 
 
 def _error(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
