@@ -55,12 +55,6 @@ collect_ignore = [
     "gradcam/images.py",
     "gradcam/maps.py",
     "gradcam/targets.py",
-    "gradcam/vl/__init__.py",
-    "gradcam/vl/evaluate.py",
-    "gradcam/vl/explain.py",
-    "gradcam/vl/models.py",
-    "gradcam/vl/scenes.py",
-    "gradcam/vl/text.py",
 ]
 
 PHOTO = Path(__file__).parent / "gradcam" / "data" / "cat_and_coffee.jpg"
