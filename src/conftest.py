@@ -44,11 +44,6 @@ collect_ignore = [
     "gradcam/demo/app.py",
     "gradcam/demo/session.py",
     "gradcam/demo/vl.py",
-    "gradcam/diagnose/adversarial.py",
-    "gradcam/diagnose/bias.py",
-    "gradcam/diagnose/failures.py",
-    "gradcam/diagnose/regions.py",
-    "gradcam/diagnose/report.py",
     "gradcam/evaluate/coco.py",
     "gradcam/evaluate/datasets.py",
     "gradcam/evaluate/metrics.py",
@@ -60,12 +55,6 @@ collect_ignore = [
     "gradcam/images.py",
     "gradcam/maps.py",
     "gradcam/targets.py",
-    "gradcam/vl/__init__.py",
-    "gradcam/vl/evaluate.py",
-    "gradcam/vl/explain.py",
-    "gradcam/vl/models.py",
-    "gradcam/vl/scenes.py",
-    "gradcam/vl/text.py",
 ]
 
 PHOTO = Path(__file__).parent / "gradcam" / "data" / "cat_and_coffee.jpg"

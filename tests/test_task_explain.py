@@ -78,3 +78,13 @@ def test_class_names_of_torchvision_weights() -> None:
     with pytest.warns(UserWarning, match="random weights"):
         loaded = load_task_model("lraspp_mobilenet_v3_large", "segmentation")
     assert loaded.class_names[12] == "dog" and len(loaded.class_names) == 21
+
+
+@pytest.mark.parametrize(
+    "name", ["fcos_resnet50_fpn", "retinanet_resnet50_fpn", "ssdlite320_mobilenet_v3_large"]
+)
+def test_class_names_of_detectors_with_a_dense_head(name: str) -> None:
+    # their last convolution regresses boxes or centerness: the classes come from the head
+    with pytest.warns(UserWarning, match="random weights"):
+        loaded = load_task_model(name, "detection")
+    assert len(loaded.class_names) == 91 and loaded.class_names[1] == "person"

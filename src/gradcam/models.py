@@ -119,7 +119,7 @@ class LoadedModel:
             >>> shapes.class_index("cr")
             Traceback (most recent call last):
             ...
-            gradcam.errors.ModelLoadError: class 'cr' is ambiguous: it matches 'cross', 'crescent'
+            gradcam.errors.TargetError: class 'cr' is ambiguous: it matches 'cross', 'crescent'
         """
         return class_index(self.class_names, query)
 

@@ -92,7 +92,7 @@ def load_task_model(name: str, task: str, weights: str | None = None) -> TaskMod
     Raises:
         ModelLoadError: an unknown architecture (close names suggested) or unusable weights.
 
-    Example:
+    Examples:
         >>> load_task_model("fcos_resnet50_fpn", "detection").class_names[1]
         'person'
     """
@@ -130,7 +130,14 @@ def load_task_model(name: str, task: str, weights: str | None = None) -> TaskMod
 
 
 def _head_classes(module: nn.Module) -> int:
-    """The class count of a model: its last convolution's or linear layer's output width."""
+    """The class count of a model: its classification head's, else its last convolution's or
+    linear layer's output width."""
+    # RetinaNet and FCOS name it num_classes, SSD's scoring heads num_columns; their last
+    # convolution is a box or centerness regressor, not the classifier.
+    scorer = getattr(getattr(module, "head", None), "classification_head", None)
+    for name in ("num_classes", "num_columns"):
+        if isinstance(getattr(scorer, name, None), int):
+            return int(getattr(scorer, name))
     heads = [m for m in module.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
     roi = getattr(getattr(module, "roi_heads", None), "box_predictor", None)
     if roi is not None and hasattr(roi, "cls_score"):

@@ -21,7 +21,7 @@ centre of its L-infinity ball at each call.
 :func:`diagnose_adversarial` adds Grad-CAM for the originally present classes and for the
 adversarial top-2 on the adversarial image, and writes everything to a folder.
 
-Example:
+Examples:
     >>> from gradcam import load_model
     >>> from gradcam.synthetic import make_scene
     >>> loaded = load_model("shapes")
@@ -97,7 +97,7 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float | None:
     """Peak signal-to-noise ratio of two 8-bit images: ``10 log10(255^2 / MSE)`` dB, or
     ``None`` when they are identical (infinite).
 
-    Example:
+    Examples:
         >>> psnr(np.zeros((2, 2), np.uint8), np.full((2, 2), 255, np.uint8))
         0.0
     """

@@ -13,7 +13,7 @@ Dataset categories are matched to the model's classes by name; the other categor
 region kinds. With a dataset whose labels are the model's class indices (no category names,
 such as the shipped photos), only the own object is measured.
 
-Example:
+Examples:
     >>> mean_interval([0.5, 0.6, 0.7])  # mean, and the 95% t-interval
     (0.6, 0.35158..., 0.84841...)
 """
@@ -66,7 +66,7 @@ def mean_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[fl
 
     One value has no spread to estimate: its interval is all of [0, 1]. Never NaN.
 
-    Example:
+    Examples:
         >>> mean_interval([0.2, 0.2])
         (0.2, 0.2, 0.2)
     """
@@ -113,7 +113,7 @@ def summarize_bias(
     and region, sorted by class then by mean fraction (largest first), own object flagged
     against.
 
-    Example:
+    Examples:
         >>> found = summarize_bias([("nurse", OWN, 0.2), ("nurse", "face", 0.6)])
         >>> [(s.region, s.flagged) for s in found]
         [('face', True), ('(own object)', False)]

@@ -20,7 +20,7 @@ Failures without annotations are ``unannotated``. The rows stream to Parquet thr
 evaluation runner (:func:`gradcam.evaluate.run`: progress bar, bounded memory, ``resume``),
 and :func:`write_failures_report` writes the self-contained HTML report.
 
-Example:
+Examples:
     >>> from gradcam import load_model
     >>> from gradcam.evaluate.datasets import read_photos
     >>> photos = read_photos(annotated=True)

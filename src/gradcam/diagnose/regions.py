@@ -29,7 +29,7 @@ def region_mask(
         image_size: ``(width, height)`` of the photo the annotations refer to.
         size: ``(H, W)`` of the map.
 
-    Example:
+    Examples:
         >>> mask = region_mask([Annotation(0, box=(0, 0, 4, 9))], (10, 10), (2, 2))
         >>> mask.tolist()
         [[True, False], [True, False]]
@@ -59,7 +59,7 @@ def mass_inside(heat: Tensor | np.ndarray, mask: np.ndarray) -> float:
     A map without mass (all zero) puts nothing anywhere: 0.0, never NaN. Negative values
     (a map before its ReLU) are clipped to 0 first.
 
-    Example:
+    Examples:
         >>> heat = np.array([[3.0, 1.0], [0.0, 0.0]])
         >>> mass_inside(heat, np.array([[True, False], [False, False]]))
         0.75

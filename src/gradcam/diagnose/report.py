@@ -4,7 +4,7 @@ the file, and it opens from disk in any browser.
 The report is written as it is built (:class:`HtmlReport` streams to its file), so a report of
 thousands of pictures never holds more than one of them in memory.
 
-Example:
+Examples:
     >>> from PIL import Image
     >>> with HtmlReport("report.html", "Failures") as report:
     ...     report.heading("Two kinds")
@@ -42,7 +42,7 @@ figcaption { font-size: 0.85em; margin-top: 4px; }
 def data_uri(image: Image.Image) -> str:
     """A lossless PNG of ``image`` as a ``data:image/png;base64,...`` URI.
 
-    Example:
+    Examples:
         >>> data_uri(Image.new("RGB", (1, 1))).startswith("data:image/png;base64,")
         True
     """

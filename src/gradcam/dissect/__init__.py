@@ -7,11 +7,12 @@
 * :mod:`.text`: with Grad-CAM's neuron importances ``alpha_k^c`` (eq. 1), the top-5 positive
   and bottom-5 negative units and their names: :func:`explain_text`.
 
-Example:
+Examples:
+    >>> from gradcam import load_model
     >>> from gradcam.dissect import dissect, generated_concepts
-    >>> names = dissect(load_model("shapes"), generated_concepts(200))
-    >>> len(names.units)
-    128
+    >>> names = dissect(load_model("shapes"), generated_concepts(50, size=64))
+    >>> len(names.units), [(u.unit, u.name) for u in names.named()[:3]]
+    (128, [(20, 'ring'), (53, 'ring'), (32, 'ring')])
 """
 
 from gradcam.dissect.concepts import (

@@ -85,7 +85,7 @@ class ConceptSet:
         load_image: ``load_image(i)`` reads only the photo (faster where labels are separate
             files, as in Broden); ``None``: through ``load``.
 
-    Example:
+    Examples:
         >>> concepts = generated_concepts(4, size=64)
         >>> len(concepts), concepts.concepts[0]
         (4, Concept(name='black', category='color'))
@@ -127,7 +127,7 @@ class ConceptSet:
 def decode_labels(mask: Image.Image) -> np.ndarray:
     """Broden's colour-coded label image to label numbers: ``label = R + 256 * G``.
 
-    Example:
+    Examples:
         >>> decode_labels(Image.new("RGB", (2, 1), (4, 1, 0)))
         array([[260, 260]])
     """
@@ -175,10 +175,25 @@ def read_broden(root: str | Path) -> ConceptSet:
     Raises:
         ConceptError: a missing folder or file, an index without images, a malformed row.
 
-    Example:
-        >>> concepts = read_broden("broden1_224")  # doctest: +SKIP
-        >>> concepts[0].layers[0][1].shape  # doctest: +SKIP
-        (112, 112)
+    Examples:
+        A one-image folder: a color mask (label 1 on every pixel) and a whole-image texture.
+
+        >>> images = Path("broden", "images")
+        >>> images.mkdir(parents=True)
+        >>> Image.new("RGB", (8, 8), "red").save(images / "a.jpg")
+        >>> Image.new("RGB", (4, 4), (1, 0, 0)).save(images / "a_color.png")
+        >>> _ = Path("broden", "index.csv").write_text(
+        ...     "image,split,ih,iw,sh,sw,color,texture\\na.jpg,train,8,8,4,4,a_color.png,12\\n")
+        >>> _ = Path("broden", "label.csv").write_text(
+        ...     "number,name,category\\n1,red-c,color(1)\\n12,striped,texture(1)\\n")
+        >>> concepts = read_broden("broden")
+        >>> [c.name for c in concepts.concepts], len(concepts)
+        (['red-c', 'striped'], 1)
+        >>> [(concepts.categories[c], ids.shape, int(ids[0, 0])) for c, ids in concepts[0].layers]
+        [('color', (4, 4), 1), ('texture', (4, 4), 2)]
+
+        The masks keep their ``sh x sw`` size; a pixel holds a concept id, ``i + 1`` for
+        ``concepts.concepts[i]`` (0: unlabelled).
     """
     folder = Path(root)
     if not folder.is_dir():
@@ -348,7 +363,7 @@ def generated_concepts(count: int = 400, *, size: int = 128, seed: int = 0) -> C
     Raises:
         ConceptError: ``count`` or ``size`` too small.
 
-    Example:
+    Examples:
         >>> concepts = generated_concepts(8, size=64)
         >>> sample = concepts[0]
         >>> sample.image.size, [concepts.categories[c] for c, _ in sample.layers]
@@ -420,7 +435,7 @@ def read_concepts(path: str, *, count: int = 400, size: int = 128, seed: int = 0
     """A concept set by name: ``"generated"`` (:func:`generated_concepts` with ``count``,
     ``size`` and ``seed``) or a Broden folder (:func:`read_broden`).
 
-    Example:
+    Examples:
         >>> read_concepts("generated", count=10).source
         'generated:10:128:0'
     """

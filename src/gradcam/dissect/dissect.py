@@ -115,9 +115,14 @@ class Dissection:
         quantile: the top quantile of ``T_k``.
         iou_threshold: the naming threshold.
 
-    Example:
-        >>> found = dissect(load_model("shapes"), generated_concepts(100))
-        >>> found.units[0].name, round(found.units[0].iou, 3)
+    Examples:
+        >>> from gradcam import load_model
+        >>> from gradcam.dissect import generated_concepts
+        >>> found = dissect(load_model("shapes"), generated_concepts(50, size=64))
+        >>> found.layer, found.iou.shape, found.images  # 128 units, 25 concepts, 50 images
+        ('features', (128, 25), 50)
+        >>> found.units[20].name, round(found.units[20].iou, 3), found.units[0].name
+        ('ring', 0.212, None)
     """
 
     model: str
@@ -180,9 +185,13 @@ def load_dissection(folder: str | os.PathLike[str]) -> Dissection:
     Raises:
         DissectionError: the folder does not hold a finished dissection.
 
-    Example:
-        >>> names = load_dissection("shapes_names")
-        >>> names.layer, names.named()[0].name
+    Examples:
+        >>> from gradcam import load_model
+        >>> from gradcam.dissect import generated_concepts
+        >>> _ = dissect(load_model("shapes"), generated_concepts(50, size=64), out="names")
+        >>> names = load_dissection("names")
+        >>> names.model, names.layer, names.named()[0].name
+        ('shapes', 'features', 'ring')
     """
     root = Path(folder)
     meta_path = root / "dissection.json"
@@ -236,10 +245,11 @@ def layer_activations(module: nn.Module, layer: ResolvedLayer, x: Tensor) -> Ten
     Raises:
         LayerError: the layer does not run, or its output has no spatial maps (h * w > 1).
 
-    Example:
-        >>> model = load_model("shapes")
-        >>> layer = resolve_layer(model.module, "features.final_relu")
-        >>> layer_activations(model.module, layer, torch.zeros(1, 3, 128, 128)).shape
+    Examples:
+        >>> from gradcam import load_model
+        >>> shapes = load_model("shapes")
+        >>> layer = resolve_layer(shapes.module, "features.final_relu")
+        >>> layer_activations(shapes.module, layer, torch.zeros(1, 3, 128, 128)).shape
         torch.Size([1, 128, 16, 16])
     """
     with _eval_mode(module), torch.no_grad(), capture_layer(layer.module, layer.name) as seen:
@@ -265,7 +275,7 @@ def top_quantile(values: Iterator[Tensor], total: int, quantile: float = QUANTIL
     order statistics at ``p = (1 - quantile) * (total - 1)``), keeping only the largest
     ``m = total - floor(p)`` values per channel in memory.
 
-    Example:
+    Examples:
         >>> chunks = iter([torch.tensor([[1.0, 5.0]]), torch.tensor([[3.0, 2.0, 4.0]])])
         >>> top_quantile(chunks, 5, 0.25)
         tensor([4.])
@@ -429,9 +439,14 @@ def dissect(
         LayerError: the layer has no spatial output.
         DissectionError: an empty concept set, ``out`` already holds another run, bad sizes.
 
-    Example:
-        >>> found = dissect(load_model("shapes"), generated_concepts(100), out="names")
+    Examples:
+        >>> from gradcam import load_model
+        >>> from gradcam.dissect import generated_concepts
+        >>> found = dissect(load_model("shapes"), generated_concepts(50, size=64), out="names")
         >>> [(u.unit, u.name) for u in found.named()[:3]]
+        [(20, 'ring'), (53, 'ring'), (32, 'ring')]
+        >>> sorted(os.listdir("names"))
+        ['dissection.json', 'iou.npy', 'names.parquet', 'run.json']
     """
     if len(concepts) == 0:
         raise DissectionError(f"the concept set {concepts.source} has no images")

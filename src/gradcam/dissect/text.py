@@ -82,10 +82,15 @@ class TextExplanation:
         positive: the units with the highest positive ``alpha_k^c``, most important first.
         negative: the units with the most negative ``alpha_k^c``, most negative first.
 
-    Example:
-        >>> text = explain_text(load_model(), load_image("cat.jpg"), load_dissection("names"))
-        >>> print(text)
-        tabby: positive: ...; negative: ...
+    Examples:
+        >>> from gradcam import load_model
+        >>> from gradcam.dissect import dissect, generated_concepts
+        >>> from gradcam.synthetic import make_scene
+        >>> shapes = load_model("shapes")
+        >>> names = dissect(shapes, generated_concepts(50, size=64))
+        >>> text = explain_text(shapes, make_scene(0, shapes=["ring"]).image, names)
+        >>> text.class_name, [u.unit for u in text.positive], text.positive[0].label()
+        ('ring', [75, 53, 32, 14, 20], 'ring (unit 75, IoU 0.06)')
     """
 
     class_id: int
@@ -154,9 +159,21 @@ def rank_neurons(
         top: how many of each (the paper: 5).
         named_only: rank only the named units (the paper ranks them all and shows the named).
 
-    Example:
-        >>> positive, negative = rank_neurons(result.weights[0, 0], maps[0], names)
-        >>> [u.name for u in positive]
+    Examples:
+        >>> from gradcam import GradCAM, load_model
+        >>> from gradcam.dissect import dissect, generated_concepts
+        >>> from gradcam.synthetic import make_scene
+        >>> shapes = load_model("shapes")
+        >>> names = dissect(shapes, generated_concepts(50, size=64))
+        >>> layer = resolve_layer(shapes.module, names.layer)
+        >>> x = shapes.preprocess(make_scene(0, shapes=["ring"]).image)
+        >>> alpha = GradCAM(shapes.module, layer)(x, [5]).weights[0, 0]  # class 5: ring
+        >>> maps = layer_activations(shapes.module, layer, x)[0]
+        >>> positive, negative = rank_neurons(alpha, maps, names, top=3)
+        >>> [u.label() for u in positive]
+        ['ring (unit 75, IoU 0.06)', 'ring (unit 53, IoU 0.21)', 'ring (unit 32, IoU 0.21)']
+        >>> [u.label() for u in negative]
+        ['unit 28 (unnamed)', 'square (unit 7, IoU 0.07)', 'triangle (unit 54, IoU 0.09)']
     """
     names.check(names.layer, int(alpha.shape[0]))
     alpha = alpha.detach().float().cpu()
@@ -197,11 +214,14 @@ def explain_text(
     Raises:
         DissectionError: ``names`` are for another model, layer or number of units.
 
-    Example:
-        >>> names = dissect(load_model("shapes"), generated_concepts(400))
-        >>> scene = make_scene(0, shapes=["ring"])
-        >>> print(explain_text(load_model("shapes"), scene.image, names))
-        ring: positive: circle (unit 75, IoU 0.06), ring (unit 53, IoU 0.15), ...; negative: ...
+    Examples:
+        >>> from gradcam import load_model
+        >>> from gradcam.dissect import dissect, generated_concepts
+        >>> from gradcam.synthetic import make_scene
+        >>> shapes = load_model("shapes")
+        >>> names = dissect(shapes, generated_concepts(50, size=64))
+        >>> print(explain_text(shapes, make_scene(0, shapes=["ring"]).image, names))
+        ring: positive: ring (unit 75, IoU 0.06), ring (unit 53, IoU 0.21), ...; negative: ...
     """
     from gradcam.methods import GradCAM
     from gradcam.targets import TopK

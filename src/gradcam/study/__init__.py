@@ -7,12 +7,21 @@
 * :mod:`~gradcam.study.report`: accuracy with Wilson intervals, Fleiss' kappa, trust scores;
 * :mod:`~gradcam.study.simulate`: simulated participants who answer from the maps.
 
-Example:
-    >>> from gradcam.study import create_class_discrimination, load_study_model, study_images
+Examples:
+    A class-discrimination study of 4 scenes, answered by 9 simulated participants:
+
+    >>> from gradcam.study import (
+    ...     create_class_discrimination, load_study_model, report, simulate, study_images)
     >>> shapes = load_study_model("shapes")
     >>> study = create_class_discrimination(
     ...     "study.db", study_images("synthetic", shapes, count=4), shapes, ["gradcam"])
-    >>> tokens = study.invite(20)
+    >>> len(study.items()), len(study.invite(20))  # 4 questions; 20 personal links for people
+    (4, 20)
+    >>> simulate(study, 9)  # answers stored
+    36
+    >>> scores = report(study, simulated=True).methods[0]
+    >>> scores.method, scores.correct, scores.answers
+    ('gradcam', 27, 36)
 """
 
 from gradcam.study.create import (

@@ -93,7 +93,7 @@ def load_study_model(spec: str) -> LoadedModel:
 
     A model with random weights is refused: its maps would mean nothing to a participant.
 
-    Example:
+    Examples:
         >>> load_study_model("shapes").name
         'shapes'
     """
@@ -227,7 +227,7 @@ def study_images(
     Raises:
         StudyError: unreadable data, or a category the model does not know.
 
-    Example:
+    Examples:
         >>> [c.name for c in study_images("photo", load_model())[0].categories]
         ['cat', 'coffee']
     """
@@ -330,7 +330,7 @@ def create_class_discrimination(
         StudyError: no photo with exactly two categories, an unknown method, or ``out``
             exists.
 
-    Example:
+    Examples:
         >>> shapes = load_model("shapes")
         >>> study = create_class_discrimination(
         ...     "cd.db", study_images("synthetic", shapes, count=2), shapes, ["gradcam"])
@@ -426,11 +426,19 @@ def create_trust(
         StudyError: the models' classes differ, no photo where both are right, an unknown
             method, or ``out`` exists.
 
-    Example:
+    Examples:
+        The shapes CNN against a worse copy of it (noise on its weights):
+
         >>> shapes = load_model("shapes")
-        >>> scenes = study_images("synthetic", shapes, count=4, objects=1)
-        >>> worse = load_model("shapes", "noisy_shapes.pt")  # doctest: +SKIP
-        >>> create_trust("trust.db", scenes, shapes, worse, ["gradcam"])  # doctest: +SKIP
+        >>> noisy = {k: v + 0.3 * v.std() * torch.randn(v.shape) if v.dim() > 1 else v
+        ...          for k, v in shapes.module.state_dict().items()}
+        >>> torch.save(noisy, "noisy_shapes.pt")
+        >>> worse = load_model("shapes", "noisy_shapes.pt")
+        >>> scenes = study_images("synthetic", shapes, count=5, objects=1)
+        >>> study = create_trust("trust.db", scenes, shapes, worse, ["gradcam"],
+        ...                      names={"A": "shapes", "B": "noisy"})
+        >>> study.kind, len(study.items())  # the scenes where both models are right
+        ('trust', 5)
     """
     method_names = _check_methods(methods)
     if model_a.class_names != model_b.class_names:

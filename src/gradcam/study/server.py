@@ -155,9 +155,18 @@ def create_app(path: str | os.PathLike[str]) -> FastAPI:
     Raises:
         StudyError: when ``path`` is not a study.
 
-    Example:
-        >>> import uvicorn
-        >>> uvicorn.run(create_app("study.db"), host="127.0.0.1", port=7870)  # doctest: +SKIP
+    Examples:
+        Served with ``uvicorn.run(create_app("study.db"), port=7870)`` (or ``gradcam study
+        serve``); here a test client asks for a participant's first page:
+
+        >>> from fastapi.testclient import TestClient
+        >>> from gradcam.study import create_class_discrimination, load_study_model, study_images
+        >>> shapes = load_study_model("shapes")
+        >>> study = create_class_discrimination(
+        ...     "study.db", study_images("synthetic", shapes, count=4), shapes, ["gradcam"])
+        >>> page = TestClient(create_app("study.db")).get(f"/p/{study.invite(1)[0]}")
+        >>> page.status_code, "<title>Question 1 of 4</title>" in page.text
+        (200, True)
     """
     from starlette.concurrency import run_in_threadpool
 

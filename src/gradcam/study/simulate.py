@@ -31,7 +31,7 @@ CLEARLY, SLIGHTLY = 0.2, 0.05
 def box_mass(evidence: np.ndarray, boxes: Sequence[Sequence[int]]) -> float:
     """Share of the map's total mass inside the union of ``boxes`` (0 for an empty map).
 
-    Example:
+    Examples:
         >>> m = np.zeros((4, 4)); m[0, 0] = 3.0; m[3, 3] = 1.0
         >>> box_mass(m, [[0, 0, 1, 1]])
         0.75
@@ -82,9 +82,14 @@ def simulate(store: StudyStore, participants: int, *, seed: int = 0, noise: floa
     like a person through the web page. The answers depend only on the study, ``seed`` and
     ``noise`` (not on the random tokens), so a rerun gives the same report.
 
-    Example:
-        >>> simulate(open_study("study.db"), 9)  # doctest: +SKIP
-        216
+    Examples:
+        >>> from gradcam.study import (
+        ...     create_class_discrimination, load_study_model, study_images)
+        >>> shapes = load_study_model("shapes")
+        >>> study = create_class_discrimination(
+        ...     "study.db", study_images("synthetic", shapes, count=4), shapes, ["gradcam"])
+        >>> simulate(study, 9)  # 9 participants x 4 items
+        36
     """
     if not 0.0 <= noise <= 1.0:
         raise StudyError(f"noise must be in [0, 1], got {noise}")

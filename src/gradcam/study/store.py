@@ -7,10 +7,19 @@ answers. Every write is one short transaction (``BEGIN IMMEDIATE`` ... ``COMMIT`
 none of it. An answer is keyed by ``(participant, item)``: a resubmitted answer (a reloaded
 form, a retried request) finds the first one and changes nothing.
 
-Example:
-    >>> store = open_study("study.db")  # doctest: +SKIP
-    >>> store.kind, len(store.items())  # doctest: +SKIP
-    ('class-discrimination', 12)
+Examples:
+    >>> from gradcam.study import create_class_discrimination, load_study_model, study_images
+    >>> shapes = load_study_model("shapes")
+    >>> _ = create_class_discrimination(
+    ...     "study.db", study_images("synthetic", shapes, count=4), shapes, ["gradcam"])
+    >>> store = open_study("study.db")
+    >>> store.kind, len(store.items())
+    ('class-discrimination', 4)
+    >>> token = store.invite(1)[0]
+    >>> item = store.items()[0]
+    >>> answer = item.choices[0]
+    >>> store.record(token, item.id, answer), store.record(token, item.id, answer)  # kept once
+    (True, False)
 """
 
 from __future__ import annotations

@@ -12,14 +12,19 @@ The project ships its own small models, trained on generated two-object scenes b
   ``gradcam vqa``);
 * :mod:`gradcam.vl.evaluate`: the paper's evaluations of section 8 on the scenes.
 
-Example:
+Examples:
     >>> from gradcam import GradCAM
+    >>> from gradcam.maps import peak
     >>> from gradcam.targets import CaptionWord
     >>> from gradcam.vl import VL_LAYER, VL_PREPROCESS, caption, load_captioner, vl_scene
     >>> scene = vl_scene(0)
-    >>> tokens = caption(scene).tokens                      # "a red circle above ..." + <end>
+    >>> caption(scene).text
+    'a red circle above a purple cross'
+    >>> tokens = caption(scene).tokens                      # its ids and <end>
     >>> adapter = load_captioner().explainable(tokens)      # takes the image alone
     >>> maps = GradCAM(adapter, VL_LAYER)(VL_PREPROCESS(scene.image), CaptionWord(tokens, 2)).maps
+    >>> maps.shape, peak(maps[0, 0])                        # the word "circle": (x, y) of its peak
+    (torch.Size([1, 1, 96, 96]), (28, 60))
 """
 
 from gradcam.vl.models import (

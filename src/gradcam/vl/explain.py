@@ -198,7 +198,8 @@ def explain_caption(
             words, a word outside the vocabulary, or a word of ``words`` that is not in the
             caption.
 
-    Example:
+    Examples:
+        >>> from gradcam.vl import load_captioner, vl_scene
         >>> result = explain_caption(load_captioner(), vl_scene(0).image, words=["circle"])
         >>> [(m.label, m.peak) for m in result.maps]
         [('<caption>', (44, 68)), ('circle', (28, 60))]
@@ -238,10 +239,14 @@ def explain_answer(
             words, a word outside the vocabulary, or an answer that is not one of
             :data:`~gradcam.vl.text.ANSWERS` (repeats count once).
 
-    Example:
-        >>> result = explain_answer(load_vqa(), image, "what color is the square?",
-        ...                         answers=["red"])
+    Examples:
+        A red circle above a purple cross; the answer "purple" is forced:
+
+        >>> from gradcam.vl import load_vqa, vl_scene
+        >>> result = explain_answer(load_vqa(), vl_scene(0).image, "what color is the circle?",
+        ...                         answers=["purple"])
         >>> result.answer, [(m.label, m.forced, m.peak) for m in result.maps]
+        ('red', [('red', False, (12, 27)), ('purple', True, (51, 83))])
     """
     chosen = _check_methods(methods)
     if not question.strip():

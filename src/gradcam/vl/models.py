@@ -67,7 +67,7 @@ _END = VOCAB.index(END)
 class SceneEncoder(nn.Module):
     """The image half of both models: (B, 3, 96, 96) -> A (B, 128, 12, 12) -> (B, 256).
 
-    Example:
+    Examples:
         >>> SceneEncoder()(torch.zeros(2, 3, 96, 96)).shape
         torch.Size([2, 256])
     """
@@ -100,7 +100,7 @@ class Captioner(nn.Module):
     returns (B, T, vocabulary) scores, where step ``t`` predicts ``tokens[:, t]``: the input
     at step 0 is the image, at step ``t > 0`` the word ``tokens[:, t - 1]``.
 
-    Example:
+    Examples:
         >>> model = load_captioner()
         >>> from gradcam.vl import VL_PREPROCESS, vl_scene
         >>> model.generate(VL_PREPROCESS(vl_scene(0).image))  # the truth: "... a purple cross"
@@ -142,9 +142,16 @@ class Captioner(nn.Module):
         """An adapter that takes the image alone: this model teacher-forced with ``tokens``
         (a caption as text, which gets ``<end>`` appended, or token ids as they are).
 
-        Example:
-            >>> adapter = model.explainable("a red circle above a purple cross")
-            >>> GradCAM(adapter, VL_LAYER)(x, CaptionWord(adapter.tokens.tolist(), 1))
+        Examples:
+            >>> from gradcam import GradCAM
+            >>> from gradcam.targets import CaptionWord
+            >>> from gradcam.vl import VL_PREPROCESS, vl_scene
+            >>> adapter = load_captioner().explainable("a red circle above a purple cross")
+            >>> adapter.tokens.tolist()  # the words' ids, then <end>
+            [2, 13, 19, 5, 2, 17, 23, 1]
+            >>> x = VL_PREPROCESS(vl_scene(0).image)
+            >>> GradCAM(adapter, VL_LAYER)(x, CaptionWord(adapter.tokens.tolist(), 2)).maps.shape
+            torch.Size([1, 1, 96, 96])
         """
         ids = _tokens(tokens, "caption")
         if isinstance(tokens, str):
@@ -175,7 +182,7 @@ class VQAModel(nn.Module):
     ``forward(x, question)`` takes (B, T) question token ids (padded with 0 at the end) and
     returns (B, answers) scores.
 
-    Example:
+    Examples:
         >>> model = load_vqa()
         >>> from gradcam.vl import ANSWERS, VL_PREPROCESS, vl_scene
         >>> x = VL_PREPROCESS(vl_scene(0).image)

@@ -34,7 +34,7 @@ VL_PREPROCESS = Preprocess(size=VL_SIZE, mean=VL_MEAN, std=VL_STD)
 def make_vl_scene(seed_or_rng: int | np.random.Generator, size: int = VL_SIZE) -> Scene:
     """A scene with two random objects: distinct shapes, distinct colors, no overlap.
 
-    Example:
+    Examples:
         >>> scene = make_vl_scene(0)
         >>> len(scene.objects), scene.image.size
         (2, (96, 96))
@@ -48,7 +48,7 @@ def make_vl_scene(seed_or_rng: int | np.random.Generator, size: int = VL_SIZE) -
 def vl_scene(index: int, seed: int = 1) -> Scene:
     """Scene ``index`` of the scenes of ``seed`` (each from its own random stream).
 
-    Example:
+    Examples:
         >>> vl_scene(3).image.tobytes() == vl_scene(3).image.tobytes()
         True
     """

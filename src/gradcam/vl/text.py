@@ -77,7 +77,7 @@ def encode(text: str | Sequence[str], *, what: str = "text") -> list[int]:
         TextError: for empty text, more than :data:`MAX_WORDS` words, or a word outside
             :data:`VOCAB`, naming the word.
 
-    Example:
+    Examples:
         >>> encode("what color is the square?")
         [6, 7, 8, 9, 20, 12]
     """
@@ -97,7 +97,7 @@ def encode(text: str | Sequence[str], *, what: str = "text") -> list[int]:
 def decode(ids: Sequence[int]) -> str:
     """The words of token ids, up to the first ``<end>``, without padding.
 
-    Example:
+    Examples:
         >>> decode(encode("a red circle") + [1, 0])
         'a red circle'
     """
@@ -176,7 +176,7 @@ def caption(scene: Scene, *, flip_x: bool = False, flip_y: bool = False) -> Capt
     Raises:
         ValueError: unless the scene has exactly two objects.
 
-    Example:
+    Examples:
         >>> from gradcam.vl.scenes import make_vl_scene
         >>> caption(make_vl_scene(0)).text
         'a green star left of a white cross'
@@ -199,7 +199,7 @@ def caption(scene: Scene, *, flip_x: bool = False, flip_y: bool = False) -> Capt
 def questions(scene: Scene) -> list[Question]:
     """The questions about a scene: the color of each shape, then the shape of each color.
 
-    Example:
+    Examples:
         >>> from gradcam.vl.scenes import make_vl_scene
         >>> [(q.text, q.answer) for q in questions(make_vl_scene(0))][:1]
         [('what color is the cross ?', 'white')]
