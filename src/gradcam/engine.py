@@ -82,7 +82,7 @@ def input_channels(model: nn.Module) -> tuple[str, int] | None:
     The first convolution registered is the stem that reads the image in every torchvision,
     timm and Hugging Face vision model; its ``in_channels`` is the input's channel count.
 
-    Example:
+    Examples:
         >>> input_channels(nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU()))
         ('0', 3)
     """
@@ -101,7 +101,7 @@ def check_input(x: Any, model: nn.Module) -> Tensor:
         GradCAMError: if ``x`` is not a finite floating (B, C, H, W) tensor, or its ``C``
             differs from the channels the model's first convolution takes.
 
-    Example:
+    Examples:
         >>> check_input(torch.zeros(1, 3, 8, 8), nn.Conv2d(3, 8, 3)).shape
         torch.Size([1, 3, 8, 8])
     """
