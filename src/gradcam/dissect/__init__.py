@@ -35,6 +35,7 @@ from gradcam.dissect.dissect import (
     dissect,
     layer_activations,
     load_dissection,
+    shipped_names,
     top_quantile,
 )
 
@@ -57,5 +58,6 @@ __all__ = [
     "load_dissection",
     "read_broden",
     "read_concepts",
+    "shipped_names",
     "top_quantile",
 ]
