@@ -52,7 +52,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from gradcam.dissect import Dissection, shipped_names
+from gradcam.dissect import Dissection, DissectionError, shipped_names
 from gradcam.dissect.text import TextExplanation, text_explanations
 from gradcam.errors import GradCAMError, ImageLoadError, LayerError
 from gradcam.explain import Explanation, MapEntry, explain_image, map_arrays
@@ -376,10 +376,18 @@ class DemoSession:
         #: The neuron names of the textual explanations (``None``: the page has no such panel).
         self.names = default_names(loaded) if names is None else names
         if self.names is not None:
-            shapes = dict(self.layers)
-            channels = shapes[self.names.layer][0] if self.names.layer in shapes else 0
-            self.names.check(self.names.layer, channels, loaded.name)
+            self._check_names(self.names)
         self._texts: LRU[tuple[str, int], TextViews] = LRU(views_size)
+
+    def _check_names(self, names: Dissection) -> None:
+        names.check(names.layer, names.channels, self.loaded.name)  # the model's name
+        shape = dict(self.layers).get(names.layer)
+        if shape is None or shape[0] != names.channels:
+            has = "no such spatial layer" if shape is None else f"{shape[0]} units there"
+            raise DissectionError(
+                f"the neuron names are for layer {names.layer!r} with {names.channels} units; "
+                f"model {self.loaded.name!r} has {has}"
+            )
 
     def close(self) -> None:
         """Delete the download folder if this session made it (a folder given is left)."""
