@@ -4,6 +4,7 @@ against the library's Grad-CAM, one layer capture per request, the cache, bad in
 from __future__ import annotations
 
 import dataclasses
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -138,6 +139,33 @@ def test_one_layer_capture_then_the_cache(
     assert [m.training for m in lite0.module.modules()] == before
     assert all(p.grad is None for p in lite0.module.parameters())
     assert len(lite0.module._forward_hooks) == 1
+
+
+def test_concurrent_visitors_get_their_own_units(
+    lite0: gradcam.LoadedModel, session: DemoSession, photos: dict[str, Path], tmp_path: Path
+) -> None:
+    fresh = DemoSession(lite0, folder=tmp_path)
+    barrier = threading.Barrier(len(photos))
+    found: dict[str, str] = {}
+    errors: list[BaseException] = []
+
+    def visit(key: str) -> None:
+        try:
+            barrier.wait()
+            found[key] = fresh.text_explanation(photos[key]).text.sentence(unnamed=True)
+        except BaseException as exc:  # re-raised in the test's thread below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=visit, args=(key,)) for key in photos]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    assert not errors, errors
+    for key in photos:
+        alone = session.text_explanation(photos[key]).text.sentence(unnamed=True)
+        assert found[key] == alone
+    assert found["both"] != found["cat"]
 
 
 def test_summary_lists_the_ten_units(session: DemoSession, photos: dict[str, Path]) -> None:
