@@ -79,6 +79,15 @@ def test_no_names_for_other_models_or_random_weights(lite0: gradcam.LoadedModel)
     assert default_names(dataclasses.replace(lite0, pretrained=False)) is None
 
 
+def test_default_names_that_do_not_fit_are_left_out(tmp_path: Path) -> None:
+    """A model of the default name without the named layer (the shapes CNN, renamed) gets
+    no names by default, and no error."""
+    shapes = gradcam.load_model("shapes")
+    renamed = dataclasses.replace(shapes, name="efficientnet_lite0")
+    assert default_names(renamed) is shipped_names()
+    assert DemoSession(renamed, folder=tmp_path).names is None
+
+
 @pytest.mark.parametrize(("key", "class_id"), [("both", ESPRESSO), ("cat", None)])
 def test_ranking_is_grad_cams_alpha(
     session: DemoSession,

@@ -244,9 +244,10 @@ class TextViews:
 
 
 def default_names(loaded: LoadedModel) -> Dissection | None:
-    """The shipped neuron names (:func:`gradcam.dissect.shipped_names`) when they fit
-    ``loaded`` (the embedded EfficientNet-Lite0 with its weights: same model name, layer and
-    number of units), else ``None``: other models have no names until a user dissects them.
+    """The shipped neuron names (:func:`gradcam.dissect.shipped_names`) when ``loaded`` is
+    the model they name (EfficientNet-Lite0 with its weights), else ``None``: other models
+    have no names until a user dissects them. :class:`DemoSession` also checks the layer and
+    its number of units, and leaves out names that do not fit.
 
     Examples:
         >>> default_names(lite0).layer
@@ -256,11 +257,7 @@ def default_names(loaded: LoadedModel) -> Dissection | None:
     """
     if loaded.name != DEFAULT_MODEL or not loaded.pretrained:  # random weights: other units
         return None
-    names = shipped_names()
-    size = loaded.preprocess.size
-    shapes = dict(spatial_layers(loaded.module, torch.zeros(1, 3, size, size)))
-    shape = shapes.get(names.layer)
-    return names if shape is not None and shape[1] == names.channels else None
+    return shipped_names()
 
 
 def _scaled_box(
@@ -375,19 +372,25 @@ class DemoSession:
         self._sweeps: LRU[tuple[str, int], list[tuple[str, Image.Image]]] = LRU(sweeps_size)
         #: The neuron names of the textual explanations (``None``: the page has no such panel).
         self.names = default_names(loaded) if names is None else names
-        if self.names is not None:
-            self._check_names(self.names)
+        problem = None if self.names is None else self._names_problem(self.names)
+        if problem is not None and names is not None:
+            raise DissectionError(problem)
+        if problem is not None:  # the default names, for another build of the model
+            self.names = None
         self._texts: LRU[tuple[str, int], TextViews] = LRU(views_size)
 
-    def _check_names(self, names: Dissection) -> None:
-        names.check(names.layer, names.channels, self.loaded.name)  # the model's name
+    def _names_problem(self, names: Dissection) -> str | None:
+        """Why ``names`` do not fit the model (its name, layer, units), or ``None``."""
+        if names.model and names.model != self.loaded.name:
+            return f"the neuron names are for model {names.model!r}, not {self.loaded.name!r}"
         shape = dict(self.layers).get(names.layer)
         if shape is None or shape[0] != names.channels:
             has = "no such spatial layer" if shape is None else f"{shape[0]} units there"
-            raise DissectionError(
+            return (
                 f"the neuron names are for layer {names.layer!r} with {names.channels} units; "
                 f"model {self.loaded.name!r} has {has}"
             )
+        return None
 
     def close(self) -> None:
         """Delete the download folder if this session made it (a folder given is left)."""
