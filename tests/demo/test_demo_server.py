@@ -138,6 +138,10 @@ def test_two_clients_at_once_get_the_library_maps(server: str, lite0: gradcam.Lo
         handle_file(str(photos["cat"])), "tabby", api_name="/layer_sweep"
     )
     assert Image.open(str(sweep)).width == 3 * 451 + 2 * 6 and "**tabby** at 5 depths" in note
+    note, units = Client(server, verbose=False).predict(
+        handle_file(str(photos["cat"])), "tabby", api_name="/text_explanation"
+    )
+    assert note.startswith("**tabby: positive: ") and units
     # The fourth input puts another registered heatmap method in the first map's place.
     summary, *_, maps, _ = Client(server, verbose=False).predict(
         handle_file(str(photos["cat"])), "", "", "cam", api_name="/explain"
@@ -244,6 +248,13 @@ def test_page_in_a_real_browser(server: str, lite0: gradcam.LoadedModel, tmp_pat
             page.locator("#sweep-button").click()
             expect(page.locator("#sweep-note")).to_contain_text(f"{other}", timeout=120_000)
             expect(page.locator("#sweep img")).to_be_visible()
+            # The textual explanation: the sentence and the named units' maps (section 7).
+            page.get_by_text("Textual explanation: named neurons").click()
+            page.locator("#text-button").click()
+            expect(page.locator("#text-note")).to_contain_text(
+                f"{other}: positive:", timeout=60_000
+            )
+            expect(page.locator("#text-units img").first).to_be_visible()
             page.screenshot(path=ARTIFACTS / "demo_page.png", full_page=True)
             # A file that is not an image: a message on the page, and the server stays up.
             page.locator("#photo button[aria-label='Clear']").click()

@@ -61,6 +61,7 @@ __all__ = [
     "explain_outputs",
     "serve",
     "sweep_outputs",
+    "text_outputs",
     "theme",
     "view_outputs",
 ]
@@ -188,6 +189,59 @@ def sweep_outputs(
     return grid, f"Grad-CAM of **{chosen}** at {len(panels)} depths."
 
 
+def text_outputs(
+    session: DemoSession, path: str | None, class_name: str | None
+) -> tuple[str, list[tuple[Image.Image, str]]]:
+    """The ``/text_explanation`` callback: Markdown (the sentence and the ranked units) and
+    the named units' activation maps over the photo, as ``(picture, caption)`` pairs.
+
+    Section 7 of the paper: the top-5 positive and bottom-5 negative units of the model's
+    named layer by Grad-CAM's ``alpha_k^c`` (:meth:`DemoSession.text_explanation`). An error
+    (a bad upload or class, a model without names) returns its message and no pictures.
+    """
+    if not path:
+        return "Upload a photo, or pick one of the examples.", []
+    try:
+        found = session.text_explanation(path, class_name or None)
+    except GradCAMError as exc:
+        return f"**Error:** {exc}", []
+    return session.text_summary(found), [(picture, caption) for caption, picture in found.pictures]
+
+
+def _text_panel(session: DemoSession, photo: gr.File, chosen: gr.Dropdown) -> None:
+    """The textual-explanation accordion of the classification tab (models with names)."""
+    names = session.names
+    if names is None:
+        return
+    with gr.Accordion("Textual explanation: named neurons (section 7, Fig. 9)", open=False):
+        gr.Markdown(
+            f"The units of `{names.layer}` ranked by Grad-CAM's weights α for the chosen class: "
+            "the top-5 positive and bottom-5 negative, with their names, as the paper's Fig. 9 "
+            f"prints them, and each named unit's activation map. {len(names.named())} of "
+            f"{names.channels} units are named, by Network Dissection on {names.images} "
+            "generated concept images (colours, textures and shapes: a small stand-in for "
+            "Broden, so most units stay unnamed), computed once by "
+            "`scripts/ship_lite0_names.py` and shipped."
+        )
+        button = gr.Button("Explain in words", elem_id="text-button")
+        note = gr.Markdown("", elem_id="text-note")
+        gallery = gr.Gallery(
+            label="Named units' activation maps", format="jpeg", columns=5, elem_id="text-units"
+        )
+
+    def explain_in_words(path: str | None, class_name: str | None) -> Any:
+        return text_outputs(session, path, class_name)
+
+    def clear() -> Any:
+        return "", []
+
+    button.click(explain_in_words, [photo, chosen], [note, gallery], api_name="text_explanation")
+    # A new photo or class makes the shown sentence stale: clear it until asked again.
+    hidden: dict[str, Any] = {"api_visibility": "private"}
+    photo.change(clear, None, [note, gallery], **hidden)
+    chosen.input(clear, None, [note, gallery], **hidden)
+
+
 def _picture(title: str, index: int) -> gr.Image:
     # JPEG: encoding five pictures takes a few ms, where WebP (Gradio's default) takes 100.
     return gr.Image(
@@ -263,6 +317,7 @@ def classification_tab(session: DemoSession) -> None:
                 elem_id="sweep",
             )
             sweep_note = gr.Markdown("", elem_id="sweep-note")
+        _text_panel(session, photo, chosen)
         shown = [summary, top5, chosen, *pictures]
         files = [maps, figure]
 

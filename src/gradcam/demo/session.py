@@ -52,12 +52,14 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
+from gradcam.dissect import Dissection, DissectionError, shipped_names
+from gradcam.dissect.text import TextExplanation, text_explanations
 from gradcam.errors import GradCAMError, ImageLoadError, LayerError
 from gradcam.explain import Explanation, MapEntry, explain_image, map_arrays
 from gradcam.images import MAX_PIXELS, load_image
 from gradcam.layers import spatial_layers
-from gradcam.methods import method_spec, method_specs
-from gradcam.models import LoadedModel
+from gradcam.methods import CAMResult, method_spec, method_specs
+from gradcam.models import DEFAULT_MODEL, LoadedModel
 from gradcam.paths import slug
 from gradcam.util import LRU
 from gradcam.viz import gradient_image, overlay, side_by_side
@@ -71,9 +73,11 @@ __all__ = [
     "DemoSession",
     "Photo",
     "Prediction",
+    "TextViews",
     "Views",
     "clean_stale_folders",
     "decode_upload",
+    "default_names",
     "heatmap_choices",
     "upload_key",
 ]
@@ -220,6 +224,42 @@ class Views:
     cached: bool = False
 
 
+@dataclass(frozen=True)
+class TextViews:
+    """The textual explanation of one photo's class (section 7 of the paper, Fig. 9).
+
+    Attributes:
+        text: the top-5 positive and bottom-5 negative units by Grad-CAM's ``alpha_k^c``
+            with their names (:class:`~gradcam.dissect.text.TextExplanation`).
+        pictures: ``(caption, picture)`` for each named unit, positive ones first: its
+            activation map ``A^k`` over the photo, at display size.
+        seconds: time spent computing them (0 when they came from the cache).
+        cached: whether they came from the cache.
+    """
+
+    text: TextExplanation
+    pictures: tuple[tuple[str, Image.Image], ...]
+    seconds: float
+    cached: bool = False
+
+
+def default_names(loaded: LoadedModel) -> Dissection | None:
+    """The shipped neuron names (:func:`gradcam.dissect.shipped_names`) when ``loaded`` is
+    the model they name (EfficientNet-Lite0 with its weights), else ``None``: other models
+    have no names until a user dissects them. :class:`DemoSession` also checks the layer and
+    its number of units, and leaves out names that do not fit.
+
+    Examples:
+        >>> default_names(lite0).layer
+        '_head_act'
+        >>> default_names(shapes) is None
+        True
+    """
+    if loaded.name != DEFAULT_MODEL or not loaded.pretrained:  # random weights: other units
+        return None
+    return shipped_names()
+
+
 def _scaled_box(
     box: tuple[int, int, int, int], size: tuple[int, int], display: tuple[int, int]
 ) -> tuple[int, int, int, int]:
@@ -284,6 +324,9 @@ class DemoSession:
             recently written are deleted.
         sweeps_size: layer sweeps kept, per (photo, class): each holds a picture per layer at
             display size.
+        names: neuron names of the model's layer for the textual explanations
+            (:meth:`text_explanation`); default: :func:`default_names` (the shipped names for
+            the embedded model, else none).
 
     Example:
         >>> session = DemoSession(load_model())
@@ -304,6 +347,7 @@ class DemoSession:
         folder: str | os.PathLike[str] | None = None,
         max_folder_bytes: int = MAX_FOLDER_BYTES,
         sweeps_size: int = 8,
+        names: Dissection | None = None,
     ) -> None:
         self.loaded = loaded
         self.max_side = max_side
@@ -326,6 +370,27 @@ class DemoSession:
         self._predictions: LRU[str, tuple[Prediction, ...]] = LRU(cache_size)
         self._views: LRU[tuple[str, str, int, str], Views] = LRU(views_size)
         self._sweeps: LRU[tuple[str, int], list[tuple[str, Image.Image]]] = LRU(sweeps_size)
+        #: The neuron names of the textual explanations (``None``: the page has no such panel).
+        self.names = default_names(loaded) if names is None else names
+        problem = None if self.names is None else self._names_problem(self.names)
+        if problem is not None and names is not None:
+            raise DissectionError(problem)
+        if problem is not None:  # the default names, for another build of the model
+            self.names = None
+        self._texts: LRU[tuple[str, int], TextViews] = LRU(views_size)
+
+    def _names_problem(self, names: Dissection) -> str | None:
+        """Why ``names`` do not fit the model (its name, layer, units), or ``None``."""
+        if names.model and names.model != self.loaded.name:
+            return f"the neuron names are for model {names.model!r}, not {self.loaded.name!r}"
+        shape = dict(self.layers).get(names.layer)
+        if shape is None or shape[0] != names.channels:
+            has = "no such spatial layer" if shape is None else f"{shape[0]} units there"
+            return (
+                f"the neuron names are for layer {names.layer!r} with {names.channels} units; "
+                f"model {self.loaded.name!r} has {has}"
+            )
+        return None
 
     def close(self) -> None:
         """Delete the download folder if this session made it (a folder given is left)."""
@@ -526,6 +591,87 @@ class DemoSession:
         with self._cache_lock:
             self._sweeps.put((photo.key, class_id), panels)
         return panels
+
+    def text_explanation(
+        self,
+        path: str | os.PathLike[str] | None,
+        class_name: str | int | None = None,
+    ) -> TextViews:
+        """The class's most important units by name, and each named unit's map (section 7).
+
+        Grad-CAM's weights ``alpha_k^c = 1/Z sum_i sum_j dy^c/dA^k_ij`` (eq. 1) at the named
+        layer rank its units: the top-5 positive and bottom-5 negative, with their names, IoU
+        and ``alpha`` (:func:`gradcam.dissect.text.rank_neurons`). ``alpha`` is the weights of
+        the Grad-CAM views of :meth:`explain` at that layer (from its cache, or computed and
+        cached there: one forward and backward pass); the maps ``A^k`` come from one more
+        no-grad forward pass that captures the layer, since the views keep no activations.
+        Cached per (photo, class); model passes hold the session's model lock.
+
+        Args:
+            path: the uploaded file.
+            class_name: a class name or id; ``None`` or ``""``: the top-1 prediction.
+
+        Raises:
+            GradCAMError: no neuron names for this model; a bad file or class.
+
+        Examples:
+            >>> session = DemoSession(lite0)
+            >>> photo.save("cat_and_coffee.png")
+            >>> found = session.text_explanation("cat_and_coffee.png")
+            >>> print(found.text)
+            espresso: positive: star (unit 1269, IoU 0.06); negative: crescent (unit 795, IoU 0.06)
+            >>> len(found.pictures), found.pictures[0][0]
+            (2, '+5 star (unit 1269, IoU 0.06), α 0.0012')
+            >>> session.close()
+        """
+        started = time.perf_counter()
+        names = self.names
+        if names is None:
+            raise GradCAMError(
+                f"no neuron names for model {self.loaded.name!r}: textual explanations are "
+                f"shown for the embedded {DEFAULT_MODEL} only"
+            )
+        views = self.explain(path, class_name, names.layer)
+        key = (views.photo.key, views.class_id)
+        with self._cache_lock:
+            known = self._texts.get(key)
+        if known is not None:
+            return replace(known, seconds=0.0, cached=True)
+        result = views.explanation.results["gradcam"]
+        assert isinstance(result, CAMResult)  # explain()'s first method is Grad-CAM
+        with self._model_lock:
+            text = text_explanations(self.loaded, views.explanation.input, result, names)[0]
+        display = views.photo.display
+        pictures = []
+        for sign, side in (("+", text.positive), ("−", text.negative)):
+            for i, unit in enumerate(side, start=1):
+                if unit.name is not None:
+                    caption = f"{sign}{i} {unit.label()}, α {unit.alpha:.2g}"
+                    pictures.append((caption, overlay(display, unit.activation)))
+        found = TextViews(text, tuple(pictures), time.perf_counter() - started)
+        with self._cache_lock:
+            self._texts.put(key, found)
+        return found
+
+    def text_summary(self, found: TextViews) -> str:
+        """Markdown for a textual explanation: the sentence (the paper's Fig. 9 form), then
+        a table of the ten ranked units (named or not) and how long it took."""
+        text = found.text
+        where = "from the cache" if found.cached else f"in {found.seconds * 1000:.0f} ms"
+        rows = [
+            f"**{text.sentence()}**",
+            "",
+            "| rank | unit | name | IoU | α |",
+            "|---|---|---|---|---|",
+        ]
+        for sign, side in (("+", text.positive), ("−", text.negative)):
+            for i, unit in enumerate(side, start=1):
+                name = unit.name or f"(unnamed; best: {unit.concept})"
+                rows.append(
+                    f"| {sign}{i} | {unit.unit} | {name} | {unit.iou:.3f} | {unit.alpha:.3g} |"
+                )
+        rows += ["", f"Layer `{text.layer}`; computed {where}."]
+        return "\n".join(rows)
 
     def _stem(self, views: Views) -> str:
         layer = slug(views.layer, fallback="layer")

@@ -36,6 +36,7 @@ from gradcam.dissect.dissect import (
     dissect,
     layer_activations,
     load_dissection,
+    shipped_names,
     top_quantile,
 )
 
@@ -58,5 +59,6 @@ __all__ = [
     "load_dissection",
     "read_broden",
     "read_concepts",
+    "shipped_names",
     "top_quantile",
 ]

@@ -22,6 +22,7 @@ finished batches. :func:`load_dissection` reads it back.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -59,6 +60,7 @@ __all__ = [
     "dissect",
     "layer_activations",
     "load_dissection",
+    "shipped_names",
     "top_quantile",
 ]
 
@@ -67,6 +69,9 @@ QUANTILE = 0.005
 
 IOU_THRESHOLD = 0.05
 """A unit is named only when its best IoU is above this (the paper, section 7, footnote 7)."""
+
+SHIPPED_NAMES = Path(__file__).resolve().parents[1] / "data" / "lite0_names"
+"""The folder of the names :func:`shipped_names` reads (``scripts/ship_lite0_names.py``)."""
 
 _SYNC_SECONDS = 10.0  # how often finished work is recorded for a resume
 
@@ -222,6 +227,28 @@ def load_dissection(folder: str | os.PathLike[str]) -> Dissection:
     if len(units) != int(meta.get("channels", -1)) or iou.shape != (len(units), len(concepts)):
         raise DissectionError(f"{root}: the neuron names are incomplete")
     return result
+
+
+@functools.cache
+def shipped_names() -> Dissection:
+    """The names of the embedded EfficientNet-Lite0's Grad-CAM layer, shipped with gradcam.
+
+    ``_head_act`` (1280 units) of ``gradcam.load_model()``, dissected once on the generated
+    concept set (``generated_concepts(400)``, seed 0) by ``scripts/ship_lite0_names.py``
+    (23 s on a 2-core CPU) and stored in :data:`SHIPPED_NAMES` (167 KB); read once per
+    process. The concept set is a small stand-in for Broden: only colour, texture and shape
+    detectors get names, so most units stay unnamed. The web demo's textual explanations use
+    them (:meth:`gradcam.demo.DemoSession.text_explanation`).
+
+    Raises:
+        DissectionError: the shipped files are missing or unreadable (a broken install).
+
+    Examples:
+        >>> names = shipped_names()
+        >>> names.model, names.layer, names.channels, len(names.named())
+        ('efficientnet_lite0', '_head_act', 1280, 214)
+    """
+    return load_dissection(SHIPPED_NAMES)
 
 
 # ---------------------------------------------------------------------------------------------
