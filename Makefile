@@ -45,7 +45,8 @@ browser:
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 		$$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q chromium; }
 
-test: lint browser
+# The strict docs build is part of the tests: a broken link, reference or docstring fails it.
+test: lint browser docs
 	$(PY) -m pytest -q
 
 serve: $(STAMP)

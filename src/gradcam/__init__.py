@@ -1,11 +1,14 @@
 """gradcam: visual explanations for PyTorch vision models, from the Grad-CAM paper.
 
-Example:
+Examples:
+    >>> from pathlib import Path
     >>> import gradcam
     >>> model = gradcam.load_model()                      # embedded EfficientNet-Lite0
-    >>> photo = gradcam.load_image("cat.jpg")
+    >>> photo = gradcam.load_image(Path(gradcam.__file__).parent / "data" / "cat_and_coffee.jpg")
     >>> x = model.preprocess(photo)                       # (1, 3, H, W)
     >>> result = gradcam.GradCAM(model.module)(x, gradcam.TopK(2))
+    >>> [model.class_names[c] for c in result.classes[0].tolist()]
+    ['espresso', 'Egyptian cat']
     >>> gradcam.overlay(photo, result.maps[0, 0]).save("cat_gradcam.png")
 """
 

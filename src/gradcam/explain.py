@@ -112,7 +112,7 @@ def check_classes(loaded: LoadedModel, classes: Sequence[int] | None, top_k: int
         GradCAMError: ``top_k`` below 1 or above the model's classes, or more than
             :data:`MAX_CLASSES` classes in all, with a message naming the limit.
 
-    Example:
+    Examples:
         >>> from gradcam import load_model
         >>> check_classes(load_model("shapes"), None, 100000)
         Traceback (most recent call last):
@@ -187,10 +187,14 @@ def explain_image(
         GradCAMError: more classes than :func:`check_classes` allows, an unknown method or
             layer.
 
-    Example:
-        >>> loaded = load_model()
-        >>> found = explain_image(loaded, load_image("cat.jpg"), methods=["gradcam", "cam"])
-        >>> found.entries[0].class_name, found.entries[0].box
+    Examples:
+        >>> scene = gradcam.synthetic.make_scene(0, shapes=["star"])  # a synthetic photo
+        >>> loaded = gradcam.load_model("shapes")                    # its small CNN
+        >>> found = explain_image(loaded, scene.image, methods=["gradcam", "cam"], top_k=2)
+        >>> [(e.method, e.class_name) for e in found.entries]
+        [('gradcam', 'star'), ('gradcam', 'cross'), ('cam', 'star'), ('cam', 'cross')]
+        >>> found.entries[0].box  # (x0, y0, x1, y1) in photo pixels, around the star
+        (62, 0, 113, 49)
     """
     check_classes(loaded, classes, top_k)
     names = list(dict.fromkeys(methods))
@@ -248,7 +252,7 @@ def explain_image(
 def npz_key(method: str, field: str) -> str:
     """The key of a method's array in a saved ``.npz``: Grad-CAM's without a prefix.
 
-    Example:
+    Examples:
         >>> npz_key("gradcam", "raw"), npz_key("guided-backprop", "maps")
         ('raw', 'guided_backprop_maps')
     """
@@ -262,7 +266,7 @@ def map_arrays(results: Mapping[str, Result], target: int | None = None) -> dict
     Every method gives its ``maps``; heatmap methods also their ``raw`` maps. With ``target``
     only that target's maps are kept, else all K of them.
 
-    Example:
+    Examples:
         >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 2, 3), torch.nn.ReLU(),
         ...                           torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
         >>> found = explain_methods(["gradcam", "guided-backprop"], net, torch.rand(1, 3, 6, 6))

@@ -71,7 +71,7 @@ def model_lock(model: nn.Module) -> Iterator[None]:
     calls on the model itself, because hooks and ``training`` flags live on the submodules
     they share. The model is not modified: the locks are kept beside it, and go with it.
 
-    Example:
+    Examples:
         >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU())
         >>> with model_lock(net), model_lock(net[0]):  # re-entrant, also through a submodule
         ...     net(torch.zeros(1, 3, 8, 8)).shape
@@ -98,7 +98,7 @@ def eval_mode(model: nn.Module) -> Iterator[None]:
     The block holds :func:`model_lock`, so a concurrent call on the same model neither sees
     the flipped flags nor restores them too early.
 
-    Example:
+    Examples:
         >>> net = torch.nn.Sequential(torch.nn.BatchNorm2d(3)).train()
         >>> with eval_mode(net):
         ...     net[0].training
@@ -164,10 +164,13 @@ def capture_layer(layer: nn.Module, name: str, *, detach: bool = True) -> Iterat
     Raises:
         LayerError: if the layer runs more than once, or its output is not a tensor.
 
-    Example:
-        >>> with torch.no_grad(), capture_layer(model.layer4, "layer4") as cap:
+    Examples:
+        >>> with torch.no_grad(), capture_layer(model.features, "features") as cap:
         ...     logits = model(x)
-        >>> cap.output.shape  # (B, 512, 7, 7), requires_grad=True
+        >>> cap.output.shape, cap.output.requires_grad  # A: a leaf, the graph starts there
+        (torch.Size([1, 128, 16, 16]), True)
+        >>> torch.autograd.grad(logits[:, 3].sum(), cap.output)[0].shape  # dy^c / dA
+        torch.Size([1, 128, 16, 16])
     """
     capture = LayerCapture(name)
 
@@ -203,7 +206,7 @@ def capture_layer(layer: nn.Module, name: str, *, detach: bool = True) -> Iterat
 def capture_input(module: nn.Module, name: str) -> Iterator[InputCapture]:
     """Keep the first positional input of ``module`` (its last call) during the block.
 
-    Example:
+    Examples:
         >>> head = torch.nn.Linear(4, 2)
         >>> with capture_input(head, "head") as seen:
         ...     _ = head(torch.ones(1, 4))
@@ -233,11 +236,13 @@ def capture_outputs(layers: Sequence[tuple[nn.Module, str]]) -> Iterator[list[tu
     to them; a clone flows on, so in-place operations later in the network (``ReLU(inplace)``)
     never change the kept tensors.
 
-    Example:
-        >>> with capture_outputs([(model.bn1, "bn1")]) as outputs:
+    Examples:
+        >>> with capture_outputs([(model.features.bn1, "bn1")]) as outputs:
         ...     scores = model(x)[:, 3]
         >>> name, out = outputs[0]
         >>> grad, = torch.autograd.grad(scores.sum(), out)  # d y / d bn1's output
+        >>> name, grad.shape
+        ('bn1', torch.Size([1, 32, 64, 64]))
     """
     captured: list[tuple[str, Tensor]] = []
 
@@ -272,9 +277,11 @@ def replace_output(
     Raises:
         LayerError: if the layer runs more than once, or its output is not a (B, C, h, w) tensor.
 
-    Example:
-        >>> with torch.no_grad(), replace_output(model.layer4, "layer4", torch.zeros_like):
+    Examples:
+        >>> with torch.no_grad(), replace_output(model.features, "features", torch.zeros_like):
         ...     logits = model(x)  # the head sees all-zero feature maps
+        >>> torch.equal(logits[0], model.classifier.bias)  # so only the bias is left
+        True
     """
     capture = LayerCapture(name)
 
@@ -326,12 +333,16 @@ def rectifier_mode(state: RectifierState) -> Iterator[RectifierState]:
     Active only inside the block and only while grad mode is on (a no-grad forward pass is
     untouched). Works for activation modules and for functional calls inside ``forward``.
 
-    Example:
+    Examples:
+        >>> x = torch.tensor([-1.0, 2.0, 3.0], requires_grad=True)
         >>> state = RectifierState()
         >>> with rectifier_mode(state):
-        ...     scores = model(x.requires_grad_())[:, 3]
-        >>> state.rule = "guided"
-        >>> guided_grad, = torch.autograd.grad(scores.sum(), x)
+        ...     y = (nn.ReLU()(x) * torch.tensor([5.0, 4.0, -6.0])).sum()
+        >>> torch.autograd.grad(y, x, retain_graph=True)[0]  # the plain rule
+        tensor([ 0.,  4., -6.])
+        >>> state.rule = "guided"  # read by the backward pass: negative gradients stop too
+        >>> torch.autograd.grad(y, x)[0]
+        tensor([0., 4., 0.])
     """
     with _RectifierMode(state):
         yield state
@@ -370,11 +381,11 @@ def record_outputs(model: nn.Module) -> Iterator[list[ModuleCall]]:
     ``input_id`` identify a tensor uniquely (a container returning its last child's tensor shares
     that child's id; a module fed another's output has that output's id as ``input_id``).
 
-    Example:
+    Examples:
         >>> with torch.no_grad(), record_outputs(model) as calls:
-        ...     model(x)
-        >>> [c.name for c in calls if c.shape and len(c.shape) == 4][-1]
-        'layer4'
+        ...     _ = model(x)
+        >>> [(c.name, c.shape) for c in calls][-3:]
+        [('features', (1, 128, 16, 16)), ('pool', (1, 128, 1, 1)), ('classifier', (1, 8))]
     """
     recording = _Recording()
     handles = []

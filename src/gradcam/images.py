@@ -112,7 +112,7 @@ def load_image(path: str | os.PathLike[str], *, max_pixels: int | None = None) -
         ImageLoadError: naming the file and the reason: missing, a folder, not an image,
             corrupt or truncated, or too large (Pillow's decompression-bomb limit).
 
-    Example:
+    Examples:
         >>> from pathlib import Path
         >>> import gradcam
         >>> photo = Path(gradcam.__file__).parent / "data" / "cat_and_coffee.jpg"
@@ -178,7 +178,7 @@ class Preprocess:
         interpolation: the resampling filter: ``"bilinear"``, ``"bicubic"``, ``"nearest"``,
             ``"lanczos"``, ``"box"`` or ``"hamming"``.
 
-    Example:
+    Examples:
         >>> Preprocess(224)(Image.new("RGB", (640, 480))).shape
         torch.Size([1, 3, 224, 299])
     """

@@ -17,7 +17,7 @@ __all__ = ["bounding_box", "normalize", "peak", "upsample"]
 def upsample(maps: Tensor, size: tuple[int, int]) -> Tensor:
     """Bilinearly resize (..., h, w) maps to (..., H, W), as the paper does before overlaying.
 
-    Example:
+    Examples:
         >>> upsample(torch.ones(1, 2, 7, 7), (224, 224)).shape
         torch.Size([1, 2, 224, 224])
     """
@@ -30,7 +30,7 @@ def upsample(maps: Tensor, size: tuple[int, int]) -> Tensor:
 def normalize(maps: Tensor) -> Tensor:
     """Min-max normalize each (h, w) map to [0, 1]; a constant map becomes all zeros (never NaN).
 
-    Example:
+    Examples:
         >>> normalize(torch.tensor([[1.0, 3.0]]))
         tensor([[0., 1.]])
     """
@@ -48,7 +48,7 @@ def peak(map2d: Tensor | np.ndarray) -> tuple[int, int] | None:
     (all zeros, say) has no evidence to locate and points nowhere; NaN and infinite values are
     ignored; when several pixels share the maximum, the first in row-major order is taken.
 
-    Example:
+    Examples:
         >>> m = torch.zeros(4, 6); m[1, 2] = m[3, 0] = 5.0
         >>> peak(m), peak(torch.zeros(4, 6)), peak(torch.full((4, 6), 0.3))
         ((2, 1), None, None)
@@ -76,7 +76,7 @@ def bounding_box(map2d: Tensor | np.ndarray, threshold: float = 0.15) -> tuple[i
     segment, and return its box ``(x0, y0, x1, y1)`` in pixels, inclusive. An all-zero map has
     no evidence: its box is the whole map.
 
-    Example:
+    Examples:
         >>> m = torch.zeros(8, 8); m[2:4, 3:6] = 1.0
         >>> bounding_box(m)
         (3, 2, 5, 3)

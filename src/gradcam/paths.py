@@ -43,7 +43,7 @@ def slug(text: str, *, fallback: str = "file", max_length: int = 40) -> str:
     Raises:
         ValueError: if ``fallback`` is not a slug or ``max_length`` is below 16.
 
-    Example:
+    Examples:
         >>> slug("Egyptian cat"), slug("..."), slug("../../etc/passwd")
         ('egyptian-cat', 'file-6eae3a5b', 'etc-passwd')
         >>> slug("Café au lait"), len(slug("x" * 100)), slug("x" * 100)[-9:]
@@ -67,7 +67,7 @@ def unique_slugs(
 ) -> list[str]:
     """:func:`slug` of each text, with ``-2``, ``-3``, ... appended to repeats, in order.
 
-    Example:
+    Examples:
         >>> unique_slugs(["cat.jpg", "Cat.jpg", "cat-jpg"])
         ['cat-jpg', 'cat-jpg-2', 'cat-jpg-3']
     """

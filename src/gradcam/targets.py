@@ -89,7 +89,7 @@ _FORMS = (
 class TopK:
     """The ``k`` classes with the highest scores, per image, best first.
 
-    Example:
+    Examples:
         >>> resolve_targets(TopK(2), torch.tensor([[1.0, 3.0, 2.0]]), 1).classes
         tensor([[1, 2]])
     """
@@ -124,7 +124,7 @@ def register_class_names(module: nn.Module, names: Sequence[str]) -> None:
     :func:`~gradcam.load_model` records them for the models it loads. The module itself is
     not modified (the names live in a table keyed weakly by the module).
 
-    Example:
+    Examples:
         >>> net = torch.nn.Linear(2, 2)
         >>> register_class_names(net, ["cat", "dog"])
         >>> class_names(net)
@@ -139,7 +139,7 @@ def class_names(model: nn.Module) -> tuple[str, ...] | None:
     Names recorded by :func:`register_class_names` (every model :func:`~gradcam.load_model`
     loads), else a Hugging Face model's ``config.id2label``.
 
-    Example:
+    Examples:
         >>> class_names(nn.Linear(2, 3)) is None
         True
     """
@@ -162,7 +162,7 @@ def class_index(names: Sequence[str], query: str | int) -> int:
         TargetError: when the index is out of range, or no class or several classes match
             (close names are suggested).
 
-    Example:
+    Examples:
         >>> class_index(["tabby cat", "dog"], "cat")
         0
         >>> class_index(["tabby cat", "dog"], "1")
@@ -210,7 +210,7 @@ def as_logits(output: Any) -> Tensor:
     Raises:
         TargetError: naming the output type when no class scores are found.
 
-    Example:
+    Examples:
         >>> as_logits({"logits": torch.zeros(1, 3)}).shape
         torch.Size([1, 3])
     """
@@ -277,7 +277,7 @@ def target_list(targets: Any) -> list[Any]:
     Raises:
         TargetError: for a form that is neither a single target nor a sequence of them.
 
-    Example:
+    Examples:
         >>> target_list(torch.tensor(3))
         [tensor(3)]
     """
@@ -334,7 +334,7 @@ def resolve_targets(
         TargetError: for an unknown form, a class id out of range, an unknown class name, or a
             callable that does not return one score per image.
 
-    Example:
+    Examples:
         >>> logits = torch.tensor([[1.0, 3.0, 2.0]])
         >>> resolve_targets(TopK(2), logits, 1).classes
         tensor([[1, 2]])
@@ -397,7 +397,7 @@ def resolve_targets(
 class ClassScore:
     """The score of class ``class_id`` (before the softmax), as a callable target.
 
-    Example:
+    Examples:
         >>> ClassScore(1)(torch.tensor([[1.0, 3.0]]))
         tensor([3.])
     """
@@ -419,7 +419,7 @@ def fixed_targets(targets: TargetLike | None, classes: Tensor) -> list[int | Sco
     :attr:`ResolvedTargets.classes` for that image); callables stay as they are. Methods that
     re-run the model on altered copies of an image (occlusion) explain these.
 
-    Example:
+    Examples:
         >>> fixed_targets(TopK(2), torch.tensor([3, 1]))
         [ClassScore(class_id=3), ClassScore(class_id=1)]
     """
@@ -475,7 +475,7 @@ class CaptionLogProb:
 
     where ``z_t`` are the model's step-``t`` vocabulary scores (teacher forcing).
 
-    Example:
+    Examples:
         >>> CaptionLogProb([0, 1])(torch.zeros(1, 2, 4))  # two steps, 4 equally likely words
         tensor([-2.7726])
     """
@@ -499,7 +499,7 @@ class CaptionWord:
     token ``tokens[position]`` at step ``position``, before the softmax like class scores
     (the word one-hot at its step).
 
-    Example:
+    Examples:
         >>> CaptionWord([2, 3], 1)(torch.arange(8.0).view(1, 2, 4))  # word 3 at step 1
         tensor([7.])
     """
@@ -531,7 +531,7 @@ class Answer:
     """The score of answer ``index`` of a VQA model (section 8.2), before the softmax; any
     answer, including one the model did not give (a "forced" answer, Fig. 12).
 
-    Example:
+    Examples:
         >>> Answer(2)(torch.tensor([[0.5, 1.0, 3.0]]))
         tensor([3.])
     """

@@ -28,7 +28,7 @@ model is edited. :func:`detect` lists the detections of a batch once, to choose 
 the backbone that feeds the feature pyramid or the segmentation head), since a feature pyramid
 (an ordered dict of maps) is no single layer.
 
-Example:
+Examples:
     >>> import torchvision
     >>> from gradcam import GradCAM
     >>> _ = torch.manual_seed(0)
@@ -79,7 +79,7 @@ class Detection:
         label: the class id.
         score: the model's confidence.
 
-    Example:
+    Examples:
         >>> Detection((0.0, 0.0, 10.0, 20.0), 1, 0.9).label
         1
     """
@@ -96,7 +96,7 @@ def detections_of(output: Any) -> list[Mapping[str, Tensor]]:
     Raises:
         TargetError: naming the output when it is not a list of such dicts.
 
-    Example:
+    Examples:
         >>> out = [{"boxes": torch.zeros(0, 4), "labels": torch.zeros(0), "scores": torch.zeros(0)}]
         >>> len(detections_of(out))
         1
@@ -125,7 +125,7 @@ def detect(model: nn.Module, x: Tensor, *, min_score: float = 0.0) -> list[list[
     Raises:
         GradCAMError: bad input; TargetError: the output is not a detector's.
 
-    Example:
+    Examples:
         >>> class Detector(nn.Module):  # one detection, whatever the image
         ...     def forward(self, x):
         ...         return [{"boxes": torch.tensor([[1.0, 2.0, 5.0, 6.0]]),
@@ -158,7 +158,7 @@ def box_overlap(box: Tensor, boxes: Tensor) -> Tensor:
     as :func:`torchvision.ops.box_iou`, but 0 rather than NaN for boxes without area, so
     that its gradient stays finite.
 
-    Example:
+    Examples:
         >>> box_overlap(torch.tensor([0.0, 0, 2, 2]), torch.tensor([[1.0, 0, 3, 2], [0, 0, 0, 0]]))
         tensor([0.3333, 0.0000])
     """
@@ -186,7 +186,7 @@ class DetectionScore:
         TargetError: a box that is not 4 finite numbers with x1 <= x2 and y1 <= y2, or a
             threshold outside [0, 1).
 
-    Example:
+    Examples:
         >>> output = [{"boxes": torch.tensor([[0.0, 0.0, 10.0, 10.0]]),
         ...            "labels": torch.tensor([1]), "scores": torch.tensor([0.75])}]
         >>> DetectionScore((0.0, 0.0, 10.0, 5.0), label=1, threshold=0.4)(output)
@@ -262,7 +262,7 @@ def segmentation_logits(output: Any) -> Tensor:
     Raises:
         TargetError: naming the output when no 4-D scores are found.
 
-    Example:
+    Examples:
         >>> segmentation_logits({"out": torch.zeros(1, 21, 8, 8), "aux": None}).shape
         torch.Size([1, 21, 8, 8])
     """
@@ -295,7 +295,7 @@ class SegmentationScore:
         TargetError: a negative class id, a mask that is not 2-D or 3-D, or (when called) a
             mask whose size differs from the output's.
 
-    Example:
+    Examples:
         >>> logits = torch.arange(8.0).view(1, 2, 2, 2)   # class 1: [[4, 5], [6, 7]]
         >>> SegmentationScore(1, torch.tensor([[True, False], [False, True]]))({"out": logits})
         tensor([11.])
@@ -352,7 +352,7 @@ def detector_maps(model: nn.Module, x: Tensor, raw: Tensor) -> Tensor:
     map is upsampled (bilinearly) to the padded size, cropped to the resized image, then resized
     to the input. Models without a ``transform`` get the plain upsampling.
 
-    Example:
+    Examples:
         >>> raw = torch.tensor([[[[0.0, 2.0]]]])  # (B, K, h, w) = (1, 1, 1, 2)
         >>> detector_maps(nn.Identity(), torch.zeros(1, 3, 1, 4), raw)  # no transform
         tensor([[[[0.0000, 0.2500, 0.7500, 1.0000]]]])
@@ -394,7 +394,7 @@ def task_layer(model: nn.Module) -> Layer:
     Raises:
         LayerError: the model has none of these structures (give ``layer=`` yourself).
 
-    Example:
+    Examples:
         >>> import torchvision
         >>> task_layer(torchvision.models.segmentation.lraspp_mobilenet_v3_large(weights=None,
         ...     weights_backbone=None)).module

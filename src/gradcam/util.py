@@ -22,7 +22,7 @@ class LRU(Generic[K, V]):
     Not thread-safe by itself: callers that share one hold their own lock around it (the
     demo's sessions do).
 
-    Example:
+    Examples:
         >>> cache: LRU[str, int] = LRU(2)
         >>> cache.put("a", 1); cache.put("b", 2); cache.get("a")
         1
@@ -79,7 +79,7 @@ def warnings_as_messages(
     ``warnings.catch_warnings`` is process-wide: use it where one thread runs (a command, a
     server's start-up), not in concurrent callbacks.
 
-    Example:
+    Examples:
         >>> with warnings_as_messages(file=sys.stdout):
         ...     warnings.warn("no weights file given: the model is untrained")
         gradcam: warning: no weights file given: the model is untrained

@@ -414,7 +414,8 @@ def serve(
     """Load a model and serve the demo page on ``http://host:port/``.
 
     Args:
-        model, weights: as :func:`gradcam.load_model`.
+        model: the model to serve, as :func:`gradcam.load_model` reads it.
+        weights: its weights file, as :func:`gradcam.load_model` reads it.
         host: the address to bind; the default serves this machine only.
         port: the TCP port.
         max_file_size_mb: largest upload accepted, in MiB.
@@ -428,8 +429,18 @@ def serve(
     Raises:
         GradCAMError: a bad model, weights file, port, or a port already in use.
 
-    Example:
-        >>> serve(port=7860)        # then open http://127.0.0.1:7860/
+    Examples:
+        ``serve()`` blocks and serves http://127.0.0.1:7860/ (``gradcam serve`` in a shell);
+        the page it serves can be built without a server:
+
+        >>> session = DemoSession(load_model("shapes"))
+        >>> type(build_app(session)).__name__  # what serve launches
+        'Blocks'
+        >>> session.close()
+        >>> serve("shapes", port=0)
+        Traceback (most recent call last):
+        ...
+        gradcam.errors.GradCAMError: --port must be in 1..65535, got 0
     """
     if not 0 < port < 65536:
         raise GradCAMError(f"--port must be in 1..65535, got {port}")

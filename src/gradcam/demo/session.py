@@ -140,7 +140,7 @@ def clean_stale_folders(root: str | os.PathLike[str] | None = None) -> list[Path
     Returns:
         The folders deleted.
 
-    Example:
+    Examples:
         >>> clean_stale_folders()  # nothing left by a crashed server
         []
     """
@@ -159,7 +159,7 @@ def heatmap_choices() -> list[str]:
     """The methods the first panel can show: Grad-CAM, then every registered heatmap method
     that is not already a panel of its own.
 
-    Example:
+    Examples:
         >>> heatmap_choices()[:2]
         ['gradcam', 'cam']
     """
@@ -328,12 +328,20 @@ class DemoSession:
             (:meth:`text_explanation`); default: :func:`default_names` (the shipped names for
             the embedded model, else none).
 
-    Example:
-        >>> session = DemoSession(load_model())
-        >>> views = session.explain("cat.jpg")               # top-1 class, default layer
-        >>> views.class_name, views.box
-        >>> session.explain("cat.jpg", "espresso").pictures["Grad-CAM"].save("espresso.png")
-        >>> session.explain("cat.jpg", method="score-cam").pictures["Score-CAM"]
+    Examples:
+        >>> from gradcam.synthetic import make_scene
+        >>> make_scene(0, shapes=["star"]).image.save("star.png")  # a synthetic photo: one star
+        >>> session = DemoSession(gradcam.load_model("shapes"))
+        >>> views = session.explain("star.png")               # top-1 class, default layer
+        >>> views.class_name, views.layer, views.box
+        ('star', 'features', (62, 0, 113, 49))
+        >>> list(views.pictures)
+        ['Localization', 'Grad-CAM', 'Counterfactual', 'Guided Backprop', 'Guided Grad-CAM']
+        >>> session.explain("star.png").cached                # the same request: no model pass
+        True
+        >>> views = session.explain("star.png", "cross", method="score-cam")
+        >>> views.pictures["Score-CAM"].save("cross.png")
+        >>> session.close()                                   # deletes the download folder
     """
 
     def __init__(

@@ -146,8 +146,9 @@ class VLSession:
     """The shipped captioner and VQA model served to every visitor: the tabs' callbacks.
 
     Args:
-        captioner, vqa: the models (default: the shipped ones, :func:`gradcam.vl.load_captioner`
-            and :func:`gradcam.vl.load_vqa`).
+        captioner: the captioning model (default: the shipped one,
+            :func:`gradcam.vl.load_captioner`).
+        vqa: the VQA model (default: the shipped one, :func:`gradcam.vl.load_vqa`).
         cache_size: uploads kept in memory, decoded at full size.
         views_size: captions and questions kept, per upload and text: each holds its maps at
             input resolution for every word or answer, 1 to 2 MB for a scene.
@@ -158,13 +159,18 @@ class VLSession:
         folder: where the example scenes are written (default: a new temporary folder).
         examples: how many example scenes to write (held-out scenes 0, 1, ... of seed 1).
 
-    Example:
-        >>> session = VLSession()
+    Examples:
+        >>> session = VLSession(folder="scenes")
         >>> views = session.caption(session.examples[0])         # the model's own caption
         >>> views.explanation.caption, session.true_caption(views.photo)
+        ('a red circle above a white cross', 'a red circle above a purple cross')
         >>> session.caption_pictures(views, "circle")["Grad-CAM"].save("circle.png")
-        >>> answer = session.answer(session.examples[0], "what color is the circle?")
-        >>> session.answer_pictures(answer, "yellow")["Grad-CAM"]  # Fig. 12: a forced answer
+        >>> asked = "what color is the circle?"
+        >>> answer = session.answer(session.examples[0], asked)
+        >>> answer.explanation.answer, session.true_answer(answer.photo, asked)
+        ('red', 'red')
+        >>> list(session.answer_pictures(answer, "yellow"))  # Fig. 12: a forced answer
+        ['Grad-CAM', 'Guided Grad-CAM']
     """
 
     def __init__(
