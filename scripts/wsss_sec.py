@@ -16,12 +16,12 @@ Here:
 * seeds: :func:`gradcam.evaluate.seeds.seeds` (foreground above 0.2 of the map's maximum, as
   SEC's CAM cue; background where the map is at most 0.1 of it), at the segmentation
   network's output resolution (32 x 32);
-* the segmentation network: five small conv layers (two dilated) to 9 classes (background and
-  the 8 shapes) at a quarter of the input's resolution, trained with SEC's seeding loss and
-  expansion loss (global weighted rank pooling, SEC's decays 0.996 for present classes, 0 for
-  absent ones, 0.999 for background). SEC's third loss, the constrain loss, needs a dense CRF:
-  no maintained dense-CRF package installs here (see docs/wsss.md), so it is left out, and the
-  prediction is the plain argmax (no CRF post-processing);
+* the segmentation network: four small 3x3 conv layers (two dilated) and a 1x1 one to 9
+  classes (background and the 8 shapes) at a quarter of the input's resolution, trained with
+  SEC's seeding loss and expansion loss (global weighted rank pooling, SEC's decays 0.996 for
+  present classes, 0 for absent ones, 0.999 for background). SEC's third loss, the constrain
+  loss, needs a dense CRF: no maintained dense-CRF package installs here (see docs/wsss.md),
+  so it is left out, and the prediction is the plain argmax (no CRF post-processing);
 * mIoU (background and 8 shapes, pixel counts summed over the set, as VOC's) on held-out
   benchmark scenes (seed 1) never used for training.
 
@@ -120,8 +120,8 @@ class SegNet(nn.Module):
 
         self.body = nn.Sequential(
             *block(3, 32, stride=2),
-            *block(32, 64),
             nn.MaxPool2d(2),
+            *block(32, 64),
             *block(64, 64, dilation=2),
             *block(64, 96, dilation=4),
             nn.Conv2d(96, CLASSES, 1),

@@ -223,3 +223,15 @@ def test_datasets_without_labels_or_masks(tmp_path: Path) -> None:
     unlabeled = Dataset("photos", (), [Sample(tmp_path / "a.png")])
     with pytest.raises(gradcam.GradCAMError, match="has no labels"):
         run(Seeds(), _red_model(), unlabeled, progress=False)
+
+
+def test_streamed_and_resumed_runs_give_the_same_summary(
+    red_boxes: Dataset, tmp_path: Path
+) -> None:
+    here = run(Seeds(), _red_model(), red_boxes, progress=False)
+    streamed = run(Seeds(), _red_model(), red_boxes, progress=False, out=tmp_path / "run")
+    resumed = run(
+        Seeds(), _red_model(), red_boxes, progress=False, out=tmp_path / "run", resume=True
+    )
+    assert streamed.summary == here.summary == resumed.summary
+    assert streamed.rows[0]["seeded"] == here.rows[0]["seeded"]
