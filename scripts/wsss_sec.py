@@ -124,6 +124,8 @@ class SegNet(nn.Module):
             *block(32, 64),
             *block(64, 64, dilation=2),
             *block(64, 96, dilation=4),
+            # Dilation 8 makes the receptive field cover the largest shape (70 px) whole.
+            *block(96, 96, dilation=8),
             nn.Conv2d(96, CLASSES, 1),
         )
 
@@ -299,15 +301,24 @@ def train_segmentation(
     return model.eval()
 
 
-def segmentation_miou(model: SegNet, images: Tensor, truth: Tensor) -> float:
-    """mIoU of the argmax prediction, upsampled bilinearly to the image, on ``images``."""
+def segmentation_miou(
+    model: SegNet, images: Tensor, labels: Tensor, truth: Tensor
+) -> tuple[float, float]:
+    """mIoU of the argmax prediction, upsampled bilinearly to the image, on ``images``: over
+    all classes (SEC's test: no labels), and over background and the image's own labels (the
+    localization alone, the recognition of the shape given)."""
     counts = torch.zeros(CLASSES, CLASSES, dtype=torch.long)
+    given = torch.zeros(CLASSES, CLASSES, dtype=torch.long)
     with torch.no_grad():
         for s in range(0, len(images), 50):
             scores = model(normalize(images[s : s + 50]))
             scores = F.interpolate(scores, size=truth.shape[-2:], mode="bilinear")
             counts += confusion(scores.argmax(1), truth[s : s + 50])
-    return mean_iou(counts)
+            allowed = F.one_hot(labels[s : s + 50] + 1, CLASSES).bool()
+            allowed[:, 0] = True
+            masked = scores.masked_fill(~allowed[:, :, None, None], -torch.inf)
+            given += confusion(masked.argmax(1), truth[s : s + 50])
+    return mean_iou(counts), mean_iou(given)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -315,7 +326,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--train", type=int, default=800, help="training scenes")
     parser.add_argument("--held-out", type=int, default=200, help="held-out benchmark scenes")
-    parser.add_argument("--epochs", type=int, default=6, help="segmentation epochs")
+    parser.add_argument("--epochs", type=int, default=8, help="segmentation epochs")
     parser.add_argument("--classifier-epochs", type=int, default=2, help="FC head fine-tuning")
     parser.add_argument("--foreground", type=float, default=0.2)
     parser.add_argument("--background", type=float, default=0.1)
@@ -347,20 +358,27 @@ def main(argv: Sequence[str] | None = None) -> int:
             flush=True,
         )
         segmenter = train_segmentation(images, labels, cues, args.epochs, args.seed)
-        miou = segmentation_miou(segmenter, test_images, test_truth)
-        results[name] = (accuracy, seed_miou, seed_precision, miou)
+        miou, given = segmentation_miou(segmenter, test_images, test_labels, test_truth)
+        results[name] = (accuracy, seed_miou, seed_precision, miou, given)
         print(
-            f"{name}: held-out segmentation mIoU {miou:.1f} ({time.perf_counter() - start:.0f} s)"
+            f"{name}: held-out segmentation mIoU {miou:.1f}, {given:.1f} with the labels given "
+            f"({time.perf_counter() - start:.0f} s)"
         )
 
-    columns = ("classifier accuracy", "seed mIoU", "seed precision", "segmentation mIoU")
+    columns = (
+        "classifier accuracy",
+        "seed mIoU",
+        "seed precision",
+        "segmentation mIoU",
+        "mIoU, labels given",
+    )
     print(f"\n| seeds | {' | '.join(columns)} | paper (VOC 2012 val) |")
-    print("|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|")
     paper = {"CAM (GAP network)": "44.6", "Grad-CAM (FC network)": "49.6"}
-    for name, (accuracy, seed_miou, seed_precision, miou) in results.items():
+    for name, (accuracy, seed_miou, seed_precision, miou, given) in results.items():
         print(
             f"| {name} | {accuracy:.1f}% | {seed_miou:.1f} | {seed_precision:.1f}% | {miou:.1f} | "
-            f"{paper[name]} |"
+            f"{given:.1f} | {paper[name]} |"
         )
     print(f"({time.perf_counter() - start:.0f} s in all, {args.threads} thread(s))")
     return 0
