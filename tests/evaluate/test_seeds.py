@@ -204,6 +204,28 @@ def test_voc_segmentation_masks(tmp_path: Path) -> None:
     assert int(planes[1].sum()) == 9 and int(planes[0].sum()) == 24 - 9 - 6
     with pytest.raises(gradcam.GradCAMError, match="no masks"):
         truth_masks(data.samples[1], [7], (4, 6))  # not in the segmentation split
+    with pytest.raises(gradcam.GradCAMError, match="6x4 pixels, not 4x6"):
+        truth_masks(data.samples[0], [7], (6, 4))
+    (tmp_path / "SegmentationClass" / "000001.png").write_bytes(b"not a png")
+    with pytest.raises(gradcam.GradCAMError, match="not a readable segmentation mask"):
+        truth_masks(data.samples[0], [7], (4, 6))
+
+
+def test_a_voc_run_ignores_void_pixels(tmp_path: Path) -> None:
+    _voc(tmp_path)
+    data = read_voc(tmp_path)
+    model = gradcam.LoadedModel(
+        "red",
+        nn.Sequential(RedNet(), nn.Linear(2, 20)).eval(),
+        Preprocess(4, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0)),
+        data.class_names,
+        "0.features",
+        True,
+    )
+    result = run(Seeds(), model, data, progress=False)
+    good, bad = result.rows
+    assert "no masks" in bad["error"]
+    assert good["pixels"] == 24 - 6 and good["truth"] == [24 - 9 - 6, 9]
 
 
 def test_bad_settings() -> None:

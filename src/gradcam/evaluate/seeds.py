@@ -147,7 +147,8 @@ def truth_masks(
         size: ``(H, W)`` of the decoded image.
 
     Raises:
-        GradCAMError: the sample has no masks, or masks of another size than the image.
+        GradCAMError: the sample has no masks, an unreadable mask file, or masks of another
+            size than the image.
     """
     height, width = size
     planes = np.zeros((len(classes) + 1, height, width), dtype=bool)
@@ -166,8 +167,11 @@ def truth_masks(
                 planes[list(classes).index(class_id) + 1] |= mask
             objects |= mask
     elif png is not None:
-        with Image.open(png) as opened:
-            index = np.asarray(opened)
+        try:
+            with Image.open(png) as opened:
+                index = np.asarray(opened)
+        except OSError as exc:
+            raise GradCAMError(f"{png}: not a readable segmentation mask ({exc})") from None
         if index.shape != (height, width):
             raise GradCAMError(
                 f"{png}: {index.shape[1]}x{index.shape[0]} pixels, not {width}x{height}"
