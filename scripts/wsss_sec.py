@@ -16,7 +16,7 @@ Here:
 * seeds: :func:`gradcam.evaluate.seeds.seeds` (foreground above 0.2 of the map's maximum, as
   SEC's CAM cue; background where the map is at most 0.1 of it), at the segmentation
   network's output resolution (32 x 32);
-* the segmentation network: four small 3x3 conv layers (two dilated) and a 1x1 one to 9
+* the segmentation network: five small 3x3 conv layers (three dilated) and a 1x1 one to 9
   classes (background and the 8 shapes) at a quarter of the input's resolution, trained with
   SEC's seeding loss and expansion loss (global weighted rank pooling, SEC's decays 0.996 for
   present classes, 0 for absent ones, 0.999 for background). SEC's third loss, the constrain
