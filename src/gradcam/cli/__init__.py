@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import textwrap
 from collections.abc import Sequence
 
 from gradcam.cli.common import markdown_table
@@ -54,11 +55,17 @@ def build_parser() -> argparse.ArgumentParser:
     from gradcam.cli.common import method_names
     from gradcam.evaluate.registry import protocol_names
 
+    lists = [("methods", method_names()), ("evaluation protocols", protocol_names())]
+    # Wrapped here, not by argparse, which would cut names such as guided-gradcam at hyphens.
+    epilog = "\n".join(
+        textwrap.fill(f"{title}: {', '.join(names)}.", 79, break_on_hyphens=False)
+        for title, names in lists
+    )
     parser = argparse.ArgumentParser(
         prog="gradcam",
         description="Visual explanations for PyTorch vision models (Grad-CAM).",
-        epilog=f"methods: {', '.join(method_names())}. "
-        f"evaluation protocols: {', '.join(protocol_names())}.",
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in (*_FIRST, *COMMAND_MODULES, *_LAST):
