@@ -6,11 +6,13 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 from helpers.photos import cat_and_coffee, photo
 
+from gradcam.cli import main
 from gradcam.evaluate import read_maps, read_rows
 
 GRADCAM = str(Path(sys.executable).with_name("gradcam"))
@@ -203,3 +205,50 @@ def test_evaluate_every_protocol_on_the_synthetic_benchmark(
     summary = json.loads((folder / "summary.json").read_text())
     assert summary and all(row.get("images", 2) >= 2 for row in summary)
     assert len(read_rows(folder)) == (2 if "--limit" in extra else 6)
+
+
+def test_help_lists_the_registries(capsys: pytest.CaptureFixture[str]) -> None:
+    """``gradcam --help`` and the subcommands' help list what the registries hold."""
+    from gradcam.evaluate import protocol_names, protocol_specs
+    from gradcam.evaluate.registry import flag
+    from gradcam.methods import methods
+
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    top = " ".join(capsys.readouterr().out.split())
+    assert all(name in top for name in [*protocol_names(), *methods()])
+    with pytest.raises(SystemExit):
+        main(["evaluate", "--help"])
+    evaluate = capsys.readouterr().out
+    flags = {flag(s, o) for s in protocol_specs() for o in s.options}
+    flags -= {"--method", "--methods", "--options"}
+    assert all(f in evaluate for f in flags | {"--method", "--layer", "--option"})
+    assert all(name in " ".join(evaluate.split()) for name in protocol_names())
+    for command in ("explain", "caption"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        # argparse wraps help at hyphens: join the wrapped names back.
+        text = " ".join(capsys.readouterr().out.split()).replace("- ", "-")
+        assert all(name in text for name in methods())
+
+
+def test_every_command_has_a_handler() -> None:
+    """``main`` dispatches through ``handler`` alone: every leaf command must set one."""
+    import argparse
+
+    from gradcam.cli import build_parser
+
+    def leaves(parser: argparse.ArgumentParser, path: str) -> list[tuple[str, Any]]:
+        groups = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        if not groups:
+            return [(path, parser.get_default("handler"))]
+        return [
+            leaf
+            for group in groups
+            for name, sub in group.choices.items()
+            for leaf in leaves(sub, f"{path} {name}")
+        ]
+
+    found = leaves(build_parser(), "gradcam")
+    assert len(found) > 9
+    assert [path for path, handler in found if not callable(handler)] == []

@@ -14,7 +14,15 @@ from PIL import Image
 from torch import Tensor, nn
 
 import gradcam
-from gradcam.evaluate import run
+from gradcam.evaluate import (
+    ablations,
+    faithfulness,
+    localization,
+    pointing,
+    run,
+    sanity,
+)
+from gradcam.evaluate.base import Protocol
 from gradcam.evaluate.datasets import Annotation, Dataset, Sample
 from gradcam.evaluate.protocols import (
     ABLATIONS,
@@ -22,13 +30,7 @@ from gradcam.evaluate.protocols import (
     Faithfulness,
     Localization,
     Pointing,
-    Protocol,
     Sanity,
-    ablations,
-    faithfulness,
-    localization,
-    pointing,
-    sanity,
 )
 from gradcam.images import Preprocess
 

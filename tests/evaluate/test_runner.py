@@ -31,8 +31,8 @@ from gradcam.evaluate import (
     read_rows,
     run,
 )
+from gradcam.evaluate.base import Scored
 from gradcam.evaluate.datasets import Dataset, Sample, read_synthetic
-from gradcam.evaluate.protocols import Scored
 from gradcam.evaluate.runner import manifest, score_chunk
 
 GRADCAM = str(Path(sys.executable).with_name("gradcam"))

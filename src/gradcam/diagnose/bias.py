@@ -36,8 +36,7 @@ from gradcam.diagnose.regions import mass_inside, region_mask
 from gradcam.diagnose.report import HtmlReport
 from gradcam.engine import check_input
 from gradcam.errors import GradCAMError
-from gradcam.evaluate.datasets import Dataset, Sample
-from gradcam.evaluate.protocols import (
+from gradcam.evaluate.base import (
     Progress,
     Protocol,
     ProtocolResult,
@@ -45,6 +44,7 @@ from gradcam.evaluate.protocols import (
     Scorer,
     heatmaps,
 )
+from gradcam.evaluate.datasets import Dataset, Sample
 from gradcam.evaluate.runner import run
 from gradcam.evaluate.store import plain
 from gradcam.layers import resolve_layer

@@ -46,18 +46,18 @@ from gradcam.diagnose.regions import mass_inside, region_mask
 from gradcam.diagnose.report import HtmlReport
 from gradcam.engine import check_input
 from gradcam.errors import GradCAMError
-from gradcam.evaluate.datasets import Dataset, Sample
-from gradcam.evaluate.metrics import pointing_hit
-from gradcam.evaluate.protocols import (
+from gradcam.evaluate.base import (
     Progress,
     Protocol,
     ProtocolResult,
     Scored,
     Scorer,
-    _by_shape,
+    by_shape,
     check_classes,
     heatmaps,
 )
+from gradcam.evaluate.datasets import Dataset, Sample
+from gradcam.evaluate.metrics import pointing_hit
 from gradcam.evaluate.runner import run
 from gradcam.evaluate.store import read_rows
 from gradcam.layers import resolve_layer
@@ -111,7 +111,7 @@ class Failures(Protocol):
                 _check_labels(sample, classes)
             xs = [loaded.preprocess(image) for image in images]
             scored: list[Scored] = [({}, {})] * len(xs)
-            for group in _by_shape(xs):
+            for group in by_shape(xs):
                 x = check_input(torch.cat([xs[i] for i in group]), loaded.module)
                 with torch.no_grad():
                     logits = as_logits(loaded.module(x)).float().cpu()

@@ -1,13 +1,21 @@
 """The paper's evaluations: metrics, dataset readers, protocols, and a runner that scales.
 
 The data flow: ``datasets`` reads a folder layout into samples (images and annotations;
-:func:`open_dataset` detects the layout, ``coco`` holds COCO's file format);
-a ``protocols`` object scores each image with a model (its maps, boxes, hits, correlations)
-and summarizes the rows into the paper's tables, using ``metrics``; the ``runner`` streams
-the samples through it in batches (in this process, local processes or Ray) and the
-``store`` writes rows to Parquet and maps to ``.npz`` shards as they come, so runs resume.
+:func:`open_dataset` detects the layout, ``coco`` holds COCO's file format); a protocol
+(``base`` says what one is, ``protocols`` holds the paper's, each registered once in
+``registry``, which the CLI and the docs read) scores each image with a model (its maps,
+boxes, hits, correlations) and summarizes the rows into the paper's tables, using
+``metrics``; the ``runner`` streams the samples through it in batches (in this process, local
+processes or Ray; ``inprocess`` runs one by name in one call) and the ``store`` writes rows
+to Parquet and maps to ``.npz`` shards as they come, so runs resume.
+
+Examples:
+    >>> from gradcam.evaluate import localization, read_synthetic
+    >>> localization(shapes, read_synthetic("bench", 4)).summary[0]["images"]
+    4
 """
 
+from gradcam.evaluate.base import Protocol, ProtocolResult
 from gradcam.evaluate.datasets import (
     Annotation,
     Dataset,
@@ -22,6 +30,14 @@ from gradcam.evaluate.datasets import (
     read_synthetic,
     read_voc,
     write_benchmark,
+)
+from gradcam.evaluate.inprocess import (
+    ablations,
+    faithfulness,
+    localization,
+    pointing,
+    run_protocol,
+    sanity,
 )
 from gradcam.evaluate.metrics import (
     Box,
@@ -39,9 +55,15 @@ from gradcam.evaluate.protocols import (
     Faithfulness,
     Localization,
     Pointing,
-    Protocol,
-    ProtocolResult,
     Sanity,
+)
+from gradcam.evaluate.registry import (
+    ProtocolSpec,
+    create_protocol,
+    protocol_names,
+    protocol_spec,
+    protocol_specs,
+    register_protocol,
 )
 from gradcam.evaluate.runner import ModelSpec, run
 from gradcam.evaluate.store import read_maps, read_rows
@@ -59,15 +81,24 @@ __all__ = [
     "Pointing",
     "Protocol",
     "ProtocolResult",
+    "ProtocolSpec",
     "Sample",
     "Sanity",
+    "ablations",
     "area_under_curve",
     "box_iou",
+    "create_protocol",
+    "faithfulness",
     "imagenet_synsets",
+    "localization",
     "localization_correct",
     "open_dataset",
+    "pointing",
     "pointing_hit",
     "pointing_point",
+    "protocol_names",
+    "protocol_spec",
+    "protocol_specs",
     "read_coco",
     "read_folder",
     "read_imagenet",
@@ -77,7 +108,10 @@ __all__ = [
     "read_synthetic",
     "read_voc",
     "recall_hit",
+    "register_protocol",
     "run",
+    "run_protocol",
+    "sanity",
     "spearman",
     "write_benchmark",
 ]

@@ -96,7 +96,7 @@ def encode_rle(mask: np.ndarray, *, compressed: bool = False) -> dict[str, Any]:
     Raises:
         ValueError: if ``mask`` is not 2-D.
 
-    Example:
+    Examples:
         >>> encode_rle(np.array([[0, 1], [1, 1]], dtype=bool))
         {'counts': [1, 3], 'size': [2, 2]}
         >>> encode_rle(np.array([[0, 1], [1, 1]], dtype=bool), compressed=True)
@@ -128,7 +128,7 @@ def decode_rle(counts: str | Sequence[int], height: int, width: int) -> np.ndarr
             COCO's alphabet, a negative or non-integer count, or counts that do not cover
             exactly ``height * width`` pixels.
 
-    Example:
+    Examples:
         >>> decode_rle([1, 2, 3], 2, 3).astype(int).tolist()
         [[0, 1, 0], [1, 0, 0]]
         >>> decode_rle("123", 2, 3).astype(int).tolist()
@@ -156,7 +156,7 @@ def decode_rle(counts: str | Sequence[int], height: int, width: int) -> np.ndarr
 def coco_bbox(box: Box) -> list[int]:
     """COCO's ``[x, y, width, height]`` of a 0-based inclusive pixel box.
 
-    Example:
+    Examples:
         >>> coco_bbox((2, 3, 6, 8))
         [2, 3, 5, 6]
     """
@@ -172,7 +172,7 @@ def box_from_bbox(bbox: Sequence[float]) -> Box:
     Raises:
         ValueError: if ``bbox`` is not four finite numbers with a non-negative size.
 
-    Example:
+    Examples:
         >>> box_from_bbox([2.0, 3.0, 5.0, 6.0])
         (2, 3, 6, 8)
     """
@@ -203,7 +203,7 @@ def write_coco(
     Returns:
         The path written.
 
-    Example:
+    Examples:
         >>> path = write_coco("coco/instances.json", [], [{"id": 0, "name": "cat"}], [])
         >>> sorted(json.loads(path.read_text()))
         ['annotations', 'categories', 'images', 'info']

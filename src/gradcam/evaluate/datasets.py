@@ -123,7 +123,7 @@ class Dataset:
             (COCO), ``seed``, ``size`` and ``generator`` (synthetic), ``annotated``
             (photos). A dataset built by hand gets ``format`` ``"custom"`` and its ``name``.
 
-    Example:
+    Examples:
         >>> Dataset("mine", (), []).identity
         {'format': 'custom', 'name': 'mine', 'count': 0, 'digest': 'e3b0c44298fc1c14'}
     """
@@ -240,7 +240,7 @@ def _text(path: Path, what: str) -> str:
 def read_folder(folder: str | os.PathLike[str]) -> Dataset:
     """Every image under ``folder`` (recursively, sorted), without labels.
 
-    Example:
+    Examples:
         >>> data = read_folder(write_benchmark("bench", 4).parent / "images")
         >>> [s.path.name for s in data.samples[:2]], data.identity["count"]
         (['000000.png', '000001.png'], 4)
@@ -398,7 +398,7 @@ def imagenet_synsets() -> tuple[str, ...]:
     ``i``. Shipped as ``gradcam/data/imagenet_synsets.txt`` (its source is named in that
     folder's README).
 
-    Example:
+    Examples:
         >>> from gradcam.models import imagenet_classes
         >>> synsets = imagenet_synsets()
         >>> synsets.index("n02124075"), imagenet_classes()[synsets.index("n02124075")]
@@ -479,7 +479,7 @@ def read_imagenet(
         DatasetError: naming the folder or file: a missing folder, a labels file that cannot
             be read or is not UTF-8, or neither labels nor boxes to read.
 
-    Example:
+    Examples:
         >>> Path("val").mkdir(exist_ok=True)
         >>> Image.new("RGB", (8, 8)).save("val/cat.JPEG")
         >>> _ = Path("labels.txt").write_text("cat.JPEG n02124075\\n")
@@ -697,7 +697,7 @@ def write_benchmark(
     (:func:`~gradcam.synthetic.benchmark_label`). The same arguments always write the same
     bytes.
 
-    Example:
+    Examples:
         >>> path = write_benchmark("bench", 16, seed=0)
         >>> data = read_coco(path, path.parent / "images")
         >>> data.class_names[:3]
@@ -774,7 +774,7 @@ def read_synthetic(
         DatasetError: when ``folder`` holds an ``annotations.json`` that is not a
             benchmark's (it is never overwritten), or ``count`` is below 1.
 
-    Example:
+    Examples:
         >>> dataset = read_synthetic("bench", 100)
         >>> dataset.class_names[0], len(dataset.samples), dataset.identity["seed"]
         ('circle', 100, 0)
@@ -846,7 +846,7 @@ def open_dataset(
         DatasetError: naming what is missing (the folder, the file a format needs) or what
             cannot be read, or an unknown ``format``.
 
-    Example:
+    Examples:
         >>> open_dataset("synthetic", count=8, workdir="runs").identity["seed"]
         0
         >>> open_dataset("runs/synthetic-0-8").identity["format"]  # the folder it wrote

@@ -38,7 +38,7 @@ def _array(values: Tensor | np.ndarray) -> np.ndarray:
 def box_iou(a: Box, b: Box) -> float:
     """Intersection over union of two inclusive pixel boxes.
 
-    Example:
+    Examples:
         >>> box_iou((0, 0, 9, 9), (5, 0, 14, 9))  # 50 of 150 pixels
         0.3333333333333333
     """
@@ -60,7 +60,7 @@ def localization_correct(
     """ILSVRC localization (section 4.1): the class is right and the box overlaps a
     ground-truth box *of that class* with IoU >= ``iou_threshold``.
 
-    Example:
+    Examples:
         >>> localization_correct(3, (0, 0, 9, 9), [(3, (1, 1, 9, 9)), (5, (0, 0, 9, 9))])
         True
     """
@@ -94,7 +94,7 @@ def pointing_hit(
 
     A constant map points nowhere and misses.
 
-    Example:
+    Examples:
         >>> m = torch.zeros(50, 50); m[10, 40] = 1.0
         >>> pointing_hit(m, boxes=[(0, 0, 30, 30)])  # 10 pixels to the right of the box
         True
@@ -126,7 +126,7 @@ def recall_hit(map_max: float, threshold: float, class_present: bool, pointed: b
     ``threshold`` rejects the class: a hit when the class is absent from the image. Otherwise
     the map must point at an instance (``pointed``) of a class that is present.
 
-    Example:
+    Examples:
         >>> recall_hit(0.1, 0.5, class_present=False, pointed=False)  # a correct rejection
         True
     """
@@ -141,7 +141,7 @@ def spearman(a: Tensor | np.ndarray, b: Tensor | np.ndarray) -> float:
     Used to compare a method's map with the occlusion map (section 5.3). A constant map has
     no ranking: the correlation is then 0.0, never NaN.
 
-    Example:
+    Examples:
         >>> spearman(torch.tensor([1.0, 2.0, 3.0]), torch.tensor([10.0, 30.0, 20.0]))
         0.5
     """
@@ -157,7 +157,7 @@ def area_under_curve(values: Sequence[float] | Tensor | np.ndarray) -> float:
     """Trapezoidal area under a curve sampled at evenly spaced fractions from 0 to 1 (the
     deletion and insertion curves of Petsiuk et al. 2018).
 
-    Example:
+    Examples:
         >>> area_under_curve([1.0, 0.5, 0.0])
         0.5
     """

@@ -7,18 +7,18 @@
 * :class:`Sanity` (Adebayo et al. 2018): cascading model-parameter randomization;
 * :class:`Ablations` (appendix B, Table 3): localization error of Grad-CAM's variants.
 
-A protocol is a frozen, picklable settings object whose settings are checked when it is made
-(a threshold of 5 or NaN is refused with a :class:`~gradcam.errors.GradCAMError`).
-``protocol.check(dataset)`` refuses a dataset the protocol cannot score (localization on a
-folder without labels). ``protocol.scorer(loaded, progress)`` builds what a process needs once
-(an occlusion method, randomized model copies) and returns a function that scores a batch of
-decoded images into ``(row, maps)`` pairs, reporting its progress in fractions of an image as
-it goes (occlusion windows, randomization steps), so that a progress bar moves within slow
-images; ``protocol.summarize(rows)``
-turns the rows, wherever they were computed, into the report table. The runner
-(:mod:`gradcam.evaluate.runner`) streams images through scorers in one process, in local
-processes or on Ray. The functions :func:`localization`, :func:`pointing`, ... run a protocol
-in this process and return its result. Dataset class indices must be the model's own.
+Each is a frozen dataclass of settings (:class:`~gradcam.evaluate.base.Protocol`, whose
+settings are checked when it is made: a threshold of 5 or NaN is refused with a
+:class:`~gradcam.errors.GradCAMError`) registered once in :mod:`gradcam.evaluate.registry`,
+which the CLI and the docs read. :func:`gradcam.evaluate.runner.run` streams a dataset through
+one; :func:`gradcam.evaluate.localization` and its siblings run one in this process. Dataset
+class indices must be the model's own.
+
+Examples:
+    >>> from gradcam.evaluate import read_synthetic, run
+    >>> result = run(Localization(), shapes, read_synthetic("bench", 4), progress=False)
+    >>> result.summary[0]["images"]
+    4
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, cast
 
 import numpy as np
@@ -36,7 +36,19 @@ from PIL import Image
 from torch import Tensor, nn
 
 from gradcam.errors import GradCAMError
-from gradcam.evaluate.datasets import Dataset, Sample
+from gradcam.evaluate.base import (
+    Progress,
+    Protocol,
+    Scored,
+    Scorer,
+    by_shape,
+    finished,
+    heatmaps,
+    no_progress,
+    setting,
+    stored,
+)
+from gradcam.evaluate.datasets import Sample
 from gradcam.evaluate.metrics import (
     Box,
     area_under_curve,
@@ -45,44 +57,14 @@ from gradcam.evaluate.metrics import (
     recall_hit,
     spearman,
 )
+from gradcam.evaluate.registry import register_protocol
 from gradcam.maps import bounding_box, upsample
-from gradcam.methods import CAMResult, Occlusion, Result, create, method_spec
+from gradcam.methods import CAMResult, Occlusion, create, method_spec
 from gradcam.methods.planner import explain_built
 from gradcam.models import LoadedModel
 from gradcam.targets import TargetLike, TopK
 
-__all__ = [
-    "ABLATIONS",
-    "Ablations",
-    "Faithfulness",
-    "Localization",
-    "Pointing",
-    "Progress",
-    "Protocol",
-    "ProtocolResult",
-    "Sanity",
-    "Scored",
-    "Scorer",
-    "ablations",
-    "check_classes",
-    "faithfulness",
-    "heatmaps",
-    "localization",
-    "pointing",
-    "sanity",
-]
-
-#: One scored image: its row of plain values, and its maps at layer resolution by name.
-Scored = tuple[dict[str, Any], dict[str, np.ndarray]]
-#: Scores decoded images (with their samples) into one :data:`Scored` per image.
-Scorer = Callable[[Sequence[Sample], Sequence[Image.Image]], list[Scored]]
-#: Told, as a scorer works, how much of its batch is done, in images (fractions within slow
-#: images); the amounts reported for a batch add up to at most its number of images.
-Progress = Callable[[float], None]
-
-
-def _no_progress(done: float) -> None:
-    """A :data:`Progress` that ignores what it is told."""
+__all__ = ["ABLATIONS", "Ablations", "Faithfulness", "Localization", "Pointing", "Sanity"]
 
 
 def _check_fraction(name: str, value: float) -> None:
@@ -97,81 +79,6 @@ def _check_at_least(name: str, value: float, low: float, unit: str = "") -> None
         raise GradCAMError(f"{name} must be a number at least {low:g}{unit}, got {value}")
 
 
-@dataclass(frozen=True)
-class ProtocolResult:
-    """What a protocol measured: a summary table and one row per image.
-
-    Attributes:
-        protocol: the protocol's name.
-        summary: rows of the report table (one per method or setting), plain values.
-        rows: one dict per image, in dataset order, with ``"index"`` (position in the
-            dataset), ``"image"`` and ``"error"`` (``None`` when it worked).
-    """
-
-    protocol: str
-    summary: list[dict[str, Any]]
-    rows: list[dict[str, Any]] = field(default_factory=list)
-
-    @property
-    def failed(self) -> list[dict[str, Any]]:
-        """The rows of images that could not be evaluated."""
-        return [row for row in self.rows if row["error"] is not None]
-
-
-class Protocol:
-    """Base of the protocols: settings, a per-process scorer, and a summary of rows."""
-
-    name: ClassVar[str]
-    #: Whether the protocol scores against class labels (and boxes or masks).
-    needs_labels: ClassVar[bool] = False
-
-    def settings(self) -> dict[str, Any]:
-        """The protocol's settings as plain values (recorded with streamed results)."""
-        return {"protocol": self.name, **asdict(self)}  # type: ignore[call-overload]
-
-    def check(self, dataset: Dataset) -> None:
-        """Refuse a dataset this protocol cannot score, before any image is read.
-
-        Raises:
-            GradCAMError: the protocol needs labels and no image of ``dataset`` has one.
-
-        Example:
-            >>> Localization().check(read_folder("photos/"))  # a folder has no labels
-            Traceback (most recent call last):
-            gradcam.errors.GradCAMError: dataset 'photos' has no labels: ...
-        """
-        if self.needs_labels and dataset.samples and not any(s.labels for s in dataset.samples):
-            raise GradCAMError(
-                f"dataset {dataset.name!r} has no labels: {self.name} scores maps against "
-                "annotated classes and boxes (give VOC, COCO or ImageNet-style annotations); "
-                "faithfulness and sanity need no labels"
-            )
-
-    def scorer(self, loaded: LoadedModel, progress: Progress | None = None) -> Scorer:
-        """A function scoring batches of images with ``loaded``; built once per process.
-
-        ``progress`` is told, as the scorer works, how many images of the batch it has done
-        (fractions within slow images).
-        """
-        raise NotImplementedError
-
-    def summarize(self, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-        """The report table of the rows of all images (rows with an error are skipped)."""
-        raise NotImplementedError
-
-
-def heatmaps(result: Result) -> Tensor:
-    """One non-negative (B, K, h, w) heatmap per target from any method's result.
-
-    Grad-CAM and CAM give their layer-resolution maps, occlusion its positive score drops, and
-    pixel-space methods the absolute value summed over channels.
-    """
-    raw: Tensor | None = getattr(result, "raw", None)
-    if raw is not None:
-        return raw.clamp(min=0)
-    return result.maps.abs().sum(dim=2)
-
-
 def _check_method(name: str, options: dict[str, Any]) -> None:
     """Refuse an unknown method or option when the protocol is made, not per image."""
     spec = method_spec(name)
@@ -179,35 +86,10 @@ def _check_method(name: str, options: dict[str, Any]) -> None:
         spec.option(option)
 
 
-def check_classes(loaded: LoadedModel, dataset: Dataset) -> None:
-    """Refuse a dataset whose class list does not match the model's outputs."""
-    if dataset.class_names and len(dataset.class_names) != len(loaded.class_names):
-        raise GradCAMError(
-            f"dataset {dataset.name!r} has {len(dataset.class_names)} classes but the model has "
-            f"{len(loaded.class_names)}: evaluate a model trained on the dataset's classes"
-        )
-
-
-def _by_shape(tensors: Sequence[Tensor]) -> list[list[int]]:
-    """Positions of the images grouped by tensor shape, so that each group runs as one batch."""
-    groups: dict[tuple[int, ...], list[int]] = {}
-    for i, x in enumerate(tensors):
-        groups.setdefault(tuple(x.shape), []).append(i)
-    return list(groups.values())
-
-
-def _stored(maps: Tensor) -> np.ndarray:
-    return maps.detach().float().cpu().numpy()
-
-
 def _error_rate(rows: Sequence[dict[str, Any]], key: Callable[[dict[str, Any]], bool]) -> float:
     if not rows:
         return float("nan")
     return round(100.0 * (1 - sum(bool(key(r)) for r in rows) / len(rows)), 2)
-
-
-def _done(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [row for row in rows if row.get("error") is None]
 
 
 def _to_image(box: Box, size: tuple[int, int], image: Image.Image) -> Box:
@@ -259,6 +141,18 @@ def _top5(loaded: LoadedModel) -> TopK:
     return TopK(min(5, len(loaded.class_names)))
 
 
+@register_protocol(
+    title="weakly-supervised localization error",
+    citation="section 4.1, Table 1",
+    summary=(
+        "method",
+        "images",
+        "cls_top1_error",
+        "cls_top5_error",
+        "loc_top1_error",
+        "loc_top5_error",
+    ),
+)
 @dataclass(frozen=True)
 class Localization(Protocol):
     """Weakly-supervised localization (section 4.1, Table 1).
@@ -270,19 +164,26 @@ class Localization(Protocol):
     percent. Images of equal size are explained as one batch. ``layer`` (default: the
     model's default layer) gives appendix B.1's comparison of layers.
 
-    Example:
-        >>> result = run(Localization(), load_model("shapes"), synthetic_dataset)
-        >>> result.summary[0]["loc_top1_error"]
+    Examples:
+        >>> from gradcam.evaluate import read_synthetic, run
+        >>> result = run(Localization(), shapes, read_synthetic("bench", 4), progress=False)
+        >>> sorted(result.summary[0])[:3]
+        ['cls_top1_error', 'cls_top5_error', 'images']
     """
 
     name: ClassVar[str] = "localization"
-    method: str = "gradcam"
-    threshold: float = 0.15
-    iou_threshold: float = 0.5
-    layer: str | None = None
-    options: dict[str, Any] = field(default_factory=dict)
-
-    needs_labels: ClassVar[bool] = True
+    needs: ClassVar[tuple[str, ...]] = ("labels", "boxes")
+    method: str = field(default="gradcam", metadata=setting("the explanation method"))
+    threshold: float = field(
+        default=0.15, metadata=setting("binarize maps at this fraction of their maximum")
+    )
+    iou_threshold: float = field(
+        default=0.5, metadata=setting("a box is correct at this IoU with a true box")
+    )
+    layer: str | None = field(
+        default=None, metadata=setting("the layer to explain (default: the model's)")
+    )
+    options: dict[str, Any] = field(default_factory=dict, metadata=setting("the method's options"))
 
     def __post_init__(self) -> None:
         _check_method(self.method, self.options)
@@ -293,12 +194,12 @@ class Localization(Protocol):
         layer = self.layer or loaded.default_layer
         explain = create(self.method, loaded.module, layer, **self.options)
         targets = _top5(loaded)
-        tell = progress or _no_progress
+        tell = progress or no_progress
 
         def score(samples: Sequence[Sample], images: Sequence[Image.Image]) -> list[Scored]:
             xs = [loaded.preprocess(image) for image in images]
             scored: list[Scored | None] = [None] * len(xs)
-            for group in _by_shape(xs):
+            for group in by_shape(xs):
                 result = explain(torch.cat([xs[i] for i in group]), targets)
                 raw = heatmaps(result)
                 for j, i in enumerate(group):
@@ -309,14 +210,14 @@ class Localization(Protocol):
                     row.update(
                         _localize(heat, image, classes, sample, self.threshold, self.iou_threshold)
                     )
-                    scored[i] = (row, {self.method: _stored(raw[j])})
+                    scored[i] = (row, {self.method: stored(raw[j])})
                 tell(len(group))
             return [s for s in scored if s is not None]
 
         return score
 
     def summarize(self, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-        done = _done(rows)
+        done = finished(rows)
         return [
             {
                 "method": self.method,
@@ -329,110 +230,11 @@ class Localization(Protocol):
         ]
 
 
-#: The variants of appendix B's Table 3: name -> the options of the ``gradcam`` method
-#: (pooling of the gradients, final ReLU, backward rule between the layer and the score).
-ABLATIONS: dict[str, dict[str, Any]] = {
-    "gradcam": {},
-    "max-pooling": {"pooling": "max"},
-    "abs-gradients": {"pooling": "abs"},
-    "no-relu": {"relu": False},
-    "guided-relu": {"gradient_rule": "guided"},
-    "deconv-relu": {"gradient_rule": "deconv"},
-}
-
-
-def _ablation_setting(variant: str, option: str) -> Any:
-    """A variant's value of a Grad-CAM option (the registry's default where it sets none)."""
-    return ABLATIONS[variant].get(option, method_spec("gradcam").option(option).default)
-
-
-@dataclass(frozen=True)
-class Ablations(Protocol):
-    """Grad-CAM's design choices under the localization protocol (appendix B, Table 3).
-
-    Each variant of :data:`ABLATIONS` (global-average vs global-max pooling of the gradients,
-    absolute gradients, no final ReLU, guided or deconvolution backward rule at the rectifiers
-    between the layer and the score) localizes the top-5 classes as in :class:`Localization`.
-    Variants with the same backward rule share one forward and one backward pass.
-
-    At a layer followed only by global average pooling and one linear layer (CAM's
-    architecture), the gradient is the same at every position and no rectifier lies between
-    the layer and the score, so max pooling and the guided and deconvolution rules change
-    nothing there; choose an earlier ``layer`` to see them differ.
-    """
-
-    name: ClassVar[str] = "ablations"
-    variants: tuple[str, ...] = tuple(ABLATIONS)
-    threshold: float = 0.15
-    iou_threshold: float = 0.5
-    layer: str | None = None
-
-    needs_labels: ClassVar[bool] = True
-
-    def __post_init__(self) -> None:
-        unknown = [v for v in self.variants if v not in ABLATIONS]
-        if unknown:
-            raise GradCAMError(
-                f"unknown ablation {unknown[0]!r}; choose from {', '.join(ABLATIONS)}"
-            )
-        _check_fraction("threshold", self.threshold)
-        _check_fraction("iou_threshold", self.iou_threshold)
-
-    def scorer(self, loaded: LoadedModel, progress: Progress | None = None) -> Scorer:
-        tell = progress or _no_progress
-        layer = self.layer or loaded.default_layer
-        built = {v: create("gradcam", loaded.module, layer, **ABLATIONS[v]) for v in self.variants}
-        targets = _top5(loaded)
-
-        def score(samples: Sequence[Sample], images: Sequence[Image.Image]) -> list[Scored]:
-            xs = [loaded.preprocess(image) for image in images]
-            scored: list[Scored | None] = [None] * len(xs)
-            for group in _by_shape(xs):
-                x = torch.cat([xs[i] for i in group])
-                # Variants with the same backward rule share one forward and backward pass.
-                results = explain_built(built, loaded.module, x, targets)
-                raws = {v: cast(CAMResult, r).raw for v, r in results.items()}
-                classes = next(iter(results.values())).classes.tolist()
-                for j, i in enumerate(group):
-                    image, sample = images[i], samples[i]
-                    row = _classified(classes[j], sample)
-                    for variant in self.variants:
-                        heat = upsample(raws[variant][j], (xs[i].shape[-2], xs[i].shape[-1]))
-                        if not _ablation_setting(variant, "relu"):
-                            # Without the ReLU the map is min-max normalized, as it is for
-                            # display, so its negative evidence lowers the threshold.
-                            heat = heat - heat.amin(dim=(-2, -1), keepdim=True)
-                        located = _localize(
-                            heat, image, classes[j], sample, self.threshold, self.iou_threshold
-                        )
-                        row[variant] = {k: located[k] for k in ("loc_top1", "loc_top5")}
-                    maps = {v: _stored(raws[v][j]) for v in self.variants}
-                    scored[i] = (row, maps)
-                tell(len(group))
-            return [s for s in scored if s is not None]
-
-        return score
-
-    def summarize(self, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-        done = _done(rows)
-        return [
-            {
-                "variant": variant,
-                "pooling": _ablation_setting(variant, "pooling"),
-                "relu": _ablation_setting(variant, "relu"),
-                "gradient_rule": _ablation_setting(variant, "gradient_rule"),
-                "images": len(done),
-                "loc_top1_error": _error_rate(done, _field(variant, "loc_top1")),
-                "loc_top5_error": _error_rate(done, _field(variant, "loc_top5")),
-            }
-            for variant in self.variants
-        ]
-
-
-def _field(variant: str, key: str) -> Callable[[dict[str, Any]], bool]:
-    return lambda row: bool(row[variant][key])
-
-
+@register_protocol(
+    title="pointing-game accuracy",
+    citation="section 4.3, appendix D",
+    summary=("method", "variant", "threshold", "tolerance", "maps", "rejected", "accuracy"),
+)
 @dataclass(frozen=True)
 class Pointing(Protocol):
     """The pointing game (section 4.3): a map for each ground-truth class of each image; a hit
@@ -444,13 +246,19 @@ class Pointing(Protocol):
     """
 
     name: ClassVar[str] = "pointing"
-    method: str = "gradcam"
-    tolerance: float = 15.0
-    recall_threshold: float | None = None
-    layer: str | None = None
-    options: dict[str, Any] = field(default_factory=dict)
-
-    needs_labels: ClassVar[bool] = True
+    needs: ClassVar[tuple[str, ...]] = ("labels", "boxes or masks")
+    method: str = field(default="gradcam", metadata=setting("the explanation method"))
+    tolerance: float = field(
+        default=15.0, metadata=setting("a hit within this many pixels of an instance")
+    )
+    recall_threshold: float | None = field(
+        default=None,
+        metadata=setting("the recall variant: reject maps whose maximum is below this"),
+    )
+    layer: str | None = field(
+        default=None, metadata=setting("the layer to explain (default: the model's)")
+    )
+    options: dict[str, Any] = field(default_factory=dict, metadata=setting("the method's options"))
 
     def __post_init__(self) -> None:
         _check_method(self.method, self.options)
@@ -464,7 +272,7 @@ class Pointing(Protocol):
         layer = self.layer or loaded.default_layer
         explain = create(self.method, loaded.module, layer, **self.options)
         recall = self.recall_threshold
-        tell = progress or _no_progress
+        tell = progress or no_progress
 
         def hits(
             sample: Sample, heat: Tensor, raw_max: list[float], classes: list[int]
@@ -514,14 +322,14 @@ class Pointing(Protocol):
                         "hits": hits(samples[i], heat, raw_max, classes),
                         "map_max": raw_max,
                     }
-                    scored[i] = (row, {self.method: _stored(raw[j])})
+                    scored[i] = (row, {self.method: stored(raw[j])})
                 tell(len(group))
             return scored
 
         return score
 
     def summarize(self, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-        done = _done(rows)
+        done = finished(rows)
         outcomes = [hit for row in done for hit in row["hits"]]
         maxima = [m for row in done for m in row["map_max"]]
         rejected = None
@@ -589,6 +397,11 @@ def _method_means(
     return out
 
 
+@register_protocol(
+    title="rank correlation with occlusion, deletion and insertion",
+    citation="section 5.3",
+    summary=("method", "images", "spearman_with_occlusion", "deletion_auc", "insertion_auc"),
+)
 @dataclass(frozen=True)
 class Faithfulness(Protocol):
     """Faithfulness (section 5.3): for the top-1 class of each image, the Spearman rank
@@ -598,11 +411,16 @@ class Faithfulness(Protocol):
     """
 
     name: ClassVar[str] = "faithfulness"
-    methods: tuple[str, ...] = ("gradcam", "guided-backprop", "guided-gradcam", "cam")
-    window: int = 35
-    stride: int = 8
-    steps: int = 16
-    options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    methods: tuple[str, ...] = field(
+        default=("gradcam", "guided-backprop", "guided-gradcam", "cam"),
+        metadata=setting("the explanation methods"),
+    )
+    window: int = field(default=35, metadata=setting("occlusion window in input pixels"))
+    stride: int = field(default=8, metadata=setting("occlusion stride in input pixels"))
+    steps: int = field(default=16, metadata=setting("points of the deletion and insertion curves"))
+    options: dict[str, dict[str, Any]] = field(
+        default_factory=dict, metadata=setting("each method's options, by method")
+    )
 
     def __post_init__(self) -> None:
         for method in self.methods:
@@ -612,7 +430,7 @@ class Faithfulness(Protocol):
         _check_at_least("steps", self.steps, 1)
 
     def scorer(self, loaded: LoadedModel, progress: Progress | None = None) -> Scorer:
-        tell = progress or _no_progress
+        tell = progress or no_progress
         # Occlusion's passes are most of an image's work: count them as they run.
         share = [0.0]
         counted = _Counted(loaded.module, lambda copies: tell(copies * share[0]))
@@ -634,7 +452,7 @@ class Faithfulness(Protocol):
             class_id = int(reference.classes[0, 0])
             size = (x.shape[-2], x.shape[-1])
             row: dict[str, Any] = {"class": class_id}
-            maps = {"occlusion": _stored(reference.raw[0, 0])}
+            maps = {"occlusion": stored(reference.raw[0, 0])}
             for name, explain in explainers.items():
                 raw = heatmaps(explain(x, [class_id]))[0, 0]
                 heat = upsample(raw, size)
@@ -645,14 +463,14 @@ class Faithfulness(Protocol):
                     "deletion_auc": area_under_curve(deletion),
                     "insertion_auc": area_under_curve(insertion),
                 }
-                maps[name] = _stored(raw)
+                maps[name] = stored(raw)
                 tell(per_method / total)
             return row, maps
 
         return lambda samples, images: [one(s, i) for s, i in zip(samples, images, strict=True)]
 
     def summarize(self, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-        done = _done(rows)
+        done = finished(rows)
         keys = {
             "spearman": "spearman_with_occlusion",
             "deletion_auc": "deletion_auc",
@@ -698,6 +516,11 @@ def _randomized_copies(
     return copies
 
 
+@register_protocol(
+    title="model-parameter randomization",
+    citation="Adebayo et al. 2018",
+    summary=("randomized_to", "layers", "<method>"),
+)
 @dataclass(frozen=True)
 class Sanity(Protocol):
     """Model-parameter randomization test (Adebayo et al. 2018), cascading from the top.
@@ -711,10 +534,17 @@ class Sanity(Protocol):
     """
 
     name: ClassVar[str] = "sanity"
-    methods: tuple[str, ...] = ("gradcam", "guided-backprop", "guided-gradcam")
-    points: int = 5
-    seed: int = 0
-    options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    methods: tuple[str, ...] = field(
+        default=("gradcam", "guided-backprop", "guided-gradcam"),
+        metadata=setting("the explanation methods"),
+    )
+    points: int = field(default=5, metadata=setting("randomization steps"))
+    seed: int = field(
+        default=0, metadata=setting("seed of the re-initialization", flag="--randomization-seed")
+    )
+    options: dict[str, dict[str, Any]] = field(
+        default_factory=dict, metadata=setting("each method's options, by method")
+    )
 
     def __post_init__(self) -> None:
         for method in self.methods:
@@ -722,7 +552,7 @@ class Sanity(Protocol):
         _check_at_least("points", self.points, 1)
 
     def scorer(self, loaded: LoadedModel, progress: Progress | None = None) -> Scorer:
-        tell = progress or _no_progress
+        tell = progress or no_progress
         steps = _randomized_copies(loaded.module, self.points, self.seed)
         # Explanations per image: the first, the trained model's, one per step and method.
         share = 1.0 / (1 + len(self.methods) * (1 + len(steps)))
@@ -751,7 +581,7 @@ class Sanity(Protocol):
         return lambda samples, images: [one(s, i) for s, i in zip(samples, images, strict=True)]
 
     def summarize(self, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-        done = _done(rows)
+        done = finished(rows)
         if not done:
             return []
         summary = []
@@ -767,80 +597,125 @@ class Sanity(Protocol):
         return summary
 
 
-def _run_here(
-    protocol: Protocol, loaded: LoadedModel, dataset: Dataset, limit: int | None
-) -> ProtocolResult:
-    from gradcam.evaluate.runner import run
-
-    return run(protocol, loaded, dataset, limit=limit)
-
-
-def localization(
-    loaded: LoadedModel,
-    dataset: Dataset,
-    *,
-    method: str = "gradcam",
-    threshold: float = 0.15,
-    iou_threshold: float = 0.5,
-    limit: int | None = None,
-) -> ProtocolResult:
-    """Run :class:`Localization` in this process (see :func:`gradcam.evaluate.runner.run`
-    for streaming to disk, resuming, local processes and Ray)."""
-    check_classes(loaded, dataset)
-    return _run_here(Localization(method, threshold, iou_threshold), loaded, dataset, limit)
+#: The variants of appendix B's Table 3: name -> the options of the ``gradcam`` method
+#: (pooling of the gradients, final ReLU, backward rule between the layer and the score).
+ABLATIONS: dict[str, dict[str, Any]] = {
+    "gradcam": {},
+    "max-pooling": {"pooling": "max"},
+    "abs-gradients": {"pooling": "abs"},
+    "no-relu": {"relu": False},
+    "guided-relu": {"gradient_rule": "guided"},
+    "deconv-relu": {"gradient_rule": "deconv"},
+}
 
 
-def ablations(
-    loaded: LoadedModel,
-    dataset: Dataset,
-    *,
-    variants: Sequence[str] = tuple(ABLATIONS),
-    threshold: float = 0.15,
-    iou_threshold: float = 0.5,
-    limit: int | None = None,
-) -> ProtocolResult:
-    """Run :class:`Ablations` in this process."""
-    check_classes(loaded, dataset)
-    return _run_here(Ablations(tuple(variants), threshold, iou_threshold), loaded, dataset, limit)
+def _ablation_setting(variant: str, option: str) -> Any:
+    """A variant's value of a Grad-CAM option (the registry's default where it sets none)."""
+    return ABLATIONS[variant].get(option, method_spec("gradcam").option(option).default)
 
 
-def pointing(
-    loaded: LoadedModel,
-    dataset: Dataset,
-    *,
-    method: str = "gradcam",
-    tolerance: float = 15.0,
-    recall_threshold: float | None = None,
-    limit: int | None = None,
-) -> ProtocolResult:
-    """Run :class:`Pointing` in this process."""
-    check_classes(loaded, dataset)
-    return _run_here(Pointing(method, tolerance, recall_threshold), loaded, dataset, limit)
+@register_protocol(
+    title="localization error of Grad-CAM's variants",
+    citation="appendix B, Table 3",
+    summary=(
+        "variant",
+        "pooling",
+        "relu",
+        "gradient_rule",
+        "images",
+        "loc_top1_error",
+        "loc_top5_error",
+    ),
+)
+@dataclass(frozen=True)
+class Ablations(Protocol):
+    """Grad-CAM's design choices under the localization protocol (appendix B, Table 3).
+
+    Each variant of :data:`ABLATIONS` (global-average vs global-max pooling of the gradients,
+    absolute gradients, no final ReLU, guided or deconvolution backward rule at the rectifiers
+    between the layer and the score) localizes the top-5 classes as in :class:`Localization`.
+    Variants with the same backward rule share one forward and one backward pass.
+
+    At a layer followed only by global average pooling and one linear layer (CAM's
+    architecture), the gradient is the same at every position and no rectifier lies between
+    the layer and the score, so max pooling and the guided and deconvolution rules change
+    nothing there; choose an earlier ``layer`` to see them differ.
+    """
+
+    name: ClassVar[str] = "ablations"
+    needs: ClassVar[tuple[str, ...]] = ("labels", "boxes")
+    variants: tuple[str, ...] = field(
+        default=tuple(ABLATIONS), metadata=setting("the variants of Grad-CAM to compare")
+    )
+    threshold: float = field(
+        default=0.15, metadata=setting("binarize maps at this fraction of their maximum")
+    )
+    iou_threshold: float = field(
+        default=0.5, metadata=setting("a box is correct at this IoU with a true box")
+    )
+    layer: str | None = field(
+        default=None, metadata=setting("the layer to explain (default: the model's)")
+    )
+
+    def __post_init__(self) -> None:
+        unknown = [v for v in self.variants if v not in ABLATIONS]
+        if unknown:
+            raise GradCAMError(
+                f"unknown ablation {unknown[0]!r}; choose from {', '.join(ABLATIONS)}"
+            )
+        _check_fraction("threshold", self.threshold)
+        _check_fraction("iou_threshold", self.iou_threshold)
+
+    def scorer(self, loaded: LoadedModel, progress: Progress | None = None) -> Scorer:
+        tell = progress or no_progress
+        layer = self.layer or loaded.default_layer
+        built = {v: create("gradcam", loaded.module, layer, **ABLATIONS[v]) for v in self.variants}
+        targets = _top5(loaded)
+
+        def score(samples: Sequence[Sample], images: Sequence[Image.Image]) -> list[Scored]:
+            xs = [loaded.preprocess(image) for image in images]
+            scored: list[Scored | None] = [None] * len(xs)
+            for group in by_shape(xs):
+                x = torch.cat([xs[i] for i in group])
+                # Variants with the same backward rule share one forward and backward pass.
+                results = explain_built(built, loaded.module, x, targets)
+                raws = {v: cast(CAMResult, r).raw for v, r in results.items()}
+                classes = next(iter(results.values())).classes.tolist()
+                for j, i in enumerate(group):
+                    image, sample = images[i], samples[i]
+                    row = _classified(classes[j], sample)
+                    for variant in self.variants:
+                        heat = upsample(raws[variant][j], (xs[i].shape[-2], xs[i].shape[-1]))
+                        if not _ablation_setting(variant, "relu"):
+                            # Without the ReLU the map is min-max normalized, as it is for
+                            # display, so its negative evidence lowers the threshold.
+                            heat = heat - heat.amin(dim=(-2, -1), keepdim=True)
+                        located = _localize(
+                            heat, image, classes[j], sample, self.threshold, self.iou_threshold
+                        )
+                        row[variant] = {k: located[k] for k in ("loc_top1", "loc_top5")}
+                    maps = {v: stored(raws[v][j]) for v in self.variants}
+                    scored[i] = (row, maps)
+                tell(len(group))
+            return [s for s in scored if s is not None]
+
+        return score
+
+    def summarize(self, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        done = finished(rows)
+        return [
+            {
+                "variant": variant,
+                "pooling": _ablation_setting(variant, "pooling"),
+                "relu": _ablation_setting(variant, "relu"),
+                "gradient_rule": _ablation_setting(variant, "gradient_rule"),
+                "images": len(done),
+                "loc_top1_error": _error_rate(done, _field(variant, "loc_top1")),
+                "loc_top5_error": _error_rate(done, _field(variant, "loc_top5")),
+            }
+            for variant in self.variants
+        ]
 
 
-def faithfulness(
-    loaded: LoadedModel,
-    dataset: Dataset,
-    *,
-    methods: Sequence[str] = ("gradcam", "guided-backprop", "guided-gradcam", "cam"),
-    window: int = 35,
-    stride: int = 8,
-    steps: int = 16,
-    limit: int | None = None,
-) -> ProtocolResult:
-    """Run :class:`Faithfulness` in this process."""
-    protocol = Faithfulness(tuple(methods), window, stride, steps)
-    return _run_here(protocol, loaded, dataset, limit)
-
-
-def sanity(
-    loaded: LoadedModel,
-    dataset: Dataset,
-    *,
-    methods: Sequence[str] = ("gradcam", "guided-backprop", "guided-gradcam"),
-    points: int = 5,
-    seed: int = 0,
-    limit: int | None = None,
-) -> ProtocolResult:
-    """Run :class:`Sanity` in this process."""
-    return _run_here(Sanity(tuple(methods), points, seed), loaded, dataset, limit)
+def _field(variant: str, key: str) -> Callable[[dict[str, Any]], bool]:
+    return lambda row: bool(row[variant][key])

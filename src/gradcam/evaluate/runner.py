@@ -24,10 +24,12 @@ the protocol's settings (methods, options, layer, thresholds), the model's name,
 file and the file's SHA-256, and the dataset's identity; a resume with other settings is
 refused with a message naming what differs.
 
-Example:
-    >>> from gradcam.evaluate import Localization, read_synthetic, run
-    >>> result = run(Localization(), ModelSpec("shapes"), dataset, out="results", workers=2)
-    >>> result.summary
+Examples:
+    >>> from gradcam.evaluate import Localization, read_synthetic
+    >>> dataset = read_synthetic("bench", 4)
+    >>> result = run(Localization(), ModelSpec("shapes"), dataset, out="results", progress=False)
+    >>> len(result.rows), sorted(p.name for p in Path("results").iterdir())[-1]
+    (4, 'summary.json')
 """
 
 from __future__ import annotations
@@ -56,8 +58,8 @@ from PIL import Image
 from tqdm import tqdm
 
 from gradcam.errors import GradCAMError, ImageLoadError
+from gradcam.evaluate.base import Progress, Protocol, ProtocolResult, Scorer
 from gradcam.evaluate.datasets import Dataset, Sample
-from gradcam.evaluate.protocols import Progress, Protocol, ProtocolResult, Scorer
 from gradcam.evaluate.store import ResultStore, make_folder, plain
 from gradcam.images import load_image
 from gradcam.models import DEFAULT_MODEL, LoadedModel, load_model
@@ -80,7 +82,7 @@ class ModelSpec:
         loaded: the model already loaded from ``name`` and ``weights`` in this process, used
             here instead of loading it again; never sent to workers (they load their own).
 
-    Example:
+    Examples:
         >>> spec = ModelSpec("shapes")
         >>> spec.identity()["model"]
         'shapes'
@@ -159,9 +161,11 @@ def manifest(
     """Everything that changes a row of ``protocol`` on ``dataset`` with ``model``, as the
     ``run.json`` of a run folder records it.
 
-    Example:
-        >>> manifest(Localization(), ModelSpec("shapes"), dataset)["weights_sha256"] is None
-        True
+    Examples:
+        >>> from gradcam.evaluate import Localization, read_synthetic
+        >>> record = manifest(Localization(), ModelSpec("shapes"), read_synthetic("bench", 2))
+        >>> record["protocol"], record["weights_sha256"], record["dataset"]["images"]
+        ('localization', None, 2)
     """
     return {
         **protocol.settings(),
@@ -568,9 +572,12 @@ def run(
             that cannot be written or holds another run, an unreachable Ray cluster, or an
             error in a worker's setup (such as an unknown layer).
 
-    Example:
-        >>> result = run(Localization(), ModelSpec("shapes"), dataset, out="results", workers=2)
-        >>> result.summary[0]["loc_top1_error"]
+    Examples:
+        >>> from gradcam.evaluate import Localization, read_synthetic
+        >>> dataset = read_synthetic("bench", 4)
+        >>> result = run(Localization(), ModelSpec("shapes"), dataset, limit=2, progress=False)
+        >>> [row["index"] for row in result.rows], result.failed
+        ([0, 1], [])
     """
     if batch_size < 1:
         raise GradCAMError(f"batch size must be at least 1, got {batch_size}")

@@ -57,7 +57,7 @@ def differences(before: Any, after: Any, prefix: str = "") -> list[str]:
     Both are compared as they read back from JSON, so a tuple equals the list it is stored as;
     nested settings are named by their dotted path.
 
-    Example:
+    Examples:
         >>> differences({"methods": ("gradcam",), "dataset": {"seed": 0}},
         ...             {"methods": ["gradcam"], "dataset": {"seed": 1}})
         ['dataset.seed: 0 -> 1']
@@ -107,9 +107,12 @@ def _parts(folder: Path) -> list[Path]:
 def read_rows(folder: str | os.PathLike[str]) -> list[dict[str, Any]]:
     """All rows of a run folder (or of its ``rows`` folder), in dataset order.
 
-    Example:
-        >>> rows = read_rows("results/localization")
-        >>> rows[0]["loc_top1"]
+    Examples:
+        >>> from gradcam.evaluate import Localization, read_synthetic, run
+        >>> _ = run(Localization(), shapes, read_synthetic("bench", 2), out="run", progress=False)
+        >>> rows = read_rows("run")
+        >>> [row["index"] for row in rows], rows[0]["error"]
+        ([0, 1], None)
     """
     root = Path(folder)
     parts = _parts(root / "rows" if (root / "rows").is_dir() else root)
