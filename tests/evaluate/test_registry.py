@@ -52,16 +52,33 @@ def _rows_for(name: str) -> list[dict[str, Any]]:
         "pointing": [{"classes": [0], "hits": [True], "map_max": [1.0]}],
         "faithfulness": [{"class": 0} | {m: methods for m in Faithfulness().methods}],
         "sanity": [{"class": 0, "steps": [{"randomized_to": "fc", "layers": 1, "gradcam": 0.2}]}],
+        "seeds": [
+            {
+                "classes": [-1, 0],
+                "names": ["background", "circle"],
+                "intersection": [5, 3],
+                "seeded": [6, 4],
+                "truth": [7, 3],
+                "pixels": 16,
+            }
+        ],
     }[name]
 
 
 def test_the_paper_protocols_are_registered_in_order() -> None:
-    assert protocol_names() == ["localization", "pointing", "faithfulness", "sanity", "ablations"]
+    assert protocol_names() == [
+        "localization",
+        "pointing",
+        "faithfulness",
+        "sanity",
+        "ablations",
+        "seeds",
+    ]
     assert protocol_spec("localization").cls is Localization
 
 
 @pytest.mark.parametrize(
-    "name", ["localization", "pointing", "faithfulness", "sanity", "ablations"]
+    "name", ["localization", "pointing", "faithfulness", "sanity", "ablations", "seeds"]
 )
 def test_the_summary_layout_is_what_summarize_writes(name: str) -> None:
     spec = protocol_spec(name)
@@ -87,9 +104,9 @@ def test_needs_and_layer_come_from_the_class() -> None:
     assert protocol_spec("pointing").needs == ("labels", "boxes or masks")
     assert protocol_spec("faithfulness").needs == () and not protocol_spec("sanity").needs_labels
     layered = [s.name for s in protocol_specs() if s.takes_layer]
-    assert layered == ["localization", "pointing", "ablations"]
+    assert layered == ["localization", "pointing", "ablations", "seeds"]
     assert [s.method_field for s in protocol_specs()] == [
-        "method", "method", "methods", "methods", None,
+        "method", "method", "methods", "methods", None, "method",
     ]  # fmt: skip
     assert flag(protocol_spec("sanity"), protocol_spec("sanity").option("seed")) == (
         "--randomization-seed"

@@ -139,6 +139,9 @@ def test_protocol_by_hand(red_boxes: Dataset) -> None:
         "precision": 100.0,
         "recall": 75.0,
         "iou": 75.0,
+        "miou": None,  # the "all" row's
+        "coverage": 11.72,  # 180 / 1536 pixels seeded red
+        "precision_pixels": 100.0,
     }
     assert background["precision"] == background["iou"] == 95.58  # 1296 / 1356
     assert background["recall"] == 100.0

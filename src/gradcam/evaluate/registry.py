@@ -15,7 +15,7 @@ Examples:
     >>> spec.option("tolerance").default
     15.0
     >>> protocol_names()
-    ['localization', 'pointing', 'faithfulness', 'sanity', 'ablations']
+    ['localization', 'pointing', 'faithfulness', 'sanity', 'ablations', 'seeds']
 """
 
 from __future__ import annotations
@@ -167,7 +167,8 @@ def flag(spec: ProtocolSpec, option: Option) -> str:
 
 def _load_all() -> None:
     # The paper's protocols register themselves when their module is imported.
-    import gradcam.evaluate.protocols  # noqa: F401
+    import gradcam.evaluate.protocols
+    import gradcam.evaluate.seeds  # noqa: F401
 
 
 def protocol_names() -> list[str]:

@@ -35,19 +35,20 @@ from PIL import Image
 from torch import Tensor
 
 from gradcam.errors import GradCAMError
-from gradcam.evaluate.datasets import Dataset, Sample
-from gradcam.evaluate.protocols import (
+from gradcam.evaluate.base import (
     Progress,
     Protocol,
     Scored,
     Scorer,
-    _check_fraction,
-    _check_method,
-    _done,
-    _no_progress,
-    _stored,
+    finished,
     heatmaps,
+    no_progress,
+    setting,
+    stored,
 )
+from gradcam.evaluate.datasets import Dataset, Sample
+from gradcam.evaluate.protocols import _check_fraction, _check_method
+from gradcam.evaluate.registry import register_protocol
 from gradcam.maps import upsample
 from gradcam.methods import create
 from gradcam.models import LoadedModel
@@ -198,6 +199,21 @@ def _ratio(numerator: float, denominator: float) -> float:
     return round(100.0 * numerator / denominator, 2) if denominator else float("nan")
 
 
+@register_protocol(
+    title="seed precision, recall and mIoU",
+    citation="section 4.2 (SEC's seeds, Kolesnikov and Lampert 2016)",
+    summary=(
+        "method",
+        "class",
+        "images",
+        "precision",
+        "recall",
+        "iou",
+        "miou",
+        "coverage",
+        "precision_pixels",
+    ),
+)
 @dataclass(frozen=True)
 class Seeds(Protocol):
     """Seed precision, recall and mIoU of a method's maps against masks (section 4.2).
@@ -230,13 +246,18 @@ class Seeds(Protocol):
     """
 
     name: ClassVar[str] = "seeds"
-    method: str = "gradcam"
-    foreground: float = 0.2
-    background: float = 0.1
-    layer: str | None = None
-    options: dict[str, Any] = field(default_factory=dict)
-
-    needs_labels: ClassVar[bool] = True
+    needs: ClassVar[tuple[str, ...]] = ("labels", "masks")
+    method: str = field(default="gradcam", metadata=setting("the explanation method"))
+    foreground: float = field(
+        default=0.2, metadata=setting("seed a class where its map exceeds this fraction of its max")
+    )
+    background: float = field(
+        default=0.1, metadata=setting("seed background where every map is at most this fraction")
+    )
+    layer: str | None = field(
+        default=None, metadata=setting("the layer to explain (default: the model's)")
+    )
+    options: dict[str, Any] = field(default_factory=dict, metadata=setting("the method's options"))
 
     def __post_init__(self) -> None:
         _check_method(self.method, self.options)
@@ -261,7 +282,7 @@ class Seeds(Protocol):
         explain = create(
             self.method, loaded.module, self.layer or loaded.default_layer, **self.options
         )
-        tell = progress or _no_progress
+        tell = progress or no_progress
         names = list(loaded.class_names)
 
         def one(sample: Sample, image: Image.Image) -> Scored:
@@ -282,12 +303,12 @@ class Seeds(Protocol):
                 "truth": truth_area,
                 "pixels": int(size[0] * size[1] - (0 if ignore is None else ignore.sum())),
             }
-            return row, {self.method: _stored(raw)}
+            return row, {self.method: stored(raw)}
 
         return lambda samples, images: [one(s, i) for s, i in zip(samples, images, strict=True)]
 
     def summarize(self, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-        done = _done(rows)
+        done = finished(rows)
         totals: dict[int, list[int]] = {}
         names: dict[int, str] = {}
         for row in done:
@@ -298,6 +319,7 @@ class Seeds(Protocol):
                 counts[2] += int(row["truth"][i])
                 counts[3] += 1
                 names[int(class_id)] = str(row["names"][i])
+        pixels_all = sum(int(r["pixels"]) for r in done)
         per_class: list[dict[str, Any]] = []
         occurring: list[dict[str, Any]] = []
         for class_id in sorted(totals):
@@ -310,6 +332,9 @@ class Seeds(Protocol):
                     "precision": _ratio(both, seeded),
                     "recall": _ratio(both, truth),
                     "iou": _ratio(both, seeded + truth - both),
+                    "miou": None,  # a dataset-wide measure: the "all" row's
+                    "coverage": _ratio(seeded, pixels_all),
+                    "precision_pixels": _ratio(both, seeded),
                 }
             )
             if truth > 0:
