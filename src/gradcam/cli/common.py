@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -96,3 +97,28 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
     lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
     lines += ["| " + " | ".join(str(row[k]) for k in keys) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def open_data(args: argparse.Namespace, *, annotated: bool) -> Any:
+    """The dataset of ``--data`` and its options (``--format``, ``--labels``, ``--boxes``,
+    ``--annotations``, ``--split``, ``--synthetic-images``, ``--seed``; a synthetic benchmark
+    is written under ``--out``), as every command that reads a dataset opens it; its problems
+    (files left out) are printed as warnings. ``annotated`` keeps only the shipped photos
+    that have boxes."""
+    from gradcam.evaluate.datasets import open_dataset
+
+    dataset = open_dataset(
+        args.data,
+        args.format,
+        labels=args.labels,
+        boxes=args.boxes,
+        annotations=args.annotations,
+        split=args.split,
+        count=args.synthetic_images,
+        seed=args.seed,
+        workdir=args.out,
+        annotated=annotated,
+    )
+    for problem in dataset.problems:
+        print(f"gradcam: warning: {problem}", file=sys.stderr)
+    return dataset

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from gradcam.cli.common import OPTION_HELP, add_methods, markdown_table
+from gradcam.cli.common import OPTION_HELP, add_methods, markdown_table, open_data
 from gradcam.errors import GradCAMError
 from gradcam.util import warnings_as_messages
 
@@ -216,7 +216,6 @@ def evaluate_command(args: argparse.Namespace) -> int:
     each run of :func:`protocol_runs` through :func:`gradcam.evaluate.runner.run`, and the
     summary printed as a Markdown table (exit code 1 when an image failed)."""
     from gradcam.evaluate.base import check_classes
-    from gradcam.evaluate.datasets import open_dataset
     from gradcam.evaluate.registry import protocol_spec
     from gradcam.evaluate.runner import ModelSpec, run
     from gradcam.evaluate.store import make_folder
@@ -235,21 +234,8 @@ def evaluate_command(args: argparse.Namespace) -> int:
         raise GradCAMError("--resume needs --out DIR")
     if args.out is not None:
         make_folder(args.out)  # before a synthetic dataset is written there
-    dataset = open_dataset(
-        args.data,
-        args.format,
-        labels=args.labels,
-        boxes=args.boxes,
-        annotations=args.annotations,
-        split=args.split,
-        count=args.synthetic_images,
-        seed=args.seed,
-        workdir=args.out,
-        # Protocols that score labels need classes and boxes: the photos that have them.
-        annotated=spec.needs_labels,
-    )
-    for problem in dataset.problems:
-        print(f"gradcam: warning: {problem}", file=sys.stderr)
+    # Protocols that score labels need classes and boxes: the photos that have them.
+    dataset = open_data(args, annotated=spec.needs_labels)
     if not dataset.samples:
         raise GradCAMError(f"no images to evaluate in {args.data}")
     with warnings_as_messages():

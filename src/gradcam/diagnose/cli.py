@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import warnings
 from typing import Any
 
 __all__ = ["add_parser"]
@@ -133,36 +132,19 @@ def _add_data_options(command: argparse.ArgumentParser) -> None:
 
 def _load(args: argparse.Namespace) -> Any:
     from gradcam.models import load_model
+    from gradcam.util import warnings_as_messages
 
     name = args.model or ("shapes" if args.data == "synthetic" else "efficientnet_lite0")
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", UserWarning)
-        loaded = load_model(name, args.weights)
-    for warning in caught:
-        print(f"gradcam: warning: {warning.message}", file=sys.stderr)
-    return loaded
+    with warnings_as_messages():
+        return load_model(name, args.weights)
 
 
 def _open_dataset(args: argparse.Namespace) -> Any:
     """The dataset of ``DATA`` read as ``gradcam evaluate --data`` reads it."""
-    from gradcam.evaluate.datasets import open_dataset
+    from gradcam.cli.common import open_data
 
     # Failures and bias are scored against objects: only the photos that have annotations.
-    dataset = open_dataset(
-        args.data,
-        args.format,
-        labels=args.labels,
-        boxes=args.boxes,
-        annotations=args.annotations,
-        split=args.split,
-        count=args.synthetic_images,
-        seed=args.seed,
-        workdir=args.out,
-        annotated=True,
-    )
-    for problem in dataset.problems:
-        print(f"gradcam: warning: {problem}", file=sys.stderr)
-    return dataset
+    return open_data(args, annotated=True)
 
 
 def _failures(args: argparse.Namespace) -> int:
