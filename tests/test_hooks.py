@@ -24,6 +24,16 @@ def _net() -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU())
 
 
+_PROBES: list[threading.Thread] = []
+
+
+def _settle() -> None:
+    """Wait for the probes still waiting from an earlier block: one that waits may already
+    hold some of the locks of the parts it covers."""
+    while _PROBES:
+        _PROBES.pop().join(timeout=30.0)
+
+
 def _held_elsewhere(module: nn.Module, timeout: float = 0.5) -> bool:
     """Whether another thread would have to wait for ``module``'s lock (a free lock may take a
     loaded machine a while to hand over: ``_free`` waits longer)."""
@@ -33,8 +43,10 @@ def _held_elsewhere(module: nn.Module, timeout: float = 0.5) -> bool:
         with model_lock(module):
             acquired.set()
 
-    # A daemon that waits is not joined: it gets the lock once the caller's block ends.
+    # A daemon that waits is not joined: it gets the lock once the caller's block ends
+    # (`_settle` waits for it).
     thread = threading.Thread(target=probe, daemon=True)
+    _PROBES.append(thread)
     thread.start()
     got = acquired.wait(timeout=timeout)
     if got:
@@ -59,6 +71,7 @@ def test_lock_of_a_wrapper_excludes_the_wrapped_model_and_its_parts() -> None:
     wrapper = nn.Sequential(nn.Identity(), net)
     with model_lock(wrapper):
         assert _held_elsewhere(net) and _held_elsewhere(net[1])
+    _settle()
     with model_lock(net[1]):
         # Before the wrapper's probe: waiting, it may hold some of its parts' locks already.
         assert _free(net[0])  # a part not shared runs on

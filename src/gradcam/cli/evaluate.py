@@ -168,7 +168,7 @@ def protocol_runs(
         ['pointing-gradcam', 'pointing-cam']
         >>> protocol_runs("sanity", layer="features")
         Traceback (most recent call last):
-        gradcam.errors.GradCAMError: --layer applies to localization, pointing, ablations
+        gradcam.errors.GradCAMError: --layer applies to localization, pointing, ablations, seeds
     """
     from gradcam.evaluate.registry import protocol_spec, protocol_specs
     from gradcam.methods.registry import parse_options
