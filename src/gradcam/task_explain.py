@@ -35,6 +35,7 @@ from gradcam.images import Preprocess, load_image
 from gradcam.layers import Layer
 from gradcam.paths import slug
 from gradcam.targets import class_index, register_class_names
+from gradcam.util import warnings_as_messages
 
 __all__ = ["TASKS", "TaskModel", "explain_task", "load_task_model"]
 
@@ -188,11 +189,8 @@ def explain_task(args: argparse.Namespace, folders: list[Path]) -> int:
         raise GradCAMError(f"--top-k must be at least 1, got {args.top_k}")
     if not 0.0 <= args.min_score <= 1.0:
         raise GradCAMError(f"--min-score must be in [0, 1], got {args.min_score}")
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", UserWarning)
+    with warnings_as_messages():
         loaded = load_task_model(args.model, task, args.weights)
-    for warning in caught:
-        print(f"gradcam: warning: {warning.message}", file=sys.stderr)
     wanted = (
         None if not args.classes else {class_index(loaded.class_names, c) for c in args.classes}
     )

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -102,15 +101,13 @@ def run_dissect(args: argparse.Namespace) -> int:
     from gradcam.dissect.concepts import read_concepts
     from gradcam.dissect.dissect import dissect
     from gradcam.models import load_model
+    from gradcam.util import warnings_as_messages
 
     if args.images < 1:
         raise GradCAMError(f"--images must be at least 1, got {args.images}")
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", UserWarning)
+    with warnings_as_messages():
         loaded = load_model(args.model, args.weights)
         concepts = read_concepts(args.concepts, count=args.images, size=args.size, seed=args.seed)
-    for warning in caught:
-        print(f"gradcam: warning: {warning.message}", file=sys.stderr)
     found = dissect(
         loaded,
         concepts,
