@@ -10,7 +10,9 @@ medians, with the ratio computed within the run:
 
 * **forward**: images already decoded and preprocessed, grouped by size into batches of
   ``--batch-size``, one no-grad forward pass each: the model's own rate;
-* **forward + decode**: the same, with decoding and preprocessing inside the timing;
+* **forward, channels-last**: the same in channels-last layout, which gradcam's engine uses on
+  the CPU (:func:`gradcam.engine.input_layouts`): the model's fastest rate;
+* **forward + decode**: the first, with decoding and preprocessing inside the timing;
 * **localization**: :func:`gradcam.evaluate.run` with :class:`~gradcam.evaluate.Localization`
   in this process (decode, preprocess, one forward and one batched backward per batch for the
   top-5 maps, upsampling, boxes, scoring against the annotations), no output folder.
@@ -41,9 +43,13 @@ from gradcam.models import LoadedModel, load_model
 
 
 def forward_rate(
-    loaded: LoadedModel, dataset: Dataset, batch: int, decode: bool
+    loaded: LoadedModel,
+    dataset: Dataset,
+    batch: int,
+    decode: bool,
+    layout: torch.memory_format = torch.contiguous_format,
 ) -> Callable[[], None]:
-    """A no-grad forward over the dataset's images in same-size batches."""
+    """A no-grad forward over the dataset's images in same-size batches, in ``layout``."""
     ready = [loaded.preprocess(load_image(s.path)) for s in dataset.samples]
 
     def once() -> None:
@@ -54,7 +60,7 @@ def forward_rate(
         with torch.no_grad():
             for same in groups.values():
                 for k in range(0, len(same), batch):
-                    loaded.module(torch.cat(same[k : k + batch]))
+                    loaded.module(torch.cat(same[k : k + batch]).contiguous(memory_format=layout))
 
     return once
 
@@ -86,9 +92,10 @@ def main(argv: list[str] | None = None) -> int:
         f"# localization throughput, {datetime.date.today()}, torch {torch.__version__}, "
         f"{args.threads} threads, batch {args.batch_size}, {rounds} rounds (medians)",
         "",
-        "| model | data | images | forward (img/s) | forward + decode (img/s) | "
-        "localization (img/s) | localization / forward | localization / (forward + decode) |",
-        "|---|---|---|---|---|---|---|---|",
+        "| model | data | images | forward (img/s) | forward, channels-last (img/s) | "
+        "forward + decode (img/s) | localization (img/s) | localization / forward | "
+        "localization / forward, channels-last | localization / (forward + decode) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     with tempfile.TemporaryDirectory() as tmp:
         setups = [("shapes", read_synthetic(Path(tmp) / "synthetic", count), "synthetic")]
@@ -100,6 +107,9 @@ def main(argv: list[str] | None = None) -> int:
             times = measure(
                 {
                     "forward": forward_rate(loaded, dataset, args.batch_size, decode=False),
+                    "channels_last": forward_rate(
+                        loaded, dataset, args.batch_size, False, torch.channels_last
+                    ),
                     "decode": forward_rate(loaded, dataset, args.batch_size, decode=True),
                     "localization": localization_rate(loaded, dataset, args.batch_size),
                 },
@@ -108,8 +118,10 @@ def main(argv: list[str] | None = None) -> int:
             n = len(dataset.samples)
             rate = {k: n / statistics.median(v) for k, v in times.items()}
             lines.append(
-                f"| {name} | {label} | {n} | {rate['forward']:.1f} | {rate['decode']:.1f} | "
+                f"| {name} | {label} | {n} | {rate['forward']:.1f} | "
+                f"{rate['channels_last']:.1f} | {rate['decode']:.1f} | "
                 f"{rate['localization']:.1f} | {rate['localization'] / rate['forward']:.2f} | "
+                f"{rate['localization'] / rate['channels_last']:.2f} | "
                 f"{rate['localization'] / rate['decode']:.2f} |"
             )
     print("\n".join(lines))

@@ -1,10 +1,12 @@
 """Perturbation CAMs side by side: gradcam's Score-CAM and Ablation-CAM against
-pytorch-grad-cam (default and best batch size) and torchcam, ResNet-50, 224 px, CPU, 1 image.
+pytorch-grad-cam (default and best batch size) and torchcam, ResNet-50 (random weights) or
+EfficientNet-Lite0 (its ImageNet weights), the bundled photo at 224 px, CPU.
 
 Run from the repository root (no network: random seeded weights)::
 
     .venv/bin/python benchmarks/bench_perturbation.py                 # 128 channels, 3 rounds
     .venv/bin/python benchmarks/bench_perturbation.py --channels 0    # whole layer (slow)
+    .venv/bin/python benchmarks/bench_perturbation.py --model efficientnet_lite0 --channels 0
 
 Every channel of the layer costs each library one forward pass of the network (Score-CAM) or
 of the network after the layer (our Ablation-CAM; pytorch-grad-cam's runs the whole network):
@@ -29,6 +31,7 @@ import os
 import statistics
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 os.environ.setdefault("TQDM_DISABLE", "1")  # the peers' progress bars
 
@@ -37,10 +40,12 @@ import torchvision
 from torch import Tensor, nn
 
 import gradcam
+from gradcam.images import Preprocess
 from gradcam.methods.perturbation import CopyRunner
 from gradcam.targets import ResolvedTargets
 
 Case = Callable[[], Tensor]
+PHOTO = Path(gradcam.__file__).parent / "data" / "cat_and_coffee.jpg"
 
 
 class _FirstScoreCAM(gradcam.ScoreCAM):
@@ -185,8 +190,9 @@ def run(cases: dict[str, Case], rounds: int) -> dict[str, tuple[list[float], lis
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="resnet50", help="resnet50 or efficientnet_lite0")
     parser.add_argument("--size", type=int, default=224)
-    parser.add_argument("--layer", default="layer4")
+    parser.add_argument("--layer", default=None, help="default: the model's default layer")
     parser.add_argument("--channels", type=int, default=128, help="0: the whole layer")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--best-batch", type=int, default=8)
@@ -196,8 +202,15 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    model = torchvision.models.resnet50(weights=None).eval()
-    x = torch.rand(1, 3, args.size, args.size, generator=torch.Generator().manual_seed(1))
+    if args.model == "resnet50":
+        # Random weights (nothing is downloaded), the photo normalized as ImageNet models expect.
+        model = torchvision.models.resnet50(weights=None).eval()
+        layer = args.layer or "layer4"
+    else:
+        loaded = gradcam.load_model(args.model)
+        model, layer = loaded.module, args.layer or loaded.default_layer
+    x = Preprocess(args.size, max_ratio=1.0)(gradcam.load_image(PHOTO))
+    args.layer = layer
     with torch.no_grad():
         cls = int(model(x).argmax())
     channels = _activations(model, model.get_submodule(args.layer), x).shape[1]
@@ -205,7 +218,7 @@ def main() -> None:
     with open("/proc/loadavg") as f:
         load = " ".join(f.read().split()[:3])
     print(
-        f"ResNet-50 {args.size} px, {args.layer} ({channels} channels, "
+        f"{args.model} {args.size} px (the bundled photo), {args.layer} ({channels} channels, "
         f"{'all' if not n else f'first {n}'}), {torch.get_num_threads()} threads, "
         f"{args.rounds} rounds, load average before: {load}"
     )

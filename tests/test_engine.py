@@ -7,8 +7,18 @@ import torch
 from helpers.models import TinyGapNet, TinyGatedNet, tiny_input
 from helpers.state import assert_unchanged, snapshot
 
-from gradcam.engine import all_finite, check_input, compute_gradients, input_channels
+import gradcam
+from gradcam.engine import (
+    all_finite,
+    check_input,
+    compute_gradients,
+    fast_layout,
+    input_channels,
+    input_layouts,
+    run_in_fast_layout,
+)
 from gradcam.errors import GradCAMError, TargetError
+from gradcam.synthetic import make_scene
 
 
 def test_layer_gradients_are_the_head_weights_over_z() -> None:
@@ -83,3 +93,68 @@ def test_input_checks() -> None:
     assert all_finite(torch.tensor([1.0, 2.0]))
     assert all_finite(torch.tensor([3e38, 3e38]))  # the sum overflows; every element is finite
     assert not all_finite(torch.tensor([1.0, float("inf")]))
+
+
+class _ViewHead(torch.nn.Module):
+    """A CNN whose head views its feature maps: it rejects channels-last input."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+        self.fc = torch.nn.Linear(4 * 8 * 8, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = torch.relu(self.conv(x))
+        return self.fc(a.view(a.shape[0], -1))
+
+
+def test_fast_layout_is_off_by_default_and_per_block() -> None:
+    x = torch.zeros(1, 3, 8, 8)
+    net = _ViewHead()
+    assert input_layouts(net, x) == (None,)
+    with fast_layout():
+        assert input_layouts(net, x) == (torch.channels_last, None)
+        assert input_layouts(net, torch.zeros(2, 5)) == (None,)  # not an image batch
+        with fast_layout(False):
+            assert input_layouts(net, x) == (None,)
+    assert input_layouts(net, x) == (None,)
+
+
+def test_fast_layout_gives_the_same_gradients_on_the_shapes_cnn() -> None:
+    loaded = gradcam.load_model("shapes")
+    model = loaded.module
+    x = loaded.preprocess(make_scene(3, shapes=["star", "ring"]).image)
+    layer = (model.get_submodule("features"), "features")
+    plain = compute_gradients(model, x, [0, 3], layer=layer, input_rules=["guided"])
+    with fast_layout():
+        fast = compute_gradients(model, x, [0, 3], layer=layer, input_rules=["guided"])
+    assert fast.activations is not None and fast.gradients is not None
+    assert fast.activations.is_contiguous() and fast.gradients.is_contiguous()
+    assert fast.input_gradients["guided"].is_contiguous()
+    assert plain.activations is not None and plain.gradients is not None
+    torch.testing.assert_close(fast.scores, plain.scores, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(fast.activations, plain.activations, rtol=1e-5, atol=1e-5)
+    scale = float(plain.gradients.abs().max())
+    torch.testing.assert_close(fast.gradients, plain.gradients, rtol=1e-4, atol=1e-5 * scale)
+
+
+def test_a_model_that_rejects_channels_last_falls_back_and_is_remembered() -> None:
+    net = _ViewHead()
+    x = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    with pytest.raises(RuntimeError, match="view"):
+        net(x.contiguous(memory_format=torch.channels_last))
+    before = snapshot(net)
+    plain = compute_gradients(net, x, [1], layer=(net.conv, "conv"))
+    with fast_layout():
+        fast = compute_gradients(net, x, [1], layer=(net.conv, "conv"))
+        assert input_layouts(net, x) == (None,)  # remembered: no second failed attempt
+    assert fast.gradients is not None and plain.gradients is not None
+    assert torch.equal(fast.gradients, plain.gradients)
+    assert_unchanged(before, net)
+
+
+def test_an_input_no_layout_fits_is_one_error() -> None:
+    net = _ViewHead()
+    with fast_layout(), pytest.raises(GradCAMError, match="cannot take an input of shape"):
+        run_in_fast_layout(net, torch.zeros(1, 3, 6, 6), net)

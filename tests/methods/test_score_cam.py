@@ -168,7 +168,7 @@ def net(request: pytest.FixtureRequest) -> Iterator[tuple[nn.Module, str, Tensor
 def _our_weights(method: ScoreCAM, model: nn.Module, x: Tensor, a: Tensor, cls: int) -> Tensor:
     resolved = ResolvedTargets(torch.zeros(1, 1), torch.tensor([[cls]]))
     with torch.no_grad(), tqdm(disable=True) as bar:
-        return method.channel_weights(x, a, resolved, [[cls]], CopyRunner(model, bar, x.device))
+        return method.channel_weights(x, a, resolved, [[cls]], CopyRunner(model, bar))
 
 
 def _raw(weights: Tensor, a: Tensor) -> Tensor:

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from gradcam.engine import all_finite, check_input, eval_mode
+from gradcam.engine import all_finite, check_input, eval_mode, run_in_fast_layout
 from gradcam.errors import GradCAMError, LayerError, TargetError
 from gradcam.hooks import capture_layer
 from gradcam.layers import LayerLike
@@ -53,15 +53,13 @@ def default_batch_size(device: torch.device) -> int:
 class CopyRunner:
     """Runs batches of perturbed copies through the model and counts them on a progress bar.
 
-    On the CPU the copies go in channels-last layout (1.2 to 1.4 times faster for ResNet-50,
-    VGG-16 and EfficientNet-Lite0); a model whose forward pass rejects that layout (a ``view``
-    of feature maps, say) gets the usual layout from then on.
+    The copies go channels-last on the CPU where the model accepts it
+    (:func:`gradcam.engine.fast_layout`): 1.2 to 1.8 times faster no-grad passes.
     """
 
-    def __init__(self, module: nn.Module, bar: tqdm[Any], device: torch.device) -> None:
+    def __init__(self, module: nn.Module, bar: tqdm[Any]) -> None:
         self.module = module
         self.bar = bar
-        self.channels_last = device.type == "cpu"
 
     def __call__(
         self,
@@ -72,17 +70,9 @@ class CopyRunner:
     ) -> Any:
         """The output of ``forward`` (default: the model) on ``inputs``, (n, C, H, W); the bar
         advances by ``count`` copies (default: n)."""
-        output = self._forward(inputs, forward or self.module)
+        output = run_in_fast_layout(self.module, inputs, forward or self.module, fast=True)
         self.bar.update(inputs.shape[0] if count is None else count)
         return output
-
-    def _forward(self, inputs: Tensor, forward: Callable[[Tensor], Any]) -> Any:
-        if self.channels_last and inputs.dim() == 4:
-            try:
-                return forward(inputs.contiguous(memory_format=torch.channels_last))
-            except RuntimeError:
-                self.channels_last = False
-        return forward(inputs)
 
 
 def scores_of(columns: Columns, output: Any, batch: int) -> Tensor:
@@ -189,7 +179,7 @@ class PerturbationMethod(LayerMethod):
                     file=sys.stderr,
                 )
             )
-            run = CopyRunner(self.module, bar, x.device)
+            run = CopyRunner(self.module, bar)
             weights = self.channel_weights(x, activations, resolved, columns, run)
         if not all_finite(weights):
             raise GradCAMError(
