@@ -602,6 +602,10 @@ def run_group(
     layout = LAYOUTS.get(name)
     if layout is not None:
         cases = [c for c in cases if c in TRANSFORMER_CASES]
+        # Every library must run at the layer a user of gradcam gets with no layer given.
+        chosen = gradcam.GradCAM(model)(photo_batch(size, 1)).layer
+        if chosen != layer:
+            raise RuntimeError(f"{name}: GradCAM(model) chose {chosen!r}, the benchmark {layer!r}")
     calls, info = group_calls(model, layer, size, cases, libraries, layout)
     log(f"[{group.label}] layer {layer}, {info['class']}; agreement pass over {len(calls)} calls")
     check_agreement(group, calls)
