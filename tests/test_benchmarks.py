@@ -117,7 +117,7 @@ def test_bench_peers_transformer_quick_smoke() -> None:
 def test_bench_peers_vit_layout_agrees(monkeypatch: pytest.MonkeyPatch) -> None:
     """The ViT transforms the peers get, on a tiny ViT: the wrapped layer Captum hooks leaves the
     model's output unchanged, and Captum's, torchcam's and pytorch-grad-cam's raw maps equal
-    ours (vit_b_16 itself is too big for the default run; the swin smoke test runs the CLI)."""
+    ours (vit_b_16 itself is too big for the default run; the Swin smoke test runs the script)."""
     from torchvision.models import VisionTransformer
 
     import gradcam
