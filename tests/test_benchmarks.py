@@ -116,8 +116,9 @@ def test_bench_peers_transformer_quick_smoke() -> None:
 
 def test_bench_peers_vit_layout_agrees(monkeypatch: pytest.MonkeyPatch) -> None:
     """The ViT transforms the peers get, on a tiny ViT: the wrapped layer Captum hooks leaves the
-    model's output unchanged, and Captum's, torchcam's and pytorch-grad-cam's raw maps equal
-    ours (vit_b_16 itself is too big for the default run; the Swin smoke test runs the script)."""
+    model's output unchanged, Captum's and torchcam's raw maps equal ours, and so do
+    pytorch-grad-cam's upsampled maps (it returns no raw map). vit_b_16 itself is too big for
+    the default run; the Swin smoke test runs the script."""
     from torchvision.models import VisionTransformer
 
     import gradcam
