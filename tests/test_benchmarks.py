@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import copy
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
+import torch
 
 SCRIPT = Path(__file__).parents[1] / "benchmarks" / "bench_core.py"
 
@@ -86,3 +90,80 @@ def test_bench_methods_quick_smoke() -> None:
     assert "pytorch-grad-cam:" in rows[0] and "torchcam:" in rows[0]
     diffs = [float(part.split("diff ")[1].split()[0]) for part in rows[0].split("; ")]
     assert all(d < 1e-3 for d in diffs), rows[0]
+
+
+def test_bench_peers_transformer_quick_smoke() -> None:
+    """Swin-T (the smaller transformer) through the harness: its layer is gradcam's automatic
+    one, every installed peer's map agrees with ours through the reshape each one is given, and
+    the issue's target against forward + gradient to the layer is reported."""
+    script = SCRIPT.with_name("bench_peers.py")
+    argv = [sys.executable, str(script), "--quick", "--models", "swin_t", "--memory-batches"]
+    proc = subprocess.run([*argv, "none"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    prefix = "| swin_t 224x224 | Grad-CAM, 1 image, 1 class |"
+    agreement = [line for line in lines if line.startswith(prefix) and "(min" not in line]
+    assert len(agreement) == 1, agreement
+    cells = agreement[0].split("|")[3:6]
+    assert all(float(v) < 1e-3 for v in cells if v.strip() != "n/a"), agreement[0]
+    assert "all zero" not in agreement[0]
+    assert any(line.startswith("| swin_t 224x224 (`norm`) |") for line in lines)
+    assert any(
+        line.startswith("| Grad-CAM, 1 image, 1 class | swin_t | forward + grad to layer |")
+        for line in lines
+    )
+
+
+def test_bench_peers_vit_layout_agrees(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The ViT transforms the peers get, on a tiny ViT: the wrapped layer Captum hooks leaves the
+    model's output unchanged, Captum's and torchcam's raw maps equal ours, and so do
+    pytorch-grad-cam's upsampled maps (it returns no raw map). vit_b_16 itself is too big for
+    the default run; the Swin smoke test runs the script."""
+    from torchvision.models import VisionTransformer
+
+    import gradcam
+
+    monkeypatch.syspath_prepend(str(SCRIPT.parent))
+    import bench_peers
+
+    torch.manual_seed(0)
+    vit = VisionTransformer(64, 16, num_layers=2, num_heads=2, hidden_dim=32, mlp_dim=64)
+    vit.heads.head.reset_parameters()  # torchvision's zero head gives all-zero maps
+    vit.eval()
+    x, layer = torch.randn(2, 3, 64, 64), "encoder.layers.encoder_layer_1.ln_1"
+    layout = bench_peers.LAYOUTS["vit_b_16"]
+    tokens = torch.randn(2, 17, 32)
+    assert torch.equal(layout.from_maps(layout.to_maps(tokens), tokens), tokens)
+    assert gradcam.find_default_layer(vit, x) == layer
+    ours = gradcam.GradCAM(vit, layer)(x, torch.tensor([[1], [2]])).raw[:, 0]
+    assert ours.shape == (2, 4, 4) and bool(ours.amax(dim=(1, 2)).gt(0).all())
+
+    tapped = copy.deepcopy(vit)
+    hooked = bench_peers.tapped(tapped, layer, layout)
+    with torch.no_grad():
+        assert torch.equal(tapped(x), vit(x))
+    pytest.importorskip("captum")
+    from captum.attr import LayerGradCam
+
+    lgc = LayerGradCam(tapped, tapped.get_submodule(hooked))
+    captum = lgc.attribute(x, target=[1, 2], relu_attributions=True)[:, 0]
+    torch.testing.assert_close(captum, ours, rtol=1e-5, atol=1e-7)
+
+    pytest.importorskip("torchcam")
+    from torchcam.methods import GradCAM as TorchcamGradCAM
+
+    model = copy.deepcopy(vit)
+    with TorchcamGradCAM(model, layer, reshape_transform=layout.to_maps) as extractor:
+        torchcam = extractor(class_idx=[1, 2], scores=model(x), normalized=False)[0]
+    torch.testing.assert_close(torchcam, ours, rtol=1e-5, atol=1e-7)
+
+    pytest.importorskip("pytorch_grad_cam")
+    from pytorch_grad_cam import GradCAM as PgcGradCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    model = copy.deepcopy(vit)
+    pgc = PgcGradCAM(model, [model.get_submodule(layer)], reshape_transform=layout.to_maps)
+    theirs = pgc(x, targets=[ClassifierOutputTarget(1), ClassifierOutputTarget(2)])
+    # It returns maps upsampled to the input and min-max normalized: ours, shown the same way.
+    shown = bench_peers.upsampled(ours, (64, 64))
+    torch.testing.assert_close(torch.from_numpy(theirs), shown, rtol=0, atol=1e-5)
