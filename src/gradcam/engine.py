@@ -4,7 +4,9 @@ For a batch ``x`` and ``K`` targets per image, :func:`compute_gradients` runs th
 evaluates the ``K`` target scores ``y^c`` (B, K), and takes, each with one batched backward
 pass (``torch.autograd.grad`` with ``is_grads_batched``):
 
-* ``dy^c/dA`` (B, K, C, h, w) at a layer ``A`` (Grad-CAM's gradients), and/or
+* ``dy^c/dA`` (B, K, C, h, w) at a layer ``A`` (Grad-CAM's gradients), or, for a layer whose
+  output is a feature pyramid (a dict or list of maps), ``dy^c/dA_l`` at every level ``l``,
+  all levels in the same backward pass (:class:`Level`), and/or
 * ``dy^c/dx`` (B, K, C, H, W) at the input, under one or more rectifier rules (plain, guided,
   deconv; see :mod:`gradcam.rectifiers`), all from the same forward pass.
 

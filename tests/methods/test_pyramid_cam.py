@@ -93,6 +93,27 @@ def test_two_levels_by_hand() -> None:
     assert result.maps.shape == (1, 2, 4, 4)
 
 
+def test_counterfactual_negates_every_level() -> None:
+    # Class 1's sum before the ReLU is [[.5, .4, .4, .3], [.1, 0, 0, -.1], [.1, 0, 0, -.1],
+    # [-.3, -.4, -.4, -.5]] (above); negated gradients negate it before the ReLU.
+    net = TwoLevel([[1.6, 0.8], [-3.2, 0.4]])
+    result = create_method("counterfactual", net, "levels")(X, 1)
+    expected = torch.tensor(
+        [[0.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.1], [0.0, 0.0, 0.0, 0.1], [0.3, 0.4, 0.4, 0.5]]
+    )
+    torch.testing.assert_close(result.raw[0, 0], expected, atol=1e-6, rtol=0)
+
+
+def test_guided_gradcam_shares_the_pyramid_pass() -> None:
+    """With input gradients the graph is kept whole; the Grad-CAM factor is the pyramid's."""
+    net = TwoLevel([[1.6, 0.8], [-3.2, 0.4]])
+    before = snapshot(net)
+    guided = create_method("guided-gradcam", net, "levels")(X, [0, 1])
+    assert_unchanged(before, net)
+    torch.testing.assert_close(guided.cam.raw, GradCAM(net, "levels")(X, [0, 1]).raw)
+    assert guided.maps.shape == (1, 2, 1, 4, 4) and torch.isfinite(guided.maps).all()
+
+
 def test_levels_get_their_own_gradients_in_one_pass() -> None:
     net = TwoLevel([[1.6, 0.8], [-3.2, 0.4]])
     grads = compute_gradients(net, X, [0, 1], layer=resolve_layer(net, "levels"))
