@@ -143,7 +143,14 @@ class ResolvedLayer(NamedTuple):
     def takes_pyramid(self) -> bool:
         """Whether an output that is a feature pyramid (a dict or list of maps) is read as one:
         for the reshapes ``"auto"``, ``"channels-first"``, ``"pyramid"`` and a callable (which
-        then receives the whole container, like pytorch-grad-cam's ``reshape_transform``)."""
+        then receives the whole container, like pytorch-grad-cam's ``reshape_transform``).
+
+        Examples:
+            >>> resolve_layer(model, "features").takes_pyramid
+            True
+            >>> resolve_layer(model, Layer("features", "channels-last")).takes_pyramid
+            False
+        """
         reshape = self.reshape
         if isinstance(reshape, str):
             return reshape in PYRAMID_RESHAPES

@@ -17,6 +17,7 @@ from helpers.state import assert_unchanged, snapshot
 from torch import Tensor, nn
 from torchvision.models import detection
 from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
+from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
 from gradcam import GradCAM, Layer, LayerError, TopK
 from gradcam.cli import main
@@ -285,6 +286,31 @@ def test_faster_rcnn_at_its_pyramid(faster_rcnn: nn.Module, image: Tensor) -> No
     # backbone.fpn outputs the same dict: the same maps.
     fpn = GradCAM(faster_rcnn, "backbone.fpn")(image, targets)
     torch.testing.assert_close(fpn.raw, result.raw)
+
+
+@pytest.mark.parametrize("family", [detection.RetinaNet, detection.FCOS])
+def test_one_stage_detectors_at_their_pyramid(family: type[nn.Module], image: Tensor) -> None:
+    """RetinaNet and FCOS: levels '0' to '2' of layers 2 to 4, then P6 and P7."""
+    torch.manual_seed(0)
+    backbone = resnet_fpn_backbone(
+        backbone_name="resnet18",
+        weights=None,
+        trainable_layers=5,
+        returned_layers=[2, 3, 4],
+        extra_blocks=LastLevelP6P7(256, 256),
+    )
+    model = family(backbone, num_classes=3, score_thresh=0.0, min_size=64, max_size=96).eval()
+    found = _detections(model, image)
+    before = snapshot(model)
+    result = GradCAM(model, "backbone")(image, [DetectionScore.of(d) for d in found])
+    assert_unchanged(before, model)
+    assert result.layer == (
+        "backbone (pyramid: 0 256x8x8, 1 256x4x4, 2 256x2x2, p6 256x1x1, p7 256x1x1)"
+    )
+    expected = torch.tensor([[d.score + 1.0 for d in found]])
+    torch.testing.assert_close(result.scores, expected, rtol=1e-5, atol=1e-6)
+    assert torch.isfinite(result.raw).all()
+    assert all(result.raw[0, k].amax() > result.raw[0, k].amin() for k in range(2))
 
 
 def test_eigen_cam_agrees_with_pytorch_grad_cam_fpn_transform(
