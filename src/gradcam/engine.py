@@ -4,7 +4,9 @@ For a batch ``x`` and ``K`` targets per image, :func:`compute_gradients` runs th
 evaluates the ``K`` target scores ``y^c`` (B, K), and takes, each with one batched backward
 pass (``torch.autograd.grad`` with ``is_grads_batched``):
 
-* ``dy^c/dA`` (B, K, C, h, w) at a layer ``A`` (Grad-CAM's gradients), and/or
+* ``dy^c/dA`` (B, K, C, h, w) at a layer ``A`` (Grad-CAM's gradients), or, for a layer whose
+  output is a feature pyramid (a dict or list of maps), ``dy^c/dA_l`` at every level ``l``,
+  all levels in the same backward pass (:class:`Level`), and/or
 * ``dy^c/dx`` (B, K, C, H, W) at the input, under one or more rectifier rules (plain, guided,
   deconv; see :mod:`gradcam.rectifiers`), all from the same forward pass.
 
@@ -39,6 +41,7 @@ from gradcam.targets import TargetLike, as_logits, class_names, resolve_targets
 
 __all__ = [
     "Gradients",
+    "Level",
     "all_finite",
     "check_input",
     "compute_gradients",
@@ -69,6 +72,9 @@ class Gradients:
             channels-last outputs become channels-first maps), when a layer was asked for.
         gradients: ``dy^c/dA``, (B, K, C, h, w), reshaped alike, when a layer was asked for.
         input_gradients: ``dy^c/dx``, (B, K, C, H, W), for each rule asked for.
+        levels: for a layer that outputs a feature pyramid, its levels in order, each with its
+            own ``A_l`` and ``dy^c/dA_l`` (see :class:`Level`); ``activations`` and
+            ``gradients`` are then ``None``.
     """
 
     scores: Tensor
@@ -77,6 +83,22 @@ class Gradients:
     activations: Tensor | None = None
     gradients: Tensor | None = None
     input_gradients: dict[str, Tensor] = field(default_factory=dict)
+    levels: tuple[Level, ...] = ()
+
+
+@dataclass(frozen=True)
+class Level:
+    """One level of a feature pyramid and the gradients to it (detached).
+
+    Attributes:
+        name: the level's key (``"0"``, ``"pool"``) or index in the layer's output.
+        activations: ``A_l``, (B, C_l, h_l, w_l).
+        gradients: ``dy^c/dA_l``, (B, K, C_l, h_l, w_l).
+    """
+
+    name: str
+    activations: Tensor
+    gradients: Tensor
 
 
 def all_finite(t: Tensor) -> bool:
@@ -233,27 +255,36 @@ def _batched_grad(scores: Tensor, wrt: Tensor, what: str, *, retain: bool) -> Te
     ``retain`` keeps the graph for a later backward pass; the last pass frees it as it goes,
     which lets the backward pass reuse the saved activations' memory.
     """
+    return _batched_grads(scores, [wrt], what, retain=retain)[0]
+
+
+def _batched_grads(
+    scores: Tensor, wrts: Sequence[Tensor], what: str, *, retain: bool
+) -> list[Tensor]:
+    """``d scores[:, k] / d wrt`` for every k and every tensor of ``wrts`` as (B, K, ...),
+    all from one batched backward pass (a pyramid's levels share it)."""
     batch, k = scores.shape
     if not scores.requires_grad:
         raise TargetError(
             f"the target scores do not depend on the {what} (no gradient path); "
             "choose a layer that the scores are computed from"
         )
+    inputs = list(wrts)
+    found: Sequence[Tensor | None]
     # Images of a batch are independent in eval mode, so the gradient of the batch sum of
     # column k gives every image's own gradient for its target k.
-    grads: Tensor | None
     if k == 1:
-        (grads,) = torch.autograd.grad(scores.sum(), wrt, retain_graph=retain, allow_unused=True)
-        return (torch.zeros_like(wrt) if grads is None else grads).unsqueeze(1)
+        found = torch.autograd.grad(scores.sum(), inputs, retain_graph=retain, allow_unused=True)
+        return [_zeros_if_none(g, w).unsqueeze(1) for g, w in zip(found, inputs, strict=True)]
     one_hot = torch.eye(k, dtype=scores.dtype, device=scores.device)
     grad_outputs = one_hot[:, None, :].expand(k, batch, k)
     try:
         with warnings.catch_warnings():
             # vmap reports ops without a batching rule; they still give exact results.
             warnings.filterwarnings("ignore", message=".*performance drop.*")
-            (grads,) = torch.autograd.grad(
+            found = torch.autograd.grad(
                 scores,
-                wrt,
+                inputs,
                 grad_outputs,
                 retain_graph=True,  # the fallback below needs the graph if this fails
                 is_grads_batched=True,
@@ -261,20 +292,18 @@ def _batched_grad(scores: Tensor, wrt: Tensor, what: str, *, retain: bool) -> Te
             )
     except RuntimeError:
         # Some custom autograd Functions cannot be vmapped: fall back to K backward passes.
-        grads = torch.stack(
-            [
-                _zeros_if_none(
-                    torch.autograd.grad(
-                        scores[:, i].sum(), wrt, retain_graph=True, allow_unused=True
-                    )[0],
-                    wrt,
-                )
-                for i in range(k)
-            ]
-        )
-    if grads is None:
-        return wrt.new_zeros((batch, k, *wrt.shape[1:]))
-    return grads.transpose(0, 1)
+        per_target = [
+            torch.autograd.grad(scores[:, i].sum(), inputs, retain_graph=True, allow_unused=True)
+            for i in range(k)
+        ]
+        found = [
+            torch.stack([_zeros_if_none(grads[j], w) for grads in per_target])
+            for j, w in enumerate(inputs)
+        ]
+    return [
+        w.new_zeros((batch, k, *w.shape[1:])) if g is None else g.transpose(0, 1)
+        for g, w in zip(found, inputs, strict=True)
+    ]
 
 
 def _zeros_if_none(grad: Tensor | None, like: Tensor) -> Tensor:
@@ -345,7 +374,10 @@ def compute_gradients(
                         if resolved_layer is None
                         else stack.enter_context(
                             capture_layer(
-                                resolved_layer.module, resolved_layer.name, detach=not to_input
+                                resolved_layer.module,
+                                resolved_layer.name,
+                                detach=not to_input,
+                                pyramid=resolved_layer.takes_pyramid,
                             )
                         )
                     )
@@ -353,12 +385,16 @@ def compute_gradients(
 
             source, capture, output = run_in_fast_layout(model, x, forward)
             torch.set_grad_enabled(True)
-            if capture is not None and capture.output is None:
+            if capture is not None and capture.output is None and not capture.levels:
                 raise LayerError(f"layer {capture.name!r} did not run during the forward pass")
             resolved = resolve_targets(targets, output, x.shape[0], names=class_names(model))
             if not all_finite(resolved.scores.detach()):
                 raise GradCAMError("the model produced NaN or infinite target scores")
             activations = layer_grads = None
+            levels: tuple[Level, ...] = ()
+            if resolved_layer is not None and capture is not None and capture.levels:
+                state.rule = layer_rule
+                levels = _level_gradients(resolved_layer, capture.levels, resolved.scores, to_input)
             if resolved_layer is not None and capture is not None and capture.output is not None:
                 raw = capture.output
                 view = resolved_layer.view(model, tuple(raw.shape), (x.shape[-2], x.shape[-1]))
@@ -382,7 +418,8 @@ def compute_gradients(
                 logits = None
         finally:
             torch.set_grad_enabled(grad_mode)
-    for name, grad in [("layer", layer_grads), *input_grads.items()]:
+    level_grads = [(f"level {level.name!r}", level.gradients) for level in levels]
+    for name, grad in [("layer", layer_grads), *level_grads, *input_grads.items()]:
         if grad is not None and not all_finite(grad):
             raise GradCAMError(f"gradients to the {name} contain NaN or infinite values")
     return Gradients(
@@ -392,4 +429,26 @@ def compute_gradients(
         activations=activations,
         gradients=None if layer_grads is None else layer_grads.detach(),
         input_gradients=input_grads,
+        levels=levels,
+    )
+
+
+def _level_gradients(
+    layer: ResolvedLayer,
+    captured: tuple[tuple[str, Tensor], ...],
+    scores: Tensor,
+    retain: bool,
+) -> tuple[Level, ...]:
+    """Each pyramid level with its gradient, all levels from one batched backward pass."""
+    if not isinstance(layer.reshape, str):
+        raise LayerError(
+            f"layer {layer.name!r} outputs a feature pyramid: a reshape callable on it is for "
+            "gradient-free methods (the gradient of a resized level is not the resized "
+            "gradient); give reshape='pyramid' to weight each level by its own gradient"
+        )
+    tensors = [maps for _, maps in captured]
+    grads = _batched_grads(scores, tensors, f"layer {layer.name!r}", retain=retain)
+    return tuple(
+        Level(name, maps.detach().contiguous(), grad.detach().contiguous())
+        for (name, maps), grad in zip(captured, grads, strict=True)
     )

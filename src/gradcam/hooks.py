@@ -30,10 +30,10 @@ from __future__ import annotations
 
 import threading
 import weakref
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 from torch import Tensor, nn
@@ -41,6 +41,7 @@ from torch.overrides import TorchFunctionMode
 
 from gradcam.errors import LayerError
 from gradcam.rectifiers import Rectified, RectifierState, classify
+from gradcam.reshapes import is_pyramid, pyramid_levels, rebuild_pyramid
 
 __all__ = [
     "InputCapture",
@@ -129,11 +130,18 @@ class LayerCapture:
         output: the layer's raw output (before any reshape to (B, C, h, w)); with
             ``detach=True`` a leaf tensor that requires grad. ``None`` when the layer has not run.
         calls: how many times the layer ran.
+        levels: for a layer that outputs a feature pyramid (captured with ``pyramid=True``):
+            its ``(level, maps)`` pairs, each maps tensor kept as ``output`` would be; then
+            ``output`` stays ``None``.
+        pyramid: that output's container (dict, list, ...) holding the kept levels, for a
+            reshape callable that reads the whole pyramid.
     """
 
     name: str
     output: Tensor | None = None
     calls: int = 0
+    levels: tuple[tuple[str, Tensor], ...] = ()
+    pyramid: Any = None
 
 
 @dataclass
@@ -153,7 +161,9 @@ class InputCapture:
 
 
 @contextmanager
-def capture_layer(layer: nn.Module, name: str, *, detach: bool = True) -> Iterator[LayerCapture]:
+def capture_layer(
+    layer: nn.Module, name: str, *, detach: bool = True, pyramid: bool = False
+) -> Iterator[LayerCapture]:
     """Capture ``layer``'s output during the forward passes in the block.
 
     With ``detach=True``, call the model with grad mode *disabled*: the hook switches grad mode
@@ -161,8 +171,15 @@ def capture_layer(layer: nn.Module, name: str, *, detach: bool = True) -> Iterat
     layer records a graph (the caller restores grad mode afterwards). With ``detach=False`` the
     graph is left whole, so gradients can also flow on to the input.
 
+    With ``pyramid=True`` a layer that outputs a feature pyramid (a dict or list of
+    (B, C_l, h_l, w_l) maps, see :func:`~gradcam.reshapes.pyramid_levels`) is captured level by
+    level into ``levels``, each level treated as ``A`` is (a leaf with ``detach=True``), and the
+    network goes on with a container of the same type.
+
     Raises:
-        LayerError: if the layer runs more than once, or its output is not a tensor.
+        LayerError: if the layer runs more than once, or its output is not a tensor (nor,
+            with ``pyramid=True``, a pyramid of 4-D maps); a pyramid met without
+            ``pyramid=True`` is refused with the alternatives named.
 
     Examples:
         >>> with torch.no_grad(), capture_layer(model.features, "features") as cap:
@@ -174,7 +191,7 @@ def capture_layer(layer: nn.Module, name: str, *, detach: bool = True) -> Iterat
     """
     capture = LayerCapture(name)
 
-    def hook(_module: nn.Module, _inputs: Any, output: Any) -> Tensor:
+    def hook(_module: nn.Module, _inputs: Any, output: Any) -> Any:
         capture.calls += 1
         if capture.calls > 1:
             raise LayerError(
@@ -182,10 +199,9 @@ def capture_layer(layer: nn.Module, name: str, *, detach: bool = True) -> Iterat
                 "a shared activation); choose a layer that runs once"
             )
         if not isinstance(output, Tensor):
-            raise LayerError(
-                f"layer {name!r} must output a tensor of feature maps (B, C, h, w), or one that a "
-                f"reshape turns into them; got {type(output).__name__}"
-            )
+            if pyramid and is_pyramid(output):
+                return _capture_levels(capture, output, detach=detach)
+            _refuse(name, output)
         activation: Tensor = output
         if detach:
             torch.set_grad_enabled(True)
@@ -200,6 +216,37 @@ def capture_layer(layer: nn.Module, name: str, *, detach: bool = True) -> Iterat
         yield capture
     finally:
         handle.remove()
+
+
+def _refuse(name: str, output: Any) -> NoReturn:
+    """Raise the :class:`LayerError` for an output that is not one tensor of feature maps."""
+    if is_pyramid(output):
+        levels = ", ".join(
+            f"{key} {tuple(maps.shape)}"
+            for key, maps in (output.items() if isinstance(output, Mapping) else enumerate(output))
+        )
+        raise LayerError(
+            f"layer {name!r} outputs a feature pyramid ({levels}), which only Grad-CAM, its "
+            "variants and the gradient-free methods (Eigen-CAM, ...) read, with reshape "
+            "'pyramid', 'auto' or 'channels-first'; for this method or reshape choose one "
+            "level's module (a stage inside the layer)"
+        )
+    raise LayerError(
+        f"layer {name!r} must output a tensor of feature maps (B, C, h, w), or one that a "
+        f"reshape turns into them; got {type(output).__name__}"
+    )
+
+
+def _capture_levels(capture: LayerCapture, output: Any, *, detach: bool) -> Any:
+    """Keep each level of a pyramid output as :func:`capture_layer` keeps ``A``; return the
+    container of clones that the network goes on with."""
+    levels = pyramid_levels(capture.name, output)
+    if detach:
+        torch.set_grad_enabled(True)
+        levels = tuple((key, maps.detach().requires_grad_(True)) for key, maps in levels)
+    capture.levels = levels
+    capture.pyramid = rebuild_pyramid(output, [maps for _, maps in levels])
+    return rebuild_pyramid(output, [maps.clone() for _, maps in levels])
 
 
 @contextmanager
@@ -292,6 +339,8 @@ def replace_output(
                 f"layer {name!r} runs more than once in one forward pass (a module reused, like "
                 "a shared activation); choose a layer that runs once"
             )
+        if not isinstance(output, Tensor) and is_pyramid(output):
+            _refuse(name, output)
         if not isinstance(output, Tensor) or output.dim() != 4:
             shape = tuple(output.shape) if isinstance(output, Tensor) else type(output).__name__
             raise LayerError(

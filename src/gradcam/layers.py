@@ -37,7 +37,15 @@ from torchvision.ops.misc import Permute
 
 from gradcam.errors import LayerError
 from gradcam.hooks import ModuleCall, eval_mode, record_outputs
-from gradcam.reshapes import RESHAPES, MapView, Reshape, Tokens, view_for, widths
+from gradcam.reshapes import (
+    PYRAMID_RESHAPES,
+    RESHAPES,
+    MapView,
+    Reshape,
+    Tokens,
+    view_for,
+    widths,
+)
 
 __all__ = [
     "Layer",
@@ -80,7 +88,10 @@ class Layer:
             the input size), :class:`~gradcam.reshapes.Tokens` (prefix and grid given), or a
             callable (B, ...) -> (B, C, h, w) that only selects and permutes elements (it is
             applied to the output and to its gradient alike, like pytorch-grad-cam's
-            ``reshape_transform``).
+            ``reshape_transform``; for a pyramid it receives the whole dict or list), or
+            ``"pyramid"``: a dict or list of (B, C_l, h_l, w_l) maps, like the FPN levels of
+            torchvision's detection backbones (``"auto"`` and ``"channels-first"`` read such an
+            output as a pyramid too; see :func:`gradcam.methods.gradcam.pyramid_cam`).
 
     Raises:
         LayerError: for an unknown reshape.
@@ -127,6 +138,23 @@ class ResolvedLayer(NamedTuple):
             LayerError: the output cannot be read as feature maps (names the reshapes).
         """
         return view_for(self.name, self.reshape, shape, input_size, self.module, model)
+
+    @property
+    def takes_pyramid(self) -> bool:
+        """Whether an output that is a feature pyramid (a dict or list of maps) is read as one:
+        for the reshapes ``"auto"``, ``"channels-first"``, ``"pyramid"`` and a callable (which
+        then receives the whole container, like pytorch-grad-cam's ``reshape_transform``).
+
+        Examples:
+            >>> resolve_layer(model, "features").takes_pyramid
+            True
+            >>> resolve_layer(model, Layer("features", "channels-last")).takes_pyramid
+            False
+        """
+        reshape = self.reshape
+        if isinstance(reshape, str):
+            return reshape in PYRAMID_RESHAPES
+        return not isinstance(reshape, Tokens)
 
 
 #: What every method's ``layer=`` takes.

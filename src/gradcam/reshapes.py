@@ -25,27 +25,43 @@ no channel count, channels-first otherwise; a 3-D output is a token sequence whe
 is a feature size and its dim 1 no channel count. The spatial size must also fit the input's
 aspect ratio. Anything else raises :class:`~gradcam.errors.LayerError` naming the shape and the
 reshapes that exist, never a map over the wrong axis.
+
+A layer may also output a *feature pyramid*: a mapping or sequence of (B, C_l, h_l, w_l) maps,
+like the ordered dict of FPN levels (``'0'`` to ``'3'``, ``'pool'``) that torchvision's
+detection backbones return. ``"pyramid"`` reads such an output, and so do ``"auto"`` and
+``"channels-first"`` (the levels are channels-first maps); :func:`pyramid_levels` lists and
+checks the levels. How methods weight a pyramid is in :mod:`gradcam.methods.gradcam`
+(:func:`~gradcam.methods.gradcam.pyramid_cam`): each level keeps its own gradient, so no
+level is resampled before its weights are taken.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Literal
+from typing import Any, Literal
 
+import torch
 from torch import Tensor, nn
 
 from gradcam.errors import LayerError
+from gradcam.maps import upsample
 
 __all__ = [
     "MAX_PREFIX",
+    "PYRAMID_RESHAPES",
     "RESHAPES",
     "MapView",
     "Reshape",
     "Tokens",
     "channels_last_to_maps",
+    "concat_levels",
+    "finest_size",
+    "is_pyramid",
     "plausible_grid",
+    "pyramid_levels",
+    "rebuild_pyramid",
     "token_grid",
     "tokens_to_maps",
     "view_for",
@@ -55,13 +71,17 @@ __all__ = [
 #: The most leading (class, distillation, register) tokens :func:`token_grid` tries.
 MAX_PREFIX = 16
 
-ReshapeName = Literal["auto", "channels-first", "channels-last", "tokens"]
-RESHAPES: tuple[ReshapeName, ...] = ("auto", "channels-first", "channels-last", "tokens")
+ReshapeName = Literal["auto", "channels-first", "channels-last", "tokens", "pyramid"]
+RESHAPES: tuple[ReshapeName, ...] = ("auto", "channels-first", "channels-last", "tokens", "pyramid")
+
+#: The reshapes that read a mapping or sequence of (B, C_l, h_l, w_l) maps as a pyramid.
+PYRAMID_RESHAPES: tuple[ReshapeName, ...] = ("auto", "channels-first", "pyramid")
 
 _HELP = (
     "reshapes: 'channels-first' (B, C, h, w), 'channels-last' (B, h, w, C), 'tokens' (B, N, D) "
     f"with up to {MAX_PREFIX} leading class/register tokens and a patch grid, "
-    "Tokens(prefix=p, grid=(gh, gw)), or a callable (B, ...) -> (B, C, h, w)"
+    "Tokens(prefix=p, grid=(gh, gw)), 'pyramid' (a dict or list of (B, C_l, h_l, w_l) "
+    "maps), or a callable (B, ...) -> (B, C, h, w)"
 )
 
 
@@ -299,6 +319,11 @@ def view_for(
     where = f"layer {name!r} must output a (B, C, h, w) tensor of feature maps"
     if callable(reshape) and not isinstance(reshape, (str, Tokens)):
         return MapView("custom", function=reshape)
+    if reshape == "pyramid":
+        raise LayerError(
+            f"layer {name!r} outputs one tensor {shape}, not a pyramid; 'pyramid' reads a dict "
+            f"or list of (B, C_l, h_l, w_l) maps; {_HELP}"
+        )
     if isinstance(reshape, Tokens) or reshape == "tokens":
         if len(shape) != 3:
             raise LayerError(f"{where}, or (B, N, D) tokens for 'tokens'; got {shape}; {_HELP}")
@@ -344,3 +369,105 @@ def view_for(
             )
         return view_for(name, "tokens", shape, input_size, layer, model, model_widths=model_widths)
     raise LayerError(f"{where}; got {shape}; {_HELP}")
+
+
+def is_pyramid(output: Any) -> bool:
+    """Whether ``output`` is a feature pyramid: a non-empty mapping, list or tuple of tensors.
+
+    Examples:
+        >>> is_pyramid({"0": torch.zeros(1, 2, 4, 4)}), is_pyramid(torch.zeros(1, 2, 4, 4))
+        (True, False)
+    """
+    if isinstance(output, Mapping):
+        values = list(output.values())
+    elif isinstance(output, (list, tuple)):
+        values = list(output)
+    else:
+        return False
+    return bool(values) and all(isinstance(v, Tensor) for v in values)
+
+
+def pyramid_levels(name: str, output: Any) -> tuple[tuple[str, Tensor], ...]:
+    """The ``(level, maps)`` pairs of layer ``name``'s pyramid output, in its order: a
+    mapping's keys (as text) or a sequence's indices, each with its (B, C_l, h_l, w_l) maps.
+
+    Raises:
+        LayerError: the output is no pyramid, a level is not a 4-D map with a position (names
+            the level and its shape), or the levels disagree on the batch size.
+
+    Examples:
+        >>> from collections import OrderedDict
+        >>> fpn = OrderedDict([("0", torch.zeros(1, 8, 4, 4)), ("pool", torch.zeros(1, 8, 1, 1))])
+        >>> [(level, tuple(maps.shape)) for level, maps in pyramid_levels("fpn", fpn)]
+        [('0', (1, 8, 4, 4)), ('pool', (1, 8, 1, 1))]
+    """
+    if not is_pyramid(output):
+        raise LayerError(
+            f"layer {name!r} outputs a {type(output).__name__}, not a pyramid (a dict or list "
+            f"of (B, C_l, h_l, w_l) maps); {_HELP}"
+        )
+    pairs = (
+        [(str(k), v) for k, v in output.items()]
+        if isinstance(output, Mapping)
+        else [(str(i), v) for i, v in enumerate(output)]
+    )
+    for level, maps in pairs:
+        if maps.dim() != 4 or maps.shape[-2] * maps.shape[-1] == 0:
+            raise LayerError(
+                f"level {level!r} of layer {name!r}'s pyramid has shape {tuple(maps.shape)}; "
+                "every level must be a (B, C_l, h_l, w_l) map with h_l, w_l >= 1"
+            )
+    batches = {int(maps.shape[0]) for _, maps in pairs}
+    if len(batches) > 1:
+        shapes = ", ".join(f"{level} {tuple(maps.shape)}" for level, maps in pairs)
+        raise LayerError(f"the levels of layer {name!r}'s pyramid differ in batch size: {shapes}")
+    return tuple(pairs)
+
+
+def rebuild_pyramid(output: Any, levels: Iterable[Tensor]) -> Any:
+    """A container like ``output`` (a mapping, list, tuple or named tuple) holding ``levels``
+    in place of its tensors, in order.
+
+    Examples:
+        >>> rebuild_pyramid({"a": torch.zeros(1)}, [torch.ones(1)])
+        {'a': tensor([1.])}
+    """
+    values = list(levels)
+    if isinstance(output, Mapping):
+        pairs = list(zip(output.keys(), values, strict=True))
+        try:
+            return type(output)(pairs)  # type: ignore[call-arg]
+        except TypeError:  # a mapping type that cannot be built from pairs
+            return dict(pairs)
+    if isinstance(output, tuple) and hasattr(output, "_fields"):
+        return type(output)(*values)
+    return type(output)(values)
+
+
+def finest_size(levels: Iterable[Tensor]) -> tuple[int, int]:
+    """``(h_0, w_0)`` of the level with the most positions (the first such level on ties).
+
+    Examples:
+        >>> finest_size([torch.zeros(1, 2, 2, 2), torch.zeros(1, 2, 4, 3)])
+        (4, 3)
+    """
+    sizes = [(int(t.shape[-2]), int(t.shape[-1])) for t in levels]
+    return max(sizes, key=lambda hw: hw[0] * hw[1])
+
+
+def concat_levels(levels: Iterable[Tensor]) -> Tensor:
+    """Pyramid levels (B, C_l, h_l, w_l) upsampled bilinearly (``align_corners=False``) to the
+    finest level's size and concatenated along channels: (B, sum_l C_l, h_0, w_0) float32.
+
+    This is the single map a gradient-free method reads a pyramid as (pytorch-grad-cam's
+    detection tutorial builds the same with its ``reshape_transform``, at the coarsest size);
+    Grad-CAM never upsamples before weighting (see :func:`~gradcam.methods.gradcam.pyramid_cam`).
+
+    Examples:
+        >>> fine, coarse = torch.ones(1, 1, 2, 2), torch.full((1, 2, 1, 1), 3.0)
+        >>> concat_levels([fine, coarse])[0, :, 0, 0]
+        tensor([1., 3., 3.])
+    """
+    found = list(levels)
+    size = finest_size(found)
+    return torch.cat([upsample(level, size) for level in found], dim=1)

@@ -25,8 +25,9 @@ Torchvision's Faster R-CNN, RetinaNet, FCOS and SSD run unchanged, in eval mode 
 postprocessing (lists of dicts with ``"boxes"``, ``"labels"``, ``"scores"``): nothing in the
 model is edited. :func:`detect` lists the detections of a batch once, to choose targets from;
 :func:`task_layer` names a layer every detection or pixel score depends on (the last stage of
-the backbone that feeds the feature pyramid or the segmentation head), since a feature pyramid
-(an ordered dict of maps) is no single layer.
+the backbone that feeds the feature pyramid or the segmentation head). The feature pyramid
+itself (``layer="backbone"``, an ordered dict of maps) is explained too, each level weighted
+by its own gradient (see :func:`gradcam.methods.gradcam.pyramid_cam`).
 
 Examples:
     >>> import torchvision

@@ -16,7 +16,7 @@ from torch import Tensor
 # Registration order is the order of `methods()`, the CLI and the demo: the paper's methods
 # first (Grad-CAM and its counterfactual, the pixel-space methods, CAM, occlusion), then the
 # methods of the field, each block sorted by module name.
-from gradcam.methods.gradcam import GradCAM, grad_cam_from_gradients
+from gradcam.methods.gradcam import GradCAM, grad_cam_from_gradients, pyramid_cam
 
 # isort: split
 from gradcam.methods.guided import DeconvGradCAM, Deconvolution, GuidedBackprop, GuidedGradCAM
@@ -116,6 +116,7 @@ __all__ = [
     "method_spec",
     "method_specs",
     "methods",
+    "pyramid_cam",
     "register",
 ]
 

@@ -22,8 +22,9 @@ from gradcam.errors import GradCAMError, LayerError, TargetError
 from gradcam.hooks import capture_input, capture_layer
 from gradcam.layers import ResolvedLayer
 from gradcam.maps import normalize, upsample
-from gradcam.methods.gradcam import LayerMethod
+from gradcam.methods.gradcam import LayerMethod, describe_pyramid
 from gradcam.methods.results import CAMResult
+from gradcam.reshapes import Tokens, concat_levels
 from gradcam.targets import TargetLike, as_logits, class_names, resolve_targets
 
 __all__ = ["ActivationMethod", "LayerPass", "check_choice", "layer_pass"]
@@ -78,14 +79,25 @@ def layer_pass(
         stack.enter_context(eval_mode(module))
         resolved_layer = ResolvedLayer(*layer)
         capture = stack.enter_context(
-            capture_layer(resolved_layer.module, resolved_layer.name, detach=False)
+            capture_layer(
+                resolved_layer.module,
+                resolved_layer.name,
+                detach=False,
+                pyramid=resolved_layer.takes_pyramid,
+            )
         )
         watched = [stack.enter_context(capture_input(m, n)) for m, n in watch]
         output = module(x)
-    if capture.output is None:
+    name = layer[1]
+    if capture.levels:
+        activations = _pyramid_maps(resolved_layer, capture.pyramid, capture.levels)
+        name = describe_pyramid(layer[1], capture.levels)
+    elif capture.output is None:
         raise LayerError(f"layer {layer[1]!r} did not run during the forward pass")
-    raw = capture.output.detach()
-    activations = resolved_layer.view(module, tuple(raw.shape), (x.shape[-2], x.shape[-1]))(raw)
+    else:
+        raw = capture.output.detach()
+        view = resolved_layer.view(module, tuple(raw.shape), (x.shape[-2], x.shape[-1]))
+        activations = view(raw)
     if not all_finite(activations):
         raise GradCAMError(f"the activations of layer {layer[1]!r} contain NaN or infinite values")
     resolved = resolve_targets(targets, output, x.shape[0], names=class_names(module))
@@ -97,8 +109,27 @@ def layer_pass(
         classes=resolved.classes,
         logits=_logits_or_none(output),
         inputs=tuple(None if w.input is None else w.input.detach() for w in watched),
-        layer=layer[1],
+        layer=name,
     )
+
+
+def _pyramid_maps(
+    layer: ResolvedLayer, pyramid: Any, levels: tuple[tuple[str, Tensor], ...]
+) -> Tensor:
+    """A pyramid read as one (B, C, h, w) map by a gradient-free method: the levels upsampled
+    to the finest one and concatenated (:func:`~gradcam.reshapes.concat_levels`), or the
+    user's reshape callable applied to the whole container (pytorch-grad-cam's
+    ``reshape_transform`` for FPN backbones)."""
+    if isinstance(layer.reshape, (str, Tokens)):
+        return concat_levels([maps.detach() for _, maps in levels])
+    maps = layer.reshape(pyramid)
+    if not isinstance(maps, Tensor) or maps.dim() != 4:
+        got = tuple(maps.shape) if isinstance(maps, Tensor) else type(maps).__name__
+        raise LayerError(
+            f"the reshape callable of layer {layer.name!r} must map its pyramid to one "
+            f"(B, C, h, w) tensor; it returned {got}"
+        )
+    return maps.detach()
 
 
 def _logits_or_none(output: Any) -> Tensor | None:

@@ -20,7 +20,7 @@ from gradcam.layers import LayerLike
 from gradcam.maps import normalize, upsample
 from gradcam.methods.activation import ActivationMethod, check_choice
 from gradcam.methods.base import Plan
-from gradcam.methods.gradcam import GradCAM
+from gradcam.methods.gradcam import GradCAM, single_layer
 from gradcam.methods.registry import Needs, register
 from gradcam.methods.results import CAMResult
 from gradcam.rectifiers import Rule
@@ -258,6 +258,8 @@ class EigenGradCAM(GradCAM):
         self, grads: Gradients, plan: Plan, input_size: tuple[int, int]
     ) -> CAMResult:
         """``ReLU(M^c v_1)`` for every image and target, upsampled and normalized."""
+        if plan.layer is not None:
+            single_layer(grads, plan.layer[1], "Eigen-Grad-CAM")
         if grads.activations is None or grads.gradients is None or plan.layer is None:
             raise ValueError("Eigen-Grad-CAM needs gradients computed at a layer")
         features = grads.gradients.float() * grads.activations.float().unsqueeze(1)

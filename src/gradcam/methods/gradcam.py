@@ -1,14 +1,16 @@
-"""Grad-CAM (section 3) and its counterfactual variant (section 3.3)."""
+"""Grad-CAM (section 3) and its counterfactual variant (section 3.3), at one layer or at a
+feature pyramid (:func:`pyramid_cam`)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 import torch
 from torch import Tensor, nn
 
-from gradcam.engine import Gradients, check_input
-from gradcam.errors import GradCAMError
+from gradcam.engine import Gradients, Level, check_input
+from gradcam.errors import GradCAMError, LayerError
 from gradcam.layers import LayerLike, ResolvedLayer, find_default_layer, resolve_layer
 from gradcam.maps import normalize, upsample
 from gradcam.methods.base import GradientMethod, Plan
@@ -22,8 +24,11 @@ __all__ = [
     "GradCAM",
     "LayerMethod",
     "Pooling",
+    "describe_pyramid",
     "grad_cam_from_gradients",
     "pooled_gradients",
+    "pyramid_cam",
+    "single_layer",
     "weighted_sum",
 ]
 
@@ -100,6 +105,89 @@ def grad_cam_from_gradients(
     weights = pooled_gradients(-grads if counterfactual else grads, pooling)
     cam = weighted_sum(weights, activations.float())
     return (torch.relu(cam) if relu else cam), weights
+
+
+def pyramid_cam(weights: Sequence[Tensor], activations: Sequence[Tensor]) -> Tensor:
+    """The weighted maps of a feature pyramid's levels, summed at the finest level's size,
+    before the ReLU: (B, K, h_0, w_0).
+
+    .. math::
+        L^c = \\mathrm{ReLU}\\Big(\\sum_l \\mathrm{up}_0
+        \\Big(\\sum_k \\alpha_k^{c,l} A_l^k\\Big)\\Big),
+        \\qquad \\alpha_k^{c,l} = \\frac{1}{Z_l}\\sum_i\\sum_j
+        \\frac{\\partial y^c}{\\partial A^k_{l,ij}}
+
+    A layer whose output is a pyramid (torchvision's FPN: levels ``'0'`` to ``'3'`` and
+    ``'pool'``, each (B, 256, h_l, w_l)) feeds the score through every level, so each level
+    ``l`` is treated as Grad-CAM treats one layer: its weights come from its own gradient
+    (eq. 1 per level; a variant's :meth:`GradCAM.weights` per level) and give its own map
+    ``sum_k alpha_k^{c,l} A_l^k``. The levels' maps are upsampled bilinearly
+    (``up_0``, ``align_corners=False``) to the finest level's size and summed *before* the
+    ReLU: to first order a change of ``y^c`` is the sum of each level's contribution, and a
+    level's negative evidence must be able to cancel another's positive evidence.
+
+    Why not resample first, as pytorch-grad-cam's detection tutorial does (it resizes every
+    level to one size and concatenates them, which it can use only with gradient-free
+    Eigen-CAM)? The gradient of a resized level is not the resized gradient, so Grad-CAM's
+    weights would no longer be the paper's. Since upsampling is linear and the weights are
+    per channel, the sum above *is* Grad-CAM on the levels upsampled and concatenated
+    (:func:`~gradcam.reshapes.concat_levels`) with each level's channels keeping their own
+    ``alpha``: the result's ``weights`` are the levels' ``alpha`` concatenated in that order.
+
+    Args:
+        weights: per level, (B, K, C_l) channel weights or (B, K, C_l, h_l, w_l) element
+            weights.
+        activations: per level, ``A_l`` (B, C_l, h_l, w_l).
+
+    Examples:
+        Two levels of one channel: 2x2 maps weighted by 1, and a 1x1 map weighted by -2.
+
+        >>> fine, coarse = torch.tensor([[[[1.0, 2.0], [3.0, 4.0]]]]), torch.ones(1, 1, 1, 1)
+        >>> pyramid_cam([torch.ones(1, 1, 1), torch.full((1, 1, 1), -2.0)], [fine, coarse])
+        tensor([[[[-1.,  0.],
+                  [ 1.,  2.]]]])
+    """
+    levels = list(zip(weights, activations, strict=True))
+    size = max(
+        ((int(a.shape[-2]), int(a.shape[-1])) for _, a in levels), key=lambda hw: hw[0] * hw[1]
+    )
+    total: Tensor | None = None
+    for w, a in levels:
+        cam = upsample(weighted_sum(w, a.float()), size)
+        total = cam if total is None else total + cam
+    if total is None:
+        raise LayerError("a feature pyramid needs at least one level")
+    return total
+
+
+def describe_pyramid(name: str, levels: Sequence[tuple[str, Tensor]]) -> str:
+    """The text a pyramid layer is reported as in results' ``layer``: its name, then each
+    level's key and ``C x h x w``.
+
+    Examples:
+        >>> describe_pyramid("backbone", [("0", torch.zeros(1, 8, 4, 4)),
+        ...                               ("pool", torch.zeros(1, 8, 1, 1))])
+        'backbone (pyramid: 0 8x4x4, pool 8x1x1)'
+    """
+    parts = ", ".join(f"{key} {'x'.join(str(n) for n in maps.shape[1:])}" for key, maps in levels)
+    return f"{name} (pyramid: {parts})"
+
+
+def single_layer(grads: Gradients, layer: str, method: str) -> None:
+    """Raise a :class:`LayerError` when ``grads`` come from a feature pyramid, which
+    ``method`` cannot take (it needs one (B, C, h, w) map); names the alternatives.
+
+    Examples:
+        >>> g = Gradients(torch.zeros(1, 1), torch.zeros(1, 1), None)
+        >>> single_layer(g, "features", "Eigen-Grad-CAM")  # one layer: nothing to say
+    """
+    if grads.levels:
+        shown = describe_pyramid(layer, [(lv.name, lv.activations) for lv in grads.levels])
+        raise LayerError(
+            f"{method} needs one (B, C, h, w) map, and layer {shown} is a feature pyramid: use "
+            "Grad-CAM or a Grad-CAM variant on the pyramid, or one level's module for "
+            f"{method}"
+        )
 
 
 class LayerMethod:
@@ -243,6 +331,8 @@ class GradCAM(LayerMethod, GradientMethod):
         self, grads: Gradients, plan: Plan, input_size: tuple[int, int]
     ) -> CAMResult:
         """``ReLU(sum_k w_k A^k)`` with :meth:`weights`, upsampled and normalized."""
+        if grads.levels and plan.layer is not None:
+            return self._pyramid_result(grads.levels, grads, plan.layer[1], input_size)
         if grads.activations is None or grads.gradients is None or plan.layer is None:
             raise ValueError("Grad-CAM needs gradients computed at a layer")
         activations = grads.activations.float()
@@ -251,6 +341,40 @@ class GradCAM(LayerMethod, GradientMethod):
             gradients = -gradients
         weights = self.weights(activations, gradients)
         return self._result(weights, activations, grads, plan.layer[1], input_size)
+
+    def _pyramid_result(
+        self,
+        levels: Sequence[Level],
+        grads: Gradients,
+        layer: str,
+        input_size: tuple[int, int],
+    ) -> CAMResult:
+        """:func:`pyramid_cam` with :meth:`weights` taken per level, rectified, as a result."""
+        if self.eigen_smooth:
+            raise LayerError(
+                f"eigen_smooth projects one layer's maps, and layer {layer!r} is a feature "
+                "pyramid: leave eigen_smooth off, or choose one level's module"
+            )
+        weights: list[Tensor] = []
+        activations: list[Tensor] = []
+        for level in levels:
+            a = level.activations.float()
+            g = level.gradients.float()
+            weights.append(self.weights(a, -g if self.counterfactual else g))
+            activations.append(a)
+        raw = pyramid_cam(weights, activations)
+        if self.relu:
+            raw = torch.relu(raw)
+        per_channel = all(w.dim() == 3 for w in weights)
+        return CAMResult(
+            raw=raw,
+            maps=normalize(upsample(raw, input_size)),
+            weights=torch.cat(weights, dim=2) if per_channel else None,
+            scores=grads.scores.float(),
+            classes=grads.classes,
+            logits=None if grads.logits is None else grads.logits.float(),
+            layer=describe_pyramid(layer, [(lv.name, lv.activations) for lv in levels]),
+        )
 
     def _result(
         self,

@@ -26,7 +26,7 @@ from gradcam.engine import Gradients, check_input, compute_gradients
 from gradcam.errors import GradCAMError
 from gradcam.layers import LayerLike
 from gradcam.methods.base import Plan
-from gradcam.methods.gradcam import GradCAM
+from gradcam.methods.gradcam import GradCAM, single_layer
 from gradcam.methods.registry import Needs, register
 from gradcam.methods.results import CAMResult
 from gradcam.methods.smoothing import repeated_targets
@@ -389,6 +389,8 @@ class SmoothGradCAMPlusPlus(GradCAMPlusPlus):
         clean = compute_gradients(
             self.module, x, targets, layer=plan.layer, layer_rule=plan.layer_rule
         )
+        if plan.layer is not None:
+            single_layer(clean, plan.layer[1], "Smooth Grad-CAM++")
         if clean.activations is None or plan.layer is None:
             raise ValueError("Smooth Grad-CAM++ needs activations at a layer")
         activations = clean.activations.float()
