@@ -57,6 +57,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
+from gradcam.engine import fast_layout
 from gradcam.errors import GradCAMError, ImageLoadError
 from gradcam.evaluate.base import Progress, Protocol, ProtocolResult, Scorer
 from gradcam.evaluate.datasets import Dataset, Sample
@@ -199,7 +200,16 @@ def read_chunk(chunk: Chunk) -> Read:
 
 def score_chunk(scorer: Scorer, chunk: Chunk | Read) -> Batch:
     """Read (unless ``chunk`` was read already) and score one batch; failures become rows
-    with an error, never lost batches."""
+    with an error, never lost batches.
+
+    The model runs in the CPU's fast channels-last layout (:func:`gradcam.engine.fast_layout`):
+    an evaluation is a throughput job, and its maps equal ``explain``'s to float rounding.
+    """
+    with fast_layout():
+        return _score_chunk(scorer, chunk)
+
+
+def _score_chunk(scorer: Scorer, chunk: Chunk | Read) -> Batch:
     rows, readable = chunk if isinstance(chunk, tuple) else read_chunk(chunk)
     found: dict[int, dict[str, np.ndarray]] = {}
     try:
