@@ -2,8 +2,10 @@
 
 For every channel ``k`` of a layer ``A`` and a set of concept images (:mod:`.concepts`):
 
-1. one no-grad forward pass per batch keeps ``A`` at layer resolution (in a file on disk, so
-   memory stays bounded however large the set);
+1. one no-grad forward pass per batch keeps ``A`` at layer resolution, and each image's label
+   maps: in memory when they fit a budget (512 MB) and nothing is to be resumed, else the
+   maps go to a file on disk and the labels are read again, so memory stays bounded however
+   large the set;
 2. ``T_k``, the top ``quantile`` (0.5%) of channel ``k``'s activations over every position
    of every image, ``P(A^k > T_k) = quantile``, is computed exactly: a running top-``m``
    per channel (``m`` about ``quantile * N * h * w``), then linear interpolation between
@@ -11,7 +13,9 @@ For every channel ``k`` of a layer ``A`` and a set of concept images (:mod:`.con
 3. each image's map ``A^k`` is upsampled bilinearly to its segmentation's size (as NetDissect
    does; ``align_corners=False``) and thresholded, ``M_k = S^k > T_k``, and streamed into
    counts: ``I[k, c] = sum |M_k & L_c|`` over the images, ``L[c] = sum |L_c|``, and
-   ``A[k, g] = sum |M_k|`` over the images annotated in ``c``'s category ``g``;
+   ``A[k, g] = sum |M_k|`` over the images annotated in ``c``'s category ``g``. Only the
+   pixels near a cell above ``T_k`` are upsampled, and the result is the same, bit for bit,
+   as upsampling whole maps (:func:`_sparse_above`);
 4. ``IoU[k, c] = I[k, c] / (A[k, g(c)] + L[c] - I[k, c])``, and unit ``k`` is named after the
    concept with the highest IoU when it is above 0.05 (the paper's threshold), else unnamed.
 
@@ -441,24 +445,37 @@ def _dyadic(size: int, side: int) -> bool:
 
 
 @functools.lru_cache(maxsize=32)
-def _axis(size: int, side: int) -> tuple[Tensor, Tensor]:
+def _axis(size: int, side: int) -> tuple[Tensor, Tensor, Tensor]:
     """Bilinear upsampling of ``side`` cells to ``size`` pixels (``align_corners=False``), as
-    torch computes it, by source cell: (side, L) the pixels ``Y`` whose first source cell
-    ``y0 = floor(max(scale * (Y + 0.5) - 0.5, 0))`` is that cell (padded with -1), and (side, L)
-    their weight of the next cell ``y0 + 1`` (float64, NaN for padding; torch's float32 scale
-    ``side / size``)."""
+    torch computes it, in segments: each cell's pixels ``Y`` (those whose first source cell
+    ``y0 = floor(max(scale * (Y + 0.5) - 0.5, 0))`` it is; torch's float32 scale ``side /
+    size``) in runs of at most ``ceil(size / side)``, so that blocks are barely padded.
+
+    Returns:
+        (side, K) each cell's segments (-1: none), (S, L) each segment's pixels (-1: padding),
+        and (S, L) their weight of the next cell ``y0 + 1`` (float64, NaN for padding: it
+        compares false, so never counts).
+    """
     scale = float(np.float32(side) / np.float32(size))
     source = np.maximum(scale * (np.arange(size) + 0.5) - 0.5, 0.0)
     first = np.minimum(np.floor(source).astype(np.int64), side - 1)
     weight = np.clip(source - first, 0.0, 1.0)
-    width = max(1, int(np.bincount(first, minlength=side).max()))
-    pixels = np.full((side, width), -1, dtype=np.int64)
-    weights = np.full((side, width), np.nan)  # padding: NaN compares false, so never counts
-    for cell in range(side):
-        mine = np.flatnonzero(first == cell)
-        pixels[cell, : mine.size] = mine
-        weights[cell, : mine.size] = weight[mine]
-    return torch.from_numpy(pixels), torch.from_numpy(weights)
+    run = -(-size // side)
+    pieces = [
+        (cell, mine[i : i + run])
+        for cell in range(side)
+        for mine in [np.flatnonzero(first == cell)]
+        for i in range(0, mine.size, run)
+    ]
+    most = max(1, max((sum(c == cell for c, _ in pieces) for cell in range(side)), default=1))
+    segments = np.full((side, most), -1, dtype=np.int64)
+    pixels = np.full((len(pieces), run), -1, dtype=np.int64)
+    weights = np.full((len(pieces), run), np.nan)
+    for k, (cell, mine) in enumerate(pieces):
+        segments[cell, int((segments[cell] >= 0).sum())] = k
+        pixels[k, : mine.size] = mine
+        weights[k, : mine.size] = weight[mine]
+    return torch.from_numpy(segments), torch.from_numpy(pixels), torch.from_numpy(weights)
 
 
 def _exact_above(
@@ -497,8 +514,8 @@ def _sparse_above(
     """
     height, width = size
     side_y, side_x = int(maps.shape[1]), int(maps.shape[2])
-    cells_y, weights_y = _axis(height, side_y)
-    cells_x, weights_x = _axis(width, side_x)
+    segments_y, pixels_y, weights_y = _axis(height, side_y)
+    segments_x, pixels_x, weights_x = _axis(width, side_x)
     exact = _dyadic(height, side_y) and _dyadic(width, side_x)
     error = 2.0**-24 * (8.0 if exact else 8.0 * (max(side_y, side_x) + 2))
     values = maps.double()
@@ -508,12 +525,22 @@ def _sparse_above(
     owners[:, :-1] |= near[:, 1:]
     owners[:, :, :-1] |= owners[:, :, 1:].clone()
     unit, row, col = owners.nonzero(as_tuple=True)
+    # Each owned block in segments: (unit, row, col, segment of row, segment of column).
+    seg_y, seg_x = segments_y[row], segments_x[col]
+    block, a, b = ((seg_y >= 0)[:, :, None] & (seg_x >= 0)[:, None, :]).nonzero(as_tuple=True)
+    unit, row, col, seg_y, seg_x = (
+        unit[block],
+        row[block],
+        col[block],
+        seg_y[block, a],
+        seg_x[block, b],
+    )
     below, right = (row + 1).clamp(max=side_y - 1), (col + 1).clamp(max=side_x - 1)
     corners = torch.stack(
         [values[unit, row, col], values[unit, row, right], values[unit, below, col],
          values[unit, below, right]], dim=1
     )  # fmt: skip
-    wy, wx = weights_y[row][:, :, None], weights_x[col][:, None, :]
+    wy, wx = weights_y[seg_y][:, :, None], weights_x[seg_x][:, None, :]
     top = corners[:, 0, None, None] + (corners[:, 1, None, None] - corners[:, 0, None, None]) * wx
     bottom = (
         corners[:, 2, None, None] + (corners[:, 3, None, None] - corners[:, 2, None, None]) * wx
@@ -524,7 +551,7 @@ def _sparse_above(
     flagged = torch.zeros(maps.shape[0], dtype=torch.bool)
     flagged[unit[close]] = True
     block, i, k = (gap > 0).nonzero(as_tuple=True)
-    found = cells_y[row[block], i] * width + cells_x[col[block], k]
+    found = pixels_y[seg_y[block], i] * width + pixels_x[seg_x[block], k]
     return unit[block].numpy(), found.numpy(), flagged.numpy()
 
 
@@ -815,7 +842,8 @@ def _run(
         float(settings["quantile"]),
         iou_threshold,
     )
-    result.save(folder)
+    if not temporary:
+        result.save(folder)
     acts = None  # closes the file before it is removed
     for path in (acts_path, counts_path, state_path):
         path.unlink(missing_ok=True)
