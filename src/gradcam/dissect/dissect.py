@@ -495,7 +495,7 @@ def _exact_above(
 
 
 def _sparse_above(
-    maps: Tensor, thresholds: Tensor, size: tuple[int, int]
+    maps: Tensor, thresholds: Tensor, size: tuple[int, int], images: Tensor
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """:func:`_exact_above` for many maps (P, h, w) at once, upsampling only where ``T`` is near.
 
@@ -507,7 +507,11 @@ def _sparse_above(
     and when the factor is not a power of two, the error of torch's float32 weights
     (``2^-23 (side + 1)`` times the sources' spread), doubled. A pixel further than ``margin`` from
     ``T`` is decided; the maps with a pixel within ``margin`` of ``T`` are flagged, for
-    :func:`_exact_above`.
+    :func:`_exact_above`, with every map of their image (``images``: (P,) the image of each
+    map). An image with a block whose four cells are all that close to ``T`` (a plateau, as
+    ReLU6 makes at 6) is flagged before its blocks are computed; and when the blocks would
+    hold more than half as many pixels as the whole maps (large factors, large plateaus),
+    every map is flagged.
 
     Returns:
         (row of ``maps``, flat pixel) of the pixels above ``T``, by row, and (P,) the flags.
@@ -540,15 +544,28 @@ def _sparse_above(
         [values[unit, row, col], values[unit, row, right], values[unit, below, col],
          values[unit, below, right]], dim=1
     )  # fmt: skip
+    margin = error * corners.abs().amax(dim=1)
+    plateau = ((corners - limit[unit][:, None]).abs() <= margin[:, None]).all(dim=1)
+    unsure = torch.isin(images, images[unit[plateau]])
+    keep = ~unsure[unit]
+    unit, seg_y, seg_x, corners, margin = (
+        unit[keep],
+        seg_y[keep],
+        seg_x[keep],
+        corners[keep],
+        margin[keep],
+    )
+    if unit.numel() * pixels_y.shape[1] * pixels_x.shape[1] * 2 > (~unsure).sum() * height * width:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty, np.ones(maps.shape[0], dtype=bool)
     wy, wx = weights_y[seg_y][:, :, None], weights_x[seg_x][:, None, :]
     top = corners[:, 0, None, None] + (corners[:, 1, None, None] - corners[:, 0, None, None]) * wx
     bottom = (
         corners[:, 2, None, None] + (corners[:, 3, None, None] - corners[:, 2, None, None]) * wx
     )
     gap = (bottom - top) * wy + (top - limit[unit][:, None, None])  # one product on the blocks
-    margin = error * corners.abs().amax(dim=1)
     close = (gap.abs() <= margin[:, None, None]).flatten(1).any(dim=1)
-    flagged = torch.zeros(maps.shape[0], dtype=torch.bool)
+    flagged = unsure.clone()
     flagged[unit[close]] = True
     block, i, k = (gap > 0).nonzero(as_tuple=True)
     found = pixels_y[seg_y[block], i] * width + pixels_x[seg_x[block], k]
@@ -570,7 +587,7 @@ def _batch_above(
         image, unit = (live & mine[:, None]).nonzero(as_tuple=True)
         if not image.numel():
             continue
-        rows, pixels, flagged = _sparse_above(block[image, unit], thresholds[unit], size)
+        rows, pixels, flagged = _sparse_above(block[image, unit], thresholds[unit], size, image)
         images, units = image.numpy(), unit.numpy()
         ends = np.searchsorted(images[rows], np.arange(len(sizes) + 1))
         unsure = set(images[flagged].tolist())
