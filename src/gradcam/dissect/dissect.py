@@ -285,7 +285,7 @@ def layer_activations(module: nn.Module, layer: ResolvedLayer, x: Tensor) -> Ten
         torch.Size([1, 128, 16, 16])
     """
     # detach=False: the default turns grad mode on after the layer, to record the rest of the
-    # network for a backward pass; here nothing records (measured: 1.3x slower forwards).
+    # network for a backward pass, which a dissection never runs.
     with (
         _eval_mode(module),
         torch.no_grad(),
