@@ -12,8 +12,9 @@ ratio computed within each round:
 * **forward**: the concept images made, preprocessed and batched (``--batch-size``), one
   no-grad forward pass per batch: what any pass over the concept set costs;
 * **dissect**: :func:`gradcam.dissect.dissect` (the same forward passes with the layer's maps
-  kept on disk, the exact ``T_k``, upsampling, thresholding and the IoU counts), no output
-  folder.
+  and the label maps kept in memory, the exact ``T_k``, upsampling, thresholding and the IoU
+  counts), no output folder; with ``--to-disk``, into a fresh output folder each round, as the
+  ``gradcam dissect --out`` command does (maps on disk for a resume, the names written).
 
 The target of issue 16 is a ratio dissect / forward >= 0.8. On a machine whose cores are
 busy with other work, pass ``--threads 1``: with two threads every small tensor operation
@@ -27,7 +28,9 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 
@@ -45,10 +48,15 @@ def _forward(loaded: gradcam.LoadedModel, concepts: ConceptSet, batch_size: int)
     return time.perf_counter() - start
 
 
-def _dissect(loaded: gradcam.LoadedModel, concepts: ConceptSet, batch_size: int) -> float:
-    start = time.perf_counter()
-    dissect(loaded, concepts, batch_size=batch_size)
-    return time.perf_counter() - start
+def _dissect(
+    loaded: gradcam.LoadedModel, concepts: ConceptSet, batch_size: int, to_disk: bool
+) -> float:
+    with tempfile.TemporaryDirectory() as folder:
+        start = time.perf_counter()
+        dissect(
+            loaded, concepts, batch_size=batch_size, out=Path(folder, "run") if to_disk else None
+        )
+        return time.perf_counter() - start
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -61,6 +69,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--threads", type=int, help="torch threads (default: torch's); 1 on a loaded machine"
     )
+    parser.add_argument(
+        "--to-disk", action="store_true", help="dissect into an output folder (resumable)"
+    )
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -70,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads; {args.images} generated "
         f"concept images, batch {args.batch_size}, {args.rounds} rounds (medians)"
+        + (", dissect into an output folder" if args.to_disk else "")
     )
     print("| model | layer | forward (images/s) | dissect (images/s) | dissect / forward |")
     print("|---|---|---|---|---|")
@@ -77,10 +89,13 @@ def main(argv: list[str] | None = None) -> int:
         loaded = gradcam.load_model(name)
         forward, dissected, ratios = [], [], []
         for r in range(args.rounds):
-            timed = [("forward", _forward), ("dissect", _dissect)]
             results = {}
-            for label, run in timed if r % 2 == 0 else timed[::-1]:
-                results[label] = run(loaded, concepts, args.batch_size)
+            for label in ("forward", "dissect") if r % 2 == 0 else ("dissect", "forward"):
+                results[label] = (
+                    _forward(loaded, concepts, args.batch_size)
+                    if label == "forward"
+                    else _dissect(loaded, concepts, args.batch_size, args.to_disk)
+                )
             forward.append(args.images / results["forward"])
             dissected.append(args.images / results["dissect"])
             ratios.append(results["forward"] / results["dissect"])

@@ -9,9 +9,10 @@ from collections import OrderedDict
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from helpers.state import assert_unchanged, snapshot
 from PIL import Image
-from torch import nn
+from torch import Tensor, nn
 
 import gradcam
 from gradcam.dissect import (
@@ -160,6 +161,9 @@ def test_interrupted_run_resumes_to_the_same_names(
     tmp_path, monkeypatch, failing_call: int
 ) -> None:
     monkeypatch.setattr(dissect_module, "_SYNC_SECONDS", -1.0)  # record every batch
+    monkeypatch.setattr(
+        dissect_module, "_MEMORY_BUDGET", 0
+    )  # labels are read again, in the IoU pass
     concepts = generated_concepts(12, size=32)
     model = nn.Sequential(OrderedDict(conv=nn.Conv2d(3, 4, 3, stride=2), relu=nn.ReLU())).eval()
     torch.manual_seed(0)
@@ -268,3 +272,121 @@ def test_broden_folder_end_to_end(tmp_path) -> None:
     assert found.units[0].threshold == pytest.approx(0.4)
     assert found.iou[0, 0] == pytest.approx(8 / 12)
     assert found.units[0].name == "right"
+
+
+# ---------------------------------------------------------------------------------------------
+# The fast path against a straightforward computation
+
+
+def _reference(model: nn.Module, concepts: ConceptSet, layer: str) -> tuple[np.ndarray, Tensor]:
+    """Network Dissection written plainly: every map kept, ``T_k`` (top 5%) over them, each image's
+    live units upsampled whole by one ``F.interpolate`` call, masks counted with numpy."""
+    resolved = dissect_module.resolve_layer(model, layer)
+    images = [dissect_module._to_tensor(concepts[i].image) for i in range(len(concepts))]
+    # Batches of 5 as dissect's: a convolution's roundings may depend on the batch size.
+    maps = torch.cat(
+        [
+            dissect_module.layer_activations(model, resolved, torch.cat(images[i : i + 5]))
+            for i in range(0, len(images), 5)
+        ]
+    )
+    channels = maps.shape[1]
+    flat = maps.transpose(0, 1).reshape(channels, -1)
+    thresholds = top_quantile(iter([flat]), flat.shape[1], 0.05)
+    concept_count = len(concepts.concepts)
+    inter = np.zeros((channels, concept_count + 1))
+    active = np.zeros((channels, len(concepts.categories)))
+    labelled = np.zeros(concept_count + 1)
+    for i in range(len(concepts)):
+        layers = concepts[i].layers
+        if not layers:
+            continue
+        masks = np.zeros((channels, *layers[0][1].shape), dtype=bool)
+        live = torch.nonzero(maps[i].amax(dim=(1, 2)) > thresholds)[:, 0]
+        if live.numel():
+            up = F.interpolate(maps[i, live][None], size=layers[0][1].shape, mode="bilinear")[0]
+            masks[live.numpy()] = (up > thresholds[live, None, None]).numpy()
+        for category in {c for c, _ in layers}:
+            active[:, category] += masks.sum(axis=(1, 2))
+        for _, labels in layers:
+            for concept in range(1, concept_count + 1):
+                where = labels == concept
+                labelled[concept] += where.sum()
+                inter[:, concept] += (masks & where).sum(axis=(1, 2))
+    cats = concepts.category_of()[1:]
+    union = active[:, cats] + labelled[None, 1:] - inter[:, 1:]
+    iou = np.divide(inter[:, 1:], union, out=np.zeros_like(union), where=union > 0)
+    return iou, thresholds
+
+
+def _random_conv(stride: int, kernel: int, seed: int, rounded: bool) -> nn.Module:
+    torch.manual_seed(seed)
+    model = nn.Sequential(
+        OrderedDict(conv=nn.Conv2d(3, 16, kernel, stride=stride), relu=nn.ReLU())
+    ).eval()
+    nn.init.normal_(model.conv.weight)
+    if rounded:  # many equal activations: ties at T_k, pixels exactly at T_k
+        with torch.no_grad():
+            model.conv.weight.copy_(model.conv.weight.round())
+            model.conv.bias.zero_()
+    return model
+
+
+@pytest.mark.parametrize(
+    ("stride", "kernel", "rounded", "budget"),
+    [
+        (4, 4, False, None),  # 32 px to 8 x 8 maps: a power-of-two factor, the sparse path
+        (4, 4, True, None),  # ties: images whose pixels are too close to T_k to decide
+        (2, 3, False, None),  # 15 x 15 maps: not a power of two
+        (4, 4, False, 0),  # nothing fits the memory budget: maps on disk, labels read again
+    ],
+)
+def test_feature_table_equals_straightforward_computation(
+    monkeypatch, stride: int, kernel: int, rounded: bool, budget: int | None
+) -> None:
+    if budget is not None:
+        monkeypatch.setattr(dissect_module, "_MEMORY_BUDGET", budget)
+    exact_calls = {"n": 0}
+    exact_above = dissect_module._exact_above
+
+    def counting(*args: object) -> object:
+        exact_calls["n"] += 1
+        return exact_above(*args)
+
+    monkeypatch.setattr(dissect_module, "_exact_above", counting)
+    concepts = generated_concepts(24, size=32, seed=3)
+    model = _random_conv(stride, kernel, seed=1, rounded=rounded)
+    found = dissect(model, concepts, "conv", batch_size=5, quantile=0.05)
+    iou, thresholds = _reference(model, concepts, "conv")
+    assert np.array_equal(found.iou, iou)
+    assert [u.threshold for u in found.units] == thresholds.tolist()
+    assert iou.max() > 0.05  # something was named
+    assert exact_calls["n"] < 24  # the sparse path decided some images
+    if rounded:  # and the whole-map path took the undecided ones
+        assert exact_calls["n"] > 0
+
+
+@pytest.mark.parametrize("factor", [1, 2, 4, 8, 3, 5])
+@pytest.mark.parametrize("kind", ["normal", "ties", "relu"])
+def test_batch_above_equals_interpolate(factor: int, kind: str) -> None:
+    torch.manual_seed(factor)
+    for trial in range(20):
+        side_y, side_x = (int(n) for n in torch.randint(2, 10, (2,)))
+        maps = torch.randn(2, 6, side_y, side_x)
+        if kind == "ties":
+            maps = (maps * 4).round() / 4
+        elif kind == "relu":
+            maps = maps.relu() * 1000
+        flat = maps.transpose(0, 1).reshape(6, -1)
+        thresholds = flat.quantile(0.8, dim=1) if trial % 2 else flat.amax(dim=1) * 0.999
+        live = maps.amax(dim=(2, 3)) > thresholds
+        size = (side_y * factor, side_x * factor + trial % 3)
+        got = dissect_module._batch_above(maps, live, thresholds, [size, None])
+        assert got[1][0].size == 0
+        alive = torch.nonzero(live[0])[:, 0]
+        if not alive.numel():
+            continue
+        up = F.interpolate(maps[0, alive][None], size=size, mode="bilinear")[0]
+        rows, pixels = np.nonzero((up.flatten(1) > thresholds[alive, None]).numpy())
+        expected = sorted(zip(alive.numpy()[rows].tolist(), pixels.tolist(), strict=True))
+        assert sorted(zip(*(a.tolist() for a in got[0]), strict=True)) == expected

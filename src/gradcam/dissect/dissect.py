@@ -2,8 +2,10 @@
 
 For every channel ``k`` of a layer ``A`` and a set of concept images (:mod:`.concepts`):
 
-1. one no-grad forward pass per batch keeps ``A`` at layer resolution (in a file on disk, so
-   memory stays bounded however large the set);
+1. one no-grad forward pass per batch keeps ``A`` at layer resolution, and each image's label
+   maps: in memory when they fit a budget (512 MB) and nothing is to be resumed, else the
+   maps go to a file on disk and the labels are read again, so memory stays bounded however
+   large the set;
 2. ``T_k``, the top ``quantile`` (0.5%) of channel ``k``'s activations over every position
    of every image, ``P(A^k > T_k) = quantile``, is computed exactly: a running top-``m``
    per channel (``m`` about ``quantile * N * h * w``), then linear interpolation between
@@ -11,7 +13,9 @@ For every channel ``k`` of a layer ``A`` and a set of concept images (:mod:`.con
 3. each image's map ``A^k`` is upsampled bilinearly to its segmentation's size (as NetDissect
    does; ``align_corners=False``) and thresholded, ``M_k = S^k > T_k``, and streamed into
    counts: ``I[k, c] = sum |M_k & L_c|`` over the images, ``L[c] = sum |L_c|``, and
-   ``A[k, g] = sum |M_k|`` over the images annotated in ``c``'s category ``g``;
+   ``A[k, g] = sum |M_k|`` over the images annotated in ``c``'s category ``g``. Only the
+   pixels near a cell above ``T_k`` are upsampled, and the result is the same, bit for bit,
+   as upsampling whole maps (:func:`_sparse_above`);
 4. ``IoU[k, c] = I[k, c] / (A[k, g(c)] + L[c] - I[k, c])``, and unit ``k`` is named after the
    concept with the highest IoU when it is above 0.05 (the paper's threshold), else unnamed.
 
@@ -74,6 +78,7 @@ SHIPPED_NAMES = Path(__file__).resolve().parents[1] / "data" / "lite0_names"
 """The folder of the names :func:`shipped_names` reads (``scripts/ship_lite0_names.py``)."""
 
 _SYNC_SECONDS = 10.0  # how often finished work is recorded for a resume
+_MEMORY_BUDGET = 512 * 2**20  # bytes of maps and label maps kept in memory; the rest spill
 
 
 class DissectionError(GradCAMError):
@@ -279,7 +284,13 @@ def layer_activations(module: nn.Module, layer: ResolvedLayer, x: Tensor) -> Ten
         >>> layer_activations(shapes.module, layer, torch.zeros(1, 3, 128, 128)).shape
         torch.Size([1, 128, 16, 16])
     """
-    with _eval_mode(module), torch.no_grad(), capture_layer(layer.module, layer.name) as seen:
+    # detach=False: the default turns grad mode on after the layer, to record the rest of the
+    # network for a backward pass, which a dissection never runs.
+    with (
+        _eval_mode(module),
+        torch.no_grad(),
+        capture_layer(layer.module, layer.name, detach=False) as seen,
+    ):
         module(x)
     output = seen.output
     if output is None:
@@ -336,6 +347,41 @@ def _to_tensor(image: Image.Image) -> Tensor:
     return torch.from_numpy(pixels).permute(2, 0, 1).unsqueeze(0)
 
 
+class _Labels:
+    """The concept images' label maps, kept from the forward pass so that the IoU pass need not
+    read or render them again, within a memory budget: past it, they are read again.
+
+    Concept ids are stored in the smallest integer type that holds them (uint8 for up to 255
+    concepts): a 128 px image's three label maps take 48 KB.
+    """
+
+    def __init__(self, concepts: ConceptSet, budget: int) -> None:
+        self.concepts = concepts
+        self.budget = budget
+        self.reserved = 0  # bytes of maps held in memory, set once their size is known
+        self.kept: dict[int, tuple[tuple[int, np.ndarray], ...]] = {}
+        self.bytes = 0
+        self.dtype = np.min_scalar_type(len(concepts.concepts))
+
+    def image(self, index: int) -> Image.Image:
+        """The photo of image ``index``; its labels are kept while they fit the budget."""
+        if self.reserved + self.bytes >= self.budget:
+            return self.concepts.image(index)
+        sample = self.concepts[index]
+        layers = tuple((c, ids.astype(self.dtype, copy=False)) for c, ids in sample.layers)
+        self.kept[index] = layers
+        self.bytes += sum(ids.nbytes for _, ids in layers)
+        return sample.image
+
+    def layers(self, index: int) -> tuple[tuple[int, np.ndarray], ...]:
+        """The label maps of image ``index``, kept or read again; each is handed out once."""
+        kept = self.kept.pop(index, None)
+        if kept is None:
+            return self.concepts[index].layers
+        self.bytes -= sum(ids.nbytes for _, ids in kept)
+        return kept
+
+
 @dataclass
 class _Counts:
     """The streamed IoU counts; a few MB whatever the number of images."""
@@ -353,32 +399,35 @@ class _Counts:
         )
 
     def add(
-        self, above: Tensor, units: np.ndarray, layers: Sequence[tuple[int, np.ndarray]]
+        self,
+        units: np.ndarray,
+        pixels: np.ndarray,
+        layers: Sequence[tuple[int, np.ndarray]],
+        above: np.ndarray,
     ) -> None:
-        """Add one image: ``above`` (U, H, W) the 0/1 masks of its ``units`` (the others are
-        empty), ``layers`` its label maps."""
-        rows, present = [], []
+        """Add one image: ``(units[i], pixels[i])`` its (unit, flat pixel) pairs above ``T_k``
+        (each once), ``layers`` its label maps, ``above`` (C,) each unit's count of them."""
+        width = self.intersection.shape[1]
+        keys = []
         for _, labels in layers:
             ids = labels.reshape(-1)
-            counted = np.bincount(ids, minlength=self.labelled.shape[0])
+            counted = np.bincount(ids, minlength=width)
             counted[0] = 0
             self.labelled += counted
-            found = np.flatnonzero(counted)
-            rows.append(torch.from_numpy(ids[None, :] == found[:, None]))
-            present.append(found)
-        if units.size == 0:
+            # A concept in two layers of one image counts in both, as its labels do.
+            found = ids[pixels].astype(np.int64)
+            keys.append(units[found > 0] * width + found[found > 0])
+        if not units.size:
             return
-        concepts = np.concatenate(present)
-        # One product gives every intersection; counts <= H * W are exact in float32.
-        flat = above.flatten(1)
-        counts = (flat @ torch.cat(rows).float().T).double().numpy()
-        if np.unique(concepts).size == concepts.size:
-            self.intersection[np.ix_(units, concepts)] += counts
-        else:  # a concept in two layers of one image
-            np.add.at(self.intersection, (units[:, None], concepts[None, :]), counts)
-        active = flat.sum(dim=1).double().numpy()
+        flat = self.intersection.reshape(-1)
+        key = np.concatenate(keys)
+        if flat.size <= 64 * key.size:
+            flat += np.bincount(key, minlength=flat.size)
+        else:  # many units and concepts (Broden): count only the pairs that occur
+            found_keys, times = np.unique(key, return_counts=True)
+            flat[found_keys] += times
         for category in {c for c, _ in layers}:
-            self.activated[units, category] += active
+            self.activated[:, category] += above
 
     def iou(self, category_of: np.ndarray) -> np.ndarray:
         """(C, N) ``I / (A + L - I)``, 0 where nothing was activated nor labelled."""
@@ -387,6 +436,169 @@ class _Counts:
         union = self.activated[:, cats] + self.labelled[None, 1:] - inter
         out: np.ndarray = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
         return out
+
+
+def _dyadic(size: int, side: int) -> bool:
+    """Whether ``size / side`` is a power of two: then torch's bilinear weights are exact."""
+    scale = size // side
+    return size == scale * side and scale & (scale - 1) == 0
+
+
+@functools.lru_cache(maxsize=32)
+def _axis(size: int, side: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Bilinear upsampling of ``side`` cells to ``size`` pixels (``align_corners=False``), as
+    torch computes it, in segments: each cell's pixels ``Y`` (those whose first source cell
+    ``y0 = floor(max(scale * (Y + 0.5) - 0.5, 0))`` it is; torch's float32 scale ``side /
+    size``) in runs of at most ``ceil(size / side)``, so that blocks are barely padded.
+
+    Returns:
+        (side, K) each cell's segments (-1: none), (S, L) each segment's pixels (-1: padding),
+        and (S, L) their weight of the next cell ``y0 + 1`` (float64, NaN for padding: it
+        compares false, so never counts).
+    """
+    scale = float(np.float32(side) / np.float32(size))
+    source = np.maximum(scale * (np.arange(size) + 0.5) - 0.5, 0.0)
+    first = np.minimum(np.floor(source).astype(np.int64), side - 1)
+    weight = np.clip(source - first, 0.0, 1.0)
+    run = -(-size // side)
+    pieces = [
+        (cell, mine[i : i + run])
+        for cell in range(side)
+        for mine in [np.flatnonzero(first == cell)]
+        for i in range(0, mine.size, run)
+    ]
+    most = max(1, max((sum(c == cell for c, _ in pieces) for cell in range(side)), default=1))
+    segments = np.full((side, most), -1, dtype=np.int64)
+    pixels = np.full((len(pieces), run), -1, dtype=np.int64)
+    weights = np.full((len(pieces), run), np.nan)
+    for k, (cell, mine) in enumerate(pieces):
+        segments[cell, int((segments[cell] >= 0).sum())] = k
+        pixels[k, : mine.size] = mine
+        weights[k, : mine.size] = weight[mine]
+    return torch.from_numpy(segments), torch.from_numpy(pixels), torch.from_numpy(weights)
+
+
+def _exact_above(
+    maps: Tensor, thresholds: Tensor, size: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """The (row of ``maps``, flat pixel) pairs where one image's ``maps`` (U, h, w), upsampled
+    bilinearly to ``size`` (``align_corners=False``), are above ``thresholds`` (U,).
+
+    One ``F.interpolate`` call on a contiguous (1, U, h, w) tensor, as dissection always did:
+    torch's float32 roundings depend on the memory layout and, for small outputs, on ``U``.
+    """
+    batch = maps.contiguous().unsqueeze(0)
+    up = F.interpolate(batch, size=size, mode="bilinear", align_corners=False)[0]
+    pixels = size[0] * size[1]
+    flat = np.flatnonzero((up.view(-1, pixels) > thresholds[:, None]).numpy())  # numpy's is faster
+    return flat // pixels, flat % pixels
+
+
+def _sparse_above(
+    maps: Tensor, thresholds: Tensor, size: tuple[int, int], images: Tensor
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`_exact_above` for many maps (P, h, w) at once, upsampling only where ``T`` is near.
+
+    Only the top 0.5% of a unit's values pass ``T_k``, so most of its upsampled map is far
+    below. Pixel ``(Y, X)`` is a convex combination of cells ``y0..y0 + 1`` by ``x0..x0 + 1``,
+    so it can pass ``T`` only if one of them is above ``T - margin``; only the pixels of such
+    cells' blocks are computed, in float64. torch's float32 value differs from that by less
+    than ``margin``: 4 roundings of the largest source of the pixel (``2^-24`` each), doubled,
+    and when the factor is not a power of two, the error of torch's float32 weights
+    (``2^-23 (side + 1)`` times the sources' spread), doubled. A pixel further than ``margin`` from
+    ``T`` is decided; the maps with a pixel within ``margin`` of ``T`` are flagged, for
+    :func:`_exact_above`, with every map of their image (``images``: (P,) the image of each
+    map). An image with a block whose four cells are all that close to ``T`` (a plateau, as
+    ReLU6 makes at 6) is flagged before its blocks are computed; and when the blocks would
+    hold more than half as many pixels as the whole maps (large factors, large plateaus),
+    every map is flagged.
+
+    Returns:
+        (row of ``maps``, flat pixel) of the pixels above ``T``, by row, and (P,) the flags.
+    """
+    height, width = size
+    side_y, side_x = int(maps.shape[1]), int(maps.shape[2])
+    segments_y, pixels_y, weights_y = _axis(height, side_y)
+    segments_x, pixels_x, weights_x = _axis(width, side_x)
+    exact = _dyadic(height, side_y) and _dyadic(width, side_x)
+    error = 2.0**-24 * (8.0 if exact else 8.0 * (max(side_y, side_x) + 2))
+    values = maps.double()
+    limit = thresholds.double()
+    near = values > (limit - error * values.abs().amax(dim=(1, 2)))[:, None, None]
+    owners = near.clone()  # cell (r, c) blends cells r..r + 1 by c..c + 1
+    owners[:, :-1] |= near[:, 1:]
+    owners[:, :, :-1] |= owners[:, :, 1:].clone()
+    unit, row, col = owners.nonzero(as_tuple=True)
+    # Each owned block in segments: (unit, row, col, segment of row, segment of column).
+    seg_y, seg_x = segments_y[row], segments_x[col]
+    block, a, b = ((seg_y >= 0)[:, :, None] & (seg_x >= 0)[:, None, :]).nonzero(as_tuple=True)
+    unit, row, col, seg_y, seg_x = (
+        unit[block],
+        row[block],
+        col[block],
+        seg_y[block, a],
+        seg_x[block, b],
+    )
+    below, right = (row + 1).clamp(max=side_y - 1), (col + 1).clamp(max=side_x - 1)
+    corners = torch.stack(
+        [values[unit, row, col], values[unit, row, right], values[unit, below, col],
+         values[unit, below, right]], dim=1
+    )  # fmt: skip
+    margin = error * corners.abs().amax(dim=1)
+    plateau = ((corners - limit[unit][:, None]).abs() <= margin[:, None]).all(dim=1)
+    unsure = torch.isin(images, images[unit[plateau]])
+    keep = ~unsure[unit]
+    unit, seg_y, seg_x, corners, margin = (
+        unit[keep],
+        seg_y[keep],
+        seg_x[keep],
+        corners[keep],
+        margin[keep],
+    )
+    if unit.numel() * pixels_y.shape[1] * pixels_x.shape[1] * 2 > (~unsure).sum() * height * width:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty, np.ones(maps.shape[0], dtype=bool)
+    wy, wx = weights_y[seg_y][:, :, None], weights_x[seg_x][:, None, :]
+    top = corners[:, 0, None, None] + (corners[:, 1, None, None] - corners[:, 0, None, None]) * wx
+    bottom = (
+        corners[:, 2, None, None] + (corners[:, 3, None, None] - corners[:, 2, None, None]) * wx
+    )
+    gap = (bottom - top) * wy + (top - limit[unit][:, None, None])  # one product on the blocks
+    close = (gap.abs() <= margin[:, None, None]).flatten(1).any(dim=1)
+    flagged = unsure.clone()
+    flagged[unit[close]] = True
+    block, i, k = (gap > 0).nonzero(as_tuple=True)
+    found = pixels_y[seg_y[block], i] * width + pixels_x[seg_x[block], k]
+    return unit[block].numpy(), found.numpy(), flagged.numpy()
+
+
+def _batch_above(
+    block: Tensor, live: Tensor, thresholds: Tensor, sizes: Sequence[tuple[int, int] | None]
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """For each image of a batch, the (unit, flat pixel) pairs of its upsampled maps above
+    ``T_k``: exactly those of :func:`_exact_above` on its live units (``sizes[j]``: its label
+    size, ``None`` to skip it). The maps of all images of one size go through
+    :func:`_sparse_above` at once; an image with a pixel too close to ``T_k`` to decide, through
+    :func:`_exact_above`."""
+    empty = np.zeros(0, dtype=np.int64)
+    found: list[tuple[np.ndarray, np.ndarray]] = [(empty, empty)] * len(sizes)
+    for size in {s for s in sizes if s is not None}:
+        mine = torch.tensor([s == size for s in sizes]) & live.any(dim=1)
+        image, unit = (live & mine[:, None]).nonzero(as_tuple=True)
+        if not image.numel():
+            continue
+        rows, pixels, flagged = _sparse_above(block[image, unit], thresholds[unit], size, image)
+        images, units = image.numpy(), unit.numpy()
+        ends = np.searchsorted(images[rows], np.arange(len(sizes) + 1))
+        unsure = set(images[flagged].tolist())
+        for j in np.unique(images).tolist():
+            if j in unsure:
+                alive = unit[image == j]
+                local, at = _exact_above(block[j, alive], thresholds[alive], size)
+                found[j] = (alive.numpy()[local], at)
+            else:
+                found[j] = (units[rows[ends[j] : ends[j + 1]]], pixels[ends[j] : ends[j + 1]])
+    return found
 
 
 def _units(
@@ -502,7 +714,7 @@ def dissect(
     try:
         return _run(
             module, resolved, prep, concepts, folder, settings, resume, batch_size,
-            iou_threshold, progress,
+            iou_threshold, progress, temporary,
         )  # fmt: skip
     finally:
         if temporary:
@@ -520,6 +732,7 @@ def _run(
     batch_size: int,
     iou_threshold: float,
     progress: bool,
+    temporary: bool,
 ) -> Dissection:
     folder.mkdir(parents=True, exist_ok=True)
     run_path, state_path = folder / "run.json", folder / "progress.json"
@@ -543,16 +756,16 @@ def _run(
         state = json.loads(state_path.read_text())
     _write_json(run_path, settings)
     total = len(concepts)
-    acts: np.memmap[Any, Any] | None = (
-        open_memmap(acts_path, mode="r+") if state["forward"] else None
-    )
+    acts: np.ndarray | None = open_memmap(acts_path, mode="r+") if state["forward"] else None
+    labels = _Labels(concepts, _MEMORY_BUDGET)
 
-    # 1. One no-grad forward pass per batch; the maps go to disk.
+    # 1. One no-grad forward pass per batch; the maps stay in memory when they fit the budget and
+    # nothing is to be resumed, else they go to disk.
     with _progress(total, state["forward"], "dissect: forward", progress) as bar:
         start, synced = state["forward"], time.monotonic()
         while start < total:
             stop = min(start + batch_size, total)
-            inputs = [prep(concepts.image(i)) for i in range(start, stop)]
+            inputs = [prep(labels.image(i)) for i in range(start, stop)]
             if any(t.shape != inputs[0].shape for t in inputs):
                 raise DissectionError(
                     f"concept images {start}..{stop - 1} preprocess to different sizes: make the "
@@ -560,9 +773,13 @@ def _run(
                 )
             maps = layer_activations(module, layer, torch.cat(inputs))
             if acts is None:
-                acts = open_memmap(
-                    acts_path, mode="w+", dtype=np.float32, shape=(total, *maps.shape[1:])
-                )
+                shape = (total, *maps.shape[1:])
+                labels.reserved = 4 * math.prod(shape)
+                if temporary and labels.reserved <= _MEMORY_BUDGET:
+                    acts = np.empty(shape, dtype=np.float32)
+                else:
+                    labels.reserved = 0
+                    acts = open_memmap(acts_path, mode="w+", dtype=np.float32, shape=shape)
             if tuple(maps.shape[1:]) != acts.shape[1:]:
                 raise DissectionError(
                     f"layer {layer.name!r} gives maps {tuple(maps.shape[1:])} for concept image "
@@ -570,7 +787,9 @@ def _run(
                 )
             acts[start:stop] = maps.numpy()
             # Syncing the file is slow: record finished batches every few seconds, and at the end.
-            if stop == total or time.monotonic() - synced > _SYNC_SECONDS:
+            if isinstance(acts, np.memmap) and (
+                stop == total or time.monotonic() - synced > _SYNC_SECONDS
+            ):
                 acts.flush()
                 state["forward"] = stop
                 _write_json(state_path, state)
@@ -599,21 +818,20 @@ def _run(
         for start in range(state["iou"], total, batch_size):
             stop = min(start + batch_size, total)
             block = torch.from_numpy(np.asarray(acts[start:stop]))
-            samples = [concepts[i] for i in range(start, stop)]
             # Bilinear upsampling never exceeds a map's maximum: a unit whose maximum is not above
             # T_k has an empty mask in that image, and is skipped (most are: T_k is the top 0.5%).
-            live = (block.amax(dim=(2, 3)) > thresholds).numpy()
-            for j, sample in enumerate(samples):
-                if not sample.layers:
-                    continue
-                alive = np.flatnonzero(live[j])
-                size = sample.layers[0][1].shape
-                above = torch.zeros(0, *size)
-                if alive.size:
-                    maps = block[j, alive].unsqueeze(0)
-                    up = F.interpolate(maps, size=size, mode="bilinear", align_corners=False)[0]
-                    above = up.gt_(thresholds[alive, None, None])
-                counts.add(above, alive, sample.layers)
+            live = block.amax(dim=(2, 3)) > thresholds
+            samples = [labels.layers(i) for i in range(start, stop)]
+            sizes = [
+                (int(layers[0][1].shape[0]), int(layers[0][1].shape[1])) if layers else None
+                for layers in samples
+            ]
+            for layers, (owners, pixels) in zip(
+                samples, _batch_above(block, live, thresholds, sizes), strict=True
+            ):
+                if layers:
+                    above = np.bincount(owners, minlength=channels).astype(np.float64)
+                    counts.add(owners, pixels, layers, above)
             bar.update(stop - start)
             if stop < total and time.monotonic() - synced > _SYNC_SECONDS:
                 partial = folder / "counts.partial.npz"
@@ -641,7 +859,8 @@ def _run(
         float(settings["quantile"]),
         iou_threshold,
     )
-    result.save(folder)
+    if not temporary:
+        result.save(folder)
     acts = None  # closes the file before it is removed
     for path in (acts_path, counts_path, state_path):
         path.unlink(missing_ok=True)
