@@ -57,7 +57,7 @@ serve: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m pip install -q -e ".[bench]"
 	$(PY) benchmarks/bench_peers.py --out BENCHMARKS.md --plot docs/bench_peers.png \
-		--json benchmarks/results/peers.json
+		--json docs/bench_peers.json
 
 bench-core: $(STAMP)
 	$(PY) benchmarks/bench_core.py

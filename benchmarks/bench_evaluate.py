@@ -18,9 +18,9 @@ medians, with the ratio computed within the run:
   top-5 maps, upsampling, boxes, scoring against the annotations), no output folder.
 
 Models: the shipped ``shapes`` CNN on the synthetic benchmark (128x128 images, batched) and
-EfficientNet-Lite0 on the real photos shipped with scikit-image and matplotlib (their sizes
-differ, so they mostly run one per batch; their annotations are empty and only the time
-counts).
+EfficientNet-Lite0 on the real photos shipped with scikit-image and matplotlib that have an
+ImageNet class and the project's hand-drawn box (``read_photos(annotated=True)``), each
+repeated ``--photo-repeats`` times (their sizes differ, so they mostly run one per batch).
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ import statistics
 import sys
 import tempfile
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -84,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", type=int, default=64, help="synthetic images (default 64)")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--photo-repeats", type=int, default=4, help="each photo n times")
     parser.add_argument("--quick", action="store_true", help="1 round, 8 images, shapes only")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -100,7 +102,9 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         setups = [("shapes", read_synthetic(Path(tmp) / "synthetic", count), "synthetic")]
         if not args.quick:
-            setups.append(("efficientnet_lite0", read_photos(), "shipped photos"))
+            photos = read_photos(annotated=True)
+            repeated = replace(photos, samples=photos.samples * args.photo_repeats)
+            setups.append(("efficientnet_lite0", repeated, "shipped photos"))
         for name, dataset, label in setups:
             loaded = load_model(name)
             print(f"{name}: {len(dataset.samples)} images", file=sys.stderr)
