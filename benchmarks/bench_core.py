@@ -146,6 +146,19 @@ def time_cases(
     return times
 
 
+def median_seconds(
+    calls: dict[str, Callable[[], object]], rounds: int, warmup: int = 1
+) -> dict[str, float]:
+    """Median seconds of every nullary call, timed as :func:`time_cases` times its cases."""
+
+    def ignoring_input(call: Callable[[], object]) -> Case:
+        return lambda _x: call()
+
+    cases = {name: ignoring_input(call) for name, call in calls.items()}
+    times = time_cases(cases, torch.empty(0), rounds, warmup)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
 def peak_rss_kib() -> int:
     try:
         with open("/proc/self/status") as status:

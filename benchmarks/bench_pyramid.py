@@ -19,31 +19,17 @@ threshold), median of ``--rounds`` interleaved rounds after a warm-up:
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+from bench_core import median_seconds
 from torch import Tensor
 from torchvision.models import detection
 
 from gradcam import GradCAM
 from gradcam.methods import create_method
 from gradcam.tasks import DetectionScore, detect, task_layer
-
-
-def _time(cases: dict[str, Callable[[], object]], rounds: int) -> dict[str, float]:
-    for run in cases.values():
-        run()  # warm-up
-    times: dict[str, list[float]] = {name: [] for name in cases}
-    names = list(cases)
-    for r in range(rounds):
-        for name in names[r % len(names) :] + names[: r % len(names)]:
-            start = time.perf_counter()
-            cases[name]()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def _tutorial_transform(found: dict[str, Tensor]) -> Tensor:
@@ -89,7 +75,7 @@ def main() -> None:
             return peer(input_tensor=x, targets=[lambda output: output["scores"][:1].sum()])
 
         cases["pytorch-grad-cam EigenCAM, FPN transform"] = peer_eigen
-    results = _time(cases, args.rounds)
+    results = median_seconds(cases, args.rounds)
     print(f"Faster R-CNN ResNet-50 FPN, 320 x 320, CPU, median of {args.rounds} rounds, seconds")
     for name, seconds in results.items():
         print(f"  {name:45s} {seconds:7.3f}")

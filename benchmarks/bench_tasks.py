@@ -20,12 +20,10 @@ Cases, on one 320 x 320 image, median of ``--rounds`` interleaved rounds after a
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
-from collections.abc import Callable
 
 import numpy as np
 import torch
+from bench_core import median_seconds
 from torch import Tensor, nn
 from torchvision.models import detection, segmentation
 
@@ -53,19 +51,6 @@ class _Out(nn.Module):
         return self.model(x)["out"]  # type: ignore[no-any-return]
 
 
-def _time(cases: dict[str, Callable[[], object]], rounds: int) -> dict[str, float]:
-    for run in cases.values():
-        run()  # warm-up
-    times: dict[str, list[float]] = {name: [] for name in cases}
-    names = list(cases)
-    for r in range(rounds):
-        for name in names[r % len(names) :] + names[: r % len(names)]:
-            start = time.perf_counter()
-            cases[name]()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) for name, values in times.items()}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
@@ -90,7 +75,7 @@ def main() -> None:
         with torch.no_grad():
             return detector(x)
 
-    results = _time(
+    results = median_seconds(
         {
             "forward (no grad)": forward,
             "gradcam, 1 detection": lambda: cam(x, targets[0]),
@@ -114,7 +99,7 @@ def main() -> None:
         with torch.no_grad():
             return segmenter(x)
 
-    results = _time(
+    results = median_seconds(
         {
             "forward (no grad)": seg_forward,
             "gradcam, 1 class in a mask": lambda: seg_cam(x, SegmentationScore(1, mask)),
