@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -35,21 +34,6 @@ def photos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     photo("chelsea.png").save(paths["cat"])
     photo("coffee.png").save(paths["coffee"])
     return paths
-
-
-@pytest.fixture()
-def forward_count(lite0: gradcam.LoadedModel) -> Iterator[list[int]]:
-    """Counts forward passes of the shared model while a test runs."""
-    calls = [0]
-
-    def count(*_: object) -> None:
-        calls[0] += 1
-
-    handle = lite0.module.register_forward_hook(count)
-    try:
-        yield calls
-    finally:
-        handle.remove()
 
 
 def library_cam(lite0: gradcam.LoadedModel, path: Path, class_id: int, layer: str | None = None):  # type: ignore[no-untyped-def]

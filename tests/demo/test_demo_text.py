@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -43,21 +42,6 @@ def photos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     cat_and_coffee()[0].save(paths["both"])
     photo("chelsea.png").save(paths["cat"])
     return paths
-
-
-@pytest.fixture()
-def forward_count(lite0: gradcam.LoadedModel) -> Iterator[list[int]]:
-    """Counts forward passes of the shared model while a test runs."""
-    calls = [0]
-
-    def count(*_: object) -> None:
-        calls[0] += 1
-
-    handle = lite0.module.register_forward_hook(count)
-    try:
-        yield calls
-    finally:
-        handle.remove()
 
 
 def test_shipped_names_fit_the_embedded_model(lite0: gradcam.LoadedModel) -> None:

@@ -7,11 +7,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-import torch
+from helpers.models import channel_model
 from helpers.photos import SKIMAGE_DATA, cat_and_coffee
 from helpers.state import assert_unchanged, snapshot
 from PIL import Image
-from torch import Tensor, nn
 
 import gradcam
 from gradcam.evaluate import (
@@ -32,33 +31,6 @@ from gradcam.evaluate.protocols import (
     Pointing,
     Sanity,
 )
-from gradcam.images import Preprocess
-
-
-class ChannelNet(nn.Module):
-    """Class c's score is the mean of input channel c: its Grad-CAM map *is* channel c.
-
-    ``features`` (a 1x1 conv with identity weights, then ReLU) copies the first two channels;
-    GAP and an identity linear layer give the scores, so ``alpha^c`` is one-hot over channels.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.features = nn.Sequential(nn.Conv2d(3, 2, 1, bias=False), nn.ReLU())
-        self.fc = nn.Linear(2, 2, bias=False)
-        with torch.no_grad():
-            self.features[0].weight.copy_(torch.eye(2, 3).view(2, 3, 1, 1))
-            self.fc.weight.copy_(torch.eye(2))
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.fc(self.features(x).mean(dim=(2, 3)))
-
-
-def _channel_model() -> gradcam.LoadedModel:
-    identity = Preprocess(32, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
-    return gradcam.LoadedModel(
-        "channels", ChannelNet().eval(), identity, ("red", "green"), "features", True
-    )
 
 
 def _picture(
@@ -92,7 +64,7 @@ def squares(tmp_path: Path) -> Dataset:
 
 
 def test_localization_by_hand(squares: Dataset) -> None:
-    result = localization(_channel_model(), squares)
+    result = localization(channel_model(), squares)
     (row_a, row_b, row_missing) = result.rows
     assert row_a["classes"] == [0, 1] and row_a["boxes"] == [list(RED), list(GREEN)]
     assert row_a["loc_top1"] and row_a["loc_top5"]
@@ -107,7 +79,7 @@ def test_ablations_by_hand(squares: Dataset) -> None:
     """Table 3's layout. On this model every variant gives the same boxes: the gradient at the
     layer is uniform and positive (mean, max and abs pool alike), the map is non-negative
     (the ReLU changes nothing) and no rectifier lies between the layer and the score."""
-    result = ablations(_channel_model(), squares)
+    result = ablations(channel_model(), squares)
     assert [row["variant"] for row in result.summary] == list(ABLATIONS)
     for row in result.summary:
         assert row["images"] == 2 and row["loc_top1_error"] == 50.0
@@ -117,11 +89,11 @@ def test_ablations_by_hand(squares: Dataset) -> None:
 
 def test_unknown_ablation() -> None:
     with pytest.raises(gradcam.GradCAMError, match="unknown ablation 'gmp'"):
-        ablations(_channel_model(), Dataset("none", (), []), variants=("gmp",))
+        ablations(channel_model(), Dataset("none", (), []), variants=("gmp",))
 
 
 def test_pointing_by_hand(squares: Dataset) -> None:
-    result = pointing(_channel_model(), squares, tolerance=0)
+    result = pointing(channel_model(), squares, tolerance=0)
     assert result.rows[0]["hits"] == [True, True]  # each class points into its own box
     assert result.rows[1]["hits"] == [False]
     assert result.summary[0]["accuracy"] == 66.67  # 2 hits of 3 maps, in percent
@@ -130,7 +102,7 @@ def test_pointing_by_hand(squares: Dataset) -> None:
 def test_pointing_recall_variant(squares: Dataset) -> None:
     # Maps of the top-5 (here both) classes; image b has no green: its green map is empty
     # (maximum 0), below the threshold, so rejecting green there is a hit.
-    result = pointing(_channel_model(), squares, tolerance=0, recall_threshold=1e-6)
+    result = pointing(channel_model(), squares, tolerance=0, recall_threshold=1e-6)
     assert result.rows[0]["hits"] == [True, True]
     assert result.rows[1]["classes"] == [0, 1] and result.rows[1]["hits"] == [False, True]
     assert result.summary[0]["variant"] == "recall" and result.summary[0]["accuracy"] == 75.0
@@ -139,7 +111,7 @@ def test_pointing_recall_variant(squares: Dataset) -> None:
 def test_classes_must_match_the_model(squares: Dataset) -> None:
     other = Dataset("voc", tuple(f"c{i}" for i in range(20)), squares.samples)
     with pytest.raises(gradcam.GradCAMError, match="has 20 classes but the model has 2"):
-        localization(_channel_model(), other)
+        localization(channel_model(), other)
 
 
 def test_faithfulness_on_a_real_photo(lite0: gradcam.LoadedModel, tmp_path: Path) -> None:
@@ -196,20 +168,20 @@ def test_meaningless_settings_are_refused(make: Callable[[], Protocol], message:
 def test_a_dataset_without_labels_is_refused_by_name(protocol: Protocol, tmp_path: Path) -> None:
     unlabeled = Dataset("holiday", (), [Sample(_picture(tmp_path / "a.png", RED, None))])
     with pytest.raises(gradcam.GradCAMError, match="dataset 'holiday' has no labels"):
-        run(protocol, _channel_model(), unlabeled, progress=False)
+        run(protocol, channel_model(), unlabeled, progress=False)
     Faithfulness(methods=("gradcam",)).check(unlabeled)  # needs none
 
 
 def test_a_recall_threshold_above_every_map_rejects_them_all(squares: Dataset) -> None:
     # Map maxima are at most 1 here: the summary says every map was rejected.
-    result = pointing(_channel_model(), squares, tolerance=0, recall_threshold=7)
+    result = pointing(channel_model(), squares, tolerance=0, recall_threshold=7)
     assert result.summary[0]["rejected"] == 100.0
-    assert pointing(_channel_model(), squares, recall_threshold=1e-6).summary[0]["rejected"] == 25.0
+    assert pointing(channel_model(), squares, recall_threshold=1e-6).summary[0]["rejected"] == 25.0
 
 
 def _ticks(protocol: Protocol, dataset: Dataset) -> list[float]:
     ticks: list[float] = []
-    score = protocol.scorer(_channel_model(), ticks.append)
+    score = protocol.scorer(channel_model(), ticks.append)
     images = [Image.open(s.path).convert("RGB") for s in dataset.samples[:2]]
     score(dataset.samples[:2], images)
     return ticks

@@ -9,9 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers.models import ChannelNet, channel_model
 from helpers.state import assert_unchanged, snapshot
 from PIL import Image
-from torch import Tensor, nn
+from torch import nn
 
 import gradcam
 from gradcam.evaluate import open_dataset, read_voc, run
@@ -19,26 +20,6 @@ from gradcam.evaluate.datasets import Annotation, Dataset, Sample
 from gradcam.evaluate.seeds import BACKGROUND, Seeds, seed_counts, seeds, truth_masks
 from gradcam.images import Preprocess
 from gradcam.synthetic import ShapeNet
-
-
-class RedNet(nn.Module):
-    """Class c's score is the mean of input channel c: its Grad-CAM map *is* channel c."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.features = nn.Sequential(nn.Conv2d(3, 2, 1, bias=False), nn.ReLU())
-        self.fc = nn.Linear(2, 2, bias=False)
-        with torch.no_grad():
-            self.features[0].weight.copy_(torch.eye(2, 3).view(2, 3, 1, 1))
-            self.fc.weight.copy_(torch.eye(2))
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.fc(self.features(x).mean(dim=(2, 3)))
-
-
-def _red_model() -> gradcam.LoadedModel:
-    identity = Preprocess(32, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
-    return gradcam.LoadedModel("red", RedNet().eval(), identity, ("red", "green"), "features", True)
 
 
 def _box_mask(box: tuple[int, int, int, int], size: tuple[int, int] = (32, 48)) -> np.ndarray:
@@ -119,7 +100,7 @@ def test_truth_masks_from_annotations(tmp_path: Path) -> None:
 
 
 def test_protocol_by_hand(red_boxes: Dataset) -> None:
-    model = _red_model()
+    model = channel_model("red")
     before = snapshot(model.module)
     result = run(Seeds(), model, red_boxes, progress=False)
     assert_unchanged(before, model.module)
@@ -151,7 +132,9 @@ def test_protocol_by_hand(red_boxes: Dataset) -> None:
 
 def test_thresholds_change_the_seeds(red_boxes: Dataset) -> None:
     # Red is 1.0 on its pixels: no foreground fraction below 1 changes them.
-    strict = run(Seeds(foreground=0.99, background=0.5), _red_model(), red_boxes, progress=False)
+    strict = run(
+        Seeds(foreground=0.99, background=0.5), channel_model("red"), red_boxes, progress=False
+    )
     assert strict.rows[0]["seeded"] == [1536 - 180, 180]
 
 
@@ -219,7 +202,7 @@ def test_a_voc_run_ignores_void_pixels(tmp_path: Path) -> None:
     data = read_voc(tmp_path)
     model = gradcam.LoadedModel(
         "red",
-        nn.Sequential(RedNet(), nn.Linear(2, 20)).eval(),
+        nn.Sequential(ChannelNet(), nn.Linear(2, 20)).eval(),
         Preprocess(4, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0)),
         data.class_names,
         "0.features",
@@ -244,19 +227,19 @@ def test_datasets_without_labels_or_masks(tmp_path: Path) -> None:
     Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
     boxes_only = Dataset("boxes", ("red",), [Sample(tmp_path / "a.png", (0,), (Annotation(0),))])
     with pytest.raises(gradcam.GradCAMError, match="has no segmentation masks"):
-        run(Seeds(), _red_model(), boxes_only, progress=False)
+        run(Seeds(), channel_model("red"), boxes_only, progress=False)
     unlabeled = Dataset("photos", (), [Sample(tmp_path / "a.png")])
     with pytest.raises(gradcam.GradCAMError, match="has no labels"):
-        run(Seeds(), _red_model(), unlabeled, progress=False)
+        run(Seeds(), channel_model("red"), unlabeled, progress=False)
 
 
 def test_streamed_and_resumed_runs_give_the_same_summary(
     red_boxes: Dataset, tmp_path: Path
 ) -> None:
-    here = run(Seeds(), _red_model(), red_boxes, progress=False)
-    streamed = run(Seeds(), _red_model(), red_boxes, progress=False, out=tmp_path / "run")
+    here = run(Seeds(), channel_model("red"), red_boxes, progress=False)
+    streamed = run(Seeds(), channel_model("red"), red_boxes, progress=False, out=tmp_path / "run")
     resumed = run(
-        Seeds(), _red_model(), red_boxes, progress=False, out=tmp_path / "run", resume=True
+        Seeds(), channel_model("red"), red_boxes, progress=False, out=tmp_path / "run", resume=True
     )
     assert streamed.summary == here.summary == resumed.summary
     assert streamed.rows[0]["seeded"] == here.rows[0]["seeded"]

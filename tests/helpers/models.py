@@ -265,3 +265,34 @@ class TinyViT(nn.Module):
 
 #: The default layer of each peer-agreement model fixture of tests/methods, by fixture name.
 DEFAULT_LAYERS = {"resnet50": "layer4", "vgg16": "features.29", "lite0_module": "_head_act"}
+
+
+class ChannelNet(nn.Module):
+    """Class c's score is the mean of input channel c: its Grad-CAM map *is* channel c.
+
+    ``features`` (a 1x1 conv with identity weights, then ReLU) copies the first two channels;
+    GAP and an identity linear layer give the scores, so ``alpha^c`` is one-hot over channels.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(3, 2, 1, bias=False), nn.ReLU())
+        self.fc = nn.Linear(2, 2, bias=False)
+        with torch.no_grad():
+            self.features[0].weight.copy_(torch.eye(2, 3).view(2, 3, 1, 1))
+            self.fc.weight.copy_(torch.eye(2))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc(self.features(x).mean(dim=(2, 3)))
+
+
+def channel_model(name: str = "channels") -> Any:
+    """:class:`ChannelNet` as a ``gradcam.LoadedModel`` on 32 px inputs, pixels unnormalized,
+    classes ``("red", "green")``, default layer ``features``."""
+    import gradcam
+    from gradcam.images import Preprocess
+
+    identity = Preprocess(32, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+    return gradcam.LoadedModel(
+        name, ChannelNet().eval(), identity, ("red", "green"), "features", True
+    )
