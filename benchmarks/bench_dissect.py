@@ -11,6 +11,10 @@ ratio computed within each round:
 
 * **forward**: the concept images made, preprocessed and batched (``--batch-size``), one
   no-grad forward pass per batch: what any pass over the concept set costs;
+* **forward, channels-last**: the same with each batch in channels-last layout, as dissection
+  runs it on the CPU (:func:`gradcam.engine.run_in_fast_layout`): the cost of the passes
+  dissection itself makes, so ``dissect / forward CL`` is the share of its time that is not
+  bookkeeping;
 * **dissect**: :func:`gradcam.dissect.dissect` (the same forward passes with the layer's maps
   and the label maps kept in memory, the exact ``T_k``, upsampling, thresholding and the IoU
   counts), no output folder; with ``--to-disk``, into a fresh output folder each round, as the
@@ -38,13 +42,16 @@ import gradcam
 from gradcam.dissect import ConceptSet, dissect, generated_concepts
 
 
-def _forward(loaded: gradcam.LoadedModel, concepts: ConceptSet, batch_size: int) -> float:
+def _forward(
+    loaded: gradcam.LoadedModel, concepts: ConceptSet, batch_size: int, layout: torch.memory_format
+) -> float:
     start = time.perf_counter()
     total = len(concepts)
     with torch.no_grad():
         for i in range(0, total, batch_size):
             images = [concepts[j].image for j in range(i, min(i + batch_size, total))]
-            loaded.module(torch.cat([loaded.preprocess(im) for im in images]))
+            batch = torch.cat([loaded.preprocess(im) for im in images])
+            loaded.module(batch.contiguous(memory_format=layout))
     return time.perf_counter() - start
 
 
@@ -83,25 +90,34 @@ def main(argv: list[str] | None = None) -> int:
         f"concept images, batch {args.batch_size}, {args.rounds} rounds (medians)"
         + (", dissect into an output folder" if args.to_disk else "")
     )
-    print("| model | layer | forward (images/s) | dissect (images/s) | dissect / forward |")
-    print("|---|---|---|---|---|")
+    print(
+        "| model | layer | forward (images/s) | forward CL (images/s) | dissect (images/s) "
+        "| dissect / forward | dissect / forward CL |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    layouts = {"forward": torch.contiguous_format, "forward CL": torch.channels_last}
     for name in args.models.split(","):
         loaded = gradcam.load_model(name)
-        forward, dissected, ratios = [], [], []
+        rates: dict[str, list[float]] = {label: [] for label in (*layouts, "dissect")}
+        ratios: dict[str, list[float]] = {label: [] for label in layouts}
         for r in range(args.rounds):
-            results = {}
-            for label in ("forward", "dissect") if r % 2 == 0 else ("dissect", "forward"):
-                results[label] = (
-                    _forward(loaded, concepts, args.batch_size)
-                    if label == "forward"
-                    else _dissect(loaded, concepts, args.batch_size, args.to_disk)
+            order = ["forward", "forward CL", "dissect"]
+            order = order[r % 3 :] + order[: r % 3]  # rotated every round
+            seconds = {}
+            for label in order:
+                seconds[label] = (
+                    _dissect(loaded, concepts, args.batch_size, args.to_disk)
+                    if label == "dissect"
+                    else _forward(loaded, concepts, args.batch_size, layouts[label])
                 )
-            forward.append(args.images / results["forward"])
-            dissected.append(args.images / results["dissect"])
-            ratios.append(results["forward"] / results["dissect"])
+                rates[label].append(args.images / seconds[label])
+            for label in layouts:
+                ratios[label].append(seconds[label] / seconds["dissect"])
+        med = {label: statistics.median(values) for label, values in rates.items()}
         print(
-            f"| {name} | `{loaded.default_layer}` | {statistics.median(forward):.1f} | "
-            f"{statistics.median(dissected):.1f} | {statistics.median(ratios):.2f} |"
+            f"| {name} | `{loaded.default_layer}` | {med['forward']:.1f} | {med['forward CL']:.1f} "
+            f"| {med['dissect']:.1f} | {statistics.median(ratios['forward']):.2f} "
+            f"| {statistics.median(ratios['forward CL']):.2f} |"
         )
     return 0
 

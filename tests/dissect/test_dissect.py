@@ -156,10 +156,12 @@ def test_refuses_to_overwrite_and_resumes(tmp_path) -> None:
     assert again.units[0].name == "right"
 
 
+@pytest.mark.parametrize("workers", [1, 3])  # IoU batches counted by 1 or 3 threads
 @pytest.mark.parametrize("failing_call", [6, 12 + 6])  # in the forward pass, in the IoU pass
 def test_interrupted_run_resumes_to_the_same_names(
-    tmp_path, monkeypatch, failing_call: int
+    tmp_path, monkeypatch, failing_call: int, workers: int
 ) -> None:
+    monkeypatch.setattr(dissect_module, "_iou_workers", lambda: workers)
     monkeypatch.setattr(dissect_module, "_SYNC_SECONDS", -1.0)  # record every batch
     monkeypatch.setattr(
         dissect_module, "_MEMORY_BUDGET", 0
@@ -341,9 +343,11 @@ def _random_conv(stride: int, kernel: int, seed: int, rounded: bool) -> nn.Modul
         (4, 4, False, 0),  # nothing fits the memory budget: maps on disk, labels read again
     ],
 )
+@pytest.mark.parametrize("workers", [1, 2])  # IoU batches counted by 1 or 2 threads
 def test_feature_table_equals_straightforward_computation(
-    monkeypatch, stride: int, kernel: int, rounded: bool, budget: int | None
+    monkeypatch, stride: int, kernel: int, rounded: bool, budget: int | None, workers: int
 ) -> None:
+    monkeypatch.setattr(dissect_module, "_iou_workers", lambda: workers)
     if budget is not None:
         monkeypatch.setattr(dissect_module, "_MEMORY_BUDGET", budget)
     exact_calls = {"n": 0}
