@@ -168,7 +168,11 @@ def net(request: pytest.FixtureRequest) -> Iterator[tuple[nn.Module, str, Tensor
 def _our_weights(method: ScoreCAM, model: nn.Module, x: Tensor, a: Tensor, cls: int) -> Tensor:
     resolved = ResolvedTargets(torch.zeros(1, 1), torch.tensor([[cls]]))
     with torch.no_grad(), tqdm(disable=True) as bar:
-        return method.channel_weights(x, a, resolved, [[cls]], CopyRunner(model, bar))
+        # As a call runs them: through the copy with folded batch norms (ResNet-50, Lite0).
+        inference = method.inference_copy(x, model(x))
+        assert (inference is None) == isinstance(model, torchvision.models.VGG)
+        run = CopyRunner(model, bar, inference)
+        return method.channel_weights(x, a, resolved, [[cls]], run)
 
 
 def _raw(weights: Tensor, a: Tensor) -> Tensor:
