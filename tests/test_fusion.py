@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 import torch
 import torchvision
 from torch import Tensor, nn
 
-from gradcam import ScoreCAM
-from gradcam.fusion import fold_batch_norms, matches, state_key
+from gradcam import ScoreCAM, fusion
+from gradcam.fusion import fold_batch_norms, inference_copy, matches, state_key
 from gradcam.methods import perturbation
+from gradcam.methods.perturbation import CopyRunner
 from tests.helpers.models import SmallCNN
 
 
@@ -164,9 +167,17 @@ def test_state_key_changes_with_weights() -> None:
 _TARGETS = torch.tensor([[1, 3]])  # two classes of one image
 
 
+def _spying(call: Callable[..., Any], used: list[bool]) -> Callable[..., Any]:
+    def spy(self: CopyRunner, inputs: Tensor, **kwargs: Any) -> Any:
+        used.append(self.inference is not None)
+        return call(self, inputs, **kwargs)
+
+    return spy
+
+
 def _score(model: nn.Module, x: Tensor, monkeypatch: pytest.MonkeyPatch, fold: bool) -> Tensor:
     if not fold:
-        monkeypatch.setattr(perturbation, "fold_batch_norms", lambda _m: None)
+        monkeypatch.setattr(perturbation, "inference_copy", lambda _m: None)
     try:
         return ScoreCAM(model, "features", progress=False)(x, _TARGETS).weights
     finally:
@@ -181,9 +192,11 @@ def test_score_cam_with_folded_copy_equals_the_model(monkeypatch: pytest.MonkeyP
                 m.running_mean.uniform_(-1, 1)
                 m.running_var.uniform_(0.5, 2)
     x = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(1))
-    method = ScoreCAM(model, "features", progress=False)
-    folded = method(x, _TARGETS).weights
-    assert method._folded is not None and method._folded[1] is not None  # the copy ran
+    used = []
+    monkeypatch.setattr(CopyRunner, "__call__", _spying(CopyRunner.__call__, used))
+    folded = ScoreCAM(model, "features", progress=False)(x, _TARGETS).weights
+    monkeypatch.undo()
+    assert used and all(used)  # every pass ran the copy
     torch.testing.assert_close(folded, _score(model, x, monkeypatch, fold=False))
 
 
@@ -199,10 +212,10 @@ def test_score_cam_refuses_a_copy_that_differs(monkeypatch: pytest.MonkeyPatch) 
             folded.get_submodule("fc").bias.add_(1.0)
         return folded
 
-    monkeypatch.setattr(perturbation, "fold_batch_norms", wrong)
+    monkeypatch.setattr(fusion, "fold_batch_norms", wrong)
     method = ScoreCAM(model, "features", progress=False)
     torch.testing.assert_close(method(x, _TARGETS).weights, expected)
-    assert method._folded is not None and method._folded[1] is None  # remembered
+    assert inference_copy(model) is None  # remembered until the weights change
 
 
 def test_score_cam_copy_follows_changed_weights(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -210,11 +223,12 @@ def test_score_cam_copy_follows_changed_weights(monkeypatch: pytest.MonkeyPatch)
     x = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(1))
     method = ScoreCAM(model, "features", progress=False)
     method(x, _TARGETS)
-    first = method._folded
+    first = inference_copy(model)
+    assert first is not None
     with torch.no_grad():
         model.features[1].running_var.mul_(4.0)
         model.fc.weight.mul_(-1.0)
     weights = method(x, _TARGETS).weights
-    assert method._folded is not first
+    assert inference_copy(model) is not first
     torch.testing.assert_close(weights, _score(model, x, monkeypatch, fold=False))
     assert not math.isnan(float(weights.sum()))

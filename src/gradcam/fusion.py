@@ -20,15 +20,25 @@ from __future__ import annotations
 
 import copy
 import warnings
+import weakref
 from collections import Counter
 
 import torch
 from torch import Tensor, fx, nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-__all__ = ["fold_batch_norms", "matches", "state_key"]
+__all__ = ["fold_batch_norms", "inference_copy", "matches", "reject_copy", "state_key"]
 
 _CONV_OF = {nn.BatchNorm1d: nn.Conv1d, nn.BatchNorm2d: nn.Conv2d, nn.BatchNorm3d: nn.Conv3d}
+
+StateKey = tuple[tuple[int, int, int], ...]
+"""What a copy was made from: see :func:`state_key`."""
+
+# Per model, the copy made of its current weights (None: none to make, or rejected). Weak keys:
+# a copy lives as long as its model.
+_COPIES: weakref.WeakKeyDictionary[nn.Module, tuple[StateKey, nn.Module | None]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def fold_batch_norms(model: nn.Module) -> nn.Module | None:
@@ -107,12 +117,43 @@ class _Tracer(fx.Tracer):
         )
 
 
+def inference_copy(model: nn.Module) -> nn.Module | None:
+    """:func:`fold_batch_norms` of ``model``, made once and kept (as long as the model lives)
+    until its weights change (:func:`state_key`), or after :func:`reject_copy`.
+
+    Examples:
+        >>> model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)).eval()
+        >>> kept = inference_copy(model)
+        >>> inference_copy(model) is kept
+        True
+        >>> with torch.no_grad():
+        ...     _ = model[0].weight.mul_(2)
+        >>> inference_copy(model) is kept  # made again from the new weights
+        False
+        >>> reject_copy(model)
+        >>> inference_copy(model) is None
+        True
+    """
+    key = state_key(model)
+    kept = _COPIES.get(model)
+    if kept is not None and kept[0] == key:
+        return kept[1]
+    folded = fold_batch_norms(model)
+    _COPIES[model] = (key, folded)
+    return folded
+
+
+def reject_copy(model: nn.Module) -> None:
+    """Use no copy of ``model`` until its weights change (its copy did not match it)."""
+    _COPIES[model] = (state_key(model), None)
+
+
 def _replace(root: nn.Module, name: str, module: nn.Module) -> None:
     parent, _, leaf = name.rpartition(".")
     setattr(root.get_submodule(parent) if parent else root, leaf, module)
 
 
-def state_key(model: nn.Module) -> tuple[tuple[int, int, int], ...]:
+def state_key(model: nn.Module) -> StateKey:
     """What a copy of ``model`` was made from: each parameter's and buffer's identity, storage
     and version (which in-place changes under ``torch.no_grad()`` bump).
 

@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from gradcam.engine import all_finite, check_input, eval_mode, run_in_fast_layout
 from gradcam.errors import GradCAMError, LayerError, TargetError
-from gradcam.fusion import fold_batch_norms, matches, state_key
+from gradcam.fusion import inference_copy, matches, reject_copy
 from gradcam.hooks import capture_layer
 from gradcam.layers import LayerLike
 from gradcam.maps import normalize, upsample
@@ -127,22 +127,18 @@ class PerturbationMethod(LayerMethod):
         super().__init__(module, layer)
         self.batch_size = batch_size
         self.progress = progress
-        self._folded: tuple[tuple[tuple[int, int, int], ...], nn.Module | None] | None = None
 
     def inference_copy(self, x: Tensor, output: object) -> nn.Module | None:
-        """The model with its batch norms folded (:func:`gradcam.fusion.fold_batch_norms`),
-        made once per method and again when the model's weights change, or ``None``: nothing
-        to fold, a model ``torch.fx`` cannot trace, or a copy whose output on ``x`` differs
-        from the model's ``output`` by more than 1e-4 of its largest value (then the model
-        runs its own passes until its weights change)."""
-        key = state_key(self.module)
-        if self._folded is None or self._folded[0] != key:
-            self._folded = (key, fold_batch_norms(self.module))
-        folded = self._folded[1]
+        """The model with its batch norms folded (:func:`gradcam.fusion.inference_copy`: made
+        once per model and again when its weights change), or ``None``: nothing to fold, a
+        model ``torch.fx`` cannot trace, or a copy whose output on ``x`` differs from the
+        model's ``output`` by more than 1e-4 of its largest value (then the model runs its own
+        passes until its weights change)."""
+        folded = inference_copy(self.module)
         if folded is not None and not matches(
             run_in_fast_layout(self.module, x, folded, fast=True), output
         ):
-            self._folded = (key, None)
+            reject_copy(self.module)
             folded = None
         return folded
 

@@ -65,7 +65,7 @@ class ScoreCAM(PerturbationMethod):
     The masked images run through a copy of the model with its batch norms folded into its
     convolutions (:func:`gradcam.fusion.fold_batch_norms`; 1.17x faster for ResNet-50, 1.37x
     for EfficientNet-B0 on a CPU), checked against the model on the clean image first; a
-    model that ``torch.fx`` cannot trace runs as it is. The copy lives as long as the method.
+    model that ``torch.fx`` cannot trace runs as it is. The copy is kept while the model lives.
 
     pytorch-grad-cam computes this (with ``align_corners=True`` upsampling of the masks);
     torchcam normalizes ``A^k`` before upsampling it, so its masks differ where a map's
