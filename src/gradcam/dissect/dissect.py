@@ -2,10 +2,10 @@
 
 For every channel ``k`` of a layer ``A`` and a set of concept images (:mod:`.concepts`):
 
-1. one no-grad forward pass per batch keeps ``A`` at layer resolution, and each image's label
-   maps: in memory when they fit a budget (512 MB) and nothing is to be resumed, else the
-   maps go to a file on disk and the labels are read again, so memory stays bounded however
-   large the set;
+1. one no-grad forward pass per batch (channels-last on the CPU) keeps ``A`` at layer
+   resolution, and each image's label maps: in memory when they fit a budget (512 MB) and
+   nothing is to be resumed, else the maps go to a file on disk and the labels are read
+   again, so memory stays bounded however large the set;
 2. ``T_k``, the top ``quantile`` (0.5%) of channel ``k``'s activations over every position
    of every image, ``P(A^k > T_k) = quantile``, is computed exactly: a running top-``m``
    per channel (``m`` about ``quantile * N * h * w``), then linear interpolation between
@@ -15,7 +15,8 @@ For every channel ``k`` of a layer ``A`` and a set of concept images (:mod:`.con
    counts: ``I[k, c] = sum |M_k & L_c|`` over the images, ``L[c] = sum |L_c|``, and
    ``A[k, g] = sum |M_k|`` over the images annotated in ``c``'s category ``g``. Only the
    pixels near a cell above ``T_k`` are upsampled, and the result is the same, bit for bit,
-   as upsampling whole maps (:func:`_sparse_above`);
+   as upsampling whole maps (:func:`_sparse_above`); batches are counted in as many threads
+   as torch uses (at most 4);
 4. ``IoU[k, c] = I[k, c] / (A[k, g(c)] + L[c] - I[k, c])``, and unit ``k`` is named after the
    concept with the highest IoU when it is above 0.05 (the paper's threshold), else unnamed.
 
