@@ -7,6 +7,8 @@ Run from the repository root (no network: random seeded weights)::
     .venv/bin/python benchmarks/bench_perturbation.py                 # 128 channels, 3 rounds
     .venv/bin/python benchmarks/bench_perturbation.py --channels 0    # whole layer (slow)
     .venv/bin/python benchmarks/bench_perturbation.py --model efficientnet_lite0 --channels 0
+    .venv/bin/python benchmarks/bench_perturbation.py --channels 0 --methods score-cam \
+        --peers "pytorch-grad-cam default"                        # ResNet-50, whole layer
 
 Every channel of the layer costs each library one forward pass of the network (Score-CAM) or
 of the network after the layer (our Ablation-CAM; pytorch-grad-cam's runs the whole network):
@@ -198,6 +200,12 @@ def main() -> None:
     parser.add_argument("--best-batch", type=int, default=8)
     parser.add_argument("--threads", type=int, default=0, help="0: torch's default")
     parser.add_argument("--methods", default="score-cam,ablation-cam")
+    parser.add_argument(
+        "--peers",
+        default="",
+        help="only the peer cases whose name contains one of these (comma-separated), "
+        "e.g. 'pytorch-grad-cam default' for a whole-layer run; default: every peer case",
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -226,6 +234,12 @@ def main() -> None:
     rows = []
     for method in args.methods.split(","):
         cases = builders[method](model, args.layer, x, cls, n, args.best_batch)
+        wanted = [w for w in args.peers.split(",") if w]
+        cases = {
+            k: c
+            for k, c in cases.items()
+            if k == "gradcam" or not wanted or any(w in k for w in wanted)
+        }
         print(f"{method}:")
         times = run(cases, args.rounds)
         ours = statistics.median(times["gradcam"][0])
