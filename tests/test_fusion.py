@@ -12,9 +12,8 @@ import torch
 import torchvision
 from torch import Tensor, nn
 
-from gradcam import ScoreCAM, fusion
+from gradcam import Occlusion, ScoreCAM, TopK, fusion
 from gradcam.fusion import fold_batch_norms, inference_copy, matches, state_key
-from gradcam.methods import perturbation
 from gradcam.methods.perturbation import CopyRunner
 from tests.helpers.models import SmallCNN
 
@@ -177,7 +176,7 @@ def _spying(call: Callable[..., Any], used: list[bool]) -> Callable[..., Any]:
 
 def _score(model: nn.Module, x: Tensor, monkeypatch: pytest.MonkeyPatch, fold: bool) -> Tensor:
     if not fold:
-        monkeypatch.setattr(perturbation, "inference_copy", lambda _m: None)
+        monkeypatch.setattr(fusion, "inference_copy", lambda _m: None)
     try:
         return ScoreCAM(model, "features", progress=False)(x, _TARGETS).weights
     finally:
@@ -232,3 +231,19 @@ def test_score_cam_copy_follows_changed_weights(monkeypatch: pytest.MonkeyPatch)
     assert inference_copy(model) is not first
     torch.testing.assert_close(weights, _score(model, x, monkeypatch, fold=False))
     assert not math.isnan(float(weights.sum()))
+
+
+def test_occlusion_with_folded_copy_equals_the_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    model = _randomized(SmallCNN(seed=4))
+    x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(3))
+    used: list[bool] = []
+    monkeypatch.setattr(CopyRunner, "__call__", _spying(CopyRunner.__call__, used))
+    folded = Occlusion(model, window=6, stride=4)(x, TopK(2))
+    assert used and all(used)  # every occluded copy ran through the copy
+    monkeypatch.setattr(fusion, "inference_copy", lambda _m: None)
+    first = len(used)
+    plain = Occlusion(model, window=6, stride=4)(x, TopK(2))
+    assert not any(used[first:])  # and now through the model itself
+    torch.testing.assert_close(folded.classes, plain.classes)
+    scale = float(plain.raw.abs().max())
+    torch.testing.assert_close(folded.raw, plain.raw, rtol=1e-4, atol=1e-5 * scale)

@@ -27,7 +27,16 @@ import torch
 from torch import Tensor, fx, nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-__all__ = ["fold_batch_norms", "inference_copy", "matches", "reject_copy", "state_key"]
+from gradcam.engine import run_in_fast_layout
+
+__all__ = [
+    "checked_copy",
+    "fold_batch_norms",
+    "inference_copy",
+    "matches",
+    "reject_copy",
+    "state_key",
+]
 
 _CONV_OF = {nn.BatchNorm1d: nn.Conv1d, nn.BatchNorm2d: nn.Conv2d, nn.BatchNorm3d: nn.Conv3d}
 
@@ -146,6 +155,36 @@ def inference_copy(model: nn.Module) -> nn.Module | None:
 def reject_copy(model: nn.Module) -> None:
     """Use no copy of ``model`` until its weights change (its copy did not match it)."""
     _COPIES[model] = (state_key(model), None)
+
+
+def checked_copy(model: nn.Module, x: Tensor, output: object) -> tuple[nn.Module | None, object]:
+    """:func:`inference_copy` of ``model`` if its output on ``x`` (channels-last on the CPU,
+    as the copies run) :func:`matches` ``output``, the model's own on ``x``; else ``None``,
+    and the copy is rejected until the model's weights change. Call it under ``no_grad``.
+
+    Returns:
+        The copy or ``None``, and the output to compare the copies' outputs with: the copy's
+        on ``x``, or ``output`` when there is no copy.
+
+    Examples:
+        >>> model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)).eval()
+        >>> x = torch.randn(1, 3, 8, 8)
+        >>> with torch.no_grad():
+        ...     folded, reference = checked_copy(model, x, model(x))
+        >>> folded is inference_copy(model), bool(torch.allclose(reference, model(x), atol=1e-5))
+        (True, True)
+        >>> with torch.no_grad():
+        ...     checked_copy(model, x, model(x) + 1.0)[0] is None  # not the model's output
+        True
+    """
+    folded = inference_copy(model)
+    if folded is None:
+        return None, output
+    seen = run_in_fast_layout(model, x, folded, fast=True)
+    if not matches(seen, output):
+        reject_copy(model)
+        return None, output
+    return folded, seen
 
 
 def _replace(root: nn.Module, name: str, module: nn.Module) -> None:

@@ -10,9 +10,11 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from gradcam.engine import check_input, eval_mode
+from gradcam.engine import check_input, eval_mode, run_in_fast_layout
 from gradcam.errors import GradCAMError, TargetError
+from gradcam.fusion import checked_copy
 from gradcam.maps import normalize
+from gradcam.methods.perturbation import CopyRunner, scores_of
 from gradcam.methods.registry import Needs, register
 from gradcam.methods.results import OcclusionResult
 from gradcam.targets import TargetLike, as_logits, class_names, fixed_targets, resolve_targets
@@ -32,6 +34,18 @@ def _logits_or_none(output: object) -> Tensor | None:
         return as_logits(output).detach().float()
     except TargetError:
         return None
+
+
+def _row(output: object, b: int, batch: int) -> object:
+    """Image ``b``'s part of a batch ``output``: a tensor's row, or the same of each tensor in
+    a tuple, list or dict whose first dimension is the batch."""
+    if isinstance(output, Tensor):
+        return output[b : b + 1] if output.dim() and output.shape[0] == batch else output
+    if isinstance(output, (tuple, list)):
+        return type(output)(_row(o, b, batch) for o in output)
+    if isinstance(output, dict):
+        return {k: _row(v, b, batch) for k, v in output.items()}
+    return output
 
 
 def window_starts(size: int, window: int, stride: int) -> list[int]:
@@ -63,7 +77,10 @@ class Occlusion:
     35 x 35 windows (supplement 5.1).
 
     Runs under ``no_grad``, the occluded copies in batches of ``batch_size``, with a progress
-    bar for long runs. Costs ``B * n_windows`` forward passes (625 for 224 x 224, stride 8).
+    bar for long runs. Costs ``B * n_windows`` forward passes (625 for 224 x 224, stride 8),
+    run as the perturbation CAMs run theirs (:class:`~gradcam.methods.perturbation.CopyRunner`:
+    channels-last on the CPU, through a copy with folded batch norms), and ``B`` more for the
+    unoccluded scores the drops are taken from.
     Callable targets are called with the outputs of a batch of occluded copies of one image.
 
     Args:
@@ -146,20 +163,23 @@ class Occlusion:
         bar = tqdm(total=passes, desc="occlusion", unit="pass", disable=not show, file=sys.stderr)
         # inference_mode(False) turns grad mode on, so no_grad comes after it.
         with torch.inference_mode(False), torch.no_grad(), eval_mode(self.module), bar:
-            output = self.module(x)
+            # Every pass in the copies' layout, so that a drop is never a difference of two
+            # layouts' roundings; through the folded copy when it matches the model.
+            output = run_in_fast_layout(self.module, x, self.module, fast=True)
             resolved = resolve_targets(targets, output, batch, names=class_names(self.module))
             total = torch.zeros(batch, resolved.scores.shape[1], height, width, device=x.device)
+            folded, reference = checked_copy(self.module, x, output)
+            run = CopyRunner(self.module, bar, folded)
             for b in range(batch):
                 columns = fixed_targets(targets, resolved.classes[b])
+                clean = scores_of(columns, _row(reference, b, batch), 1)[0]
                 for chunk in self._chunks(windows, x.device):
                     copies = x[b].expand(len(chunk), channels, height, width).clone()
                     for i, (y0, y1, x0, x1) in enumerate(chunk):
                         copies[i, :, y0:y1, x0:x1] = baseline[:, y0:y1, x0:x1]
-                    scores = resolve_targets(columns, self.module(copies), len(chunk)).scores
-                    drops = (resolved.scores[b] - scores).float()
+                    drops = clean - scores_of(columns, run(copies), len(chunk))
                     for i, (y0, y1, x0, x1) in enumerate(chunk):
                         total[b, :, y0:y1, x0:x1] += drops[i][:, None, None]
-                    bar.update(len(chunk))
         raw = total / coverage
         if not bool(torch.isfinite(raw).all()):
             raise GradCAMError("the model produced NaN or infinite scores on occluded images")

@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from gradcam.engine import all_finite, check_input, eval_mode, run_in_fast_layout
 from gradcam.errors import GradCAMError, LayerError, TargetError
-from gradcam.fusion import inference_copy, matches, reject_copy
+from gradcam.fusion import checked_copy
 from gradcam.hooks import capture_layer
 from gradcam.layers import LayerLike
 from gradcam.maps import normalize, upsample
@@ -129,18 +129,10 @@ class PerturbationMethod(LayerMethod):
         self.progress = progress
 
     def inference_copy(self, x: Tensor, output: object) -> nn.Module | None:
-        """The model with its batch norms folded (:func:`gradcam.fusion.inference_copy`: made
-        once per model and again when its weights change), or ``None``: nothing to fold, a
-        model ``torch.fx`` cannot trace, or a copy whose output on ``x`` differs from the
-        model's ``output`` by more than 1e-4 of its largest value (then the model runs its own
-        passes until its weights change)."""
-        folded = inference_copy(self.module)
-        if folded is not None and not matches(
-            run_in_fast_layout(self.module, x, folded, fast=True), output
-        ):
-            reject_copy(self.module)
-            folded = None
-        return folded
+        """The model with its batch norms folded, checked on ``x`` against the model's
+        ``output`` (:func:`gradcam.fusion.checked_copy`), or ``None``: the model runs its own
+        passes."""
+        return checked_copy(self.module, x, output)[0]
 
     def passes(self, activations: Tensor) -> int:
         """How many copies :meth:`channel_weights` will run, for the progress bar."""
