@@ -151,6 +151,17 @@ def test_matches() -> None:
     assert not matches(torch.tensor([1, 3]), torch.tensor([1, 2]))
 
 
+def test_score_cam_on_a_model_made_in_inference_mode() -> None:
+    with torch.inference_mode():  # its tensors track no version
+        model = _randomized(SmallCNN(seed=5))
+    x = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    assert len(state_key(model)) == len(list(model.state_dict()))
+    first = ScoreCAM(model, "features", progress=False)(x, _TARGETS)
+    assert inference_copy(model) is not None
+    again = ScoreCAM(model, "features", progress=False)(x, _TARGETS)
+    torch.testing.assert_close(first.weights, again.weights)
+
+
 def test_state_key_changes_with_weights() -> None:
     model = SmallCNN()
     key = state_key(model)

@@ -194,7 +194,9 @@ def _replace(root: nn.Module, name: str, module: nn.Module) -> None:
 
 def state_key(model: nn.Module) -> StateKey:
     """What a copy of ``model`` was made from: each parameter's and buffer's identity, storage
-    and version (which in-place changes under ``torch.no_grad()`` bump).
+    and version (which in-place changes under ``torch.no_grad()`` bump). Tensors made under
+    ``torch.inference_mode()`` have no version: for them, a stale copy is caught by
+    :func:`checked_copy`'s check on every call.
 
     Examples:
         >>> model = nn.Linear(2, 2)
@@ -205,7 +207,7 @@ def state_key(model: nn.Module) -> StateKey:
         False
     """
     tensors = [*model.parameters(), *model.buffers()]
-    return tuple((id(t), t.data_ptr(), t._version) for t in tensors)
+    return tuple((id(t), t.data_ptr(), -1 if t.is_inference() else t._version) for t in tensors)
 
 
 def matches(output: object, reference: object, *, rtol: float = 1e-4) -> bool:
