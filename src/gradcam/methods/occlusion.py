@@ -79,8 +79,9 @@ class Occlusion:
     Runs under ``no_grad``, the occluded copies in batches of ``batch_size``, with a progress
     bar for long runs. Costs ``B * n_windows`` forward passes (625 for 224 x 224, stride 8),
     run as the perturbation CAMs run theirs (:class:`~gradcam.methods.perturbation.CopyRunner`:
-    channels-last on the CPU, through a copy with folded batch norms), and ``B`` more for the
-    unoccluded scores the drops are taken from.
+    channels-last on the CPU, through a copy with folded batch norms), and, when the copy is
+    used, ``B`` more: its check on the unoccluded images, whose scores the drops are taken
+    from.
     Callable targets are called with the outputs of a batch of occluded copies of one image.
 
     Args:
