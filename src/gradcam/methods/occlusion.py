@@ -36,18 +36,6 @@ def _logits_or_none(output: object) -> Tensor | None:
         return None
 
 
-def _row(output: object, b: int, batch: int) -> object:
-    """Image ``b``'s part of a batch ``output``: a tensor's row, or the same of each tensor in
-    a tuple, list or dict whose first dimension is the batch."""
-    if isinstance(output, Tensor):
-        return output[b : b + 1] if output.dim() and output.shape[0] == batch else output
-    if isinstance(output, (tuple, list)):
-        return type(output)(_row(o, b, batch) for o in output)
-    if isinstance(output, dict):
-        return {k: _row(v, b, batch) for k, v in output.items()}
-    return output
-
-
 def window_starts(size: int, window: int, stride: int) -> list[int]:
     """Start offsets of the windows along one side: ``0, s, 2s, ...`` until the side is covered.
 
@@ -173,7 +161,7 @@ class Occlusion:
             run = CopyRunner(self.module, bar, folded)
             for b in range(batch):
                 columns = fixed_targets(targets, resolved.classes[b])
-                clean = scores_of(columns, _row(reference, b, batch), 1)[0]
+                clean = scores_of(columns, reference, batch)[b]
                 for chunk in self._chunks(windows, x.device):
                     copies = x[b].expand(len(chunk), channels, height, width).clone()
                     for i, (y0, y1, x0, x1) in enumerate(chunk):
