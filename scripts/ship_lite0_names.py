@@ -1,6 +1,6 @@
 """Make the neuron names the web demo ships for the embedded EfficientNet-Lite0.
 
-Run from the repository root (offline; about 2 minutes on an idle 2-core CPU)::
+Run from the repository root (offline; about 15 s on an idle 2-core CPU)::
 
     OMP_NUM_THREADS=1 .venv/bin/python scripts/ship_lite0_names.py
 

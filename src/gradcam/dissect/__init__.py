@@ -3,7 +3,8 @@
 * :mod:`.concepts`: concept images with labelled pixels: :func:`read_broden` (Broden's own
   layout) and :func:`generated_concepts` (a small offline stand-in with exact masks);
 * :mod:`.dissect`: Network Dissection (Bau et al., 2017), :func:`dissect`, names each unit of a
-  layer by the concept its top activations overlap most (IoU > 0.05);
+  layer by the concept its top activations overlap most (IoU > 0.05), with the IoU counts of
+  :mod:`.counting`;
 * :mod:`.text`: with Grad-CAM's neuron importances ``alpha_k^c`` (eq. 1), the top-5 positive
   and bottom-5 negative units and their names: :func:`explain_text`.
 

@@ -237,7 +237,8 @@ def read_broden(root: str | Path) -> ConceptSet:
         concepts.append(Concept(row.get("name") or str(number), primary))
     if not concepts:
         raise ConceptError(f"{folder / 'label.csv'} names no label of {', '.join(categories)}")
-    lookup = np.zeros(max(numbers) + 1, dtype=np.int64)
+    # Ids in the smallest integer type that holds them (uint16 for Broden's 1197 labels).
+    lookup = np.zeros(max(numbers) + 1, dtype=np.min_scalar_type(len(numbers)))
     lookup[numbers] = np.arange(1, len(numbers) + 1)
     images = folder / "images"
 
@@ -393,10 +394,12 @@ def generated_concepts(count: int = 400, *, size: int = 128, seed: int = 0) -> C
     texture_id = {t: len(colors) + i + 1 for i, t in enumerate(textures)}
     shape_id = {s: len(colors) + len(textures) + i + 1 for i, s in enumerate(SHAPES)}
 
+    ids = np.min_scalar_type(len(concepts))  # uint8: the smallest label maps
+
     def load(index: int) -> ConceptImage:
         rng = np.random.default_rng((seed, index))
-        shape_labels = np.zeros((size, size), dtype=np.int64)
-        color_labels = np.zeros((size, size), dtype=np.int64)
+        shape_labels = np.zeros((size, size), dtype=ids)
+        color_labels = np.zeros((size, size), dtype=ids)
         paint = np.zeros((size, size, 3))
         used: set[str] = set()
         for _ in range(int(rng.integers(1, 4))):
@@ -418,12 +421,12 @@ def generated_concepts(count: int = 400, *, size: int = 128, seed: int = 0) -> C
                 if texture in photos
                 else _procedural(texture, rng, size)
             )
-            back = (1, np.where(inside, 0, texture_id[texture]))
+            back = (1, np.where(inside, ids.type(0), ids.type(texture_id[texture])))
         else:
             other = [c for c in colors if c not in used]
             backdrop = other[int(rng.integers(len(other)))]
             pixels = np.broadcast_to(np.asarray(BRODEN_COLORS[backdrop], float), (size, size, 3))
-            back = (0, np.where(inside, 0, color_id[backdrop]))
+            back = (0, np.where(inside, ids.type(0), ids.type(color_id[backdrop])))
         pixels = np.where(inside[..., None], paint, pixels)
         photo = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
         return ConceptImage(photo, ((2, shape_labels), (0, color_labels), back))

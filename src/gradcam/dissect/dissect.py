@@ -13,10 +13,10 @@ For every channel ``k`` of a layer ``A`` and a set of concept images (:mod:`.con
 3. each image's map ``A^k`` is upsampled bilinearly to its segmentation's size (as NetDissect
    does; ``align_corners=False``) and thresholded, ``M_k = S^k > T_k``, and streamed into
    counts: ``I[k, c] = sum |M_k & L_c|`` over the images, ``L[c] = sum |L_c|``, and
-   ``A[k, g] = sum |M_k|`` over the images annotated in ``c``'s category ``g``. Only the
-   pixels near a cell above ``T_k`` are upsampled, and the result is the same, bit for bit,
-   as upsampling whole maps (:func:`_sparse_above`); batches are counted in as many threads
-   as torch uses (at most 4);
+   ``A[k, g] = sum |M_k|`` over the images annotated in ``c``'s category ``g``
+   (:mod:`.counting`: in float64, only the pixels between cells of which one is above
+   ``T_k``, by a compiled loop); batches are counted in as many threads as torch uses (at
+   most 4);
 4. ``IoU[k, c] = I[k, c] / (A[k, g(c)] + L[c] - I[k, c])``, and unit ``k`` is named after the
    concept with the highest IoU when it is above 0.05 (the paper's threshold), else unnamed.
 
@@ -46,12 +46,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
-import torch.nn.functional as F
 from numpy.lib.format import open_memmap
 from PIL import Image
 from torch import Tensor, nn
 
-from gradcam.dissect.concepts import Concept, ConceptSet
+from gradcam.dissect.concepts import Concept, ConceptError, ConceptSet
+from gradcam.dissect.counting import Counts
 from gradcam.engine import run_in_fast_layout
 from gradcam.errors import GradCAMError, LayerError
 from gradcam.hooks import capture_layer
@@ -82,6 +82,7 @@ SHIPPED_NAMES = Path(__file__).resolve().parents[1] / "data" / "lite0_names"
 
 _SYNC_SECONDS = 10.0  # how often finished work is recorded for a resume
 _MEMORY_BUDGET = 512 * 2**20  # bytes of maps and label maps kept in memory; the rest spill
+_CHUNK = 64 * 2**20  # bytes of maps per step of the streamed quantile
 
 
 class DissectionError(GradCAMError):
@@ -243,7 +244,7 @@ def shipped_names() -> Dissection:
 
     ``_head_act`` (1280 units) of ``gradcam.load_model()``, dissected once on the generated
     concept set (``generated_concepts(400)``, seed 0) by ``scripts/ship_lite0_names.py``
-    (23 s on a 2-core CPU) and stored in :data:`SHIPPED_NAMES` (167 KB); read once per
+    (13 s on an idle 2-core CPU) and stored in :data:`SHIPPED_NAMES` (167 KB); read once per
     process. The concept set is a small stand-in for Broden: only colour, texture and shape
     detectors get names, so most units stay unnamed. The web demo's textual explanations use
     them (:meth:`gradcam.demo.DemoSession.text_explanation`).
@@ -390,272 +391,10 @@ class _Labels:
         return kept
 
 
-@dataclass
-class _Counts:
-    """The streamed IoU counts; a few MB whatever the number of images."""
-
-    intersection: np.ndarray  # (C, N + 1) float64
-    activated: np.ndarray  # (C, G)
-    labelled: np.ndarray  # (N + 1,)
-
-    @classmethod
-    def zeros(cls, channels: int, concepts: int, categories: int) -> _Counts:
-        return cls(
-            np.zeros((channels, concepts + 1)),
-            np.zeros((channels, categories)),
-            np.zeros(concepts + 1),
-        )
-
-    def empty_like(self) -> _Counts:
-        """Zero counts of the same shapes."""
-        return _Counts(
-            np.zeros_like(self.intersection),
-            np.zeros_like(self.activated),
-            np.zeros_like(self.labelled),
-        )
-
-    def fold(self, other: _Counts) -> None:
-        """Move ``other``'s counts into these (``other`` is left at zero). The counts are
-        integers in float64, so the order of folding never changes a sum."""
-        for mine, theirs in (
-            (self.intersection, other.intersection),
-            (self.activated, other.activated),
-            (self.labelled, other.labelled),
-        ):
-            mine += theirs
-            theirs[...] = 0
-
-    def add(
-        self,
-        units: np.ndarray,
-        pixels: np.ndarray,
-        layers: Sequence[tuple[int, np.ndarray]],
-        above: np.ndarray,
-    ) -> None:
-        """Add one image: ``(units[i], pixels[i])`` its (unit, flat pixel) pairs above ``T_k``
-        (each once), ``layers`` its label maps, ``above`` (C,) each unit's count of them."""
-        width = self.intersection.shape[1]
-        keys = []
-        for _, labels in layers:
-            ids = labels.reshape(-1)
-            counted = np.bincount(ids, minlength=width)
-            counted[0] = 0
-            self.labelled += counted
-            # A concept in two layers of one image counts in both, as its labels do.
-            found = ids[pixels].astype(np.int64)
-            keys.append(units[found > 0] * width + found[found > 0])
-        if not units.size:
-            return
-        flat = self.intersection.reshape(-1)
-        key = np.concatenate(keys)
-        if flat.size <= 64 * key.size:
-            flat += np.bincount(key, minlength=flat.size)
-        else:  # many units and concepts (Broden): count only the pairs that occur
-            found_keys, times = np.unique(key, return_counts=True)
-            flat[found_keys] += times
-        for category in {c for c, _ in layers}:
-            self.activated[:, category] += above
-
-    def iou(self, category_of: np.ndarray) -> np.ndarray:
-        """(C, N) ``I / (A + L - I)``, 0 where nothing was activated nor labelled."""
-        cats = np.maximum(category_of[1:], 0)
-        inter = self.intersection[:, 1:]
-        union = self.activated[:, cats] + self.labelled[None, 1:] - inter
-        out: np.ndarray = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
-        return out
-
-
-def _dyadic(size: int, side: int) -> bool:
-    """Whether ``size / side`` is a power of two: then torch's bilinear weights are exact."""
-    scale = size // side
-    return size == scale * side and scale & (scale - 1) == 0
-
-
-@functools.lru_cache(maxsize=32)
-def _axis(size: int, side: int) -> tuple[Tensor, Tensor, Tensor]:
-    """Bilinear upsampling of ``side`` cells to ``size`` pixels (``align_corners=False``), as
-    torch computes it, in segments: each cell's pixels ``Y`` (those whose first source cell
-    ``y0 = floor(max(scale * (Y + 0.5) - 0.5, 0))`` it is; torch's float32 scale ``side /
-    size``) in runs of at most ``ceil(size / side)``, so that blocks are barely padded.
-
-    Returns:
-        (side, K) each cell's segments (-1: none), (S, L) each segment's pixels (-1: padding),
-        and (S, L) their weight of the next cell ``y0 + 1`` (float64, NaN for padding: it
-        compares false, so never counts).
-    """
-    scale = float(np.float32(side) / np.float32(size))
-    source = np.maximum(scale * (np.arange(size) + 0.5) - 0.5, 0.0)
-    first = np.minimum(np.floor(source).astype(np.int64), side - 1)
-    weight = np.clip(source - first, 0.0, 1.0)
-    run = -(-size // side)
-    pieces = [
-        (cell, mine[i : i + run])
-        for cell in range(side)
-        for mine in [np.flatnonzero(first == cell)]
-        for i in range(0, mine.size, run)
-    ]
-    most = max(1, max((sum(c == cell for c, _ in pieces) for cell in range(side)), default=1))
-    segments = np.full((side, most), -1, dtype=np.int64)
-    pixels = np.full((len(pieces), run), -1, dtype=np.int64)
-    weights = np.full((len(pieces), run), np.nan)
-    for k, (cell, mine) in enumerate(pieces):
-        segments[cell, int((segments[cell] >= 0).sum())] = k
-        pixels[k, : mine.size] = mine
-        weights[k, : mine.size] = weight[mine]
-    return torch.from_numpy(segments), torch.from_numpy(pixels), torch.from_numpy(weights)
-
-
-def _exact_above(
-    maps: Tensor, thresholds: Tensor, size: tuple[int, int]
-) -> tuple[np.ndarray, np.ndarray]:
-    """The (row of ``maps``, flat pixel) pairs where one image's ``maps`` (U, h, w), upsampled
-    bilinearly to ``size`` (``align_corners=False``), are above ``thresholds`` (U,).
-
-    One ``F.interpolate`` call on a contiguous (1, U, h, w) tensor, as dissection always did:
-    torch's float32 roundings depend on the memory layout and, for small outputs, on ``U``.
-    """
-    batch = maps.contiguous().unsqueeze(0)
-    up = F.interpolate(batch, size=size, mode="bilinear", align_corners=False)[0]
-    pixels = size[0] * size[1]
-    flat = np.flatnonzero((up.view(-1, pixels) > thresholds[:, None]).numpy())  # numpy's is faster
-    return flat // pixels, flat % pixels
-
-
-def _sparse_above(
-    maps: Tensor, thresholds: Tensor, size: tuple[int, int], images: Tensor
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """:func:`_exact_above` for many maps (P, h, w) at once, upsampling only where ``T`` is near.
-
-    Only the top 0.5% of a unit's values pass ``T_k``, so most of its upsampled map is far
-    below. Pixel ``(Y, X)`` is a convex combination of cells ``y0..y0 + 1`` by ``x0..x0 + 1``,
-    so it can pass ``T`` only if one of them is above ``T - margin``; only the pixels of such
-    cells' blocks are computed, in float64. torch's float32 value differs from that by less
-    than ``margin``: 4 roundings of the largest source of the pixel (``2^-24`` each), doubled,
-    and when the factor is not a power of two, the error of torch's float32 weights
-    (``2^-23 (side + 1)`` times the sources' spread), doubled. A pixel further than ``margin`` from
-    ``T`` is decided; the maps with a pixel within ``margin`` of ``T`` are flagged, for
-    :func:`_exact_above`, with every map of their image (``images``: (P,) the image of each
-    map). An image with a block whose four cells are all that close to ``T`` (a plateau, as
-    ReLU6 makes at 6) is flagged before its blocks are computed; and when the blocks would
-    hold more than half as many pixels as the whole maps (large factors, large plateaus),
-    every map is flagged.
-
-    Returns:
-        (row of ``maps``, flat pixel) of the pixels above ``T``, by row, and (P,) the flags.
-    """
-    height, width = size
-    side_y, side_x = int(maps.shape[1]), int(maps.shape[2])
-    segments_y, pixels_y, weights_y = _axis(height, side_y)
-    segments_x, pixels_x, weights_x = _axis(width, side_x)
-    exact = _dyadic(height, side_y) and _dyadic(width, side_x)
-    error = 2.0**-24 * (8.0 if exact else 8.0 * (max(side_y, side_x) + 2))
-    values = maps.double()
-    limit = thresholds.double()
-    near = values > (limit - error * values.abs().amax(dim=(1, 2)))[:, None, None]
-    owners = near.clone()  # cell (r, c) blends cells r..r + 1 by c..c + 1
-    owners[:, :-1] |= near[:, 1:]
-    owners[:, :, :-1] |= owners[:, :, 1:].clone()
-    unit, row, col = owners.nonzero(as_tuple=True)
-    # Each owned block in segments: (unit, row, col, segment of row, segment of column).
-    seg_y, seg_x = segments_y[row], segments_x[col]
-    block, a, b = ((seg_y >= 0)[:, :, None] & (seg_x >= 0)[:, None, :]).nonzero(as_tuple=True)
-    unit, row, col, seg_y, seg_x = (
-        unit[block],
-        row[block],
-        col[block],
-        seg_y[block, a],
-        seg_x[block, b],
-    )
-    below, right = (row + 1).clamp(max=side_y - 1), (col + 1).clamp(max=side_x - 1)
-    corners = torch.stack(
-        [values[unit, row, col], values[unit, row, right], values[unit, below, col],
-         values[unit, below, right]], dim=1
-    )  # fmt: skip
-    margin = error * corners.abs().amax(dim=1)
-    plateau = ((corners - limit[unit][:, None]).abs() <= margin[:, None]).all(dim=1)
-    unsure = torch.isin(images, images[unit[plateau]])
-    keep = ~unsure[unit]
-    unit, seg_y, seg_x, corners, margin = (
-        unit[keep],
-        seg_y[keep],
-        seg_x[keep],
-        corners[keep],
-        margin[keep],
-    )
-    if unit.numel() * pixels_y.shape[1] * pixels_x.shape[1] * 2 > (~unsure).sum() * height * width:
-        empty = np.zeros(0, dtype=np.int64)
-        return empty, empty, np.ones(maps.shape[0], dtype=bool)
-    wy, wx = weights_y[seg_y][:, :, None], weights_x[seg_x][:, None, :]
-    top = corners[:, 0, None, None] + (corners[:, 1, None, None] - corners[:, 0, None, None]) * wx
-    bottom = (
-        corners[:, 2, None, None] + (corners[:, 3, None, None] - corners[:, 2, None, None]) * wx
-    )
-    gap = (bottom - top) * wy + (top - limit[unit][:, None, None])  # one product on the blocks
-    close = (gap.abs() <= margin[:, None, None]).flatten(1).any(dim=1)
-    flagged = unsure.clone()
-    flagged[unit[close]] = True
-    block, i, k = (gap > 0).nonzero(as_tuple=True)
-    found = pixels_y[seg_y[block], i] * width + pixels_x[seg_x[block], k]
-    return unit[block].numpy(), found.numpy(), flagged.numpy()
-
-
-def _batch_above(
-    block: Tensor, live: Tensor, thresholds: Tensor, sizes: Sequence[tuple[int, int] | None]
-) -> list[tuple[np.ndarray, np.ndarray]]:
-    """For each image of a batch, the (unit, flat pixel) pairs of its upsampled maps above
-    ``T_k``: exactly those of :func:`_exact_above` on its live units (``sizes[j]``: its label
-    size, ``None`` to skip it). The maps of all images of one size go through
-    :func:`_sparse_above` at once; an image with a pixel too close to ``T_k`` to decide, through
-    :func:`_exact_above`."""
-    empty = np.zeros(0, dtype=np.int64)
-    found: list[tuple[np.ndarray, np.ndarray]] = [(empty, empty)] * len(sizes)
-    for size in {s for s in sizes if s is not None}:
-        mine = torch.tensor([s == size for s in sizes]) & live.any(dim=1)
-        image, unit = (live & mine[:, None]).nonzero(as_tuple=True)
-        if not image.numel():
-            continue
-        rows, pixels, flagged = _sparse_above(block[image, unit], thresholds[unit], size, image)
-        images, units = image.numpy(), unit.numpy()
-        ends = np.searchsorted(images[rows], np.arange(len(sizes) + 1))
-        unsure = set(images[flagged].tolist())
-        for j in np.unique(images).tolist():
-            if j in unsure:
-                alive = unit[image == j]
-                local, at = _exact_above(block[j, alive], thresholds[alive], size)
-                found[j] = (alive.numpy()[local], at)
-            else:
-                found[j] = (units[rows[ends[j] : ends[j + 1]]], pixels[ends[j] : ends[j + 1]])
-    return found
-
-
 def _iou_workers() -> int:
     """Threads that count IoU batches at once: torch's thread count, at most 4 (measured on 2
-    cores: the IoU pass of the shapes CNN 1.4x faster with 2 than with 1)."""
+    cores: the IoU pass of the shapes CNN on 200 images 29 ms with 2, 43 ms with 1)."""
     return max(1, min(torch.get_num_threads(), 4))
-
-
-def _count_batch(
-    block: Tensor,
-    thresholds: Tensor,
-    samples: Sequence[tuple[tuple[int, np.ndarray], ...]],
-    counts: _Counts,
-) -> None:
-    """Add a batch's images to ``counts``: ``block`` (B, C, h, w) their maps, ``samples`` their
-    label maps (empty: not annotated, skipped)."""
-    # Bilinear upsampling never exceeds a map's maximum: a unit whose maximum is not above T_k
-    # has an empty mask in that image, and is skipped (most are: T_k is the top 0.5%).
-    live = block.amax(dim=(2, 3)) > thresholds
-    sizes = [
-        (int(layers[0][1].shape[0]), int(layers[0][1].shape[1])) if layers else None
-        for layers in samples
-    ]
-    channels = block.shape[1]
-    for layers, (owners, pixels) in zip(
-        samples, _batch_above(block, live, thresholds, sizes), strict=True
-    ):
-        if layers:
-            above = np.bincount(owners, minlength=channels).astype(np.float64)
-            counts.add(owners, pixels, layers, above)
 
 
 def _units(
@@ -856,30 +595,37 @@ def _run(
     assert acts is not None
     channels, height, width = acts.shape[1:]
 
-    # 2. T_k, exact, streamed over the stored maps.
+    # 2. T_k, exact, streamed over the stored maps in chunks of up to _CHUNK bytes: each chunk
+    # costs a top-m of the values kept so far with it, so fewer chunks are faster.
+    step = max(batch_size, _CHUNK // (4 * channels * height * width))
+
     def chunks(stored: np.ndarray) -> Iterator[Tensor]:
-        for i in range(0, total, batch_size):
-            block = torch.from_numpy(np.asarray(stored[i : i + batch_size]))
+        for i in range(0, total, step):
+            block = torch.from_numpy(np.asarray(stored[i : i + step]))
             yield block.permute(1, 0, 2, 3).reshape(channels, -1)
 
     thresholds = top_quantile(chunks(acts), total * height * width, float(settings["quantile"]))
 
     # 3. The IoU counts, streamed; checkpointed so that a killed run resumes.
-    counts = _Counts.zeros(channels, len(concepts.concepts), len(concepts.categories))
+    counts = Counts.zeros(channels, len(concepts.concepts), len(concepts.categories))
     if state["iou"] and counts_path.is_file():
         with np.load(counts_path) as saved:
-            counts = _Counts(saved["intersection"], saved["activated"], saved["labelled"])
+            counts = Counts(saved["intersection"], saved["activated"], saved["labelled"])
     else:
         state["iou"] = 0
-    # Batches are counted by a few threads at once (numpy and torch release the GIL for most
-    # of the work), each into its own counts, folded together at checkpoints and at the end.
+    # Batches are counted by a few threads at once (the compiled count releases the GIL),
+    # each into its own counts, folded together at checkpoints and at the end.
     workers = _iou_workers()
     partials = [counts.empty_like() for _ in range(workers)]
-    stored = acts
+    stored, limits = acts, thresholds.double().numpy()
 
-    def count(begin: int, samples: list[tuple[tuple[int, np.ndarray], ...]], into: _Counts) -> None:
-        block = torch.from_numpy(np.asarray(stored[begin : begin + len(samples)]))
-        _count_batch(block, thresholds, samples, into)
+    def count(begin: int, samples: list[tuple[tuple[int, np.ndarray], ...]], into: Counts) -> None:
+        block = np.asarray(stored[begin : begin + len(samples)])
+        for j, layers in enumerate(samples):
+            try:
+                into.add_image(block[j], limits, layers)
+            except ConceptError as exc:
+                raise ConceptError(f"concept image {begin + j}: {exc}") from None
 
     with (
         _progress(total, state["iou"], "dissect: IoU", progress) as bar,
