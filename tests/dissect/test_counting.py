@@ -15,12 +15,12 @@ from gradcam.dissect.counting import Counts, upsampling_axis
 
 
 def _masks(maps: torch.Tensor, thresholds: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
-    """(C, H, W) the masks :meth:`Counts.add_image` counts, read back through labels that give
+    """(C, H, W) the masks :meth:`Counts.add` counts, read back through labels that give
     every pixel its own concept."""
     pixels = size[0] * size[1]
     counts = Counts.zeros(maps.shape[0], pixels, 1)
     labels = np.arange(1, pixels + 1).reshape(size)
-    counts.add_image(maps.numpy(), thresholds.double().numpy(), [(0, labels)])
+    counts.add(maps.numpy()[None], thresholds.double().numpy(), [[(0, labels)]])
     assert counts.labelled[1:].tolist() == [1.0] * pixels
     return counts.intersection[:, 1:].reshape(-1, *size) > 0
 
@@ -78,7 +78,7 @@ def test_counts_by_hand_across_layers() -> None:
     colours = np.array([[3, 0], [3, 3]])  # category 1
     more_shapes = np.array([[2, 2], [2, 2]])  # category 0 again
     counts = Counts.zeros(channels=2, concepts=3, categories=2)
-    counts.add_image(maps, np.array([1.0, 1.0]), [(0, shapes), (1, colours), (0, more_shapes)])
+    counts.add(maps[None], np.array([1.0, 1.0]), [[(0, shapes), (1, colours), (0, more_shapes)]])
     # All 4 pixels pass for unit 0: concept 2 is in two layers and counts in both.
     assert counts.intersection.tolist() == [[0, 2, 1 + 4, 3], [0, 0, 0, 0]]
     assert counts.labelled.tolist() == [0, 2, 5, 3]
@@ -97,10 +97,10 @@ def test_fold_moves_counts_and_order_never_matters() -> None:
     thresholds = np.full(3, 0.8)
     whole = Counts.zeros(3, 4, 1)
     for maps, layers in images:
-        whole.add_image(maps, thresholds, layers)
+        whole.add(maps[None], thresholds, [layers])
     halves = [Counts.zeros(3, 4, 1), Counts.zeros(3, 4, 1)]
     for i, (maps, layers) in enumerate(reversed(images)):
-        halves[i % 2].add_image(maps, thresholds, layers)
+        halves[i % 2].add(maps[None], thresholds, [layers])
     total = whole.empty_like()
     for half in halves:
         total.fold(half)
@@ -114,36 +114,63 @@ def test_fold_moves_counts_and_order_never_matters() -> None:
     assert whole.intersection.sum() > 0
 
 
+def test_a_batch_counts_as_its_images_one_by_one() -> None:
+    # Images of two label sizes, with 0 to 3 layers: grouped by size, padded to one depth.
+    rng = np.random.default_rng(1)
+    maps = rng.random((6, 3, 4, 4), dtype=np.float32)
+    samples = [
+        [(0, rng.integers(0, 5, (8, 8))), (1, rng.integers(0, 5, (8, 8)))],
+        [(1, rng.integers(0, 5, (12, 10)))],
+        [],
+        [
+            (0, rng.integers(0, 5, (8, 8))),
+            (0, rng.integers(0, 5, (8, 8))),
+            (1, rng.integers(0, 5, (8, 8))),
+        ],
+        [(1, rng.integers(0, 5, (12, 10))), (0, rng.integers(0, 5, (12, 10)))],
+        [(0, rng.integers(0, 5, (8, 8)))],
+    ]
+    thresholds = np.full(3, 0.7)
+    batch, single = Counts.zeros(3, 4, 2), Counts.zeros(3, 4, 2)
+    batch.add(maps, thresholds, samples)
+    for j, layers in enumerate(samples):
+        single.add(maps[j : j + 1], thresholds, [layers])
+    assert np.array_equal(batch.intersection, single.intersection)
+    assert np.array_equal(batch.activated, single.activated)
+    assert np.array_equal(batch.labelled, single.labelled)
+    assert batch.activated[:, 1].sum() > 0
+
+
 def test_labels_of_any_integer_type() -> None:
     maps = np.array([[[1.0, 2.0], [3.0, 4.0]]], dtype=np.float32)
     labels = np.array([[0, 1, 1, 2]] * 4)
     results = []
     for dtype in (np.uint8, np.uint16, np.int32, np.int64):
         counts = Counts.zeros(1, 2, 1)
-        counts.add_image(maps, np.array([2.5]), [(0, labels.astype(dtype))])
+        counts.add(maps[None], np.array([2.5]), [[(0, labels.astype(dtype))]])
         results.append(counts.intersection.tolist())
     assert results[1:] == results[:-1]
 
 
 def test_unannotated_image_counts_nothing() -> None:
     counts = Counts.zeros(1, 2, 1)
-    counts.add_image(np.ones((1, 2, 2), dtype=np.float32), np.array([0.0]), [])
+    counts.add(np.ones((1, 1, 2, 2), dtype=np.float32), np.array([0.0]), [[]])
     assert not counts.intersection.any() and not counts.activated.any()
 
 
 @pytest.mark.parametrize(
     ("layers", "message"),
     [
-        ([(0, np.zeros((4, 4), int)), (1, np.zeros((4, 5), int))], "one .H, W. size"),
-        ([(0, np.zeros(4, int))], "one .H, W. size"),
-        ([(0, np.full((4, 4), 3))], "outside 0..2"),
-        ([(0, np.full((4, 4), -1))], "outside 0..2"),
+        ([(0, np.zeros((4, 4), int)), (1, np.zeros((4, 5), int))], "image 8: .* one .H, W. size"),
+        ([(0, np.zeros(4, int))], "image 8: .* one .H, W. size"),
+        ([(0, np.full((4, 4), 3))], "images 8..8: label ids 3..3 outside 0..2"),
+        ([(0, np.full((4, 4), -1))], "images 8..8: label ids -1..-1 outside 0..2"),
     ],
 )
 def test_exception_bad_label_maps(layers: list[tuple[int, np.ndarray]], message: str) -> None:
     counts = Counts.zeros(1, 2, 2)
     with pytest.raises(ConceptError, match=message):
-        counts.add_image(np.ones((1, 2, 2), dtype=np.float32), np.array([0.5]), layers)
+        counts.add(np.ones((2, 1, 2, 2), dtype=np.float32), np.array([0.5]), [[], layers], first=7)
 
 
 @pytest.mark.parametrize(("size", "side"), [(8, 2), (9, 4), (3, 7), (224, 7), (5, 5)])

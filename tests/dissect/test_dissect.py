@@ -163,6 +163,7 @@ def test_interrupted_run_resumes_to_the_same_names(
 ) -> None:
     monkeypatch.setattr(dissect_module, "_iou_workers", lambda: workers)
     monkeypatch.setattr(dissect_module, "_SYNC_SECONDS", -1.0)  # record every batch
+    monkeypatch.setattr(dissect_module, "_WAVE", 1)  # and every wave of the IoU pass
     monkeypatch.setattr(
         dissect_module, "_MEMORY_BUDGET", 0
     )  # labels are read again, in the IoU pass
@@ -184,6 +185,8 @@ def test_interrupted_run_resumes_to_the_same_names(
     with pytest.raises(KeyboardInterrupt):
         dissect(model, broken, "conv", batch_size=4, out=out)
     assert (out / "activations.npy").is_file()
+    # With one thread the IoU pass recorded its first batch's counts before the failure.
+    assert (out / "counts.npz").is_file() == (failing_call > 12 and workers == 1)
     resumed = dissect(model, concepts, "conv", batch_size=4, out=out, resume=True)
     assert resumed.units == whole.units
     assert np.array_equal(resumed.iou, whole.iou)

@@ -69,8 +69,9 @@ def upsampling_axis(size: int, side: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 @numba.njit(cache=True, nogil=True)  # type: ignore[misc]  # numba has no type hints
-def _count_image(
+def _count_images(
     maps: np.ndarray,
+    images: np.ndarray,
     thresholds: np.ndarray,
     weights_y: np.ndarray,
     start_y: np.ndarray,
@@ -82,60 +83,91 @@ def _count_image(
     activated: np.ndarray,
     labelled: np.ndarray,
 ) -> None:  # pragma: no cover - compiled; its results are tested against exact arithmetic
-    channels, height, width = maps.shape
-    layers = labels.shape[0]
-    for layer in range(layers):
-        # Labels come in regions: counting runs, not pixels, keeps the adds off one bin's chain.
-        flat = labels[layer].ravel()
-        run, concept = 0, flat[0]
-        for pixel in flat:
-            if pixel == concept:
-                run += 1
-            else:
-                labelled[concept] += run
-                run, concept = 1, pixel
-        labelled[concept] += run
-    labelled[0] = 0
-    scale_y, scale_x = 2.0 * labels.shape[1], 2.0 * labels.shape[2]
-    for k in range(channels):
-        cells = maps[k]
-        if not cells.max() > thresholds[k]:  # no pixel can pass: most maps (the top 0.5%)
-            continue
-        # S > T as (2 H)(2 W) S > (2 H)(2 W) T with integer weights: float32 cells times
-        # integers up to 2^13 twice, exact in float64 (for label maps up to 4096 pixels and
-        # cells of like magnitude), so plateaus, borders and ties at T_k are decided exactly.
-        limit = thresholds[k]
-        scaled = limit * scale_y * scale_x
-        above = 0
-        for r in range(height):
-            r1 = min(r + 1, height - 1)
-            for c in range(width):
-                c1 = min(c + 1, width - 1)
-                v00 = np.float64(cells[r, c])
-                v01 = np.float64(cells[r, c1])
-                v10 = np.float64(cells[r1, c])
-                v11 = np.float64(cells[r1, c1])
-                if not (v00 > limit or v01 > limit or v10 > limit or v11 > limit):
-                    continue
-                for x in range(start_x[c], start_x[c + 1]):
-                    a = weights_x[x]
-                    top = (scale_x - a) * v00 + a * v01
-                    bottom = (scale_x - a) * v10 + a * v11
+    """Image ``images[i]`` of ``maps`` (B, C, h, w) against ``labels[i]`` (L, H, W), whose
+    layers are in ``categories[i]`` (L,) (-1: no layer)."""
+    channels, height, width = maps.shape[1:]
+    layers = labels.shape[1]
+    scale_y, scale_x = 2.0 * labels.shape[2], 2.0 * labels.shape[3]
+    for i in range(images.shape[0]):
+        image = labels[i]
+        for layer in range(layers):
+            if categories[i, layer] < 0:
+                continue
+            # Labels come in regions: adding runs, not pixels, keeps one bin's adds off a chain.
+            flat = image[layer].ravel()
+            run, concept = 0, flat[0]
+            for pixel in flat:
+                if pixel == concept:
+                    run += 1
+                else:
+                    labelled[concept] += run
+                    run, concept = 1, pixel
+            labelled[concept] += run
+        labelled[0] = 0
+        for k in range(channels):
+            cells = maps[images[i], k]
+            limit = thresholds[k]
+            live = False
+            for value in cells.ravel():  # no cell above T, no pixel: most maps (the top 0.5%)
+                if value > limit:
+                    live = True
+                    break
+            if not live:
+                continue
+            # S > T as (2 H)(2 W) S > (2 H)(2 W) T with integer weights: float32 cells times
+            # integers up to 2^13 twice, exact in float64 (for label maps up to 4096 pixels and
+            # cells of like magnitude), so plateaus, borders and ties at T_k are decided exactly.
+            scaled = limit * scale_y * scale_x
+            above = 0
+            for r in range(height):
+                r1 = min(r + 1, height - 1)
+                for c in range(width):
+                    c1 = min(c + 1, width - 1)
+                    v00 = np.float64(cells[r, c])
+                    v01 = np.float64(cells[r, c1])
+                    v10 = np.float64(cells[r1, c])
+                    v11 = np.float64(cells[r1, c1])
+                    if not (v00 > limit or v01 > limit or v10 > limit or v11 > limit):
+                        continue
+                    x0, x1 = start_x[c], start_x[c + 1]
+                    if x0 == x1:
+                        continue
+                    # A pixel's value is linear in its column weight a, which grows along the
+                    # block's columns: a row whose first and last pixels are not above T has none
+                    # above it (exact products: the computed values are the exact ones).
+                    a0, a1 = weights_x[x0], weights_x[x1 - 1]
                     for y in range(start_y[r], start_y[r + 1]):
                         b = weights_y[y]
-                        if (scale_y - b) * top + b * bottom > scaled:
-                            above += 1
-                            for layer in range(layers):
-                                concept = labels[layer, y, x]
-                                if concept > 0:
-                                    intersection[k, concept] += 1
-        if above:
-            for layer in range(layers):
-                repeated = False
-                for before in range(layer):
-                    repeated = repeated or categories[before] == categories[layer]
-                if not repeated:
-                    activated[k, categories[layer]] += above
+                        left = (scale_y - b) * v00 + b * v10
+                        right = (scale_y - b) * v01 + b * v11
+                        if not (
+                            (scale_x - a0) * left + a0 * right > scaled
+                            or (scale_x - a1) * left + a1 * right > scaled
+                        ):
+                            continue
+                        for x in range(x0, x1):
+                            a = weights_x[x]
+                            if (scale_x - a) * left + a * right > scaled:
+                                above += 1
+                                for layer in range(layers):
+                                    concept = image[layer, y, x]
+                                    if concept > 0:
+                                        intersection[k, concept] += 1
+            if above:
+                for layer in range(layers):
+                    category = categories[i, layer]
+                    repeated = category < 0
+                    for before in range(layer):
+                        repeated = repeated or categories[i, before] == category
+                    if not repeated:
+                        activated[k, category] += above
+
+
+def _id_type(samples: Sequence[Sequence[tuple[int, np.ndarray]]], images: list[int]) -> np.dtype:
+    """uint8 or uint16 when the label maps are (the compiled loop is compiled once per type, and
+    small ids keep the copies small), else int64."""
+    kind = np.result_type(*(ids.dtype for j in images for _, ids in samples[j]))
+    return kind if kind in (np.uint8, np.uint16) else np.dtype(np.int64)
 
 
 @dataclass
@@ -159,7 +191,7 @@ class Counts:
         >>> counts = Counts.zeros(channels=1, concepts=2, categories=1)
         >>> maps = np.array([[[1.0, 2.0], [3.0, 4.0]]], dtype=np.float32)
         >>> labels = np.array([[0, 0, 0, 0], [0, 0, 1, 1], [0, 0, 1, 1], [0, 2, 1, 2]])
-        >>> counts.add_image(maps, np.array([3.2]), [(0, labels)])
+        >>> counts.add(maps[None], np.array([3.2]), [[(0, labels)]])
         >>> counts.intersection.tolist(), counts.activated.tolist(), counts.labelled.tolist()
         ([[0.0, 3.0, 2.0]], [[5.0]], [0.0, 5.0, 2.0])
         >>> counts.iou(np.array([-1, 0, 0])).round(3).tolist()  # 3 / (5 + 5 - 3), 2 / (5 + 2 - 2)
@@ -197,45 +229,66 @@ class Counts:
             mine += theirs
             theirs[...] = 0
 
-    def add_image(
+    def add(
         self,
         maps: np.ndarray,
         thresholds: np.ndarray,
-        layers: Sequence[tuple[int, np.ndarray]],
+        samples: Sequence[Sequence[tuple[int, np.ndarray]]],
+        first: int = 0,
     ) -> None:
-        """Add one image: ``maps`` (C, h, w) its unit's maps, ``thresholds`` (C,) the ``T_k``,
-        ``layers`` its ``(category, labels)`` pairs, each labels map (H, W) of concept ids at
-        the segmentation's size (0: unlabelled). A concept in two layers counts in both.
+        """Add a batch of images: ``maps`` (B, C, h, w) their units' maps, ``thresholds`` (C,)
+        the ``T_k``, ``samples[j]`` image ``j``'s ``(category, labels)`` pairs, each labels map
+        (H, W) of concept ids at the segmentation's size (0: unlabelled; no pairs: the image is
+        not annotated, and skipped). A concept in two layers counts in both.
 
         Raises:
-            ConceptError: the label maps differ in size, or hold an id out of range.
+            ConceptError: an image's label maps differ in size, or hold an id out of range
+                (``first``: the batch's first image number, for the message).
         """
-        if not layers:
-            return
-        sizes = {ids.shape for _, ids in layers}
-        if len(sizes) > 1 or len(next(iter(sizes))) != 2:
-            raise ConceptError(f"label maps of sizes {sorted(sizes)}: one (H, W) size per image")
-        labels = np.stack([ids for _, ids in layers]).astype(np.int32, copy=False)
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for j, layers in enumerate(samples):
+            sizes = {ids.shape for _, ids in layers}
+            if len(sizes) > 1 or any(len(size) != 2 for size in sizes):
+                raise ConceptError(
+                    f"concept image {first + j}: label maps of sizes {sorted(sizes)}, not one "
+                    "(H, W) size"
+                )
+            if sizes:
+                groups.setdefault(next(iter(sizes)), []).append(j)
         width = self.intersection.shape[1]
-        if labels.size and (labels.min() < 0 or labels.max() >= width):
-            raise ConceptError(f"label ids {labels.min()}..{labels.max()} outside 0..{width - 1}")
-        categories = np.array([c for c, _ in layers], dtype=np.int64)
-        height, width_px = labels.shape[1:]
-        weights_y, start_y = upsampling_axis(height, maps.shape[1])
-        weights_x, start_x = upsampling_axis(width_px, maps.shape[2])
-        _count_image(
-            np.ascontiguousarray(maps, dtype=np.float32),
-            np.ascontiguousarray(thresholds, dtype=np.float64),
-            weights_y,
-            start_y,
-            weights_x,
-            start_x,
-            labels,
-            categories,
-            self.intersection,
-            self.activated,
-            self.labelled,
-        )
+        limits = np.ascontiguousarray(thresholds, dtype=np.float64)
+        for (height, width_px), images in groups.items():
+            depth = max(len(samples[j]) for j in images)
+            labels = np.zeros(
+                (len(images), depth, height, width_px), dtype=_id_type(samples, images)
+            )
+            categories = np.full((len(images), depth), -1, dtype=np.int64)
+            for i, j in enumerate(images):
+                for layer, (category, ids) in enumerate(samples[j]):
+                    labels[i, layer] = ids
+                    categories[i, layer] = category
+            low, high = int(labels.min()), int(labels.max())
+            if low < 0 or high >= width:
+                raise ConceptError(
+                    f"concept images {first + images[0]}..{first + images[-1]}: label ids "
+                    f"{low}..{high} outside 0..{width - 1}"
+                )
+            weights_y, start_y = upsampling_axis(height, maps.shape[2])
+            weights_x, start_x = upsampling_axis(width_px, maps.shape[3])
+            _count_images(
+                np.ascontiguousarray(maps, dtype=np.float32),
+                np.asarray(images, dtype=np.int64),
+                limits,
+                weights_y,
+                start_y,
+                weights_x,
+                start_x,
+                labels,
+                categories,
+                self.intersection,
+                self.activated,
+                self.labelled,
+            )
 
     def iou(self, category_of: np.ndarray) -> np.ndarray:
         """(C, N) ``I / (A + L - I)``, 0 where nothing was activated nor labelled;

@@ -50,7 +50,7 @@ from numpy.lib.format import open_memmap
 from PIL import Image
 from torch import Tensor, nn
 
-from gradcam.dissect.concepts import Concept, ConceptError, ConceptSet
+from gradcam.dissect.concepts import Concept, ConceptSet
 from gradcam.dissect.counting import Counts
 from gradcam.engine import run_in_fast_layout
 from gradcam.errors import GradCAMError, LayerError
@@ -83,6 +83,7 @@ SHIPPED_NAMES = Path(__file__).resolve().parents[1] / "data" / "lite0_names"
 _SYNC_SECONDS = 10.0  # how often finished work is recorded for a resume
 _MEMORY_BUDGET = 512 * 2**20  # bytes of maps and label maps kept in memory; the rest spill
 _CHUNK = 64 * 2**20  # bytes of maps per step of the streamed quantile
+_WAVE = 8  # batches per thread between two waits of the IoU pass
 
 
 class DissectionError(GradCAMError):
@@ -619,26 +620,27 @@ def _run(
     partials = [counts.empty_like() for _ in range(workers)]
     stored, limits = acts, thresholds.double().numpy()
 
-    def count(begin: int, samples: list[tuple[tuple[int, np.ndarray], ...]], into: Counts) -> None:
-        block = np.asarray(stored[begin : begin + len(samples)])
-        for j, layers in enumerate(samples):
-            try:
-                into.add_image(block[j], limits, layers)
-            except ConceptError as exc:
-                raise ConceptError(f"concept image {begin + j}: {exc}") from None
+    def count(begins: list[int], samples: list[list[Any]], into: Counts) -> None:
+        for begin, batch in zip(begins, samples, strict=True):
+            block = np.asarray(stored[begin : begin + len(batch)])
+            into.add(block, limits, batch, first=begin)
 
     with (
         _progress(total, state["iou"], "dissect: IoU", progress) as bar,
         ThreadPoolExecutor(workers) as pool,
     ):
         starts = list(range(state["iou"], total, batch_size))
-        for wave in range(0, len(starts), workers):
-            begins = starts[wave : wave + workers]
+        # Waves of up to _WAVE batches per thread: a wave ends with a wait for every thread.
+        for wave in range(0, len(starts), workers * _WAVE):
+            begins = starts[wave : wave + workers * _WAVE]
             # The labels are fetched here: _Labels is not shared between threads.
             samples = [
                 [labels.layers(i) for i in range(b, min(b + batch_size, total))] for b in begins
             ]
-            jobs = [pool.submit(count, b, samples[j], partials[j]) for j, b in enumerate(begins)]
+            jobs = [
+                pool.submit(count, begins[j::workers], samples[j::workers], partials[j])
+                for j in range(min(workers, len(begins)))
+            ]
             for job in jobs:
                 job.result()
             stop = min(begins[-1] + batch_size, total)
