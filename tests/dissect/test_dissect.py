@@ -115,22 +115,6 @@ def test_feature_iou_threshold() -> None:
     assert strict.units[0].concept == "right"
 
 
-@pytest.mark.parametrize("quantile", [0.005, 0.1, 0.5])
-@pytest.mark.parametrize("splits", [[1000], [1, 999], [300, 300, 400]])
-def test_top_quantile_equals_torch_quantile(quantile: float, splits: list[int]) -> None:
-    torch.manual_seed(0)
-    values = torch.randn(3, sum(splits))
-    values[1] = values[1].round()  # ties
-    chunks = iter(values.split(splits, dim=1))
-    expected = torch.quantile(values, 1 - quantile, dim=1)
-    assert torch.allclose(top_quantile(chunks, values.shape[1], quantile), expected)
-
-
-def test_top_quantile_exception() -> None:
-    with pytest.raises(ValueError, match="got 3"):
-        top_quantile(iter([torch.zeros(1, 3)]), 10)
-
-
 def test_saved_names_round_trip(tmp_path) -> None:
     found = dissect(_tiny_model(), _tiny_set(), "pool", quantile=0.25, out=tmp_path / "names")
     assert sorted(p.name for p in (tmp_path / "names").iterdir()) == [
@@ -191,6 +175,17 @@ def test_interrupted_run_resumes_to_the_same_names(
     assert resumed.units == whole.units
     assert np.array_equal(resumed.iou, whole.iou)
     assert not (out / "activations.npy").exists()
+
+
+def test_exception_activations_not_finite() -> None:
+    model = nn.Sequential(OrderedDict(pool=nn.AvgPool2d(2), log=_Log(), flat=nn.Flatten()))
+    with pytest.raises(DissectionError, match=r"'log' gives activations that are not finite"):
+        dissect(model, _tiny_set(), "log")  # log(0) = -inf
+
+
+class _Log(nn.Module):
+    def forward(self, x: Tensor) -> Tensor:
+        return x.log()
 
 
 def test_exception_layer_without_spatial_output() -> None:

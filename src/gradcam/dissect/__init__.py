@@ -3,8 +3,8 @@
 * :mod:`.concepts`: concept images with labelled pixels: :func:`read_broden` (Broden's own
   layout) and :func:`generated_concepts` (a small offline stand-in with exact masks);
 * :mod:`.dissect`: Network Dissection (Bau et al., 2017), :func:`dissect`, names each unit of a
-  layer by the concept its top activations overlap most (IoU > 0.05), with the IoU counts of
-  :mod:`.counting`;
+  layer by the concept its top activations overlap most (IoU > 0.05), with the thresholds of
+  :mod:`.quantile` and the IoU counts of :mod:`.counting`;
 * :mod:`.text`: with Grad-CAM's neuron importances ``alpha_k^c`` (eq. 1), the top-5 positive
   and bottom-5 negative units and their names: :func:`explain_text`.
 
@@ -30,7 +30,6 @@ from gradcam.dissect.concepts import (
 )
 from gradcam.dissect.dissect import (
     IOU_THRESHOLD,
-    QUANTILE,
     Dissection,
     DissectionError,
     Unit,
@@ -38,8 +37,8 @@ from gradcam.dissect.dissect import (
     layer_activations,
     load_dissection,
     shipped_names,
-    top_quantile,
 )
+from gradcam.dissect.quantile import QUANTILE, TopValues, top_quantile
 
 __all__ = [
     "BRODEN_COLORS",
@@ -52,6 +51,7 @@ __all__ = [
     "ConceptSet",
     "Dissection",
     "DissectionError",
+    "TopValues",
     "Unit",
     "decode_labels",
     "dissect",

@@ -7,9 +7,10 @@ For every channel ``k`` of a layer ``A`` and a set of concept images (:mod:`.con
    nothing is to be resumed, else the maps go to a file on disk and the labels are read
    again, so memory stays bounded however large the set;
 2. ``T_k``, the top ``quantile`` (0.5%) of channel ``k``'s activations over every position
-   of every image, ``P(A^k > T_k) = quantile``, is computed exactly: a running top-``m``
-   per channel (``m`` about ``quantile * N * h * w``), then linear interpolation between
-   order statistics, the same value as ``torch.quantile(A^k, 1 - quantile)``;
+   of every image, ``P(A^k > T_k) = quantile``, is computed exactly (:mod:`.quantile`: a
+   running top-``m`` per channel, ``m`` about ``quantile * N * h * w``, then linear
+   interpolation between order statistics, as ``torch.quantile(A^k, 1 - quantile)``), each
+   batch folded in as its maps are stored;
 3. each image's map ``A^k`` is upsampled bilinearly to its segmentation's size (as NetDissect
    does; ``align_corners=False``) and thresholded, ``M_k = S^k > T_k``, and streamed into
    counts: ``I[k, c] = sum |M_k & L_c|`` over the images, ``L[c] = sum |L_c|``, and
@@ -52,6 +53,7 @@ from torch import Tensor, nn
 
 from gradcam.dissect.concepts import Concept, ConceptSet
 from gradcam.dissect.counting import Counts
+from gradcam.dissect.quantile import QUANTILE, TopValues
 from gradcam.engine import run_in_fast_layout
 from gradcam.errors import GradCAMError, LayerError
 from gradcam.hooks import capture_layer
@@ -60,7 +62,6 @@ from gradcam.models import LoadedModel
 
 __all__ = [
     "IOU_THRESHOLD",
-    "QUANTILE",
     "Dissection",
     "DissectionError",
     "Unit",
@@ -68,11 +69,7 @@ __all__ = [
     "layer_activations",
     "load_dissection",
     "shipped_names",
-    "top_quantile",
 ]
-
-QUANTILE = 0.005
-"""Bau et al.'s top quantile: ``T_k`` is exceeded by 0.5% of a unit's activations."""
 
 IOU_THRESHOLD = 0.05
 """A unit is named only when its best IoU is above this (the paper, section 7, footnote 7)."""
@@ -82,7 +79,6 @@ SHIPPED_NAMES = Path(__file__).resolve().parents[1] / "data" / "lite0_names"
 
 _SYNC_SECONDS = 10.0  # how often finished work is recorded for a resume
 _MEMORY_BUDGET = 512 * 2**20  # bytes of maps and label maps kept in memory; the rest spill
-_CHUNK = 64 * 2**20  # bytes of maps per step of the streamed quantile
 _WAVE = 8  # batches per thread between two waits of the IoU pass
 
 
@@ -293,6 +289,12 @@ def layer_activations(module: nn.Module, layer: ResolvedLayer, x: Tensor) -> Ten
         >>> layer_activations(shapes.module, layer, torch.zeros(1, 3, 128, 128)).shape
         torch.Size([1, 128, 16, 16])
     """
+    return _layer_maps(module, layer, x).contiguous()
+
+
+def _layer_maps(module: nn.Module, layer: ResolvedLayer, x: Tensor) -> Tensor:
+    """:func:`layer_activations` in the layout the pass gave (channels-last on the CPU):
+    dissection copies them once, into its store."""
 
     def forward(batch: Tensor) -> Tensor | None:
         # detach=False: the default turns grad mode on after the layer, to record the rest of
@@ -312,40 +314,7 @@ def layer_activations(module: nn.Module, layer: ResolvedLayer, x: Tensor) -> Ten
             f"layer {layer.name!r} outputs {tuple(output.shape)}, not spatial feature maps "
             "(B, C, h, w) with h * w > 1: choose a convolutional layer to dissect"
         )
-    return maps.float().contiguous()
-
-
-def top_quantile(values: Iterator[Tensor], total: int, quantile: float = QUANTILE) -> Tensor:
-    """Per channel, the ``1 - quantile`` quantile of ``total`` values streamed in chunks.
-
-    ``values`` yields (C, n_i) chunks whose n_i sum to ``total``. Exact and equal to
-    ``torch.quantile(all_values, 1 - quantile, dim=1)`` (linear interpolation between the
-    order statistics at ``p = (1 - quantile) * (total - 1)``), keeping only the largest
-    ``m = total - floor(p)`` values per channel in memory.
-
-    Examples:
-        >>> chunks = iter([torch.tensor([[1.0, 5.0]]), torch.tensor([[3.0, 2.0, 4.0]])])
-        >>> top_quantile(chunks, 5, 0.25)
-        tensor([4.])
-    """
-    if total < 1:
-        raise ValueError("no values to take a quantile of")
-    position = (1.0 - quantile) * (total - 1)
-    lower = math.floor(position)
-    fraction = position - lower
-    keep = total - lower
-    top: Tensor | None = None
-    seen = 0
-    for chunk in values:
-        seen += chunk.shape[1]
-        both = chunk.float() if top is None else torch.cat([top, chunk.float()], dim=1)
-        top = both.topk(min(keep, both.shape[1]), dim=1).values
-    if top is None or seen != total:
-        raise ValueError(f"expected {total} values per channel, got {seen}")
-    low = top[:, keep - 1]
-    if keep < 2:
-        return low
-    return low + fraction * (top[:, keep - 2] - low)
+    return maps.float()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -518,6 +487,77 @@ def dissect(
             shutil.rmtree(folder, ignore_errors=True)
 
 
+def _forward_pass(
+    module: nn.Module,
+    layer: ResolvedLayer,
+    prep: Callable[[Image.Image], Tensor],
+    labels: _Labels,
+    acts: np.ndarray | None,
+    acts_path: Path,
+    state: dict[str, int],
+    state_path: Path,
+    batch_size: int,
+    quantile: float,
+    progress: bool,
+    temporary: bool,
+) -> tuple[np.ndarray, Tensor]:
+    """Steps 1 and 2: the layer's maps of every concept image (one no-grad forward pass per
+    batch), stored in memory when they fit the budget and nothing is to be resumed, else on
+    disk (``acts``: those of a resumed run); and ``T_k`` over them, each batch folded into the
+    kept top values as it comes (no pass over the stored maps, no transposed copy)."""
+    total = len(labels.concepts)
+    top: TopValues | None = None
+    with _progress(total, state["forward"], "dissect: forward", progress) as bar:
+        start, synced = state["forward"], time.monotonic()
+        if acts is not None:  # a resumed run's stored maps
+            top = TopValues(acts.shape[1], total * math.prod(acts.shape[2:]), quantile)
+            for i in range(0, start, batch_size):
+                top.add(acts[i : min(i + batch_size, start)])
+        while start < total:
+            stop = min(start + batch_size, total)
+            inputs = [prep(labels.image(i)) for i in range(start, stop)]
+            if any(t.shape != inputs[0].shape for t in inputs):
+                raise DissectionError(
+                    f"concept images {start}..{stop - 1} preprocess to different sizes: make the "
+                    "concept images one size"
+                )
+            maps = _layer_maps(module, layer, torch.cat(inputs))
+            if not math.isfinite(float(maps.sum())):  # NaN and inf, cheaper than isfinite()
+                raise DissectionError(
+                    f"layer {layer.name!r} gives activations that are not finite (NaN or inf) for "
+                    f"concept images {start}..{stop - 1}: check the model"
+                )
+            if acts is None:
+                shape = (total, *maps.shape[1:])
+                labels.reserved = 4 * math.prod(shape)
+                if temporary and labels.reserved <= _MEMORY_BUDGET:
+                    acts = np.empty(shape, dtype=np.float32)
+                else:
+                    labels.reserved = 0
+                    acts = open_memmap(acts_path, mode="w+", dtype=np.float32, shape=shape)
+                top = TopValues(shape[1], total * math.prod(shape[2:]), quantile)
+            if tuple(maps.shape[1:]) != acts.shape[1:]:
+                raise DissectionError(
+                    f"layer {layer.name!r} gives maps {tuple(maps.shape[1:])} for concept image "
+                    f"{start}, {acts.shape[1:]} before: make the concept images one size"
+                )
+            acts[start:stop] = maps.numpy()
+            assert top is not None
+            top.add(acts[start:stop])
+            # Syncing the file is slow: record finished batches every few seconds, and at the end.
+            if isinstance(acts, np.memmap) and (
+                stop == total or time.monotonic() - synced > _SYNC_SECONDS
+            ):
+                acts.flush()
+                state["forward"] = stop
+                _write_json(state_path, state)
+                synced = time.monotonic()
+            bar.update(stop - start)
+            start = stop
+    assert acts is not None and top is not None
+    return acts, top.quantile()
+
+
 def _run(
     module: nn.Module,
     layer: ResolvedLayer,
@@ -556,56 +596,11 @@ def _run(
     acts: np.ndarray | None = open_memmap(acts_path, mode="r+") if state["forward"] else None
     labels = _Labels(concepts, _MEMORY_BUDGET)
 
-    # 1. One no-grad forward pass per batch; the maps stay in memory when they fit the budget and
-    # nothing is to be resumed, else they go to disk.
-    with _progress(total, state["forward"], "dissect: forward", progress) as bar:
-        start, synced = state["forward"], time.monotonic()
-        while start < total:
-            stop = min(start + batch_size, total)
-            inputs = [prep(labels.image(i)) for i in range(start, stop)]
-            if any(t.shape != inputs[0].shape for t in inputs):
-                raise DissectionError(
-                    f"concept images {start}..{stop - 1} preprocess to different sizes: make the "
-                    "concept images one size"
-                )
-            maps = layer_activations(module, layer, torch.cat(inputs))
-            if acts is None:
-                shape = (total, *maps.shape[1:])
-                labels.reserved = 4 * math.prod(shape)
-                if temporary and labels.reserved <= _MEMORY_BUDGET:
-                    acts = np.empty(shape, dtype=np.float32)
-                else:
-                    labels.reserved = 0
-                    acts = open_memmap(acts_path, mode="w+", dtype=np.float32, shape=shape)
-            if tuple(maps.shape[1:]) != acts.shape[1:]:
-                raise DissectionError(
-                    f"layer {layer.name!r} gives maps {tuple(maps.shape[1:])} for concept image "
-                    f"{start}, {acts.shape[1:]} before: make the concept images one size"
-                )
-            acts[start:stop] = maps.numpy()
-            # Syncing the file is slow: record finished batches every few seconds, and at the end.
-            if isinstance(acts, np.memmap) and (
-                stop == total or time.monotonic() - synced > _SYNC_SECONDS
-            ):
-                acts.flush()
-                state["forward"] = stop
-                _write_json(state_path, state)
-                synced = time.monotonic()
-            bar.update(stop - start)
-            start = stop
-    assert acts is not None
-    channels, height, width = acts.shape[1:]
-
-    # 2. T_k, exact, streamed over the stored maps in chunks of up to _CHUNK bytes: each chunk
-    # costs a top-m of the values kept so far with it, so fewer chunks are faster.
-    step = max(batch_size, _CHUNK // (4 * channels * height * width))
-
-    def chunks(stored: np.ndarray) -> Iterator[Tensor]:
-        for i in range(0, total, step):
-            block = torch.from_numpy(np.asarray(stored[i : i + step]))
-            yield block.permute(1, 0, 2, 3).reshape(channels, -1)
-
-    thresholds = top_quantile(chunks(acts), total * height * width, float(settings["quantile"]))
+    acts, thresholds = _forward_pass(
+        module, layer, prep, labels, acts, acts_path, state, state_path, batch_size,
+        float(settings["quantile"]), progress, temporary,
+    )  # fmt: skip
+    channels = acts.shape[1]
 
     # 3. The IoU counts, streamed; checkpointed so that a killed run resumes.
     counts = Counts.zeros(channels, len(concepts.concepts), len(concepts.categories))
@@ -625,6 +620,7 @@ def _run(
             block = np.asarray(stored[begin : begin + len(batch)])
             into.add(block, limits, batch, first=begin)
 
+    synced = time.monotonic()
     with (
         _progress(total, state["iou"], "dissect: IoU", progress) as bar,
         ThreadPoolExecutor(workers) as pool,
