@@ -1,6 +1,6 @@
 """Does naming neurons work? The numbers of docs/dissect.md (section 7 of the paper).
 
-Run from the repository root (offline; minutes on a 2-core CPU)::
+Run from the repository root (offline; about 20 s on an idle 2-core CPU)::
 
     .venv/bin/python scripts/dissect_measure.py                 # both parts
     .venv/bin/python scripts/dissect_measure.py --images 200 --skip-lite0
