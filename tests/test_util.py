@@ -6,10 +6,12 @@ import io
 import warnings
 from pathlib import Path
 
+import numba
+import numpy as np
 import pytest
 from PIL import Image
 
-from gradcam.util import LRU, warnings_as_messages
+from gradcam.util import LRU, compiled, warnings_as_messages
 
 
 def test_lru_forgets_the_least_recently_used() -> None:
@@ -69,3 +71,14 @@ def test_explain_shows_the_untrained_model_warning_in_one_line(
     assert code == 0
     warned = [line for line in lines if line.startswith("gradcam: warning:")]
     assert len(warned) == 1 and "resnet18" in warned[0]
+
+
+def test_compiled_without_a_cache_location_still_compiles() -> None:
+    # A function whose file does not exist (as in a read-only install without a writable
+    # home, numba finds nowhere to cache it): numba refuses to cache, compiled() compiles.
+    namespace: dict[str, object] = {}
+    exec("def double(values):\n    return values * 2\n", namespace)
+    with pytest.raises(RuntimeError, match="no locator"):
+        numba.njit(cache=True)(namespace["double"])
+    double = compiled(namespace["double"])
+    assert double(np.arange(3)).tolist() == [0, 2, 4]

@@ -1,16 +1,16 @@
-"""Small helpers that several parts of gradcam share: a bounded cache, and warnings shown as
-the command line shows them."""
+"""Small helpers that several parts of gradcam share: a bounded cache, warnings shown as the
+command line shows them, and loops compiled with numba."""
 
 from __future__ import annotations
 
 import sys
 import warnings
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Generic, TextIO, TypeVar
+from typing import Any, Generic, TextIO, TypeVar
 
-__all__ = ["LRU", "warnings_as_messages"]
+__all__ = ["LRU", "compiled", "warnings_as_messages"]
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -91,3 +91,30 @@ def warnings_as_messages(
         finally:
             for warning in caught:
                 print(f"{prefix}{warning.message}", file=file or sys.stderr)
+
+
+def compiled(function: Callable[..., Any]) -> Callable[..., Any]:
+    """``function`` compiled by numba in nopython mode, releasing the GIL, and cached on disk
+    (beside its module, or in the user's cache folder) so that it compiles once per install.
+
+    Where no cache can be written (a read-only install and no writable home) it is compiled
+    in every process instead of failing. numba is imported only here, when a module that uses
+    it is imported: ``import gradcam`` does not load it.
+
+    Examples:
+        >>> @compiled
+        ... def total(values):
+        ...     result = 0.0
+        ...     for value in values:
+        ...         result += value
+        ...     return result
+        >>> import numpy as np
+        >>> total(np.arange(4.0))
+        6.0
+    """
+    import numba
+
+    try:
+        return numba.njit(cache=True, nogil=True)(function)  # type: ignore[no-any-return]
+    except RuntimeError:  # "cannot cache function ...: no locator available"
+        return numba.njit(nogil=True)(function)  # type: ignore[no-any-return]

@@ -30,10 +30,10 @@ import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import numba
 import numpy as np
 
 from gradcam.dissect.concepts import ConceptError
+from gradcam.util import compiled
 
 __all__ = ["Counts", "upsampling_axis"]
 
@@ -68,7 +68,7 @@ def upsampling_axis(size: int, side: int) -> tuple[np.ndarray, np.ndarray]:
     return weights, start
 
 
-@numba.njit(cache=True, nogil=True)  # type: ignore[misc]  # numba has no type hints
+@compiled
 def _count_images(
     maps: np.ndarray,
     images: np.ndarray,

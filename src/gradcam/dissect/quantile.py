@@ -16,10 +16,11 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 
-import numba
 import numpy as np
 import torch
 from torch import Tensor
+
+from gradcam.util import compiled
 
 __all__ = ["QUANTILE", "TopValues", "top_quantile"]
 
@@ -27,7 +28,7 @@ QUANTILE = 0.005
 """Bau et al.'s top quantile: ``T_k`` is exceeded by 0.5% of a unit's activations."""
 
 
-@numba.njit(cache=True, nogil=True)  # type: ignore[misc]  # numba has no type hints
+@compiled
 def _fold(heaps: np.ndarray, sizes: np.ndarray, values: np.ndarray) -> None:  # pragma: no cover
     """Fold ``values`` (B, C, n) into each unit's min-heap ``heaps[k, :sizes[k]]``, which keeps
     the largest ``heaps.shape[1]`` values seen."""
