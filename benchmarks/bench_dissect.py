@@ -23,8 +23,8 @@ ratio computed within each round:
 The target of issue 16 is a ratio dissect / forward >= 0.8. On a machine whose cores are
 busy with other work, pass ``--threads 1``: with two threads every small tensor operation
 waits for a descheduled second thread, which penalizes dissection's many small operations
-far more than the forward pass's few large ones (measured: 0.45 with 2 threads at load 18 on
-2 cores; see docs/dissect.md).
+far more than the forward pass's few large ones (measured before the compiled counting: 0.45
+with 2 threads at load 18 on 2 cores). Results and history: docs/dissect.md, section 4.
 """
 
 from __future__ import annotations
