@@ -63,6 +63,22 @@ def test_masks_equal_interpolate_and_exact_arithmetic(factor: int, kind: str) ->
         assert np.array_equal(_masks(maps, thresholds, size), expected)
 
 
+@pytest.mark.parametrize(
+    ("side", "size"), [((9, 7), (4, 5)), ((9, 7), (1, 3)), ((9, 7), (9, 2)), ((1, 7), (3, 14))]
+)
+def test_label_maps_smaller_than_the_maps_and_single_rows(
+    side: tuple[int, int], size: tuple[int, int]
+) -> None:
+    # Down-sampling (an early layer against half-size segmentations): the same formula, some
+    # cells with no pixel of their own; and maps one cell high.
+    torch.manual_seed(2)
+    maps = torch.randn(5, *side)
+    thresholds = maps.flatten(1).quantile(0.7, dim=1)
+    up = F.interpolate(maps[None].double(), size=size, mode="bilinear")[0]
+    expected = (up > thresholds.double()[:, None, None]).numpy()
+    assert np.array_equal(_masks(maps, thresholds, size), expected)
+
+
 def test_plateau_at_threshold_is_not_above() -> None:
     # Every pixel between cells equal to T_k is exactly T_k: none passes, at any factor.
     maps = torch.tensor([[[6.0, 6.0, 2.0], [6.0, 6.0, 1.0]]])
