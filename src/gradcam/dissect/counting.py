@@ -257,6 +257,7 @@ class Counts:
                 groups.setdefault(next(iter(sizes)), []).append(j)
         width = self.intersection.shape[1]
         limits = np.ascontiguousarray(thresholds, dtype=np.float64)
+        cells = np.ascontiguousarray(maps, dtype=np.float32)
         for (height, width_px), images in groups.items():
             depth = max(len(samples[j]) for j in images)
             labels = np.zeros(
@@ -276,7 +277,7 @@ class Counts:
             weights_y, start_y = upsampling_axis(height, maps.shape[2])
             weights_x, start_x = upsampling_axis(width_px, maps.shape[3])
             _count_images(
-                np.ascontiguousarray(maps, dtype=np.float32),
+                cells,
                 np.asarray(images, dtype=np.int64),
                 limits,
                 weights_y,
