@@ -29,6 +29,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from gradcam.errors import GradCAMError
+from gradcam.outputs import output_folder as make_folder
 
 __all__ = ["ResultStore", "differences", "make_folder", "plain", "read_maps", "read_rows"]
 
@@ -80,24 +81,6 @@ def differences(before: Any, after: Any, prefix: str = "") -> list[str]:
 def _short(value: Any) -> str:
     text = json.dumps(value)
     return text if len(text) <= 40 else text[:37] + "..."
-
-
-def make_folder(folder: str | os.PathLike[str]) -> Path:
-    """Create ``folder`` (and its parents) for results, or say in one line why it cannot be.
-
-    Raises:
-        GradCAMError: ``folder`` is a file, lies under a file, or cannot be written.
-    """
-    path = Path(folder)
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError):
-        raise GradCAMError(f"output folder {path} is a file, or lies under one") from None
-    except OSError as exc:
-        raise GradCAMError(f"cannot create output folder {path}: {exc.strerror}") from None
-    if not os.access(path, os.W_OK | os.X_OK):
-        raise GradCAMError(f"cannot write to output folder {path}: permission denied")
-    return path
 
 
 def _parts(folder: Path) -> list[Path]:
