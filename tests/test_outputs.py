@@ -30,7 +30,7 @@ def test_output_folder_on_a_read_only_file_system(
         raise OSError(errno.EROFS, os.strerror(errno.EROFS))
 
     monkeypatch.setattr(Path, "mkdir", read_only)
-    with pytest.raises(GradCAMError, match=r"cannot create output folder .*: Read-only file system"):
+    with pytest.raises(GradCAMError, match=r"cannot create output folder .*: Read-only file"):
         output_folder(tmp_path / "new")
 
 
