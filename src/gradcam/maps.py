@@ -8,7 +8,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy import ndimage
 from torch import Tensor
 
 __all__ = ["bounding_box", "normalize", "peak", "upsample"]
@@ -86,6 +85,8 @@ def bounding_box(map2d: Tensor | np.ndarray, threshold: float = 0.15) -> tuple[i
     top = float(array.max()) if array.size else 0.0
     if not top > 0:
         return 0, 0, width - 1, height - 1
+    from scipy import ndimage  # here: `gradcam --help` and `import gradcam` need no scipy
+
     labels, count = ndimage.label(array >= threshold * top, structure=np.ones((3, 3)))
     sizes = np.bincount(labels.ravel(), minlength=count + 1)
     sizes[0] = 0

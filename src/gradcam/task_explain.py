@@ -17,11 +17,11 @@ weights for the architecture (COCO, or PASCAL VOC for segmentation) when the cla
 
 from __future__ import annotations
 
-import argparse
 import difflib
 import json
 import sys
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -151,10 +151,36 @@ def _summary_name(class_names: tuple[str, ...], label: int) -> str:
     return class_names[label] if 0 <= label < len(class_names) else f"class {label}"
 
 
-def explain_task(args: argparse.Namespace, folders: list[Path]) -> int:
-    """The ``explain --task detection|segmentation`` command on ``args.images``, writing each
-    photo's results into its folder of ``folders``; returns the exit status (1 if an image
-    failed, reported on one line each, the others still explained).
+def explain_task(
+    images: Sequence[str | Path],
+    folders: Sequence[Path],
+    *,
+    model: str,
+    task: str,
+    weights: str | None = None,
+    layer: str | None = None,
+    classes: Sequence[int | str] | None = None,
+    top_k: int = 5,
+    min_score: float = 0.5,
+) -> int:
+    """Explain each photo of ``images`` with a detector's or a segmenter's Grad-CAM maps, writing
+    its results into its folder of ``folders``; returns the exit status (1 if an image failed,
+    reported on one line each, the others still explained).
+
+    Args:
+        images: photo files.
+        folders: one output folder per photo.
+        model: a torchvision detector or segmenter name.
+        task: ``"detection"`` or ``"segmentation"``.
+        weights: a local state-dict file, or ``None``.
+        layer: a dotted layer name (default: :func:`gradcam.tasks.task_layer`).
+        classes: only these classes (ids or names); default: every detection, or the
+            ``top_k`` largest predicted regions.
+        top_k: at most this many detections or classes per photo.
+        min_score: detection: explain detections scoring at least this.
+
+    Raises:
+        GradCAMError: a bad ``top_k``, ``min_score``, model, class or layer, before any photo.
     """
     from gradcam.methods import GradCAM
     from gradcam.tasks import (
@@ -167,37 +193,17 @@ def explain_task(args: argparse.Namespace, folders: list[Path]) -> int:
     )
     from gradcam.viz import overlay
 
-    task = args.task
-    unused = [
-        flag
-        for flag, given in (
-            ("--method", args.methods),
-            ("--counterfactual", args.counterfactual),
-            ("--figure", args.figure),
-            ("--option", args.options),
-            ("--window", args.window),
-            ("--stride", args.stride),
-            ("--save-maps", args.save_maps),
-        )
-        if given
-    ]
-    if unused:
-        raise GradCAMError(
-            f"{', '.join(unused)} apply to classifiers; --task {task} runs Grad-CAM only"
-        )
-    if args.top_k < 1:
-        raise GradCAMError(f"--top-k must be at least 1, got {args.top_k}")
-    if not 0.0 <= args.min_score <= 1.0:
-        raise GradCAMError(f"--min-score must be in [0, 1], got {args.min_score}")
+    if top_k < 1:
+        raise GradCAMError(f"--top-k must be at least 1, got {top_k}")
+    if not 0.0 <= min_score <= 1.0:
+        raise GradCAMError(f"--min-score must be in [0, 1], got {min_score}")
     with warnings_as_messages():
-        loaded = load_task_model(args.model, task, args.weights)
-    wanted = (
-        None if not args.classes else {class_index(loaded.class_names, c) for c in args.classes}
-    )
-    layer = Layer(args.layer, "channels-first") if args.layer else task_layer(loaded.module)
-    cam = GradCAM(loaded.module, layer)
+        loaded = load_task_model(model, task, weights)
+    wanted = None if not classes else {class_index(loaded.class_names, c) for c in classes}
+    chosen = Layer(layer, "channels-first") if layer else task_layer(loaded.module)
+    cam = GradCAM(loaded.module, chosen)
     failures = 0
-    for path, folder in zip(args.images, folders, strict=True):
+    for path, folder in zip(images, folders, strict=True):
         try:
             photo = load_image(path)
         except ImageLoadError as exc:
@@ -212,8 +218,8 @@ def explain_task(args: argparse.Namespace, folders: list[Path]) -> int:
             found = [
                 d
                 for d in detect(loaded.module, x)[0]
-                if d.score >= args.min_score and (wanted is None or d.label in wanted)
-            ][: args.top_k]
+                if d.score >= min_score and (wanted is None or d.label in wanted)
+            ][:top_k]
             if found:
                 result = cam(x, [DetectionScore.of(d) for d in found])
                 maps = detector_maps(loaded.module, x, result.raw)
@@ -235,7 +241,7 @@ def explain_task(args: argparse.Namespace, folders: list[Path]) -> int:
                 predicted = segmentation_logits(loaded.module(x)).argmax(dim=1)[0]
             areas = torch.bincount(predicted.flatten(), minlength=len(loaded.class_names))
             present = [int(c) for c in areas.argsort(descending=True) if int(areas[c]) > 0]
-            classes = sorted(wanted) if wanted is not None else present[: args.top_k]
+            classes = sorted(wanted) if wanted is not None else present[:top_k]
             result = cam(x, [SegmentationScore(c) for c in classes])
             for i, c in enumerate(classes):
                 name = _summary_name(loaded.class_names, c)
@@ -245,14 +251,15 @@ def explain_task(args: argparse.Namespace, folders: list[Path]) -> int:
                 entries.append({"class": c, "name": name, "area": share, "file": file})
         summary = {
             "source": str(path),
-            "model": args.model,
+            "model": model,
             "task": task,
-            "layer": str(layer.module),
+            "layer": str(chosen.module),
             "explained": entries,
         }
         (folder / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         names = ", ".join(e["name"] for e in entries) or f"no {task} results"
         print(f"{path}: {names} -> {folder}")
     done = len(folders) - failures
-    print(f"explained {done} of {len(folders)} images; results in {args.out}", file=sys.stderr)
+    where = Path(folders[0]).parent if folders else Path()
+    print(f"explained {done} of {len(folders)} images; results in {where}", file=sys.stderr)
     return 1 if failures else 0

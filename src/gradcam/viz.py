@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import matplotlib
 import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
@@ -49,6 +48,8 @@ def overlay(
         raise ValueError(f"map must be 2-D (h, w), got shape {tuple(values.shape)}")
     values = torch.nan_to_num(values.float().cpu())
     resized = normalize(upsample(values, (image.height, image.width)))
+    import matplotlib  # here: `gradcam --help` and `import gradcam` need no matplotlib
+
     colors = matplotlib.colormaps[colormap](resized.numpy())[..., :3]
     base = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
     blended = (1.0 - alpha) * base + alpha * colors

@@ -8,40 +8,27 @@ paper's evaluations and prints its table. ``gradcam serve`` starts the web demo;
 section 8 models. A bad file is reported by name and skipped; the exit code is then 1. User
 errors print one line (exit code 2), never a traceback.
 
-Every command is a module with ``add_parser(commands)``, which adds its subparsers to
-argparse's ``commands`` and sets ``handler=<function(args) -> int>`` on them; choices come
-from the registries (methods, protocols). Modules import their heavy dependencies inside
-the handler.
+Every command is a module of this package with ``add_parser(commands)``, which adds its
+subparsers to argparse's ``commands`` and sets ``handler=<function(args) -> int>`` on them;
+choices come from the registries (methods, protocols). A handler turns the parsed options into
+plain values and makes one call into the library, which never sees an ``argparse.Namespace``.
+Modules import their heavy dependencies inside the handler, so ``gradcam --help`` stays light.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 import textwrap
 from collections.abc import Sequence
 
-from gradcam.cli.common import markdown_table
+from gradcam.cli import diagnose, dissect, evaluate, explain, methods, serve, study, vl
 from gradcam.errors import GradCAMError
 
 __all__ = ["COMMAND_MODULES", "build_parser", "main"]
 
-# Commands that live beside their feature: each module has `add_parser(commands)`, which adds
-# its subparsers and sets `handler=<function(args) -> int>` on them. Imported when the parser is
-# built, so they import their heavy dependencies inside the handler.
-COMMAND_MODULES: tuple[str, ...] = (
-    "gradcam.diagnose.cli",
-    "gradcam.dissect.cli",
-    "gradcam.study.cli",
-)
-
-# This package's own commands, listed before and after the feature commands in `--help`.
-_FIRST = ("gradcam.cli.explain", "gradcam.cli.evaluate", "gradcam.cli.serve")
-_LAST = ("gradcam.cli.methods", "gradcam.cli.vl")
-
-# Kept for `gradcam.diagnose.cli`, which prints its table as `evaluate` does.
-_markdown = markdown_table
+#: The command modules, in the order ``gradcam --help`` lists them.
+COMMAND_MODULES = (explain, evaluate, serve, diagnose, dissect, study, methods, vl)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -68,8 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (*_FIRST, *COMMAND_MODULES, *_LAST):
-        importlib.import_module(module).add_parser(commands)
+    for module in COMMAND_MODULES:
+        module.add_parser(commands)
     return parser
 
 

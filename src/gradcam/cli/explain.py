@@ -4,12 +4,12 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 from pathlib import Path
 from typing import Any
 
 from gradcam.cli.common import OPTION_HELP, add_max_pixels, add_methods, max_pixels, output_dirs
+from gradcam.cli.dissect import add_explain_arguments
 from gradcam.errors import GradCAMError, ImageLoadError
 from gradcam.util import warnings_as_messages
 
@@ -69,7 +69,7 @@ def add_parser(commands: Any) -> None:
     )
     explain.add_argument("--out", default="gradcam_out", metavar="DIR", help="output folder")
     explain.add_argument("--save-maps", action="store_true", help="also write maps.npz per image")
-    importlib.import_module("gradcam.dissect.cli").add_explain_arguments(explain)
+    add_explain_arguments(explain)
     # Detection and segmentation: gradcam/task_explain.py (its own options below).
     explain.add_argument(
         "--task",
@@ -103,9 +103,7 @@ def explain_command(args: argparse.Namespace) -> int:
     from gradcam.models import load_model
 
     if args.task != "classification":
-        from gradcam.task_explain import explain_task
-
-        return explain_task(args, output_dirs(args.images, Path(args.out)))
+        return _explain_task(args)
     if args.top_k < 1:
         raise GradCAMError(f"--top-k must be at least 1, got {args.top_k}")
     pixels = max_pixels(args)
@@ -119,7 +117,7 @@ def explain_command(args: argparse.Namespace) -> int:
     if "occlusion" in names:
         pairs += [f"{k}={v}" for k, v in (("window", args.window), ("stride", args.stride)) if v]
     options = parse_options(names, pairs)
-    from gradcam.dissect import cli as text_cli
+    from gradcam.cli import dissect as text_cli
 
     neuron_names = text_cli.read_names(args, names)
     with warnings_as_messages():
@@ -166,3 +164,37 @@ def explain_command(args: argparse.Namespace) -> int:
     done = len(pairs) - failures
     print(f"explained {done} of {len(pairs)} images; results in {out}", file=sys.stderr)
     return 1 if failures else 0
+
+
+def _explain_task(args: argparse.Namespace) -> int:
+    """``explain --task detection|segmentation``: Grad-CAM only, with its own options."""
+    from gradcam.task_explain import explain_task
+
+    unused = [
+        flag
+        for flag, given in (
+            ("--method", args.methods),
+            ("--counterfactual", args.counterfactual),
+            ("--figure", args.figure),
+            ("--option", args.options),
+            ("--window", args.window),
+            ("--stride", args.stride),
+            ("--save-maps", args.save_maps),
+        )
+        if given
+    ]
+    if unused:
+        raise GradCAMError(
+            f"{', '.join(unused)} apply to classifiers; --task {args.task} runs Grad-CAM only"
+        )
+    return explain_task(
+        args.images,
+        output_dirs(args.images, Path(args.out)),
+        model=args.model,
+        task=args.task,
+        weights=args.weights,
+        layer=args.layer,
+        classes=args.classes,
+        top_k=args.top_k,
+        min_score=args.min_score,
+    )

@@ -7,7 +7,7 @@
   kind, to find a cue a class relies on more than its own object (6.3);
 * :mod:`gradcam.diagnose.report`: the self-contained HTML reports they write.
 
-``gradcam diagnose failures|adversarial|bias`` (:mod:`gradcam.diagnose.cli`) runs them.
+``gradcam diagnose failures|adversarial|bias`` (:mod:`gradcam.cli.diagnose`) runs them.
 """
 
 from gradcam.diagnose.adversarial import AttackResult, attack, diagnose_adversarial

@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from scipy import ndimage, stats
 from torch import Tensor
 
 from gradcam.maps import peak
@@ -113,6 +112,8 @@ def pointing_hit(
             )
         if not instance.any():
             continue
+        from scipy import ndimage  # here: the commands' parsers import this module
+
         distance = ndimage.distance_transform_edt(~instance)
         if float(distance[y, x]) <= tolerance:
             return True
@@ -150,6 +151,8 @@ def spearman(a: Tensor | np.ndarray, b: Tensor | np.ndarray) -> float:
         raise ValueError(f"maps differ in size: {x.size} and {y.size} values")
     if x.size < 2 or np.ptp(x) == 0 or np.ptp(y) == 0:
         return 0.0
+    from scipy import stats
+
     return float(stats.spearmanr(x, y).statistic)
 
 

@@ -25,8 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from gradcam.errors import GradCAMError
 from gradcam.outputs import output_folder as make_folder
@@ -101,6 +99,9 @@ def read_rows(folder: str | os.PathLike[str]) -> list[dict[str, Any]]:
     parts = _parts(root / "rows" if (root / "rows").is_dir() else root)
     if not parts:
         return []
+    import pyarrow as pa  # here: the commands' parsers import this module, not Parquet
+    import pyarrow.parquet as pq
+
     tables = [pq.read_table(p) for p in parts]
     # A part whose error column holds only None reads back as a null column: promote it.
     table = pa.concat_tables(tables, promote_options="permissive")
@@ -187,6 +188,9 @@ class ResultStore:
 
             _write_atomic(self.maps_dir / f"{name}.npz", save)
         keys = list(dict.fromkeys(k for row in rows for k in row))
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
         table = pa.table({k: [plain(row.get(k)) for row in rows] for k in keys})
         _write_atomic(self.rows_dir / f"{name}.parquet", lambda tmp: pq.write_table(table, tmp))
         self.done.update(int(row["index"]) for row in rows)

@@ -216,7 +216,7 @@ def _adversarial(args: argparse.Namespace) -> int:
 
 
 def _bias(args: argparse.Namespace) -> int:
-    from gradcam.cli import _markdown
+    from gradcam.cli.common import markdown_table as _markdown
     from gradcam.diagnose.bias import diagnose_bias
 
     dataset = _open_dataset(args)

@@ -1,6 +1,6 @@
 """``gradcam dissect``: name a layer's units by the concepts they detect (Network Dissection).
 
-Registered in :data:`gradcam.cli.COMMAND_MODULES`; heavy imports happen in the handler.
+Listed in :data:`gradcam.cli.COMMAND_MODULES`; heavy imports happen in the handler.
 """
 
 from __future__ import annotations
