@@ -52,6 +52,27 @@ def _rows_for(name: str) -> list[dict[str, Any]]:
         "pointing": [{"classes": [0], "hits": [True], "map_max": [1.0]}],
         "faithfulness": [{"class": 0} | {m: methods for m in Faithfulness().methods}],
         "sanity": [{"class": 0, "steps": [{"randomized_to": "fc", "layers": 1, "gradcam": 0.2}]}],
+        "road": [
+            {"class": 0}
+            | {
+                m: {"morf": -0.2, "lerf": 0.1, "combined": 0.15}
+                for m in ("gradcam", "guided-gradcam")
+            }
+        ],
+        "confidence": [
+            {"class": 0}
+            | {
+                m: {
+                    "change": -0.1,
+                    "drop": 0.1,
+                    "increase": 0.0,
+                    "complexity": 0.3,
+                    "coherency": 0.9,
+                    "arcc": 0.5,
+                }
+                for m in ("gradcam", "guided-gradcam")
+            }
+        ],
         "seeds": [
             {
                 "classes": [-1, 0],
@@ -73,12 +94,24 @@ def test_the_paper_protocols_are_registered_in_order() -> None:
         "sanity",
         "ablations",
         "seeds",
+        "road",
+        "confidence",
     ]
     assert protocol_spec("localization").cls is Localization
 
 
 @pytest.mark.parametrize(
-    "name", ["localization", "pointing", "faithfulness", "sanity", "ablations", "seeds"]
+    "name",
+    [
+        "localization",
+        "pointing",
+        "faithfulness",
+        "sanity",
+        "ablations",
+        "seeds",
+        "road",
+        "confidence",
+    ],
 )
 def test_the_summary_layout_is_what_summarize_writes(name: str) -> None:
     spec = protocol_spec(name)
@@ -106,7 +139,7 @@ def test_needs_and_layer_come_from_the_class() -> None:
     layered = [s.name for s in protocol_specs() if s.takes_layer]
     assert layered == ["localization", "pointing", "ablations", "seeds"]
     assert [s.method_field for s in protocol_specs()] == [
-        "method", "method", "methods", "methods", None, "method",
+        "method", "method", "methods", "methods", None, "method", "methods", "methods",
     ]  # fmt: skip
     assert flag(protocol_spec("sanity"), protocol_spec("sanity").option("seed")) == (
         "--randomization-seed"

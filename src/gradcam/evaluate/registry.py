@@ -14,8 +14,9 @@ Examples:
     (('labels', 'boxes or masks'), True, 'method')
     >>> spec.option("tolerance").default
     15.0
-    >>> protocol_names()
-    ['localization', 'pointing', 'faithfulness', 'sanity', 'ablations', 'seeds']
+    >>> protocol_names()  # doctest: +NORMALIZE_WHITESPACE
+    ['localization', 'pointing', 'faithfulness', 'sanity', 'ablations', 'seeds',
+     'road', 'confidence']
 """
 
 from __future__ import annotations
@@ -167,8 +168,12 @@ def flag(spec: ProtocolSpec, option: Option) -> str:
 
 def _load_all() -> None:
     # The paper's protocols register themselves when their module is imported.
+    # The paper's first, then the field's (the order of `gradcam evaluate --help`).
     import gradcam.evaluate.protocols
-    import gradcam.evaluate.seeds  # noqa: F401
+    import gradcam.evaluate.seeds
+
+    # isort: split
+    import gradcam.evaluate.confidence  # noqa: F401
 
 
 def protocol_names() -> list[str]:
