@@ -12,8 +12,10 @@ from gradcam.errors import GradCAMError
 
 __all__ = [
     "OPTION_HELP",
+    "add_dataset_options",
     "add_max_pixels",
     "add_methods",
+    "add_runner_options",
     "markdown_table",
     "max_pixels",
     "method_names",
@@ -24,6 +26,66 @@ OPTION_HELP = (
     "a method option NAME=VALUE, typed by the method (repeatable; applies to every chosen "
     "method that takes it): see `gradcam methods`"
 )
+
+
+def add_dataset_options(command: argparse.ArgumentParser, *, positional: bool = False) -> None:
+    """Add the dataset a command reads (``--data PATH``, or the positional ``DATA``) and the
+    options that select it, as every dataset command reads them (:func:`open_data`)."""
+    from gradcam.evaluate.datasets import DATASET_FORMATS, SYNTHETIC_IMAGES
+
+    what = (
+        "'synthetic' (generated shapes with exact boxes and masks, for the shipped 'shapes' "
+        "model), 'photos' (the real photos shipped with scikit-image and matplotlib), an image "
+        "folder, a VOC root, an ImageNet-style folder (with --labels) or COCO images (with "
+        "--annotations)"
+    )
+    if positional:
+        command.add_argument("data", metavar="DATA", help=what)
+    else:
+        command.add_argument("--data", metavar="PATH", help=what)
+    command.add_argument("--format", choices=DATASET_FORMATS, default="auto")
+    command.add_argument("--labels", metavar="FILE", help="ImageNet-style labels file")
+    command.add_argument("--boxes", metavar="DIR", help="ImageNet-style folder of VOC XML boxes")
+    command.add_argument("--annotations", metavar="FILE", help="COCO annotation JSON")
+    command.add_argument("--split", default="val", help="VOC split (default: val)")
+    command.add_argument(
+        "--synthetic-images",
+        type=int,
+        default=SYNTHETIC_IMAGES,
+        metavar="N",
+        help="synthetic data: images to generate (default: %(default)s)",
+    )
+    command.add_argument("--seed", type=int, default=0, help="synthetic data: generator seed")
+
+
+def add_runner_options(command: argparse.ArgumentParser) -> None:
+    """Add how a dataset command runs (:func:`gradcam.evaluate.runner.run`): ``--limit``,
+    ``--resume``, ``--batch-size``, ``--workers``, ``--ray`` and ``--ray-timeout``."""
+    command.add_argument("--limit", type=int, metavar="N", help="only the first N images")
+    command.add_argument(
+        "--resume", action="store_true", help="continue the run in --out, skipping done images"
+    )
+    command.add_argument(
+        "--batch-size", type=int, default=8, metavar="B", help="images per batch (default: 8)"
+    )
+    command.add_argument(
+        "--workers", type=int, default=1, metavar="N", help="local processes (or Ray actors)"
+    )
+    command.add_argument(
+        "--ray",
+        nargs="?",
+        const=True,
+        default=False,
+        metavar="ADDRESS",
+        help="run on Ray Data: a local Ray, or the cluster at ADDRESS (pip install 'gradcam[ray]')",
+    )
+    command.add_argument(
+        "--ray-timeout",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="--ray ADDRESS: give up when the cluster does not answer in time (default: 30)",
+    )
 
 
 def method_names() -> list[str]:

@@ -8,7 +8,17 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from gradcam.cli.common import OPTION_HELP, add_max_pixels, add_methods, max_pixels, output_dirs
+from gradcam.cli.common import (
+    OPTION_HELP,
+    add_dataset_options,
+    add_max_pixels,
+    add_methods,
+    add_runner_options,
+    markdown_table,
+    max_pixels,
+    open_data,
+    output_dirs,
+)
 from gradcam.cli.dissect import add_explain_arguments
 from gradcam.errors import GradCAMError, ImageLoadError
 from gradcam.util import warnings_as_messages
@@ -23,13 +33,15 @@ def add_parser(commands: Any) -> None:
     explain = commands.add_parser(
         "explain",
         help="explain the predictions of a model on photos",
-        description="Write Grad-CAM overlays, a summary.json and optionally maps.npz per image.",
+        description="Write Grad-CAM overlays, a summary.json and optionally maps.npz per image. "
+        "With --data, explain a whole dataset on the evaluate runner instead: rows to Parquet "
+        "and maps to .npz shards in --out, in batches, with --resume, --workers and --ray.",
     )
-    explain.add_argument("images", nargs="+", metavar="IMAGE", help="image files to explain")
+    explain.add_argument("images", nargs="*", metavar="IMAGE", help="image files to explain")
     explain.add_argument(
         "--model",
-        default="efficientnet_lite0",
-        help="model name, timm:NAME or hf:DIR (default: %(default)s)",
+        help="model name, timm:NAME or hf:DIR (default: 'shapes' for --data synthetic, else "
+        "efficientnet_lite0)",
     )
     explain.add_argument("--weights", metavar="FILE", help="local state-dict file for the model")
     explain.add_argument("--layer", help="dotted layer name (default: last conv feature maps)")
@@ -87,6 +99,8 @@ def add_parser(commands: Any) -> None:
         help="--task detection: explain detections scoring at least S (default: %(default)s)",
     )
     add_max_pixels(explain)
+    add_dataset_options(explain)
+    add_runner_options(explain)
     explain.set_defaults(handler=explain_command)
 
 
@@ -102,6 +116,11 @@ def explain_command(args: argparse.Namespace) -> int:
     from gradcam.methods.registry import parse_options
     from gradcam.models import load_model
 
+    if args.data is not None:
+        return _explain_data(args)
+    if not args.images:
+        raise GradCAMError("give IMAGE files to explain, or a dataset with --data PATH")
+    args.model = args.model or "efficientnet_lite0"
     if args.task != "classification":
         return _explain_task(args)
     if args.top_k < 1:
@@ -198,3 +217,65 @@ def _explain_task(args: argparse.Namespace) -> int:
         top_k=args.top_k,
         min_score=args.min_score,
     )
+
+
+def _explain_data(args: argparse.Namespace) -> int:
+    """``explain --data PATH``: every image of a dataset on the evaluate runner."""
+    from gradcam.evaluate.runner import ModelSpec
+    from gradcam.explain_data import explain_dataset
+    from gradcam.methods import DEFAULT_METHOD
+    from gradcam.methods.registry import parse_options
+    from gradcam.models import load_model
+    from gradcam.outputs import output_folder
+
+    if args.images:
+        raise GradCAMError("give IMAGE files or --data PATH, not both")
+    unused = [
+        flag
+        for flag, given in (
+            ("--figure", args.figure),
+            ("--save-maps", args.save_maps),
+            ("--text", args.text),
+            ("--task", args.task != "classification"),
+        )
+        if given
+    ]
+    if unused:
+        raise GradCAMError(f"{', '.join(unused)} apply to IMAGE files, not to --data")
+    names = list(dict.fromkeys([*(args.methods or [DEFAULT_METHOD])]))
+    if args.counterfactual:
+        names = list(dict.fromkeys([*names, "counterfactual"]))
+    pairs = list(args.options)
+    if "occlusion" in names:
+        pairs += [f"{k}={v}" for k, v in (("window", args.window), ("stride", args.stride)) if v]
+    options = parse_options(names, pairs)
+    model = args.model or ("shapes" if args.data == "synthetic" else "efficientnet_lite0")
+    with warnings_as_messages():
+        loaded = load_model(model, args.weights)
+    classes = [loaded.class_index(c) for c in args.classes] if args.classes else []
+    output_folder(args.out)  # before a synthetic dataset is written there
+    dataset = open_data(args, annotated=False)
+    if not dataset.samples:
+        raise GradCAMError(f"no images to explain in {args.data}")
+    result = explain_dataset(
+        ModelSpec(model, args.weights, loaded=loaded),
+        dataset,
+        methods=names,
+        top_k=args.top_k,
+        classes=classes,
+        layer=args.layer,
+        options=options,
+        out=args.out,
+        resume=args.resume,
+        limit=args.limit,
+        batch_size=args.batch_size,
+        workers=args.workers,
+        ray=args.ray,
+        ray_timeout=args.ray_timeout,
+        progress=True,
+    )
+    print(markdown_table(result.summary))
+    for row in result.failed:
+        print(f"gradcam: error: {row['image']}: {row['error']}", file=sys.stderr)
+    print(f"results in {args.out}", file=sys.stderr)
+    return 1 if result.failed else 0

@@ -46,6 +46,7 @@ from gradcam.evaluate.metrics import Box
 
 __all__ = [
     "DATASET_FORMATS",
+    "SYNTHETIC_IMAGES",
     "VOC_CLASSES",
     "Annotation",
     "Dataset",
@@ -69,6 +70,8 @@ VOC_CLASSES = (
     "train", "tvmonitor",
 )  # fmt: skip
 DATASET_FORMATS = ("auto", "folder", "imagenet", "voc", "coco", "synthetic", "photos")
+#: Images of the synthetic benchmark when no count is given (every command's default).
+SYNTHETIC_IMAGES = 500
 """The values of :func:`open_dataset`'s ``format`` (``gradcam evaluate --format``)."""
 
 _DATA = Path(__file__).parents[1] / "data"
@@ -759,7 +762,11 @@ def _written(annotations: Path) -> dict[str, Any] | None:
 
 
 def read_synthetic(
-    folder: str | os.PathLike[str], count: int = 500, *, seed: int = 0, size: int = 128
+    folder: str | os.PathLike[str],
+    count: int = SYNTHETIC_IMAGES,
+    *,
+    seed: int = 0,
+    size: int = 128,
 ) -> Dataset:
     """The synthetic shapes benchmark: ``count`` generated photos of one shape each on a
     textured background, with exact boxes and masks, for the shipped ``"shapes"`` model.
@@ -820,7 +827,7 @@ def open_dataset(
     annotations: str | os.PathLike[str] | None = None,
     split: str = "val",
     classes: Sequence[str] | None = None,
-    count: int = 500,
+    count: int = SYNTHETIC_IMAGES,
     seed: int = 0,
     workdir: str | os.PathLike[str] | None = None,
     annotated: bool = False,

@@ -45,6 +45,7 @@ from gradcam.methods.finer_cam import FinerCAM
 from gradcam.methods.fullgrad import FullGrad
 from gradcam.methods.planner import explain_methods
 from gradcam.methods.registry import (
+    DEFAULT_METHOD,
     MethodSpec,
     Needs,
     Option,
@@ -70,6 +71,7 @@ from gradcam.targets import TargetLike
 
 __all__ = [
     "CAM",
+    "DEFAULT_METHOD",
     "FEM",
     "ISCAM",
     "KPCACAM",

@@ -32,6 +32,7 @@ from gradcam.errors import GradCAMError
 from gradcam.rectifiers import Rule
 
 __all__ = [
+    "DEFAULT_METHOD",
     "Kind",
     "MethodSpec",
     "Needs",
@@ -43,6 +44,9 @@ __all__ = [
     "parse_options",
     "register",
 ]
+
+#: The method every command and function uses when none is named: the paper's Grad-CAM.
+DEFAULT_METHOD = "gradcam"
 
 Kind = Literal["heatmap", "pixel"]
 """``"heatmap"``: one non-negative map per target at the layer's (or the input's) resolution,
