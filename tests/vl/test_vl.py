@@ -42,7 +42,7 @@ from gradcam.vl import (
 from gradcam.vl.evaluate import forced_answers, inside_outside, region_ratio, word_pointing
 from gradcam.vl.explain import explain_answer, explain_caption
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "train_vl.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "train_vl.py"
 GRADCAM = str(Path(sys.executable).with_name("gradcam"))
 
 
