@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from gradcam.errors import GradCAMError
-from gradcam.outputs import output_file, output_folder, write_atomic
+from gradcam.outputs import output_file, output_folder, spreadsheet_safe, write_atomic
 
 
 def test_output_folder_made_with_parents(tmp_path: Path) -> None:
@@ -78,3 +78,16 @@ def test_write_atomic_keeps_the_old_file_when_writing_fails(tmp_path: Path) -> N
 def test_write_atomic_replaces_whole(tmp_path: Path) -> None:
     target = write_atomic(tmp_path / "t.csv", lambda tmp: tmp.write_text("new"))
     assert target.read_text() == "new"
+
+
+@pytest.mark.parametrize("start", ["=", "+", "-", "@", "\t", "\r"])
+def test_spreadsheet_formulas_are_quoted(start: str) -> None:
+    # OWASP's "CSV Injection": a leading single quote makes any of these plain text.
+    cell = f'{start}HYPERLINK("http://evil","x")'
+    assert spreadsheet_safe(cell) == "'" + cell
+
+
+def test_spreadsheet_plain_cells_are_kept() -> None:
+    kept = ["cat", "", "1", "-1", "+2", "-0.5", 3, -2, None, "a=b", "'=x"]
+    assert [spreadsheet_safe(c) for c in kept] == kept
+    assert spreadsheet_safe("-1+1") == "'-1+1"  # arithmetic is a formula, not a number

@@ -17,6 +17,7 @@ Examples:
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -24,7 +25,7 @@ from typing import Any
 
 from gradcam.errors import GradCAMError
 
-__all__ = ["output_file", "output_folder", "write_atomic"]
+__all__ = ["output_file", "output_folder", "spreadsheet_safe", "write_atomic"]
 
 PathLike = str | os.PathLike[str]
 
@@ -135,3 +136,27 @@ def write_atomic(path: PathLike, write: Callable[[Path], Any]) -> Path:
     finally:
         tmp.unlink(missing_ok=True)
     return target
+
+
+# What a spreadsheet reads as the start of a formula (OWASP, "CSV Injection").
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_NUMBER = re.compile(r"[+-]?[0-9]+(\.[0-9]+)?")
+
+
+def spreadsheet_safe(cell: object) -> object:
+    """A CSV cell that a spreadsheet shows as text, never runs as a formula.
+
+    A text cell that begins with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return gets a
+    leading single quote, as OWASP's "CSV Injection" page recommends: a class name such as
+    ``=HYPERLINK(...)`` would otherwise run when the file is opened. A plain number written
+    as text (``-1``, ``+2.5``) is left alone, since a spreadsheet reads it as that number;
+    anything that is not text (``int``, ``None``) is returned as it is. The ``csv`` module
+    does the quoting of commas, quotes and line breaks.
+
+    Examples:
+        >>> [spreadsheet_safe(c) for c in ["=1+1", "@SUM(A1)", "-1", -2, "cat", "-cmd|x"]]
+        ["'=1+1", "'@SUM(A1)", '-1', -2, 'cat', "'-cmd|x"]
+    """
+    if isinstance(cell, str) and cell.startswith(_FORMULA_START) and not _NUMBER.fullmatch(cell):
+        return "'" + cell
+    return cell

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import csv
+import io
+import json
+import re
+import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from gradcam.errors import GradCAMError
+from gradcam.outputs import spreadsheet_safe
 from gradcam.study import fleiss_kappa, open_study, report, wilson_interval, write_csv
-from gradcam.study.report import mean_interval
+from gradcam.study.report import answers_csv, mean_interval
 
 # Wikipedia's worked example of Fleiss' kappa: 10 subjects, 14 raters, 5 categories.
 WIKIPEDIA = [
@@ -113,8 +119,67 @@ def test_csv_has_every_answer(
     assert write_csv(store, target) == len(store.items())
     rows = list(csv.DictReader(target.open()))
     assert len(rows) == len(store.items())
-    assert {r["participant"] for r in rows} == {token}
+    assert {r["participant"] for r in rows} == {spreadsheet_safe(token)}
     by_item = {int(r["item"]): r for r in rows}
     for item in store.items():
         assert by_item[item.id]["answer"] == item.choices[0]
         assert by_item[item.id]["correct"] == str(int(item.choices[0] == item.truth))
+
+
+FORMULAS = ['=HYPERLINK("http://evil.example","open")', "@SUM(A1:A9)", "+cmd|' /C calc'!A0"]
+
+
+def test_csv_cells_are_never_formulas(
+    cd_study_file: Path,
+    trust_study_file: Path,
+    copy_study: Callable[[Path], Path],
+    tmp_path: Path,
+) -> None:
+    path = copy_study(cd_study_file)
+    # A dataset whose class names are formulas, and a participant token that starts with "-".
+    with sqlite3.connect(path) as db:
+        db.execute(
+            "UPDATE items SET truth = ?, choices = ?", (FORMULAS[0], json.dumps(FORMULAS[:2]))
+        )
+        db.execute("UPDATE items SET image = ?", ("-2+3",))
+        db.execute("INSERT INTO participants VALUES ('-1+1', 0, 'now')")
+    store = open_study(path)
+    for token in [*store.invite(1), "-1+1"]:
+        for item in store.items():
+            store.record(token, item.id, FORMULAS[1])
+    trust = open_study(copy_study(trust_study_file))
+    for item in trust.items():
+        trust.record(trust.invite(1)[0], item.id, "-1")
+    for study in (store, trust):
+        write_csv(study, tmp_path / "answers.csv")
+        rows = list(csv.reader((tmp_path / "answers.csv").open(newline="")))[1:]
+        assert rows and [list(r) for r in csv.reader(io.StringIO(answers_csv(study)))][1:] == rows
+        for row in rows:
+            for cell in row:
+                number = re.fullmatch(r"[+-]?[0-9]+(\.[0-9]+)?", cell)
+                assert number or not cell.startswith(("=", "+", "-", "@", "\t", "\r")), cell
+    rows = list(csv.DictReader((tmp_path / "answers.csv").open(newline="")))
+    assert {r["answer"] for r in rows} == {"-1"}  # trust scores stay numbers
+    assert {r["score_for_a"] for r in rows} <= {"-1", "1"}
+    write_csv(store, tmp_path / "answers.csv")
+    rows = list(csv.DictReader((tmp_path / "answers.csv").open(newline="")))
+    assert {r["answer"] for r in rows} == {"'" + FORMULAS[1]}
+    assert {r["truth"] for r in rows} == {"'" + FORMULAS[0]}
+    assert "'-1+1" in {r["participant"] for r in rows}
+
+
+def test_csv_never_replaces_the_study(
+    cd_study_file: Path, copy_study: Callable[[Path], Path], tmp_path: Path
+) -> None:
+    path = copy_study(cd_study_file)
+    store = open_study(path)
+    before = path.read_bytes()
+    for target in (path, tmp_path / "." / path.name, path.with_name(path.name + "-wal")):
+        with pytest.raises(GradCAMError, match="is an input of this command"):
+            write_csv(store, target)
+    with pytest.raises(GradCAMError, match="is a folder"):
+        write_csv(store, tmp_path)
+    with pytest.raises(GradCAMError, match="does not exist"):
+        write_csv(store, tmp_path / "missing" / "answers.csv")
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]

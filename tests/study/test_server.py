@@ -144,7 +144,7 @@ def test_failed_write_shows_an_error_and_keeps_nothing(
     client = _client(path)
     item, choices = _form(client.get(f"/p/{token}").text)
 
-    def read_only(where: Path) -> sqlite3.Connection:
+    def read_only(where: Path, **kwargs: Any) -> sqlite3.Connection:
         db = sqlite3.connect(f"file:{where}?mode=ro", uri=True, isolation_level=None)
         db.execute("PRAGMA busy_timeout = 5000")
         return db
@@ -347,3 +347,126 @@ def test_participant_in_a_real_browser(
     answers = store.answers()
     assert len(answers) == 6 and all(a.correct for a in answers)
     assert all(url.startswith(base) or url.startswith("data:") for url in requests), requests
+
+
+# ---------------------------------------------------------------------------------------------
+# Hostile requests (issue 30): bounded bodies, strict item numbers, a study that goes away
+
+
+def _post_asgi(path: Path, url: str, chunks: int, chunk: bytes, hang_up: bool = False) -> Any:
+    """POST ``chunks`` pieces of ``chunk`` to the app itself, as a server would feed them;
+    return ``(status, pieces the app read)``. With ``hang_up`` the client leaves after the
+    first piece. An exception the app lets out (what a server logs as a traceback) raises."""
+    import asyncio
+
+    from gradcam.study.server import create_app
+
+    app = create_app(path)
+    read = 0
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        nonlocal read
+        read += 1
+        if hang_up and read > 1:
+            return {"type": "http.disconnect"}
+        return {"type": "http.request", "body": chunk, "more_body": read < chunks}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+        "scheme": "http", "path": url, "raw_path": url.encode(), "root_path": "",
+        "query_string": b"", "client": ("127.0.0.1", 5000), "server": ("127.0.0.1", 7870),
+        "headers": [(b"content-type", b"application/x-www-form-urlencoded")],
+    }  # fmt: skip
+    asyncio.run(app(scope, receive, send))
+    start = next(m for m in sent if m["type"] == "http.response.start")
+    return start["status"], read
+
+
+def test_post_body_is_read_after_the_token_and_bounded(
+    cd_study_file: Path, copy_study: Callable[[Path], Path]
+) -> None:
+    from gradcam.study.server import MAX_FORM_BYTES
+
+    path = copy_study(cd_study_file)
+    token = open_study(path).invite(1)[0]
+    # 64 MiB offered in 64 KiB pieces: a stranger's body is not read at all, a participant's
+    # only up to the cap.
+    piece = b"x" * 65536
+    assert _post_asgi(path, "/p/stranger", 1024, piece) == (404, 0)
+    status, read = _post_asgi(path, f"/p/{token}", 1024, piece)
+    assert status == 413 and read * len(piece) <= MAX_FORM_BYTES + len(piece)
+    client = _client(path)
+    declared = client.post(f"/p/{token}", content=b"item=1&answer=" + b"a" * MAX_FORM_BYTES)
+    assert declared.status_code == 413 and "larger than" in declared.text
+    assert open_study(path).answers() == []
+
+
+def test_client_hanging_up_mid_body_is_no_error(
+    cd_study_file: Path, copy_study: Callable[[Path], Path]
+) -> None:
+    path = copy_study(cd_study_file)
+    token = open_study(path).invite(1)[0]
+    status, _ = _post_asgi(path, f"/p/{token}", 3, b"item=1&ans", hang_up=True)
+    assert status == 400
+    assert open_study(path).answers() == []
+
+
+@pytest.mark.parametrize("item", ["²", "١", "1" * 5000, "-1", " 1", "1.0", "0x1", ""])
+def test_item_number_is_ascii_digits(
+    cd_study_file: Path, copy_study: Callable[[Path], Path], item: str
+) -> None:
+    path = copy_study(cd_study_file)
+    store = open_study(path)
+    token = store.invite(1)[0]
+    page = _client(path).post(f"/p/{token}", data={"item": item, "answer": "ring"})
+    assert page.status_code == 400 and "did not name a question" in page.text
+    assert store.answers() == []
+
+
+def test_error_pages_never_show_the_study_path(
+    cd_study_file: Path, copy_study: Callable[[Path], Path]
+) -> None:
+    path = copy_study(cd_study_file)
+    token = open_study(path).invite(1)[0]
+    page = _client(path).post(f"/p/{token}", data={"item": "99", "answer": "ring"})
+    assert page.status_code == 400 and "no item 99" in page.text
+    assert str(path.parent) not in page.text and path.name not in page.text
+
+
+@pytest.mark.parametrize("damage", ["delete", "garbage", "empty", "drop answers", "choices"])
+def test_study_gone_while_serving(
+    cd_study_file: Path, copy_study: Callable[[Path], Path], damage: str
+) -> None:
+    path = copy_study(cd_study_file)
+    store = open_study(path)
+    token, owner = store.invite(1)[0], store.owner_token
+    client = _client(path)
+    item, choices = _form(client.get(f"/p/{token}").text)
+    if damage == "drop answers":
+        with sqlite3.connect(path) as db:
+            db.execute("DROP TABLE answers")
+    elif damage == "choices":
+        with sqlite3.connect(path) as db:
+            db.execute("UPDATE items SET choices = '[not json'")
+    else:
+        path.unlink()
+        if damage != "delete":
+            path.write_bytes(b"" if damage == "empty" else os.urandom(8192))
+    before = path.read_bytes() if path.exists() else None
+    for response in (
+        client.get(f"/p/{token}"),
+        client.post(f"/p/{token}", data={"item": item, "answer": choices[0]}),
+        client.get(f"/report/{owner}"),
+        client.get(f"/report/{owner}/answers.csv"),
+    ):
+        assert response.status_code == 503, response.text[:300]
+        assert "not available" in response.text or "not saved" in response.text
+        assert str(path.parent) not in response.text
+    # Never created anew, never changed.
+    assert (path.read_bytes() if path.exists() else None) == before
+    if damage == "delete":
+        assert sorted(p.name for p in path.parent.iterdir()) == []

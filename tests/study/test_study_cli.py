@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
 import socket
+import sqlite3
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -124,3 +128,120 @@ def test_errors_are_one_line(
     assert "--port must be" in _error(capsys, ["study", "serve", str(existing), "--port", "0"])
     assert not (tmp_path / "new.db").exists()
     assert re.search(r"\.partial", " ".join(p.name for p in tmp_path.iterdir())) is None
+
+
+def test_report_never_writes_over_an_input(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    cd_study_file: Path,
+    copy_study: Callable[[Path], Path],
+) -> None:
+    study = copy_study(cd_study_file)
+    before = study.read_bytes()
+    report = ["study", "report", str(study), "--simulate", "2", "--csv"]
+    for target, what in [
+        (str(study), "is an input of this command"),
+        (f"{study.parent}/./{study.name}", "is an input of this command"),
+        (f"{study}-wal", "is an input of this command"),
+        (str(tmp_path), "is a folder"),
+        (str(tmp_path / "missing" / "a.csv"), "does not exist"),
+        (str(tmp_path / "x.db" / "a.csv"), "does not exist"),
+    ]:
+        assert what in _error(capsys, [*report, target])
+    # Checked before any work: no simulated participant was added.
+    assert study.read_bytes() == before and open_study(study).participants() == []
+
+
+def test_create_checks_out_and_limit_before_any_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import gradcam.study.create as create_module
+
+    def no_work(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a model was loaded before the options were checked")
+
+    monkeypatch.setattr(create_module, "load_study_model", no_work)
+    (tmp_path / "notes.txt").write_text("x")
+    create = ["study", "create", "class-discrimination", "--data", "synthetic", "--out"]
+    for out, what in [
+        (tmp_path / "notes.txt", "already exists"),
+        (tmp_path / "notes.txt" / "s.db", "is a file"),
+        (tmp_path, "is a folder"),
+        (tmp_path / "missing" / "s.db", "does not exist"),
+    ]:
+        assert what in _error(capsys, [*create, str(out)])
+    for limit in ("-2", "0"):
+        err = _error(capsys, [*create, str(tmp_path / "s.db"), "--limit", limit])
+        assert f"limit must be at least 1 photo, got {limit}" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
+@pytest.mark.parametrize(
+    ("damage", "what"),
+    [
+        ("DELETE FROM meta WHERE key = 'owner_token'", "no owner token"),
+        ("DELETE FROM meta WHERE key = 'seed'", "no seed"),
+        ("UPDATE meta SET value = 'oops' WHERE key = 'config'", "config is not a JSON object"),
+        ("UPDATE items SET choices = 'oops'", "choices are not a list"),
+        ("DROP TABLE answers", "no answers table"),
+    ],
+)
+def test_damaged_study_is_one_line_for_every_step(
+    capsys: pytest.CaptureFixture[str],
+    cd_study_file: Path,
+    copy_study: Callable[[Path], Path],
+    damage: str,
+    what: str,
+) -> None:
+    study = copy_study(cd_study_file)
+    with sqlite3.connect(study) as db:
+        db.execute(damage)
+    for step in (["invite", str(study), "-n", "2"], ["report", str(study)], ["serve", str(study)]):
+        assert what in _error(capsys, ["study", *step])
+    with sqlite3.connect(study) as db:  # checked before anyone was invited
+        assert db.execute("SELECT COUNT(*) FROM participants").fetchone()[0] == 0
+
+
+_READ_ONLY = """
+import sys
+from gradcam.cli import main
+study, other = sys.argv[1:]
+for argv in (
+    ["study", "serve", study, "--port", "1"],
+    ["study", "invite", study],
+    ["study", "report", other, "--csv", study + ".csv"],
+    ["study", "create", "trust", "--data", "synthetic", "--out", study + ".new"],
+):
+    print(main(argv))
+print(main(["study", "report", study]))
+"""
+
+
+def test_read_only_file_system(
+    tmp_path: Path, cd_study_file: Path, copy_study: Callable[[Path], Path]
+) -> None:
+    # A real read-only file system: a tmpfs remounted read-only in a mount namespace of its own.
+    mount = tmp_path / "ro"
+    mount.mkdir()
+    other = copy_study(cd_study_file)
+    script = (
+        f"mount -t tmpfs none {mount} && cp {cd_study_file} {mount}/s.db && "
+        f'mount -o remount,ro {mount} && exec {sys.executable} -c "$0" {mount}/s.db {other}'
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2] / "src")}
+    probe = subprocess.run(["unshare", "-m", "true"], capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip("no mount namespaces here (unshare -m)")
+    run = subprocess.run(
+        ["unshare", "-m", "sh", "-c", script, _READ_ONLY],
+        capture_output=True, text=True, env=env, timeout=300,
+    )  # fmt: skip
+    lines = run.stdout.splitlines()
+    errors = [line for line in run.stderr.splitlines() if line.startswith("gradcam: error:")]
+    assert lines[:4] == ["2", "2", "2", "2"] and lines[-1] == "0", run.stderr[-2000:]
+    assert "Traceback" not in run.stderr and len(errors) == 4
+    serve, invite, report, create = errors
+    assert "read-only file system" in serve and "read-only file system" in invite
+    assert "not a gradcam study" not in serve
+    assert f"{mount}/s.db.csv" in report and f"{mount}/s.db.new" in create
+    assert "# class-discrimination study" in run.stdout  # reading works there

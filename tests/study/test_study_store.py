@@ -5,16 +5,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from gradcam.errors import GradCAMError
 from gradcam.models import LoadedModel
 from gradcam.study import StudyError, create_class_discrimination, open_study, study_images
-from gradcam.study.store import FORMAT, AnswerNotSaved
+from gradcam.study.store import FORMAT, AnswerNotSaved, StudyUnavailable
 
 
 def test_pictures_are_stored_with_their_hashes(cd_study_file: Path) -> None:
@@ -100,10 +102,10 @@ def test_full_disk_keeps_nothing_half_written(
     tokens = store.invite(40)
     connect = store_module._connect
 
-    def full(path: Path) -> sqlite3.Connection:
+    def full(path: Path, **kwargs: Any) -> sqlite3.Connection:
         # The database may not grow by a single page: SQLite fails the write with
         # SQLITE_FULL, exactly as on a full disk.
-        db = connect(path)
+        db = connect(path, **kwargs)
         pages = db.execute("PRAGMA page_count").fetchone()[0]
         db.execute(f"PRAGMA max_page_count = {pages}")
         return db
@@ -134,8 +136,8 @@ def test_failed_creation_leaves_no_file(
 
     connect = store_module._connect
 
-    def tiny(path: Path) -> sqlite3.Connection:
-        db = connect(path)
+    def tiny(path: Path, **kwargs: Any) -> sqlite3.Connection:
+        db = connect(path, **kwargs)
         db.execute("PRAGMA max_page_count = 8")  # a disk that fills after 32 KiB
         return db
 
@@ -170,3 +172,60 @@ def test_each_image_once_rotates_methods(
     for item_id in store.order(tokens[0]):
         store.record(tokens[0], item_id, items[item_id].choices[0])
     assert store.next_item(tokens[0]) == (None, 3, 3)
+
+
+DAMAGE = {
+    "no owner token": "DELETE FROM meta WHERE key = 'owner_token'",
+    "no seed": "DELETE FROM meta WHERE key = 'seed'",
+    "config is not a JSON object": "UPDATE meta SET value = '[1' WHERE key = 'config'",
+    "no question": "UPDATE meta SET value = ' ' WHERE key = 'question'",
+    "item 2: its choices are not a list": "UPDATE items SET choices = '{bad' WHERE id = 2",
+    "item 1: its choices are not a list of distinct": "UPDATE items SET choices = '[\"a\"]'",
+    "item 1: its shown category": "UPDATE items SET truth = 'giraffe'",
+    "item 3: its info is not a JSON object": "UPDATE items SET info = '[]' WHERE id = 3",
+    "no answers table": "DROP TABLE answers",
+    "no column 'choices'": "ALTER TABLE items DROP COLUMN choices",
+    "item 4 has no picture 'map'": "DELETE FROM pictures WHERE item = 4",
+    "no items": "DELETE FROM pictures; DELETE FROM items",
+    "answers of unknown items": "PRAGMA foreign_keys = OFF; INSERT INTO answers VALUES "
+    "('nobody', 99, 'x', 1, NULL, 'now')",
+}
+
+
+@pytest.mark.parametrize("what", DAMAGE)
+def test_damaged_study_is_refused_whole(
+    cd_study_file: Path, copy_study: Callable[[Path], Path], what: str
+) -> None:
+    path = copy_study(cd_study_file)
+    with sqlite3.connect(path) as db:
+        db.executescript(DAMAGE[what])
+    with pytest.raises(StudyError, match=f"damaged study: .*{re.escape(what)}"):
+        open_study(path)
+
+
+def test_opening_never_creates_the_study(
+    cd_study_file: Path, copy_study: Callable[[Path], Path]
+) -> None:
+    path = copy_study(cd_study_file)
+    store = open_study(path)
+    token = store.invite(1)[0]
+    path.unlink()
+    for call in (lambda: store.participant(token), store.items, store.answers):
+        with pytest.raises(StudyUnavailable, match="cannot open the study"):
+            call()
+    with pytest.raises(StudyUnavailable):
+        store.record(token, 1, "ring")
+    assert list(path.parent.iterdir()) == []
+
+
+def test_writable_is_checked_first(
+    cd_study_file: Path, copy_study: Callable[[Path], Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import gradcam.study.store as store_module
+
+    path = copy_study(cd_study_file)
+    monkeypatch.setattr(store_module.os, "access", lambda *args, **kwargs: False)
+    monkeypatch.setattr(store_module, "_read_only_file_system", lambda where: True)
+    with pytest.raises(StudyError, match="cannot be stored in it: it lies on a read-only file"):
+        open_study(path, writable=True)
+    assert open_study(path).kind == "class-discrimination"  # reading needs no writing

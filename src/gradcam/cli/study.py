@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 from typing import Any
 
 from gradcam.errors import GradCAMError
@@ -150,12 +149,14 @@ def add_parser(commands: Any) -> None:
 def _create(args: argparse.Namespace) -> int:
     from gradcam.explain import FIGURE_METHODS
     from gradcam.study.create import (
+        check_create,
         create_class_discrimination,
         create_trust,
         load_study_model,
         study_images,
     )
 
+    check_create(args.out, limit=args.limit)
     methods = args.methods or FIGURE_METHODS
     default = "shapes" if args.data == "synthetic" else "efficientnet_lite0"
     specs = args.models or [default]
@@ -190,7 +191,7 @@ def _create(args: argparse.Namespace) -> int:
 def _invite(args: argparse.Namespace) -> int:
     from gradcam.study.store import open_study
 
-    store = open_study(args.study)
+    store = open_study(args.study, writable=True)
     base = args.url.rstrip("/")
     for token in store.invite(args.n):
         print(f"{base}/p/{token}")
@@ -210,10 +211,12 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
+    from gradcam.outputs import output_file
     from gradcam.study.report import report, write_csv
     from gradcam.study.simulate import simulate
-    from gradcam.study.store import open_study
+    from gradcam.study.store import open_study, study_files
 
+    csv_path = args.csv and output_file(args.csv, inputs=study_files(args.study))
     store = open_study(args.study)
     if args.simulate < 0:
         raise GradCAMError(f"--simulate must be at least 0, got {args.simulate}")
@@ -231,7 +234,7 @@ def _report(args: argparse.Namespace) -> int:
         if args.items and scored.answers:
             print(f"\nPer item:\n\n{scored.items_markdown()}")
         print()
-    if args.csv:
-        rows = write_csv(store, Path(args.csv))
+    if csv_path:
+        rows = write_csv(store, csv_path)
         print(f"{rows} answers written to {args.csv}", file=sys.stderr)
     return 0

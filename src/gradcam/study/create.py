@@ -37,13 +37,22 @@ from gradcam.explain import explain_image
 from gradcam.maps import upsample
 from gradcam.methods import method_spec
 from gradcam.models import LoadedModel, load_model
-from gradcam.study.store import TRUST_SCALE, NewItem, StudyError, StudyStore, png_bytes, write_study
+from gradcam.study.store import (
+    TRUST_SCALE,
+    NewItem,
+    StudyError,
+    StudyStore,
+    new_study_path,
+    png_bytes,
+    write_study,
+)
 
 __all__ = [
     "CLASS_QUESTION",
     "TRUST_QUESTION",
     "Category",
     "StudyImage",
+    "check_create",
     "create_class_discrimination",
     "create_trust",
     "load_study_model",
@@ -245,6 +254,26 @@ def study_images(
     return _dataset_images(data, model, **readers)
 
 
+def check_create(out: str | os.PathLike[str], *, limit: int | None = None) -> Path:
+    """The checks of creating a study that need neither a model nor a photo, run before any
+    work (``gradcam study create`` runs them before it loads anything): ``out`` can be
+    written as a new study and ``limit``, when given, is at least 1.
+
+    Raises:
+        GradCAMError: naming the bad ``out`` (exists, a folder, under a file, in a missing
+            or read-only folder) or ``limit``.
+
+    Examples:
+        >>> check_create("new.db", limit=0)
+        Traceback (most recent call last):
+        ...
+        gradcam.study.store.StudyError: limit must be at least 1 photo, got 0
+    """
+    if limit is not None and limit < 1:
+        raise StudyError(f"limit must be at least 1 photo, got {limit}")
+    return new_study_path(out)
+
+
 def _check_methods(names: Sequence[str]) -> list[str]:
     if not names:
         raise StudyError("give at least one method")
@@ -321,14 +350,14 @@ def create_class_discrimination(
         methods: registry names (:func:`gradcam.methods.methods`).
         seed: seeds every random choice, so the same arguments give the same study.
         both_categories: one item per category and method instead of one category per photo.
-        limit: use at most this many photos.
+        limit: use at most this many photos (at least 1).
         each_image_once: each participant sees one item per photo, the methods rotating
             over photos and participants (see :meth:`StudyStore.order`), so that seeing one
             method's map cannot give away the answer for another's.
 
     Raises:
-        StudyError: no photo with exactly two categories, an unknown method, or ``out``
-            exists.
+        StudyError: no photo with exactly two categories, an unknown method, a limit below
+            1, or an ``out`` that exists or cannot be written (:func:`check_create`).
 
     Examples:
         >>> shapes = load_model("shapes")
@@ -337,6 +366,7 @@ def create_class_discrimination(
         >>> [(item.method, len(item.choices)) for item in study.items()]
         [('gradcam', 2), ('gradcam', 2)]
     """
+    check_create(out, limit=limit)
     names = _check_methods(methods)
     pairs = [
         im
@@ -349,7 +379,7 @@ def create_class_discrimination(
             f"none of the {len(images)} images has exactly two annotated categories with boxes"
         )
     if limit is not None:
-        pairs = pairs[: max(0, limit)]
+        pairs = pairs[:limit]
     rng = random.Random(seed)
     items: list[NewItem] = []
     for photo in _progress(pairs, "rendering"):
@@ -417,14 +447,14 @@ def create_trust(
         model_b: model B, with the same class names.
         methods: registry names.
         seed: seeds every random choice.
-        limit: use at most this many photos.
+        limit: use at most this many photos (at least 1).
         names: how to call the models in the report (default: their load names).
         each_image_once: each participant sees one item per photo (see
             :func:`create_class_discrimination`).
 
     Raises:
         StudyError: the models' classes differ, no photo where both are right, an unknown
-            method, or ``out`` exists.
+            method, a limit below 1, or an ``out`` that exists or cannot be written.
 
     Examples:
         The shapes CNN against a worse copy of it (noise on its weights):
@@ -440,6 +470,7 @@ def create_trust(
         >>> study.kind, len(study.items())  # the scenes where both models are right
         ('trust', 5)
     """
+    check_create(out, limit=limit)
     method_names = _check_methods(methods)
     if model_a.class_names != model_b.class_names:
         raise StudyError(

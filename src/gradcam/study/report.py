@@ -14,20 +14,22 @@ Answers from simulated participants are scored apart from people's and labelled 
 from __future__ import annotations
 
 import csv
+import io
 import math
 import os
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from gradcam.study.store import Answer, Item, StudyStore
+from gradcam.outputs import output_file, spreadsheet_safe, write_atomic
+from gradcam.study.store import Answer, Item, StudyStore, study_files
 
 __all__ = [
     "MethodAccuracy",
     "MethodTrust",
     "StudyReport",
+    "answers_csv",
     "fleiss_kappa",
     "mean_interval",
     "report",
@@ -322,27 +324,47 @@ CSV_FIELDS = (
 )  # fmt: skip
 
 
-def write_csv(store: StudyStore, path: str | os.PathLike[str]) -> int:
-    """Write every answer (people's and simulated) as CSV; return the number of rows.
+def answers_csv(store: StudyStore) -> str:
+    """Every answer (people's and simulated) as CSV text, one row per answer.
 
-    Written beside the target and moved into place, so a reader never sees half a file.
+    Every text cell goes through :func:`gradcam.outputs.spreadsheet_safe`: a class name or
+    token that begins with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return gets a
+    leading single quote, so a spreadsheet shows it and never runs it as a formula.
     """
+    return _answers_csv(store)[0]
+
+
+def _answers_csv(store: StudyStore) -> tuple[str, int]:
+    # Answers first: a participant invited while this runs is in the later reads.
+    answers = store.answers()
     items = {i.id: i for i in store.items()}
     simulated = {p.token: p.simulated for p in store.participants()}
-    target = Path(path)
-    partial = target.with_name(target.name + ".partial")
-    answers = store.answers()
-    with open(partial, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(CSV_FIELDS)
-        for a in answers:
-            item = items[a.item]
-            writer.writerow(
-                [
-                    a.participant, int(simulated[a.participant]), a.item, item.image,
-                    item.method, item.truth, a.answer, "" if a.correct is None else int(a.correct),
-                    "" if a.score is None else a.score, item.left_model or "", a.answered,
-                ]
-            )  # fmt: skip
-    partial.replace(target)
-    return len(answers)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(CSV_FIELDS)
+    for a in answers:
+        item = items[a.item]
+        row = [
+            a.participant, int(simulated[a.participant]), a.item, item.image, item.method,
+            item.truth, a.answer, "" if a.correct is None else int(a.correct),
+            "" if a.score is None else a.score, item.left_model or "", a.answered,
+        ]  # fmt: skip
+        writer.writerow([spreadsheet_safe(cell) for cell in row])
+    return buffer.getvalue(), len(answers)
+
+
+def write_csv(store: StudyStore, path: str | os.PathLike[str]) -> int:
+    """Write every answer (:func:`answers_csv`) to ``path``; return the number of rows.
+
+    ``path`` is checked first (never the study nor its side files; its folder must exist
+    and be writable), and the file is written through :func:`gradcam.outputs.write_atomic`,
+    so a reader never sees half a file.
+
+    Raises:
+        GradCAMError: ``path`` is the study, a folder, in a missing folder, or cannot be
+            written.
+    """
+    target = output_file(path, inputs=study_files(store.path))
+    text, rows = _answers_csv(store)
+    write_atomic(target, lambda tmp: tmp.write_text(text, newline=""))
+    return rows

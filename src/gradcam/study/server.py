@@ -10,7 +10,11 @@
 Pages work offline: no external fonts, scripts or styles (the pictures are inline ``data:``
 URIs, and a Content-Security-Policy forbids anything else). An unknown token gets a plain
 404 page; an answer that could not be written (full disk, read-only file) gets a 503 page
-saying it was not saved, and nothing of it is stored.
+saying it was not saved, and nothing of it is stored. The token is checked before the body
+of a POST is read, and the body is read up to :data:`MAX_FORM_BYTES` (413 beyond); the item
+number must be 1 to 9 ASCII digits (400 otherwise). A study that cannot be read while served
+(deleted, replaced, corrupted) gets a 503 "not available" page on every request until it is
+back; it is never created anew, and no page names the server's files.
 """
 
 from __future__ import annotations
@@ -18,23 +22,33 @@ from __future__ import annotations
 import base64
 import html
 import os
+import re
 import secrets
 import sys
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from starlette.requests import ClientDisconnect
 
 from gradcam.study.store import (
     DEFAULT_PORT,
     TRUST_SCALE,
     AnswerNotSaved,
+    AnswerRefused,
     StudyError,
     StudyStore,
     open_study,
 )
 
-__all__ = ["create_app", "serve"]
+__all__ = ["MAX_FORM_BYTES", "create_app", "serve"]
+
+MAX_FORM_BYTES = 8192
+"""The largest answer form read, in bytes (413 beyond): the form is an item number and one
+of the item's answers, a few hundred bytes even URL-encoded."""
+
+# ASCII digits only: str.isdigit() also accepts "²", which int() refuses; 9 digits bound it.
+_ITEM_NUMBER = re.compile(r"[0-9]{1,9}")
 
 _HEADERS = {
     "Cache-Control": "no-store",
@@ -124,6 +138,26 @@ def _item_page(store: StudyStore, token: str) -> Any:
     )
 
 
+async def _read_form(request: Request) -> bytes | None:
+    """The request's body, or ``None`` when it is larger than :data:`MAX_FORM_BYTES` (it is
+    then read no further).
+
+    Raises:
+        ClientDisconnect: the client hung up before the whole body came.
+    """
+    declared = request.headers.get("content-length", "")
+    if re.fullmatch(r"[0-9]+", declared) and (len(declared) > 9 or int(declared) > MAX_FORM_BYTES):
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_FORM_BYTES:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def _unknown() -> Any:
     return _page(
         "Unknown link",
@@ -153,7 +187,8 @@ def create_app(path: str | os.PathLike[str]) -> FastAPI:
     """The FastAPI application serving the study file at ``path``.
 
     Raises:
-        StudyError: when ``path`` is not a study.
+        StudyError: when ``path`` is not a study, is damaged, or cannot be written
+            (:func:`~gradcam.study.store.open_study` with ``writable``).
 
     Examples:
         Served with ``uvicorn.run(create_app("study.db"), port=7870)`` (or ``gradcam study
@@ -170,8 +205,19 @@ def create_app(path: str | os.PathLike[str]) -> FastAPI:
     """
     from starlette.concurrency import run_in_threadpool
 
-    store = open_study(path)
+    store = open_study(path, writable=True)
     app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+
+    @app.exception_handler(StudyError)
+    async def unavailable(request: Request, exc: StudyError) -> Response:
+        # The owner's log names the file and the cause; the participant's page does not.
+        print(f"gradcam study serve: {exc}", file=sys.stderr)
+        return _page(
+            "Study not available",
+            "<h1>The study is not available just now</h1><p>Nothing was stored. Please try "
+            "again later.</p>",
+            503,
+        )
 
     @app.get("/")
     def index() -> Any:
@@ -190,26 +236,40 @@ def create_app(path: str | os.PathLike[str]) -> FastAPI:
     async def answer(token: str, request: Request) -> Any:
         from urllib.parse import parse_qs
 
-        # Parsed here rather than by a form library: two short fields, no files.
-        fields = parse_qs((await request.body()).decode("utf-8", "replace"))
+        # The token before the body: a stranger's body is never read.
         if await run_in_threadpool(store.participant, token) is None:
             return _unknown()
+        try:
+            body = await _read_form(request)
+        except ClientDisconnect:
+            return Response(status_code=400)  # nobody is left to read it
+        if body is None:
+            return _page(
+                "Answer too large",
+                f"<h1>The answer was larger than {MAX_FORM_BYTES} bytes</h1><p>It was not "
+                "read. Please go back and choose one of the answers offered.</p>",
+                413,
+            )
+        # Parsed here rather than by a form library: two short fields, no files.
+        fields = parse_qs(body.decode("utf-8", "replace"))
         item_text = fields.get("item", [""])[0]
         choice = fields.get("answer", [""])[0]
-        if not item_text.isdigit():
+        if not _ITEM_NUMBER.fullmatch(item_text):
             return _page("Bad answer", "<h1>The answer did not name a question.</h1>", 400)
+        link = f"<p><a href='/p/{html.escape(token)}'>back to your question</a></p>"
         try:
             await run_in_threadpool(store.record, token, int(item_text), choice)
-        except StudyError as exc:
-            saving = isinstance(exc, AnswerNotSaved)
+        except AnswerRefused as exc:
+            # Its message names only what the participant sent.
+            text = f"<h1>This answer was not accepted</h1><p>{html.escape(str(exc))}</p>"
+            return _page("Not accepted", text + link, 400)
+        except AnswerNotSaved as exc:
+            print(f"gradcam study serve: {exc}", file=sys.stderr)
             text = (
                 "<h1>Your answer was not saved</h1><p>The study could not store it just now; "
                 "nothing of it was kept. Please go back and answer again in a moment.</p>"
-                if saving
-                else f"<h1>This answer was not accepted</h1><p>{html.escape(str(exc))}</p>"
             )
-            link = f"<p><a href='/p/{html.escape(token)}'>back to your question</a></p>"
-            return _page("Not saved", text + link, 503 if saving else 400)
+            return _page("Not saved", text + link, 503)
         # Post/redirect/get: the next item comes from a fresh GET, after the commit.
         return RedirectResponse(f"/p/{token}", status_code=303, headers=_HEADERS)
 
@@ -224,17 +284,11 @@ def create_app(path: str | os.PathLike[str]) -> FastAPI:
 
     @app.get("/report/{token}/answers.csv")
     def answers_csv(token: str) -> Any:
-        import tempfile
-        from pathlib import Path
-
-        from gradcam.study.report import write_csv
+        from gradcam.study.report import answers_csv
 
         if not _owner(token):
             return _unknown()
-        with tempfile.TemporaryDirectory() as folder:
-            target = Path(folder) / "answers.csv"
-            write_csv(store, target)
-            body = target.read_bytes()
+        body = answers_csv(store)
         headers = {**_HEADERS, "Content-Disposition": "attachment; filename=answers.csv"}
         return Response(body, media_type="text/csv", headers=headers)
 

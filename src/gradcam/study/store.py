@@ -29,6 +29,7 @@ import io
 import json
 import os
 import random
+import re
 import secrets
 import sqlite3
 from collections.abc import Iterator, Mapping, Sequence
@@ -41,6 +42,7 @@ from typing import Any, Literal
 import numpy as np
 
 from gradcam.errors import GradCAMError
+from gradcam.outputs import output_file, write_atomic
 
 __all__ = [
     "DEFAULT_PORT",
@@ -49,12 +51,16 @@ __all__ = [
     "TRUST_SCALE",
     "Answer",
     "AnswerNotSaved",
+    "AnswerRefused",
     "Item",
     "Participant",
     "StudyError",
     "StudyStore",
+    "StudyUnavailable",
+    "new_study_path",
     "open_study",
     "png_bytes",
+    "study_files",
 ]
 
 DEFAULT_PORT = 7870
@@ -120,6 +126,19 @@ class StudyError(GradCAMError):
 
 class AnswerNotSaved(StudyError):
     """An answer could not be written (full disk, read-only file); nothing of it was stored."""
+
+
+class AnswerRefused(StudyError):
+    """An answer is not one the participant can give (unknown token or item, not a choice).
+
+    Its message names only what the participant sent, never the study's file, so the server
+    shows it to them.
+    """
+
+
+class StudyUnavailable(StudyError):
+    """An opened study cannot be read just now: deleted, replaced, corrupted or locked while
+    in use (the server answers 503 and never creates a new file in its place)."""
 
 
 @dataclass(frozen=True)
@@ -193,13 +212,102 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
-def _connect(path: Path) -> sqlite3.Connection:
+def _read_only_file_system(path: Path) -> bool:
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
+
+
+def _connect(path: Path, *, create: bool = False) -> sqlite3.Connection:
+    """A connection to the study at ``path``; only ``create`` may make a new file.
+
+    An existing study is opened read-write without create (``mode=rw``), so a study deleted
+    while served is an error, not a new empty file in its place. On a read-only file system
+    it is opened ``immutable``: nobody can change it there, and SQLite could not make the
+    WAL's side files it otherwise needs to read.
+    """
+    mode = "rwc" if create else "ro&immutable=1" if _read_only_file_system(path) else "rw"
     # Autocommit mode: transactions are explicit, so none is left open by accident.
-    connection = sqlite3.connect(path, timeout=60.0, isolation_level=None)
+    connection = sqlite3.connect(
+        f"{Path(path).absolute().as_uri()}?mode={mode}", timeout=60.0, isolation_level=None,
+        uri=True,
+    )  # fmt: skip
     connection.execute("PRAGMA busy_timeout = 60000")
     connection.execute("PRAGMA synchronous = FULL")
     connection.execute("PRAGMA foreign_keys = ON")
     return connection
+
+
+def study_files(path: str | os.PathLike[str]) -> list[Path]:
+    """The study file and the side files SQLite keeps beside it: never an output."""
+    study = Path(path)
+    return [study, *(study.with_name(study.name + end) for end in ("-wal", "-shm", "-journal"))]
+
+
+def new_study_path(path: str | os.PathLike[str]) -> Path:
+    """Check, before any work, that a new study can be written at ``path``.
+
+    Raises:
+        GradCAMError: ``path`` exists (a study is never overwritten), is a folder, lies under
+            a file or in a missing folder, or cannot be written.
+
+    Examples:
+        >>> new_study_path("new.db")
+        PosixPath('new.db')
+    """
+    target = output_file(path)
+    if target.exists():
+        raise StudyError(f"{target}: already exists; a study is never overwritten")
+    return target
+
+
+def _unwritable(path: Path) -> str | None:
+    """Why answers and participants cannot be stored in the study at ``path``, or ``None``."""
+    # The folder too: SQLite keeps the WAL's side files beside the study.
+    for where in (path, path.parent):
+        if not os.access(where, os.W_OK):
+            if _read_only_file_system(where):
+                return "it lies on a read-only file system"
+            return f"{where} cannot be written (permission denied)"
+    return None
+
+
+# The columns each table must have (a study written by gradcam-study/1 has exactly these).
+_COLUMNS = {
+    "meta": ("key", "value"),
+    "items": ("id", "image", "method", "truth", "choices", "left_model", "info"),
+    "pictures": ("item", "slot", "png", "sha256", "map"),
+    "participants": ("token", "simulated", "created"),
+    "answers": ("participant", "item", "answer", "correct", "score", "answered"),
+}
+_TRUST_CHOICES = {str(value) for value, _ in TRUST_SCALE}
+
+
+def _parse_item(row: Sequence[Any], kind: str) -> Item:
+    """An :class:`Item` from its row, or a ``ValueError`` naming what is wrong with it."""
+    number, image, method, truth, choices_text, left_model, info_text = row
+    try:
+        choices = json.loads(choices_text)
+    except (ValueError, TypeError):
+        choices = None
+    try:
+        info = json.loads(info_text)
+    except (ValueError, TypeError):
+        info = None
+    texts = isinstance(choices, list) and all(isinstance(c, str) for c in choices)
+    if not texts or len(choices) < 2 or len(set(choices)) != len(choices):
+        raise ValueError(f"item {number}: its choices are not a list of distinct texts")
+    if not isinstance(info, dict):
+        raise ValueError(f"item {number}: its info is not a JSON object")
+    if not all(isinstance(v, str) for v in (image, method, truth)):
+        raise ValueError(f"item {number}: its image, method or shown category is not text")
+    if kind == "trust":
+        if left_model not in ("A", "B") or not set(choices) <= _TRUST_CHOICES:
+            raise ValueError(f"item {number}: not a trust item (side {left_model!r})")
+    elif truth not in choices or left_model is not None:
+        raise ValueError(f"item {number}: its shown category {truth!r} is not a choice")
+    return Item(int(number), image, method, truth, tuple(choices), left_model, info)
 
 
 class StudyStore:
@@ -211,37 +319,118 @@ class StudyStore:
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
-        self._meta = self._read_meta()
+        self._meta = self._check()
         self.kind: Kind = "trust" if self._meta["kind"] == "trust" else "class-discrimination"
         self.seed = int(self._meta["seed"])
         self.question: str = self._meta["question"]
         self.config: Mapping[str, Any] = json.loads(self._meta["config"])
 
-    def _read_meta(self) -> dict[str, str]:
+    def _check(self) -> dict[str, str]:
+        """Check the whole study before any work and return its ``meta`` rows.
+
+        The one check of every command that opens a study (``serve``, ``invite``,
+        ``report``): a missing or foreign file, a missing table or column, missing or
+        malformed meta (format, kind, seed, question, config, owner token), an item whose
+        choices, info or side cannot be read, a picture missing, an answer of an unknown item
+        or participant. One scan of each table; no picture is decoded.
+
+        Raises:
+            StudyError: naming the study and what is wrong with it.
+        """
         where = self.path
         if not where.is_file():
             raise StudyError(f"{where}: no such study file")
-        with open(where, "rb") as handle:
-            head = handle.read(len(_SQLITE_MAGIC))
+        try:
+            with open(where, "rb") as handle:
+                head = handle.read(len(_SQLITE_MAGIC))
+        except OSError as exc:
+            raise StudyError(f"{where}: cannot read the study ({exc.strerror})") from None
         if head != _SQLITE_MAGIC:
             raise StudyError(f"{where}: not a gradcam study (not an SQLite database)")
         try:
-            with self._connection() as db:
-                rows = dict(db.execute("SELECT key, value FROM meta").fetchall())
+            db = _connect(where)
+            try:
+                return self._check_tables(db)
+            finally:
+                db.close()
+        except sqlite3.OperationalError as exc:
+            # Cannot open or read it (locked, no permission): it may well be a study.
+            raise StudyError(f"{where}: cannot read the study ({exc})") from None
         except sqlite3.DatabaseError as exc:
-            raise StudyError(f"{where}: not a gradcam study ({exc})") from None
+            raise StudyError(f"{where}: damaged study ({exc})") from None
+
+    def _check_tables(self, db: sqlite3.Connection) -> dict[str, str]:
+        where = self.path
+        columns = {
+            table: {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+            for table in _COLUMNS
+        }
+        if not columns["meta"]:
+            raise StudyError(f"{where}: not a gradcam study (no meta table)")
+        rows = dict(db.execute("SELECT key, value FROM meta").fetchall())
         if rows.get("format") != FORMAT:
             found = rows.get("format", "none")
             raise StudyError(f"{where}: not a gradcam study (format {found!r}, need {FORMAT!r})")
+
+        def damaged(what: str) -> StudyError:
+            return StudyError(f"{where}: damaged study: {what}")
+
+        for table, needed in _COLUMNS.items():
+            if not columns[table]:
+                raise damaged(f"no {table} table")
+            missing = [c for c in needed if c not in columns[table]]
+            if missing:
+                raise damaged(f"its {table} table has no column {missing[0]!r}")
         if rows.get("kind") not in KINDS:
             raise StudyError(f"{where}: unknown study kind {rows.get('kind')!r}")
+        if not re.fullmatch(r"-?[0-9]{1,20}", str(rows.get("seed", ""))):
+            raise damaged("no seed (a whole number)")
+        if not isinstance(rows.get("question"), str) or not rows["question"].strip():
+            raise damaged("no question")
+        try:
+            config = json.loads(rows.get("config", ""))
+        except ValueError:
+            config = None
+        if not isinstance(config, dict):
+            raise damaged("its config is not a JSON object")
+        if not isinstance(rows.get("owner_token"), str) or len(rows["owner_token"]) < 16:
+            raise damaged("no owner token")
+        items = db.execute(
+            "SELECT id, image, method, truth, choices, left_model, info FROM items"
+        ).fetchall()
+        if not items:
+            raise damaged("no items")
+        try:
+            parsed = [_parse_item(row, rows["kind"]) for row in items]
+        except (ValueError, TypeError) as exc:
+            raise damaged(str(exc)) from None
+        slots = set(db.execute("SELECT item, slot FROM pictures").fetchall())
+        for item in parsed:
+            for slot in ("map",) if item.left_model is None else ("A", "B"):
+                if (item.id, slot) not in slots:
+                    raise damaged(f"item {item.id} has no picture {slot!r}")
+        orphans = db.execute(
+            "SELECT COUNT(*) FROM answers WHERE item NOT IN (SELECT id FROM items) "
+            "OR participant NOT IN (SELECT token FROM participants) "
+            "OR typeof(correct) NOT IN ('integer', 'null') "
+            "OR typeof(score) NOT IN ('integer', 'null')"
+        ).fetchone()[0]
+        if orphans:
+            raise damaged(f"{orphans} answers of unknown items or participants, or not scores")
         return rows
 
     @contextmanager
     def _connection(self) -> Iterator[sqlite3.Connection]:
-        connection = _connect(self.path)
+        """A connection for one short read or write; any SQLite error while the study is in
+        use (deleted, replaced, corrupted, locked) becomes :class:`StudyUnavailable`."""
+        try:
+            connection = _connect(self.path)
+        except sqlite3.Error as exc:
+            raise StudyUnavailable(f"{self.path}: cannot open the study ({exc})") from None
         try:
             yield connection
+        except sqlite3.Error as exc:
+            raise StudyUnavailable(f"{self.path}: cannot use the study ({exc})") from None
         finally:
             connection.close()
 
@@ -270,10 +459,11 @@ class StudyStore:
             rows = db.execute(
                 "SELECT id, image, method, truth, choices, left_model, info FROM items ORDER BY id"
             ).fetchall()
-        return [
-            Item(r[0], r[1], r[2], r[3], tuple(json.loads(r[4])), r[5], json.loads(r[6]))
-            for r in rows
-        ]
+        try:
+            return [_parse_item(row, self.kind) for row in rows]
+        except (ValueError, TypeError) as exc:
+            # Checked when opened: it was changed since, by something else.
+            raise StudyUnavailable(f"{self.path}: damaged study: {exc}") from None
 
     def item(self, item_id: int) -> Item:
         """The item ``item_id``.
@@ -386,17 +576,20 @@ class StudyStore:
         lost response) is not stored again and does not replace the first.
 
         Raises:
-            StudyError: for an unknown participant or item, an answer that is not one of the
-                item's choices, or a failed write (disk full, read-only file), in which case
-                nothing of the answer is stored.
+            AnswerRefused: for an unknown participant or item, or an answer that is not one
+                of the item's choices.
+            AnswerNotSaved: a failed write (disk full, read-only file, the study deleted),
+                in which case nothing of the answer is stored.
         """
         if self.participant(token) is None:
-            raise StudyError("unknown participant token")
-        item = self.item(item_id)
+            raise AnswerRefused("unknown participant token")
+        item = next((i for i in self.items() if i.id == item_id), None)
+        if item is None:
+            raise AnswerRefused(f"no item {item_id} in this study")
         if item_id not in self.order(token):
-            raise StudyError(f"item {item_id} is not one of this participant's questions")
+            raise AnswerRefused(f"item {item_id} is not one of this participant's questions")
         if answer not in item.choices:
-            raise StudyError(f"item {item_id}: {answer!r} is not one of its answers")
+            raise AnswerRefused(f"item {item_id}: {answer!r} is not one of its answers")
         correct: int | None = None
         score: int | None = None
         if self.kind == "class-discrimination":
@@ -412,7 +605,7 @@ class StudyStore:
                     (token, item_id, answer, correct, score, _now()),
                 )
                 return cursor.rowcount == 1
-        except sqlite3.Error as exc:
+        except StudyUnavailable as exc:
             raise AnswerNotSaved(
                 f"the answer could not be saved ({exc}); nothing was stored"
             ) from None
@@ -429,13 +622,21 @@ class StudyStore:
         ]
 
 
-def open_study(path: str | os.PathLike[str]) -> StudyStore:
-    """Open an existing study file.
+def open_study(path: str | os.PathLike[str], *, writable: bool = False) -> StudyStore:
+    """Open an existing study file, checked whole before any work (``serve``, ``invite`` and
+    ``report`` all open it here); ``writable`` also checks that answers and participants can
+    be stored in it (``serve``, ``invite``).
 
     Raises:
-        StudyError: when the file is missing, is not an SQLite database, or is not a study.
+        StudyError: the file is missing, is not an SQLite database, is not a study, is
+            damaged (a missing table, seed, owner token; an unreadable item), or, with
+            ``writable``, cannot be written (a read-only file system, no permission).
     """
-    return StudyStore(path)
+    where = Path(path)
+    reason = _unwritable(where) if writable and where.is_file() else None
+    if reason is not None:
+        raise StudyError(f"{where}: answers and participants cannot be stored in it: {reason}")
+    return StudyStore(where)
 
 
 @dataclass(frozen=True)
@@ -460,20 +661,17 @@ def write_study(
     question: str,
     config: Mapping[str, Any],
 ) -> StudyStore:
-    """Write a new study file with its items in one go; the file appears only when complete.
+    """Write a new study file with its items in one go; the file appears only when complete
+    (written through :func:`gradcam.outputs.write_atomic`).
 
     Raises:
-        StudyError: when ``path`` exists already (a study is never overwritten) or cannot be
-            written.
+        GradCAMError: when ``path`` exists already (a study is never overwritten), has no
+            items, or cannot be written.
     """
-    target = Path(path)
-    if target.exists():
-        raise StudyError(f"{target}: already exists; a study is never overwritten")
-    partial = target.with_name(target.name + ".partial")
-    for leftover in (partial, Path(f"{partial}-wal"), Path(f"{partial}-shm")):
-        leftover.unlink(missing_ok=True)
-    try:
-        db = _connect(partial)
+    target = new_study_path(path)
+
+    def write(partial: Path) -> None:
+        db = _connect(partial, create=True)
         try:
             db.executescript(_SCHEMA)
             db.execute("BEGIN")
@@ -506,8 +704,11 @@ def write_study(
             db.execute("PRAGMA journal_mode = WAL")
         finally:
             db.close()
-        partial.replace(target)
-    except (sqlite3.Error, OSError) as exc:
-        partial.unlink(missing_ok=True)
+
+    if not items:
+        raise StudyError(f"{target}: a study needs at least one item")
+    try:
+        write_atomic(target, write)
+    except sqlite3.Error as exc:
         raise StudyError(f"{target}: cannot write the study ({exc})") from None
     return StudyStore(target)
