@@ -91,3 +91,22 @@ def test_spreadsheet_plain_cells_are_kept() -> None:
     kept = ["cat", "", "1", "-1", "+2", "-0.5", 3, -2, None, "a=b", "'=x"]
     assert [spreadsheet_safe(c) for c in kept] == kept
     assert spreadsheet_safe("-1+1") == "'-1+1"  # arithmetic is a formula, not a number
+
+
+def test_write_atomic_gives_the_mode_a_plain_write_would(tmp_path: Path) -> None:
+    fresh = write_atomic(tmp_path / "new.csv", lambda tmp: tmp.write_text("x"))
+    plain = tmp_path / "plain.csv"
+    plain.write_text("x")
+    assert fresh.stat().st_mode & 0o777 == plain.stat().st_mode & 0o777
+    plain.chmod(0o640)
+    assert write_atomic(plain, lambda tmp: tmp.write_text("y")).stat().st_mode & 0o777 == 0o640
+
+
+def test_a_read_only_file_system_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import gradcam.outputs
+
+    monkeypatch.setattr(gradcam.outputs, "_read_only", lambda folder: True)
+    with pytest.raises(GradCAMError, match="read-only file system"):
+        output_file(tmp_path / "a.csv")
+    with pytest.raises(GradCAMError, match="read-only file system"):
+        output_folder(tmp_path)

@@ -53,6 +53,8 @@ def output_folder(folder: PathLike) -> Path:
         raise GradCAMError(f"output folder {path} is a file, or lies under one") from None
     except OSError as exc:
         raise GradCAMError(f"cannot create output folder {path}: {exc.strerror}") from None
+    if _read_only(path):
+        raise GradCAMError(f"cannot write to output folder {path}: read-only file system")
     if not os.access(path, os.W_OK | os.X_OK):
         raise GradCAMError(f"cannot write to output folder {path}: permission denied")
     return path
@@ -101,11 +103,31 @@ folder missing does not exist
         raise GradCAMError(f"cannot write output file {target}: its folder {parent} does not exist")
     if not parent.is_dir():
         raise GradCAMError(f"cannot write output file {target}: {parent} is a file")
+    if _read_only(parent):
+        raise GradCAMError(f"cannot write output file {target}: read-only file system")
     if not os.access(parent, os.W_OK | os.X_OK) or (
         target.exists() and not os.access(target, os.W_OK)
     ):
         raise GradCAMError(f"cannot write output file {target}: permission denied")
     return target
+
+
+def _mode_of(target: Path) -> int:
+    """The mode the file would have if written in place: its own if it exists, else the
+    umask's (read by setting it and putting it back, as no other call tells it)."""
+    try:
+        return target.stat().st_mode & 0o777
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
+def _read_only(folder: Path) -> bool:
+    try:
+        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
 
 
 def write_atomic(path: PathLike, write: Callable[[Path], Any]) -> Path:
@@ -130,6 +152,8 @@ def write_atomic(path: PathLike, write: Callable[[Path], Any]) -> Path:
     tmp = Path(name)
     try:
         write(tmp)
+        # mkstemp makes the file private (0600): give it the mode a plain open would.
+        os.chmod(tmp, _mode_of(target))
         os.replace(tmp, target)
     except OSError as exc:
         raise GradCAMError(f"cannot write output file {target}: {exc.strerror}") from None
