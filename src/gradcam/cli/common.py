@@ -28,7 +28,9 @@ OPTION_HELP = (
 )
 
 
-def add_dataset_options(command: argparse.ArgumentParser, *, positional: bool = False) -> None:
+def add_dataset_options(
+    command: argparse.ArgumentParser, *, positional: bool = False, required: bool = False
+) -> None:
     """Add the dataset a command reads (``--data PATH``, or the positional ``DATA``) and the
     options that select it, as every dataset command reads them (:func:`open_data`)."""
     from gradcam.evaluate.datasets import DATASET_FORMATS, SYNTHETIC_IMAGES
@@ -42,7 +44,7 @@ def add_dataset_options(command: argparse.ArgumentParser, *, positional: bool = 
     if positional:
         command.add_argument("data", metavar="DATA", help=what)
     else:
-        command.add_argument("--data", metavar="PATH", help=what)
+        command.add_argument("--data", required=required, metavar="PATH", help=what)
     command.add_argument("--format", choices=DATASET_FORMATS, default="auto")
     command.add_argument("--labels", metavar="FILE", help="ImageNet-style labels file")
     command.add_argument("--boxes", metavar="DIR", help="ImageNet-style folder of VOC XML boxes")

@@ -14,7 +14,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from gradcam.cli.common import OPTION_HELP, add_methods, markdown_table, open_data
+from gradcam.cli.common import (
+    OPTION_HELP,
+    add_dataset_options,
+    add_methods,
+    add_runner_options,
+    markdown_table,
+    open_data,
+)
 from gradcam.errors import GradCAMError
 from gradcam.util import warnings_as_messages
 
@@ -53,7 +60,6 @@ def _dest(flag: str) -> str:
 def add_parser(commands: Any) -> None:
     """Add ``gradcam evaluate`` to the subparsers ``commands``, its choices and setting flags
     read from the protocol registry."""
-    from gradcam.evaluate.datasets import DATASET_FORMATS
     from gradcam.evaluate.registry import protocol_specs
 
     specs = protocol_specs()
@@ -70,28 +76,7 @@ def add_parser(commands: Any) -> None:
         "protocol", choices=[s.name for s in specs], metavar="PROTOCOL", help="the protocol: "
         + ", ".join(s.name for s in specs),
     )  # fmt: skip
-    evaluate.add_argument(
-        "--data",
-        required=True,
-        metavar="PATH",
-        help="'synthetic' (generated shapes with exact boxes and masks, for the shipped 'shapes' "
-        "model), 'photos' (the real photos shipped with scikit-image and matplotlib), an image "
-        "folder, a VOC root, an ImageNet-style folder (with --labels) or COCO images (with "
-        "--annotations)",
-    )
-    evaluate.add_argument("--format", choices=DATASET_FORMATS, default="auto")
-    evaluate.add_argument("--labels", metavar="FILE", help="ImageNet-style labels file")
-    evaluate.add_argument("--boxes", metavar="DIR", help="ImageNet-style folder of VOC XML boxes")
-    evaluate.add_argument("--annotations", metavar="FILE", help="COCO annotation JSON")
-    evaluate.add_argument("--split", default="val", help="VOC split (default: val)")
-    evaluate.add_argument(
-        "--synthetic-images",
-        type=int,
-        default=500,
-        metavar="N",
-        help="--data synthetic: images to generate (default: %(default)s)",
-    )
-    evaluate.add_argument("--seed", type=int, default=0, help="--data synthetic: generator seed")
+    add_dataset_options(evaluate, required=True)
     evaluate.add_argument(
         "--model",
         help="model name, timm:NAME or hf:DIR (default: 'shapes' for --data synthetic, "
@@ -106,32 +91,8 @@ def add_parser(commands: Any) -> None:
         "--option", dest="options", action="append", default=[], metavar="NAME=VALUE",
         help=OPTION_HELP,
     )  # fmt: skip
-    evaluate.add_argument("--limit", type=int, metavar="N", help="evaluate the first N images")
     evaluate.add_argument("--out", metavar="DIR", help="stream rows and maps to this folder")
-    evaluate.add_argument(
-        "--resume", action="store_true", help="continue the run in --out, skipping done images"
-    )
-    evaluate.add_argument(
-        "--batch-size", type=int, default=8, metavar="B", help="images per batch (default: 8)"
-    )
-    evaluate.add_argument(
-        "--workers", type=int, default=1, metavar="N", help="local processes (or Ray actors)"
-    )
-    evaluate.add_argument(
-        "--ray",
-        nargs="?",
-        const=True,
-        default=False,
-        metavar="ADDRESS",
-        help="run on Ray Data: a local Ray, or the cluster at ADDRESS (pip install 'gradcam[ray]')",
-    )
-    evaluate.add_argument(
-        "--ray-timeout",
-        type=float,
-        default=30.0,
-        metavar="SECONDS",
-        help="--ray ADDRESS: give up when the cluster does not answer in time (default: 30)",
-    )
+    add_runner_options(evaluate)
     for name, uses in _setting_flags().items():
         option = uses[0][1]
         defaults = "; ".join(f"{s.name}: {o.default!r}" for s, o in uses)

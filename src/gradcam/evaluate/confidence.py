@@ -422,7 +422,7 @@ def _seed(sample: Sample) -> int:
 
 def _input_maps(result: Any, x: Tensor) -> Tensor:
     """A method's (B, H, W) map in [0, 1] at input size, whatever its kind."""
-    maps = result.maps[:, 0]
+    maps: Tensor = result.maps[:, 0]
     if maps.dim() == 4:  # pixel space: (B, C, H, W) gradients
         maps = maps.abs().sum(dim=1)
         top = maps.flatten(1).amax(dim=1).clamp(min=1e-12).view(-1, 1, 1)
@@ -437,138 +437,128 @@ def _means(rows: Sequence[dict[str, Any]], method: str, keys: Sequence[str]) -> 
     }
 
 
+#: The per-method columns of each protocol's rows and summary, declared once.
+ROAD_COLUMNS = ("morf", "lerf", "combined")
+CONFIDENCE_COLUMNS = ("change", "drop", "increase", "complexity", "coherency", "arcc")
+
+
+@dataclass(frozen=True)
+class _EditProtocol(Protocol):
+    """What ``road`` and ``confidence`` share: the top-1 class of each image, each method's
+    input-size map for it, one score dict per method, and means per method."""
+
+    columns: ClassVar[tuple[str, ...]] = ()
+    methods: tuple[str, ...] = field(
+        default=("gradcam", "guided-gradcam"), metadata=setting("the explanation methods")
+    )
+    noise: float = field(default=0.01, metadata=setting("ROAD's imputation noise (0: none)"))
+    softmax: bool = field(default=True, metadata=setting("score probabilities, not logits"))
+    options: dict[str, dict[str, Any]] = field(
+        default_factory=dict, metadata=setting("each method's options, by method")
+    )
+
+    def __post_init__(self) -> None:
+        _check_methods(self.methods, self.options)
+        if not (self.noise >= 0 and np.isfinite(self.noise)):
+            raise GradCAMError(f"noise must be a finite number at least 0, got {self.noise}")
+
+    def _score(
+        self, explainers: _Explainers, x: Tensor, maps: Tensor, classes: Tensor, method: str,
+        seed: int,
+    ) -> dict[str, float]:  # fmt: skip
+        raise NotImplementedError
+
+    def scorer(self, loaded: LoadedModel, progress: Progress | None = None) -> Scorer:
+        tell = progress or no_progress
+        explainers = _Explainers(loaded, self.methods, self.options)
+
+        def one(sample: Sample, image: Image.Image) -> Scored:
+            x = loaded.preprocess(image)
+            classes = explainers.top1(x)
+            found = {m: explainers.maps(m, x, classes) for m in self.methods}
+            row: dict[str, Any] = {"class": int(classes[0])}
+            for name, maps in found.items():
+                row[name] = self._score(explainers, x, maps, classes, name, _seed(sample))
+            tell(1)
+            return row, {m: found[m][0].cpu().numpy() for m in found}
+
+        return lambda samples, images: [one(s, i) for s, i in zip(samples, images, strict=True)]
+
+    def summarize(self, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        done = finished(rows)
+        return [
+            {"method": m, "images": len(done), **_means(done, m, self.columns)}
+            for m in self.methods
+        ]
+
+
 @register_protocol(
     title="ROAD: remove and debias, most and least relevant first",
     citation="Rong et al., ICML 2022; pytorch-grad-cam's metrics.road",
-    summary=("method", "images", "morf", "lerf", "combined"),
+    summary=("method", "images", *ROAD_COLUMNS),
 )
 @dataclass(frozen=True)
-class Road(Protocol):
+class Road(_EditProtocol):
     """ROAD for the top-1 class of each image: the mean confidence change when the most (MoRF,
     lower is better) or least (LeRF, higher is better) relevant pixels are removed and filled
     by noisy linear imputation, over ``percentiles``; ``combined = (LeRF - MoRF) / 2``, higher
     is better. Needs no labels."""
 
     name: ClassVar[str] = "road"
-    methods: tuple[str, ...] = field(
-        default=("gradcam", "guided-gradcam"), metadata=setting("the explanation methods")
-    )
+    columns: ClassVar[tuple[str, ...]] = ROAD_COLUMNS
     percentiles: tuple[int, ...] = field(
         default=ROAD_PERCENTILES, metadata=setting("the percentiles of the map removed at")
     )
-    noise: float = field(default=0.01, metadata=setting("the imputation's noise (0: none)"))
-    softmax: bool = field(default=True, metadata=setting("score probabilities, not logits"))
-    options: dict[str, dict[str, Any]] = field(
-        default_factory=dict, metadata=setting("each method's options, by method")
-    )
 
     def __post_init__(self) -> None:
-        _check_methods(self.methods, self.options)
+        super().__post_init__()
         if not self.percentiles or not all(0 < p < 100 for p in self.percentiles):
             raise GradCAMError(f"percentiles must be between 0 and 100, got {self.percentiles}")
-        if not (self.noise >= 0 and np.isfinite(self.noise)):
-            raise GradCAMError(f"noise must be a finite number at least 0, got {self.noise}")
 
-    def scorer(self, loaded: LoadedModel, progress: Progress | None = None) -> Scorer:
-        tell = progress or no_progress
-        explainers = _Explainers(loaded, self.methods, self.options)
-
-        def one(sample: Sample, image: Image.Image) -> Scored:
-            x = loaded.preprocess(image)
-            classes = explainers.top1(x)
-            found = {m: explainers.maps(m, x, classes) for m in self.methods}
-            row: dict[str, Any] = {"class": int(classes[0])}
-            for name, maps in found.items():
-                scores = road(
-                    loaded.module,
-                    x,
-                    maps,
-                    classes,
-                    percentiles=self.percentiles,
-                    noise=self.noise,
-                    softmax=self.softmax,
-                    seed=_seed(sample),
-                )
-                row[name] = {k: float(v[0]) for k, v in scores.items()}
-            tell(1)
-            return row, {m: found[m][0].cpu().numpy() for m in found}
-
-        return lambda samples, images: [one(s, i) for s, i in zip(samples, images, strict=True)]
-
-    def summarize(self, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-        done = finished(rows)
-        keys = ("morf", "lerf", "combined")
-        return [{"method": m, "images": len(done), **_means(done, m, keys)} for m in self.methods]
+    def _score(
+        self, explainers: _Explainers, x: Tensor, maps: Tensor, classes: Tensor, method: str,
+        seed: int,
+    ) -> dict[str, float]:  # fmt: skip
+        scores = road(
+            explainers.module, x, maps, classes, percentiles=self.percentiles, noise=self.noise,
+            softmax=self.softmax, seed=seed,
+        )  # fmt: skip
+        return {k: float(v[0]) for k, v in scores.items()}
 
 
 @register_protocol(
     title="confidence change, drop and increase in confidence, and ARCC",
     citation="pytorch-grad-cam's metrics.cam_mult_image and metrics.arcc",
-    summary=("method", "images", "change", "drop", "increase", "complexity", "coherency", "arcc"),
+    summary=("method", "images", *CONFIDENCE_COLUMNS),
 )
 @dataclass(frozen=True)
-class Confidence(Protocol):
+class Confidence(_EditProtocol):
     """For the top-1 class of each image, the confidence change when the image is multiplied by
     its map (``s(x * M) - s(x)``), the drop (``max(-change, 0)``, lower is better) and increase
     (the share of images whose score rose, higher is better) in confidence, and ARCC with its
     parts (complexity, coherency; higher ARCC is better). Needs no labels."""
 
     name: ClassVar[str] = "confidence"
-    methods: tuple[str, ...] = field(
-        default=("gradcam", "guided-gradcam"), metadata=setting("the explanation methods")
-    )
-    softmax: bool = field(default=True, metadata=setting("score probabilities, not logits"))
-    noise: float = field(default=0.01, metadata=setting("ARCC's ROAD imputation noise"))
-    options: dict[str, dict[str, Any]] = field(
-        default_factory=dict, metadata=setting("each method's options, by method")
-    )
+    columns: ClassVar[tuple[str, ...]] = CONFIDENCE_COLUMNS
 
-    def __post_init__(self) -> None:
-        _check_methods(self.methods, self.options)
-        if not (self.noise >= 0 and np.isfinite(self.noise)):
-            raise GradCAMError(f"noise must be a finite number at least 0, got {self.noise}")
+    def _score(
+        self, explainers: _Explainers, x: Tensor, maps: Tensor, classes: Tensor, method: str,
+        seed: int,
+    ) -> dict[str, float]:  # fmt: skip
+        module = explainers.module
+        change = float(confidence_change(module, x, maps, classes, softmax=self.softmax)[0])
 
-    def scorer(self, loaded: LoadedModel, progress: Progress | None = None) -> Scorer:
-        tell = progress or no_progress
-        explainers = _Explainers(loaded, self.methods, self.options)
+        def again(edited: Tensor, ids: Tensor) -> Tensor:
+            return explainers.maps(method, edited, ids)
 
-        def one(sample: Sample, image: Image.Image) -> Scored:
-            x = loaded.preprocess(image)
-            classes = explainers.top1(x)
-            found = {m: explainers.maps(m, x, classes) for m in self.methods}
-            row: dict[str, Any] = {"class": int(classes[0])}
-            for name, maps in found.items():
-                change = float(
-                    confidence_change(loaded.module, x, maps, classes, softmax=self.softmax)[0]
-                )
-
-                def again(edited: Tensor, ids: Tensor, method: str = name) -> Tensor:
-                    return explainers.maps(method, edited, ids)
-
-                parts = arcc(
-                    loaded.module,
-                    x,
-                    maps,
-                    classes,
-                    again,
-                    noise=self.noise,
-                    softmax=self.softmax,
-                    seed=_seed(sample),
-                )
-                row[name] = {
-                    "change": change,
-                    "drop": max(-change, 0.0),
-                    "increase": float(change > 0),
-                    "complexity": float(parts.complexity[0]),
-                    "coherency": float(parts.coherency[0]),
-                    "arcc": float(parts.arcc[0]),
-                }
-            tell(1)
-            return row, {m: found[m][0].cpu().numpy() for m in found}
-
-        return lambda samples, images: [one(s, i) for s, i in zip(samples, images, strict=True)]
-
-    def summarize(self, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-        done = finished(rows)
-        keys = ("change", "drop", "increase", "complexity", "coherency", "arcc")
-        return [{"method": m, "images": len(done), **_means(done, m, keys)} for m in self.methods]
+        parts = arcc(
+            module, x, maps, classes, again, noise=self.noise, softmax=self.softmax, seed=seed
+        )
+        return {
+            "change": change,
+            "drop": max(-change, 0.0),
+            "increase": float(change > 0),
+            "complexity": float(parts.complexity[0]),
+            "coherency": float(parts.coherency[0]),
+            "arcc": float(parts.arcc[0]),
+        }
