@@ -189,7 +189,10 @@ class Bias(Protocol):
                         for category, kind in kinds.items()
                     ]
                     for region, instances in pairs:
-                        mask = region_mask(instances, image.size, size)
+                        try:
+                            mask = region_mask(instances, image.size, size)
+                        except GradCAMError as exc:
+                            raise GradCAMError(f"{sample.path}: region {region!r}: {exc}") from None
                         if mask is not None:
                             fraction = mass_inside(heat[k], mask)
                             fractions.append(

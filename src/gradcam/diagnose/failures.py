@@ -151,7 +151,11 @@ class Failures(Protocol):
         cam_heat = upsample(heatmaps(cam)[n], (height, width))
         guided_heat = heatmaps(guided)[n]
         truth = [a for a in sample.annotations if a.class_id == row["true_class"]]
-        mask = region_mask(truth, image.size, (height, width))
+        try:
+            mask = region_mask(truth, image.size, (height, width))
+        except GradCAMError as exc:
+            where = f"{sample.path}: the true object ({row['true_name']})"
+            raise GradCAMError(f"{where}: {exc}") from None
         if mask is not None:
             for name, heat in (("gradcam", cam_heat), ("guided", guided_heat)):
                 row[f"{name}_true_mass"] = mass_inside(heat[0], mask)
