@@ -111,3 +111,75 @@ def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["diagnose", "adversarial", str(broken), "--target", "circle", *out]) == 2
     err = capsys.readouterr().err
     assert "dodecahedron" in err and "nope" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [
+        ({"epsilon": 1000}, "epsilon must be an integer between 1 and 255"),
+        ({"step": 256}, "step must be an integer between 1 and 255"),
+        ({"confidence": 2.0}, "confidence must be a number above 0 and below 1, got 2.0"),
+        ({"confidence": float("nan")}, "confidence must be a number above 0 and below 1"),
+        ({"confidence": -1.0}, "confidence must be a number above 0 and below 1"),
+        ({"confidence": 1.0}, "confidence must be a number above 0 and below 1"),
+        ({"max_steps": 100_000_000}, "max_steps must be an integer between 0 and 10000"),
+        ({"max_steps": -1}, "max_steps must be an integer between 0 and 10000"),
+        ({"present": ["star", "circle"]}, "the target 'circle' is also a present class"),
+    ],
+)
+def test_meaningless_settings_are_refused_before_any_work(
+    options: dict[str, object], match: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 30 item 17: each was accepted (epsilon 1000 clipped nothing, confidence 2 spent
+    the whole budget, 1e8 steps ran for days, a target in the present classes was dropped)."""
+    loaded = gradcam.load_model("shapes")
+    star = make_scene(0, shapes=["star"]).image
+    with pytest.raises(GradCAMError, match=match):
+        attack(loaded, star, "circle", **options)  # type: ignore[arg-type]
+    module = __import__("gradcam.diagnose.adversarial", fromlist=["attack"])
+    monkeypatch.setattr(module, "attack", lambda *a, **k: pytest.fail("the attack ran"))
+    with pytest.raises(GradCAMError, match=match):
+        diagnose_adversarial(loaded, star, "circle", tmp_path / "out", **options)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("where", ["file", "under"])
+def test_out_that_cannot_be_a_folder_is_refused_before_the_attack(
+    where: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 30 item 12: the traceback came after the whole attack."""
+    module = __import__("gradcam.diagnose.adversarial", fromlist=["attack"])
+    monkeypatch.setattr(module, "attack", lambda *a, **k: pytest.fail("the attack ran"))
+    scene = tmp_path / "star.png"
+    make_scene(0, shapes=["star"]).image.save(scene)
+    blocker = tmp_path / "taken"
+    blocker.write_text("x")
+    out = blocker if where == "file" else blocker / "sub"
+    args = ["diagnose", "adversarial", str(scene), "--model", "shapes", "--target", "circle"]
+    assert main([*args, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"output folder {out} is a file, or lies under one" in err
+    assert "Traceback" not in err and blocker.read_text() == "x"
+
+
+def test_cli_decodes_a_huge_photo_at_the_pixel_cap(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 30 item 8: a small palette PNG of 9000 x 9000 was decoded at full size (2.5 GB
+    at the peak); it is decoded under gradcam.images.MAX_PIXELS, as by the other commands."""
+    bomb = tmp_path / "bomb.png"
+    Image.new("P", (3000, 3000)).save(bomb, optimize=True)  # 9 Mpx in a few KB
+    assert bomb.stat().st_size < 50_000
+    seen: list[tuple[int, int]] = []
+    module = __import__("gradcam.diagnose.adversarial", fromlist=["diagnose_adversarial"])
+
+    def record(loaded: object, image: Image.Image, *args: object, **kw: object) -> object:
+        seen.append(image.size)
+        raise GradCAMError("stop here")
+
+    monkeypatch.setattr(module, "diagnose_adversarial", record)
+    args = ["diagnose", "adversarial", str(bomb), "--model", "shapes", "--target", "circle"]
+    assert main([*args, "--out", str(tmp_path / "out")]) == 2
+    assert seen[-1][0] * seen[-1][1] <= gradcam.images.MAX_PIXELS
+    assert main([*args, "--out", str(tmp_path / "out"), "--max-pixels", "10000"]) == 2
+    assert seen[-1] == (100, 100)

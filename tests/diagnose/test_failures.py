@@ -167,3 +167,43 @@ def test_cli_on_coco_data_with_a_bad_file_and_a_report_limit(
     html = (out / "report.html").read_text()
     assert "The first 1 are shown; all 2 are in the rows" in html
     assert html.count("<img") == 5
+
+
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [
+        ({"tolerance": -5.0}, "tolerance must be a number at least 0 pixels, got -5.0"),
+        ({"tolerance": float("nan")}, "tolerance must be a number at least 0 pixels, got nan"),
+        ({"report_limit": -5}, "report_limit must be an integer at least 0, got -5"),
+    ],
+)
+def test_meaningless_settings_are_refused_before_any_work(
+    options: dict[str, float], match: str, red_green: LoadedModel, known: Dataset, tmp_path: Path
+) -> None:
+    """Issue 30 item 17: each ran the whole dataset (a NaN tolerance pointed nowhere)."""
+    with pytest.raises(GradCAMError, match=match):
+        diagnose_failures(red_green, known, tmp_path / "out", progress=False, **options)  # type: ignore[arg-type]
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("flags", [["--tolerance", "nan"], ["--report-limit", "-5"]])
+def test_cli_refuses_meaningless_settings(
+    flags: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = ["--out", str(tmp_path / "out")]
+    assert main(["diagnose", "failures", "photos", "--model", "shapes", *flags, *out]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "must be" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("data", ["photos", "synthetic"])
+def test_out_under_a_file_is_one_line(
+    data: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 30 item 12: with synthetic data the benchmark was written under --out first."""
+    blocker = tmp_path / "taken"
+    blocker.write_text("x")
+    args = ["diagnose", "failures", data, "--synthetic-images", "2", "--model", "shapes"]
+    assert main([*args, "--out", str(blocker / "sub")]) == 2
+    err = capsys.readouterr().err
+    assert "is a file, or lies under one" in err and "Traceback" not in err

@@ -8,6 +8,8 @@ from PIL import Image
 
 from gradcam.dissect import (
     BRODEN_COLORS,
+    MAX_CONCEPT_PIXELS,
+    MAX_GENERATED_SIZE,
     TEXTURES,
     Concept,
     ConceptError,
@@ -16,6 +18,7 @@ from gradcam.dissect import (
     read_broden,
     read_concepts,
 )
+from gradcam.images import MAX_PIXELS
 from gradcam.synthetic import SHAPES
 
 
@@ -164,3 +167,79 @@ def test_read_concepts(tmp_path) -> None:
     assert read_concepts("generated", count=5, size=32).source == "generated:5:32:0"
     _write_broden(tmp_path)
     assert read_concepts(str(tmp_path)).source == str(tmp_path)
+
+
+# Memory caps and refusals (issue 30, item 9): each once took gigabytes or a traceback.
+
+
+def _huge_palette_png(path, side: int = 3000) -> None:
+    """A palette PNG that decodes to ``side``^2 pixels from a few kilobytes."""
+    Image.new("P", (side, side)).save(path, format="PNG", optimize=True)
+    assert path.stat().st_size < 50_000
+
+
+def test_caps_are_the_pixel_cap() -> None:
+    assert MAX_CONCEPT_PIXELS == MAX_PIXELS and MAX_GENERATED_SIZE == 1024
+
+
+def test_generated_size_is_capped() -> None:
+    """--size 20000 took 23 GB before the kernel killed it."""
+    with pytest.raises(ConceptError, match="16 px to 1024 px a side, got 20000"):
+        generated_concepts(4, size=20000)
+    assert generated_concepts(1, size=MAX_GENERATED_SIZE)[0].image.size == (1024, 1024)
+
+
+@pytest.mark.parametrize(
+    ("sh", "sw", "match"),
+    [("20000", "20000", "label size 20000x20000 must be positive and at most"),
+     ("0", "2", "label size 0x2"), ("x", "2", "sh, sw must be integers, got 'x', '2'")],
+)  # fmt: skip
+def test_index_size_cells_are_checked_when_read(tmp_path, sh: str, sw: str, match: str) -> None:
+    """An index.csv size cell of 20000 was killed at 5 GB (a whole-image label's map)."""
+    _write_broden(tmp_path, rows=[f"ade20k/a.jpg,train,4,4,{sh},{sw},,,12"])
+    with pytest.raises(ConceptError, match=f"index.csv: row 1: {match}"):
+        read_broden(tmp_path)
+
+
+def test_huge_mask_is_refused_before_it_is_decoded(tmp_path) -> None:
+    """A 9000 x 9000 mask in 10 KB took 3.7 GB: its size is read from the header first."""
+    _write_broden(tmp_path)
+    _huge_palette_png(tmp_path / "images" / "ade20k" / "a_color.png")
+    concepts = read_broden(tmp_path)
+    with pytest.raises(ConceptError, match=r"a_color\.png: mask of 3000x3000 pixels, more than"):
+        concepts[0]
+
+
+def test_grayscale_mask_is_refused(tmp_path) -> None:
+    """A grayscale mask was read as label 257 * v: every pixel silently unlabelled."""
+    _write_broden(tmp_path)
+    Image.new("L", (2, 2), 1).save(tmp_path / "images" / "ade20k" / "a_color.png")
+    with pytest.raises(ConceptError, match=r"a_color\.png: a Broden mask must be an RGB image"):
+        read_broden(tmp_path)[0]
+
+
+def test_palette_mask_is_read_by_its_colours(tmp_path) -> None:
+    _write_broden(tmp_path)
+    palette = _encoded(np.array([[1, 1], [0, 300]])).convert("P", palette=Image.Palette.ADAPTIVE)
+    palette.save(tmp_path / "images" / "ade20k" / "a_color.png")
+    assert read_broden(tmp_path)[0].layers[0][1].tolist() == [[1, 1], [0, 5]]
+
+
+@pytest.mark.parametrize("which", ["a.jpg", "a_color.png"])
+def test_bomb_is_one_line_naming_the_file(tmp_path, monkeypatch, which: str) -> None:
+    """Pillow's DecompressionBombError came through as a traceback."""
+    _write_broden(tmp_path)
+    folder = tmp_path / "images" / "ade20k"
+    big = Image.new("RGB", (64, 64))
+    big.save(folder / which, format="PNG")  # Pillow reads it by content, whatever the name
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 64 x 64 is then a bomb
+    concepts = read_broden(tmp_path)
+    with pytest.raises(ConceptError, match=f"{which}: .*too large to decode safely"):
+        concepts[0]
+
+
+def test_huge_photo_is_decoded_at_the_pixel_cap(tmp_path) -> None:
+    _write_broden(tmp_path)
+    _huge_palette_png(tmp_path / "images" / "ade20k" / "a.jpg")
+    photo = read_broden(tmp_path).image(0)
+    assert photo.width * photo.height <= MAX_CONCEPT_PIXELS and photo.mode == "RGB"

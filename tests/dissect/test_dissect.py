@@ -15,6 +15,7 @@ from PIL import Image
 from torch import Tensor, nn
 
 import gradcam
+import gradcam.cli
 from gradcam.dissect import (
     Concept,
     ConceptImage,
@@ -25,7 +26,7 @@ from gradcam.dissect import (
     load_dissection,
     top_quantile,
 )
-from gradcam.errors import LayerError
+from gradcam.errors import GradCAMError, LayerError
 
 # The package's `dissect` is the function; its module by name.
 dissect_module = importlib.import_module("gradcam.dissect.dissect")
@@ -353,3 +354,49 @@ def test_feature_table_equals_straightforward_computation(
     assert np.array_equal(found.iou, iou)
     assert [u.threshold for u in found.units] == thresholds.tolist()
     assert iou.max() > 0.05  # something was named
+
+
+@pytest.mark.parametrize("value", [-1.0, float("nan"), 1.0, 2.0])
+def test_exception_iou_threshold_outside_zero_one(value: float, tmp_path) -> None:
+    """Issue 30 item 17: -1 named every unit, NaN none; refused before any pass."""
+    with pytest.raises(GradCAMError, match="iou_threshold must be a number at least 0 and below 1"):
+        dissect(_tiny_model(), _tiny_set(), "pool", iou_threshold=value, out=tmp_path / "o")
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("where", ["file", "under"])
+def test_out_that_cannot_be_a_folder_is_one_line_before_any_pass(
+    where: str, tmp_path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 30 item 12: a FileExistsError traceback."""
+    monkeypatch.setattr(dissect_module, "_run", lambda *a, **k: pytest.fail("the pass ran"))
+    blocker = tmp_path / "taken"
+    blocker.write_text("x")
+    out = blocker if where == "file" else blocker / "sub"
+    with pytest.raises(GradCAMError, match="is a file, or lies under one"):
+        dissect(_tiny_model(), _tiny_set(), "pool", out=out)
+    args = ["dissect", "--model", "shapes", "--concepts", "generated", "--images", "2"]
+    assert gradcam.cli.main([*args, "--size", "32", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "is a file, or lies under one" in err and "Traceback" not in err
+    assert blocker.read_text() == "x"
+
+
+def test_cli_refuses_a_huge_generated_size(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 30 item 9: --size 20000 took 23 GB before the kernel killed it."""
+    args = ["dissect", "--model", "shapes", "--concepts", "generated", "--size", "20000"]
+    assert gradcam.cli.main([*args, "--out", str(tmp_path / "o")]) == 2
+    assert "16 px to 1024 px a side, got 20000" in capsys.readouterr().err
+
+
+def test_saved_files_are_written_whole(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A failure while saving leaves no half file and no temporary file behind."""
+    found = dissect(_tiny_model(), _tiny_set(), "pool", quantile=0.25)
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(dissect_module.pq, "write_table", broken)
+    with pytest.raises(GradCAMError, match=r"names\.parquet: No space left on device"):
+        found.save(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dissection.json", "iou.npy"]

@@ -17,6 +17,8 @@ __all__ = ["add_parser"]
 
 def add_parser(commands: Any) -> None:
     """Add ``diagnose`` and its subcommands to the ``gradcam`` command's subparsers."""
+    from gradcam.cli.common import add_max_pixels
+
     diagnose = commands.add_parser(
         "diagnose",
         help="diagnose a classifier with Grad-CAM: failures, adversarial noise, dataset bias",
@@ -59,12 +61,14 @@ def add_parser(commands: Any) -> None:
         help="a class that must leave the top 5 (repeatable; default: the original top 2)",
     )  # fmt: skip
     adversarial.add_argument(
-        "--epsilon", type=int, default=8, help="L-inf budget in 0-255 pixel units (8)"
+        "--epsilon", type=int, default=8, help="L-inf budget in 0-255 pixel units: 1-255 (8)"
     )
     adversarial.add_argument("--step", type=int, default=1, help="step in pixel units (1)")
-    adversarial.add_argument("--max-steps", type=int, default=200, help="iterations at most")
     adversarial.add_argument(
-        "--confidence", type=float, default=0.9999, help="target probability to exceed"
+        "--max-steps", type=int, default=200, help="iterations at most (200; 10000 or fewer)"
+    )
+    adversarial.add_argument(
+        "--confidence", type=float, default=0.9999, help="target probability to exceed (0-1)"
     )
     adversarial.add_argument(
         "--model", default="efficientnet_lite0", help="model name, timm:NAME or hf:DIR"
@@ -72,6 +76,7 @@ def add_parser(commands: Any) -> None:
     adversarial.add_argument("--weights", metavar="FILE", help="local state-dict file")
     adversarial.add_argument("--layer", help="dotted layer name (default: the model's)")
     adversarial.add_argument("--out", default="gradcam_adversarial", metavar="DIR")
+    add_max_pixels(adversarial)
     adversarial.set_defaults(handler=_adversarial, data=None)
     bias = jobs.add_parser(
         "bias",
@@ -142,7 +147,9 @@ def _load(args: argparse.Namespace) -> Any:
 def _open_dataset(args: argparse.Namespace) -> Any:
     """The dataset of ``DATA`` read as ``gradcam evaluate --data`` reads it."""
     from gradcam.cli.common import open_data
+    from gradcam.outputs import output_folder
 
+    output_folder(args.out)  # before a synthetic dataset is written there
     # Failures and bias are scored against objects: only the photos that have annotations.
     return open_data(args, annotated=True)
 
@@ -178,10 +185,11 @@ def _failures(args: argparse.Namespace) -> int:
 
 
 def _adversarial(args: argparse.Namespace) -> int:
+    from gradcam.cli.common import max_pixels
     from gradcam.diagnose.adversarial import diagnose_adversarial
     from gradcam.images import load_image
 
-    image = load_image(args.image)
+    image = load_image(args.image, max_pixels=max_pixels(args))
     loaded = _load(args)
     summary = diagnose_adversarial(
         loaded,

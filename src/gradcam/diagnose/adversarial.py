@@ -37,6 +37,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
+from gradcam.checks import check_number
 from gradcam.diagnose.report import HtmlReport
 from gradcam.engine import check_input
 from gradcam.errors import GradCAMError
@@ -54,10 +56,19 @@ from gradcam.images import _FILTERS
 from gradcam.layers import resolve_layer
 from gradcam.methods import CAMResult, explain_methods
 from gradcam.models import LoadedModel
+from gradcam.outputs import output_folder, write_atomic
 from gradcam.targets import as_logits
 from gradcam.viz import overlay
 
-__all__ = ["AttackResult", "attack", "diagnose_adversarial", "perturbation_image", "psnr"]
+__all__ = [
+    "MAX_STEPS",
+    "AttackResult",
+    "attack",
+    "check_attack",
+    "diagnose_adversarial",
+    "perturbation_image",
+    "psnr",
+]
 
 
 @dataclass(frozen=True)
@@ -118,12 +129,60 @@ def _top5(probs: Tensor) -> tuple[tuple[int, float], ...]:
     return tuple((int(c), float(v)) for c, v in zip(classes, values, strict=True))
 
 
+#: The most iterations an attack may take (each is one forward and one backward pass).
+MAX_STEPS = 10_000
+
+
+def check_attack(
+    loaded: LoadedModel,
+    target: int | str,
+    present: Sequence[int | str] | None = None,
+    *,
+    epsilon: int = 8,
+    step: int = 1,
+    max_steps: int = 200,
+    confidence: float = 0.9999,
+) -> tuple[int, tuple[int, ...] | None]:
+    """Check an attack's settings before any work: the target's class index and the
+    ``present`` classes' (``None``: the original top 2, known after the first pass).
+
+    Raises:
+        GradCAMError: an unknown class; ``epsilon`` or ``step`` not an integer in 1..255
+            (0-255 pixel units); ``max_steps`` not an integer in 0..:data:`MAX_STEPS`;
+            ``confidence`` not above 0 and below 1 (a probability never exceeds 1); or the
+            target among the ``present`` classes (it cannot both win and leave the top 5).
+
+    Examples:
+        >>> from gradcam import load_model
+        >>> check_attack(load_model("shapes"), "circle", ["star"])
+        (0, (3,))
+        >>> check_attack(load_model("shapes"), "circle", confidence=2)
+        Traceback (most recent call last):
+        ...
+        gradcam.errors.GradCAMError: confidence must be a number above 0 and below 1, got 2
+    """
+    check_number("epsilon", epsilon, 1, 255, integer=True, unit=" pixel units (0-255)")
+    check_number("step", step, 1, 255, integer=True, unit=" pixel units (0-255)")
+    check_number("max_steps", max_steps, 0, MAX_STEPS, integer=True)
+    check_number("confidence", confidence, 0, 1, low_open=True, high_open=True)
+    goal = loaded.class_index(target)
+    if present is None:
+        return goal, None
+    evict = tuple(dict.fromkeys(loaded.class_index(c) for c in present))
+    if goal in evict:
+        raise GradCAMError(
+            f"the target {loaded.class_names[goal]!r} is also a present class, one that must "
+            "leave the top 5: choose another target or drop it from the present classes"
+        )
+    return goal, evict
+
+
 def attack(
     loaded: LoadedModel,
     image: Image.Image,
     target: int | str,
     *,
-    present: list[int | str] | None = None,
+    present: Sequence[int | str] | None = None,
     epsilon: int = 8,
     step: int = 1,
     max_steps: int = 200,
@@ -136,21 +195,18 @@ def attack(
         image: the photo.
         target: the class to reach, by index or name.
         present: the classes that must leave the top 5 (default: the original top 2).
-        epsilon: L-infinity budget in 0-255 pixel units (an integer >= 1).
-        step: change per iteration in pixel units (an integer >= 1).
-        max_steps: iterations at most.
-        confidence: the target probability to exceed.
+        epsilon: L-infinity budget in 0-255 pixel units (an integer in 1..255).
+        step: change per iteration in pixel units (an integer in 1..255).
+        max_steps: iterations at most (0..:data:`MAX_STEPS`).
+        confidence: the target probability to exceed (above 0, below 1).
 
     Raises:
-        GradCAMError: an unknown class or a budget that is not a positive integer.
+        GradCAMError: the settings :func:`check_attack` refuses.
     """
-    if isinstance(epsilon, bool) or not isinstance(epsilon, int) or epsilon < 1:
-        raise GradCAMError(f"the budget epsilon must be an integer >= 1 (0-255), got {epsilon!r}")
-    if isinstance(step, bool) or not isinstance(step, int) or step < 1:
-        raise GradCAMError(f"the step must be an integer >= 1 (0-255), got {step!r}")
-    if max_steps < 0:
-        raise GradCAMError(f"max_steps must be >= 0, got {max_steps}")
-    goal = loaded.class_index(target)
+    goal, wanted_out = check_attack(
+        loaded, target, present, epsilon=epsilon, step=step, max_steps=max_steps,
+        confidence=confidence,
+    )  # fmt: skip
     shown = _resized(loaded, image)
     module = loaded.module
     start = check_input(torch.zeros(1, 3, 1, 1), module)  # the model's device and dtype
@@ -171,9 +227,10 @@ def attack(
             probs = logits.detach().softmax(-1)[0].cpu()
             if not before:
                 before = _top5(probs)
-                chosen = present if present is not None else [c for c, _ in before[:2]]
-                ordered = dict.fromkeys(loaded.class_index(c) for c in chosen)
-                evict = [c for c in ordered if c != goal]
+                if wanted_out is None:  # the original top 2, less the target
+                    evict = [c for c, _ in before[:2] if c != goal]
+                else:
+                    evict = list(wanted_out)
             top = {c for c, _ in _top5(probs)}
             if float(probs[goal]) > confidence and not top.intersection(evict):
                 success = True
@@ -212,6 +269,10 @@ def perturbation_image(result: AttackResult) -> Image.Image:
     return Image.fromarray(np.clip(amplified + 0.5, 0, 255).astype(np.uint8))
 
 
+def _save(picture: Image.Image, path: Path) -> None:
+    write_atomic(path, lambda tmp: picture.save(tmp, format="PNG"))
+
+
 def _gradcam(
     loaded: LoadedModel, image: Image.Image, classes: list[int], layer: str | None
 ) -> CAMResult:
@@ -235,14 +296,23 @@ def diagnose_adversarial(
     originally present classes and the adversarial top 2 with Grad-CAM on the adversarial
     image, and write to ``out``: ``original.png``, ``adversarial.png`` (lossless),
     ``perturbation.png`` (amplified), ``gradcam_*.png``, ``summary.json`` and
-    ``report.html``. Grad-CAM uses ``layer`` (default: the model's). Returns the summary."""
+    ``report.html``. Grad-CAM uses ``layer`` (default: the model's). Returns the summary.
+
+    The settings (:func:`check_attack`), the layer and ``out``
+    (:func:`gradcam.outputs.output_folder`) are checked before the attack; files are written
+    atomically.
+
+    Raises:
+        GradCAMError: a setting :func:`check_attack` refuses, an unknown layer, or an ``out``
+            that cannot be a folder.
+    """
+    check_attack(loaded, target, **options)
     resolve_layer(loaded.module, layer or loaded.default_layer)
+    folder = output_folder(out)  # before the attack, not after it
     result = attack(loaded, image, target, **options)
-    folder = Path(out)
-    folder.mkdir(parents=True, exist_ok=True)
-    result.original.save(folder / "original.png")
-    result.adversarial.save(folder / "adversarial.png")
-    perturbation_image(result).save(folder / "perturbation.png")
+    _save(result.original, folder / "original.png")
+    _save(result.adversarial, folder / "adversarial.png")
+    _save(perturbation_image(result), folder / "perturbation.png")
     names = loaded.class_names
     adversarial_top2 = [c for c, _ in result.after[:2]]
     explained = list(dict.fromkeys([*result.present, *adversarial_top2]))
@@ -259,7 +329,7 @@ def diagnose_adversarial(
         picture = overlay(result.adversarial, after.raw[0, k])
         role = "present" if c in result.present else "adversarial top-2"
         file = f"gradcam_adversarial_{c}.png"
-        picture.save(folder / file)
+        _save(picture, folder / file)
         pictures.append((f"{names[c]} ({role}) p={float(probs[c]):.2g}", picture))
         maps.append({"class": c, "name": names[c], "role": role, "prob": float(probs[c])})
         maps[-1]["file"] = file
@@ -277,7 +347,8 @@ def diagnose_adversarial(
         "present": list(result.present),
         "maps": maps,
     }
-    (folder / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    text = json.dumps(summary, indent=2) + "\n"
+    write_atomic(folder / "summary.json", lambda tmp: tmp.write_text(text, encoding="utf-8"))
     with HtmlReport(folder / "report.html", "gradcam diagnose adversarial") as report:
         verdict = (
             f"reached {names[result.target]} with p > {result.confidence} and the present "

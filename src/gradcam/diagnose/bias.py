@@ -32,6 +32,7 @@ import torch
 from PIL import Image
 from scipy import stats
 
+from gradcam.checks import check_number
 from gradcam.diagnose.regions import mass_inside, region_mask
 from gradcam.diagnose.report import HtmlReport
 from gradcam.engine import check_input
@@ -52,6 +53,7 @@ from gradcam.maps import upsample
 from gradcam.methods import create_method
 from gradcam.methods.planner import explain_built
 from gradcam.models import LoadedModel
+from gradcam.outputs import output_folder
 from gradcam.targets import as_logits
 
 __all__ = ["Bias", "RegionStat", "diagnose_bias", "mean_interval", "summarize_bias"]
@@ -189,7 +191,10 @@ class Bias(Protocol):
                         for category, kind in kinds.items()
                     ]
                     for region, instances in pairs:
-                        mask = region_mask(instances, image.size, size)
+                        try:
+                            mask = region_mask(instances, image.size, size)
+                        except GradCAMError as exc:
+                            raise GradCAMError(f"{sample.path}: region {region!r}: {exc}") from None
                         if mask is not None:
                             fraction = mass_inside(heat[k], mask)
                             fractions.append(
@@ -270,14 +275,14 @@ def diagnose_bias(
         raise GradCAMError(f"no images in dataset {dataset.name!r}")
     if explain not in ("label", "predicted"):
         raise GradCAMError(f"explain must be 'label' or 'predicted', got {explain!r}")
-    if not 0.0 < confidence < 1.0:
-        raise GradCAMError(f"confidence must be between 0 and 1, got {confidence}")
+    check_number("confidence", confidence, 0, 1, low_open=True, high_open=True)
     to_model, _ = _split_categories(dataset.class_names, loaded, regions)
     if explain == "label" and not any(c in to_model for s in dataset.samples for c in s.labels):
         raise GradCAMError(
             f"dataset {dataset.name!r} has no label that is one of the model's classes"
         )
     resolve_layer(loaded.module, layer or loaded.default_layer)
+    output_folder(out)
     protocol = Bias(tuple(dataset.class_names), tuple(regions), explain, confidence, layer)
     result = run(
         protocol,

@@ -42,6 +42,7 @@ import torch
 from PIL import Image, ImageDraw
 from torch import Tensor
 
+from gradcam.checks import check_number
 from gradcam.diagnose.regions import mass_inside, region_mask
 from gradcam.diagnose.report import HtmlReport
 from gradcam.engine import check_input
@@ -65,6 +66,7 @@ from gradcam.maps import upsample
 from gradcam.methods import CAMResult, create_method
 from gradcam.methods.planner import explain_built
 from gradcam.models import LoadedModel
+from gradcam.outputs import output_folder
 from gradcam.targets import as_logits
 from gradcam.viz import gradient_image, overlay
 
@@ -98,6 +100,10 @@ class Failures(Protocol):
     tolerance: float = 15.0
     layer: str | None = None
     panel_height: int = 160
+
+    def __post_init__(self) -> None:
+        check_number("tolerance", self.tolerance, 0, unit=" pixels")
+        check_number("panel_height", self.panel_height, 1, 4096, integer=True, unit=" pixels")
 
     def scorer(self, loaded: LoadedModel, progress: Progress | None = None) -> Scorer:
         layer = self.layer or loaded.default_layer
@@ -151,7 +157,11 @@ class Failures(Protocol):
         cam_heat = upsample(heatmaps(cam)[n], (height, width))
         guided_heat = heatmaps(guided)[n]
         truth = [a for a in sample.annotations if a.class_id == row["true_class"]]
-        mask = region_mask(truth, image.size, (height, width))
+        try:
+            mask = region_mask(truth, image.size, (height, width))
+        except GradCAMError as exc:
+            where = f"{sample.path}: the true object ({row['true_name']})"
+            raise GradCAMError(f"{where}: {exc}") from None
         if mask is not None:
             for name, heat in (("gradcam", cam_heat), ("guided", guided_heat)):
                 row[f"{name}_true_mass"] = mass_inside(heat[0], mask)
@@ -269,9 +279,12 @@ def diagnose_failures(
         The summary (counts per kind, mean masses) and one row per image.
 
     Raises:
-        GradCAMError: an empty or unlabeled dataset, classes that are not the model's, or a
-            layer the model does not have.
+        GradCAMError: a negative or non-finite ``tolerance``, a negative ``report_limit``,
+            an empty or unlabeled dataset, classes that are not the model's, a layer the
+            model does not have, or an ``out`` that cannot be a folder (all before any work).
     """
+    protocol = Failures(top5=top5, tolerance=tolerance, layer=layer)
+    _check_report_limit(report_limit)
     if not dataset.samples:
         raise GradCAMError(f"no images in dataset {dataset.name!r}")
     if not any(sample.labels for sample in dataset.samples):
@@ -280,7 +293,7 @@ def diagnose_failures(
         )
     check_classes(loaded, dataset)
     resolve_layer(loaded.module, layer or loaded.default_layer)
-    protocol = Failures(top5=top5, tolerance=tolerance, layer=layer)
+    output_folder(out)
     result = run(
         protocol,
         loaded,
@@ -293,6 +306,11 @@ def diagnose_failures(
     )
     write_failures_report(out, result.summary, report_limit)
     return result
+
+
+def _check_report_limit(limit: int | None) -> None:
+    if limit is not None:
+        check_number("report_limit", limit, 0, integer=True)
 
 
 def _stored_panels(folder: Path, wanted: set[int]) -> Iterator[tuple[int, np.ndarray]]:
@@ -313,7 +331,12 @@ def write_failures_report(
 ) -> Path:
     """Write ``report.html`` of a failures run folder: the counts, then the failures with
     their pictures, grouped by kind, at most ``limit`` per kind (``None``: all; every
-    failure is in the rows either way). Returns the report's path."""
+    failure is in the rows either way). Returns the report's path.
+
+    Raises:
+        GradCAMError: ``limit`` is not ``None`` or an integer of at least 0.
+    """
+    _check_report_limit(limit)
     root = Path(folder)
     rows = [r for r in read_rows(root) if r.get("error") is None and r.get("misclassified")]
     bad = [r for r in read_rows(root) if r.get("error") is not None]

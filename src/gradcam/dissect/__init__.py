@@ -18,6 +18,8 @@ Examples:
 
 from gradcam.dissect.concepts import (
     BRODEN_COLORS,
+    MAX_CONCEPT_PIXELS,
+    MAX_GENERATED_SIZE,
     TEXTURES,
     Concept,
     ConceptError,
@@ -27,6 +29,7 @@ from gradcam.dissect.concepts import (
     generated_concepts,
     read_broden,
     read_concepts,
+    read_mask,
 )
 from gradcam.dissect.dissect import (
     IOU_THRESHOLD,
@@ -43,6 +46,8 @@ from gradcam.dissect.quantile import QUANTILE, TopValues, top_quantile
 __all__ = [
     "BRODEN_COLORS",
     "IOU_THRESHOLD",
+    "MAX_CONCEPT_PIXELS",
+    "MAX_GENERATED_SIZE",
     "QUANTILE",
     "TEXTURES",
     "Concept",
@@ -60,6 +65,7 @@ __all__ = [
     "load_dissection",
     "read_broden",
     "read_concepts",
+    "read_mask",
     "shipped_names",
     "top_quantile",
 ]

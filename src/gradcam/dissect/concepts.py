@@ -28,11 +28,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from gradcam.errors import GradCAMError
+from gradcam.errors import GradCAMError, ImageLoadError
+from gradcam.images import MAX_PIXELS, load_image
 from gradcam.synthetic.scenes import COLORS, SHAPES, shape_mask
 
 __all__ = [
     "BRODEN_COLORS",
+    "MAX_CONCEPT_PIXELS",
+    "MAX_GENERATED_SIZE",
     "TEXTURES",
     "Concept",
     "ConceptError",
@@ -42,7 +45,20 @@ __all__ = [
     "generated_concepts",
     "read_broden",
     "read_concepts",
+    "read_mask",
 ]
+
+
+#: The largest side of a generated concept image (the default is 128): the set is a small
+#: stand-in, and its label maps and the layer's maps grow with the square of the side.
+MAX_GENERATED_SIZE = 1024
+#: The most pixels of a Broden label map (an ``sh`` x ``sw`` size cell, or a mask file) and
+#: of a decoded photo (larger photos are decoded at reduced size, as by ``gradcam explain``):
+#: Broden's own are 112 x 112 and 224 x 224.
+MAX_CONCEPT_PIXELS = MAX_PIXELS
+#: The image modes a Broden mask may have: its labels are ``R + 256 * G`` of RGB pixels (a
+#: palette's colours are RGB too); a grayscale mask has no such labels.
+_MASK_MODES = ("RGB", "RGBA", "P")
 
 
 class ConceptError(GradCAMError):
@@ -136,6 +152,45 @@ def decode_labels(mask: Image.Image) -> np.ndarray:
     return labels
 
 
+def read_mask(path: Path) -> np.ndarray:
+    """A Broden mask file's label numbers (:func:`decode_labels`), its size checked before
+    it is decoded.
+
+    Raises:
+        ConceptError: naming the file: missing or unreadable, more than
+            :data:`MAX_CONCEPT_PIXELS` pixels (or a decompression bomb), or not an RGB image.
+
+    Examples:
+        >>> Image.new("L", (4, 4), 7).save("gray.png")
+        >>> read_mask(Path("gray.png"))
+        Traceback (most recent call last):
+        ...
+        gradcam.dissect.concepts.ConceptError: gray.png: a Broden mask must be an RGB ... mode L
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as mask:  # reads the header only
+                width, height = mask.size
+                if width * height > MAX_CONCEPT_PIXELS:
+                    raise ConceptError(
+                        f"{path}: mask of {width}x{height} pixels, more than the "
+                        f"{MAX_CONCEPT_PIXELS} a Broden mask may have"
+                    )
+                if mask.mode not in _MASK_MODES:
+                    raise ConceptError(
+                        f"{path}: a Broden mask must be an RGB image (label = R + 256 * G), "
+                        f"got mode {mask.mode}"
+                    )
+                return decode_labels(mask)
+    except ConceptError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ConceptError(f"{path}: mask too large to decode safely") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ConceptError(f"{path}: unreadable mask ({exc})") from None
+
+
 _FIXED = ("image", "split", "ih", "iw", "sh", "sw")
 _COUNT = re.compile(r"^\s*([A-Za-z_]+)\s*\((\d+)\)\s*$")
 
@@ -161,6 +216,25 @@ def _primary_category(text: str, known: Sequence[str]) -> str | None:
     return None if best is None else best[1]
 
 
+def _label_size(index_csv: Path, number: int, row: dict[str, str]) -> tuple[int, int]:
+    """``(sh, sw)`` of a row of ``index.csv``: positive integers, at most
+    :data:`MAX_CONCEPT_PIXELS` pixels."""
+    cells = (row.get("sh"), row.get("sw"))
+    try:
+        height, width = (int(cell or "") for cell in cells)
+    except ValueError:
+        raise ConceptError(
+            f"{index_csv}: row {number + 1}: sh, sw must be integers, got {cells[0]!r}, "
+            f"{cells[1]!r}"
+        ) from None
+    if height < 1 or width < 1 or height * width > MAX_CONCEPT_PIXELS:
+        raise ConceptError(
+            f"{index_csv}: row {number + 1}: label size {height}x{width} must be positive and "
+            f"at most {MAX_CONCEPT_PIXELS} pixels"
+        )
+    return height, width
+
+
 def read_broden(root: str | Path) -> ConceptSet:
     """Read a Broden folder (``index.csv``, ``label.csv``, ``c_<category>.csv``, ``images/``).
 
@@ -172,8 +246,15 @@ def read_broden(root: str | Path) -> ConceptSet:
     cell (``object(8812);part(12)``), as NetDissect does, or else the first ``c_<category>.csv``
     that lists it.
 
+    Photos larger than :data:`MAX_CONCEPT_PIXELS` are decoded at reduced size
+    (:func:`gradcam.images.load_image`); label maps are capped at that many pixels: a larger
+    ``sh`` x ``sw`` cell is refused when the folder is read, a larger mask file (or a
+    decompression bomb, or a mask that is not RGB) when its image is (:func:`read_mask`).
+
     Raises:
-        ConceptError: a missing folder or file, an index without images, a malformed row.
+        ConceptError: a missing folder or file, an index without images, a malformed row,
+            a label size that is not a positive integer pair of at most
+            :data:`MAX_CONCEPT_PIXELS` pixels; naming the file.
 
     Examples:
         A one-image folder: a color mask (label 1 on every pixel) and a whole-image texture.
@@ -210,6 +291,8 @@ def read_broden(root: str | Path) -> ConceptSet:
     categories = tuple(header[len(_FIXED) :])
     if not categories:
         raise ConceptError(f"{folder / 'index.csv'} has no category columns")
+    # Every row's label-map size, checked before any map of that size is allocated.
+    sizes = [_label_size(folder / "index.csv", i, row) for i, row in enumerate(rows)]
     labels = _read_csv(folder / "label.csv")
     members: dict[int, str] = {}
     for category in categories:
@@ -248,31 +331,30 @@ def read_broden(root: str | Path) -> ConceptSet:
         ids: np.ndarray = np.where(inside, lookup[np.where(inside, values, 0)], 0)
         return ids
 
-    def load_image(index: int) -> Image.Image:
+    def read_photo(index: int) -> Image.Image:
         row = rows[index]
         try:
-            return Image.open(images / row["image"]).convert("RGB")
-        except (OSError, ValueError, KeyError) as exc:
-            raise ConceptError(f"{folder}: image {index} ({row.get('image')}): {exc}") from None
+            # Decoded under the pixel cap: the model sees it at its input size anyway.
+            return load_image(images / (row.get("image") or ""), max_pixels=MAX_CONCEPT_PIXELS)
+        except ImageLoadError as exc:
+            raise ConceptError(f"{folder}: image {index}: {exc}") from None
 
     def load(index: int) -> ConceptImage:
         row = rows[index]
-        photo = load_image(index)
-        try:
-            size = (int(row["sh"]), int(row["sw"]))
-            layers = []
-            for c, category in enumerate(categories):
-                for item in filter(None, (row.get(category) or "").split(";")):
-                    if item.strip().isdigit():
-                        layers.append((c, to_ids(np.full(size, int(item), dtype=np.int64))))
-                    else:
-                        with Image.open(images / item) as mask:
-                            layers.append((c, to_ids(decode_labels(mask))))
-        except (OSError, ValueError, KeyError) as exc:
-            raise ConceptError(f"{folder}: image {index} ({row.get('image')}): {exc}") from None
+        photo = read_photo(index)
+        layers = []
+        for c, category in enumerate(categories):
+            for item in filter(None, (row.get(category) or "").split(";")):
+                if item.strip().isdigit():
+                    layers.append((c, to_ids(np.full(sizes[index], int(item), dtype=np.int64))))
+                else:
+                    try:
+                        layers.append((c, to_ids(read_mask(images / item))))
+                    except ConceptError as exc:
+                        raise ConceptError(f"image {index}: {exc}") from None
         return ConceptImage(photo, tuple(layers))
 
-    return ConceptSet(str(folder), tuple(concepts), categories, len(rows), load, load_image)
+    return ConceptSet(str(folder), tuple(concepts), categories, len(rows), load, read_photo)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -358,11 +440,11 @@ def generated_concepts(count: int = 400, *, size: int = 128, seed: int = 0) -> C
 
     Args:
         count: the number of images.
-        size: their side in pixels.
+        size: their side in pixels, 16 to :data:`MAX_GENERATED_SIZE`.
         seed: the generator seed; a seed always gives the same set.
 
     Raises:
-        ConceptError: ``count`` or ``size`` too small.
+        ConceptError: ``count`` below 1, or ``size`` outside 16 to :data:`MAX_GENERATED_SIZE`.
 
     Examples:
         >>> concepts = generated_concepts(8, size=64)
@@ -372,8 +454,10 @@ def generated_concepts(count: int = 400, *, size: int = 128, seed: int = 0) -> C
     """
     if count < 1:
         raise ConceptError(f"the generated concept set needs at least 1 image, got {count}")
-    if size < 16:
-        raise ConceptError(f"generated concept images must be at least 16 px, got {size}")
+    if not 16 <= size <= MAX_GENERATED_SIZE:
+        raise ConceptError(
+            f"generated concept images must be 16 px to {MAX_GENERATED_SIZE} px a side, got {size}"
+        )
     photos = _skimage_photos()
     textures = tuple(t for t in TEXTURES if t not in _PHOTO_TEXTURES or t in photos)
     if len(textures) < len(TEXTURES):

@@ -51,6 +51,7 @@ from numpy.lib.format import open_memmap
 from PIL import Image
 from torch import Tensor, nn
 
+from gradcam.checks import check_number
 from gradcam.dissect.concepts import Concept, ConceptSet
 from gradcam.dissect.counting import Counts
 from gradcam.dissect.quantile import QUANTILE, TopValues
@@ -59,6 +60,7 @@ from gradcam.errors import GradCAMError, LayerError
 from gradcam.hooks import capture_layer
 from gradcam.layers import LayerLike, ResolvedLayer, resolve_layer
 from gradcam.models import LoadedModel
+from gradcam.outputs import output_folder, write_atomic
 
 __all__ = [
     "IOU_THRESHOLD",
@@ -171,12 +173,18 @@ class Dissection:
 
     def save(self, folder: str | os.PathLike[str]) -> None:
         """Write ``names.parquet``, ``iou.npy`` and ``dissection.json`` to ``folder``."""
-        out = Path(folder)
-        out.mkdir(parents=True, exist_ok=True)
+        out = output_folder(folder)
         columns = [f.name for f in Unit.__dataclass_fields__.values()]
         table = pa.table({k: [getattr(u, k) for u in self.units] for k in columns})
-        pq.write_table(table, out / "names.parquet")
-        np.save(out / "iou.npy", self.iou.astype(np.float32))
+        iou = self.iou.astype(np.float32)
+
+        def save_iou(tmp: Path) -> None:
+            with tmp.open("wb") as handle:  # a handle: np.save would add ".npy" to the name
+                np.save(handle, iou)
+
+        # Each file is whole or absent; names.parquet, the one load_dissection looks for
+        # first, is written last.
+        write_atomic(out / "iou.npy", save_iou)
         meta = {
             "model": self.model,
             "layer": self.layer,
@@ -187,7 +195,8 @@ class Dissection:
             "iou_threshold": self.iou_threshold,
             "concepts": [[c.name, c.category] for c in self.concepts],
         }
-        (out / "dissection.json").write_text(json.dumps(meta, indent=2) + "\n")
+        _write_json(out / "dissection.json", meta)
+        write_atomic(out / "names.parquet", lambda tmp: pq.write_table(table, tmp))
 
 
 def load_dissection(folder: str | os.PathLike[str]) -> Dissection:
@@ -400,9 +409,8 @@ def _progress(total: int, initial: int, desc: str, show: bool) -> Any:
 
 
 def _write_json(path: Path, value: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(value, indent=2) + "\n")
-    os.replace(tmp, path)
+    text = json.dumps(value, indent=2) + "\n"
+    write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def dissect(
@@ -459,6 +467,8 @@ def dissect(
         raise DissectionError(f"batch size must be at least 1, got {batch_size}")
     if not 0.0 < quantile < 1.0:
         raise DissectionError(f"the quantile must be in (0, 1), got {quantile}")
+    # An IoU is in [0, 1]: a threshold outside names every unit or none.
+    check_number("iou_threshold", iou_threshold, 0, 1, high_open=True)
     if isinstance(model, LoadedModel):
         module, name = model.module, model.name if model_name is None else model_name
         prep = preprocess or model.preprocess
@@ -476,7 +486,10 @@ def dissect(
         "quantile": quantile,
     }
     temporary = out is None
-    folder = Path(tempfile.mkdtemp(prefix="gradcam-dissect-") if out is None else out)
+    # ``out`` is checked before any pass: a file, or a folder under one, is one line.
+    folder = (
+        Path(tempfile.mkdtemp(prefix="gradcam-dissect-")) if out is None else output_folder(out)
+    )
     try:
         return _run(
             module, resolved, prep, concepts, folder, settings, resume, batch_size,

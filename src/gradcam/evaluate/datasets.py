@@ -554,6 +554,38 @@ def read_imagenet(
 # COCO
 
 
+def clip_polygon(
+    points: Sequence[tuple[float, float]], box: tuple[float, float, float, float]
+) -> list[tuple[float, float]]:
+    """The polygon ``points`` clipped to the rectangle ``box`` = ``(x0, y0, x1, y1)``
+    (Sutherland-Hodgman: one pass per side, each edge cut where it crosses the side).
+
+    Pillow draws a polygon with coordinates past its integer range wrongly (a polygon
+    reaching 1e12 px becomes one pixel): clipped to a band around the image first, it covers
+    the same pixels of the image, with coordinates Pillow draws exactly.
+
+    Examples:
+        >>> clip_polygon([(-10, 0), (10, 0), (10, 1e12)], (-1, -1, 5, 5))
+        [(5.0, 5), (-1.0, 5), (-1, 0.0), (5, 0.0)]
+    """
+    result = list(points)
+    # Each side: the axis it bounds, the bound, and +1 (inside is above it) or -1 (below).
+    sides = ((0, box[0], 1.0), (0, box[2], -1.0), (1, box[1], 1.0), (1, box[3], -1.0))
+    for axis, bound, sign in sides:
+        clipped: list[tuple[float, float]] = []
+        for k, b in enumerate(result):
+            a = result[k - 1]
+            a_in, b_in = sign * (a[axis] - bound) >= 0, sign * (b[axis] - bound) >= 0
+            if a_in != b_in:
+                t = (bound - a[axis]) / (b[axis] - a[axis])
+                other = a[1 - axis] + t * (b[1 - axis] - a[1 - axis])
+                clipped.append((bound, other) if axis == 0 else (other, bound))
+            if b_in:
+                clipped.append(b)
+        result = clipped
+    return result
+
+
 def _coco_mask(segmentation: Any, height: int, width: int) -> np.ndarray | None:
     if isinstance(segmentation, list) and segmentation:
         canvas = Image.new("1", (width, height), 0)
@@ -561,8 +593,14 @@ def _coco_mask(segmentation: Any, height: int, width: int) -> np.ndarray | None:
         for polygon in segmentation:
             if not isinstance(polygon, list) or len(polygon) % 2:
                 raise ValueError("a polygon must be a list of x, y pairs")
-            if len(polygon) >= 6:
-                draw.polygon([float(v) for v in polygon], fill=1, outline=1)
+            values = [float(v) for v in polygon]
+            if not all(math.isfinite(v) for v in values):
+                raise ValueError(f"a polygon vertex is not a finite number: {polygon}")
+            # Vertices within one image size of the image are drawn as given.
+            around = (-width, -height, 2 * width, 2 * height)
+            points = clip_polygon(list(zip(values[::2], values[1::2], strict=True)), around)
+            if len(points) >= 3:
+                draw.polygon(points, fill=1, outline=1)
         return np.asarray(canvas, dtype=bool)
     if isinstance(segmentation, dict) and "counts" in segmentation:
         h, w = (int(v) for v in segmentation.get("size", (height, width)))

@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor, nn
 
+from gradcam.checks import check_number
 from gradcam.errors import GradCAMError
 from gradcam.evaluate.base import (
     Progress,
@@ -68,15 +69,11 @@ __all__ = ["ABLATIONS", "Ablations", "Faithfulness", "Localization", "Pointing",
 
 
 def _check_fraction(name: str, value: float) -> None:
-    if not (isinstance(value, (int, float)) and 0.0 <= value <= 1.0):
-        raise GradCAMError(
-            f"{name} must be a fraction of the map's maximum between 0 and 1, got {value}"
-        )
+    check_number(name, value, 0, 1, what="a fraction of the map's maximum")
 
 
 def _check_at_least(name: str, value: float, low: float, unit: str = "") -> None:
-    if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= low):
-        raise GradCAMError(f"{name} must be a number at least {low:g}{unit}, got {value}")
+    check_number(name, value, low, unit=unit)
 
 
 def _check_method(name: str, options: dict[str, Any]) -> None:
