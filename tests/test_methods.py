@@ -274,8 +274,8 @@ class TestRegistry:
     def test_names(self) -> None:
         paper = ["gradcam", "counterfactual", "cam", "guided-backprop", "deconvolution"]
         paper += ["guided-gradcam", "deconv-gradcam", "occlusion"]
-        assert set(paper) <= set(gradcam.methods())
-        assert gradcam.methods()[0] == "gradcam"
+        assert set(paper) <= set(gradcam.list_methods())
+        assert gradcam.list_methods()[0] == "gradcam"
 
     def test_create_and_unknown(self) -> None:
         assert gradcam.create_method is create
@@ -285,7 +285,7 @@ class TestRegistry:
         with pytest.raises(GradCAMError, match=r"unknown method 'gradkam'"):
             create("gradkam", model)
 
-    @pytest.mark.parametrize("name", gradcam.methods())
+    @pytest.mark.parametrize("name", gradcam.list_methods())
     def test_every_method_on_a_batch(self, name: str) -> None:
         model = SmallCNN(seed=10).eval()
         x = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(9))

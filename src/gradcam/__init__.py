@@ -57,8 +57,8 @@ from gradcam.methods import (
     explain_methods,
     method_spec,
     method_specs,
-    methods,
 )
+from gradcam.methods import methods as list_methods
 from gradcam.models import LoadedModel, available_models, load_model
 from gradcam.targets import TopK
 from gradcam.viz import overlay
@@ -114,11 +114,11 @@ __all__ = [
     "create_method",
     "explain_methods",
     "find_default_layer",
+    "list_methods",
     "load_image",
     "load_model",
     "method_spec",
     "method_specs",
-    "methods",
     "normalize",
     "overlay",
     "peak",

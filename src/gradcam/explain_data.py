@@ -49,8 +49,9 @@ from gradcam.evaluate.base import (
 )
 from gradcam.evaluate.datasets import Dataset, Sample
 from gradcam.evaluate.runner import ModelSpec, run
-from gradcam.methods import DEFAULT_METHOD, create, method_spec
+from gradcam.methods import DEFAULT_METHOD, create
 from gradcam.methods.planner import explain_built
+from gradcam.methods.registry import check_method
 from gradcam.models import LoadedModel
 from gradcam.targets import TargetLike, TopK
 
@@ -79,10 +80,8 @@ class ExplainData(Protocol):
     def __post_init__(self) -> None:
         if not self.methods:
             raise GradCAMError("give at least one method")
-        for name in self.methods:
-            spec = method_spec(name)
-            for option in self.options.get(name, {}):
-                spec.option(option)
+        for method in self.methods:
+            check_method(method, self.options.get(method))
         if not self.classes and not 1 <= self.top_k <= 100:
             raise GradCAMError(f"--top-k must be between 1 and 100, got {self.top_k}")
 

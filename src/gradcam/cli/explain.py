@@ -19,7 +19,7 @@ from gradcam.cli.common import (
     open_data,
     output_dirs,
 )
-from gradcam.cli.dissect import add_explain_arguments
+from gradcam.cli.dissect import add_explain_arguments, check_names, read_names, write_text
 from gradcam.errors import GradCAMError, ImageLoadError
 from gradcam.util import warnings_as_messages
 
@@ -136,9 +136,8 @@ def explain_command(args: argparse.Namespace) -> int:
     if "occlusion" in names:
         pairs += [f"{k}={v}" for k, v in (("window", args.window), ("stride", args.stride)) if v]
     options = parse_options(names, pairs)
-    from gradcam.cli import dissect as text_cli
 
-    neuron_names = text_cli.read_names(args, names)
+    neuron_names = read_names(args, names)
     with warnings_as_messages():
         loaded = load_model(args.model, args.weights)
     classes = [loaded.class_index(c) for c in args.classes] if args.classes else None
@@ -146,7 +145,7 @@ def explain_command(args: argparse.Namespace) -> int:
     if args.layer is not None:
         resolve_layer(loaded.module, args.layer)
     if neuron_names is not None:
-        text_cli.check_names(neuron_names, loaded, args)
+        check_names(neuron_names, loaded, args)
     out = Path(args.out)
     failures = 0
     pairs = list(zip(args.images, output_dirs(args.images, out), strict=True))
@@ -177,7 +176,7 @@ def explain_command(args: argparse.Namespace) -> int:
             tqdm.write(f"gradcam: error: {exc}", file=sys.stderr)
             continue
         if neuron_names is not None:
-            text_cli.write_text(explanation, loaded, image, neuron_names, folder)
+            write_text(explanation, loaded, image, neuron_names, folder)
         explained = dict.fromkeys(m["name"] or str(m["class"]) for m in summary["maps"])
         tqdm.write(f"{path}: {', '.join(explained)} -> {folder}", file=sys.stdout)
     done = len(pairs) - failures

@@ -13,8 +13,25 @@ Examples:
     >>> from gradcam.evaluate import localization, read_synthetic
     >>> localization(shapes, read_synthetic("bench", 4)).summary[0]["images"]
     4
+
+Importing this package registers every protocol (each module registers its own when
+imported), in this order: the paper's, then the field's (``road``, ``confidence``); the
+registry needs no list of them.
 """
 
+# isort: off
+from gradcam.evaluate.protocols import (
+    ABLATIONS,
+    Ablations,
+    Faithfulness,
+    Localization,
+    Pointing,
+    Sanity,
+)
+from gradcam.evaluate.seeds import Seeds
+from gradcam.evaluate.confidence import Confidence, Road
+
+# isort: on
 from gradcam.evaluate.base import Protocol, ProtocolResult
 from gradcam.evaluate.datasets import (
     Annotation,
@@ -49,14 +66,6 @@ from gradcam.evaluate.metrics import (
     recall_hit,
     spearman,
 )
-from gradcam.evaluate.protocols import (
-    ABLATIONS,
-    Ablations,
-    Faithfulness,
-    Localization,
-    Pointing,
-    Sanity,
-)
 from gradcam.evaluate.registry import (
     ProtocolSpec,
     create_protocol,
@@ -73,6 +82,7 @@ __all__ = [
     "Ablations",
     "Annotation",
     "Box",
+    "Confidence",
     "Dataset",
     "DatasetError",
     "Faithfulness",
@@ -82,8 +92,10 @@ __all__ = [
     "Protocol",
     "ProtocolResult",
     "ProtocolSpec",
+    "Road",
     "Sample",
     "Sanity",
+    "Seeds",
     "ablations",
     "area_under_curve",
     "box_iou",

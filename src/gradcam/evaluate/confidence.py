@@ -60,16 +60,9 @@ from gradcam.evaluate.base import (
     setting,
 )
 from gradcam.evaluate.datasets import Sample
-
-# The paper's protocols register first, so that they lead every listing whatever is imported
-# first.
-# isort: split
-import gradcam.evaluate.protocols
-import gradcam.evaluate.seeds  # noqa: F401
-
-# isort: split
 from gradcam.evaluate.registry import register_protocol
-from gradcam.methods import create, method_spec
+from gradcam.methods import create
+from gradcam.methods.registry import check_method
 from gradcam.models import LoadedModel
 from gradcam.targets import as_logits
 
@@ -388,13 +381,6 @@ def arcc(
     return ARCCScores(harmonic, coherent, complex_, faithful)
 
 
-def _check_methods(methods: Sequence[str], options: dict[str, dict[str, Any]]) -> None:
-    for name in methods:
-        spec = method_spec(name)
-        for option in options.get(name, {}):
-            spec.option(option)
-
-
 class _Explainers:
     """Each method built once per process; the top-1 class and each method's input-size maps."""
 
@@ -458,7 +444,8 @@ class _EditProtocol(Protocol):
     )
 
     def __post_init__(self) -> None:
-        _check_methods(self.methods, self.options)
+        for method in self.methods:
+            check_method(method, self.options.get(method))
         if not (self.noise >= 0 and np.isfinite(self.noise)):
             raise GradCAMError(f"noise must be a finite number at least 0, got {self.noise}")
 

@@ -62,6 +62,7 @@ from gradcam.evaluate.registry import register_protocol
 from gradcam.maps import bounding_box, upsample
 from gradcam.methods import CAMResult, Occlusion, create, method_spec
 from gradcam.methods.planner import explain_built
+from gradcam.methods.registry import check_method
 from gradcam.models import LoadedModel
 from gradcam.targets import TargetLike, TopK
 
@@ -74,13 +75,6 @@ def _check_fraction(name: str, value: float) -> None:
 
 def _check_at_least(name: str, value: float, low: float, unit: str = "") -> None:
     check_number(name, value, low, unit=unit)
-
-
-def _check_method(name: str, options: dict[str, Any]) -> None:
-    """Refuse an unknown method or option when the protocol is made, not per image."""
-    spec = method_spec(name)
-    for option in options:
-        spec.option(option)
 
 
 def _error_rate(rows: Sequence[dict[str, Any]], key: Callable[[dict[str, Any]], bool]) -> float:
@@ -183,7 +177,7 @@ class Localization(Protocol):
     options: dict[str, Any] = field(default_factory=dict, metadata=setting("the method's options"))
 
     def __post_init__(self) -> None:
-        _check_method(self.method, self.options)
+        check_method(self.method, self.options)
         _check_fraction("threshold", self.threshold)
         _check_fraction("iou_threshold", self.iou_threshold)
 
@@ -258,7 +252,7 @@ class Pointing(Protocol):
     options: dict[str, Any] = field(default_factory=dict, metadata=setting("the method's options"))
 
     def __post_init__(self) -> None:
-        _check_method(self.method, self.options)
+        check_method(self.method, self.options)
         _check_at_least("tolerance", self.tolerance, 0, " pixels")
         if self.recall_threshold is not None:
             # The threshold is on the map's raw maximum, whose scale is the model's: any
@@ -421,7 +415,7 @@ class Faithfulness(Protocol):
 
     def __post_init__(self) -> None:
         for method in self.methods:
-            _check_method(method, self.options.get(method, {}))
+            check_method(method, self.options.get(method, {}))
         _check_at_least("window", self.window, 1, " pixels")
         _check_at_least("stride", self.stride, 1, " pixels")
         _check_at_least("steps", self.steps, 1)
@@ -545,7 +539,7 @@ class Sanity(Protocol):
 
     def __post_init__(self) -> None:
         for method in self.methods:
-            _check_method(method, self.options.get(method, {}))
+            check_method(method, self.options.get(method, {}))
         _check_at_least("points", self.points, 1)
 
     def scorer(self, loaded: LoadedModel, progress: Progress | None = None) -> Scorer:

@@ -166,25 +166,13 @@ def flag(spec: ProtocolSpec, option: Option) -> str:
     return "--" + option.name.replace("_", "-")
 
 
-def _load_all() -> None:
-    # The paper's protocols register themselves when their module is imported.
-    # The paper's first, then the field's (the order of `gradcam evaluate --help`).
-    import gradcam.evaluate.protocols
-    import gradcam.evaluate.seeds
-
-    # isort: split
-    import gradcam.evaluate.confidence  # noqa: F401
-
-
 def protocol_names() -> list[str]:
     """The registered protocols' names, in registration order."""
-    _load_all()
     return list(_REGISTRY)
 
 
 def protocol_specs() -> list[ProtocolSpec]:
     """Every registered protocol's entry, in registration order."""
-    _load_all()
     return list(_REGISTRY.values())
 
 
@@ -199,7 +187,6 @@ def protocol_spec(name: str) -> ProtocolSpec:
         Traceback (most recent call last):
         gradcam.errors.GradCAMError: unknown protocol 'occlusion'; choose from localization, ...
     """
-    _load_all()
     if name not in _REGISTRY:
         raise GradCAMError(f"unknown protocol {name!r}; choose from {', '.join(_REGISTRY)}")
     return _REGISTRY[name]

@@ -34,6 +34,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from gradcam.checks import check_number
 from gradcam.errors import GradCAMError
 from gradcam.evaluate.base import (
     Progress,
@@ -47,10 +48,10 @@ from gradcam.evaluate.base import (
     stored,
 )
 from gradcam.evaluate.datasets import Dataset, Sample
-from gradcam.evaluate.protocols import _check_fraction, _check_method
 from gradcam.evaluate.registry import register_protocol
 from gradcam.maps import upsample
 from gradcam.methods import create
+from gradcam.methods.registry import check_method
 from gradcam.models import LoadedModel
 
 __all__ = ["BACKGROUND", "Seeds", "seed_counts", "seeds", "truth_masks"]
@@ -260,9 +261,9 @@ class Seeds(Protocol):
     options: dict[str, Any] = field(default_factory=dict, metadata=setting("the method's options"))
 
     def __post_init__(self) -> None:
-        _check_method(self.method, self.options)
-        _check_fraction("foreground", self.foreground)
-        _check_fraction("background", self.background)
+        check_method(self.method, self.options)
+        for name in ("foreground", "background"):
+            check_number(name, getattr(self, name), 0, 1, what="a fraction of the map's maximum")
         if self.background > self.foreground:
             raise GradCAMError(
                 f"background ({self.background}) must not be above foreground "

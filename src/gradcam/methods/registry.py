@@ -37,6 +37,7 @@ __all__ = [
     "MethodSpec",
     "Needs",
     "Option",
+    "check_method",
     "create_method",
     "method_spec",
     "method_specs",
@@ -208,13 +209,11 @@ def methods() -> list[str]:
         >>> methods()[:3]
         ['gradcam', 'counterfactual', 'guided-backprop']
     """
-    _load_all()
     return list(_REGISTRY)
 
 
 def method_specs() -> list[MethodSpec]:
     """Every method's entry, in the order of :func:`methods`."""
-    _load_all()
     return list(_REGISTRY.values())
 
 
@@ -228,7 +227,6 @@ def method_spec(name: str) -> MethodSpec:
         >>> method_spec("guided-backprop").kind
         'pixel'
     """
-    _load_all()
     if name not in _REGISTRY:
         raise GradCAMError(f"unknown method {name!r}; choose from {', '.join(_REGISTRY)}")
     return _REGISTRY[name]
@@ -256,6 +254,28 @@ def create_method(name: str, module: nn.Module, layer: Any = None, **options: An
         gradcam.errors.GradCAMError: method 'occlusion' has no option 'windw'; it accepts: ...
     """
     return method_spec(name).create(module, layer, **options)
+
+
+def check_method(name: str, options: Mapping[str, Any] | None = None) -> MethodSpec:
+    """The entry of ``name`` once its option names are known to it: for settings objects
+    (protocols, jobs) that name a method and its options, checked when they are made, not
+    per image.
+
+    Raises:
+        GradCAMError: an unknown method, or an option it does not take (listing both).
+
+    Examples:
+        >>> check_method("gradcam", {"pooling": "max"}).name
+        'gradcam'
+        >>> check_method("gradcam", {"window": 3})
+        Traceback (most recent call last):
+        ...
+        gradcam.errors.GradCAMError: method 'gradcam' has no option 'window'; it accepts: ...
+    """
+    spec = method_spec(name)
+    for option in options or {}:
+        spec.option(option)
+    return spec
 
 
 def parse_options(names: list[str], pairs: list[str]) -> dict[str, dict[str, Any]]:
@@ -288,11 +308,6 @@ def parse_options(names: list[str], pairs: list[str]) -> dict[str, dict[str, Any
         for spec in takers:
             parsed[spec.name][key] = spec.option(key).parse(text)
     return parsed
-
-
-def _load_all() -> None:
-    # The method modules register themselves when imported; importing the package loads all.
-    import gradcam.methods  # noqa: F401
 
 
 def _arg_help(cls: type) -> dict[str, str]:
