@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -9,7 +12,10 @@ import torch
 import torchvision
 
 import gradcam
+import gradcam.weights
 from gradcam import ModelLoadError, TargetError, load_model
+from gradcam.images import Preprocess
+from helpers.caches import fill_torchvision
 
 
 def test_embedded_default(lite0: gradcam.LoadedModel) -> None:
@@ -40,10 +46,79 @@ def test_unknown_model_suggests() -> None:
         load_model("resnet5O")
 
 
-def test_torchvision_without_weights_warns() -> None:
+def test_torchvision_random_weights_only_when_asked() -> None:
     with pytest.warns(UserWarning, match="random weights"):
-        loaded = load_model("resnet18")
+        loaded = load_model("resnet18", weights="random")
     assert not loaded.pretrained and loaded.default_layer == "layer4"
+    assert loaded.class_names == gradcam.models.imagenet_classes()
+
+
+def test_torchvision_default_weights_from_torch_cache() -> None:
+    file, source = fill_torchvision("squeezenet1_1")
+    assert file.parent == Path(os.environ["TORCH_HOME"]) / "hub" / "checkpoints"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # pretrained: no warning
+        loaded = load_model("squeezenet1_1")
+    assert loaded.pretrained and not loaded.module.training
+    weight = source.state_dict()["features.0.weight"].half().float()
+    assert torch.equal(loaded.module.state_dict()["features.0.weight"], weight)
+    meta = torchvision.models.SqueezeNet1_1_Weights.DEFAULT.meta["categories"]
+    assert loaded.class_names == tuple(meta) and loaded.class_names[0] == "tench"
+    assert loaded.preprocess == Preprocess(224, interpolation="bilinear")
+
+
+def test_torchvision_weights_by_enum_name() -> None:
+    fill_torchvision("mobilenet_v2", "IMAGENET1K_V1", seed=1)
+    _, v2 = fill_torchvision("mobilenet_v2", "IMAGENET1K_V2", seed=2)
+    loaded = load_model("mobilenet_v2", weights="imagenet1k_v2")  # any case
+    expected = v2.state_dict()["classifier.1.weight"].half().float()
+    assert torch.equal(loaded.module.state_dict()["classifier.1.weight"], expected)
+    default = load_model("mobilenet_v2")  # DEFAULT is IMAGENET1K_V2
+    assert torch.equal(default.module.state_dict()["classifier.1.weight"], expected)
+    v1 = load_model("mobilenet_v2", weights="IMAGENET1K_V1")
+    assert not torch.equal(v1.module.state_dict()["classifier.1.weight"], expected)
+    with pytest.raises(ModelLoadError) as error:
+        load_model("mobilenet_v2", weights="IMAGENET1K_V3")
+    message = str(error.value)
+    assert "no such file, nor weights of mobilenet_v2" in message
+    assert "IMAGENET1K_V1, IMAGENET1K_V2, DEFAULT, random" in message
+
+
+def test_torchvision_offline_empty_cache_fails_fast() -> None:
+    cache = Path(os.environ["TORCH_HOME"]) / "hub" / "checkpoints"
+    start = time.perf_counter()
+    with pytest.raises(ModelLoadError) as error:
+        load_model("resnet18")
+    assert time.perf_counter() - start < 5
+    message = str(error.value)
+    assert "\n" not in message
+    assert f"weights resnet18 IMAGENET1K_V1 are not in the cache {cache}" in message
+    assert "downloads are off (HF_HUB_OFFLINE=1)" in message
+
+
+def test_torchvision_unreachable_host_fails_fast(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE")
+    hosts: list[str] = []
+    monkeypatch.setattr(gradcam.weights, "_reachable", lambda url: hosts.append(url) or False)
+    with pytest.raises(ModelLoadError, match="download.pytorch.org cannot be reached"):
+        load_model("resnet18")
+    assert hosts == [torchvision.models.ResNet18_Weights.DEFAULT.url]
+
+
+def test_reachable_never_waits_long() -> None:
+    start = time.perf_counter()
+    assert not gradcam.weights._reachable("http://127.0.0.1:9/nothing")  # refused at once
+    assert not gradcam.weights._reachable("not a url")
+    assert time.perf_counter() - start < gradcam.weights.PROBE_SECONDS * 2 + 1
+
+
+def test_damaged_cache_file_is_named() -> None:
+    file, _ = fill_torchvision("squeezenet1_1")
+    file.write_bytes(b"not weights")
+    with pytest.raises(ModelLoadError, match=f"weights squeezenet1_1 IMAGENET1K_V1 \\({file}\\)"):
+        load_model("squeezenet1_1")
+    file.unlink()
 
 
 def test_torchvision_with_weights_file(tmp_path: Path) -> None:
