@@ -7,13 +7,13 @@ by name are read from the session's Hugging Face cache, filled here (``helpers/c
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
+from helpers.caches import fill_hub, half_state
 from helpers.state import assert_unchanged, snapshot
 from PIL import Image
 
@@ -21,7 +21,6 @@ import gradcam.models
 from gradcam import GradCAM, ModelLoadError, load_model
 from gradcam.images import Preprocess
 from gradcam.weights import hub_cache
-from helpers.caches import fill_hub, half_state
 
 
 @pytest.fixture(autouse=True)
@@ -378,5 +377,7 @@ def test_hf_sizes_and_labels_are_capped(
 def test_hf_config_too_large(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _save_vit(tmp_path)
     monkeypatch.setattr(gradcam.models, "MAX_CONFIG_BYTES", 100)
-    with pytest.raises(ModelLoadError, match="config.json: larger than 100 bytes, not a model config"):
+    with pytest.raises(
+        ModelLoadError, match=r"config\.json: larger than 100 bytes, not a model config"
+    ):
         load_model(f"hf:{tmp_path}")

@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 import torch
 import torchvision
+from helpers.caches import fill_torchvision
 
 import gradcam
 import gradcam.weights
 from gradcam import ModelLoadError, TargetError, load_model
 from gradcam.images import Preprocess
-from helpers.caches import fill_torchvision
 
 
 def test_embedded_default(lite0: gradcam.LoadedModel) -> None:
@@ -101,7 +101,7 @@ def test_torchvision_unreachable_host_fails_fast(monkeypatch: pytest.MonkeyPatch
     monkeypatch.delenv("TRANSFORMERS_OFFLINE")
     hosts: list[str] = []
     monkeypatch.setattr(gradcam.weights, "_reachable", lambda url: hosts.append(url) or False)
-    with pytest.raises(ModelLoadError, match="download.pytorch.org cannot be reached"):
+    with pytest.raises(ModelLoadError, match=r"download\.pytorch\.org cannot be reached"):
         load_model("resnet18")
     assert hosts == [torchvision.models.ResNet18_Weights.DEFAULT.url]
 
@@ -142,3 +142,84 @@ def test_bad_weights_files(tmp_path: Path) -> None:
     torch.save(torchvision.models.alexnet(weights=None).state_dict(), wrong)
     with pytest.raises(ModelLoadError, match="does not fit resnet18"):
         load_model("resnet18", weights=wrong)
+
+
+FACTORY = """
+import torch
+from torch import nn
+
+
+def build():
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        nn.Linear(4, 3),
+    )
+
+
+def not_a_model():
+    return 42
+
+
+def broken():
+    raise OSError("disk on fire")
+"""
+
+
+def test_user_factory_from_a_file(tmp_path: Path) -> None:
+    source = tmp_path / "my_models.py"
+    source.write_text(FACTORY)
+    with pytest.raises(ModelLoadError, match="give its weights"):
+        load_model(f"{source}:build")  # no silent random weights
+    with pytest.warns(UserWarning, match="random weights"):
+        random = load_model(f"{source}:build", weights="random")
+    assert not random.pretrained and random.default_layer == "1"
+    assert random.class_names == ("class 0", "class 1", "class 2")
+    trained = random.module.state_dict()
+    trained = {k: v + 1 for k, v in trained.items()}
+    torch.save(trained, tmp_path / "trained.pt")
+    loaded = load_model(f"{source}:build", weights=tmp_path / "trained.pt")
+    assert loaded.pretrained and torch.equal(loaded.module[4].weight, trained["4.weight"])
+
+
+def test_user_factory_from_a_module(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    (tmp_path / "user_nets.py").write_text(FACTORY)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.warns(UserWarning, match="random weights"):
+        loaded = load_model("user_nets:build", weights="random")
+    assert isinstance(loaded.module, torch.nn.Sequential)
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        ("FILE:not_a_model", "returned int, not a torch.nn.Module"),
+        ("FILE:broken", "broken() failed: OSError: disk on fire"),
+        ("FILE:missing", "has no function 'missing'"),
+        ("missing_file.py:build", "model file missing_file.py: no such file"),
+        ("no_such_package_here.nets:build", "cannot import no_such_package_here.nets"),
+    ],
+)
+def test_user_factory_errors(tmp_path: Path, spec: str, expected: str) -> None:
+    source = tmp_path / "my_models.py"
+    source.write_text(FACTORY)
+    with pytest.raises(ModelLoadError) as error:
+        load_model(spec.replace("FILE", str(source)), weights="random")
+    assert expected in str(error.value) and "\n" not in str(error.value)
+
+
+def test_user_factory_on_the_command_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from PIL import Image
+
+    from gradcam.cli import main
+
+    source = tmp_path / "my_models.py"
+    source.write_text(FACTORY)
+    Image.new("RGB", (40, 40), "red").save(tmp_path / "red.png")
+    args = ["explain", str(tmp_path / "red.png"), "--model", f"{source}:build"]
+    assert main([*args, "--out", str(tmp_path / "out")]) == 2
+    assert "give its weights" in capsys.readouterr().err
+    assert main([*args, "--weights", "random", "--out", str(tmp_path / "out")]) == 0
+    assert (tmp_path / "out" / "red" / "summary.json").is_file()

@@ -23,19 +23,21 @@ REVISION = "0123456789abcdef0123456789abcdef01234567"
 def half_state(module: nn.Module) -> dict[str, torch.Tensor]:
     """``module``'s state dict with floats in float16: half the file, loads into float32."""
     return {
-        k: v.half() if v.is_floating_point() else v.clone()
-        for k, v in module.state_dict().items()
+        k: v.half() if v.is_floating_point() else v.clone() for k, v in module.state_dict().items()
     }
 
 
-def fill_torchvision(name: str, member: str = "DEFAULT", seed: int = 0) -> tuple[Path, nn.Module]:
+def fill_torchvision(
+    name: str, member: str = "DEFAULT", seed: int = 0, **kwargs: Any
+) -> tuple[Path, nn.Module]:
     """Random weights of torchvision architecture ``name`` saved where torch's hub cache keeps
-    its ``member`` weights; returns the file and the model they came from."""
+    its ``member`` weights; returns the file and the model they came from. ``kwargs`` go to
+    the builder (detectors and segmenters: ``weights_backbone=None``, nothing downloaded)."""
     weights = torchvision_member(name, member)
     assert weights is not None, (name, member)
     torch.manual_seed(seed)
     model = torchvision.models.get_model(
-        name, weights=None, num_classes=len(weights.meta["categories"])
+        name, weights=None, num_classes=len(weights.meta["categories"]), **kwargs
     )
     file = torch_checkpoint(weights.url)
     file.parent.mkdir(parents=True, exist_ok=True)

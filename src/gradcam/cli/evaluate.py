@@ -14,7 +14,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from gradcam.cli.common import OPTION_HELP, add_methods, markdown_table, open_data
+from gradcam.cli.common import (
+    MODEL_HELP,
+    OPTION_HELP,
+    WEIGHTS_HELP,
+    add_methods,
+    markdown_table,
+    open_data,
+)
 from gradcam.errors import GradCAMError
 from gradcam.util import warnings_as_messages
 
@@ -94,10 +101,9 @@ def add_parser(commands: Any) -> None:
     evaluate.add_argument("--seed", type=int, default=0, help="--data synthetic: generator seed")
     evaluate.add_argument(
         "--model",
-        help="model name, timm:NAME or hf:DIR (default: 'shapes' for --data synthetic, "
-        "else efficientnet_lite0)",
+        help=f"{MODEL_HELP} (default: 'shapes' for --data synthetic, else efficientnet_lite0)",
     )
-    evaluate.add_argument("--weights", metavar="FILE", help="local state-dict file")
+    evaluate.add_argument("--weights", metavar="W", help=WEIGHTS_HELP)
     layered = ", ".join(s.name for s in specs if s.takes_layer)
     evaluate.add_argument("--layer", help=f"{layered}: the layer (default: the model's)")
     with_methods = ", ".join(s.name for s in specs if s.method_field)

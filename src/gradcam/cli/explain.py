@@ -9,7 +9,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from gradcam.cli.common import OPTION_HELP, add_max_pixels, add_methods, max_pixels, output_dirs
+from gradcam.cli.common import (
+    MODEL_HELP,
+    OPTION_HELP,
+    WEIGHTS_HELP,
+    add_max_pixels,
+    add_methods,
+    max_pixels,
+    output_dirs,
+)
 from gradcam.errors import GradCAMError, ImageLoadError
 from gradcam.util import warnings_as_messages
 
@@ -29,9 +37,9 @@ def add_parser(commands: Any) -> None:
     explain.add_argument(
         "--model",
         default="efficientnet_lite0",
-        help="model name, timm:NAME or hf:DIR (default: %(default)s)",
+        help=f"{MODEL_HELP} (default: %(default)s)",
     )
-    explain.add_argument("--weights", metavar="FILE", help="local state-dict file for the model")
+    explain.add_argument("--weights", metavar="W", help=WEIGHTS_HELP)
     explain.add_argument("--layer", help="dotted layer name (default: last conv feature maps)")
     explain.add_argument(
         "--class",
