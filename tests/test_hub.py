@@ -381,3 +381,45 @@ def test_hf_config_too_large(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
         ModelLoadError, match=r"config\.json: larger than 100 bytes, not a model config"
     ):
         load_model(f"hf:{tmp_path}")
+
+
+def test_hub_download_fetches_configs_first_and_never_code(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Online (a stand-in for the Hub): the config is checked before any weights are fetched,
+    and only configs and weights are asked for."""
+    import fnmatch
+
+    import huggingface_hub
+
+    import gradcam.weights
+
+    repo_files = tmp_path / "repo"
+    _save_vit(repo_files)
+    (repo_files / "modeling_evil.py").write_text("raise SystemExit('ran')\n")
+    asked: list[list[str]] = []
+
+    def snapshot_download(repo: str, cache_dir: str, allow_patterns: list[str]) -> str:
+        asked.append(allow_patterns)
+        folder = fill_hub(repo, {})
+        for file in repo_files.iterdir():
+            if any(fnmatch.fnmatch(file.name, p) for p in allow_patterns):
+                (folder / file.name).write_bytes(file.read_bytes())
+        return str(folder)
+
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE")
+    monkeypatch.setattr(gradcam.weights, "_reachable", lambda url: True)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
+    loaded = load_model("hf:someone/online-vit")
+    assert loaded.pretrained and loaded.class_names == ("cat", "dog", "bird")
+    assert asked[0] == ["config.json", "preprocessor_config.json"]
+    assert all(not fnmatch.fnmatch("modeling_evil.py", p) for a in asked for p in a)
+    # A config that asks for code: refused after the configs, before any weights.
+    config = json.loads((repo_files / "config.json").read_text())
+    config["auto_map"] = {"AutoModelForImageClassification": "modeling_evil.EvilModel"}
+    (repo_files / "config.json").write_text(json.dumps(config))
+    asked.clear()
+    with pytest.raises(ModelLoadError, match="asks to run the model folder's own code"):
+        load_model("hf:someone/evil-vit")
+    assert asked == [["config.json", "preprocessor_config.json"]]

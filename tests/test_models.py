@@ -223,3 +223,29 @@ def test_user_factory_on_the_command_line(
     assert "give its weights" in capsys.readouterr().err
     assert main([*args, "--weights", "random", "--out", str(tmp_path / "out")]) == 0
     assert (tmp_path / "out" / "red" / "summary.json").is_file()
+
+
+def test_torchvision_downloads_a_missing_file_when_online(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Online: torchvision's own download (here a stand-in) fills torch's cache, once."""
+    source = tmp_path / "shufflenet.pth"
+    torch.manual_seed(3)
+    model = torchvision.models.shufflenet_v2_x0_5(weights=None)
+    torch.save(model.state_dict(), source)
+    fetched: list[str] = []
+
+    def download(url: str, dst: str, *args: object, **kwargs: object) -> None:
+        fetched.append(url)
+        Path(dst).write_bytes(source.read_bytes())
+
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE")
+    monkeypatch.setattr(gradcam.weights, "_reachable", lambda url: True)
+    monkeypatch.setattr(torch.hub, "download_url_to_file", download)
+    url = torchvision.models.ShuffleNet_V2_X0_5_Weights.DEFAULT.url
+    for _ in range(2):
+        loaded = load_model("shufflenet_v2_x0_5")
+        assert torch.equal(loaded.module.fc.weight, model.fc.weight)
+    assert fetched == [url]
+    assert gradcam.weights.torch_checkpoint(url).is_file()
