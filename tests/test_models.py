@@ -249,3 +249,23 @@ def test_torchvision_downloads_a_missing_file_when_online(
         assert torch.equal(loaded.module.fc.weight, model.fc.weight)
     assert fetched == [url]
     assert gradcam.weights.torch_checkpoint(url).is_file()
+
+
+def test_every_torchvision_classifier_has_default_weights_to_load() -> None:
+    """Metadata only (no weights read): every classifier name resolves its DEFAULT weights,
+    their cache file, ImageNet's class names and a preprocessing without a crop."""
+    from gradcam.models import _enum_preprocess
+    from gradcam.weights import torch_checkpoint, torchvision_member
+
+    names = torchvision.models.list_models(torchvision.models)
+    assert len(names) >= 80
+    for name in names:
+        member = torchvision_member(name, "DEFAULT")
+        assert member is not None, name
+        assert torch_checkpoint(member.url).suffix in (".pth", ".pt"), name
+        assert len(member.meta["categories"]) == 1000, name
+        preprocess = _enum_preprocess(member)
+        assert 200 <= preprocess.size <= 600, name  # EfficientNet-B7: 600
+    assert _enum_preprocess(torchvision.models.Inception_V3_Weights.DEFAULT).size == 299
+    vit = _enum_preprocess(torchvision.models.ViT_B_16_Weights.IMAGENET1K_SWAG_E2E_V1)
+    assert vit.size == 384 and vit.interpolation == "bicubic"
