@@ -11,6 +11,7 @@ import pytest
 import torch
 import torchvision
 from helpers.caches import fill_torchvision
+from PIL import Image
 
 import gradcam
 import gradcam.weights
@@ -269,3 +270,16 @@ def test_every_torchvision_classifier_has_default_weights_to_load() -> None:
     assert _enum_preprocess(torchvision.models.Inception_V3_Weights.DEFAULT).size == 299
     vit = _enum_preprocess(torchvision.models.ViT_B_16_Weights.IMAGENET1K_SWAG_E2E_V1)
     assert vit.size == 384 and vit.interpolation == "bicubic"
+
+
+def test_torchvision_vit_takes_photos_of_any_shape() -> None:
+    """torchvision's ViT asserts a 224 x 224 input: photos are resized to the square, not
+    cropped (a non-square photo was an AssertionError traceback)."""
+    with pytest.warns(UserWarning, match="random weights"):
+        loaded = load_model("vit_b_32", weights="random")
+    assert loaded.preprocess.max_ratio == 1.0
+    x = loaded.preprocess(Image.new("RGB", (300, 200)))
+    assert x.shape == (1, 3, 224, 224)
+    with pytest.warns(UserWarning, match="random weights"):
+        cnn = load_model("squeezenet1_1", weights="random")
+    assert cnn.preprocess.max_ratio > 1.0  # a CNN keeps the photo's aspect

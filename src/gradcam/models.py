@@ -252,7 +252,7 @@ def _torchvision(name: str, weights: str | None) -> _Built:
     if member is not None:
         module = torchvision_pretrained(name, member)
         names = tuple(str(c) for c in member.meta.get("categories") or ()) or None
-        return module, _enum_preprocess(member), True, names
+        return module, _square_if_fixed(module, _enum_preprocess(member)), True, names
     if weights is None:
         raise ModelLoadError(
             f"torchvision model {name!r} has no published weights: give weights=FILE "
@@ -277,7 +277,8 @@ def _torchvision(name: str, weights: str | None) -> _Built:
         raise ModelLoadError(f"cannot build torchvision model {name!r}: {exc}") from None
     if state is not None:
         _load_weights(module, state, weights, name)
-    return module, Preprocess(299 if name == "inception_v3" else 224), state is not None, None
+    preprocess = _square_if_fixed(module, Preprocess(299 if name == "inception_v3" else 224))
+    return module, preprocess, state is not None, None
 
 
 def _square_if_fixed(module: nn.Module, preprocess: Preprocess) -> Preprocess:
