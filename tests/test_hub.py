@@ -423,3 +423,15 @@ def test_hub_download_fetches_configs_first_and_never_code(
     with pytest.raises(ModelLoadError, match="asks to run the model folder's own code"):
         load_model("hf:someone/evil-vit")
     assert asked == [["config.json", "preprocessor_config.json"]]
+
+
+def test_hf_parameter_count_is_capped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A config of a few hundred bytes can describe a model of any size: counted on the meta
+    device, refused before anything is allocated."""
+    _save_vit(tmp_path)
+    count = sum(p.numel() for p in load_model(f"hf:{tmp_path}").module.parameters())
+    monkeypatch.setattr(gradcam.models, "MAX_PARAMETERS", count - 1)
+    for weights in (None, "random"):
+        with pytest.raises(ModelLoadError) as error:
+            load_model(f"hf:{tmp_path}", weights=weights)
+        assert f"describes {count:,} parameters, more than {count - 1:,}" in _one_line(error)

@@ -67,6 +67,7 @@ __all__ = [
     "MAX_CONFIG_BYTES",
     "MAX_INPUT_SIDE",
     "MAX_LABELS",
+    "MAX_PARAMETERS",
     "RANDOM",
     "SHAPES_MODEL",
     "TIMM_PREFIX",
@@ -88,6 +89,9 @@ MAX_LABELS = 100_000
 #: The largest input side (pixels) a model folder's config or preprocessing may ask for;
 #: photos are decoded at most 2048 x 2048 (:data:`gradcam.images.MAX_PIXELS`) anyway.
 MAX_INPUT_SIDE = 2048
+#: The most parameters a model folder's config may describe (8 GB in float32; ViT-g has 1e9).
+#: Counted on a model built on the meta device, which allocates nothing.
+MAX_PARAMETERS = 2_000_000_000
 #: The largest ``config.json`` or ``preprocessor_config.json`` read (ImageNet-21k's label
 #: map is about 1 MiB).
 MAX_CONFIG_BYTES = 16 << 20
@@ -563,6 +567,10 @@ def _hf_model_type(folder: str) -> str:
         return "unknown"
 
 
+class _Refused(Exception):
+    """A check's refusal inside the loading ``try``, kept apart from the library's errors."""
+
+
 # A Hub id, "ORG/NAME": what hf: takes when no folder of that name exists.
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 
@@ -587,10 +595,21 @@ def _hf(spec: str, weights: str | None) -> _Built:
         ) from None
     # The folder was checked for auto_map above; trust_remote_code=False is the second lock.
     try:
-        if weights == RANDOM:
-            config = AutoConfig.from_pretrained(
-                folder, local_files_only=True, trust_remote_code=False
+        config = AutoConfig.from_pretrained(folder, local_files_only=True, trust_remote_code=False)
+        # A 1 KB config can describe billions of parameters: count them on the meta device
+        # (nothing allocated) before building the model.
+        with torch.device("meta"):
+            skeleton = AutoModelForImageClassification.from_config(  # type: ignore[no-untyped-call]
+                config, trust_remote_code=False
             )
+        count = sum(p.numel() for p in skeleton.parameters())
+        del skeleton
+        if count > MAX_PARAMETERS:
+            raise _Refused(
+                f"{os.path.join(folder, 'config.json')} describes {count:,} parameters, more "
+                f"than {MAX_PARAMETERS:,}"
+            )
+        if weights == RANDOM:
             module = AutoModelForImageClassification.from_config(  # type: ignore[no-untyped-call]
                 config, trust_remote_code=False
             )
@@ -600,6 +619,8 @@ def _hf(spec: str, weights: str | None) -> _Built:
                 folder, local_files_only=True, output_loading_info=True, trust_remote_code=False
             )
             complete = not info.get("missing_keys")
+    except _Refused as exc:
+        raise ModelLoadError(str(exc)) from None
     except Exception as exc:
         detail = " ".join(str(exc).split())
         if "Unrecognized configuration class" in detail:
