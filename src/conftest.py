@@ -18,10 +18,17 @@ Besides the module's own globals, an example may use these names without importi
   weights; loaded only for the examples that name it (loading takes seconds).
 
 Each example runs in its own empty temporary folder (examples that save files write there)
-with torch and numpy seeded to 0, so its printed outputs are the same on every run.
+with torch and numpy seeded to 0, so its printed outputs are the same on every run. Nothing
+downloads: the Hugging Face libraries are offline, so a pretrained weights file missing from
+the caches is a one-line error (:mod:`gradcam.weights`), never a download.
 """
 
 from __future__ import annotations
+
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
 from collections.abc import Iterator
 from functools import cache

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers.caches import fill_torchvision
 from helpers.photos import photo
 from PIL import Image
 
@@ -31,7 +32,7 @@ def test_explain_detection_draws_a_map_per_detection(
         [
             "explain", str(cat), str(missing), "--task", "detection",
             "--model", "ssdlite320_mobilenet_v3_large", "--min-score", "0", "--top-k", "2",
-            "--out", str(tmp_path / "out"),
+            "--weights", "random", "--out", str(tmp_path / "out"),
         ]
     )  # fmt: skip
     assert code == 1  # the missing file is reported, the photo still explained
@@ -51,7 +52,7 @@ def test_explain_detection_draws_a_map_per_detection(
 def test_explain_segmentation_maps_the_largest_regions(cat: Path, tmp_path: Path) -> None:
     torch.manual_seed(0)
     out = tmp_path / "out"
-    args = ["explain", str(cat), "--task", "segmentation", "--out", str(out)]
+    args = ["explain", str(cat), "--task", "segmentation", "--weights", "random", "--out", str(out)]
     assert main([*args, "--model", "lraspp_mobilenet_v3_large", "--top-k", "2"]) == 0
     entries = json.loads((out / "cat" / "summary.json").read_text())["explained"]
     assert 1 <= len(entries) <= 2 and sum(e["area"] for e in entries) <= 1.0
@@ -76,8 +77,27 @@ def test_bad_task_arguments(cat: Path, tmp_path: Path, capsys: pytest.CaptureFix
 
 def test_class_names_of_torchvision_weights() -> None:
     with pytest.warns(UserWarning, match="random weights"):
-        loaded = load_task_model("lraspp_mobilenet_v3_large", "segmentation")
+        loaded = load_task_model("lraspp_mobilenet_v3_large", "segmentation", "random")
     assert loaded.class_names[12] == "dog" and len(loaded.class_names) == 21
+    assert not loaded.pretrained
+
+
+def test_default_weights_from_torch_cache(capsys: pytest.CaptureFixture[str]) -> None:
+    name = "lraspp_mobilenet_v3_large"
+    _, source = fill_torchvision(name, weights_backbone=None)
+    loaded = load_task_model(name, "segmentation")
+    assert loaded.pretrained and loaded.class_names[12] == "dog"
+    key = "classifier.low_classifier.weight"
+    expected = source.state_dict()[key].half().float()
+    assert torch.equal(loaded.module.state_dict()[key], expected)
+
+
+def test_offline_empty_cache(cat: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["explain", str(cat), "--task", "detection", "--model", "fcos_resnet50_fpn"]
+    assert main([*args, "--out", str(tmp_path / "out")]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "weights fcos_resnet50_fpn COCO_V1 are not in the cache" in error
+    assert "\n" not in error and "Traceback" not in error
 
 
 @pytest.mark.parametrize(
@@ -86,5 +106,5 @@ def test_class_names_of_torchvision_weights() -> None:
 def test_class_names_of_detectors_with_a_dense_head(name: str) -> None:
     # their last convolution regresses boxes or centerness: the classes come from the head
     with pytest.warns(UserWarning, match="random weights"):
-        loaded = load_task_model(name, "detection")
+        loaded = load_task_model(name, "detection", "random")
     assert len(loaded.class_names) == 91 and loaded.class_names[1] == "person"

@@ -65,7 +65,16 @@ def test_explain_shows_the_untrained_model_warning_in_one_line(
 
     Image.new("RGB", (64, 64), "gray").save(tmp_path / "gray.png")
     code = main(
-        ["explain", str(tmp_path / "gray.png"), "--model", "resnet18", "--out", str(tmp_path)]
+        [
+            "explain",
+            str(tmp_path / "gray.png"),
+            "--model",
+            "resnet18",
+            "--weights",
+            "random",
+            "--out",
+            str(tmp_path),
+        ]
     )
     lines = capsys.readouterr().err.splitlines()
     assert code == 0

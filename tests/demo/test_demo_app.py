@@ -103,7 +103,7 @@ def test_layout_and_api(session: DemoSession) -> None:
 
 def test_untrained_model_is_flagged_on_the_page(tmp_path: Path) -> None:
     with pytest.warns(UserWarning, match="random weights"):
-        untrained = gradcam.load_model("resnet18")
+        untrained = gradcam.load_model("resnet18", "random")
     app = build_app(DemoSession(untrained, folder=tmp_path))
     texts = [c.get("props", {}).get("value") for c in app.config["components"]]
     assert any("random weights" in str(text) for text in texts)

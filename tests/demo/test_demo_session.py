@@ -271,8 +271,8 @@ def test_sweep_layers_of_torchvision_models(tmp_path: Path) -> None:
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # random weights: only layers matter here
-        vgg = DemoSession(gradcam.load_model("vgg16"), folder=tmp_path)
-        resnet = DemoSession(gradcam.load_model("resnet18"), folder=tmp_path)
+        vgg = DemoSession(gradcam.load_model("vgg16", "random"), folder=tmp_path)
+        resnet = DemoSession(gradcam.load_model("resnet18", "random"), folder=tmp_path)
     # VGG-16: relu1_2 ... relu5_3, the layers of the paper's Fig. 13.
     assert vgg.sweep_layers == [
         "features.3",
@@ -359,7 +359,7 @@ def test_layer_sweeps_are_capped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # random weights: only layers matter here
-        resnet = DemoSession(gradcam.load_model("resnet18"), folder=tmp_path)
+        resnet = DemoSession(gradcam.load_model("resnet18", "random"), folder=tmp_path)
     monkeypatch.setattr(session_module, "MAX_SWEEP_LAYERS", 3)
     assert resnet.sweep_layers == ["relu", "layer2", "layer4"]  # first, middle, last
     monkeypatch.setattr(session_module, "MAX_SWEEP_LAYERS", 4)

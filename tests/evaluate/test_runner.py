@@ -4,6 +4,7 @@ kill; a failing image isolated from its batch. All on the synthetic shapes bench
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import pickle
@@ -258,3 +259,13 @@ def test_workers_exit_when_their_parent_is_killed(tmp_path: Path) -> None:
     for pid in left:  # never leave them behind, even when the test fails
         os.kill(pid, signal.SIGKILL)
     assert not left, "workers outlived their parent"
+
+
+def test_model_spec_identity_of_weights_that_are_no_file(tmp_path: Path) -> None:
+    """``random`` and torchvision weights names name no file: no hash, no 'cannot be read'."""
+    assert ModelSpec("resnet18", "random").identity()["weights_sha256"] is None
+    assert ModelSpec("resnet18", "IMAGENET1K_V1").identity()["weights_sha256"] is None
+    file = tmp_path / "w.pt"
+    file.write_bytes(b"x")
+    digest = ModelSpec("resnet18", str(file)).identity()["weights_sha256"]
+    assert digest == hashlib.sha256(b"x").hexdigest()

@@ -357,7 +357,8 @@ def test_cli_explains_a_detector_at_its_pyramid(tmp_path: Path) -> None:
     code = main(
         [
             "explain", str(path), "--task", "detection", "--model", "fasterrcnn_resnet50_fpn",
-            "--layer", "backbone", "--min-score", "0", "--top-k", "1", "--out", str(out),
+            "--layer", "backbone", "--min-score", "0", "--top-k", "1", "--weights", "random",
+            "--out", str(out),
         ]
     )  # fmt: skip
     assert code == 0

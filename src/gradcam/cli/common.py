@@ -11,7 +11,9 @@ from typing import Any
 from gradcam.errors import GradCAMError
 
 __all__ = [
+    "MODEL_HELP",
     "OPTION_HELP",
+    "WEIGHTS_HELP",
     "add_dataset_options",
     "add_max_pixels",
     "add_methods",
@@ -25,6 +27,17 @@ __all__ = [
 OPTION_HELP = (
     "a method option NAME=VALUE, typed by the method (repeatable; applies to every chosen "
     "method that takes it): see `gradcam methods`"
+)
+
+#: ``--model`` and ``--weights`` of every command that loads a model (gradcam.load_model).
+MODEL_HELP = (
+    "model: a torchvision classifier (pretrained), timm:NAME[.TAG], hf:ORG/NAME, hf:DIR, or "
+    "FILE.py:FUNCTION returning your nn.Module"
+)
+WEIGHTS_HELP = (
+    "the model's weights: a torchvision weights name (IMAGENET1K_V2), a local state-dict "
+    "file, or 'random' (default: its pretrained weights, from the local cache, downloaded "
+    "when missing)"
 )
 
 

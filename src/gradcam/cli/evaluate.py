@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from gradcam.cli.common import (
+    MODEL_HELP,
     OPTION_HELP,
+    WEIGHTS_HELP,
     add_dataset_options,
     add_methods,
     add_runner_options,
@@ -79,10 +81,9 @@ def add_parser(commands: Any) -> None:
     add_dataset_options(evaluate, required=True)
     evaluate.add_argument(
         "--model",
-        help="model name, timm:NAME or hf:DIR (default: 'shapes' for --data synthetic, "
-        "else efficientnet_lite0)",
+        help=f"{MODEL_HELP} (default: 'shapes' for --data synthetic, else efficientnet_lite0)",
     )
-    evaluate.add_argument("--weights", metavar="FILE", help="local state-dict file")
+    evaluate.add_argument("--weights", metavar="W", help=WEIGHTS_HELP)
     layered = ", ".join(s.name for s in specs if s.takes_layer)
     evaluate.add_argument("--layer", help=f"{layered}: the layer (default: the model's)")
     with_methods = ", ".join(s.name for s in specs if s.method_field)

@@ -9,7 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from gradcam.cli.common import (
+    MODEL_HELP,
     OPTION_HELP,
+    WEIGHTS_HELP,
     add_dataset_options,
     add_max_pixels,
     add_methods,
@@ -40,10 +42,9 @@ def add_parser(commands: Any) -> None:
     explain.add_argument("images", nargs="*", metavar="IMAGE", help="image files to explain")
     explain.add_argument(
         "--model",
-        help="model name, timm:NAME or hf:DIR (default: 'shapes' for --data synthetic, else "
-        "efficientnet_lite0)",
+        help=f"{MODEL_HELP} (default: 'shapes' for --data synthetic, else efficientnet_lite0)",
     )
-    explain.add_argument("--weights", metavar="FILE", help="local state-dict file for the model")
+    explain.add_argument("--weights", metavar="W", help=WEIGHTS_HELP)
     explain.add_argument("--layer", help="dotted layer name (default: last conv feature maps)")
     explain.add_argument(
         "--class",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from gradcam.cli.common import MODEL_HELP, WEIGHTS_HELP
 from gradcam.errors import GradCAMError
 
 __all__ = ["add_parser", "serve_command"]
@@ -21,9 +22,9 @@ def add_parser(commands: Any) -> None:
     serve.add_argument(
         "--model",
         default="efficientnet_lite0",
-        help="model name, timm:NAME or hf:DIR (default: %(default)s)",
+        help=f"{MODEL_HELP} (default: %(default)s)",
     )
-    serve.add_argument("--weights", metavar="FILE", help="local state-dict file for the model")
+    serve.add_argument("--weights", metavar="W", help=WEIGHTS_HELP)
     serve.add_argument(
         "--host",
         default="127.0.0.1",

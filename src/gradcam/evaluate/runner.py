@@ -79,7 +79,8 @@ class ModelSpec:
 
     Attributes:
         name: the model's name, as :func:`gradcam.load_model` takes it.
-        weights: a local state-dict file, or ``None``.
+        weights: as :func:`gradcam.load_model` takes them (a state-dict file, a torchvision
+            weights name, ``"random"``), or ``None`` for the model's pretrained weights.
         loaded: the model already loaded from ``name`` and ``weights`` in this process, used
             here instead of loading it again; never sent to workers (they load their own).
 
@@ -111,7 +112,10 @@ class ModelSpec:
             GradCAMError: the weights file cannot be read.
         """
         digest = None
-        if self.weights is not None:
+        # "random" and torchvision weights names ("IMAGENET1K_V2") name no file of the user's.
+        if self.weights is not None and (
+            Path(self.weights).is_file() or os.path.sep in self.weights
+        ):
             digest = _sha256(Path(self.weights))
         return {"model": self.name, "weights": self.weights, "weights_sha256": digest}
 
