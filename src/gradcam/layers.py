@@ -161,6 +161,13 @@ class ResolvedLayer(NamedTuple):
 LayerLike = nn.Module | str | Layer | ResolvedLayer
 
 
+def _submodule(model: nn.Module, name: str) -> nn.Module | None:
+    try:
+        return model.get_submodule(name)
+    except AttributeError:
+        return None
+
+
 def resolve_layer(model: nn.Module, layer: LayerLike) -> ResolvedLayer:
     """Find a layer given as a submodule, a dotted name, a :class:`Layer` (or a layer already
     resolved, checked against ``model``) in ``model``.
@@ -179,6 +186,8 @@ def resolve_layer(model: nn.Module, layer: LayerLike) -> ResolvedLayer:
         ...
         gradcam.errors.LayerError: model has no layer named 'feature'; did you mean features, ...
     """
+    if isinstance(layer, ResolvedLayer) and _submodule(model, layer.name) is layer.module:
+        return layer  # resolved once already: only confirmed to be this model's
     if isinstance(layer, (Layer, ResolvedLayer)):
         module, name, _ = resolve_layer(model, layer.module)
         return ResolvedLayer(module, name, layer.reshape)

@@ -49,7 +49,7 @@ from torch import Tensor, nn
 
 from gradcam.errors import ModelLoadError
 from gradcam.images import Preprocess
-from gradcam.layers import find_default_layer
+from gradcam.layers import find_default_layer, resolve_layer
 from gradcam.targets import class_index, register_class_names
 from gradcam.weights import (
     RANDOM,
@@ -715,7 +715,10 @@ def available_models() -> list[str]:
 
 
 def load_model(
-    name: str = DEFAULT_MODEL, weights: str | os.PathLike[str] | None = None
+    name: str = DEFAULT_MODEL,
+    weights: str | os.PathLike[str] | None = None,
+    *,
+    layer: str | None = None,
 ) -> LoadedModel:
     """Load a model to explain, with its pretrained weights by name.
 
@@ -733,6 +736,9 @@ def load_model(
             and online); a torchvision weights name (``"IMAGENET1K_V2"``); a local
             state-dict file; or ``"random"`` for random weights (a warning says so). A user's
             function needs a file or ``"random"``; ``hf:`` takes no file.
+        layer: the layer to explain, as a dotted name: checked here, once, and kept as the
+            model's ``default_layer`` (no probe pass); ``None`` finds the model's default
+            layer with one forward pass of a blank image.
 
     Raises:
         ModelLoadError: unknown name (close names suggested), weights not cached while
@@ -740,6 +746,7 @@ def load_model(
             folder, a folder that asks to run its own code or declares sizes or classes
             beyond :data:`MAX_INPUT_SIDE` and :data:`MAX_LABELS`, or a missing optional
             package (timm, transformers).
+        LayerError: ``layer`` is not a layer of the model (close names suggested).
 
     Examples:
         ``load_model()`` gives EfficientNet-Lite0 (default layer ``"_head_act"``); here the
@@ -748,6 +755,8 @@ def load_model(
         >>> shapes = load_model("shapes")
         >>> shapes.default_layer, len(shapes.class_names), shapes.pretrained
         ('features', 8, True)
+        >>> load_model("shapes", layer="features.conv4b").default_layer
+        'features.conv4b'
         >>> load_model("efficientnet_lite")
         Traceback (most recent call last):
         ...
@@ -792,10 +801,12 @@ def load_model(
             names = imagenet_classes()
         else:
             names = tuple(f"class {i}" for i in range(num_classes))
-    probe = torch.zeros(1, 3, preprocess.size, preprocess.size)
-    layer = find_default_layer(module, probe)
+    if layer is not None:
+        chosen = resolve_layer(module, layer).name
+    else:
+        chosen = find_default_layer(module, torch.zeros(1, 3, preprocess.size, preprocess.size))
     register_class_names(module, names)
-    return LoadedModel(name, module, preprocess, names, layer, pretrained)
+    return LoadedModel(name, module, preprocess, names, chosen, pretrained)
 
 
 def _output_classes(module: nn.Module) -> int:

@@ -113,7 +113,6 @@ def explain_command(args: argparse.Namespace) -> int:
 
     from gradcam.explain import FIGURE_METHODS, check_classes, explain_image, save_explanation
     from gradcam.images import load_image
-    from gradcam.layers import resolve_layer
     from gradcam.methods.registry import parse_options
     from gradcam.models import load_model
 
@@ -140,11 +139,9 @@ def explain_command(args: argparse.Namespace) -> int:
 
     neuron_names = read_names(args, names)
     with warnings_as_messages():
-        loaded = load_model(args.model, args.weights)
+        loaded = load_model(args.model, args.weights, layer=args.layer)
     classes = [loaded.class_index(c) for c in args.classes] if args.classes else None
     check_classes(loaded, classes, args.top_k)  # before any image: a wrong count fails fast
-    if args.layer is not None:
-        resolve_layer(loaded.module, args.layer)
     if neuron_names is not None:
         check_names(neuron_names, loaded, args)
     out = Path(args.out)
@@ -160,7 +157,7 @@ def explain_command(args: argparse.Namespace) -> int:
                 classes=classes,
                 top_k=args.top_k,
                 methods=names,
-                layer=args.layer,
+                layer=loaded.default_layer,
                 options=options,
             )
             summary = save_explanation(
@@ -251,7 +248,7 @@ def _explain_data(args: argparse.Namespace) -> int:
     options = parse_options(names, pairs)
     model = args.model or ("shapes" if args.data == "synthetic" else "efficientnet_lite0")
     with warnings_as_messages():
-        loaded = load_model(model, args.weights)
+        loaded = load_model(model, args.weights, layer=args.layer)
     classes = [loaded.class_index(c) for c in args.classes] if args.classes else []
     output_folder(args.out)  # before a synthetic dataset is written there
     dataset = open_data(args, annotated=False)
