@@ -11,7 +11,7 @@ from helpers.state import assert_unchanged, snapshot
 from PIL import Image
 
 from gradcam.cli import main
-from gradcam.diagnose.failures import diagnose_failures
+from gradcam.diagnose.failures import Failures, diagnose_failures
 from gradcam.errors import GradCAMError
 from gradcam.evaluate.datasets import Annotation, Dataset, Sample, read_photos
 from gradcam.evaluate.store import read_rows
@@ -207,3 +207,25 @@ def test_out_under_a_file_is_one_line(
     assert main([*args, "--out", str(blocker / "sub")]) == 2
     err = capsys.readouterr().err
     assert "is a file, or lies under one" in err and "Traceback" not in err
+
+
+def test_true_object_outside_the_image_is_an_error_row(
+    red_green: LoadedModel, tmp_path: Path
+) -> None:
+    """Issue 30 item 5: a box wholly outside became most of the image (a negative slice end)."""
+    green = _canvas()
+    green[:, :] = (0, 255, 0)
+    outside = Annotation(RED, (-50, -50, -41, -41))
+    sample = Sample(_write(tmp_path, "g.png", green), (RED,), (outside,))
+    dataset = Dataset("out", ("red", "green"), [sample])
+    result = diagnose_failures(red_green, dataset, tmp_path / "o", progress=False)
+    (error,) = [row["error"] for row in result.failed]
+    assert error.count("g.png") == 1
+    assert "the true object (red): box (-50, -50, -41, -41) lies wholly outside the 32x32" in error
+
+
+def test_protocol_refuses_its_own_settings() -> None:
+    with pytest.raises(GradCAMError, match="tolerance must be a number at least 0 pixels"):
+        Failures(tolerance=float("inf"))
+    with pytest.raises(GradCAMError, match="panel_height must be an integer between 1 and 4096"):
+        Failures(panel_height=0)

@@ -149,7 +149,7 @@ def check_attack(
     Raises:
         GradCAMError: an unknown class; ``epsilon`` or ``step`` not an integer in 1..255
             (0-255 pixel units); ``max_steps`` not an integer in 0..:data:`MAX_STEPS`;
-            ``confidence`` not above 0 and below 1 (a probability never exceeds 1); or the
+            ``confidence`` not a probability in [0, 1] (1: never met, all steps run); or the
             target among the ``present`` classes (it cannot both win and leave the top 5).
 
     Examples:
@@ -159,12 +159,13 @@ def check_attack(
         >>> check_attack(load_model("shapes"), "circle", confidence=2)
         Traceback (most recent call last):
         ...
-        gradcam.errors.GradCAMError: confidence must be a number above 0 and below 1, got 2
+        gradcam.errors.GradCAMError: confidence must be a number between 0 and 1, got 2
     """
     check_number("epsilon", epsilon, 1, 255, integer=True, unit=" pixel units (0-255)")
     check_number("step", step, 1, 255, integer=True, unit=" pixel units (0-255)")
     check_number("max_steps", max_steps, 0, MAX_STEPS, integer=True)
-    check_number("confidence", confidence, 0, 1, low_open=True, high_open=True)
+    # 1 is allowed: p > 1 never holds, so the attack runs all max_steps (as benchmarks do).
+    check_number("confidence", confidence, 0, 1)
     goal = loaded.class_index(target)
     if present is None:
         return goal, None
@@ -198,7 +199,7 @@ def attack(
         epsilon: L-infinity budget in 0-255 pixel units (an integer in 1..255).
         step: change per iteration in pixel units (an integer in 1..255).
         max_steps: iterations at most (0..:data:`MAX_STEPS`).
-        confidence: the target probability to exceed (above 0, below 1).
+        confidence: the target probability to exceed, in [0, 1] (1: never, all steps run).
 
     Raises:
         GradCAMError: the settings :func:`check_attack` refuses.

@@ -194,7 +194,8 @@ class Bias(Protocol):
                         try:
                             mask = region_mask(instances, image.size, size)
                         except GradCAMError as exc:
-                            raise GradCAMError(f"{sample.path}: region {region!r}: {exc}") from None
+                            # The runner adds the image's path.
+                            raise GradCAMError(f"region {region!r}: {exc}") from None
                         if mask is not None:
                             fraction = mass_inside(heat[k], mask)
                             fractions.append(

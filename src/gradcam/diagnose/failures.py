@@ -160,8 +160,8 @@ class Failures(Protocol):
         try:
             mask = region_mask(truth, image.size, (height, width))
         except GradCAMError as exc:
-            where = f"{sample.path}: the true object ({row['true_name']})"
-            raise GradCAMError(f"{where}: {exc}") from None
+            # The runner adds the image's path.
+            raise GradCAMError(f"the true object ({row['true_name']}): {exc}") from None
         if mask is not None:
             for name, heat in (("gradcam", cam_heat), ("guided", guided_heat)):
                 row[f"{name}_true_mass"] = mass_inside(heat[0], mask)
