@@ -7,11 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import skimage.data
 import torch
 from PIL import Image
-
-pytest.importorskip("av")
-import skimage.data
 
 from gradcam.errors import MediaLoadError, ModelLoadError
 from gradcam.media.video import (
@@ -21,6 +19,8 @@ from gradcam.media.video import (
     write_video_outputs,
     write_video_overlay,
 )
+
+pytest.importorskip("av")
 
 GIF = Path(skimage.data.__file__).parent / "no_time_for_that_tiny.gif"
 

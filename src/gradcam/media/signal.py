@@ -254,7 +254,7 @@ def write_signal_map(
     for c in range(channels):
         top = 1.0 - c * row_height / height
         axes = figure.add_axes(
-            (0.08, top - row_height / height + 0.01, 0.8, row_height / height - 0.02)
+            (0.08, top - (row_height - 8) / height, 0.8, (row_height - 16) / height)
         )
         values = signal.data[c].numpy()
         points = np.stack([time, values], axis=1)
