@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import struct
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -236,3 +237,52 @@ def test_overlay_keeps_one_scale_for_the_clip(tmp_path: Path) -> None:
     # Not stretched per frame: a weak frame (0.1, blue in jet) and a strong one (0.9, red).
     assert first[..., 2].mean() > first[..., 0].mean()
     assert second[..., 0].mean() > second[..., 2].mean()
+
+
+def _encode(path: Path, codec: str, frames: torch.Tensor, container_format: str) -> Path:
+    import av
+
+    with av.open(str(path), mode="w", format=container_format) as container:
+        stream: Any = container.add_stream(codec, rate=10)
+        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+        for array in frames.numpy():
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(array, format="rgb24")))
+        container.mux(stream.encode(None))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("name", "codec", "container_format"),
+    [
+        ("clip.avi", "mpeg4", "avi"),
+        ("clip.webm", "libvpx-vp9", "webm"),
+        ("clip.mkv", "libx264", "matroska"),
+    ],
+)
+def test_other_containers(tmp_path: Path, name: str, codec: str, container_format: str) -> None:
+    import av
+
+    if codec not in av.codecs_available:
+        pytest.skip(f"this FFmpeg has no {codec} encoder")
+    frames = torch.zeros(6, 16, 24, 3, dtype=torch.uint8)
+    frames[:, :, :12, 0] = 200  # red on the left
+    video = read_video(_encode(tmp_path / name, codec, frames, container_format))
+    assert tuple(video.frames.shape) == (6, 16, 24, 3)
+    assert video.frames[:, :, :10, 0].float().mean() > 150
+    assert video.frames[:, :, 14:, 0].float().mean() < 50
+
+
+def test_audio_only_file(tmp_path: Path) -> None:
+    import av
+
+    path = tmp_path / "sound.mp4"
+    with av.open(str(path), mode="w", format="mp4") as container:
+        stream: Any = container.add_stream("aac", rate=8000)
+        samples = np.zeros((1, 1024), dtype=np.float32)
+        for _ in range(3):
+            frame = av.AudioFrame.from_ndarray(samples, format="fltp", layout="mono")
+            frame.sample_rate = 8000
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    with pytest.raises(MediaLoadError, match=r"sound\.mp4: no video stream"):
+        read_video(path)

@@ -21,4 +21,59 @@ imported only when a file is read or written. Every refusal is a one-line
 
 from __future__ import annotations
 
-__all__: list[str] = []
+import os
+from pathlib import Path
+from typing import Literal
+
+from gradcam.errors import MediaLoadError
+
+__all__ = ["media_kind"]
+
+MediaKind = Literal["video", "volume", "signal"]
+
+
+def media_kind(path: str | os.PathLike[str]) -> MediaKind | None:
+    """Which reader a file needs: ``"video"``, ``"volume"``, ``"signal"``, or ``None`` (a photo
+    or anything else, left to :func:`gradcam.load_image`).
+
+    By suffix (see ``VIDEO_SUFFIXES``, ``VOLUME_SUFFIXES``, ``SIGNAL_SUFFIXES``); a ``.npy``
+    file by its number of dimensions, read from its header only: 1 or 2 is a signal
+    ``(L,)`` / ``(C, L)``, 3 or 4 a volume.
+
+    Raises:
+        MediaLoadError: a ``.npy`` file whose header cannot be read, or of another rank.
+
+    Examples:
+        >>> np.save("ecg.npy", np.zeros((2, 100))); np.save("ct.npy", np.zeros((4, 4, 4)))
+        >>> [media_kind(p) for p in ["a.MP4", "b.gif", "c.nii.gz", "ecg.npy", "ct.npy", "d.jpg"]]
+        ['video', 'video', 'volume', 'signal', 'volume', None]
+    """
+    from gradcam.media.signal import SIGNAL_SUFFIXES
+    from gradcam.media.video import VIDEO_SUFFIXES
+    from gradcam.media.volume import VOLUME_SUFFIXES
+
+    file = Path(path)
+    name = file.name.lower()
+    suffix = ".nii.gz" if name.endswith(".nii.gz") else file.suffix.lower()
+    if suffix in VIDEO_SUFFIXES:
+        return "video"
+    if suffix == ".npy":
+        import numpy as np
+
+        try:
+            rank = np.load(file, mmap_mode="r", allow_pickle=False).ndim
+        except (OSError, ValueError, EOFError) as exc:
+            raise MediaLoadError(f"{file.name}: not a readable .npy array ({exc})") from None
+        if rank in (1, 2):
+            return "signal"
+        if rank in (3, 4):
+            return "volume"
+        raise MediaLoadError(
+            f"{file.name}: a {rank}-D array is neither a signal (1-D or 2-D) nor a volume "
+            "(3-D or 4-D)"
+        )
+    if suffix in VOLUME_SUFFIXES:
+        return "volume"
+    if suffix in SIGNAL_SUFFIXES:
+        return "signal"
+    return None

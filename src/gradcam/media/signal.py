@@ -28,6 +28,7 @@ from gradcam.errors import MediaLoadError
 from gradcam.outputs import output_folder, write_atomic
 
 __all__ = [
+    "MAX_DRAWN_CHANNELS",
     "MAX_SAMPLES",
     "SIGNAL_SUFFIXES",
     "Signal",
