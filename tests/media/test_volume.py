@@ -190,3 +190,12 @@ def test_npy_input_map_opens_as_nifti(tmp_path: Path) -> None:
     back = nib.load(path)
     assert back.shape == (3, 4, 5) and np.array_equal(back.affine, np.eye(4))
     assert np.array_equal(back.get_fdata(), np.ones((3, 4, 5)))
+
+
+def test_map_of_one_volume_of_a_4d_file(tmp_path: Path) -> None:
+    volume = read_volume(EXAMPLE_4D, index=0)
+    path = write_volume_map(tmp_path / "m.nii.gz", torch.rand(8, 8, 8), volume)
+    image, back = nib.load(EXAMPLE_4D), nib.load(path)
+    assert back.shape == image.shape[:3]
+    assert np.array_equal(back.affine, image.affine)
+    assert back.header.get_zooms() == image.header.get_zooms()[:3]
