@@ -138,10 +138,19 @@ cap, max_frames): cut the part to explain
             )
         factor = _reduction((width, height), max_pixels)
         size = (math.ceil(width / factor), math.ceil(height / factor))
-        frames: list[np.ndarray] = []
+        declared = stream.frames
+        # When the header gives the frame count (MP4, AVI), frames go straight into one
+        # buffer: stacking a list at the end would hold every frame twice.
+        buffer = (
+            np.empty((declared, size[1], size[0], 3), dtype=np.uint8)
+            if 0 < declared <= max_frames
+            else None
+        )
+        extra: list[np.ndarray] = []
+        count = 0
         try:
             for frame in container.decode(stream):
-                if len(frames) == max_frames:
+                if count == max_frames:
                     raise MediaLoadError(
                         f"{name}: more than {max_frames} frames (the cap, max_frames): cut the "
                         "part to explain"
@@ -151,24 +160,34 @@ cap, max_frames): cut the part to explain
                         f"{name}: a frame of {frame.width}x{frame.height} pixels exceeds the "
                         f"cap of {max_source_pixels} pixels (max_source_pixels)"
                     )
-                frames.append(frame.to_ndarray(format="rgb24", width=size[0], height=size[1]))
+                array = frame.to_ndarray(format="rgb24", width=size[0], height=size[1])
+                if buffer is not None and count < len(buffer):
+                    buffer[count] = array
+                else:
+                    extra.append(array)
+                count += 1
         except MediaLoadError:
             raise
         except (av.FFmpegError, OSError, ValueError) as exc:
             raise MediaLoadError(f"{name}: corrupt or truncated video ({_fault(exc)})") from None
-        declared = stream.frames
         rate = stream.average_rate or stream.guessed_rate
-    if declared and len(frames) < declared:
+    if declared and count < declared:
         raise MediaLoadError(
-            f"{name}: truncated video: {len(frames)} of the {declared} frames its header "
+            f"{name}: truncated video: {count} of the {declared} frames its header "
             "declares could be decoded"
         )
-    if not frames:
+    if count == 0:
         raise MediaLoadError(f"{name}: no frame could be decoded (truncated or empty video)")
-    if len(frames) == 1:
+    if count == 1:
         raise MediaLoadError(f"{name}: one frame only: explain it as an image")
+    if buffer is None:
+        frames = np.stack(extra)
+    elif extra:
+        frames = np.concatenate([buffer, np.stack(extra)])
+    else:
+        frames = buffer
     fps = float(rate) if rate else 10.0
-    return Video(torch.from_numpy(np.stack(frames)), fps, (width, height))
+    return Video(torch.from_numpy(frames), fps, (width, height))
 
 
 @dataclass(frozen=True)
