@@ -12,7 +12,7 @@ import skimage.data
 import torch
 from PIL import Image
 
-from gradcam.errors import MediaLoadError, ModelLoadError
+from gradcam.errors import GradCAMError, MediaLoadError, ModelLoadError
 from gradcam.media.video import (
     VideoPreprocess,
     read_video,
@@ -210,7 +210,7 @@ def test_a_failed_write_leaves_nothing(tmp_path: Path, monkeypatch: pytest.Monke
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(Image.Image, "save", broken)
-    with pytest.raises(MediaLoadError.__mro__[1], match="No space left on device"):
+    with pytest.raises(GradCAMError, match="No space left on device"):
         write_video_overlay(tmp_path / "clip.gif", frames, torch.rand(4, 8, 8), fps=5)
     assert list(tmp_path.iterdir()) == []
 
@@ -286,3 +286,12 @@ def test_audio_only_file(tmp_path: Path) -> None:
         container.mux(stream.encode(None))
     with pytest.raises(MediaLoadError, match=r"sound\.mp4: no video stream"):
         read_video(path)
+
+
+def test_output_folder_checked_before_work(tmp_path: Path) -> None:
+    (tmp_path / "f.txt").write_text("x")
+    video = read_video(GIF)
+    prep = VideoPreprocess(clip_len=2, resize_size=(8,), crop_size=(8, 8))
+    with pytest.raises(GradCAMError, match="is a file, or lies under one"):
+        write_video_outputs(tmp_path / "f.txt" / "out", video, torch.rand(2, 8, 8), prep)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.txt"]

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from gradcam.errors import MediaLoadError
+from gradcam.errors import GradCAMError, MediaLoadError
 from gradcam.media.volume import (
     Volume,
     VolumePreprocess,
@@ -199,3 +199,11 @@ def test_map_of_one_volume_of_a_4d_file(tmp_path: Path) -> None:
     assert back.shape == image.shape[:3]
     assert np.array_equal(back.affine, image.affine)
     assert back.header.get_zooms() == image.header.get_zooms()[:3]
+
+
+def test_output_folder_checked_before_work(tmp_path: Path) -> None:
+    (tmp_path / "f.txt").write_text("x")
+    volume = Volume(torch.zeros(2, 2, 2), np.eye(4))
+    with pytest.raises(GradCAMError, match="is a file, or lies under one"):
+        write_volume_outputs(tmp_path / "f.txt" / "out", volume, torch.rand(2, 2, 2))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.txt"]
