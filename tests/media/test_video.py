@@ -295,3 +295,15 @@ def test_output_folder_checked_before_work(tmp_path: Path) -> None:
     with pytest.raises(GradCAMError, match="is a file, or lies under one"):
         write_video_outputs(tmp_path / "f.txt" / "out", video, torch.rand(2, 8, 8), prep)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["f.txt"]
+
+
+def test_truncated_avi_is_counted_against_its_header(tmp_path: Path) -> None:
+    # FFmpeg reads a cut AVI without an error: only the header's frame count tells.
+    frames = (torch.rand(12, 32, 48, 3) * 255).to(torch.uint8)
+    whole = _encode(tmp_path / "clip.avi", "mpeg4", frames, "avi").read_bytes()
+    cut = tmp_path / "cut.avi"
+    cut.write_bytes(whole[: int(len(whole) * 0.8)])
+    with pytest.raises(MediaLoadError) as exc:
+        read_video(cut)
+    assert "truncated video:" in _one_line(exc)
+    assert "of the 12 frames its header declares" in str(exc.value)
