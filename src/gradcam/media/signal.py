@@ -49,7 +49,8 @@ SIGNAL_SUFFIXES = (".npy", ".csv")
 PathLike = str | os.PathLike[str]
 
 
-@dataclass(frozen=True)
+# eq=False: tensors have no single truth value, so field-by-field equality cannot be defined.
+@dataclass(frozen=True, eq=False)
 class Signal:
     """A multichannel series.
 

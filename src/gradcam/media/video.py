@@ -67,7 +67,8 @@ VIDEO_SUFFIXES = (".mp4", ".avi", ".webm", ".mov", ".mkv", ".gif")
 PathLike = str | os.PathLike[str]
 
 
-@dataclass(frozen=True)
+# eq=False: tensors have no single truth value, so field-by-field equality cannot be defined.
+@dataclass(frozen=True, eq=False)
 class Video:
     """A decoded video.
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import gzip
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +55,8 @@ VOLUME_SUFFIXES = (".nii", ".nii.gz", ".npy")
 PathLike = str | os.PathLike[str]
 
 
-@dataclass(frozen=True)
+# eq=False: tensors have no single truth value, so field-by-field equality cannot be defined.
+@dataclass(frozen=True, eq=False)
 class Volume:
     """One 3-D volume and where it sits in the world.
 
@@ -68,7 +69,7 @@ class Volume:
 
     data: Tensor
     affine: np.ndarray
-    header: Any = field(default=None, compare=False)
+    header: Any = None
 
 
 def _suffix(path: Path) -> str:
