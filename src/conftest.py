@@ -15,7 +15,9 @@ Besides the module's own globals, an example may use these names without importi
 - ``x``: ``shapes.preprocess(scene.image)``, a fresh (1, 3, 128, 128) tensor per example;
 - ``photo``: the bundled ``gradcam/data/cat_and_coffee.jpg`` as an RGB ``PIL.Image``;
 - ``lite0``: ``gradcam.load_model()``, the embedded EfficientNet-Lite0 with its ImageNet
-  weights; loaded only for the examples that name it (loading takes seconds).
+  weights; loaded only for the examples that name it (loading takes seconds);
+- ``skimage_gif``: the path of scikit-image's ``no_time_for_that_tiny.gif`` (24 frames of
+  14 x 25 pixels), a real animated GIF for the video examples.
 
 Each example runs in its own empty temporary folder (examples that save files write there)
 with torch and numpy seeded to 0, so its printed outputs are the same on every run. Nothing
@@ -96,4 +98,10 @@ def _doctest_names(
     )
     if "lite0" in _source(request.node):
         doctest_namespace["lite0"] = _lite0()
+    if "skimage_gif" in _source(request.node):
+        import skimage.data
+
+        doctest_namespace["skimage_gif"] = (
+            Path(skimage.data.__file__).parent / "no_time_for_that_tiny.gif"
+        )
     yield

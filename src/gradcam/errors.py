@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-__all__ = ["GradCAMError", "ImageLoadError", "LayerError", "ModelLoadError", "TargetError"]
+__all__ = [
+    "GradCAMError",
+    "ImageLoadError",
+    "LayerError",
+    "MediaLoadError",
+    "ModelLoadError",
+    "TargetError",
+]
 
 
 class GradCAMError(ValueError):
@@ -26,3 +33,8 @@ class ImageLoadError(GradCAMError):
 
 class ModelLoadError(GradCAMError):
     """A model could not be built or its weights could not be loaded."""
+
+
+class MediaLoadError(GradCAMError):
+    """A video, volume or signal file could not be read: missing, corrupt, truncated, a wrong
+    header, NaN values, or over a cap on frames, pixels or voxels (see :mod:`gradcam.media`)."""

@@ -18,6 +18,7 @@ def overlay(
     colormap: str = "jet",
     alpha: float = 0.5,
     box: tuple[int, int, int, int] | None = None,
+    normalized: bool = False,
 ) -> Image.Image:
     """Blend a heatmap over ``image`` at the image's own size and aspect.
 
@@ -30,6 +31,9 @@ def overlay(
         colormap: any matplotlib colormap name; the paper's figures use ``"jet"``.
         alpha: heatmap opacity in [0, 1].
         box: optional ``(x0, y0, x1, y1)`` box in image pixels, drawn in green.
+        normalized: the map is already on a shared [0, 1] scale (one frame of a clip, one
+            slice of a volume): it is resized and clipped to [0, 1], not stretched to its own
+            minimum and maximum, so a weak frame stays weak.
 
     Returns:
         A new RGB image; ``image`` is not modified.
@@ -47,7 +51,8 @@ def overlay(
     if values.dim() != 2:
         raise ValueError(f"map must be 2-D (h, w), got shape {tuple(values.shape)}")
     values = torch.nan_to_num(values.float().cpu())
-    resized = normalize(upsample(values, (image.height, image.width)))
+    resized = upsample(values, (image.height, image.width))
+    resized = resized.clamp(0.0, 1.0) if normalized else normalize(resized)
     import matplotlib  # here: `gradcam --help` and `import gradcam` need no matplotlib
 
     colors = matplotlib.colormaps[colormap](resized.numpy())[..., :3]
