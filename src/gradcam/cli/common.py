@@ -17,10 +17,12 @@ __all__ = [
     "add_dataset_options",
     "add_max_pixels",
     "add_methods",
+    "add_model_options",
     "add_runner_options",
     "markdown_table",
     "max_pixels",
     "method_names",
+    "model_name",
     "output_dirs",
 ]
 
@@ -39,6 +41,38 @@ WEIGHTS_HELP = (
     "file, or 'random' (default: its pretrained weights, from the local cache, downloaded "
     "when missing)"
 )
+
+
+def add_model_options(
+    command: argparse.ArgumentParser,
+    *,
+    fixed_default: bool = False,
+    layer_help: str = "dotted layer name (default: the model's)",
+) -> None:
+    """Add ``--model``, ``--weights`` and ``--layer``, as every command that loads a model
+    reads them (:func:`model_name`). The default model is the shipped ``shapes`` CNN for
+    ``synthetic`` data and the embedded EfficientNet-Lite0 otherwise; ``fixed_default``
+    commands (no dataset) show the latter as the default."""
+    from gradcam.models import DEFAULT_MODEL, SHAPES_MODEL
+
+    default = (
+        f"default: {DEFAULT_MODEL}"
+        if fixed_default
+        else f"default: '{SHAPES_MODEL}' for synthetic data, else {DEFAULT_MODEL}"
+    )
+    command.add_argument("--model", help=f"{MODEL_HELP} ({default})")
+    command.add_argument("--weights", metavar="W", help=WEIGHTS_HELP)
+    command.add_argument("--layer", help=layer_help)
+
+
+def model_name(args: argparse.Namespace) -> str:
+    """The model a command loads: ``--model``, else the default of :func:`add_model_options`."""
+    from gradcam.models import DEFAULT_MODEL, SHAPES_MODEL
+
+    given: str | None = args.model
+    if given:
+        return given
+    return SHAPES_MODEL if getattr(args, "data", None) == "synthetic" else DEFAULT_MODEL
 
 
 def add_dataset_options(

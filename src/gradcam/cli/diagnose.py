@@ -12,6 +12,8 @@ import argparse
 import sys
 from typing import Any
 
+from gradcam.cli.common import add_model_options, model_name
+
 __all__ = ["add_parser"]
 
 
@@ -70,11 +72,7 @@ def add_parser(commands: Any) -> None:
     adversarial.add_argument(
         "--confidence", type=float, default=0.9999, help="target probability to exceed (0-1)"
     )
-    adversarial.add_argument(
-        "--model", default="efficientnet_lite0", help="model name, timm:NAME or hf:DIR"
-    )
-    adversarial.add_argument("--weights", metavar="FILE", help="local state-dict file")
-    adversarial.add_argument("--layer", help="dotted layer name (default: the model's)")
+    add_model_options(adversarial, fixed_default=True)
     adversarial.add_argument("--out", default="gradcam_adversarial", metavar="DIR")
     add_max_pixels(adversarial)
     adversarial.set_defaults(handler=_adversarial, data=None)
@@ -119,13 +117,7 @@ def _add_data_options(command: argparse.ArgumentParser) -> None:
         help="DATA synthetic: images to generate (default: %(default)s)",
     )  # fmt: skip
     command.add_argument("--seed", type=int, default=0, help="DATA synthetic: generator seed")
-    command.add_argument(
-        "--model",
-        help="model name, timm:NAME or hf:DIR (default: 'shapes' for synthetic data, "
-        "else efficientnet_lite0)",
-    )
-    command.add_argument("--weights", metavar="FILE", help="local state-dict file")
-    command.add_argument("--layer", help="dotted layer name (default: the model's)")
+    add_model_options(command)
     command.add_argument("--limit", type=int, metavar="N", help="only the first N images")
     command.add_argument(
         "--resume", action="store_true", help="continue the run in --out, skipping done images"
@@ -139,9 +131,8 @@ def _load(args: argparse.Namespace) -> Any:
     from gradcam.models import load_model
     from gradcam.util import warnings_as_messages
 
-    name = args.model or ("shapes" if args.data == "synthetic" else "efficientnet_lite0")
     with warnings_as_messages():
-        return load_model(name, args.weights)
+        return load_model(model_name(args), args.weights, layer=args.layer)
 
 
 def _open_dataset(args: argparse.Namespace) -> Any:

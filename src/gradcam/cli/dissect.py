@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from gradcam.cli.common import add_model_options, model_name
 from gradcam.errors import GradCAMError
 
 __all__ = [
@@ -45,13 +46,7 @@ def add_parser(commands: Any) -> None:
         "of the paper. Writes names.parquet, iou.npy and dissection.json to --out; "
         "`gradcam explain IMAGE --text --names DIR` then uses them.",
     )
-    parser.add_argument(
-        "--model",
-        default="efficientnet_lite0",
-        help="model name, timm:NAME or hf:DIR (default: %(default)s)",
-    )
-    parser.add_argument("--weights", metavar="FILE", help="local state-dict file for the model")
-    parser.add_argument("--layer", help="dotted layer name (default: the model's Grad-CAM layer)")
+    add_model_options(parser, layer_help="dotted layer name (default: the model's Grad-CAM layer)")
     parser.add_argument(
         "--concepts",
         required=True,
@@ -106,7 +101,7 @@ def run_dissect(args: argparse.Namespace) -> int:
     if args.images < 1:
         raise GradCAMError(f"--images must be at least 1, got {args.images}")
     with warnings_as_messages():
-        loaded = load_model(args.model, args.weights)
+        loaded = load_model(model_name(args), args.weights)
         concepts = read_concepts(args.concepts, count=args.images, size=args.size, seed=args.seed)
     found = dissect(
         loaded,
@@ -118,7 +113,7 @@ def run_dissect(args: argparse.Namespace) -> int:
         quantile=args.quantile,
         iou_threshold=args.iou_threshold,
         progress=True,
-        model_name=args.model,
+        model_name=model_name(args),
     )
     named = found.named()
     print(
@@ -158,9 +153,9 @@ def check_names(names: Any, loaded: Any, args: argparse.Namespace) -> None:
     from gradcam.dissect import DissectionError, layer_activations
     from gradcam.layers import resolve_layer
 
-    if names.model and names.model != args.model:
+    if names.model and names.model != model_name(args):
         raise DissectionError(
-            f"the neuron names are for model {names.model!r}, not --model {args.model!r}"
+            f"the neuron names are for model {names.model!r}, not --model {model_name(args)!r}"
         )
     if args.layer is not None and args.layer != names.layer:
         raise DissectionError(
@@ -170,7 +165,7 @@ def check_names(names: Any, loaded: Any, args: argparse.Namespace) -> None:
     # One forward pass on a blank photo counts the layer's units.
     blank = loaded.preprocess(Image.new("RGB", (loaded.preprocess.size,) * 2))
     maps = layer_activations(loaded.module, resolve_layer(loaded.module, names.layer), blank)
-    names.check(names.layer, int(maps.shape[1]), args.model)
+    names.check(names.layer, int(maps.shape[1]), model_name(args))
 
 
 def write_text(explanation: Any, loaded: Any, image: Any, names: Any, folder: Path) -> None:

@@ -15,13 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from gradcam.cli.common import (
-    MODEL_HELP,
     OPTION_HELP,
-    WEIGHTS_HELP,
     add_dataset_options,
     add_methods,
+    add_model_options,
     add_runner_options,
     markdown_table,
+    model_name,
     open_data,
 )
 from gradcam.errors import GradCAMError
@@ -79,13 +79,8 @@ def add_parser(commands: Any) -> None:
         + ", ".join(s.name for s in specs),
     )  # fmt: skip
     add_dataset_options(evaluate, required=True)
-    evaluate.add_argument(
-        "--model",
-        help=f"{MODEL_HELP} (default: 'shapes' for --data synthetic, else efficientnet_lite0)",
-    )
-    evaluate.add_argument("--weights", metavar="W", help=WEIGHTS_HELP)
     layered = ", ".join(s.name for s in specs if s.takes_layer)
-    evaluate.add_argument("--layer", help=f"{layered}: the layer (default: the model's)")
+    add_model_options(evaluate, layer_help=f"{layered}: the layer (default: the model's)")
     with_methods = ", ".join(s.name for s in specs if s.method_field)
     add_methods(evaluate, f"{with_methods}: method (repeatable; default: the protocol's)")
     evaluate.add_argument(
@@ -184,7 +179,7 @@ def evaluate_command(args: argparse.Namespace) -> int:
     from gradcam.models import load_model
 
     spec = protocol_spec(args.protocol)
-    model = args.model or ("shapes" if args.data == "synthetic" else "efficientnet_lite0")
+    model = model_name(args)
     runs = protocol_runs(
         spec.name,
         methods=args.methods,

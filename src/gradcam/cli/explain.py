@@ -9,15 +9,15 @@ from pathlib import Path
 from typing import Any
 
 from gradcam.cli.common import (
-    MODEL_HELP,
     OPTION_HELP,
-    WEIGHTS_HELP,
     add_dataset_options,
     add_max_pixels,
     add_methods,
+    add_model_options,
     add_runner_options,
     markdown_table,
     max_pixels,
+    model_name,
     open_data,
     output_dirs,
 )
@@ -40,12 +40,7 @@ def add_parser(commands: Any) -> None:
         "and maps to .npz shards in --out, in batches, with --resume, --workers and --ray.",
     )
     explain.add_argument("images", nargs="*", metavar="IMAGE", help="image files to explain")
-    explain.add_argument(
-        "--model",
-        help=f"{MODEL_HELP} (default: 'shapes' for --data synthetic, else efficientnet_lite0)",
-    )
-    explain.add_argument("--weights", metavar="W", help=WEIGHTS_HELP)
-    explain.add_argument("--layer", help="dotted layer name (default: last conv feature maps)")
+    add_model_options(explain, layer_help="dotted layer name (default: last conv feature maps)")
     explain.add_argument(
         "--class",
         dest="classes",
@@ -120,7 +115,7 @@ def explain_command(args: argparse.Namespace) -> int:
         return _explain_data(args)
     if not args.images:
         raise GradCAMError("give IMAGE files to explain, or a dataset with --data PATH")
-    args.model = args.model or "efficientnet_lite0"
+    args.model = model_name(args)
     if args.task != "classification":
         return _explain_task(args)
     if args.top_k < 1:
@@ -246,7 +241,7 @@ def _explain_data(args: argparse.Namespace) -> int:
     if "occlusion" in names:
         pairs += [f"{k}={v}" for k, v in (("window", args.window), ("stride", args.stride)) if v]
     options = parse_options(names, pairs)
-    model = args.model or ("shapes" if args.data == "synthetic" else "efficientnet_lite0")
+    model = model_name(args)
     with warnings_as_messages():
         loaded = load_model(model, args.weights, layer=args.layer)
     classes = [loaded.class_index(c) for c in args.classes] if args.classes else []
