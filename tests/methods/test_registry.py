@@ -36,7 +36,7 @@ from gradcam.methods.registry import Needs, Option, parse_options, register
 def _fast_options(name: str) -> dict[str, Any]:
     """Options that keep every method quick on the tiny models of these tests."""
     spec = method_spec(name)
-    wanted = {"window": 4, "stride": 4, "progress": False, "batch_size": 64}
+    wanted = {"window": 4, "stride": 4, "progress": False, "batch_size": 64, "num_scales": 2}
     return {k: v for k, v in wanted.items() if any(o.name == k for o in spec.options)}
 
 

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gradcam.engine import check_input, eval_mode
@@ -136,8 +137,8 @@ class SESS(LayerMethod):
     Agrees with pytorch-grad-cam 1.5.7's ``SESS`` with the same settings (its ``window_size``,
     ``step_size``, ``scale_step_ratio``, ``pre_filter_ratio`` are the options of those names
     here) and a base method that agrees with its own (``base="gradcam"`` with its default
-    ``GradCAM``). Resizing the image is bilinear, as torchvision's ``resize`` for enlarging;
-    resizing maps back is OpenCV's ``INTER_LINEAR``.
+    ``GradCAM``). Resizing the image is torchvision's ``resize`` (bilinear, antialiased when
+    shrinking); resizing maps back is OpenCV's ``INTER_LINEAR``.
 
     Args:
         module: the model.
@@ -261,9 +262,12 @@ class SESS(LayerMethod):
         patches: list[Tensor] = []
         places: list[tuple[int, int, int, int]] = []
         for scale in scales:
-            # torchvision's resize(image, scale): the shorter side becomes `scale`.
+            # torchvision's resize(image, scale): the shorter side becomes `scale`, bilinear,
+            # antialiased when shrinking (a window smaller than the image).
             size = (int(scale * h / w), scale) if w <= h else (scale, int(scale * w / h))
-            scaled = upsample(image, size).to(image.dtype)
+            scaled = F.interpolate(
+                image, size=size, mode="bilinear", align_corners=False, antialias=True
+            )
             for top in window_starts(size[0], window, step):
                 for left in window_starts(size[1], window, step):
                     patches.append(scaled[..., top : top + window, left : left + window])
