@@ -36,7 +36,7 @@ from gradcam.methods.registry import Needs, Option, parse_options, register
 def _fast_options(name: str) -> dict[str, Any]:
     """Options that keep every method quick on the tiny models of these tests."""
     spec = method_spec(name)
-    wanted = {"window": 4, "stride": 4, "progress": False, "batch_size": 64}
+    wanted = {"window": 4, "stride": 4, "progress": False, "batch_size": 64, "num_scales": 2}
     return {k: v for k, v in wanted.items() if any(o.name == k for o in spec.options)}
 
 
@@ -295,3 +295,21 @@ def test_every_method_on_a_vision_transformer(name: str) -> None:
     assert torch.isfinite(result.maps).all()
     if getattr(result, "layer", None):
         assert result.layer == "blocks.1.norm1"
+
+
+# What each method's row in docs/methods.md must say it agrees with, at which settings: the
+# settings its agreement test uses (tests/methods/test_<module>.py).
+_AGREES_WITH = {
+    "random-cam": ["pytorch-grad-cam `RandomCAM`", "same weights", "distribution"],
+    "refine-cam": ["pytorch-grad-cam `RefineCAM`", '`base="gradcam"`', '{"eps": 1e-6}'],
+    "seg-eigen-cam": ["pytorch-grad-cam `SegEigenCAM`", "defaults"],
+    "sess": ["pytorch-grad-cam `SESS`", "same settings", '`base="gradcam"`'],
+}
+
+
+@pytest.mark.parametrize(("name", "claims"), list(_AGREES_WITH.items()))
+def test_the_methods_table_says_which_peer_agrees(name: str, claims: list[str]) -> None:
+    text = (Path(__file__).parents[2] / "docs" / "methods.md").read_text()
+    row = next(line for line in text.splitlines() if line.startswith(f"| `{name}` |"))
+    agrees = row.split(" | ")[3]  # the "agrees with" column
+    assert all(claim in agrees for claim in claims), (name, agrees)

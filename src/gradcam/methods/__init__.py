@@ -69,12 +69,21 @@ from gradcam.methods.score_cam import ISCAM, SSCAM, ScoreCAM
 from gradcam.methods.shapley_cam import ShapleyCAM
 from gradcam.targets import TargetLike
 
+# isort: split
+# Appended after the methods above (issue 28): the random baseline, then the meta-methods and
+# Seg-Eigen-CAM, so that the order of the earlier methods stays as it was.
+from gradcam.methods.random_cam import RandomCAM
+from gradcam.methods.refine_cam import RefineCAM
+from gradcam.methods.seg_eigen_cam import SegEigenCAM
+from gradcam.methods.sess import SESS
+
 __all__ = [
     "CAM",
     "DEFAULT_METHOD",
     "FEM",
     "ISCAM",
     "KPCACAM",
+    "SESS",
     "SSCAM",
     "AblationCAM",
     "AttributionResult",
@@ -105,8 +114,11 @@ __all__ = [
     "OcclusionResult",
     "Option",
     "PixelResult",
+    "RandomCAM",
+    "RefineCAM",
     "Result",
     "ScoreCAM",
+    "SegEigenCAM",
     "ShapleyCAM",
     "SmoothGrad",
     "SmoothGradCAMPlusPlus",
