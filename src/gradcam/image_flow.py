@@ -175,7 +175,6 @@ class ImageFlow:
         # embeddings there: the ids themselves have no node in the graph).
         roots: list[Node] = []
         pure: set[Node] = set()
-        self.mixing: list[str] = []
         for item in traced:
             other = [
                 node
@@ -189,11 +188,16 @@ class ImageFlow:
             if not other:
                 pure.update(n for _, n in item.outputs if n is not None)
                 continue
-            roots.extend(n for n in other if n is not None)
             roots.extend(n for _, n in item.outputs if n is not None)
-            if any(node is not None and node in self.pixel for _, node, _ in item.inputs):
-                self.mixing.append(item.call.name)
         self._nonimage = _closure([n for n in roots if n not in pure], children)
+        mixed = self.pixel & self._nonimage
+        #: The modules where the image meets other inputs: their output is mixed, no input is.
+        self.mixing = [
+            item.call.name
+            for item in traced
+            if any(n in mixed for _, n in item.outputs)
+            and not any(n in mixed for _, n, _ in item.inputs)
+        ]
         self.upstream = _closure([n for _, n in outputs], parents)
         self._output_itself = _closure([n for _, n in outputs], parents, through=_shape_only)
 
