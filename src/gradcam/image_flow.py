@@ -292,9 +292,18 @@ def trace_image(model: nn.Module, x: Tensor) -> Iterator[ImageFlow]:
         ...     [t.call.name for t in flow.traced], flow.image_map(0)
         (['0', '1', '2'], True)
     """
+    # A caller's no_grad or inference_mode would forbid the graph.
+    with torch.inference_mode(False), torch.enable_grad(), _flow(model, x) as flow:
+        yield flow
+
+
+@contextmanager
+def _flow(model: nn.Module, x: Tensor) -> Iterator[ImageFlow]:
     batch = int(x.shape[0])
-    leaf = x.detach().requires_grad_(True)
-    pixels = leaf.clone()  # not a leaf: a model may change its input in place
+    # A normal tensor (not an inference tensor) with a history: a model may change its input
+    # in place, which a leaf forbids.
+    leaf = x.detach().clone().requires_grad_(True)
+    pixels = leaf.clone()
     # Fresh leaves for the parameters, so that everything computed from them has a history
     # (also in a frozen model): a tensor without one is then an input from outside.
     parameters = {name: p.detach().requires_grad_(True) for name, p in model.named_parameters()}
@@ -314,7 +323,7 @@ def trace_image(model: nn.Module, x: Tensor) -> Iterator[ImageFlow]:
 
     handles = [module.register_forward_hook(hook, with_kwargs=True) for module in names]
     try:
-        with eval_mode(model), torch.enable_grad():
+        with eval_mode(model):
             output = torch.func.functional_call(model, parameters, (pixels,))
     finally:
         for handle in handles:
