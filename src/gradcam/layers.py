@@ -5,17 +5,25 @@ reshape that turns its output into (B, C, h, w) feature maps (see :mod:`gradcam.
 token sequences of ViT-like models, channels-last maps of Swin; ``"auto"`` reads the layout
 from the output's shape and the model's structure, or raises).
 
-The default follows the paper (section 3): the last convolutional feature maps, i.e. the last
-module whose output is a spatial map (h*w > 1, channels first or last), that runs exactly once,
-and whose output is not produced by a pooling, dropout or reshaping layer (those only resample
-or rearrange features that an earlier module computed). For ResNet-50 this is ``layer4``, for
+The default follows the paper (section 3), the last convolutional feature maps, and the
+image, whatever else the model reads: the last module whose output is a spatial map (h*w > 1,
+channels first or last, tokens, or a feature pyramid: a dict or list of maps), that runs
+exactly once, whose output is not produced by a pooling, dropout or reshaping layer (those
+only resample or rearrange features that an earlier module computed), and which
+:mod:`gradcam.image_flow` finds to be a map *of the image*: it depends on the pixels, has the
+input's batch size, depends on no non-image input (text, object queries, proposals, masks),
+reaches the output other than by reshaping (a segmenter's upsampled class maps are its
+output), and every path from the pixels to the output passes through it. So a CLIP wrapper
+gets its vision tower, a captioner its image encoder, DETR its encoder, Faster R-CNN its
+feature pyramid (see ``docs/models.md``). For ResNet-50 this is ``layer4``, for
 VGG-16 ``features.29`` (relu5_3, 14x14 as in the paper), for the embedded EfficientNet-Lite0
 ``_head_act``, for Swin the final ``norm`` (channels-last, 7x7 at 224, the map the head
 averages, as ``layer4`` is ResNet's).
 
-Models whose last spatial output is a token sequence (ViT, DeiT) are different: their head reads
-the class token only, so after the last attention no patch token reaches the score (their
-gradient is zero). There the default is the input of the last attention module, the last
+Models whose last spatial output is a token sequence (ViT, DeiT) are different when their head
+reads the class token only: after the last attention no patch token reaches the score (their
+gradient is zero; the probe checks it). There the default is the input of the last attention
+module, the last
 block's first norm (``encoder.layers.encoder_layer_11.ln_1`` in torchvision's ViT-B/16,
 ``blocks[-1].norm1`` in timm), the layer pytorch-grad-cam documents for ViT. Without an
 attention module, the last token layer is taken.
