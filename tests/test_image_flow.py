@@ -163,3 +163,23 @@ def test_model_left_as_it_was(model: nn.Module) -> None:
         pass
     assert_unchanged(before, model)
     assert all(p.grad is None for p in model.parameters())
+
+
+def test_output_in_an_object_without_tensors_found() -> None:
+    """An output whose tensors cannot be found (an opaque object): every layer may lead to it,
+    so the choice is the plain last spatial map, as before."""
+
+    class Opaque:
+        def __init__(self, logits: Tensor) -> None:
+            self.logits = logits
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3)
+            self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
+
+        def forward(self, x: Tensor) -> Opaque:
+            return Opaque(self.head(self.conv(x)))
+
+    assert find_default_layer(Net(), X) == "conv"

@@ -32,6 +32,7 @@ frozen model is traced alike) and every module call with its inputs and outputs,
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -105,6 +106,9 @@ def _tensors(obj: Any, depth: int = 0) -> Iterator[Tensor]:
     elif depth < 4 and isinstance(obj, (list, tuple)):
         for value in obj:
             yield from _tensors(value, depth + 1)
+    elif depth < 4 and dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        for item in dataclasses.fields(obj):
+            yield from _tensors(getattr(obj, item.name, None), depth + 1)
 
 
 def _per_image_lists(obj: Any, batch: int, depth: int = 0) -> Iterator[tuple[Tensor, bool]]:
@@ -198,8 +202,11 @@ class ImageFlow:
             if any(n in mixed for _, n in item.outputs)
             and not any(n in mixed for _, n, _ in item.inputs)
         ]
-        self.upstream = _closure([n for _, n in outputs], parents)
-        self._output_itself = _closure([n for _, n in outputs], parents, through=_shape_only)
+        if any(n is not None for _, n in outputs):
+            self.upstream = _closure([n for _, n in outputs], parents)
+            self._output_itself = _closure([n for _, n in outputs], parents, through=_shape_only)
+        else:  # an output whose tensors cannot be found: every layer may lead to it
+            self.upstream, self._output_itself = set(parents), set()
 
     @staticmethod
     def _nodes(item: TracedCall) -> Iterator[Node]:
@@ -233,6 +240,8 @@ class ImageFlow:
         """Whether every path from the pixels to the output passes through call ``index``'s
         output (all its tensors together, for a pyramid)."""
         stop = {n for _, n in self.traced[index].outputs}
+        if not any(n is not None for _, n in self._outputs):
+            return True  # no output found to follow (see __init__)
         return self._source not in _closure(
             [n for _, n in self._outputs if n not in stop], self._parents, stop=stop
         )

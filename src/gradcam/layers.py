@@ -345,9 +345,10 @@ def find_default_layer(model: nn.Module, x: Tensor) -> str:
     pyramid), one per image, on the path from the input to the output and before anything
     mixes in other inputs (text, queries, proposals), through which every path from the
     pixels to the output passes; for token models whose output reads no patch token of that
-    layer, the input of the last attention (see the module docstring). Runs one forward and
-    one backward pass on ``x`` with the model in eval mode; the model's training flags are
-    restored afterwards and no gradient is kept.
+    layer, the input of the last attention (see the module docstring). Runs one forward pass
+    on ``x`` recording the autograd graph (and, for a token layer, one backward pass) with the
+    model in eval mode; the model's training flags are restored afterwards and no gradient is
+    kept.
 
     Raises:
         LayerError: if no module qualifies (names the spatial layers seen and where other
