@@ -500,6 +500,13 @@ def _agrees(model: nn.Module, x: torch.Tensor, layer: str, index: tuple[int, ...
 
 
 @needs_transformers
+def test_clip_with_one_prompt_is_the_vision_tower_too() -> None:
+    """One prompt: the text has the image's batch size, and is still no map of the image."""
+    layer = "model.vision_model.encoder.layers.1.layer_norm1"
+    assert find_default_layer(mm.clip(prompts=1), _mm_image()) == layer
+
+
+@needs_transformers
 def test_clip_default_is_the_vision_tower_and_agrees() -> None:
     """pytorch-grad-cam's CLIP tutorial: the old rule took the text tower's final norm (the 5
     prompts read as the batch); the default is now its layer, the last vision block's first
