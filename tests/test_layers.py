@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 import torchvision
+from helpers import multimodal as mm
 from helpers.models import ReusedLayerNet, SmallCNN, TinyGapNet, TinyTokenNet, TinyViT, tiny_input
 from helpers.state import assert_unchanged, snapshot
 from torch import nn
@@ -444,3 +445,204 @@ def test_timm_convnext_channels_last_norm() -> None:
     assert auto.raw.shape == (1, 1, 2, 2) and auto.weights.shape == (1, 1, 320)
     torch.testing.assert_close(auto.raw, given.raw)
     assert GradCAM(model)(x, 0).layer == "stages"
+
+
+# The default on multimodal and task models: the layer that follows the image -----------------
+# Small random configs (tests/helpers/multimodal.py): 32 x 32 images in 8 px patches, 4 x 4 grid.
+
+needs_transformers = pytest.mark.skipif(
+    importlib.util.find_spec("transformers") is None, reason="transformers is not installed"
+)
+
+
+def _mm_image(side: int = 32) -> torch.Tensor:
+    return torch.randn(1, 3, side, side, generator=torch.Generator().manual_seed(3))
+
+
+def _peer_tokens(
+    model: nn.Module,
+    layer: nn.Module,
+    x: torch.Tensor,
+    score: Callable[[torch.Tensor], torch.Tensor],
+    prefix: int,
+) -> torch.Tensor:
+    """pytorch-grad-cam's raw map at ``layer`` with its ViT tutorial's reshape (``prefix``
+    leading tokens dropped, the rest a square grid) for the target ``score`` of one image."""
+    from pytorch_grad_cam import GradCAM as PeerGradCAM
+
+    def reshape(tensor: torch.Tensor) -> torch.Tensor:
+        side = int((tensor.size(1) - prefix) ** 0.5)
+        result = tensor[:, prefix:, :].reshape(tensor.size(0), side, side, tensor.size(2))
+        return result.transpose(2, 3).transpose(1, 2)
+
+    peer = PeerGradCAM(model, [layer], reshape_transform=reshape)
+    try:
+        peer(input_tensor=x, targets=[score])
+        grads = peer.activations_and_grads
+        acts, grad = grads.activations[0].numpy(), grads.gradients[0].numpy()
+        raw = peer.get_cam_image(x, layer, [score], acts, grad, False)
+        return torch.from_numpy(np.maximum(raw, 0)[0])
+    finally:
+        peer.activations_and_grads.release()
+        model.zero_grad(set_to_none=True)
+
+
+def _agrees(model: nn.Module, x: torch.Tensor, layer: str, index: tuple[int, ...], prefix: int):
+    """Our default-layer map for ``output[(b, *index)]`` equals pytorch-grad-cam's there."""
+    result = GradCAM(model)(x, lambda out: out[(slice(None), *index)])
+    assert result.layer == layer
+    theirs = _peer_tokens(
+        model, resolve_layer(model, layer).module, x, lambda out: out[index], prefix
+    )
+    assert result.raw.shape[-2:] == theirs.shape and result.raw.abs().max() > 0
+    scale = float(theirs.abs().max())
+    torch.testing.assert_close(result.raw[0, 0], theirs, rtol=1e-4, atol=1e-4 * scale)
+
+
+@needs_transformers
+def test_clip_with_one_prompt_is_the_vision_tower_too() -> None:
+    """One prompt: the text has the image's batch size, and is still no map of the image."""
+    layer = "model.vision_model.encoder.layers.1.layer_norm1"
+    assert find_default_layer(mm.clip(prompts=1), _mm_image()) == layer
+
+
+@needs_transformers
+def test_clip_default_is_the_vision_tower_and_agrees() -> None:
+    """pytorch-grad-cam's CLIP tutorial: the old rule took the text tower's final norm (the 5
+    prompts read as the batch); the default is now its layer, the last vision block's first
+    norm, with one map per image and target, equal to its maps."""
+    pytest.importorskip("pytorch_grad_cam")
+    model, x = mm.clip(prompts=5), _mm_image()
+    layer = "model.vision_model.encoder.layers.1.layer_norm1"
+    assert find_default_layer(model, x) == layer
+    assert GradCAM(model)(x, [0, 3]).maps.shape == (1, 2, 32, 32)
+    _agrees(model, x, layer, (3,), prefix=1)
+
+
+@needs_transformers
+@pytest.mark.parametrize("task", ["caption", "vqa", "itm"])
+def test_blip_default_is_the_vision_encoder_and_agrees(task: str) -> None:
+    """The text decoder (captioning, VQA) and the ITM text encoder attend to every image token:
+    the default is the vision encoder's last block, not a text layer (old rule: 2x2 maps)."""
+    pytest.importorskip("pytorch_grad_cam")
+    model, x = mm.blip(task), _mm_image()
+    layer = "model.vision_model.encoder.layers.1"
+    assert find_default_layer(model, x) == layer
+    _agrees(model, x, layer, (1,) if task == "itm" else (2, 5), prefix=1)
+
+
+@needs_transformers
+def test_detr_default_is_the_encoder_and_agrees() -> None:
+    """DETR: the encoder's last layer (image tokens, no class token), never the decoder nor its
+    heads (the old rule took bbox_predictor and then refused the class scores)."""
+    pytest.importorskip("pytorch_grad_cam")
+    pytest.importorskip("timm")
+    model, x = mm.detr(), _mm_image(64)
+    layer = "model.model.encoder.layers.1"
+    assert find_default_layer(model, x) == layer
+    _agrees(model, x, layer, (4, 1), prefix=0)
+
+
+@needs_transformers
+@pytest.mark.parametrize(
+    ("build", "layer", "maps"),
+    [
+        ("vision_encoder_decoder", "model.encoder.layernorm", (4, 4)),
+        ("vilt", "model.vilt.embeddings.patch_embeddings", (1, 1)),
+        ("llava", "model.model.multi_modal_projector", (4, 4)),
+        ("owlvit", "model.layer_norm", (4, 4)),
+    ],
+)
+def test_multimodal_default_follows_the_image(
+    build: str, layer: str, maps: tuple[int, int]
+) -> None:
+    """The last map of the image before text is mixed in: the encoder a captioning decoder
+    attends to, ViLT's patch embedding (text and patches share every later layer), LLaVA's
+    projected patch tokens, OWL-ViT's image tokens before the text queries."""
+    model, x = getattr(mm, build)(), _mm_image()
+    result = GradCAM(model)(x, lambda out: out.flatten(1)[:, -1])
+    assert result.layer == layer
+    assert torch.isfinite(result.raw).all() and result.raw.amax() > result.raw.amin()
+    assert result.raw.shape[-2:] == maps or build == "vilt"
+
+
+@needs_transformers
+def test_deformable_detr_default_is_the_backbone() -> None:
+    pytest.importorskip("timm")
+    try:
+        model = mm.detr(deformable=True)
+    except ImportError as error:  # its custom kernels' dependencies
+        pytest.skip(f"Deformable DETR not importable: {error}")
+    x = _mm_image(64)
+    result = GradCAM(model)(x, lambda out: out[:, 2, 1])
+    assert result.layer.startswith("model.model.backbone.model (pyramid: 0 128x8x8")
+    assert torch.isfinite(result.raw).all() and result.weights.abs().amax() > 0
+
+
+def test_faster_rcnn_plain_call_explains_at_the_backbone() -> None:
+    """layer=None on a detector: the feature pyramid the detection heads read (the old rule took
+    the proposals' RoI pool: 150 maps for one image)."""
+    from gradcam.tasks import DetectionScore, detect
+
+    torch.manual_seed(0)
+    model = torchvision.models.detection.fasterrcnn_mobilenet_v3_large_320_fpn(
+        weights=None, weights_backbone=None, num_classes=3
+    ).eval()
+    x = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    found = detect(model, x)[0][:2]
+    assert found
+    result = GradCAM(model)(x, [DetectionScore.of(d) for d in found])
+    assert result.layer.startswith("backbone (pyramid: 0 ")
+    assert result.maps.shape == (1, len(found), 64, 64)
+    assert torch.isfinite(result.raw).all()
+
+
+@pytest.mark.parametrize(
+    ("build", "layer"),
+    [
+        ("deeplabv3_mobilenet_v3_large", "classifier.3"),
+        ("fcn_resnet50", "classifier.2"),
+        ("lraspp_mobilenet_v3_large", "backbone (pyramid"),
+    ],
+)
+def test_segmenter_plain_call_explains_before_the_class_maps(build: str, layer: str) -> None:
+    """layer=None on a segmenter: the head's last features before its class-logit maps (those
+    are the output, upsampled), or LR-ASPP's two backbone stages, which it combines."""
+    from gradcam.tasks import SegmentationScore
+
+    torch.manual_seed(0)
+    model = getattr(torchvision.models.segmentation, build)(
+        weights=None, weights_backbone=None, num_classes=4
+    ).eval()
+    x = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    mask = torch.zeros(64, 64)
+    mask[:32, :32] = 1  # a quarter of the image, whatever the random model predicts there
+    result = GradCAM(model)(x, SegmentationScore(1, mask))
+    assert result.layer.startswith(layer)
+    assert torch.isfinite(result.raw).all() and result.raw.amax() > result.raw.amin()
+
+
+class _MixesAtOnce(nn.Module):
+    """Pixels added to a per-image text map in the first module: nothing comes before."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.text = torch.ones(1, 3, 8, 8)
+        self.mix = _Add()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.conv(self.mix(x, self.text.expand(len(x), -1, -1, -1))))
+
+
+class _Add(nn.Module):
+    def forward(self, x: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
+        return x + other
+
+
+def test_no_layer_before_mixing_is_one_line_naming_the_candidates() -> None:
+    match = r"meets other inputs at mix; spatial outputs seen: mix, conv;"
+    with pytest.raises(LayerError, match=match) as info:
+        GradCAM(_MixesAtOnce())(torch.randn(1, 3, 8, 8), 0)
+    assert "\n" not in str(info.value)

@@ -5,17 +5,25 @@ reshape that turns its output into (B, C, h, w) feature maps (see :mod:`gradcam.
 token sequences of ViT-like models, channels-last maps of Swin; ``"auto"`` reads the layout
 from the output's shape and the model's structure, or raises).
 
-The default follows the paper (section 3): the last convolutional feature maps, i.e. the last
-module whose output is a spatial map (h*w > 1, channels first or last), that runs exactly once,
-and whose output is not produced by a pooling, dropout or reshaping layer (those only resample
-or rearrange features that an earlier module computed). For ResNet-50 this is ``layer4``, for
+The default follows the paper (section 3), the last convolutional feature maps, and the
+image, whatever else the model reads: the last module whose output is a spatial map (h*w > 1,
+channels first or last, tokens, or a feature pyramid: a dict or list of maps), that runs
+exactly once, whose output is not produced by a pooling, dropout or reshaping layer (those
+only resample or rearrange features that an earlier module computed), and which
+:mod:`gradcam.image_flow` finds to be a map *of the image*: it depends on the pixels, has the
+input's batch size, depends on no non-image input (text, object queries, proposals, masks),
+reaches the output other than by reshaping (a segmenter's upsampled class maps are its
+output), and every path from the pixels to the output passes through it. So a CLIP wrapper
+gets its vision tower, a captioner its image encoder, DETR its encoder, Faster R-CNN its
+feature pyramid (see ``docs/models.md``). For ResNet-50 this is ``layer4``, for
 VGG-16 ``features.29`` (relu5_3, 14x14 as in the paper), for the embedded EfficientNet-Lite0
 ``_head_act``, for Swin the final ``norm`` (channels-last, 7x7 at 224, the map the head
 averages, as ``layer4`` is ResNet's).
 
-Models whose last spatial output is a token sequence (ViT, DeiT) are different: their head reads
-the class token only, so after the last attention no patch token reaches the score (their
-gradient is zero). There the default is the input of the last attention module, the last
+Models whose last spatial output is a token sequence (ViT, DeiT) are different when their head
+reads the class token only: after the last attention no patch token reaches the score (their
+gradient is zero; the probe checks it). There the default is the input of the last attention
+module, the last
 block's first norm (``encoder.layers.encoder_layer_11.ln_1`` in torchvision's ViT-B/16,
 ``blocks[-1].norm1`` in timm), the layer pytorch-grad-cam documents for ViT. Without an
 attention module, the last token layer is taken.
@@ -28,8 +36,9 @@ from __future__ import annotations
 
 import difflib
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -37,12 +46,14 @@ from torchvision.ops.misc import Permute
 
 from gradcam.errors import LayerError
 from gradcam.hooks import ModuleCall, eval_mode, record_outputs
+from gradcam.image_flow import ImageFlow, trace_image
 from gradcam.reshapes import (
     PYRAMID_RESHAPES,
     RESHAPES,
     MapView,
     Reshape,
     Tokens,
+    is_pyramid,
     view_for,
     widths,
 )
@@ -218,11 +229,17 @@ class _Spatial(NamedTuple):
     call: ModuleCall
     maps: tuple[int, ...]  # the (B, C, h, w) shape after the automatic reshape
     kind: str
+    prefix: int = 0  # leading (class, register) tokens, for tokens
 
 
 def _spatial_calls(model: nn.Module, x: Tensor) -> tuple[list[ModuleCall], list[_Spatial]]:
     """The probe's calls, and those that run once and output a spatial map (h*w > 1)."""
     calls = _probe(model, x)
+    return calls, _spatial_of(model, x, calls)
+
+
+def _spatial_of(model: nn.Module, x: Tensor, calls: list[ModuleCall]) -> list[_Spatial]:
+    """The ``calls`` that run once and output a spatial map (h*w > 1)."""
     counts = Counter(c.name for c in calls)
     input_size = (x.shape[-2], x.shape[-1])
     model_widths = widths(model.modules())
@@ -243,8 +260,8 @@ def _spatial_calls(model: nn.Module, x: Tensor) -> tuple[list[ModuleCall], list[
         maps = _maps_shape(view, shape)
         if maps[2] * maps[3] > 1:
             seen.add(call.name)
-            found.append(_Spatial(call, maps, view.kind))
-    return calls, found
+            found.append(_Spatial(call, maps, view.kind, view.prefix))
+    return found
 
 
 def _maps_shape(view: MapView, shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -275,15 +292,76 @@ def _is_attention(module: nn.Module) -> bool:
     )
 
 
+def _image_pyramid(output: Any, x: Tensor) -> bool:
+    """A dict or list of at least two distinct maps of the input's rank (FPN levels)."""
+    if not is_pyramid(output):
+        return False
+    levels = list(output.values()) if isinstance(output, Mapping) else list(output)
+    return len({id(t) for t in levels}) >= 2 and all(t.dim() == x.dim() for t in levels)
+
+
+class _Candidate(NamedTuple):
+    at: int  # the call's position in the trace
+    name: str
+    kind: str  # a MapView kind, or "pyramid"
+    prefix: int = 0
+
+
+def _candidates(model: nn.Module, x: Tensor, flow: ImageFlow) -> list[_Candidate]:
+    """The layers whose output is a map of the image, per image, before any non-image input
+    is mixed in and on the path to the output, in completion order (see the module
+    docstring); none made by a pass-through module."""
+    calls = [item.call for item in flow.traced]
+    index = {id(call): i for i, call in enumerate(calls)}
+    counts = Counter(c.name for c in calls)
+    # A tensor made by a pass-through module stays "resampled" when a container returns it; one
+    # that returns its input itself (Identity, Dropout in eval mode) resamples nothing.
+    passing = [c for c in calls if isinstance(c.module, _PASS_THROUGH)]
+    resampled = {c.output_id for c in passing if c.output_id != c.input_id}
+    found = [
+        _Candidate(index[id(s.call)], s.call.name, s.kind, s.prefix)
+        for s in _spatial_of(model, x, calls)
+        if s.call.output_id not in resampled
+        and not isinstance(s.call.module, _PASS_THROUGH)
+        and flow.image_map(index[id(s.call)])
+    ]
+    found += [
+        _Candidate(i, item.call.name, "pyramid")
+        for i, item in enumerate(flow.traced)
+        if counts[item.call.name] == 1
+        and not isinstance(item.call.module, _PASS_THROUGH)
+        and _image_pyramid(item.output, x)
+        and flow.image_map(i)
+    ]
+    return sorted(found)
+
+
+def _no_layer(model: nn.Module, x: Tensor, flow: ImageFlow) -> LayerError:
+    spatial = [s.call.name for s in _spatial_of(model, x, [t.call for t in flow.traced])]
+    seen = f"; spatial outputs seen: {', '.join(spatial[-5:])}" if spatial else ""
+    mixed = f"; the image meets other inputs at {', '.join(flow.mixing[:3])}" if flow.mixing else ""
+    return LayerError(
+        f"found no layer of {type(model).__name__} that outputs a spatial map of the image "
+        f"(B, C, h, w), tokens or channels-last maps, per image and before other inputs are mixed "
+        f"in{mixed}{seen}; pass layer= explicitly"
+    )
+
+
 def find_default_layer(model: nn.Module, x: Tensor) -> str:
     """Name the layer Grad-CAM uses by default for ``model`` on inputs shaped like ``x``.
 
-    The last convolutional feature maps, or for token models the input of the last attention
-    (see the module docstring). Runs one no-grad forward pass on ``x`` with the model in eval
-    mode; the model's training flags are restored afterwards.
+    The last layer whose output is a spatial map of the image (or patch tokens, or a feature
+    pyramid), one per image, on the path from the input to the output and before anything
+    mixes in other inputs (text, queries, proposals), through which every path from the
+    pixels to the output passes; for token models whose output reads no patch token of that
+    layer, the input of the last attention (see the module docstring). Runs one forward pass
+    on ``x`` recording the autograd graph (and, for a token layer, one backward pass) with the
+    model in eval mode; the model's training flags are restored afterwards and no gradient is
+    kept.
 
     Raises:
-        LayerError: if no module outputs spatial feature maps.
+        LayerError: if no module qualifies (names the spatial layers seen and where other
+            inputs are mixed in).
 
     Examples:
         >>> find_default_layer(model, torch.zeros(1, 3, 128, 128))
@@ -293,26 +371,20 @@ def find_default_layer(model: nn.Module, x: Tensor) -> str:
         >>> find_default_layer(vit, torch.zeros(1, 3, 64, 64))
         'encoder.layers.encoder_layer_1.ln_1'
     """
-    calls, spatial = _spatial_calls(model, x)
-    # A tensor made by a pass-through module stays "resampled" when a container returns it; one
-    # that returns its input itself (Identity, Dropout in eval mode) resamples nothing.
-    passing = [c for c in calls if isinstance(c.module, _PASS_THROUGH)]
-    resampled = {c.output_id for c in passing if c.output_id != c.input_id}
-    usable = [
-        s
-        for s in spatial
-        if s.call.output_id not in resampled and not isinstance(s.call.module, _PASS_THROUGH)
-    ]
-    if not usable:
-        raise LayerError(
-            f"found no layer with spatial (B, C, h, w) output in {type(model).__name__} "
-            "(nor tokens or channels-last maps that could be reshaped to it); pass layer= "
-            "explicitly"
-        )
-    if usable[-1].kind != "tokens":
-        return usable[-1].call.name
-    tokens = {s.call.output_id: s.call.name for s in reversed(usable) if s.kind == "tokens"}
-    attention = [c for c in calls if _is_attention(c.module) and c.input_id in tokens]
-    if attention:
-        return tokens[attention[-1].input_id]  # type: ignore[index]
-    return usable[-1].call.name
+    with trace_image(model, x) as flow:
+        found = _candidates(model, x, flow)
+        if not found:
+            raise _no_layer(model, x, flow)
+        chosen = next((c for c in reversed(found) if flow.is_cut(c.at)), found[-1])
+        if chosen.kind != "tokens" or flow.reaches_output(chosen.at, chosen.prefix):
+            return chosen.name
+        calls = [item.call for item in flow.traced]
+        tokens = {
+            calls[c.at].output_id: c.name
+            for c in reversed(found)
+            if c.kind == "tokens" and c.at <= chosen.at
+        }
+        attention = [c for c in calls if _is_attention(c.module) and c.input_id in tokens]
+        if attention:
+            return tokens[attention[-1].input_id]  # type: ignore[index]
+        return chosen.name
