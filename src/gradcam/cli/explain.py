@@ -99,9 +99,11 @@ def explain_command(args: argparse.Namespace) -> int:
     from gradcam.explain import FIGURE_METHODS, check_classes, explain_image, save_explanation
     from gradcam.images import load_image
     from gradcam.layers import resolve_layer
-    from gradcam.methods.registry import parse_options
+    from gradcam.methods.registry import flag_options, parse_options
     from gradcam.models import load_model
+    from gradcam.outputs import output_folder
 
+    output_folder(args.out)  # before any work: a file, a path under a file, read-only
     if args.task != "classification":
         from gradcam.task_explain import explain_task
 
@@ -115,10 +117,8 @@ def explain_command(args: argparse.Namespace) -> int:
     if args.figure:
         names += ["gradcam", *FIGURE_METHODS]  # Grad-CAM first, as without --figure
     names = list(dict.fromkeys(names))
-    pairs = list(args.options)
-    if "occlusion" in names:
-        pairs += [f"{k}={v}" for k, v in (("window", args.window), ("stride", args.stride)) if v]
-    options = parse_options(names, pairs)
+    flags = {"window": args.window, "stride": args.stride}
+    options = parse_options(names, [*args.options, *flag_options(names, flags)])
     from gradcam.dissect import cli as text_cli
 
     neuron_names = text_cli.read_names(args, names)

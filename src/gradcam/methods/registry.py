@@ -37,6 +37,7 @@ __all__ = [
     "Needs",
     "Option",
     "create_method",
+    "flag_options",
     "method_spec",
     "method_specs",
     "methods",
@@ -284,6 +285,41 @@ def parse_options(names: list[str], pairs: list[str]) -> dict[str, dict[str, Any
         for spec in takers:
             parsed[spec.name][key] = spec.option(key).parse(text)
     return parsed
+
+
+def flag_options(names: list[str], flags: Mapping[str, Any]) -> list[str]:
+    """``NAME=VALUE`` texts, for :func:`parse_options`, of the options a command gives by
+    their own flags (``gradcam explain --window 21`` is ``--option window=21``).
+
+    A flag is given when its value is not ``None``: ``0`` is a value like any other, which the
+    method then refuses if it must be positive (``--window 0`` is not "no window given"). A
+    given flag that none of the chosen methods takes is refused rather than ignored.
+
+    Raises:
+        GradCAMError: naming the flag and the methods that take it.
+
+    Examples:
+        >>> flag_options(["occlusion"], {"window": 0, "stride": None})
+        ['window=0']
+        >>> flag_options(["gradcam"], {"window": 21})
+        Traceback (most recent call last):
+        ...
+        gradcam.errors.GradCAMError: --window is an option of occlusion; none of the chosen \
+methods (gradcam) takes it
+    """
+    specs = [method_spec(n) for n in names]
+    pairs = []
+    for key, value in flags.items():
+        if value is None:
+            continue
+        if not any(o.name == key for s in specs for o in s.options):
+            takers = [s.name for s in method_specs() if any(o.name == key for o in s.options)]
+            raise GradCAMError(
+                f"--{key.replace('_', '-')} is an option of {', '.join(takers)}; "
+                f"none of the chosen methods ({', '.join(names)}) takes it"
+            )
+        pairs.append(f"{key}={value}")
+    return pairs
 
 
 def _load_all() -> None:
