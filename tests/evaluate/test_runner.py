@@ -153,6 +153,7 @@ def test_a_model_loaded_in_python_is_told_apart_by_its_weights(
     loaded = SHAPES.load()
     run(Localization(), loaded, synthetic, out=tmp_path, limit=2, progress=False)
     recorded = json.loads((tmp_path / "run.json").read_text())
+    assert recorded.pop("where") == {"dataset": {"root": synthetic.identity["root"]}}
     assert recorded["model"] == "shapes" and len(recorded["state_sha256"]) == 64
     assert recorded == manifest(Localization(), loaded, synthetic)  # the same model: the same
     other = SHAPES.load()
@@ -258,3 +259,26 @@ def test_workers_exit_when_their_parent_is_killed(tmp_path: Path) -> None:
     for pid in left:  # never leave them behind, even when the test fails
         os.kill(pid, signal.SIGKILL)
     assert not left, "workers outlived their parent"
+
+
+def test_a_run_folder_copied_with_its_data_resumes_there(tmp_path: Path) -> None:
+    """The dataset's absolute root is where it lies, not what it is (issue 30, item 18): a
+    copied run resumes on the copied data; data that changed (one image's bytes) is refused."""
+    import shutil
+
+    first = read_synthetic(tmp_path / "a" / "data", 3)
+    run(Localization(), SHAPES, first, out=tmp_path / "a" / "run", limit=2, progress=False)
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    shutil.rmtree(tmp_path / "a")
+    copied = read_synthetic(tmp_path / "b" / "data", 3)
+    result = run(Localization(), SHAPES, copied, out=tmp_path / "b" / "run", resume=True,
+                 progress=False)  # fmt: skip
+    assert [r["index"] for r in read_rows(tmp_path / "b" / "run")] == [0, 1, 2]
+    assert result.rows
+    recorded = json.loads((tmp_path / "b" / "run" / "run.json").read_text())
+    assert recorded["where"]["dataset"]["root"] == str((tmp_path / "b" / "data").resolve())
+    image = copied.samples[2].path
+    image.write_bytes(image.read_bytes() + b"\0")
+    with pytest.raises(GradCAMError, match=r"other settings \(dataset\.samples_sha256: "):
+        run(Localization(), SHAPES, copied, out=tmp_path / "b" / "run", resume=True,
+            progress=False)  # fmt: skip

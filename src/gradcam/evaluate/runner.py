@@ -60,7 +60,7 @@ from tqdm import tqdm
 from gradcam.engine import fast_layout
 from gradcam.errors import GradCAMError, ImageLoadError
 from gradcam.evaluate.base import Progress, Protocol, ProtocolResult, Scorer
-from gradcam.evaluate.datasets import Dataset, Sample
+from gradcam.evaluate.datasets import LOCATION_KEYS, Dataset, Sample
 from gradcam.evaluate.store import ResultStore, make_folder, plain
 from gradcam.images import load_image
 from gradcam.models import DEFAULT_MODEL, LoadedModel, load_model
@@ -139,21 +139,39 @@ def _model_identity(model: LoadedModel | ModelSpec) -> dict[str, Any]:
     return {"model": model.name, "weights": None, "state_sha256": digest.hexdigest()}
 
 
+def _file_size(path: Path) -> int | None:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return None
+
+
 def _dataset_identity(dataset: Dataset) -> dict[str, Any]:
-    """The manifest's record of the dataset: its reader's ``identity`` where it has one (root,
-    format, seed...), and always its name, size and a hash of its samples, so that a folder
-    that changed is not resumed into."""
+    """The manifest's record of the dataset: what it is, never where it lies. Its reader's
+    ``identity`` (format, split, seed, the digest of its annotations...) less the locations
+    of :data:`~gradcam.evaluate.datasets.LOCATION_KEYS`, and always its name, size and a hash
+    of each sample's file name, file size in bytes, labels and boxes, so that data that
+    changed is not resumed into, and the same data in another folder is."""
     digest = hashlib.sha256()
     for sample in dataset.samples:
         boxes = [(a.class_id, a.box) for a in sample.annotations]
-        digest.update(repr((sample.path.name, sample.labels, boxes)).encode())
+        size = _file_size(sample.path)
+        digest.update(repr((sample.path.name, size, sample.labels, boxes)).encode())
     identity = getattr(dataset, "identity", None)
+    content = {k: v for k, v in (identity or {}).items() if k not in LOCATION_KEYS}
     return {
-        **(dict(identity) if isinstance(identity, dict) else {}),
+        **content,
         "name": dataset.name,
         "images": len(dataset.samples),
         "samples_sha256": digest.hexdigest(),
     }
+
+
+def _dataset_location(dataset: Dataset) -> dict[str, Any]:
+    """Where the dataset lies (its absolute paths), recorded in ``run.json`` for people to
+    read, not compared on resume."""
+    identity = getattr(dataset, "identity", None) or {}
+    return {k: identity[k] for k in LOCATION_KEYS if k in identity}
 
 
 def manifest(
@@ -601,7 +619,12 @@ def run(
     samples = dataset.samples[:limit] if limit is not None else dataset.samples
     store = None
     if out is not None:
-        store = ResultStore(make_folder(out), manifest(protocol, model, dataset), resume=resume)
+        store = ResultStore(
+            make_folder(out),
+            manifest(protocol, model, dataset),
+            resume=resume,
+            where={"dataset": _dataset_location(dataset)},
+        )
     done = store.done if store is not None else set()
     pending = [(i, s) for i, s in enumerate(samples) if i not in done]
     chunks = _chunks(pending, batch_size)
