@@ -282,3 +282,52 @@ def test_a_run_folder_copied_with_its_data_resumes_there(tmp_path: Path) -> None
     with pytest.raises(GradCAMError, match=r"other settings \(dataset\.samples_sha256: "):
         run(Localization(), SHAPES, copied, out=tmp_path / "b" / "run", resume=True,
             progress=False)  # fmt: skip
+
+
+def _live_children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` and that are not zombies, from /proc."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            found.append(int(entry.name))
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_ctrl_c_while_workers_start_is_one_line(tmp_path: Path) -> None:
+    """Ctrl-C reaches the whole process group: a worker still importing torch printed its
+    own KeyboardInterrupt traceback (issue 30, item 15). Workers ignore it; the parent stops
+    them and prints one line."""
+    args = ["evaluate", "localization", "--data", "synthetic", "--synthetic-images", "16"]
+    command = [GRADCAM, *args, "--workers", "2", "--out", str(tmp_path / "out")]
+    proc = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while len(_live_children(proc.pid)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        workers = _live_children(proc.pid)
+        time.sleep(0.5)  # the workers are importing torch
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130 and "Traceback" not in err, err
+    assert err.strip().splitlines()[-1] == "gradcam: interrupted"
+    time.sleep(1)
+    assert workers and not [pid for pid in workers if _running(pid)]
+
+
+def _running(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
