@@ -132,8 +132,9 @@ def check_input(x: Any, model: nn.Module) -> Tensor:
     The caller's tensor is never modified: a converted copy is returned when needed.
 
     Raises:
-        GradCAMError: if ``x`` is not a finite floating (B, C, H, W) tensor, or its ``C``
-            differs from the channels the model's first convolution takes.
+        GradCAMError: if ``x`` is not a finite floating (B, C, H, W) tensor (a meta-device
+            tensor holds no values), or its ``C`` differs from the channels the model's first
+            convolution takes; or the model is a TorchScript module (it cannot be hooked).
 
     Examples:
         >>> check_input(torch.zeros(1, 3, 8, 8), nn.Conv2d(3, 8, 3)).shape
@@ -141,6 +142,13 @@ def check_input(x: Any, model: nn.Module) -> Tensor:
     """
     if not isinstance(x, Tensor):
         raise GradCAMError(f"input must be a torch.Tensor of shape (B, C, H, W), got {type(x)}")
+    if isinstance(model, torch.jit.ScriptModule):
+        raise GradCAMError(
+            "TorchScript models cannot be explained: they cannot be hooked; pass the original "
+            "nn.Module (before torch.jit.script or torch.jit.trace)"
+        )
+    if x.is_meta:
+        raise GradCAMError("input is on the meta device and holds no values: pass a real tensor")
     if x.dim() != 4:
         hint = " (add a batch dimension with x.unsqueeze(0))" if x.dim() == 3 else ""
         raise GradCAMError(f"input must have shape (B, C, H, W), got {tuple(x.shape)}{hint}")

@@ -29,6 +29,7 @@ from gradcam.layers import resolve_layer
 from gradcam.maps import bounding_box, peak, upsample
 from gradcam.methods import Result, explain_methods, method_spec
 from gradcam.models import LoadedModel
+from gradcam.outputs import output_folder
 from gradcam.paths import slug
 from gradcam.targets import TopK, as_logits
 
@@ -320,8 +321,7 @@ def save_explanation(
     """
     from gradcam.viz import side_by_side
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_folder(out_dir)
     pictures: dict[tuple[str, int], Image.Image] = {}
     maps = []
     for entry in explanation.entries:

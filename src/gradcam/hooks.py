@@ -39,7 +39,7 @@ import torch
 from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
-from gradcam.errors import LayerError
+from gradcam.errors import GradCAMError, LayerError
 from gradcam.rectifiers import Rectified, RectifierState, classify
 from gradcam.reshapes import is_pyramid, pyramid_levels, rebuild_pyramid
 
@@ -135,6 +135,8 @@ class LayerCapture:
             ``output`` stays ``None``.
         pyramid: that output's container (dict, list, ...) holding the kept levels, for a
             reshape callable that reads the whole pyramid.
+        foreign: how many times the layer ran in another thread during the block (another
+            forward pass of the same model at the same time), left alone and then refused.
     """
 
     name: str
@@ -142,6 +144,19 @@ class LayerCapture:
     calls: int = 0
     levels: tuple[tuple[str, Tensor], ...] = ()
     pyramid: Any = None
+    foreign: int = 0
+
+
+def _check_alone(capture: LayerCapture) -> None:
+    """Refuse a call during which another thread ran the same model: the explanation's hooks,
+    eval mode and rectifier rules were on the model that thread used too."""
+    if capture.foreign:
+        raise GradCAMError(
+            f"another forward pass of this model ran in another thread at the same time "
+            f"(layer {capture.name!r} ran there): run the model and gradcam one after the other "
+            "(hold gradcam.hooks.model_lock(model) around your own calls), or give each thread "
+            "its own copy of the model"
+        )
 
 
 @dataclass
@@ -190,8 +205,12 @@ def capture_layer(
         torch.Size([1, 128, 16, 16])
     """
     capture = LayerCapture(name)
+    owner = threading.get_ident()
 
     def hook(_module: nn.Module, _inputs: Any, output: Any) -> Any:
+        if threading.get_ident() != owner:  # another thread's forward of the same model
+            capture.foreign += 1
+            return None
         capture.calls += 1
         if capture.calls > 1:
             raise LayerError(
@@ -216,6 +235,7 @@ def capture_layer(
         yield capture
     finally:
         handle.remove()
+    _check_alone(capture)
 
 
 def _refuse(name: str, output: Any) -> NoReturn:
@@ -331,8 +351,12 @@ def replace_output(
         True
     """
     capture = LayerCapture(name)
+    owner = threading.get_ident()
 
-    def hook(_module: nn.Module, _inputs: Any, output: Any) -> Tensor:
+    def hook(_module: nn.Module, _inputs: Any, output: Any) -> Tensor | None:
+        if threading.get_ident() != owner:  # another thread's forward of the same model
+            capture.foreign += 1
+            return None
         capture.calls += 1
         if capture.calls > 1:
             raise LayerError(
@@ -354,6 +378,7 @@ def replace_output(
         yield capture
     finally:
         handle.remove()
+    _check_alone(capture)
 
 
 class _RectifierMode(TorchFunctionMode):

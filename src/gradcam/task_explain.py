@@ -36,6 +36,7 @@ from torch import nn
 from gradcam.errors import GradCAMError, ImageLoadError, ModelLoadError
 from gradcam.images import Preprocess, load_image
 from gradcam.layers import Layer
+from gradcam.outputs import output_folder
 from gradcam.paths import slug
 from gradcam.targets import class_index, register_class_names
 from gradcam.util import warnings_as_messages
@@ -240,7 +241,7 @@ def explain_task(
         x = _PREPROCESS[task](photo)
         scale = photo.width / x.shape[-1], photo.height / x.shape[-2]
         entries: list[dict[str, Any]] = []
-        folder.mkdir(parents=True, exist_ok=True)
+        output_folder(folder)
         if task == "detection":
             found = [
                 d

@@ -154,6 +154,7 @@ def test_a_model_loaded_in_python_is_told_apart_by_its_weights(
     loaded = SHAPES.load()
     run(Localization(), loaded, synthetic, out=tmp_path, limit=2, progress=False)
     recorded = json.loads((tmp_path / "run.json").read_text())
+    assert recorded.pop("where") == {"dataset": {"root": synthetic.identity["root"]}}
     assert recorded["model"] == "shapes" and len(recorded["state_sha256"]) == 64
     assert recorded == manifest(Localization(), loaded, synthetic)  # the same model: the same
     other = SHAPES.load()
@@ -269,3 +270,75 @@ def test_model_spec_identity_of_weights_that_are_no_file(tmp_path: Path) -> None
     file.write_bytes(b"x")
     digest = ModelSpec("resnet18", str(file)).identity()["weights_sha256"]
     assert digest == hashlib.sha256(b"x").hexdigest()
+
+
+def test_a_run_folder_copied_with_its_data_resumes_there(tmp_path: Path) -> None:
+    """The dataset's absolute root is where it lies, not what it is (issue 30, item 18): a
+    copied run resumes on the copied data; data that changed (one image's bytes) is refused."""
+    import shutil
+
+    first = read_synthetic(tmp_path / "a" / "data", 3)
+    run(Localization(), SHAPES, first, out=tmp_path / "a" / "run", limit=2, progress=False)
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    shutil.rmtree(tmp_path / "a")
+    copied = read_synthetic(tmp_path / "b" / "data", 3)
+    result = run(Localization(), SHAPES, copied, out=tmp_path / "b" / "run", resume=True,
+                 progress=False)  # fmt: skip
+    assert [r["index"] for r in read_rows(tmp_path / "b" / "run")] == [0, 1, 2]
+    assert result.rows
+    recorded = json.loads((tmp_path / "b" / "run" / "run.json").read_text())
+    assert recorded["where"]["dataset"]["root"] == str((tmp_path / "b" / "data").resolve())
+    image = copied.samples[2].path
+    image.write_bytes(image.read_bytes() + b"\0")
+    with pytest.raises(GradCAMError, match=r"other settings \(dataset\.samples_sha256: "):
+        run(Localization(), SHAPES, copied, out=tmp_path / "b" / "run", resume=True,
+            progress=False)  # fmt: skip
+
+
+def _live_children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` and that are not zombies, from /proc."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            found.append(int(entry.name))
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_ctrl_c_while_workers_start_is_one_line(tmp_path: Path) -> None:
+    """Ctrl-C reaches the whole process group: a worker still importing torch printed its
+    own KeyboardInterrupt traceback (issue 30, item 15). Workers ignore it; the parent stops
+    them and prints one line."""
+    args = ["evaluate", "localization", "--data", "synthetic", "--synthetic-images", "16"]
+    command = [GRADCAM, *args, "--workers", "2", "--out", str(tmp_path / "out")]
+    proc = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while len(_live_children(proc.pid)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        workers = _live_children(proc.pid)
+        time.sleep(0.5)  # the workers are importing torch
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130 and "Traceback" not in err, err
+    assert err.strip().splitlines()[-1] == "gradcam: interrupted"
+    time.sleep(1)
+    assert workers and not [pid for pid in workers if _running(pid)]
+
+
+def _running(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False

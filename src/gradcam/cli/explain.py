@@ -108,14 +108,16 @@ def explain_command(args: argparse.Namespace) -> int:
 
     from gradcam.explain import FIGURE_METHODS, check_classes, explain_image, save_explanation
     from gradcam.images import load_image
-    from gradcam.methods.registry import parse_options
+    from gradcam.methods.registry import flag_options, parse_options
     from gradcam.models import load_model
+    from gradcam.outputs import output_folder
 
     if args.data is not None:
         return _explain_data(args)
     if not args.images:
         raise GradCAMError("give IMAGE files to explain, or a dataset with --data PATH")
     args.model = model_name(args)
+    output_folder(args.out)  # before any work: a file, a path under a file, read-only
     if args.task != "classification":
         return _explain_task(args)
     if args.top_k < 1:
@@ -127,10 +129,8 @@ def explain_command(args: argparse.Namespace) -> int:
     if args.figure:
         names += ["gradcam", *FIGURE_METHODS]  # Grad-CAM first, as without --figure
     names = list(dict.fromkeys(names))
-    pairs = list(args.options)
-    if "occlusion" in names:
-        pairs += [f"{k}={v}" for k, v in (("window", args.window), ("stride", args.stride)) if v]
-    options = parse_options(names, pairs)
+    flags = {"window": args.window, "stride": args.stride}
+    options = parse_options(names, [*args.options, *flag_options(names, flags)])
 
     neuron_names = read_names(args, names)
     with warnings_as_messages():
@@ -188,8 +188,8 @@ def _explain_task(args: argparse.Namespace) -> int:
             ("--counterfactual", args.counterfactual),
             ("--figure", args.figure),
             ("--option", args.options),
-            ("--window", args.window),
-            ("--stride", args.stride),
+            ("--window", args.window is not None),
+            ("--stride", args.stride is not None),
             ("--save-maps", args.save_maps),
         )
         if given
@@ -216,7 +216,7 @@ def _explain_data(args: argparse.Namespace) -> int:
     from gradcam.evaluate.runner import ModelSpec
     from gradcam.explain_data import explain_dataset
     from gradcam.methods import DEFAULT_METHOD
-    from gradcam.methods.registry import parse_options
+    from gradcam.methods.registry import flag_options, parse_options
     from gradcam.models import load_model
     from gradcam.outputs import output_folder
 
@@ -237,10 +237,8 @@ def _explain_data(args: argparse.Namespace) -> int:
     names = list(dict.fromkeys([*(args.methods or [DEFAULT_METHOD])]))
     if args.counterfactual:
         names = list(dict.fromkeys([*names, "counterfactual"]))
-    pairs = list(args.options)
-    if "occlusion" in names:
-        pairs += [f"{k}={v}" for k, v in (("window", args.window), ("stride", args.stride)) if v]
-    options = parse_options(names, pairs)
+    flags = {"window": args.window, "stride": args.stride}
+    options = parse_options(names, [*args.options, *flag_options(names, flags)])
     model = model_name(args)
     with warnings_as_messages():
         loaded = load_model(model, args.weights, layer=args.layer)

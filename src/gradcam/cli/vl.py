@@ -61,9 +61,11 @@ def caption_or_vqa_command(args: argparse.Namespace) -> int:
     :func:`~gradcam.vl.explain.explain_answer`, saved with
     :func:`~gradcam.vl.explain.save_text_explanation`."""
     from gradcam.images import load_image
+    from gradcam.outputs import output_folder
     from gradcam.vl import load_captioner, load_vqa
     from gradcam.vl.explain import explain_answer, explain_caption, save_text_explanation
 
+    output_folder(args.out)  # before any work: a file, a path under a file, read-only
     image = load_image(args.image, max_pixels=max_pixels(args))
     methods = args.methods or ["gradcam"]
     if args.command == "caption":

@@ -43,7 +43,14 @@ from typing import Any
 import gradio as gr
 from PIL import Image
 
-from gradcam.demo.session import METHODS, DemoSession, clean_stale_folders, heatmap_choices
+from gradcam.demo.session import (
+    METHODS,
+    SLOW_NOTE,
+    DemoSession,
+    clean_stale_folders,
+    heatmap_choices,
+    is_slow,
+)
 from gradcam.errors import GradCAMError
 from gradcam.methods import method_spec
 from gradcam.models import DEFAULT_MODEL, load_model
@@ -282,9 +289,13 @@ def classification_tab(session: DemoSession) -> None:
                     elem_id="layer",
                 )
                 method = gr.Dropdown(
-                    [(method_spec(name).title, name) for name in heatmap_choices()],
+                    [
+                        (method_spec(name).title + (" (slow)" if is_slow(name) else ""), name)
+                        for name in heatmap_choices()
+                    ],
                     value="gradcam",
                     label="Method of the first map (Grad-CAM by default)",
+                    info=SLOW_NOTE,
                     filterable=True,
                     allow_custom_value=True,  # our own message names a bad method
                     elem_id="method",
@@ -450,6 +461,10 @@ def serve(
     for stale in clean_stale_folders():
         print(f"gradcam: removed {stale}, left by a demo server that stopped", file=sys.stderr)
     session = DemoSession(loaded, max_bytes=limit)
+    # Gradio's uploads and outputs go to the server's own folder (Gradio reads this when the
+    # page is built), deleted with it and bounded as it is (MAX_CACHE_BYTES).
+    os.environ["GRADIO_TEMP_DIR"] = str(session.cache_folder)
+    stop_pruning = _keep_pruned(session)
     tabs: list[Tab] = [classification_tab]
     if vl:
         from gradcam.demo.vl import VLSession
@@ -481,16 +496,35 @@ def serve(
             prevent_thread_lock=not block,
         )
     except OSError as exc:
+        stop_pruning.set()
         session.close()
         raise GradCAMError(f"cannot serve on {host}:{port}: {exc}") from None
     finally:
         if block:  # stopped (Ctrl-C, SIGTERM, an error): the visitors' files go with it
+            stop_pruning.set()
             session.close()
         if restore is not None:
             restore()
     if not block:  # the caller stops the app; the files go when the process ends
         atexit.register(session.close)
     return app
+
+
+#: Seconds between two prunings of Gradio's cache (a request adds about 4.6 MB).
+PRUNE_SECONDS = 5.0
+
+
+def _keep_pruned(session: DemoSession) -> threading.Event:
+    """Prune the session's Gradio cache every :data:`PRUNE_SECONDS` in a daemon thread, until
+    the returned event is set."""
+    stop = threading.Event()
+
+    def prune() -> None:
+        while not stop.wait(PRUNE_SECONDS):
+            session.prune_cache()
+
+    threading.Thread(target=prune, name="gradcam-demo-prune", daemon=True).start()
+    return stop
 
 
 def _stop_on_sigterm() -> Callable[[], None] | None:

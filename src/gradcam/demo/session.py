@@ -18,6 +18,9 @@ on the shared model for the duration of a call (and uses ``warnings.catch_warnin
 process-global). Model calls are therefore serialized by one lock; decoding, hashing, rendering
 and writing files run outside it, so concurrent visitors overlap everything but the model's
 forward and backward passes, and each call's hooks see only its own input.
+Slow methods (``many_passes`` in the registry) run on their own copy of the model under a lock
+of their own, one request at a time (another is refused at once), and stop after
+:data:`MAX_SLOW_PASSES` images through the model, so a Grad-CAM request never waits for them.
 
 Caching: photos are keyed by the SHA-256 of the uploaded file's bytes. The decoded photo and its
 top-5 predictions are kept per photo, and the rendered maps per (photo, layer, class), in small
@@ -38,6 +41,8 @@ A folder left by a server that crashed is deleted by the next one
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import hashlib
 import os
 import shutil
@@ -56,6 +61,7 @@ from gradcam.dissect import Dissection, DissectionError, shipped_names
 from gradcam.dissect.text import TextExplanation, text_explanations
 from gradcam.errors import GradCAMError, ImageLoadError, LayerError
 from gradcam.explain import Explanation, MapEntry, explain_image, map_arrays
+from gradcam.fusion import inference_copy
 from gradcam.images import MAX_PIXELS, load_image
 from gradcam.layers import spatial_layers
 from gradcam.methods import CAMResult, method_spec, method_specs
@@ -66,10 +72,13 @@ from gradcam.viz import gradient_image, overlay, side_by_side
 
 __all__ = [
     "FOLDER_PREFIX",
+    "MAX_CACHE_BYTES",
     "MAX_FOLDER_BYTES",
     "MAX_NAME_CHARS",
+    "MAX_SLOW_PASSES",
     "MAX_SWEEP_LAYERS",
     "METHODS",
+    "SLOW_NOTE",
     "DemoSession",
     "Photo",
     "Prediction",
@@ -79,6 +88,9 @@ __all__ = [
     "decode_upload",
     "default_names",
     "heatmap_choices",
+    "is_slow",
+    "pass_limit",
+    "prune_folder",
     "upload_key",
 ]
 
@@ -93,11 +105,28 @@ METHODS: dict[str, str] = {
 #: Download files kept per server, in bytes; the least recently written are deleted beyond it.
 MAX_FOLDER_BYTES = 256 * 2**20
 
+#: Gradio's uploads and outputs kept per server, in bytes (about 4.6 MB a request): its cache
+#: lies in the server's own folder (:attr:`DemoSession.cache_folder`), pruned to this size
+#: (least recently written first) as the download folder is, and deleted with it.
+MAX_CACHE_BYTES = 256 * 2**20
+
 #: The longest class, layer or method name read from a request, in characters.
 MAX_NAME_CHARS = 200
 
 #: The most layers a layer sweep explains (one forward and backward pass each).
 MAX_SWEEP_LAYERS = 8
+
+#: The most images one request may send through the model for a slow method (one whose
+#: registry entry says ``many_passes``: Score-CAM's family, occlusion, ablation, SmoothGrad...);
+#: beyond it the request stops with one line. Score-CAM at EfficientNet-Lite0's last layer
+#: (1,280 channels) fits; SS-CAM there (35 x 1,280) does not.
+MAX_SLOW_PASSES = 2048
+
+#: What the page says about slow methods (next to the method's choice).
+SLOW_NOTE = (
+    f"Methods marked (slow) run one at a time, on their own copy of the model so that Grad-CAM "
+    f"never waits for them, and stop after {MAX_SLOW_PASSES} model passes."
+)
 
 #: A server's download folder is ``<temp>/gradcam-demo-<pid>-<random>``: the process id tells a
 #: later server whether the folder's owner is still running.
@@ -153,6 +182,102 @@ def clean_stale_folders(root: str | os.PathLike[str] | None = None) -> list[Path
         shutil.rmtree(folder, ignore_errors=True)
         removed.append(folder)
     return removed
+
+
+def prune_folder(
+    folder: str | os.PathLike[str],
+    max_bytes: int,
+    *,
+    keep: Path | None = None,
+    suffixes: tuple[str, ...] | None = None,
+    recursive: bool = True,
+) -> int:
+    """Delete the least recently written files under ``folder`` (and its subfolders) until
+    they hold at most ``max_bytes``; returns the bytes left. ``keep`` (a file just made for a
+    visitor) is never deleted, nor files being written (``.tmp.`` in the name); with
+    ``suffixes``, only files ending so count; ``recursive=False`` looks at ``folder``'s own
+    files only. Emptied subfolders are removed.
+
+    Examples:
+        >>> for i, name in enumerate(["a/old.png", "b/new.png"]):
+        ...     Path(name).parent.mkdir(exist_ok=True)
+        ...     _ = Path(name).write_bytes(b"x" * 10)
+        ...     os.utime(name, ns=(i, i))
+        >>> prune_folder(".", 15), Path("a").exists(), Path("b/new.png").exists()
+        (10, False, True)
+    """
+    files = []
+    for parent, subfolders, names in os.walk(folder):
+        if not recursive:
+            subfolders.clear()
+        for name in names:
+            path = Path(parent, name)
+            if ".tmp." in name or (suffixes is not None and not name.endswith(suffixes)):
+                continue
+            try:
+                stat = path.stat()
+            except FileNotFoundError:
+                continue
+            files.append((stat.st_mtime_ns, stat.st_size, path))
+    total = sum(size for _, size, _ in files)
+    for _, size, path in sorted(files):
+        if total <= max_bytes:
+            break
+        if path != keep:
+            path.unlink(missing_ok=True)
+            total -= size
+            with contextlib.suppress(OSError):  # not empty, or already gone
+                if path.parent != Path(folder):
+                    path.parent.rmdir()
+    return total
+
+
+def is_slow(method: str) -> bool:
+    """Whether the demo runs ``method`` in its slow lane: its registry entry says its passes
+    grow with channels, samples or windows (``needs.many_passes``).
+
+    Examples:
+        >>> is_slow("gradcam"), is_slow("score-cam")
+        (False, True)
+    """
+    return method_spec(method).needs.many_passes
+
+
+@contextlib.contextmanager
+def pass_limit(module: torch.nn.Module, limit: int, title: str) -> Any:
+    """Count the images ``module`` sees (the batch sizes of its forward calls, and of its
+    batch-norm-folded copy's, :func:`gradcam.fusion.inference_copy`, which perturbation methods
+    run instead) and stop the call that takes them beyond ``limit`` with a one-line
+    :class:`GradCAMError`.
+
+    Examples:
+        >>> net = torch.nn.Linear(2, 2)
+        >>> with pass_limit(net, 3, "Demo"):
+        ...     _ = net(torch.zeros(2, 2)); _ = net(torch.zeros(2, 2))
+        Traceback (most recent call last):
+        ...
+        gradcam.errors.GradCAMError: Demo needs more than 3 model passes here; the demo stops \
+there: choose a faster method or a layer with fewer channels
+    """
+    seen = 0
+
+    def count(_: torch.nn.Module, args: tuple[Any, ...]) -> None:
+        nonlocal seen
+        first = args[0] if args else None
+        seen += first.shape[0] if isinstance(first, torch.Tensor) and first.dim() else 1
+        if seen > limit:
+            raise GradCAMError(
+                f"{title} needs more than {limit} model passes here; the demo stops there: "
+                "choose a faster method or a layer with fewer channels"
+            )
+
+    runs = [module, inference_copy(module)]
+    handles = [m.register_forward_pre_hook(count) for m in runs if m is not None]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 def heatmap_choices() -> list[str]:
@@ -373,6 +498,10 @@ class DemoSession:
         ]
         self._layer_names = {name for name, _ in self.layers}
         self._model_lock = threading.Lock()
+        # Slow methods run one at a time on their own copy of the model (made on first use),
+        # so that they never hold the lock that Grad-CAM requests wait for.
+        self._slow_lock = threading.Lock()
+        self._slow_model: LoadedModel | None = None
         self._cache_lock = threading.Lock()
         self._photos: LRU[str, Photo] = LRU(cache_size)
         self._predictions: LRU[str, tuple[Prediction, ...]] = LRU(cache_size)
@@ -494,19 +623,41 @@ class DemoSession:
             known = None if key is None else self._views.get(key)
         if known is not None:
             return replace(known, seconds=0.0, cached=True)
-        with self._model_lock:
-            explanation = explain_image(
-                self.loaded,
-                photo.image,
-                methods=[method_name, *list(METHODS)[1:]],
-                classes=None if class_id is None else [class_id],
-                layer=layer_name,
-            )
+        run = self._explain_slow if is_slow(method_name) else self._explain_fast
+        explanation = run(
+            photo.image,
+            methods=[method_name, *list(METHODS)[1:]],
+            classes=None if class_id is None else [class_id],
+            layer=layer_name,
+        )
         views = self._render(photo, explanation, method_name, started)
         with self._cache_lock:
             self._predictions.put(photo.key, views.predictions)
             self._views.put((photo.key, layer_name, views.class_id, method_name), views)
         return views
+
+    def _explain_fast(self, image: Image.Image, **request: Any) -> Explanation:
+        with self._model_lock:
+            return explain_image(self.loaded, image, **request)
+
+    def _explain_slow(self, image: Image.Image, **request: Any) -> Explanation:
+        """A slow method's request: refused at once while another one runs (a waiting request
+        would hold one of the server's workers), stopped beyond :data:`MAX_SLOW_PASSES`."""
+        title = method_spec(request["methods"][0]).title
+        if not self._slow_lock.acquire(blocking=False):
+            raise GradCAMError(
+                f"another visitor's slow method is running and {title} is slow: slow methods run "
+                "one at a time; try again in a minute, or choose a fast method such as Grad-CAM"
+            )
+        try:
+            if self._slow_model is None:
+                with self._model_lock:  # never copy the model while a request's hooks are on it
+                    module = copy.deepcopy(self.loaded.module)
+                self._slow_model = replace(self.loaded, module=module)
+            with pass_limit(self._slow_model.module, MAX_SLOW_PASSES, title):
+                return explain_image(self._slow_model, image, **request)
+        finally:
+            self._slow_lock.release()
 
     def _render(self, photo: Photo, explanation: Explanation, method: str, started: float) -> Views:
         entries: dict[str, MapEntry] = {e.method: e for e in explanation.entries}
@@ -743,23 +894,27 @@ class DemoSession:
         """Delete the least recently written download files beyond ``max_folder_bytes``;
         ``written``, the file just made for a visitor, is kept."""
         with self._folder_lock:
-            files = []
-            for entry in os.scandir(self.folder):
-                if not entry.is_file() or not entry.name.endswith(_DOWNLOADS):
-                    continue
-                try:
-                    stat = entry.stat()
-                except FileNotFoundError:
-                    continue
-                if ".tmp." not in entry.name:  # another thread is writing these
-                    files.append((stat.st_mtime_ns, stat.st_size, Path(entry.path)))
-            total = sum(size for _, size, _ in files)
-            for _, size, path in sorted(files):
-                if total <= self.max_folder_bytes:
-                    break
-                if path != written:
-                    path.unlink(missing_ok=True)
-                    total -= size
+            # Only the top level: Gradio's cache and the example scenes lie in subfolders.
+            prune_folder(
+                self.folder,
+                self.max_folder_bytes,
+                keep=written,
+                suffixes=_DOWNLOADS,
+                recursive=False,
+            )
+
+    @property
+    def cache_folder(self) -> Path:
+        """Where :func:`gradcam.demo.app.serve` keeps Gradio's uploads and outputs: inside
+        this session's folder, so that :meth:`close` (or the next server, after a crash)
+        deletes them, and :meth:`prune_cache` bounds them."""
+        return self.folder / "gradio"
+
+    def prune_cache(self) -> int:
+        """Bound :attr:`cache_folder` to :data:`MAX_CACHE_BYTES` (least recently written files
+        first; a visitor whose upload went must upload it again); returns the bytes left."""
+        with self._folder_lock:
+            return prune_folder(self.cache_folder, MAX_CACHE_BYTES)
 
     def summary(self, views: Views) -> str:
         """One line of Markdown describing the views: class, score, layer, box, time."""

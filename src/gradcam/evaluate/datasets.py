@@ -160,6 +160,12 @@ def _digest(samples: Sequence[Sample], root: str | None) -> str:
     return digest.hexdigest()[:16]
 
 
+#: Keys of :attr:`Dataset.identity` that say where the data lies, not what it is: absolute
+#: paths of the dataset's folder and of its label, box and annotation files. A run's manifest
+#: records them but does not compare them, so a run folder and its data copied elsewhere resume.
+LOCATION_KEYS = ("root", "labels", "boxes", "annotations")
+
+
 def _identity(kind: str, root: str | os.PathLike[str] | None, **extra: Any) -> dict[str, Any]:
     where = {} if root is None else {"root": str(Path(root).resolve())}
     return {"format": kind, **where, **extra}

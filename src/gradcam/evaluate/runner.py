@@ -35,12 +35,15 @@ Examples:
 from __future__ import annotations
 
 import concurrent.futures as futures
+import contextlib
 import hashlib
 import multiprocessing
 import os
 import pickle
 import queue as queues
+import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -60,7 +63,7 @@ from tqdm import tqdm
 from gradcam.engine import fast_layout
 from gradcam.errors import GradCAMError, ImageLoadError
 from gradcam.evaluate.base import Progress, Protocol, ProtocolResult, Scorer
-from gradcam.evaluate.datasets import Dataset, Sample
+from gradcam.evaluate.datasets import LOCATION_KEYS, Dataset, Sample
 from gradcam.evaluate.store import ResultStore, make_folder, plain
 from gradcam.images import load_image
 from gradcam.models import DEFAULT_MODEL, LoadedModel, load_model
@@ -143,21 +146,39 @@ def _model_identity(model: LoadedModel | ModelSpec) -> dict[str, Any]:
     return {"model": model.name, "weights": None, "state_sha256": digest.hexdigest()}
 
 
+def _file_size(path: Path) -> int | None:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return None
+
+
 def _dataset_identity(dataset: Dataset) -> dict[str, Any]:
-    """The manifest's record of the dataset: its reader's ``identity`` where it has one (root,
-    format, seed...), and always its name, size and a hash of its samples, so that a folder
-    that changed is not resumed into."""
+    """The manifest's record of the dataset: what it is, never where it lies. Its reader's
+    ``identity`` (format, split, seed, the digest of its annotations...) less the locations
+    of :data:`~gradcam.evaluate.datasets.LOCATION_KEYS`, and always its name, size and a hash
+    of each sample's file name, file size in bytes, labels and boxes, so that data that
+    changed is not resumed into, and the same data in another folder is."""
     digest = hashlib.sha256()
     for sample in dataset.samples:
         boxes = [(a.class_id, a.box) for a in sample.annotations]
-        digest.update(repr((sample.path.name, sample.labels, boxes)).encode())
+        size = _file_size(sample.path)
+        digest.update(repr((sample.path.name, size, sample.labels, boxes)).encode())
     identity = getattr(dataset, "identity", None)
+    content = {k: v for k, v in (identity or {}).items() if k not in LOCATION_KEYS}
     return {
-        **(dict(identity) if isinstance(identity, dict) else {}),
+        **content,
         "name": dataset.name,
         "images": len(dataset.samples),
         "samples_sha256": digest.hexdigest(),
     }
+
+
+def _dataset_location(dataset: Dataset) -> dict[str, Any]:
+    """Where the dataset lies (its absolute paths), recorded in ``run.json`` for people to
+    read, not compared on resume."""
+    identity = getattr(dataset, "identity", None) or {}
+    return {k: identity[k] for k in LOCATION_KEYS if k in identity}
 
 
 def manifest(
@@ -309,6 +330,41 @@ def _exit_with(parent: int) -> None:
         time.sleep(0.2)
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process has that pid now
+        return True
+    return True
+
+
+def _exit_without(driver: int) -> None:
+    """Exit this Ray actor as soon as the process that started its local cluster, ``driver``,
+    is gone (``kill -9`` runs no ``ray.shutdown()``; the actor's parent is Ray's, not the
+    driver, so :func:`_exit_with` cannot tell)."""
+    while _alive(driver):
+        time.sleep(0.5)
+    os._exit(1)
+
+
+@contextlib.contextmanager
+def _workers_ignore_sigint() -> Iterator[None]:
+    """Start worker processes with SIGINT ignored (the disposition survives ``exec``, and
+    Python keeps an ignored SIGINT ignored): a Ctrl-C reaches the whole process group, and a
+    worker still importing torch would print its own KeyboardInterrupt traceback. The parent
+    alone handles it, and stops the workers."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 class _Reporter:
     """A worker's :data:`Progress`: sends ``(chunk key, images)`` to the parent, at most
     five times a second, so that the bar moves without flooding the queue."""
@@ -337,6 +393,7 @@ def _start_worker(
     protocol: Protocol, model: LoadedModel | ModelSpec, threads: int, parent: int, channel: Any
 ) -> None:
     global _WORKER_SCORER, _WORKER_ERROR, _WORKER_REPORTER
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C (and stops us)
     threading.Thread(target=_exit_with, args=(parent,), daemon=True).start()
     torch.set_num_threads(threads)
     _WORKER_REPORTER = _Reporter(channel)
@@ -384,37 +441,68 @@ def _in_processes(
     with futures.ProcessPoolExecutor(
         workers, mp_context=context, initializer=_start_worker, initargs=initargs
     ) as pool:
-        queue = iter(chunks)
-        running: dict[futures.Future[Batch], Chunk] = {}
-        # Two batches in flight per worker keeps them busy without holding the whole run.
+        try:
+            yield from _score_in_pool(pool, chunks, workers, channel, meter)
+        except BaseException:  # Ctrl-C, or an error: the workers ignore SIGINT, so stop them
+            _stop_workers(pool)
+            raise
+    channel.close()
+
+
+def _stop_workers(pool: futures.ProcessPoolExecutor) -> None:
+    """Terminate ``pool``'s workers now rather than wait for their batches."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        process.join(5)
+
+
+def _score_in_pool(
+    pool: futures.ProcessPoolExecutor,
+    chunks: list[Chunk],
+    workers: int,
+    channel: Any,
+    meter: _Meter,
+) -> Iterator[tuple[int, Batch]]:
+    queue = iter(chunks)
+    running: dict[futures.Future[Batch], Chunk] = {}
+    # Two batches in flight per worker keeps them busy without holding the whole run.
+    with _workers_ignore_sigint():  # the first submissions start every worker
         for chunk in queue:
             running[pool.submit(_score_in_worker, chunk)] = chunk
             if len(running) >= 2 * workers:
                 break
-        while running:
-            finished, _ = futures.wait(running, timeout=0.25, return_when=futures.FIRST_COMPLETED)
-            _drain(channel, meter)
-            for future in finished:
-                chunk = running.pop(future)
-                try:
-                    batch = future.result()
-                except BrokenProcessPool:
-                    raise GradCAMError(
-                        "a worker process died (out of memory, or a script that starts workers "
-                        "without an `if __name__ == '__main__':` guard); finished batches are "
-                        "kept: rerun with --resume"
-                    ) from None
-                yield _key(chunk), batch
-                following = next(queue, None)
-                if following is not None:
-                    running[pool.submit(_score_in_worker, following)] = following
-    channel.close()
+    while running:
+        finished, _ = futures.wait(running, timeout=0.25, return_when=futures.FIRST_COMPLETED)
+        _drain(channel, meter)
+        for future in finished:
+            chunk = running.pop(future)
+            try:
+                batch = future.result()
+            except BrokenProcessPool:
+                raise GradCAMError(
+                    "a worker process died (out of memory, or a script that starts workers "
+                    "without an `if __name__ == '__main__':` guard); finished batches are "
+                    "kept: rerun with --resume"
+                ) from None
+            yield _key(chunk), batch
+            following = next(queue, None)
+            if following is not None:
+                running[pool.submit(_score_in_worker, following)] = following
 
 
 class _RayScorer:
-    """A Ray Data actor: loads the model once, then scores the batches it is given."""
+    """A Ray Data actor: loads the model once, then scores the batches it is given. With
+    ``driver``, the pid of the process that started a local cluster, it exits when that
+    process is gone, however it ended (:func:`_exit_without`)."""
 
-    def __init__(self, protocol: Protocol, model: LoadedModel | ModelSpec) -> None:
+    def __init__(
+        self, protocol: Protocol, model: LoadedModel | ModelSpec, driver: int | None = None
+    ) -> None:
+        if driver is not None:
+            threading.Thread(target=_exit_without, args=(driver,), daemon=True).start()
         self.scorer = protocol.scorer(_loaded(model))  # progress: per batch, in the driver
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -489,6 +577,22 @@ def _connect(ray: Any, address: str, timeout: float) -> None:
         )
 
 
+def _start_reaper() -> subprocess.Popen[bytes] | None:
+    """Start :mod:`gradcam.evaluate.reaper` for this process (Linux): the local Ray cluster's
+    processes then go with it even after ``kill -9``. In a session of its own, so that a
+    Ctrl-C to this process group does not stop it."""
+    if not Path("/proc/self/stat").exists():
+        return None
+    script = Path(__file__).with_name("reaper.py")
+    return subprocess.Popen(
+        [sys.executable, str(script), str(os.getpid())],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
 def _on_ray(
     protocol: Protocol,
     model: LoadedModel | ModelSpec,
@@ -503,6 +607,7 @@ def _on_ray(
         _check_reachable(address, timeout)
     ray = _import_ray()
     started = False
+    reaper = None
     if not ray.is_initialized():
         if address is None:
             # The read task needs a CPU besides the actors, or the pipeline waits forever.
@@ -512,6 +617,7 @@ def _on_ray(
                 log_to_driver=False,
                 configure_logging=False,
             )
+            reaper = _start_reaper()
         else:
             _connect(ray, address, timeout)
         started = True
@@ -527,7 +633,8 @@ def _on_ray(
         dataset = ray.data.from_items(items, override_num_blocks=max(1, len(chunks)))
         scored = dataset.map_batches(
             _RayScorer,
-            fn_constructor_args=(protocol, model),
+            # A cluster started here goes with this process, even after kill -9.
+            fn_constructor_args=(protocol, model, os.getpid() if address is None else None),
             batch_size=batch_size,
             batch_format="numpy",
             compute=ray.data.ActorPoolStrategy(size=workers),
@@ -541,6 +648,9 @@ def _on_ray(
     finally:
         if started:
             ray.shutdown()
+        if reaper is not None:
+            reaper.kill()
+            reaper.wait()
 
 
 def run(
@@ -605,7 +715,12 @@ def run(
     samples = dataset.samples[:limit] if limit is not None else dataset.samples
     store = None
     if out is not None:
-        store = ResultStore(make_folder(out), manifest(protocol, model, dataset), resume=resume)
+        store = ResultStore(
+            make_folder(out),
+            manifest(protocol, model, dataset),
+            resume=resume,
+            where={"dataset": _dataset_location(dataset)},
+        )
     done = store.done if store is not None else set()
     pending = [(i, s) for i, s in enumerate(samples) if i not in done]
     chunks = _chunks(pending, batch_size)

@@ -137,9 +137,19 @@ class ResultStore:
         run: what is being run, as plain values; a resumed run must match it.
         resume: continue a run in ``folder``; without it, a folder that already holds rows is
             refused (never overwrite finished work).
+        where: where the run's inputs lie (absolute paths), written to ``run.json`` under
+            ``"where"`` for people to read but not compared on resume: a run folder copied
+            elsewhere, with its data, resumes.
     """
 
-    def __init__(self, folder: str | os.PathLike[str], run: dict[str, Any], *, resume: bool):
+    def __init__(
+        self,
+        folder: str | os.PathLike[str],
+        run: dict[str, Any],
+        *,
+        resume: bool,
+        where: dict[str, Any] | None = None,
+    ):
         self.folder = Path(folder)
         self.rows_dir = self.folder / "rows"
         self.maps_dir = self.folder / "maps"
@@ -155,6 +165,8 @@ class ResultStore:
                 before = json.loads(manifest.read_text())
             except (OSError, ValueError) as exc:
                 raise GradCAMError(f"{manifest}: cannot be read ({exc})") from None
+            if isinstance(before, dict):
+                before.pop("where", None)
             changed = differences(before, run)
             if changed:
                 raise GradCAMError(
@@ -164,7 +176,8 @@ class ResultStore:
         make_folder(self.folder)
         make_folder(self.rows_dir)
         make_folder(self.maps_dir)
-        manifest.write_text(json.dumps(plain(run), indent=2) + "\n")
+        recorded = {**run, "where": where} if where else run
+        manifest.write_text(json.dumps(plain(recorded), indent=2) + "\n")
         numbers = [int(m.group(1)) for p in parts if (m := _PART.search(p.name))]
         self._next = max(numbers, default=-1) + 1
         self.done: set[int] = {int(r["index"]) for r in read_rows(self.rows_dir)}

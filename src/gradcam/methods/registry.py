@@ -18,6 +18,7 @@ Examples:
 
 from __future__ import annotations
 
+import functools
 import inspect
 import re
 import types
@@ -39,6 +40,7 @@ __all__ = [
     "Option",
     "check_method",
     "create_method",
+    "flag_options",
     "method_spec",
     "method_specs",
     "methods",
@@ -197,9 +199,60 @@ def register(
         if unknown:
             raise ValueError(f"presets {sorted(unknown)} are not options of {cls.__name__}")
         _REGISTRY[name] = MethodSpec(name, title, kind, needs, cls, fixed, citation, options)
+        _name_small_inputs(cls)
         return cls
 
     return add
+
+
+# The messages of PyTorch's convolutions and poolings for an input smaller than their window.
+_TOO_SMALL = re.compile(
+    r"too small|smaller than|greater than actual input size|should be (?:less|at most)", re.I
+)
+
+
+def too_small(exc: RuntimeError, x: Any) -> GradCAMError | None:
+    """The one-line error for a model that failed because input ``x`` is smaller than one of
+    its convolution or pooling windows, naming the input size; ``None`` for any other error.
+
+    Examples:
+        >>> import torch
+        >>> try:
+        ...     torch.nn.MaxPool2d(4)(torch.zeros(1, 3, 1, 1))
+        ... except RuntimeError as exc:
+        ...     print(too_small(exc, torch.zeros(1, 3, 1, 1)))
+        the input is too small for the model: 1 x 1 pixels (shape (1, 3, 1, 1)); give a larger \
+image (Given input size: (3x1x1). Calculated output size: (3x0x0). Output size is too small)
+    """
+    text = str(exc).strip()
+    if not hasattr(x, "shape") or len(x.shape) < 3 or not _TOO_SMALL.search(text):
+        return None
+    size = " x ".join(str(s) for s in x.shape[2:])
+    return GradCAMError(
+        f"the input is too small for the model: {size} pixels (shape {tuple(x.shape)}); "
+        f"give a larger image ({text.splitlines()[0]})"
+    )
+
+
+def _name_small_inputs(cls: type) -> None:
+    """Make a registered method's ``__call__`` turn the model's own failure on a too-small
+    input into :func:`too_small`'s one line (once per class, however many entries it has)."""
+    call = getattr(cls, "__call__", None)  # noqa: B004 - the method, possibly inherited
+    if call is None or getattr(call, "_names_small_inputs", False):
+        return
+
+    @functools.wraps(call)
+    def checked(self: Any, x: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return call(self, x, *args, **kwargs)
+        except RuntimeError as exc:
+            error = too_small(exc, x)
+            if error is None:
+                raise
+            raise error from exc
+
+    checked._names_small_inputs = True  # type: ignore[attr-defined]
+    cls.__call__ = checked  # type: ignore[method-assign]
 
 
 def methods() -> list[str]:
@@ -308,6 +361,41 @@ def parse_options(names: list[str], pairs: list[str]) -> dict[str, dict[str, Any
         for spec in takers:
             parsed[spec.name][key] = spec.option(key).parse(text)
     return parsed
+
+
+def flag_options(names: list[str], flags: Mapping[str, Any]) -> list[str]:
+    """``NAME=VALUE`` texts, for :func:`parse_options`, of the options a command gives by
+    their own flags (``gradcam explain --window 21`` is ``--option window=21``).
+
+    A flag is given when its value is not ``None``: ``0`` is a value like any other, which the
+    method then refuses if it must be positive (``--window 0`` is not "no window given"). A
+    given flag that none of the chosen methods takes is refused rather than ignored.
+
+    Raises:
+        GradCAMError: naming the flag and the methods that take it.
+
+    Examples:
+        >>> flag_options(["occlusion"], {"window": 0, "stride": None})
+        ['window=0']
+        >>> flag_options(["gradcam"], {"window": 21})
+        Traceback (most recent call last):
+        ...
+        gradcam.errors.GradCAMError: --window is an option of occlusion; none of the chosen \
+methods (gradcam) takes it
+    """
+    specs = [method_spec(n) for n in names]
+    pairs = []
+    for key, value in flags.items():
+        if value is None:
+            continue
+        if not any(o.name == key for s in specs for o in s.options):
+            takers = [s.name for s in method_specs() if any(o.name == key for o in s.options)]
+            raise GradCAMError(
+                f"--{key.replace('_', '-')} is an option of {', '.join(takers)}; "
+                f"none of the chosen methods ({', '.join(names)}) takes it"
+            )
+        pairs.append(f"{key}={value}")
+    return pairs
 
 
 def _arg_help(cls: type) -> dict[str, str]:

@@ -28,6 +28,7 @@ from gradcam.errors import GradCAMError
 from gradcam.maps import peak
 from gradcam.methods import explain_methods, method_spec
 from gradcam.methods import methods as all_methods
+from gradcam.outputs import output_folder
 from gradcam.paths import slug
 from gradcam.targets import Answer, CaptionLogProb, CaptionWord
 from gradcam.vl.models import VL_LAYER, Captioner, VQAModel
@@ -287,8 +288,7 @@ def save_text_explanation(
     """
     from gradcam.viz import gradient_image, overlay, side_by_side
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_folder(out_dir)
     entries = []
     panels: dict[str, list[tuple[str, Image.Image]]] = {}
     for index, item in enumerate(explanation.maps):
