@@ -112,6 +112,9 @@ class BaseCAM:
         self.target_layers = list(target_layers)
         self.reshape_transform = reshape_transform
         self.device = next(model.parameters()).device
+        self.outputs: Tensor | None = None
+        """The model's (B, N) class scores of the last call (detached), as pytorch-grad-cam's
+        ``cam.outputs``; ``None`` before the first call or for outputs without class scores."""
         self._built: dict[bool, list[Any]] = {}
         self._methods(False)  # check the layers now, as pytorch-grad-cam hooks them now
 
@@ -143,6 +146,7 @@ class BaseCAM:
         maps = []
         for method in self._methods(eigen_smooth):
             result = method(x, targets)
+            self.outputs = result.logits
             maps.append(torch.relu(result.raw[:, 0].float()))
         return maps
 

@@ -31,4 +31,6 @@ class FullGrad(BaseCAM):
 
     def _layer_maps(self, x: Tensor, targets: list[Any] | None, eigen_smooth: bool) -> list[Tensor]:
         # FullGrad's map is already at the input's resolution and non-negative.
-        return [self._methods(eigen_smooth)[0](x, targets).raw[:, 0].float()]
+        result = self._methods(eigen_smooth)[0](x, targets)
+        self.outputs = result.logits
+        return [result.raw[:, 0].float()]
