@@ -236,4 +236,4 @@ def test_context_manager_and_target_errors(net: nn.Module, batch: torch.Tensor) 
             cam(batch, [1, 2])
     assert not any(m._forward_hooks for m in net.modules())
     with pytest.raises(NotImplementedError, match="eigen_smooth"):
-        compat.EigenCAM(net, [net.layer4])(batch, None, eigen_smooth=True)
+        compat.ShapleyCAM(net, [net.layer4])(batch, None, eigen_smooth=True)

@@ -101,6 +101,9 @@ class BaseCAM:
     """Registry options that reproduce pytorch-grad-cam's numerics."""
     smoothable: ClassVar[bool] = False
     """Whether the registry method takes ``eigen_smooth``."""
+    ignores_eigen_smooth: ClassVar[bool] = False
+    """Whether pytorch-grad-cam's class ignores ``eigen_smooth`` (its map is a projection
+    already), so that ``eigen_smooth=True`` changes nothing here either."""
 
     def __init__(
         self,
@@ -123,6 +126,8 @@ class BaseCAM:
 
     def _methods(self, eigen_smooth: bool) -> list[Any]:
         """The registry method at each target layer (built once per ``eigen_smooth``)."""
+        if self.ignores_eigen_smooth:
+            eigen_smooth = False
         if eigen_smooth and not self.smoothable:
             raise NotImplementedError(
                 f"{type(self).__name__} with eigen_smooth=True: gradcam's {self.method!r} has "

@@ -18,4 +18,5 @@ class EigenCAM(BaseCAM):
     """
 
     method: ClassVar[str] = "eigen-cam"
+    ignores_eigen_smooth: ClassVar[bool] = True
     options: ClassVar[dict[str, Any]] = {"sign": "lapack"}

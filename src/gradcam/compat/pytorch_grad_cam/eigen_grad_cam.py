@@ -19,4 +19,5 @@ class EigenGradCAM(BaseCAM):
     """
 
     method: ClassVar[str] = "eigen-gradcam"
+    ignores_eigen_smooth: ClassVar[bool] = True
     options: ClassVar[dict[str, Any]] = {"sign": "lapack"}

@@ -21,6 +21,7 @@ class FEM(BaseCAM):
     """
 
     method: ClassVar[str] = "fem"
+    ignores_eigen_smooth: ClassVar[bool] = True
 
     def __init__(
         self,

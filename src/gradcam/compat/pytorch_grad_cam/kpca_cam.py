@@ -22,6 +22,7 @@ class KPCA_CAM(BaseCAM):
     """
 
     method: ClassVar[str] = "kpca-cam"
+    ignores_eigen_smooth: ClassVar[bool] = True
 
     def __init__(
         self,
