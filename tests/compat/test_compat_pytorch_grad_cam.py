@@ -237,3 +237,26 @@ def test_context_manager_and_target_errors(net: nn.Module, batch: torch.Tensor) 
     assert not any(m._forward_hooks for m in net.modules())
     with pytest.raises(NotImplementedError, match="eigen_smooth"):
         compat.ShapleyCAM(net, [net.layer4])(batch, None, eigen_smooth=True)
+
+
+def test_methods_page_names_the_settings_the_compat_classes_use() -> None:
+    """docs/methods.md's "agrees with" column names the options that give pytorch-grad-cam's
+    arrays; the classes tested above against pytorch-grad-cam use exactly those."""
+    from pathlib import Path
+
+    page = (Path(__file__).resolve().parents[2] / "docs" / "methods.md").read_text()
+    rows = {
+        line.split("|")[1].strip(): line for line in page.splitlines() if line.startswith("| `")
+    }
+    settings = {
+        "`gradcam++`": (compat.GradCAMPlusPlus, "eps", 1e-6, "`eps=1e-6`"),
+        "`score-cam`": (compat.ScoreCAM, "align_corners", True, "`align_corners=True`"),
+        "`eigen-cam`, `eigen-gradcam`": (compat.EigenCAM, "sign", "lapack", '`sign="lapack"`'),
+    }
+    for method, (cls, option, value, spelled) in settings.items():
+        assert spelled in rows[method], method
+        assert cls.options[option] == value
+    assert compat.EigenGradCAM.options["sign"] == "lapack"
+    assert 'smooth_sign="lapack"' in page
+    for cls in (compat.GradCAM, compat.HiResCAM, compat.LayerCAM, compat.XGradCAM):
+        assert cls.options["smooth_sign"] == "lapack"
