@@ -12,7 +12,7 @@ import torch
 import gradcam
 from gradcam.engine import compute_gradients, input_channels
 from gradcam.errors import GradCAMError, TargetError
-from gradcam.targets import TopK, as_logits, class_names, resolve_targets
+from gradcam.targets import ClassScore, TopK, as_logits, class_names, resolve_targets
 
 
 @pytest.fixture(scope="module")
@@ -168,3 +168,96 @@ def test_wrong_input_of_a_model_without_convolutions() -> None:
     net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 4 * 4, 2))
     with pytest.raises(GradCAMError, match=r"cannot take an input of shape \(1, 4, 4, 4\)"):
         compute_gradients(net, torch.rand(1, 4, 4, 4), 0, input_rules=["plain"])
+
+
+# --- per-image targets (pytorch-grad-cam's convention) ---------------------------------------
+
+
+def _tiny_classifier() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(3, 6, 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(),
+        torch.nn.Linear(6, 5),
+    ).eval()
+
+
+def test_per_image_targets_explain_one_class_per_image() -> None:
+    from gradcam.compat.pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    net = _tiny_classifier()
+    x = torch.randn(2, 3, 16, 16)
+    cam = gradcam.GradCAM(net, "0")
+    result = cam(x, [ClassifierOutputTarget(1), ClassifierOutputTarget(4)])
+    assert result.classes.tolist() == [[1], [4]]
+    expected = cam(x, torch.tensor([[1], [4]]))
+    torch.testing.assert_close(result.raw, expected.raw)
+    torch.testing.assert_close(result.scores, expected.scores)
+    alone = cam(x, ClassifierOutputTarget(4))  # one alone: every image
+    assert alone.classes.tolist() == [[4], [4]]
+
+
+def test_pytorch_grad_cams_own_targets_are_per_image() -> None:
+    pgc_targets = pytest.importorskip("pytorch_grad_cam.utils.model_targets")
+    net = _tiny_classifier()
+    x = torch.randn(2, 3, 16, 16)
+    result = gradcam.GradCAM(net, "0")(
+        x, [pgc_targets.ClassifierOutputTarget(2), pgc_targets.ClassifierOutputTarget(3)]
+    )
+    assert result.classes.tolist() == [[2], [3]]
+
+
+def test_per_image_targets_in_perturbation_and_smoothing_methods() -> None:
+    from gradcam.compat.pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    net = _tiny_classifier()
+    x = torch.randn(2, 3, 16, 16)
+    per_image_targets = [ClassifierOutputTarget(1), ClassifierOutputTarget(4)]
+    for method in (
+        gradcam.ScoreCAM(net, "1", progress=False),
+        gradcam.GradCAM(net, "0", aug_smooth=True),
+    ):
+        got = method(x, per_image_targets)
+        want = method(x, torch.tensor([[1], [4]]))
+        torch.testing.assert_close(got.maps, want.maps)
+
+
+def test_per_image_segmentation_target_gets_one_image() -> None:
+    from gradcam.compat.pytorch_grad_cam.utils.model_targets import SemanticSegmentationTarget
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(4, 3, 1)
+    ).eval()
+    x = torch.randn(2, 3, 8, 8)
+    mask = np.zeros((8, 8), dtype=np.float32)
+    mask[2:5, 2:5] = 1
+    result = gradcam.GradCAM(net, "0")(
+        x, [SemanticSegmentationTarget(2, mask), SemanticSegmentationTarget(1, mask)]
+    )
+    want = (net(x)[[0, 1], [2, 1]] * torch.from_numpy(mask)).sum(dim=(-2, -1))
+    torch.testing.assert_close(result.scores[:, 0], want.detach())
+    assert result.classes.tolist() == [[2], [1]]
+
+
+def test_per_image_targets_that_do_not_fit_are_one_line_errors() -> None:
+    from gradcam.targets import per_image
+
+    logits = torch.randn(3, 5)
+    first = per_image(lambda row: row[0])
+    with pytest.raises(TargetError, match="2 per-image targets for a batch of 3"):
+        resolve_targets([first, first], logits, 3)
+    with pytest.raises(TargetError, match="cannot be mixed"):
+        resolve_targets([first, 2, 3], logits, 3)
+    with pytest.raises(TargetError, match="expected one number"):
+        resolve_targets(per_image(lambda row: row), logits, 3)
+    # A batch callable written for one image's output: a scalar for the batch names the fix.
+    with pytest.raises(TargetError, match="per_image"):
+        resolve_targets(lambda out: out[0, 1], logits, 3)
+
+
+def test_classes_report_the_class_of_a_callable_target() -> None:
+    resolved = resolve_targets([ClassScore(2)], torch.randn(2, 4), 2)
+    assert resolved.classes.tolist() == [[2], [2]]

@@ -7,6 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
+from gradcam.errors import GradCAMError
 from gradcam.viz import gradient_image, overlay, side_by_side
 
 
@@ -68,3 +69,27 @@ def test_side_by_side_places_panels_in_a_row() -> None:
     assert figure.getpixel((12, 21)) == (0, 0, 255)
     with pytest.raises(ValueError, match="at least one panel"):
         side_by_side([])
+
+
+def test_overlay_takes_pil_uint8_and_float_rgb_alike() -> None:
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, size=(20, 30, 3), dtype=np.uint8)
+    heat = torch.rand(5, 7)
+    want = np.asarray(overlay(Image.fromarray(pixels), heat))
+    np.testing.assert_array_equal(np.asarray(overlay(pixels, heat)), want)
+    np.testing.assert_array_equal(np.asarray(overlay(pixels / 255.0, heat)), want)  # float64
+    np.testing.assert_array_equal(np.asarray(overlay(np.float32(pixels) / 255, heat)), want)
+    gray = pixels[..., 0]
+    np.testing.assert_array_equal(
+        np.asarray(overlay(gray, heat)), np.asarray(overlay(Image.fromarray(gray), heat))
+    )
+
+
+def test_overlay_refuses_arrays_it_cannot_read() -> None:
+    heat = torch.rand(5, 7)
+    with pytest.raises(GradCAMError, match=r"\[0, 1\]"):
+        overlay(np.full((4, 4, 3), 200.0), heat)  # a 0-255 float image
+    with pytest.raises(GradCAMError, match="shape"):
+        overlay(np.zeros((4, 4, 4), dtype=np.uint8), heat)
+    with pytest.raises(GradCAMError, match="int64"):
+        overlay(np.zeros((4, 4, 3), dtype=np.int64), heat)

@@ -14,10 +14,16 @@ A target is anything that turns the model output into one differentiable score p
 * :class:`TopK`: the ``k`` best-scoring classes of each image;
 * a callable ``f(output) -> (B,)`` tensor, or a list of them: any differentiable score of any
   output (a caption word, a VQA answer, a detection (:class:`gradcam.tasks.DetectionScore`),
-  a region of a segmentation map (:class:`gradcam.tasks.SegmentationScore`)).
+  a region of a segmentation map (:class:`gradcam.tasks.SegmentationScore`));
+* per-image targets (pytorch-grad-cam's convention, :func:`is_per_image`): callables scored on
+  ONE image's output. A list of them is one target per image (``cam(x2,
+  [ClassifierOutputTarget(3), ClassifierOutputTarget(5)])``: class 3 in the first image, class 5
+  in the second); one alone applies to every image. They are :class:`PerImage` objects (every
+  target of :mod:`gradcam.compat.pytorch_grad_cam`), pytorch-grad-cam's own target objects, or
+  any callable wrapped with :func:`per_image`.
 
-Lists may mix class ids and callables. Class scores are taken before the softmax, as in the
-paper.
+Lists may mix class ids and (batch) callables; per-image targets are not mixed with others.
+Class scores are taken before the softmax, as in the paper.
 
 Vision-and-language models (section 8) get ready-made callables: :class:`CaptionLogProb`
 (a whole caption, section 8.1), :class:`CaptionWord` (one word at its time step, 8.1.1) and
@@ -62,6 +68,7 @@ __all__ = [
     "CaptionLogProb",
     "CaptionWord",
     "ClassScore",
+    "PerImage",
     "ResolvedTargets",
     "TargetLike",
     "TopK",
@@ -69,6 +76,8 @@ __all__ = [
     "class_index",
     "class_names",
     "fixed_targets",
+    "is_per_image",
+    "per_image",
     "register_class_names",
     "resolve_targets",
     "target_list",
@@ -81,7 +90,8 @@ TargetLike: TypeAlias = "ClassLike | Sequence[ClassLike | ScoreFn] | Tensor | To
 _FORMS = (
     "targets may be a class id (an int, a numpy or torch integer, a 0-d integer tensor), a "
     "class name, a list of them (the same classes for every image), a (B, K) integer tensor "
-    "(K classes per image), TopK(k), or callables f(output) -> (B,) scores"
+    "(K classes per image), TopK(k), callables f(output) -> (B,) scores, or per-image targets "
+    "(one per image, scored on that image's output: gradcam.targets.per_image(f))"
 )
 
 
@@ -245,6 +255,12 @@ def _call_score(fn: ScoreFn, output: Any, batch: int) -> Tensor:
         )
     if score.shape == (batch, 1):
         score = score[:, 0]
+    if score.dim() == 0 and batch > 1:
+        raise TargetError(
+            f"target {getattr(fn, '__name__', fn)!r} returned one number for a batch of {batch} "
+            "images; a target scored on one image's output (pytorch-grad-cam style) must be "
+            "marked per image: gradcam.targets.per_image(target)"
+        )
     if score.shape != (batch,):
         raise TargetError(
             f"target {getattr(fn, '__name__', fn)!r} returned shape {tuple(score.shape)}, "
@@ -254,7 +270,169 @@ def _call_score(fn: ScoreFn, output: Any, batch: int) -> Tensor:
 
 
 def _is_score_fn(item: Any) -> bool:
-    return callable(item) and not isinstance(item, (Tensor, TopK))
+    return callable(item) and not isinstance(item, (Tensor, TopK)) and not is_per_image(item)
+
+
+class PerImage:
+    """Base of the targets scored on ONE image's output (pytorch-grad-cam's convention).
+
+    A subclass implements ``__call__(output) -> score`` where ``output`` is one image's part of
+    the model output (a (N,) row of class scores, a (C, H, W) segmentation map, one image's
+    detections) and the score is one number (a 0-d or one-element tensor). In a list, per-image
+    targets are one per image; alone, one applies to every image. ``class_id`` (or, as
+    pytorch-grad-cam names it, ``category``) is reported in results' ``classes``.
+
+    Examples:
+        >>> class Second(PerImage):
+        ...     def __call__(self, output):
+        ...         return output[1]
+        >>> resolve_targets([Second(), Second()], torch.tensor([[0.0, 2.0], [0.0, 5.0]]), 2).scores
+        tensor([[2.],
+                [5.]])
+    """
+
+    def __call__(self, output: Any) -> Tensor:
+        """The score of one image's output."""
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class _PerImageFn(PerImage):
+    fn: Callable[[Any], Any]
+
+    def __call__(self, output: Any) -> Tensor:
+        return self.fn(output)  # type: ignore[no-any-return]
+
+    @property
+    def class_id(self) -> int:
+        return _target_class(self.fn)
+
+
+def per_image(fn: Callable[[Any], Any]) -> PerImage:
+    """Mark ``fn`` as a per-image target: called on one image's output, returning one score.
+
+    Examples:
+        >>> logits = torch.tensor([[0.0, 2.0], [7.0, 5.0]])
+        >>> resolve_targets(per_image(lambda row: row.max()), logits, 2).scores[:, 0]
+        tensor([2., 7.])
+    """
+    if not callable(fn):
+        raise TargetError(f"per_image needs a callable, got {type(fn).__name__}")
+    return fn if isinstance(fn, PerImage) else _PerImageFn(fn)
+
+
+# pytorch-grad-cam's own target objects are per-image by its documented convention.
+_PER_IMAGE_PACKAGES = ("pytorch_grad_cam",)
+
+
+def is_per_image(item: Any) -> bool:
+    """Whether ``item`` is a per-image target: a :class:`PerImage` (:func:`per_image`, every
+    target of :mod:`gradcam.compat.pytorch_grad_cam`) or an object of a class defined in
+    pytorch-grad-cam (``ClassifierOutputTarget`` and the others of its ``model_targets``).
+
+    Examples:
+        >>> is_per_image(per_image(len)), is_per_image(len)
+        (True, False)
+    """
+    if isinstance(item, PerImage):
+        return True
+    package = type(item).__module__.partition(".")[0]
+    return callable(item) and package in _PER_IMAGE_PACKAGES
+
+
+def _target_class(item: Any) -> int:
+    """The class a target stands for (``class_id``, or pytorch-grad-cam's ``category``), -1
+    when it names none."""
+    for attribute in ("class_id", "category"):
+        value = getattr(item, attribute, None)
+        if value is not None and not isinstance(value, bool):
+            try:
+                return operator.index(value)
+            except TypeError:
+                continue
+    return -1
+
+
+def _image_output(output: Any, image: int, batch: int) -> Any:
+    """Image ``image``'s part of a batch's model ``output``."""
+    if isinstance(output, Tensor):
+        return output[image]
+    if isinstance(output, Mapping):
+        return {k: v[image] if isinstance(v, Tensor) else v for k, v in output.items()}
+    if isinstance(output, (tuple, list)):
+        if all(isinstance(v, Tensor) and v.dim() and v.shape[0] == batch for v in output):
+            return type(output)(v[image] for v in output)
+        if len(output) == batch:
+            return output[image]  # one entry per image, as detectors return
+    logits = getattr(output, "logits", None)
+    if isinstance(logits, Tensor):
+        return logits[image]
+    raise TargetError(
+        f"cannot split a model output of type {type(output).__name__} into images for "
+        "per-image targets; return a tensor, a dict of tensors or a list with one entry per image"
+    )
+
+
+def _batch_of(output: Any) -> int:
+    """The number of images in a model output."""
+    found = _find_tensor(output)
+    if isinstance(output, (tuple, list)) and not isinstance(found, Tensor):
+        return len(output)
+    if not isinstance(found, Tensor) or not found.dim():
+        raise TargetError(
+            f"cannot count the images in a model output of type {type(output).__name__}"
+        )
+    return int(found.shape[0])
+
+
+def _per_image_score(target: Any, image_output: Any) -> Tensor:
+    score = target(image_output)
+    if not isinstance(score, Tensor) or score.numel() != 1:
+        shape = tuple(score.shape) if isinstance(score, Tensor) else type(score).__name__
+        raise TargetError(
+            f"per-image target {target!r} returned {shape}, expected one number: it is "
+            "called on one image's output"
+        )
+    return score.reshape(())
+
+
+def _resolve_per_image(targets: Any, items: list[Any], output: Any, batch: int) -> ResolvedTargets:
+    """One per-image target per image (or one alone for every image), as a (B, 1) column."""
+    if not all(is_per_image(item) for item in items):
+        raise TargetError(
+            "per-image targets (pytorch-grad-cam style, one per image) cannot be mixed with "
+            "class ids or batch callables in one list: give one kind"
+        )
+    if is_per_image(targets):
+        items = items * batch
+    if len(items) != batch:
+        raise TargetError(
+            f"{len(items)} per-image targets for a batch of {batch} images: a list of "
+            "pytorch-grad-cam-style targets has one target per image (one target alone applies "
+            "to every image)"
+        )
+    scores = torch.stack(
+        [_per_image_score(t, _image_output(output, b, batch)) for b, t in enumerate(items)]
+    )[:, None]
+    classes = torch.tensor([[_target_class(t)] for t in items], device=scores.device)
+    return ResolvedTargets(scores, classes)
+
+
+@dataclass(frozen=True)
+class _OnEachCopy:
+    """A per-image target applied to each of a batch of altered copies of its image."""
+
+    target: Any
+
+    @property
+    def class_id(self) -> int:
+        return _target_class(self.target)
+
+    def __call__(self, output: Any) -> Tensor:
+        count = _batch_of(output)
+        return torch.stack(
+            [_per_image_score(self.target, _image_output(output, i, count)) for i in range(count)]
+        )
 
 
 def _is_one_class(item: Any) -> bool:
@@ -281,7 +459,7 @@ def target_list(targets: Any) -> list[Any]:
         >>> target_list(torch.tensor(3))
         [tensor(3)]
     """
-    if _is_one_class(targets) or _is_score_fn(targets):
+    if _is_one_class(targets) or _is_score_fn(targets) or is_per_image(targets):
         return [targets]
     if isinstance(targets, Iterable) and not isinstance(targets, (Mapping, bytes)):
         return list(targets)
@@ -365,6 +543,8 @@ def resolve_targets(
     items = target_list(targets)
     if not items:
         raise TargetError("targets is empty: give at least one class id or score function")
+    if any(is_per_image(item) for item in items):
+        return _resolve_per_image(targets, items, output, batch)
     ids = [None if _is_score_fn(item) else _class_id(item, names) for item in items]
     if batch > 1 and len(ids) == batch and None not in ids:
         warnings.warn(
@@ -386,8 +566,8 @@ def resolve_targets(
             classes_list.append(class_id)
         else:
             columns.append(_call_score(item, output, batch))
-            # Targets that stand for one output unit (an answer, a word) report its id.
-            classes_list.append(int(getattr(item, "class_id", -1)))
+            # Targets that stand for one output unit (a class, an answer, a word) report it.
+            classes_list.append(_target_class(item))
     scores = torch.stack(columns, dim=1)
     classes = torch.tensor(classes_list, device=scores.device).expand(batch, -1)
     return ResolvedTargets(scores, classes)
@@ -411,13 +591,16 @@ class ClassScore:
         return logits[:, self.class_id]
 
 
-def fixed_targets(targets: TargetLike | None, classes: Tensor) -> list[int | ScoreFn]:
-    """The targets of one image as a list that no longer depends on the model output.
+def fixed_targets(
+    targets: TargetLike | None, classes: Tensor, image: int = 0
+) -> list[int | ScoreFn]:
+    """The targets of image ``image`` as a list that no longer depends on the model output.
 
     Class ids (``TopK``, ``None``, tensors, names, integers) become :class:`ClassScore`
     callables for the ids they resolved to (``classes``, the row of
-    :attr:`ResolvedTargets.classes` for that image); callables stay as they are. Methods that
-    re-run the model on altered copies of an image (occlusion) explain these.
+    :attr:`ResolvedTargets.classes` for that image); callables stay as they are; the image's
+    per-image target becomes a callable that scores each of a batch of copies of the image.
+    Methods that re-run the model on altered copies of an image (occlusion) explain these.
 
     Examples:
         >>> fixed_targets(TopK(2), torch.tensor([3, 1]))
@@ -430,9 +613,11 @@ def fixed_targets(targets: TargetLike | None, classes: Tensor) -> list[int | Sco
         or (isinstance(targets, Tensor) and targets.dim() != 0)
     ):
         return [ClassScore(c) for c in ids]
+    items = target_list(targets)
+    if any(is_per_image(item) for item in items):
+        return [_OnEachCopy(items[0] if is_per_image(targets) else items[image])]
     return [
-        item if _is_score_fn(item) else ClassScore(c)
-        for item, c in zip(target_list(targets), ids, strict=True)
+        item if _is_score_fn(item) else ClassScore(c) for item, c in zip(items, ids, strict=True)
     ]
 
 

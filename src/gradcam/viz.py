@@ -7,13 +7,41 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
 
+from gradcam.errors import GradCAMError
 from gradcam.maps import normalize, upsample
 
 __all__ = ["gradient_image", "overlay", "side_by_side"]
 
 
+def _rgb_floats(image: Image.Image | np.ndarray) -> np.ndarray:
+    """An image as (H, W, 3) float32 RGB in [0, 1]: a PIL image (any mode), a uint8 array, or
+    a float array already in [0, 1] (pytorch-grad-cam's style), (H, W) gray or (H, W, 3)."""
+    if isinstance(image, Image.Image):
+        return np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
+    array = np.asarray(image)
+    if array.ndim == 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[-1] != 3):
+        raise GradCAMError(
+            f"image must be a PIL image or an (H, W, 3) or (H, W) array, got shape {array.shape}"
+        )
+    if array.dtype == np.uint8:
+        values = array.astype(np.float32) / 255.0
+    elif np.issubdtype(array.dtype, np.floating):
+        finite = np.isfinite(array).all()
+        if not finite or (array.size and (array.min() < 0.0 or array.max() > 1.0)):
+            raise GradCAMError(
+                "a float image must hold values in [0, 1] (divide a 0-255 image by 255, or "
+                "pass it as uint8)"
+            )
+        values = array.astype(np.float32)
+    else:
+        raise GradCAMError(f"image arrays must be uint8 or float in [0, 1], got {array.dtype}")
+    return values if values.ndim == 3 else np.repeat(values[..., None], 3, axis=-1)
+
+
 def overlay(
-    image: Image.Image,
+    image: Image.Image | np.ndarray,
     map: Tensor | np.ndarray,
     colormap: str = "jet",
     alpha: float = 0.5,
@@ -26,7 +54,9 @@ def overlay(
     bilinearly to the image and min-max normalized, so raw or normalized maps both work.
 
     Args:
-        image: the original photo (any PIL mode; shown as RGB).
+        image: the original photo: a PIL image (any mode; shown as RGB), a uint8 array or a
+            float array in [0, 1] (pytorch-grad-cam's style), (H, W, 3) RGB or (H, W) gray;
+            the same picture gives the same result in each form.
         map: (h, w) tensor or array.
         colormap: any matplotlib colormap name; the paper's figures use ``"jet"``.
         alpha: heatmap opacity in [0, 1].
@@ -44,6 +74,9 @@ def overlay(
         >>> picture.size, picture.mode
         ((128, 128), 'RGB')
         >>> picture.save("star_gradcam.png")
+        >>> rgb = np.asarray(scene.image.convert("RGB")) / 255.0  # pytorch-grad-cam's float RGB
+        >>> overlay(rgb, result.raw[0, 0]) == overlay(scene.image, result.raw[0, 0])
+        True
     """
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
@@ -51,17 +84,18 @@ def overlay(
     if values.dim() != 2:
         raise ValueError(f"map must be 2-D (h, w), got shape {tuple(values.shape)}")
     values = torch.nan_to_num(values.float().cpu())
-    resized = upsample(values, (image.height, image.width))
+    base = _rgb_floats(image)
+    height, width = base.shape[:2]
+    resized = upsample(values, (height, width))
     resized = resized.clamp(0.0, 1.0) if normalized else normalize(resized)
     import matplotlib  # here: `gradcam --help` and `import gradcam` need no matplotlib
 
     colors = matplotlib.colormaps[colormap](resized.numpy())[..., :3]
-    base = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
     blended = (1.0 - alpha) * base + alpha * colors
     result = Image.fromarray(np.clip(blended * 255.0 + 0.5, 0, 255).astype(np.uint8))
     if box is not None:
-        width = max(2, round(min(image.size) / 150))
-        ImageDraw.Draw(result).rectangle(box, outline=(0, 255, 0), width=width)
+        line = max(2, round(min(width, height) / 150))
+        ImageDraw.Draw(result).rectangle(box, outline=(0, 255, 0), width=line)
     return result
 
 

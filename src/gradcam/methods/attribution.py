@@ -229,7 +229,7 @@ class IntegratedGradients:
         baseline_scores = torch.zeros_like(scores)
         with _progress(batch * self.steps, self.progress, "integrated gradients") as bar:
             for b in range(batch):
-                columns = fixed_targets(targets, classes[b])
+                columns = fixed_targets(targets, classes[b], b)
                 with torch.no_grad(), eval_mode(self.module):
                     base_out = self.module(baseline[None])
                     baseline_scores[b] = resolve_targets(columns, base_out, 1).scores[0].float()
@@ -340,7 +340,7 @@ class SmoothGrad:
         mean = x.new_zeros((batch, count, *x.shape[1:]), dtype=torch.float32)
         with _progress(batch * self.samples, self.progress, "smoothgrad") as bar:
             for b in range(batch):
-                columns = fixed_targets(targets, classes[b])
+                columns = fixed_targets(targets, classes[b], b)
                 noisy = x[b] + self.noise(x[b])
                 for part in _chunks(self.samples, self.batch_size, x.device):
                     grads = _input_gradients(self.module, noisy[part], columns)

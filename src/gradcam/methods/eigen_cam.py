@@ -23,6 +23,7 @@ from gradcam.methods.base import Plan
 from gradcam.methods.gradcam import GradCAM, single_layer
 from gradcam.methods.registry import Needs, register
 from gradcam.methods.results import CAMResult
+from gradcam.methods.smoothing import lapack_projection
 from gradcam.rectifiers import Rule
 
 __all__ = [
@@ -36,13 +37,15 @@ __all__ = [
     "principal_projection",
 ]
 
-SignRule = Literal["peak", "activation"]
+SignRule = Literal["peak", "activation", "lapack"]
 """How a projection's sign is chosen. ``"peak"``: its entry of largest magnitude is positive
 (scikit-learn's ``svd_flip``, which KPCA-CAM's peer uses; the sign correction of Seg-Eigen-CAM,
 Chung and Ying 2025, eq. 13). ``"activation"``: it correlates positively with the channel sum
 ``sum_k F^k`` of the features (for linear PCA: the principal direction's components sum to a
-positive number)."""
-_SIGNS = ("peak", "activation")
+positive number). ``"lapack"``: the sign of ``M v_1`` with ``v_1`` as ``numpy.linalg.svd``
+returns it for the float32 centred features (whatever LAPACK happens to pick; this is
+pytorch-grad-cam's ``get_2d_projection``, for agreeing with it, and costs a second SVD)."""
+_SIGNS = ("peak", "activation", "lapack")
 
 Kernel = Literal["sigmoid", "rbf", "poly", "linear", "cosine"]
 _KERNELS = ("sigmoid", "rbf", "poly", "linear", "cosine")
@@ -64,7 +67,9 @@ def orient(projection: Tensor, features: Tensor, sign: SignRule = "peak") -> Ten
         tensor([[-1.,  3.]])
     """
     check_choice("sign", sign, _SIGNS)
-    if sign == "peak":
+    if sign == "lapack":
+        flip = (projection * lapack_projection(features)).sum(dim=1) < 0
+    elif sign == "peak":
         # The first entry of largest magnitude decides, as numpy's argmax in svd_flip.
         index = projection.abs().argmax(dim=1, keepdim=True)
         flip = projection.gather(1, index)[:, 0] < 0
@@ -178,7 +183,8 @@ class EigenCAM(ActivationMethod):
         module: the model.
         layer: the layer ``A`` (default: the last convolutional feature maps).
         sign: how the projection's sign is chosen: ``"peak"`` (its largest-magnitude entry is
-            positive) or ``"activation"`` (it correlates positively with ``sum_k A^k``).
+            positive), ``"activation"`` (it correlates positively with ``sum_k A^k``) or
+            ``"lapack"`` (numpy's SVD's, pytorch-grad-cam's: equal to it to float precision).
         relu: keep the positive part (``False`` gives the signed projection).
 
     Examples:
@@ -230,8 +236,8 @@ class EigenGradCAM(GradCAM):
         module: the model.
         layer: the layer ``A`` (default: the last convolutional feature maps).
         sign: how the projection's sign is chosen: ``"peak"`` (its largest-magnitude entry is
-            positive) or ``"activation"`` (it correlates positively with
-            ``sum_k dy^c/dA^k A^k``).
+            positive), ``"activation"`` (it correlates positively with
+            ``sum_k dy^c/dA^k A^k``) or ``"lapack"`` (numpy's SVD's, pytorch-grad-cam's).
         relu: keep the positive part (``False`` gives the signed projection).
         gradient_rule: backward rule at rectifiers between ``A`` and the score.
 

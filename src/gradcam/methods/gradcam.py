@@ -16,7 +16,7 @@ from gradcam.maps import normalize, upsample
 from gradcam.methods.base import GradientMethod, Plan
 from gradcam.methods.registry import Needs, register
 from gradcam.methods.results import CAMResult
-from gradcam.methods.smoothing import augmentation_smoothing, principal_projection
+from gradcam.methods.smoothing import SmoothSign, augmentation_smoothing, principal_projection
 from gradcam.rectifiers import RULES, Rule
 from gradcam.targets import TargetLike
 
@@ -266,6 +266,9 @@ class GradCAM(LayerMethod, GradientMethod):
         aug_smooth: average the maps of six test-time augmentations (horizontal flip x
             brightness 0.9, 1, 1.1; pytorch-grad-cam's aug_smooth): runs twice, on the input
             then on its five augmented copies.
+        smooth_sign: the sign of ``eigen_smooth``'s projection: ``"agreement"`` (it
+            correlates non-negatively with the unsmoothed map) or ``"lapack"`` (numpy's SVD's,
+            as pytorch-grad-cam).
 
     Examples:
         >>> import gradcam
@@ -294,7 +297,10 @@ class GradCAM(LayerMethod, GradientMethod):
         gradient_rule: Rule = "plain",
         eigen_smooth: bool = False,
         aug_smooth: bool = False,
+        smooth_sign: SmoothSign = "agreement",
     ) -> None:
+        if smooth_sign not in ("agreement", "lapack"):
+            raise GradCAMError(f"smooth_sign must be agreement or lapack, got {smooth_sign!r}")
         for name, flag in (("eigen_smooth", eigen_smooth), ("aug_smooth", aug_smooth)):
             if not isinstance(flag, bool):
                 raise GradCAMError(f"{name} must be true or false, got {flag!r}")
@@ -309,6 +315,7 @@ class GradCAM(LayerMethod, GradientMethod):
         self.gradient_rule: Rule = gradient_rule
         self.eigen_smooth = eigen_smooth
         self.aug_smooth = aug_smooth
+        self.smooth_sign: SmoothSign = smooth_sign
 
     @property
     def shares_pass(self) -> bool:
@@ -387,7 +394,7 @@ class GradCAM(LayerMethod, GradientMethod):
         """The map ``sum_k w_k A^k`` (or its principal projection), rectified, as a result."""
         if self.eigen_smooth:
             expanded = weights if weights.dim() == 5 else weights[..., None, None]
-            raw = principal_projection(expanded * activations.unsqueeze(1))
+            raw = principal_projection(expanded * activations.unsqueeze(1), self.smooth_sign)
         else:
             raw = weighted_sum(weights, activations)
         if self.relu:

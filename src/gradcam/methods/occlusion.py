@@ -160,7 +160,7 @@ class Occlusion:
             folded, reference = checked_copy(self.module, x, output)
             run = CopyRunner(self.module, bar, folded)
             for b in range(batch):
-                columns = fixed_targets(targets, resolved.classes[b])
+                columns = fixed_targets(targets, resolved.classes[b], b)
                 clean = scores_of(columns, reference, batch)[b]
                 for chunk in self._chunks(windows, x.device):
                     copies = x[b].expand(len(chunk), channels, height, width).clone()

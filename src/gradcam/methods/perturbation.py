@@ -183,7 +183,7 @@ class PerturbationMethod(LayerMethod):
             resolved = resolve_targets(targets, output, x.shape[0], names=class_names(self.module))
             if not all_finite(resolved.scores):
                 raise GradCAMError("the model produced NaN or infinite target scores")
-            columns = [fixed_targets(targets, resolved.classes[b]) for b in range(x.shape[0])]
+            columns = [fixed_targets(targets, resolved.classes[b], b) for b in range(x.shape[0])]
             total = self.passes(activations)
             show = self.progress if self.progress is not None else total > 200
             bar = stack.enter_context(

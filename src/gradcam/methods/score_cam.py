@@ -29,16 +29,21 @@ from gradcam.targets import ResolvedTargets
 __all__ = ["ISCAM", "SSCAM", "ScoreCAM", "score_masks"]
 
 
-def score_masks(activations: Tensor, size: tuple[int, int]) -> Tensor:
+def score_masks(activations: Tensor, size: tuple[int, int], align_corners: bool = False) -> Tensor:
     """Score-CAM's masks ``H^k = s(Up(A^k))`` (eq. 5): feature maps (..., h, w) bilinearly
-    upsampled to ``size`` (as :func:`gradcam.maps.upsample`), then min-max normalized to
-    [0, 1] each; a constant map gives an all-zero mask.
+    upsampled to ``size`` (as :func:`gradcam.maps.upsample`, or with the corner pixels
+    aligned when ``align_corners``), then min-max normalized to [0, 1] each; a constant map
+    gives an all-zero mask.
 
     Examples:
         >>> score_masks(torch.tensor([[[1.0, 3.0]]]), (1, 2))
         tensor([[[0., 1.]]])
     """
-    return normalize(upsample(activations.float(), size))
+    if not align_corners:
+        return normalize(upsample(activations.float(), size))
+    maps = activations.float().reshape(-1, 1, *activations.shape[-2:])
+    up = torch.nn.functional.interpolate(maps, size=size, mode="bilinear", align_corners=True)
+    return normalize(up.reshape(*activations.shape[:-2], *size))
 
 
 @register(
@@ -78,6 +83,9 @@ class ScoreCAM(PerturbationMethod):
         batch_size: masked images per forward pass; ``None`` picks 8 on the CPU (measured
             fastest per image) and 64 on an accelerator.
         progress: show a progress bar; ``None`` shows one for runs of more than 200 passes.
+        align_corners: upsample the maps with their corner pixels on the image's corners
+            (pytorch-grad-cam's ``UpsamplingBilinear2d``) rather than half-pixel centres
+            (``False``, the default: torchcam's and :func:`gradcam.maps.upsample`'s).
 
     Examples:
         >>> result = ScoreCAM(model, "features.relu1")(x, gradcam.TopK(2))  # 32 masked images
@@ -96,8 +104,12 @@ class ScoreCAM(PerturbationMethod):
         *,
         batch_size: int | None = None,
         progress: bool | None = None,
+        align_corners: bool = False,
     ) -> None:
+        if not isinstance(align_corners, bool):
+            raise GradCAMError(f"align_corners must be true or false, got {align_corners!r}")
         super().__init__(module, layer, batch_size=batch_size, progress=progress)
+        self.align_corners = align_corners
 
     def steps(self) -> int:
         """Masked images per channel whose scores are averaged (1: Score-CAM)."""
@@ -105,7 +117,7 @@ class ScoreCAM(PerturbationMethod):
 
     def masks(self, activations: Tensor, size: tuple[int, int]) -> Tensor:
         """The masks (n, H, W) of feature maps (n, h, w): :func:`score_masks`."""
-        return score_masks(activations, size)
+        return score_masks(activations, size, self.align_corners)
 
     def blank_channels(self, activations: Tensor) -> Tensor:
         """(B, C) bool: the channels whose masked images are all zero (constant maps), scored

@@ -15,19 +15,23 @@ method can offer them.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Literal
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from gradcam.maps import normalize
 from gradcam.methods.results import CAMResult
-from gradcam.targets import TargetLike, TopK
+from gradcam.targets import TargetLike, TopK, is_per_image, target_list
 
 __all__ = [
     "AUGMENTATIONS",
+    "SmoothSign",
     "augment",
     "augmentation_smoothing",
     "deaugment",
+    "lapack_projection",
     "principal_projection",
     "repeated_targets",
 ]
@@ -41,7 +45,28 @@ order (``Compose([HorizontalFlip(), Multiply([0.9, 1, 1.1])])``)."""
 _IDENTITY = (False, 1.0)
 
 
-def principal_projection(weighted: Tensor) -> Tensor:
+SmoothSign = Literal["agreement", "lapack"]
+"""How ``eigen_smooth``'s projection is signed: ``"agreement"`` (it correlates non-negatively
+with the unsmoothed map, the default) or ``"lapack"`` (as ``numpy.linalg.svd`` returns it:
+pytorch-grad-cam's ``get_2d_projection``)."""
+_SMOOTH_SIGNS = ("agreement", "lapack")
+
+
+def lapack_projection(rows: Tensor) -> Tensor:
+    """(N, h*w) ``M v_1`` for each (h*w, C) centred matrix ``M`` of ``rows`` (N, h*w, C), with
+    ``v_1`` the first row of ``V^T`` that ``numpy.linalg.svd`` gives for ``M`` in float32: the
+    sign LAPACK happens to pick, as pytorch-grad-cam computes its projections.
+
+    Examples:
+        >>> lapack_projection(torch.tensor([[[1.0, 0.0], [-1.0, 0.0]]])).abs()
+        tensor([[1., 1.]])
+    """
+    matrices = rows.detach().float().cpu().numpy()
+    projections = [m @ np.linalg.svd(m, full_matrices=True)[2][0] for m in matrices]
+    return torch.from_numpy(np.stack(projections)).to(rows.device, rows.dtype)
+
+
+def principal_projection(weighted: Tensor, sign: SmoothSign = "agreement") -> Tensor:
     """Project the weighted feature maps of each map on their first principal component.
 
     For one map, the ``h * w`` positions are samples and the ``C`` channels are features:
@@ -50,7 +75,9 @@ def principal_projection(weighted: Tensor) -> Tensor:
 
     The sign of a singular vector is arbitrary (LAPACK returns either); here it is chosen so
     that ``P`` correlates non-negatively with the unsmoothed map ``sum_k X_k``, the map the
-    projection replaces. The SVD runs in float64; the result has the input's dtype.
+    projection replaces (``sign="agreement"``), or as numpy's SVD returns it
+    (``sign="lapack"``, pytorch-grad-cam's). The SVD runs in float64; the result has the
+    input's dtype.
 
     Args:
         weighted: (..., C, h, w) the weighted activations ``w_k^c A^k`` of each map.
@@ -69,7 +96,8 @@ def principal_projection(weighted: Tensor) -> Tensor:
     centered = rows - rows.mean(dim=1, keepdim=True)
     _, _, vh = torch.linalg.svd(centered, full_matrices=False)
     projection = (centered @ vh[:, 0, :].unsqueeze(-1)).squeeze(-1)
-    agreement = (projection * rows.sum(dim=2)).sum(dim=1, keepdim=True)
+    reference = lapack_projection(centered) if sign == "lapack" else rows.sum(dim=2)
+    agreement = (projection * reference).sum(dim=1, keepdim=True)
     projection = torch.where(agreement < 0, -projection, projection)
     return projection.to(weighted.dtype).reshape(*lead, height, width)
 
@@ -97,6 +125,8 @@ def repeated_targets(targets: TargetLike | None, classes: Tensor, copies: int) -
     """
     if targets is None or isinstance(targets, (TopK, Tensor)):
         return classes.repeat(copies, 1)
+    if not is_per_image(targets) and any(is_per_image(t) for t in target_list(targets)):
+        return target_list(targets) * copies  # one per image, for every copy of the batch
     return targets
 
 

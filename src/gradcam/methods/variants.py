@@ -29,7 +29,7 @@ from gradcam.methods.base import Plan
 from gradcam.methods.gradcam import GradCAM, single_layer
 from gradcam.methods.registry import Needs, register
 from gradcam.methods.results import CAMResult
-from gradcam.methods.smoothing import repeated_targets
+from gradcam.methods.smoothing import SmoothSign, repeated_targets
 from gradcam.rectifiers import Rule
 from gradcam.targets import TargetLike
 
@@ -97,6 +97,7 @@ class _Variant(GradCAM):
         gradient_rule: Rule = "plain",
         eigen_smooth: bool = False,
         aug_smooth: bool = False,
+        smooth_sign: SmoothSign = "agreement",
     ) -> None:
         super().__init__(
             module,
@@ -106,6 +107,7 @@ class _Variant(GradCAM):
             gradient_rule=gradient_rule,
             eigen_smooth=eigen_smooth,
             aug_smooth=aug_smooth,
+            smooth_sign=smooth_sign,
         )
 
 
@@ -241,6 +243,7 @@ class GradCAMPlusPlus(_Variant):
         eigen_smooth: bool = False,
         aug_smooth: bool = False,
         eps: float = 0.0,
+        smooth_sign: SmoothSign = "agreement",
     ) -> None:
         if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 <= eps < math.inf:
             raise GradCAMError(f"eps must be a non-negative number, got {eps!r}")
@@ -252,6 +255,7 @@ class GradCAMPlusPlus(_Variant):
             gradient_rule=gradient_rule,
             eigen_smooth=eigen_smooth,
             aug_smooth=aug_smooth,
+            smooth_sign=smooth_sign,
         )
         self.eps = float(eps)
 

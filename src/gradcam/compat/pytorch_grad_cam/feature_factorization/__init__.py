@@ -1,0 +1,1 @@
+"""pytorch-grad-cam's ``pytorch_grad_cam.feature_factorization``."""
