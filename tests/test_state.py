@@ -69,7 +69,7 @@ def test_failed_call_leaves_model_untouched(
         assert not torch.is_grad_enabled()  # the caller's grad mode is restored too
 
 
-METHODS = __import__("gradcam").methods()
+METHODS = __import__("gradcam").list_methods()
 
 
 def _no_function_mode_left() -> bool:

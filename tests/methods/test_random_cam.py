@@ -83,4 +83,4 @@ def test_registry_entry() -> None:
     spec = gradcam.method_spec("random-cam")
     assert spec.cls is RandomCAM and "Adebayo" in spec.citation
     assert spec.option("seed").parse("none") is None and spec.option("seed").parse("4") == 4
-    assert gradcam.methods().index("random-cam") > gradcam.methods().index("shapley-cam")
+    assert gradcam.list_methods().index("random-cam") > gradcam.list_methods().index("shapley-cam")
