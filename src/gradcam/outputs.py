@@ -30,8 +30,12 @@ __all__ = ["output_file", "output_folder", "spreadsheet_safe", "write_atomic"]
 PathLike = str | os.PathLike[str]
 
 
-def output_folder(folder: PathLike) -> Path:
+def output_folder(folder: PathLike, *, create: bool = True) -> Path:
     """Create ``folder`` (and its parents) for results, or say in one line why it cannot be.
+
+    With ``create=False`` nothing is made: the folder is only checked to be creatable (its
+    nearest existing ancestor a writable folder), so a command can check its output before
+    checks that may still refuse the call leave an empty folder behind.
 
     Raises:
         GradCAMError: ``folder`` is a file, lies under a file, or cannot be written (a
@@ -45,8 +49,19 @@ def output_folder(folder: PathLike) -> Path:
         Traceback (most recent call last):
         ...
         gradcam.errors.GradCAMError: output folder f.txt/sub is a file, or lies under one
+        >>> output_folder("later/b", create=False).exists()
+        False
     """
     path = Path(folder)
+    if not create:
+        existing = next((p for p in (path, *path.parents) if p.exists()), Path("."))
+        if not existing.is_dir():
+            raise GradCAMError(f"output folder {path} is a file, or lies under one")
+        if _read_only(existing):
+            raise GradCAMError(f"cannot write to output folder {path}: read-only file system")
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise GradCAMError(f"cannot write to output folder {path}: permission denied")
+        return path
     try:
         path.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):

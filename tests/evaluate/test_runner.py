@@ -342,3 +342,33 @@ def _running(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
+
+
+def test_a_huge_photo_is_decoded_under_the_cap_with_its_annotations_scaled(
+    tmp_path: Path,
+) -> None:
+    """A 10 KB palette PNG of 3000 x 3000 was decoded at full size by every dataset command
+    (issue 30, item 8): now under MAX_PIXELS, with its box and mask in the decoded pixels."""
+    from PIL import Image
+
+    from gradcam.evaluate.datasets import Annotation, Sample
+    from gradcam.evaluate.runner import decode_sample
+    from gradcam.images import MAX_PIXELS
+
+    path = tmp_path / "huge.png"
+    Image.new("P", (3000, 3000)).save(path)
+    mask = np.zeros((3000, 3000), dtype=bool)
+    mask[300:1500, 600:900] = True
+    sample = Sample(
+        path, (0,), (Annotation(0, box=(600, 300, 899, 1499), mask=mask),), size=(3000, 3000)
+    )
+    decoded, image = decode_sample(sample)
+    assert image.size == (1500, 1500) and image.width * image.height <= MAX_PIXELS
+    [annotation] = decoded.annotations
+    assert annotation.box == (300, 150, 449, 749)
+    assert annotation.mask is not None and annotation.mask.shape == (1500, 1500)
+    assert annotation.mask[150:750, 300:450].all() and annotation.mask.sum() == 600 * 150
+    assert decoded.size == (1500, 1500)
+    small = Sample(path.with_name("small.png"), (0,), (Annotation(0, box=(1, 2, 3, 4)),), (8, 8))
+    Image.new("RGB", (8, 8)).save(small.path)
+    assert decode_sample(small)[0] is small

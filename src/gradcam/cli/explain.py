@@ -117,7 +117,7 @@ def explain_command(args: argparse.Namespace) -> int:
     if not args.images:
         raise GradCAMError("give IMAGE files to explain, or a dataset with --data PATH")
     args.model = model_name(args)
-    output_folder(args.out)  # before any work: a file, a path under a file, read-only
+    output_folder(args.out, create=False)  # before any work: a file, under a file, read-only
     if args.task != "classification":
         return _explain_task(args)
     if args.top_k < 1:

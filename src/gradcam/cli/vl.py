@@ -65,7 +65,7 @@ def caption_or_vqa_command(args: argparse.Namespace) -> int:
     from gradcam.vl import load_captioner, load_vqa
     from gradcam.vl.explain import explain_answer, explain_caption, save_text_explanation
 
-    output_folder(args.out)  # before any work: a file, a path under a file, read-only
+    output_folder(args.out, create=False)  # before any work: a file, under a file, read-only
     image = load_image(args.image, max_pixels=max_pixels(args))
     methods = args.methods or ["gradcam"]
     if args.command == "caption":

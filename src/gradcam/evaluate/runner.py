@@ -50,7 +50,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -63,9 +63,9 @@ from tqdm import tqdm
 from gradcam.engine import fast_layout
 from gradcam.errors import GradCAMError, ImageLoadError
 from gradcam.evaluate.base import Progress, Protocol, ProtocolResult, Scorer
-from gradcam.evaluate.datasets import LOCATION_KEYS, Dataset, Sample
+from gradcam.evaluate.datasets import LOCATION_KEYS, Annotation, Dataset, Sample
 from gradcam.evaluate.store import ResultStore, make_folder, plain
-from gradcam.images import load_image
+from gradcam.images import MAX_PIXELS, load_image
 from gradcam.models import DEFAULT_MODEL, LoadedModel, load_model
 
 __all__ = ["ModelSpec", "manifest", "run"]
@@ -209,15 +209,61 @@ def _loaded(model: LoadedModel | ModelSpec) -> LoadedModel:
 Read = tuple[list[dict[str, Any]], list[tuple[dict[str, Any], Sample, Image.Image]]]
 
 
+def _scaled(annotation: Annotation, size: tuple[int, int], sx: float, sy: float) -> Annotation:
+    """One annotation in the pixels of an image decoded at ``size`` (scaled by ``sx, sy``)."""
+    box, mask = annotation.box, annotation.mask
+    if box is not None:
+        x0, y0, x1, y1 = box
+        box = (
+            int(x0 * sx),
+            int(y0 * sy),
+            max(int(x0 * sx), min(size[0] - 1, int(np.ceil((x1 + 1) * sx)) - 1)),
+            max(int(y0 * sy), min(size[1] - 1, int(np.ceil((y1 + 1) * sy)) - 1)),
+        )
+    if mask is not None:
+        small = Image.fromarray(np.asarray(mask, dtype=np.uint8) * 255).resize(
+            size, Image.Resampling.NEAREST
+        )
+        mask = np.asarray(small) > 127
+    return replace(annotation, box=box, mask=mask)
+
+
+def decode_sample(sample: Sample) -> tuple[Sample, Image.Image]:
+    """A sample's image, decoded under :data:`gradcam.images.MAX_PIXELS`, with its annotations
+    in the decoded image's pixels.
+
+    A photo larger than the cap (a 10 KB palette PNG can declare 9000 x 9000 pixels) is decoded
+    at reduced size, as ``gradcam explain`` decodes it, and its boxes and masks, which
+    annotations give in the file's pixels (``sample.size``), are scaled to match. Annotations
+    whose image size is unknown keep the full decode.
+
+    Raises:
+        ImageLoadError: the file cannot be read as an image.
+    """
+    if sample.annotations and sample.size is None:
+        return sample, load_image(sample.path)
+    image = load_image(sample.path, max_pixels=MAX_PIXELS)
+    if sample.size is None or image.size == tuple(sample.size):
+        return sample, image
+    width, height = sample.size
+    if width * height <= MAX_PIXELS:  # not reduced: the annotation's size is its own business
+        return sample, image
+    sx, sy = image.width / width, image.height / height
+    scaled = tuple(_scaled(a, image.size, sx, sy) for a in sample.annotations)
+    return replace(sample, annotations=scaled, size=image.size), image
+
+
 def read_chunk(chunk: Chunk) -> Read:
-    """Decode one batch's images; an unreadable one gets a row with its error."""
+    """Decode one batch's images (:func:`decode_sample`); an unreadable one gets a row with its
+    error."""
     rows: list[dict[str, Any]] = []
     readable: list[tuple[dict[str, Any], Sample, Image.Image]] = []
     for index, sample in chunk:
         row: dict[str, Any] = {"index": index, "image": str(sample.path), "error": None}
         rows.append(row)
         try:
-            readable.append((row, sample, load_image(sample.path)))
+            decoded, image = decode_sample(sample)
+            readable.append((row, decoded, image))
         except ImageLoadError as exc:
             row["error"] = str(exc)
     return rows, readable
