@@ -62,6 +62,10 @@ class TaskModel:
         module: the model, in eval mode.
         class_names: one name per class.
         pretrained: ``False`` when the weights are random.
+        preprocess: the model's own preprocessing (a Hugging Face folder's), or ``None`` for
+            the task's default.
+        layer: the layer to explain by default, or ``None`` for
+            :func:`gradcam.tasks.task_layer`.
     """
 
     name: str
@@ -69,6 +73,8 @@ class TaskModel:
     module: nn.Module
     class_names: tuple[str, ...]
     pretrained: bool
+    preprocess: Preprocess | None = None
+    layer: Layer | None = None
 
 
 def _architectures(task: str) -> list[str]:
@@ -111,6 +117,8 @@ def load_task_model(name: str, task: str, weights: str | None = None) -> TaskMod
         torchvision_weight_names,
     )
 
+    if name.startswith("hf:"):
+        return _hf_task_model(name, task, weights)
     names = _architectures(task)
     if name not in names:
         close = difflib.get_close_matches(name, names, n=5, cutoff=0.5)
@@ -155,6 +163,31 @@ def load_task_model(name: str, task: str, weights: str | None = None) -> TaskMod
     class_names = _categories(name, count)
     register_class_names(module, class_names)
     return TaskModel(name, task, module, class_names, weights != RANDOM)
+
+
+def _hf_task_model(name: str, task: str, weights: str | None) -> TaskModel:
+    """A Hugging Face detector or segmenter, wrapped to give what :mod:`gradcam.tasks` reads
+    (:mod:`gradcam.hf_tasks`), with the layer of :func:`gradcam.hf_tasks.hf_task_layer`."""
+    from gradcam.hf_tasks import HFDetector, HFSegmenter, hf_task_layer
+    from gradcam.models import hf_model
+
+    module, preprocess, complete, found = hf_model(name.removeprefix("hf:"), weights, task)
+    names = found or ()
+    if not complete:
+        why = "weights='random'" if weights is not None else "some are missing from its folder"
+        warnings.warn(
+            f"model {name!r} has random weights ({why}): its {task} results and maps are "
+            "meaningless",
+            UserWarning,
+            stacklevel=3,
+        )
+    wrapper: nn.Module = (
+        HFDetector(module, len(names)) if task == "detection" else HFSegmenter(module)
+    )
+    wrapper.eval()
+    register_class_names(wrapper, names)
+    layer = hf_task_layer(wrapper, min(preprocess.size, 256))
+    return TaskModel(name, task, wrapper, names, complete, preprocess, layer)
 
 
 def _head_classes(module: nn.Module) -> int:
@@ -227,7 +260,7 @@ def explain_task(
     with warnings_as_messages():
         loaded = load_task_model(model, task, weights)
     wanted = None if not classes else {class_index(loaded.class_names, c) for c in classes}
-    chosen = Layer(layer, "channels-first") if layer else task_layer(loaded.module)
+    chosen = Layer(layer, "channels-first") if layer else loaded.layer or task_layer(loaded.module)
     cam = GradCAM(loaded.module, chosen)
     failures = 0
     for path, folder in zip(images, folders, strict=True):
@@ -237,7 +270,7 @@ def explain_task(
             failures += 1
             print(f"gradcam: error: {exc}", file=sys.stderr)
             continue
-        x = _PREPROCESS[task](photo)
+        x = (loaded.preprocess or _PREPROCESS[task])(photo)
         scale = photo.width / x.shape[-1], photo.height / x.shape[-2]
         entries: list[dict[str, Any]] = []
         folder.mkdir(parents=True, exist_ok=True)

@@ -87,10 +87,11 @@ def add_parser(commands: Any) -> None:
     explain.add_argument(
         "--task",
         choices=("classification", "detection", "segmentation"),
-        default="classification",
-        help="what the model does: detection and segmentation take a torchvision detector or "
-        "segmenter (--model fasterrcnn_resnet50_fpn, deeplabv3_resnet50, ...) and write a map "
-        "per detection (with its box) or per class region (default: %(default)s)",
+        default=None,
+        help="what the model does: detection and segmentation take a torchvision or Hugging "
+        "Face detector or segmenter (--model fasterrcnn_resnet50_fpn, deeplabv3_resnet50, "
+        "hf:DIR, ...) and write a map per detection (with its box) or per class region "
+        "(default: an hf: model's own task, else classification)",
     )
     explain.add_argument(
         "--min-score",
@@ -112,10 +113,12 @@ def explain_command(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from gradcam.explain import FIGURE_METHODS, check_classes, explain_image, save_explanation
+    from gradcam.hf_tasks import infer_task
     from gradcam.images import load_image
     from gradcam.methods.registry import parse_options
     from gradcam.models import load_model
 
+    args.task = infer_task(args.model, args.task)
     if args.data is not None:
         return _explain_data(args)
     if not args.images:
