@@ -67,7 +67,18 @@ def folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         image_size=224, patch_size=32, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
         intermediate_size=16, **_labels(),
     )  # fmt: skip
+    mask2former = transformers.Mask2FormerConfig(
+        backbone_config=transformers.ResNetConfig(
+            embedding_size=8, hidden_sizes=[8, 16, 16, 16], depths=[1, 1, 1, 1],
+            layer_type="basic", out_features=["stage1", "stage2", "stage3", "stage4"],
+        ),
+        backbone=None, use_pretrained_backbone=False,
+        feature_size=32, mask_feature_size=32, hidden_dim=32, encoder_feedforward_dim=32,
+        dim_feedforward=32, num_attention_heads=2, encoder_layers=1, decoder_layers=2,
+        num_queries=4, common_stride=4, **_labels(),
+    )  # fmt: skip
     return {
+        "m2f": _save(transformers.Mask2FormerForUniversalSegmentation(mask2former), root / "m2f"),
         "seg": _save(transformers.SegformerForSemanticSegmentation(segformer), root / "seg"),
         "upernet": _save(transformers.UperNetForSemanticSegmentation(upernet), root / "upernet"),
         "detr": _save(
@@ -173,16 +184,17 @@ def test_a_missing_head_is_warned_as_random(tmp_path: Path, folders: dict[str, P
     assert not loaded.pretrained
 
 
-@pytest.mark.parametrize("name", ["seg", "upernet"])
+@pytest.mark.parametrize("name", ["seg", "upernet", "m2f"])
 def test_segmenters_give_a_finite_varying_map(folders: dict[str, Path], name: str) -> None:
     loaded = load_task_model(f"hf:{folders[name]}", "segmentation")
     assert loaded.pretrained and loaded.layer is not None
     assert "decode" not in loaded.layer.module and "head" not in loaded.layer.module
-    x = torch.rand(1, 3, 64, 96)
-    logits = loaded.module(x)
-    assert logits.shape == (1, 3, 64, 96)
-    label = int(logits.argmax(dim=1).flatten().mode().values)
-    maps = GradCAM(loaded.module, loaded.layer)(x, [SegmentationScore(label)]).maps
+    x = torch.rand(1, 3, 128, 192)
+    assert loaded.module(x).shape == (1, 3, 128, 192)
+    # Over the whole image: a random model's predicted region may be a sliver.
+    maps = GradCAM(loaded.module, loaded.layer)(
+        x, [SegmentationScore(1, torch.ones(128, 192))]
+    ).maps
     assert torch.isfinite(maps).all() and float(maps.max() - maps.min()) > 0
 
 

@@ -33,7 +33,7 @@ import torch
 import torchvision
 from torch import nn
 
-from gradcam.errors import GradCAMError, ImageLoadError, ModelLoadError
+from gradcam.errors import GradCAMError, ImageLoadError, LayerError, ModelLoadError
 from gradcam.images import Preprocess, load_image
 from gradcam.layers import Layer
 from gradcam.paths import slug
@@ -186,7 +186,10 @@ def _hf_task_model(name: str, task: str, weights: str | None) -> TaskModel:
     )
     wrapper.eval()
     register_class_names(wrapper, names)
-    layer = hf_task_layer(wrapper, min(preprocess.size, 256))
+    try:
+        layer: Layer | None = hf_task_layer(wrapper, min(preprocess.size, 256))
+    except LayerError:  # no backbone the rule knows (YOLOS): --layer is needed
+        layer = None
     return TaskModel(name, task, wrapper, names, complete, preprocess, layer)
 
 
