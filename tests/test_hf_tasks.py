@@ -77,7 +77,12 @@ def folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         dim_feedforward=32, num_attention_heads=2, encoder_layers=1, decoder_layers=2,
         num_queries=4, common_stride=4, **_labels(),
     )  # fmt: skip
+    yolos = transformers.YolosConfig(
+        image_size=[64, 96], patch_size=16, hidden_size=16, num_hidden_layers=2,
+        num_attention_heads=2, intermediate_size=16, num_detection_tokens=5, **_labels(),
+    )  # fmt: skip
     return {
+        "yolos": _save(transformers.YolosForObjectDetection(yolos), root / "yolos"),
         "m2f": _save(transformers.Mask2FormerForUniversalSegmentation(mask2former), root / "m2f"),
         "seg": _save(transformers.SegformerForSemanticSegmentation(segformer), root / "seg"),
         "upernet": _save(transformers.UperNetForSemanticSegmentation(upernet), root / "upernet"),
@@ -198,11 +203,20 @@ def test_segmenters_give_a_finite_varying_map(folders: dict[str, Path], name: st
     assert torch.isfinite(maps).all() and float(maps.max() - maps.min()) > 0
 
 
-@pytest.mark.parametrize("name", ["detr", "cdetr"])
-def test_detectors_give_a_finite_varying_map(folders: dict[str, Path], name: str) -> None:
+@pytest.mark.parametrize(
+    ("name", "layer"),
+    [
+        ("detr", "model.model.backbone."),
+        ("cdetr", "model.model.backbone."),
+        ("yolos", "model.vit.encoder.layer.1.layernorm_before"),
+    ],
+)
+def test_detectors_give_a_finite_varying_map(
+    folders: dict[str, Path], name: str, layer: str
+) -> None:
     loaded = load_task_model(f"hf:{folders[name]}", "detection")
-    assert loaded.layer is not None and "backbone" in loaded.layer.module
-    x = torch.rand(1, 3, 64, 96)
+    assert loaded.layer is not None and loaded.layer.module.startswith(layer)
+    x = torch.rand(1, 3, 128, 192)
     found = detect(loaded.module, x)[0]
     assert found and all(0 <= d.label < 3 for d in found)
     maps = GradCAM(loaded.module, loaded.layer)(x, [DetectionScore.of(found[0])]).maps

@@ -24,7 +24,8 @@ torchvision's do:
 The layer (:func:`hf_task_layer`) is the backbone's or encoder's last feature map, never the
 decoder: the last module of the backbone that outputs (B, C, h, w) maps (SegFormer's last encoder
 stage ``model.segformer.stages.N``, DETR's last ResNet stage, UperNet's and Mask2Former's
-backbone's last stage).
+backbone's last stage); for YOLOS (a ViT whose detection tokens follow the patches) the last
+encoder layer's input, its patch tokens laid out on the grid.
 """
 
 from __future__ import annotations
@@ -203,8 +204,10 @@ class HFDetector(nn.Module):
         self.model = model
         self.num_labels = num_labels
         self.top_k = top_k
+        self.input_size = (0, 0)
 
     def forward(self, x: Tensor) -> list[dict[str, Tensor]]:
+        self.input_size = (int(x.shape[-2]), int(x.shape[-1]))  # YOLOS's patch grid
         out = self.model(pixel_values=x)
         logits, boxes = out.logits, out.pred_boxes
         height, width = x.shape[-2:]
@@ -259,6 +262,10 @@ def hf_task_layer(wrapper: nn.Module, size: int = 224) -> Layer:
     from gradcam.hooks import record_outputs
 
     inner = getattr(wrapper, "model", None)
+    config = getattr(inner, "config", None)
+    tokens = int(getattr(config, "num_detection_tokens", 0) or 0)
+    if tokens and isinstance(wrapper, HFDetector):
+        return _yolos_layer(wrapper, config, tokens)
     segformer = getattr(inner, "segformer", None)
     if segformer is not None and hasattr(segformer, "encoder"):  # transformers < 5
         last = len(segformer.encoder.layer_norm) - 1
@@ -285,6 +292,35 @@ def hf_task_layer(wrapper: nn.Module, size: int = 224) -> Layer:
     if not maps:
         raise LayerError(f"{backbone} outputs no (B, C, h, w) maps; give --layer")
     return Layer(maps[-1], reshape="channels-first")
+
+
+def _yolos_layer(wrapper: HFDetector, config: Any, tokens: int) -> Layer:
+    """YOLOS: the last encoder layer's input (its attention mixes the patches into the
+    detection tokens; the final norm's patch tokens reach no score), read as the patch grid
+    between the class token and the ``tokens`` detection tokens."""
+    from gradcam.reshapes import tokens_to_maps
+
+    layers = int(config.num_hidden_layers)
+    patch = int(config.patch_size)
+    names = dict(wrapper.named_modules())
+    name = next(
+        (
+            f"{root}.{layers - 1}.layernorm_before"
+            for root in ("model.vit.encoder.layer", "model.vit.layers")
+            if f"{root}.{layers - 1}.layernorm_before" in names
+        ),
+        None,
+    )
+    if name is None:
+        raise LayerError(
+            f"cannot find YOLOS's last encoder layer in {type(wrapper.model).__name__}"
+        )
+
+    def patches(output: Tensor) -> Tensor:
+        height, width = wrapper.input_size
+        return tokens_to_maps(output[:, :-tokens], 1, (height // patch, width // patch))
+
+    return Layer(name, reshape=patches)
 
 
 def segmenter_loader(config: Mapping[str, Any]) -> str:
