@@ -242,3 +242,46 @@ def test_the_cli_explains_hf_segmenters_and_detectors_by_their_task(
     assert err[-1].endswith("explain it with --task detection")
     assert main(["explain", str(photo), "--model", f"hf:{folders['seg']}", "--task",
                  "classification", "--out", str(tmp_path / "cls")]) == 2  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("name", "processor"),
+    [
+        ("detr", "DetrImageProcessor"),
+        ("cdetr", "ConditionalDetrImageProcessor"),
+        ("yolos", "YolosImageProcessor"),
+    ],
+)
+def test_detections_are_transformers_post_processing(
+    folders: dict[str, Path], name: str, processor: str
+) -> None:
+    loaded = load_task_model(f"hf:{folders[name]}", "detection")
+    x = torch.rand(1, 3, 128, 192)
+    with torch.no_grad():
+        ours = loaded.module(x)[0]
+        output = loaded.module.model(pixel_values=x)
+    theirs = getattr(transformers, processor)().post_process_object_detection(
+        output, threshold=0.0, target_sizes=[(128, 192)]
+    )[0]
+    order, reference = ours["scores"].argsort(), theirs["scores"].argsort()
+    torch.testing.assert_close(ours["scores"][order], theirs["scores"][reference])
+    torch.testing.assert_close(ours["labels"][order], theirs["labels"][reference])
+    torch.testing.assert_close(ours["boxes"][order], theirs["boxes"][reference], atol=1e-3, rtol=0)
+
+
+@pytest.mark.parametrize(
+    ("name", "processor"),
+    [("seg", "SegformerImageProcessor"), ("m2f", "Mask2FormerImageProcessor")],
+)
+def test_segments_are_transformers_post_processing(
+    folders: dict[str, Path], name: str, processor: str
+) -> None:
+    loaded = load_task_model(f"hf:{folders[name]}", "segmentation")
+    x = torch.rand(1, 3, 128, 192)
+    with torch.no_grad():
+        ours = loaded.module(x).argmax(dim=1)[0]
+        output = loaded.module.model(pixel_values=x)
+    theirs = getattr(transformers, processor)().post_process_semantic_segmentation(
+        output, target_sizes=[(128, 192)]
+    )[0]
+    assert float((ours == theirs).float().mean()) > 0.99  # ties at region borders aside

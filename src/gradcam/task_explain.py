@@ -14,7 +14,10 @@ fasterrcnn_resnet50_fpn``, ``retinanet_resnet50_fpn``, ``fcos_resnet50_fpn``, ``
 ``DEFAULT`` torchvision weights from torch's hub cache (:mod:`gradcam.weights`), ``--weights``
 a weights name of the architecture, a local state-dict file, or ``random``; class names are
 those of torchvision's weights for the architecture (COCO, or PASCAL VOC for segmentation)
-when the class count fits.
+when the class count fits. Hugging Face detectors and segmenters (``--model hf:DIR`` or
+``hf:ORG/NAME``: DETR, YOLOS, Conditional DETR, SegFormer, UperNet, Mask2Former) are wrapped by
+:mod:`gradcam.hf_tasks` to give the same outputs, with their own preprocessing, ``id2label`` and
+layer; a model of another task is refused in one line.
 """
 
 from __future__ import annotations
@@ -233,7 +236,7 @@ def explain_task(
     Args:
         images: photo files.
         folders: one output folder per photo.
-        model: a torchvision detector or segmenter name.
+        model: a torchvision detector or segmenter name, or ``hf:DIR`` / ``hf:ORG/NAME``.
         task: ``"detection"`` or ``"segmentation"``.
         weights: a local state-dict file, or ``None``.
         layer: a dotted layer name (default: :func:`gradcam.tasks.task_layer`).
