@@ -224,8 +224,22 @@ def test_detectors_give_a_finite_varying_map(
 
 
 def test_the_cli_explains_hf_segmenters_and_detectors_by_their_task(
-    folders: dict[str, Path], photo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    folders: dict[str, Path],
+    photo: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    import gradcam.viz
+
+    drawn: list[torch.Tensor] = []
+    draw = gradcam.viz.overlay
+
+    def keep(image: Any, heatmap: Any, **kwargs: Any) -> Any:
+        drawn.append(torch.as_tensor(np.asarray(heatmap)))
+        return draw(image, heatmap, **kwargs)
+
+    monkeypatch.setattr(gradcam.viz, "overlay", keep)
     # No --task: the segmenter's config says it.
     assert main(["explain", str(photo), "--model", f"hf:{folders['seg']}",
                  "--out", str(tmp_path / "seg")]) == 0  # fmt: skip
@@ -236,6 +250,9 @@ def test_the_cli_explains_hf_segmenters_and_detectors_by_their_task(
     assert main([*args, "--task", "detection", "--out", str(tmp_path / "det")]) == 0
     summary = json.loads((tmp_path / "det" / "photo" / "summary.json").read_text())
     assert summary["task"] == "detection" and summary["explained"]
+    # Every map drawn (the segmenter's, the detector's) is finite and not constant.
+    assert len(drawn) >= 2
+    assert all(torch.isfinite(m).all() and float(m.max() - m.min()) > 0 for m in drawn)
     capsys.readouterr()
     assert main([*args, "--task", "segmentation", "--out", str(tmp_path / "no")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
