@@ -60,7 +60,7 @@ class TaskModel:
     """A detector or segmenter ready to explain.
 
     Attributes:
-        name: the torchvision architecture.
+        name: the torchvision architecture, or the ``hf:`` name.
         task: ``"detection"`` or ``"segmentation"``.
         module: the model, in eval mode.
         class_names: one name per class.
