@@ -17,9 +17,9 @@ from PIL import Image
 from gradcam import GradCAM
 from gradcam.cli import main
 from gradcam.errors import ModelLoadError
-from gradcam.hf_tasks import architecture_task, infer_task
+from gradcam.hf_tasks import architecture_task
 from gradcam.models import load_model
-from gradcam.task_explain import load_task_model
+from gradcam.task_explain import infer_task, load_task_model
 from gradcam.tasks import DetectionScore, SegmentationScore, detect
 
 transformers = pytest.importorskip("transformers")

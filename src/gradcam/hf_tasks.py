@@ -6,8 +6,8 @@ A Hugging Face folder or Hub id (``hf:DIR``, ``hf:ORG/NAME``) says what it does 
 tables (``MODEL_FOR_OBJECT_DETECTION_MAPPING_NAMES``, ...) tell which task each class belongs to
 (:func:`architecture_task`); :func:`hf_task` reads it, :func:`check_hf_task` refuses a model
 loaded for another task with one line naming its task and how to explain it, and
-:func:`infer_task` gives ``explain --task`` its value: the model's task when the flag is not
-given, checked when it is.
+:func:`gradcam.task_explain.infer_task` gives ``explain --task`` its value: the model's task
+when the flag is not given, checked when it is.
 
 Detectors and segmenters are wrapped so that they give what :mod:`gradcam.tasks` reads, as
 torchvision's do:
@@ -52,7 +52,7 @@ __all__ = [
     "check_hf_task",
     "hf_task",
     "hf_task_layer",
-    "infer_task",
+    "read_config",
     "segmenter_loader",
 ]
 
@@ -134,7 +134,7 @@ def hf_task(config: Mapping[str, Any]) -> tuple[str | None, str]:
     return None, str(names[0] if names else config.get("model_type", "unknown"))
 
 
-def _read(folder: Path) -> dict[str, Any]:
+def read_config(folder: Path) -> dict[str, Any]:
     try:
         config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
@@ -151,7 +151,7 @@ def check_hf_task(spec: str, folder: Path, task: str) -> str:
             a semantic-segmentation model (SegformerForSemanticSegmentation): explain it with
             --task segmentation``.
     """
-    found, architecture = hf_task(_read(folder))
+    found, architecture = hf_task(read_config(folder))
     if found is None or found == task:
         return architecture
     what, how = TASK_NAMES[found]
@@ -162,30 +162,6 @@ def check_hf_task(spec: str, folder: Path, task: str) -> str:
         "detectors and segmenters of transformers only)"
     )
     raise ModelLoadError(f"{spec} is {what} ({architecture}): {advice}")
-
-
-def infer_task(model: str | None, task: str | None) -> str:
-    """``explain --task``: ``task`` when given, checked against an ``hf:`` model's config
-    (a mismatch is one line); else the ``hf:`` model's task; else ``"classification"``.
-
-    Raises:
-        ModelLoadError: an ``hf:`` model whose task differs from ``task``, or whose task
-            gradcam explain does not take.
-
-    Examples:
-        >>> infer_task("resnet50", None), infer_task(None, "detection")
-        ('classification', 'detection')
-    """
-    from gradcam.models import HF_PREFIX, hf_folder
-
-    if model is None or not model.startswith(HF_PREFIX):
-        return task or "classification"
-    folder = hf_folder(model.removeprefix(HF_PREFIX), weights=False)
-    found, _ = hf_task(_read(folder))
-    if task is None:
-        task = found if found in HF_TASK_LOADERS else "classification"
-    check_hf_task(model, folder, task)
-    return task
 
 
 class HFDetector(nn.Module):

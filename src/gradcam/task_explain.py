@@ -43,7 +43,7 @@ from gradcam.paths import slug
 from gradcam.targets import class_index, register_class_names
 from gradcam.util import warnings_as_messages
 
-__all__ = ["TASKS", "TaskModel", "explain_task", "load_task_model"]
+__all__ = ["TASKS", "TaskModel", "explain_task", "infer_task", "load_task_model"]
 
 #: The values of ``explain --task``.
 TASKS = ("classification", "detection", "segmentation")
@@ -78,6 +78,31 @@ class TaskModel:
     pretrained: bool
     preprocess: Preprocess | None = None
     layer: Layer | None = None
+
+
+def infer_task(model: str | None, task: str | None) -> str:
+    """``explain --task``: ``task`` when given, checked against an ``hf:`` model's config
+    (a mismatch is one line); else the ``hf:`` model's task; else ``"classification"``.
+
+    Raises:
+        ModelLoadError: an ``hf:`` model whose task differs from ``task``, or whose task
+            gradcam explain does not take.
+
+    Examples:
+        >>> infer_task("resnet50", None), infer_task(None, "detection")
+        ('classification', 'detection')
+    """
+    from gradcam.hf_tasks import HF_TASK_LOADERS, check_hf_task, hf_task, read_config
+    from gradcam.models import HF_PREFIX, hf_folder
+
+    if model is None or not model.startswith(HF_PREFIX):
+        return task or "classification"
+    folder = hf_folder(model.removeprefix(HF_PREFIX), weights=False)
+    found, _ = hf_task(read_config(folder))
+    if task is None:
+        task = found if found in HF_TASK_LOADERS else "classification"
+    check_hf_task(model, folder, task)
+    return task
 
 
 def _architectures(task: str) -> list[str]:

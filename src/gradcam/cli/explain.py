@@ -113,10 +113,10 @@ def explain_command(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from gradcam.explain import FIGURE_METHODS, check_classes, explain_image, save_explanation
-    from gradcam.hf_tasks import infer_task
     from gradcam.images import load_image
     from gradcam.methods.registry import parse_options
     from gradcam.models import load_model
+    from gradcam.task_explain import infer_task
 
     args.task = infer_task(args.model, args.task)
     if args.data is not None:
