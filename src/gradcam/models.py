@@ -18,6 +18,8 @@ online, else a one-line error naming the cache folder):
   classifier (``pip install 'gradcam[hf]'``) with its ``preprocessor_config.json`` and
   ``config.id2label``. A folder's own Python code is never run, and its sizes and label count
   are checked against :data:`MAX_INPUT_SIDE` and :data:`MAX_LABELS` before anything is built;
+  a model of another task (its ``config.json``'s ``architectures``: a segmenter, detector,
+  captioner, ...) is refused in one line naming its task (:mod:`gradcam.hf_tasks`);
 - ``"FILE.py:FACTORY"`` or ``"package.module:FACTORY"``: the ``nn.Module`` that a user's
   function returns, with ``weights=FILE`` or ``weights="random"``.
 
@@ -787,7 +789,8 @@ def load_model(
             offline (naming the weights and the cache folder), unusable weights file or
             folder, a folder that asks to run its own code or declares sizes or classes
             beyond :data:`MAX_INPUT_SIDE` and :data:`MAX_LABELS`, or a missing optional
-            package (timm, transformers).
+            package (timm, transformers); an ``hf:`` model of another task than
+            classification (naming it and its ``--task``).
         LayerError: ``layer`` is not a layer of the model (close names suggested).
 
     Examples:
