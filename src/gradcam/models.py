@@ -18,6 +18,8 @@ online, else a one-line error naming the cache folder):
   classifier (``pip install 'gradcam[hf]'``) with its ``preprocessor_config.json`` and
   ``config.id2label``. A folder's own Python code is never run, and its sizes and label count
   are checked against :data:`MAX_INPUT_SIDE` and :data:`MAX_LABELS` before anything is built;
+  a model of another task (its ``config.json``'s ``architectures``: a segmenter, detector,
+  captioner, ...) is refused in one line naming its task (:mod:`gradcam.hf_tasks`);
 - ``"FILE.py:FACTORY"`` or ``"package.module:FACTORY"``: the ``nn.Module`` that a user's
   function returns, with ``weights=FILE`` or ``weights="random"``.
 
@@ -74,6 +76,8 @@ __all__ = [
     "EfficientNetLite",
     "LoadedModel",
     "available_models",
+    "hf_folder",
+    "hf_model",
     "imagenet_classes",
     "is_factory",
     "load_model",
@@ -575,33 +579,76 @@ class _Refused(Exception):
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 
 
+def hf_folder(spec: str, *, weights: bool = True, task: str | None = None) -> Path:
+    """The checked folder of an ``hf:`` model (without the prefix): ``spec`` itself when it
+    is a folder, else the cached snapshot of the Hub id ``spec`` (its configs, and with
+    ``weights`` its weights, downloaded first when missing and online). With ``task``, a model
+    of another task is refused from its config, before any weights are looked for.
+
+    Raises:
+        ModelLoadError: no such folder, a folder refused by its config's checks (own code,
+            sizes, labels, another task: :func:`gradcam.hf_tasks.check_hf_task`), or a Hub id
+            that is not cached and cannot be downloaded.
+    """
+    from gradcam.hf_tasks import check_hf_task
+
+    def check(folder: Path) -> None:
+        _check_hf_folder(folder)
+        if task is not None:
+            check_hf_task(f"{HF_PREFIX}{spec}", folder, task)
+
+    if os.path.isdir(spec):
+        check(Path(spec))
+        return Path(spec)
+    if os.path.exists(spec) or not _HUB_ID.fullmatch(spec):
+        raise ModelLoadError(f"Hugging Face model folder {spec}: no such folder")
+    return hub_snapshot(spec, check, weights=weights)
+
+
 def _hf(spec: str, weights: str | None) -> _Built:
+    module, preprocess, complete, names = hf_model(spec, weights, "classification")
+    return module, _square_if_fixed(module, preprocess), complete, names
+
+
+def hf_model(spec: str, weights: str | None, task: str) -> _Built:
+    """Build the Hugging Face model ``hf:spec`` for ``task`` (``"classification"``,
+    ``"detection"`` or ``"segmentation"``) with transformers' auto class of the task
+    (:data:`gradcam.hf_tasks.HF_TASK_LOADERS`), its preprocessing and ``config.id2label``;
+    ``weights`` is ``None`` (the folder's) or ``"random"``. The flag ``complete`` is ``False``
+    when weights are missing from the folder (the head of another task: warned as random).
+
+    Raises:
+        ModelLoadError: the folder's checks, a model of another task (one line naming its
+            task and how to explain it, :func:`gradcam.hf_tasks.check_hf_task`), more than
+            :data:`MAX_PARAMETERS` parameters, or transformers missing or failing.
+    """
+    from gradcam.hf_tasks import HF_TASK_LOADERS, segmenter_loader
+
     if weights not in (None, RANDOM):
         raise ModelLoadError(
             f"{HF_PREFIX}{spec} holds its own weights: give no weights file (or 'random')"
         )
-    if os.path.isdir(spec):
-        _check_hf_folder(Path(spec))
-        folder = spec
-    elif os.path.exists(spec) or not _HUB_ID.fullmatch(spec):
-        raise ModelLoadError(f"Hugging Face model folder {spec}: no such folder")
-    else:
-        folder = str(hub_snapshot(spec, _check_hf_folder, weights=weights is None))
+    folder = str(hf_folder(spec, weights=weights is None, task=task))
     try:
-        from transformers import AutoConfig, AutoModelForImageClassification
+        import transformers
+        from transformers import AutoConfig
     except ImportError:
         raise ModelLoadError(
             f"model {HF_PREFIX}{spec} needs transformers: pip install 'gradcam[hf]'"
         ) from None
+    loader_name = HF_TASK_LOADERS[task]
+    if task == "segmentation":
+        loader_name = segmenter_loader(_read_config(Path(folder) / "config.json"))
+    loader = getattr(transformers, loader_name)
+    what = {"classification": "image classifier", "detection": "detector"}.get(task, "segmenter")
+    article = "an" if task == "classification" else "a"
     # The folder was checked for auto_map above; trust_remote_code=False is the second lock.
     try:
         config = AutoConfig.from_pretrained(folder, local_files_only=True, trust_remote_code=False)
         # A 1 KB config can describe billions of parameters: count them on the meta device
         # (nothing allocated) before building the model.
         with torch.device("meta"):
-            skeleton = AutoModelForImageClassification.from_config(  # type: ignore[no-untyped-call]
-                config, trust_remote_code=False
-            )
+            skeleton = loader.from_config(config, trust_remote_code=False)
         count = sum(p.numel() for p in skeleton.parameters())
         del skeleton
         if count > MAX_PARAMETERS:
@@ -610,12 +657,10 @@ def _hf(spec: str, weights: str | None) -> _Built:
                 f"than {MAX_PARAMETERS:,}"
             )
         if weights == RANDOM:
-            module = AutoModelForImageClassification.from_config(  # type: ignore[no-untyped-call]
-                config, trust_remote_code=False
-            )
+            module = loader.from_config(config, trust_remote_code=False)
             complete = False
         else:
-            module, info = AutoModelForImageClassification.from_pretrained(
+            module, info = loader.from_pretrained(
                 folder, local_files_only=True, output_loading_info=True, trust_remote_code=False
             )
             complete = not info.get("missing_keys")
@@ -625,17 +670,16 @@ def _hf(spec: str, weights: str | None) -> _Built:
         detail = " ".join(str(exc).split())
         if "Unrecognized configuration class" in detail:
             kind = _hf_model_type(folder)
-            detail = f"config.json is not an image classifier's (model_type {kind!r})"
+            detail = f"config.json is not {article} {what}'s (model_type {kind!r})"
         raise ModelLoadError(
-            f"cannot load Hugging Face image classifier from {folder}: {detail[:300]}"
+            f"cannot load Hugging Face {what} from {folder}: {detail[:300]}"
         ) from None
     if not isinstance(module, nn.Module):
         raise ModelLoadError(f"{folder}: not a PyTorch model")
     labels = getattr(module.config, "id2label", None) or {}
     count = int(getattr(module.config, "num_labels", len(labels)))
     names = tuple(str(labels.get(i, labels.get(str(i), f"class {i}"))) for i in range(count))
-    preprocess = _square_if_fixed(module, _hf_preprocess(folder))
-    return module, preprocess, complete, names
+    return module, _hf_preprocess(folder), complete, names
 
 
 # "path/to/file.py:factory" or "package.module:factory"; "C:\\..." is not a module.
@@ -745,7 +789,8 @@ def load_model(
             offline (naming the weights and the cache folder), unusable weights file or
             folder, a folder that asks to run its own code or declares sizes or classes
             beyond :data:`MAX_INPUT_SIDE` and :data:`MAX_LABELS`, or a missing optional
-            package (timm, transformers).
+            package (timm, transformers); an ``hf:`` model of another task than
+            classification (naming it and its ``--task``).
         LayerError: ``layer`` is not a layer of the model (close names suggested).
 
     Examples:

@@ -14,7 +14,10 @@ fasterrcnn_resnet50_fpn``, ``retinanet_resnet50_fpn``, ``fcos_resnet50_fpn``, ``
 ``DEFAULT`` torchvision weights from torch's hub cache (:mod:`gradcam.weights`), ``--weights``
 a weights name of the architecture, a local state-dict file, or ``random``; class names are
 those of torchvision's weights for the architecture (COCO, or PASCAL VOC for segmentation)
-when the class count fits.
+when the class count fits. Hugging Face detectors and segmenters (``--model hf:DIR`` or
+``hf:ORG/NAME``: DETR, YOLOS, Conditional DETR, SegFormer, UperNet, Mask2Former) are wrapped by
+:mod:`gradcam.hf_tasks` to give the same outputs, with their own preprocessing, ``id2label`` and
+layer; a model of another task is refused in one line.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ import torch
 import torchvision
 from torch import nn
 
-from gradcam.errors import GradCAMError, ImageLoadError, ModelLoadError
+from gradcam.errors import GradCAMError, ImageLoadError, LayerError, ModelLoadError
 from gradcam.images import Preprocess, load_image
 from gradcam.layers import Layer
 from gradcam.outputs import output_folder
@@ -41,7 +44,7 @@ from gradcam.paths import slug
 from gradcam.targets import class_index, register_class_names
 from gradcam.util import warnings_as_messages
 
-__all__ = ["TASKS", "TaskModel", "explain_task", "load_task_model"]
+__all__ = ["TASKS", "TaskModel", "explain_task", "infer_task", "load_task_model"]
 
 #: The values of ``explain --task``.
 TASKS = ("classification", "detection", "segmentation")
@@ -58,11 +61,15 @@ class TaskModel:
     """A detector or segmenter ready to explain.
 
     Attributes:
-        name: the torchvision architecture.
+        name: the torchvision architecture, or the ``hf:`` name.
         task: ``"detection"`` or ``"segmentation"``.
         module: the model, in eval mode.
         class_names: one name per class.
         pretrained: ``False`` when the weights are random.
+        preprocess: the model's own preprocessing (a Hugging Face folder's), or ``None`` for
+            the task's default.
+        layer: the layer to explain by default, or ``None`` for
+            :func:`gradcam.tasks.task_layer`.
     """
 
     name: str
@@ -70,6 +77,33 @@ class TaskModel:
     module: nn.Module
     class_names: tuple[str, ...]
     pretrained: bool
+    preprocess: Preprocess | None = None
+    layer: Layer | None = None
+
+
+def infer_task(model: str | None, task: str | None) -> str:
+    """``explain --task``: ``task`` when given, checked against an ``hf:`` model's config
+    (a mismatch is one line); else the ``hf:`` model's task; else ``"classification"``.
+
+    Raises:
+        ModelLoadError: an ``hf:`` model whose task differs from ``task``, or whose task
+            gradcam explain does not take.
+
+    Examples:
+        >>> infer_task("resnet50", None), infer_task(None, "detection")
+        ('classification', 'detection')
+    """
+    from gradcam.hf_tasks import HF_TASK_LOADERS, check_hf_task, hf_task, read_config
+    from gradcam.models import HF_PREFIX, hf_folder
+
+    if model is None or not model.startswith(HF_PREFIX):
+        return task or "classification"
+    folder = hf_folder(model.removeprefix(HF_PREFIX), weights=False)
+    found, _ = hf_task(read_config(folder))
+    if task is None:
+        task = found if found in HF_TASK_LOADERS else "classification"
+    check_hf_task(model, folder, task)
+    return task
 
 
 def _architectures(task: str) -> list[str]:
@@ -112,6 +146,8 @@ def load_task_model(name: str, task: str, weights: str | None = None) -> TaskMod
         torchvision_weight_names,
     )
 
+    if name.startswith("hf:"):
+        return _hf_task_model(name, task, weights)
     names = _architectures(task)
     if name not in names:
         close = difflib.get_close_matches(name, names, n=5, cutoff=0.5)
@@ -158,6 +194,34 @@ def load_task_model(name: str, task: str, weights: str | None = None) -> TaskMod
     return TaskModel(name, task, module, class_names, weights != RANDOM)
 
 
+def _hf_task_model(name: str, task: str, weights: str | None) -> TaskModel:
+    """A Hugging Face detector or segmenter, wrapped to give what :mod:`gradcam.tasks` reads
+    (:mod:`gradcam.hf_tasks`), with the layer of :func:`gradcam.hf_tasks.hf_task_layer`."""
+    from gradcam.hf_tasks import HFDetector, HFSegmenter, hf_task_layer
+    from gradcam.models import hf_model
+
+    module, preprocess, complete, found = hf_model(name.removeprefix("hf:"), weights, task)
+    names = found or ()
+    if not complete:
+        why = "weights='random'" if weights is not None else "some are missing from its folder"
+        warnings.warn(
+            f"model {name!r} has random weights ({why}): its {task} results and maps are "
+            "meaningless",
+            UserWarning,
+            stacklevel=3,
+        )
+    wrapper: nn.Module = (
+        HFDetector(module, len(names)) if task == "detection" else HFSegmenter(module)
+    )
+    wrapper.eval()
+    register_class_names(wrapper, names)
+    try:
+        layer: Layer | None = hf_task_layer(wrapper, min(preprocess.size, 256))
+    except LayerError:  # no backbone the rule knows (YOLOS): --layer is needed
+        layer = None
+    return TaskModel(name, task, wrapper, names, complete, preprocess, layer)
+
+
 def _head_classes(module: nn.Module) -> int:
     """The class count of a model: its classification head's, else its last convolution's or
     linear layer's output width."""
@@ -198,7 +262,7 @@ def explain_task(
     Args:
         images: photo files.
         folders: one output folder per photo.
-        model: a torchvision detector or segmenter name.
+        model: a torchvision detector or segmenter name, or ``hf:DIR`` / ``hf:ORG/NAME``.
         task: ``"detection"`` or ``"segmentation"``.
         weights: a local state-dict file, or ``None``.
         layer: a dotted layer name (default: :func:`gradcam.tasks.task_layer`).
@@ -228,7 +292,7 @@ def explain_task(
     with warnings_as_messages():
         loaded = load_task_model(model, task, weights)
     wanted = None if not classes else {class_index(loaded.class_names, c) for c in classes}
-    chosen = Layer(layer, "channels-first") if layer else task_layer(loaded.module)
+    chosen = Layer(layer, "channels-first") if layer else loaded.layer or task_layer(loaded.module)
     cam = GradCAM(loaded.module, chosen)
     failures = 0
     for path, folder in zip(images, folders, strict=True):
@@ -238,7 +302,7 @@ def explain_task(
             failures += 1
             print(f"gradcam: error: {exc}", file=sys.stderr)
             continue
-        x = _PREPROCESS[task](photo)
+        x = (loaded.preprocess or _PREPROCESS[task])(photo)
         scale = photo.width / x.shape[-1], photo.height / x.shape[-2]
         entries: list[dict[str, Any]] = []
         output_folder(folder)

@@ -82,10 +82,11 @@ def add_parser(commands: Any) -> None:
     explain.add_argument(
         "--task",
         choices=("classification", "detection", "segmentation"),
-        default="classification",
-        help="what the model does: detection and segmentation take a torchvision detector or "
-        "segmenter (--model fasterrcnn_resnet50_fpn, deeplabv3_resnet50, ...) and write a map "
-        "per detection (with its box) or per class region (default: %(default)s)",
+        default=None,
+        help="what the model does: detection and segmentation take a torchvision or Hugging "
+        "Face detector or segmenter (--model fasterrcnn_resnet50_fpn, deeplabv3_resnet50, "
+        "hf:DIR, ...) and write a map per detection (with its box) or per class region "
+        "(default: an hf: model's own task, else classification)",
     )
     explain.add_argument(
         "--min-score",
@@ -108,22 +109,24 @@ def explain_command(args: argparse.Namespace) -> int:
 
     from gradcam.explain import FIGURE_METHODS, check_classes, explain_image, save_explanation
     from gradcam.images import load_image
-    from gradcam.methods.registry import flag_options, parse_options
+    from gradcam.methods.registry import DEFAULT_METHOD, flag_options, parse_options
     from gradcam.models import load_model
     from gradcam.outputs import output_folder
+    from gradcam.task_explain import infer_task
 
+    args.model = model_name(args)
+    args.task = infer_task(args.model, args.task)
     if args.data is not None:
         return _explain_data(args)
     if not args.images:
         raise GradCAMError("give IMAGE files to explain, or a dataset with --data PATH")
-    args.model = model_name(args)
     output_folder(args.out, create=False)  # before any work: a file, under a file, read-only
     if args.task != "classification":
         return _explain_task(args)
     if args.top_k < 1:
         raise GradCAMError(f"--top-k must be at least 1, got {args.top_k}")
     pixels = max_pixels(args)
-    names = list(args.methods or ["gradcam"])
+    names = list(args.methods or [DEFAULT_METHOD])
     if args.counterfactual:
         names.append("counterfactual")
     if args.figure:
