@@ -15,7 +15,7 @@ from gradcam.errors import GradCAMError, TargetError
 from gradcam.fusion import checked_copy
 from gradcam.maps import normalize
 from gradcam.methods.perturbation import CopyRunner, scores_of
-from gradcam.methods.registry import Needs, register
+from gradcam.methods.registry import Needs, check_rank, register
 from gradcam.methods.results import OcclusionResult
 from gradcam.targets import TargetLike, as_logits, class_names, fixed_targets, resolve_targets
 
@@ -134,6 +134,12 @@ class Occlusion:
     def __call__(self, x: Tensor, targets: TargetLike | None = None) -> OcclusionResult:
         """Explain ``targets`` (default: the top-1 class) for the (B, C, H, W) batch ``x``."""
         x = check_input(x, self.module)
+        check_rank(
+            self,
+            x,
+            "its windows are rectangles of (height, width); use Grad-CAM or "
+            "Score-CAM, which explain signals and volumes",
+        )
         batch, channels, height, width = x.shape
         windows = self.windows(height, width)
         baseline = torch.as_tensor(self.baseline, dtype=x.dtype, device=x.device)
