@@ -13,6 +13,7 @@ from torch import nn
 import gradcam
 from gradcam.errors import GradCAMError
 from gradcam.methods import method_specs
+from gradcam.methods.occlusion import Occlusion
 from tests.helpers.state import assert_unchanged, snapshot
 
 # Options that keep the sampling methods to a few passes on 2 cores.
@@ -22,6 +23,7 @@ CHEAP: dict[str, dict[str, Any]] = {
     "smoothgrad": {"samples": 3},
     "ss-cam": {"num_samples": 2},
     "is-cam": {"num_samples": 2},
+    "occlusion": {"window": 4, "stride": 4},
 }
 
 
@@ -69,3 +71,27 @@ def test_every_method_explains_or_refuses_the_rank(spec: Any, rank: int) -> None
         if hasattr(result, "raw") and spec.needs.layer:
             assert result.raw.dim() == 2 + rank  # (B, K, *the layer's spatial size)
     assert_unchanged(before, net)
+
+
+def mean_net(rank: int) -> nn.Module:
+    """``y = mean(x)`` over every position of a one-channel input."""
+    pool = {1: nn.AdaptiveAvgPool1d, 3: nn.AdaptiveAvgPool3d}[rank]
+    head = nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        head.weight.fill_(1.0)
+    return nn.Sequential(pool(1), nn.Flatten(), head).eval()
+
+
+def test_occlusion_segments_and_cubes_by_hand() -> None:
+    # Segments of 2 on (1, 2, 3, 4): hiding one drops the mean by its sum / 4.
+    signal = torch.tensor([[[1.0, 2.0, 3.0, 4.0]]])
+    found = Occlusion(mean_net(1), window=2, stride=2)(signal, 0)
+    torch.testing.assert_close(found.raw[0, 0], torch.tensor([0.75, 0.75, 1.75, 1.75]))
+    # Cubes of 2 with stride 1 on a 3x2x2 volume: 2 windows along the depth, each 8 voxels.
+    volume = torch.arange(12.0).view(1, 1, 3, 2, 2)
+    found = Occlusion(mean_net(3), window=2, stride=1)(volume, 0)
+    first, second = volume[0, 0, :2].sum() / 12, volume[0, 0, 1:].sum() / 12
+    expected = torch.stack([first, (first + second) / 2, second]).view(3, 1, 1).expand(3, 2, 2)
+    torch.testing.assert_close(found.raw[0, 0], expected)
+    with pytest.raises(GradCAMError, match=r"window \(4, 4\) gives 2 sides.*give an int or 3"):
+        Occlusion(mean_net(3), window=(4, 4))(volume, 0)

@@ -220,12 +220,13 @@ def check_rank(method: object, x: Tensor, why: str) -> None:
 
     Examples:
         >>> import torch
-        >>> from gradcam.methods.occlusion import Occlusion
+        >>> from gradcam.methods.factorization import DeepFeatureFactorization
         >>> net = torch.nn.Sequential(torch.nn.Conv1d(1, 2, 3), torch.nn.Flatten())
-        >>> check_rank(Occlusion(net), torch.zeros(1, 1, 8), "its windows are rectangles")
+        >>> dff = DeepFeatureFactorization(net, "0")
+        >>> check_rank(dff, torch.zeros(1, 1, 8), "its concepts are factorized over (h, w) maps")
         Traceback (most recent call last):
         ...
-        gradcam.errors.GradCAMError: Occlusion explains (B, C, H, W) images only, not ...
+        gradcam.errors.GradCAMError: Deep Feature Factorization explains (B, C, H, W) images ...
     """
     _load_all()
     spec = next((s for s in _REGISTRY.values() if s.cls is type(method)), None)
