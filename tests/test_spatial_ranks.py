@@ -132,6 +132,18 @@ def test_matches_pytorch_grad_cam_in_3d() -> None:
     torch.testing.assert_close(ours.raw[:, 0], torch.from_numpy(raw), atol=1e-6, rtol=1e-5)
 
 
+def test_matches_monai_gradcam_in_3d() -> None:
+    monai_visualize = pytest.importorskip("monai.visualize")
+    net, x = random_net(3), random_input(3)
+    ours = gradcam.GradCAM(net, "2")(x, 3)
+    cam = monai_visualize.GradCAM(nn_module=net, target_layers="2")
+    raw = cam.compute_map(x, class_idx=3, layer_idx=-1)
+    torch.testing.assert_close(ours.raw, raw.detach(), atol=1e-6, rtol=1e-5)
+    # MONAI upsamples trilinearly too, then scales each map to [1, 0]: high evidence is 0.
+    maps = cam(x, class_idx=3)
+    torch.testing.assert_close(ours.maps, 1 - maps.detach(), atol=1e-6, rtol=1e-5)
+
+
 def test_pixel_methods_keep_the_channels() -> None:
     net, x = random_net(3), random_input(3)
     found = gradcam.explain_methods(["guided-backprop", "guided-gradcam"], net, x, [2])
