@@ -277,3 +277,12 @@ def test_check_input_keeps_2d_messages() -> None:
     with pytest.raises(GradCAMError, match="axis L has 2 positions, fewer than the 3"):
         check_input(torch.zeros(1, 3, 2), nn.Conv1d(3, 4, 3))
     assert check_input(torch.zeros(1, 3, 2), nn.Conv1d(3, 4, 3, padding=1)).shape == (1, 3, 2)
+
+
+def test_a_model_mixing_ranks_is_read_at_the_inputs() -> None:
+    # A text branch's Conv1d registered before the image stem: images are still images.
+    model = nn.ModuleDict({"text": nn.Conv1d(4, 4, 3), "image": nn.Conv2d(3, 8, 3)})
+    assert check_input(torch.zeros(1, 3, 8, 8), model).shape == (1, 3, 8, 8)
+    assert check_input(torch.zeros(1, 4, 8), model).shape == (1, 4, 8)
+    with pytest.raises(GradCAMError, match="input has 4 channels, but the model takes 3"):
+        check_input(torch.zeros(1, 4, 8, 8), model)

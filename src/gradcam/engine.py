@@ -123,9 +123,12 @@ INPUT_LAYOUTS = {3: "(B, C, L)", 4: "(B, C, H, W)", 5: "(B, C, D, H, W)"}
 _LAYOUTS_TEXT = "(B, C, L), (B, C, H, W) or (B, C, D, H, W)"
 
 
-def input_stem(model: nn.Module) -> tuple[str, nn.modules.conv._ConvNd] | None:
+def input_stem(
+    model: nn.Module, rank: int | None = None
+) -> tuple[str, nn.modules.conv._ConvNd] | None:
     """``(name, module)`` of the model's first convolution (1-, 2- or 3-D, not transposed), or
-    ``None`` without one.
+    ``None`` without one; with ``rank``, its first convolution of that many spatial dims when
+    it has one (a model that mixes ranks is read at the input's).
 
     The first convolution registered is the stem that reads the input in every torchvision,
     timm, MONAI and Hugging Face vision model (for video models too: ``stem.0`` of r3d_18,
@@ -136,21 +139,24 @@ def input_stem(model: nn.Module) -> tuple[str, nn.modules.conv._ConvNd] | None:
         >>> input_stem(nn.Sequential(nn.Conv3d(3, 8, 3), nn.ReLU()))
         ('0', Conv3d(3, 8, kernel_size=(3, 3, 3), stride=(1, 1, 1)))
     """
+    found = None
     for name, module in model.named_modules():
         if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
-            return name, module
-    return None
+            if rank is None or module.weight.dim() == rank + 2:
+                return name, module
+            found = found or (name, module)
+    return found
 
 
 def input_channels(model: nn.Module) -> tuple[str, int] | None:
     """``(name, in_channels)`` of the model's first convolution, or ``None`` without one
-    (see :func:`input_stem`).
+    (its first 2-D one when it has one; see :func:`input_stem`).
 
     Examples:
         >>> input_channels(nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU()))
         ('0', 3)
     """
-    stem = input_stem(model)
+    stem = input_stem(model, 2)
     return None if stem is None else (stem[0], stem[1].in_channels)
 
 
@@ -188,7 +194,7 @@ def check_input(x: Any, model: nn.Module) -> Tensor:
     """
     if not isinstance(x, Tensor):
         raise GradCAMError(f"input must be a torch.Tensor of shape {_LAYOUTS_TEXT}, got {type(x)}")
-    found = input_stem(model)
+    found = input_stem(model, x.dim() - 2)
     rank = None if found is None else found[1].weight.dim()  # 3, 4 or 5: the input's
     layout = INPUT_LAYOUTS.get(rank or 0, _LAYOUTS_TEXT)
     if x.dim() not in INPUT_LAYOUTS or (rank is not None and x.dim() != rank):
