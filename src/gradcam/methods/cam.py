@@ -40,7 +40,8 @@ class CAM(LayerMethod):
     The linear layer is found automatically (the last ``nn.Linear`` whose input size is the
     layer's channel count) or named with ``fc``. Every call checks that the linear layer's input
     really is the spatial mean of ``A``; models with another head get a clear error. CAM needs
-    one no-grad forward pass and explains class ids only.
+    one no-grad forward pass and explains class ids only. Signals and volumes or clips are
+    explained as images (registry ``ranks=(1, 2, 3)``; ``Z`` counts every position).
 
     Args:
         module: the model.

@@ -179,7 +179,8 @@ class EigenCAM(ActivationMethod):
 
     Eigen-CAM uses neither gradients nor the target: it is class-agnostic, and the result
     holds the same map for every target (the targets still give ``scores`` and ``classes``).
-    It costs one no-grad forward pass.
+    It costs one no-grad forward pass. On signals, volumes and clips every position of the
+    layer is a row of ``M`` (registry ``ranks=(1, 2, 3)``).
 
     pytorch-grad-cam's ``EigenCAM`` computes the same projection with numpy's SVD and keeps
     the sign LAPACK returns; ours equals it or its negative, then is oriented by ``sign``.

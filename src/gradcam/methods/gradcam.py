@@ -258,6 +258,11 @@ class GradCAM(LayerMethod, GradientMethod):
     Variants (Grad-CAM++, XGrad-CAM, HiResCAM, ...) subclass this class and override
     :meth:`weights` only, as torchcam does.
 
+    Signals (B, C, L) and volumes or clips (B, C, D, H, W) are explained with the same formula
+    (registry ``ranks=(1, 2, 3)``, and so for every variant): ``Z`` counts every position of
+    the layer, ``raw`` is (B, K, *the layer's spatial size) and ``maps`` is upsampled linearly
+    or trilinearly (see the page "Signals, volumes and video").
+
     Args:
         module: the model.
         layer: the layer ``A``, as a submodule or a dotted name; ``None`` picks the last

@@ -4,6 +4,10 @@ Guided Grad-CAM (section 3.2) multiplies the Guided Backpropagation map by the G
 upsampled bilinearly to the input: high-resolution *and* class-discriminative. Here one forward
 pass serves both factors: a plain backward pass to the layer gives Grad-CAM, then a guided
 backward pass to the input gives Guided Backprop (see :mod:`gradcam.rectifiers`).
+
+Every method here explains signals (B, C, L) and volumes or clips (B, C, D, H, W) as images
+(registry ``ranks=(1, 2, 3)``): the pixel-space maps are (B, K, C, *spatial), and Guided
+Grad-CAM's factor is upsampled linearly or trilinearly.
 """
 
 from __future__ import annotations

@@ -7,7 +7,8 @@ weights ``w_k^c(i, j)`` (B, K, C, h, w), upsampled and normalized. One call cost
 and one batched backward pass to the layer for all targets, and shares that pass with the other
 gradient methods of a request (:func:`~gradcam.methods.planner.explain_methods`), except
 Smooth Grad-CAM++ (noisy copies) and any method with ``aug_smooth`` (augmented copies), which
-need passes of their own.
+need passes of their own. Each explains signals and volumes or clips too (registry
+``ranks=(1, 2, 3)``): the sums over ``i, j`` below run over every position of the layer.
 
 Where the two reference implementations (pytorch-grad-cam 1.5.7, torchcam 0.5.0) differ, the
 paper's formula is used; each docstring says how each library relates to it.
