@@ -4,11 +4,12 @@ For a batch ``x`` and ``K`` targets per image, :func:`compute_gradients` runs th
 evaluates the ``K`` target scores ``y^c`` (B, K), and takes, each with one batched backward
 pass (``torch.autograd.grad`` with ``is_grads_batched``):
 
-* ``dy^c/dA`` (B, K, C, h, w) at a layer ``A`` (Grad-CAM's gradients), or, for a layer whose
+* ``dy^c/dA`` (B, K, C, h, w) at a layer ``A`` (Grad-CAM's gradients; (B, K, C, l) for a
+  (B, C, L) signal, (B, K, C, d, h, w) for a (B, C, D, H, W) volume or clip), or, for a layer whose
   output is a feature pyramid (a dict or list of maps), ``dy^c/dA_l`` at every level ``l``,
   all levels in the same backward pass (:class:`Level`), and/or
-* ``dy^c/dx`` (B, K, C, H, W) at the input, under one or more rectifier rules (plain, guided,
-  deconv; see :mod:`gradcam.rectifiers`), all from the same forward pass.
+* ``dy^c/dx`` (B, K, C, *S) at the input of spatial size ``S``, under one or more rectifier
+  rules (plain, guided, deconv; see :mod:`gradcam.rectifiers`), all from the same forward pass.
 
 When only the layer gradient is needed, the network before the layer records no graph (it is
 cut at the layer). Parameter ``.grad`` fields are never touched.
@@ -40,6 +41,7 @@ from gradcam.rectifiers import RectifierState, Rule
 from gradcam.targets import TargetLike, as_logits, class_names, resolve_targets
 
 __all__ = [
+    "INPUT_LAYOUTS",
     "Gradients",
     "Level",
     "all_finite",
@@ -49,7 +51,9 @@ __all__ = [
     "fast_layout",
     "input_channels",
     "input_layouts",
+    "input_stem",
     "run_in_fast_layout",
+    "spatial_size",
 ]
 
 T = TypeVar("T")
@@ -68,10 +72,13 @@ class Gradients:
         scores: ``y^c``, (B, K), the target scores (before softmax for classes).
         classes: (B, K) class ids, -1 for callable targets.
         logits: (B, N) class scores of the model output, or ``None`` if it has none.
-        activations: ``A``, (B, C, h, w), the layer's output after its reshape (tokens and
-            channels-last outputs become channels-first maps), when a layer was asked for.
-        gradients: ``dy^c/dA``, (B, K, C, h, w), reshaped alike, when a layer was asked for.
-        input_gradients: ``dy^c/dx``, (B, K, C, H, W), for each rule asked for.
+        activations: ``A``, (B, C, *s), the layer's output after its reshape (tokens and
+            channels-last outputs become channels-first maps), when a layer was asked for:
+            ``s`` is (l,), (h, w) or (d, h, w), the layer's spatial size (a (B, C, H, W)
+            image gives (B, C, h, w) maps, a (B, C, T, H, W) clip (B, C, t, h, w) maps).
+        gradients: ``dy^c/dA``, (B, K, C, *s), reshaped alike, when a layer was asked for.
+        input_gradients: ``dy^c/dx``, (B, K, C, *S) (``S`` the input's spatial size), for
+            each rule asked for.
         levels: for a layer that outputs a feature pyramid, its levels in order, each with its
             own ``A_l`` and ``dy^c/dA_l`` (see :class:`Level`); ``activations`` and
             ``gradients`` are then ``None``.
@@ -110,38 +117,85 @@ def all_finite(t: Tensor) -> bool:
     return bool(torch.isfinite(t.sum())) or bool(torch.isfinite(t).all())
 
 
-def input_channels(model: nn.Module) -> tuple[str, int] | None:
-    """``(name, in_channels)`` of the model's first 2-D convolution, or ``None`` without one.
+#: The input layouts the engine takes, by number of dimensions: a signal, an image, and a
+#: volume or clip (video models take (B, C, T, H, W), torchvision's and PyTorchVideo's order).
+INPUT_LAYOUTS = {3: "(B, C, L)", 4: "(B, C, H, W)", 5: "(B, C, D, H, W)"}
+_LAYOUTS_TEXT = "(B, C, L), (B, C, H, W) or (B, C, D, H, W)"
 
-    The first convolution registered is the stem that reads the image in every torchvision,
-    timm and Hugging Face vision model; its ``in_channels`` is the input's channel count.
+
+def input_stem(
+    model: nn.Module, rank: int | None = None
+) -> tuple[str, nn.modules.conv._ConvNd] | None:
+    """``(name, module)`` of the model's first convolution (1-, 2- or 3-D, not transposed), or
+    ``None`` without one; with ``rank``, its first convolution of that many spatial dims when
+    it has one (a model that mixes ranks is read at the input's).
+
+    The first convolution registered is the stem that reads the input in every torchvision,
+    timm, MONAI and Hugging Face vision model (for video models too: ``stem.0`` of r3d_18,
+    ``conv_proj`` of MViT, ``patch_embed.proj`` of Swin3D); its ``in_channels`` is the input's
+    channel count and its rank the input's spatial rank.
+
+    Examples:
+        >>> input_stem(nn.Sequential(nn.Conv3d(3, 8, 3), nn.ReLU()))
+        ('0', Conv3d(3, 8, kernel_size=(3, 3, 3), stride=(1, 1, 1)))
+    """
+    found = None
+    for name, module in model.named_modules():
+        if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+            if rank is None or module.weight.dim() == rank + 2:
+                return name, module
+            found = found or (name, module)
+    return found
+
+
+def input_channels(model: nn.Module) -> tuple[str, int] | None:
+    """``(name, in_channels)`` of the model's first convolution, or ``None`` without one
+    (its first 2-D one when it has one; see :func:`input_stem`).
 
     Examples:
         >>> input_channels(nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU()))
         ('0', 3)
     """
-    for name, module in model.named_modules():
-        if isinstance(module, nn.Conv2d):
-            return name, module.in_channels
-    return None
+    stem = input_stem(model, 2)
+    return None if stem is None else (stem[0], stem[1].in_channels)
+
+
+def spatial_size(x: Tensor) -> tuple[int, ...]:
+    """The spatial size of a (B, C, *spatial) batch: ``(L,)``, ``(H, W)`` or ``(D, H, W)``.
+
+    Examples:
+        >>> spatial_size(torch.zeros(2, 3, 8, 64, 64))
+        (8, 64, 64)
+    """
+    return tuple(int(n) for n in x.shape[2:])
 
 
 def check_input(x: Any, model: nn.Module) -> Tensor:
-    """Validate an image batch and return it on the model's device and floating dtype.
+    """Validate an input batch and return it on the model's device and floating dtype.
 
-    The caller's tensor is never modified: a converted copy is returned when needed.
+    The batch is a signal (B, C, L), an image (B, C, H, W), or a volume or clip
+    (B, C, D, H, W); when the model's first convolution (:func:`input_stem`) is 1-, 2- or 3-D,
+    the input must have its rank and its channel count, and a signal, volume or clip at least
+    its kernel's (dilated, padded) extent along every axis (a clip shorter than the temporal
+    kernel is refused here, in one line). The caller's tensor is never modified: a converted copy
+    is returned when needed.
 
     Raises:
-        GradCAMError: if ``x`` is not a finite floating (B, C, H, W) tensor (a meta-device
-            tensor holds no values), or its ``C`` differs from the channels the model's first
-            convolution takes; or the model is a TorchScript module (it cannot be hooked).
+        GradCAMError: if ``x`` is not a finite floating tensor of one of those shapes (a
+            meta-device tensor holds no values), or does not fit the model's first convolution
+            (rank, channels, kernel extent); or the model is a TorchScript module (it cannot be
+            hooked).
 
     Examples:
         >>> check_input(torch.zeros(1, 3, 8, 8), nn.Conv2d(3, 8, 3)).shape
         torch.Size([1, 3, 8, 8])
+        >>> check_input(torch.zeros(1, 3, 2, 8, 8), nn.Conv3d(3, 8, 3))
+        Traceback (most recent call last):
+        ...
+        gradcam.errors.GradCAMError: input axis D has 2 positions, fewer than the 3 that the ...
     """
     if not isinstance(x, Tensor):
-        raise GradCAMError(f"input must be a torch.Tensor of shape (B, C, H, W), got {type(x)}")
+        raise GradCAMError(f"input must be a torch.Tensor of shape {_LAYOUTS_TEXT}, got {type(x)}")
     if isinstance(model, torch.jit.ScriptModule):
         raise GradCAMError(
             "TorchScript models cannot be explained: they cannot be hooked; pass the original "
@@ -149,21 +203,30 @@ def check_input(x: Any, model: nn.Module) -> Tensor:
         )
     if x.is_meta:
         raise GradCAMError("input is on the meta device and holds no values: pass a real tensor")
-    if x.dim() != 4:
-        hint = " (add a batch dimension with x.unsqueeze(0))" if x.dim() == 3 else ""
-        raise GradCAMError(f"input must have shape (B, C, H, W), got {tuple(x.shape)}{hint}")
+    found = input_stem(model, x.dim() - 2)
+    rank = None if found is None else found[1].weight.dim()  # 3, 4 or 5: the input's
+    layout = INPUT_LAYOUTS.get(rank or 0, _LAYOUTS_TEXT)
+    if x.dim() not in INPUT_LAYOUTS or (rank is not None and x.dim() != rank):
+        hint = ""
+        if x.dim() == (2 if rank is None else rank - 1):
+            hint = " (add a batch dimension with x.unsqueeze(0))"
+        elif rank is not None and x.dim() in INPUT_LAYOUTS:
+            assert found is not None
+            hint = (
+                f": the model's first convolution {found[0]!r} is a "
+                f"{type(found[1]).__name__}, which reads {layout} input"
+            )
+        raise GradCAMError(f"input must have shape {layout}, got {tuple(x.shape)}{hint}")
     if x.numel() == 0:
         raise GradCAMError(f"input is empty: shape {tuple(x.shape)}")
     if not x.dtype.is_floating_point:
         raise GradCAMError(f"input must be a floating tensor, got {x.dtype}")
-    stem = input_channels(model)
-    if stem is not None and x.shape[1] != stem[1]:
-        hint = " (drop the alpha channel: x[:, :3])" if (x.shape[1], stem[1]) == (4, 3) else ""
-        raise GradCAMError(
-            f"input has {x.shape[1]} channels, but the model takes {stem[1]} (its first "
-            f"convolution {stem[0]!r} has in_channels={stem[1]}): input shape "
-            f"{tuple(x.shape)}{hint}"
-        )
+    if found is not None:
+        _check_stem(x, *found)
+        if x.dim() != 4:
+            # Images keep their checks as they were: callers probe a model's device with a
+            # 1x1 image, and the forward pass names an image smaller than a kernel.
+            _check_extent(x, *found)
     if not all_finite(x):
         raise GradCAMError("input contains NaN or infinite values")
     param = next(model.parameters(), None)
@@ -171,6 +234,35 @@ def check_input(x: Any, model: nn.Module) -> Tensor:
         dtype = param.dtype if param.dtype.is_floating_point else x.dtype
         return x.to(device=param.device, dtype=dtype)
     return x
+
+
+def _check_stem(x: Tensor, name: str, stem: nn.modules.conv._ConvNd) -> None:
+    """Raise when ``x``'s channels do not fit the first convolution ``stem``."""
+    channels = stem.in_channels
+    if x.shape[1] != channels:
+        hint = " (drop the alpha channel: x[:, :3])" if (x.shape[1], channels) == (4, 3) else ""
+        raise GradCAMError(
+            f"input has {x.shape[1]} channels, but the model takes {channels} (its first "
+            f"convolution {name!r} has in_channels={channels}): input shape "
+            f"{tuple(x.shape)}{hint}"
+        )
+
+
+def _check_extent(x: Tensor, name: str, stem: nn.modules.conv._ConvNd) -> None:
+    """Raise when an axis of ``x`` is shorter than the (dilated, padded) kernel of ``stem``."""
+    if stem.padding == "same":
+        return
+    padding = stem.padding if isinstance(stem.padding, tuple) else (0,) * (x.dim() - 2)
+    axes = INPUT_LAYOUTS[x.dim()][7:-1].split(", ")  # the spatial axes' letters
+    for i, size in enumerate(x.shape[2:]):
+        pad = 2 * int(padding[i])
+        extent = int(stem.dilation[i]) * (int(stem.kernel_size[i]) - 1) + 1
+        if size + pad < extent:
+            raise GradCAMError(
+                f"input axis {axes[i]} has {size} positions, fewer than the {extent} that the "
+                f"model's first convolution {name!r} reads (kernel {tuple(stem.kernel_size)}): "
+                f"input shape {tuple(x.shape)}"
+            )
 
 
 @contextmanager
@@ -331,10 +423,10 @@ def compute_gradients(
 
     Args:
         model: any ``nn.Module``; not modified.
-        x: (B, C, H, W) input batch; not modified.
+        x: (B, C, L), (B, C, H, W) or (B, C, D, H, W) input batch; not modified.
         targets: see :mod:`gradcam.targets`; ``None`` is the top-1 class.
         layer: a layer that runs once (from :func:`~gradcam.layers.resolve_layer`, or a
-            ``(module, dotted_name)`` pair): its output, reshaped to (B, C, h, w) feature maps
+            ``(module, dotted_name)`` pair): its output, reshaped to (B, C, *s) feature maps
             ``A`` (see :mod:`gradcam.reshapes`), and ``dy^c/dA`` are returned. The gradient is
             taken to the raw output and reshaped the same way.
         layer_rule: rectifier rule for the gradient to the layer (``"plain"`` for Grad-CAM;
@@ -405,7 +497,7 @@ def compute_gradients(
                 levels = _level_gradients(resolved_layer, capture.levels, resolved.scores, to_input)
             if resolved_layer is not None and capture is not None and capture.output is not None:
                 raw = capture.output
-                view = resolved_layer.view(model, tuple(raw.shape), (x.shape[-2], x.shape[-1]))
+                view = resolved_layer.view(model, tuple(raw.shape), spatial_size(x))
                 # Contiguous copies: a channels-last forward pass leaves A strided (see
                 # fast_layout), and callers may view them.
                 activations = view(raw.detach()).contiguous()

@@ -15,7 +15,8 @@
   (``nn.ReLU``, ``nn.ReLU6``, ...) or as a function (``F.relu``, ``torch.relu_``,
   ``Tensor.relu``, ...), through :class:`~gradcam.rectifiers.Rectified`, whose backward rule
   (plain, guided, deconv) is chosen when the backward pass runs. No module is replaced.
-* :func:`eval_mode` runs a block with the model in eval mode and restores every flag.
+* :func:`eval_mode` runs a block with the model in eval mode and restores every flag; it also
+  records the token grids that modules declare (:func:`token_grids`: torchvision's MViT).
 
 A hook on a module fires for every thread's forward pass, and ``training`` flags are shared,
 so two threads explaining one model at once would see each other's hooks and flags: maps from
@@ -28,6 +29,7 @@ at a time; calls on different models run in parallel.
 
 from __future__ import annotations
 
+import inspect
 import threading
 import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -55,6 +57,7 @@ __all__ = [
     "record_outputs",
     "rectifier_mode",
     "replace_output",
+    "token_grids",
 ]
 
 
@@ -92,12 +95,94 @@ def model_lock(model: nn.Module) -> Iterator[None]:
         yield
 
 
+#: Per model, the token grids its modules declared in the last forward pass in eval_mode.
+_GRIDS: weakref.WeakKeyDictionary[nn.Module, dict[int, tuple[int, ...]]] = (
+    weakref.WeakKeyDictionary()
+)
+_DECLARES: dict[type, bool] = {}
+
+
+def _declares_grid(module: nn.Module) -> bool:
+    """Whether ``module``'s ``forward`` takes a ``thw`` argument (MViT's blocks do)."""
+    kind = type(module)
+    found = _DECLARES.get(kind)
+    if found is None:
+        try:
+            found = "thw" in inspect.signature(kind.forward).parameters
+        except (TypeError, ValueError):
+            found = False
+        _DECLARES[kind] = found
+    return found
+
+
+def token_grids(model: nn.Module) -> dict[int, tuple[int, ...]]:
+    """The token grids ``{token count: (t, h, w)}`` that ``model``'s modules declared during
+    the last forward pass run in :func:`eval_mode`.
+
+    A module whose ``forward`` takes a ``thw`` argument, as torchvision's MViT blocks,
+    attention and pooling modules do (``block(x, thw)`` returns ``(x, thw)``), states the
+    ``(t, h, w)`` grid of the tokens it is given and of the tokens it returns; the tokens
+    left over (MViT's class token) lead. :func:`gradcam.reshapes.view_for` reads MViT's token
+    layers with it. Empty for models without such modules.
+
+    Examples:
+        >>> class Block(nn.Module):  # as MViT's: tokens and their (t, h, w) in and out
+        ...     def forward(self, x, thw):
+        ...         return x, thw
+        >>> class Net(nn.Module):
+        ...     def __init__(self):
+        ...         super().__init__()
+        ...         self.block = Block()
+        ...     def forward(self, x):
+        ...         return self.block(x, (2, 3, 4))[0]
+        >>> net = Net()
+        >>> with eval_mode(net):
+        ...     _ = net(torch.zeros(1, 1 + 2 * 3 * 4, 8))  # a class token, then 2x3x4 tokens
+        >>> token_grids(net)
+        {25: (2, 3, 4)}
+    """
+    return dict(_GRIDS.get(model, {}))
+
+
+def _record_grids(model: nn.Module, modules: Sequence[nn.Module]) -> list[Any]:
+    """Hooks on the modules that declare token grids, filling a fresh record for ``model``."""
+    declaring = [m for m in modules if _declares_grid(m)]
+    if not declaring:
+        return []
+    grids: dict[int, tuple[int, ...]] = {}
+    _GRIDS[model] = grids
+
+    def note(x: Any, thw: Any) -> None:
+        if (
+            isinstance(x, Tensor)
+            and x.dim() == 3
+            and isinstance(thw, (tuple, list))
+            and all(isinstance(n, int) for n in thw)
+        ):
+            grids[int(x.shape[1])] = tuple(thw)
+
+    def before(_module: nn.Module, args: tuple[Any, ...]) -> None:
+        if len(args) >= 2:
+            note(args[0], args[1])
+
+    def after(_module: nn.Module, _args: Any, output: Any) -> None:
+        if isinstance(output, tuple) and len(output) == 2:
+            note(*output)
+
+    handles = []
+    for module in declaring:
+        handles.append(module.register_forward_pre_hook(before))
+        handles.append(module.register_forward_hook(after))
+    return handles
+
+
 @contextmanager
 def eval_mode(model: nn.Module) -> Iterator[None]:
     """Run the block with ``model`` in eval mode, restoring every module's flag afterwards.
 
     The block holds :func:`model_lock`, so a concurrent call on the same model neither sees
-    the flipped flags nor restores them too early.
+    the flipped flags nor restores them too early. Forward passes in the block record the
+    token grids that ``model``'s modules declare (:func:`token_grids`).
 
     Examples:
         >>> net = torch.nn.Sequential(torch.nn.BatchNorm2d(3)).train()
@@ -110,15 +195,17 @@ def eval_mode(model: nn.Module) -> Iterator[None]:
     with model_lock(model):
         modules = list(model.modules())
         flags = [m.training for m in modules]
-        if not any(flags):
-            yield
-            return
+        handles = _record_grids(model, modules)
         try:
-            model.eval()
+            if any(flags):
+                model.eval()
             yield
         finally:
-            for module, flag in zip(modules, flags, strict=True):
-                module.training = flag
+            for handle in handles:
+                handle.remove()
+            if any(flags):
+                for module, flag in zip(modules, flags, strict=True):
+                    module.training = flag
 
 
 @dataclass
@@ -365,7 +452,7 @@ def replace_output(
             )
         if not isinstance(output, Tensor) and is_pyramid(output):
             _refuse(name, output)
-        if not isinstance(output, Tensor) or output.dim() != 4:
+        if not isinstance(output, Tensor) or output.dim() not in (3, 4, 5):
             shape = tuple(output.shape) if isinstance(output, Tensor) else type(output).__name__
             raise LayerError(
                 f"layer {name!r} must output a (B, C, h, w) tensor of feature maps; got {shape}"

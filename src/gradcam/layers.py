@@ -19,6 +19,8 @@ feature pyramid (see ``docs/models.md``). For ResNet-50 this is ``layer4``, for
 VGG-16 ``features.29`` (relu5_3, 14x14 as in the paper), for the embedded EfficientNet-Lite0
 ``_head_act``, for Swin the final ``norm`` (channels-last, 7x7 at 224, the map the head
 averages, as ``layer4`` is ResNet's).
+The same holds for signals (B, C, L) and volumes or clips (B, C, D, H, W): a spatial map
+there has more than one position.
 
 Models whose last spatial output is a token sequence (ViT, DeiT) are different when their head
 reads the class token only: after the last attention no patch token reaches the score (their
@@ -35,6 +37,7 @@ is taken there); methods make it again for every new input shape.
 from __future__ import annotations
 
 import difflib
+import math
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -44,8 +47,8 @@ import torch
 from torch import Tensor, nn
 from torchvision.ops.misc import Permute
 
-from gradcam.errors import LayerError
-from gradcam.hooks import ModuleCall, eval_mode, record_outputs
+from gradcam.errors import GradCAMError, LayerError
+from gradcam.hooks import ModuleCall, eval_mode, record_outputs, token_grids
 from gradcam.image_flow import ImageFlow, trace_image
 from gradcam.reshapes import (
     PYRAMID_RESHAPES,
@@ -68,15 +71,28 @@ __all__ = [
 ]
 
 # Modules that only resample, rearrange or pass on features computed before them.
+# In every spatial rank (signals, images, volumes and clips).
 _PASS_THROUGH: tuple[type[nn.Module], ...] = (
+    nn.MaxPool1d,
     nn.MaxPool2d,
+    nn.MaxPool3d,
+    nn.AvgPool1d,
     nn.AvgPool2d,
+    nn.AvgPool3d,
+    nn.AdaptiveAvgPool1d,
     nn.AdaptiveAvgPool2d,
+    nn.AdaptiveAvgPool3d,
+    nn.AdaptiveMaxPool1d,
     nn.AdaptiveMaxPool2d,
+    nn.AdaptiveMaxPool3d,
+    nn.LPPool1d,
     nn.LPPool2d,
     nn.FractionalMaxPool2d,
+    nn.FractionalMaxPool3d,
     nn.Dropout,
+    nn.Dropout1d,
     nn.Dropout2d,
+    nn.Dropout3d,
     nn.AlphaDropout,
     nn.Identity,
     nn.Flatten,
@@ -141,14 +157,24 @@ class ResolvedLayer(NamedTuple):
     reshape: Reshape = "auto"
 
     def view(
-        self, model: nn.Module, shape: tuple[int, ...], input_size: tuple[int, int]
+        self, model: nn.Module, shape: tuple[int, ...], input_size: tuple[int, ...]
     ) -> MapView:
-        """The reshape of this layer's output of ``shape`` to (B, C, h, w) maps.
+        """The reshape of this layer's output of ``shape`` to (B, C, h, w) maps (of the
+        input's spatial rank; ``input_size`` is its spatial size), with the token grids the
+        model declared in its last forward pass (:func:`~gradcam.hooks.token_grids`).
 
         Raises:
             LayerError: the output cannot be read as feature maps (names the reshapes).
         """
-        return view_for(self.name, self.reshape, shape, input_size, self.module, model)
+        return view_for(
+            self.name,
+            self.reshape,
+            shape,
+            input_size,
+            self.module,
+            model,
+            declared=token_grids(model),
+        )
 
     @property
     def takes_pyramid(self) -> bool:
@@ -220,8 +246,17 @@ def resolve_layer(model: nn.Module, layer: LayerLike) -> ResolvedLayer:
 
 
 def _probe(model: nn.Module, x: Tensor) -> list[ModuleCall]:
-    with torch.no_grad(), eval_mode(model), record_outputs(model) as calls:
-        model(x)
+    try:
+        with torch.no_grad(), eval_mode(model), record_outputs(model) as calls:
+            model(x)
+    except torch.OutOfMemoryError:
+        raise
+    except RuntimeError as exc:  # a clip shorter than a kernel, say: one line
+        text = str(exc).strip()
+        first = text.splitlines()[0] if text else type(exc).__name__
+        raise GradCAMError(
+            f"the model cannot take an input of shape {tuple(x.shape)}: {first}"
+        ) from exc
     return list(calls)
 
 
@@ -233,7 +268,8 @@ class _Spatial(NamedTuple):
 
 
 def _spatial_calls(model: nn.Module, x: Tensor) -> tuple[list[ModuleCall], list[_Spatial]]:
-    """The probe's calls, and those that run once and output a spatial map (h*w > 1)."""
+    """The probe's calls, and those that run once and output a spatial map (h*w > 1; in any
+    rank, more than one position)."""
     calls = _probe(model, x)
     return calls, _spatial_of(model, x, calls)
 
@@ -241,24 +277,32 @@ def _spatial_calls(model: nn.Module, x: Tensor) -> tuple[list[ModuleCall], list[
 def _spatial_of(model: nn.Module, x: Tensor, calls: list[ModuleCall]) -> list[_Spatial]:
     """The ``calls`` that run once and output a spatial map (h*w > 1)."""
     counts = Counter(c.name for c in calls)
-    input_size = (x.shape[-2], x.shape[-1])
+    input_size = tuple(int(n) for n in x.shape[2:])
     model_widths = widths(model.modules())
+    declared = token_grids(model)
     seen: set[str] = set()
     found: list[_Spatial] = []
     for call in calls:
         shape = call.shape
-        if shape is None or len(shape) not in (3, 4) or counts[call.name] != 1:
+        if shape is None or len(shape) not in (3, 4, 5) or counts[call.name] != 1:
             continue
         if call.name in seen:
             continue
         try:
             view = view_for(
-                call.name, "auto", shape, input_size, call.module, model, model_widths=model_widths
+                call.name,
+                "auto",
+                shape,
+                input_size,
+                call.module,
+                model,
+                model_widths=model_widths,
+                declared=declared,
             )
         except LayerError:
             continue
         maps = _maps_shape(view, shape)
-        if maps[2] * maps[3] > 1:
+        if math.prod(maps[2:]) > 1:
             seen.add(call.name)
             found.append(_Spatial(call, maps, view.kind, view.prefix))
     return found
@@ -266,7 +310,7 @@ def _spatial_of(model: nn.Module, x: Tensor, calls: list[ModuleCall]) -> list[_S
 
 def _maps_shape(view: MapView, shape: tuple[int, ...]) -> tuple[int, ...]:
     if view.kind == "channels-last":
-        return (shape[0], shape[3], shape[1], shape[2])
+        return (shape[0], shape[-1], *shape[1:-1])
     if view.kind == "tokens":
         return (shape[0], shape[2], *view.grid)
     return shape

@@ -1,6 +1,11 @@
 """Post-processing of maps, separate from the methods: upsample, normalize, peak, box.
 
 All functions are pure: they return new tensors and never modify their input.
+
+:func:`upsample` and :func:`normalize` take maps of any spatial rank, one code path for all (as
+MONAI's CAMs do): (..., L) signals, (..., H, W) images and (..., D, H, W) volumes or (..., T, H,
+W) clips. The rank picks the interpolation (:data:`INTERPOLATIONS`: linear, bilinear,
+trilinear) and the axes normalized over.
 """
 
 from __future__ import annotations
@@ -10,31 +15,60 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["bounding_box", "normalize", "peak", "upsample"]
+__all__ = ["INTERPOLATIONS", "bounding_box", "interpolation", "normalize", "peak", "upsample"]
+
+#: The interpolation :func:`upsample` uses for 1, 2 and 3 spatial dimensions.
+INTERPOLATIONS = {1: "linear", 2: "bilinear", 3: "trilinear"}
 
 
-def upsample(maps: Tensor, size: tuple[int, int]) -> Tensor:
-    """Bilinearly resize (..., h, w) maps to (..., H, W), as the paper does before overlaying.
+def interpolation(rank: int) -> str:
+    """The ``F.interpolate`` mode for maps of ``rank`` spatial dimensions.
+
+    Raises:
+        ValueError: for a rank other than 1, 2 or 3.
+
+    Examples:
+        >>> interpolation(1), interpolation(3)
+        ('linear', 'trilinear')
+    """
+    if rank not in INTERPOLATIONS:
+        raise ValueError(f"maps must have 1, 2 or 3 spatial dimensions, got {rank}")
+    return INTERPOLATIONS[rank]
+
+
+def upsample(maps: Tensor, size: tuple[int, ...]) -> Tensor:
+    """Resize (..., *s) maps to (..., *size), as the paper does before overlaying: bilinearly
+    for (h, w) maps, linearly for (l,) and trilinearly for (d, h, w) (``align_corners=False``).
+
+    The number of spatial dimensions is ``len(size)``.
 
     Examples:
         >>> upsample(torch.ones(1, 2, 7, 7), (224, 224)).shape
         torch.Size([1, 2, 224, 224])
+        >>> upsample(torch.ones(1, 2, 2, 7, 7), (8, 112, 112)).shape  # a clip's (T, H, W)
+        torch.Size([1, 2, 8, 112, 112])
     """
-    lead = maps.shape[:-2]
-    flat = maps.reshape(-1, 1, *maps.shape[-2:]).float()
-    out = F.interpolate(flat, size=size, mode="bilinear", align_corners=False)
+    rank = len(size)
+    lead = maps.shape[: maps.dim() - rank]
+    flat = maps.reshape(-1, 1, *maps.shape[maps.dim() - rank :]).float()
+    out = F.interpolate(flat, size=size, mode=interpolation(rank), align_corners=False)
     return out.reshape(*lead, *size)
 
 
-def normalize(maps: Tensor) -> Tensor:
-    """Min-max normalize each (h, w) map to [0, 1]; a constant map becomes all zeros (never NaN).
+def normalize(maps: Tensor, rank: int = 2) -> Tensor:
+    """Min-max normalize each map over its last ``rank`` (spatial) dimensions to [0, 1]; a
+    constant map becomes all zeros (never NaN).
 
     Examples:
         >>> normalize(torch.tensor([[1.0, 3.0]]))
         tensor([[0., 1.]])
+        >>> normalize(torch.tensor([[1.0, 3.0], [2.0, 2.0]]), rank=1)  # two signals
+        tensor([[0., 1.],
+                [0., 0.]])
     """
-    low = maps.amin(dim=(-2, -1), keepdim=True)
-    span = maps.amax(dim=(-2, -1), keepdim=True) - low
+    axes = tuple(range(maps.dim() - rank, maps.dim()))
+    low = maps.amin(dim=axes, keepdim=True)
+    span = maps.amax(dim=axes, keepdim=True) - low
     safe = torch.where(span > 0, span, torch.ones_like(span))
     return torch.where(span > 0, (maps - low) / safe, torch.zeros_like(maps))
 

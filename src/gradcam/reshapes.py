@@ -1,5 +1,9 @@
 """Reading a layer's output as Grad-CAM's feature maps ``A``, (B, C, h, w).
 
+The same reading holds in every spatial rank: for a (B, C, L) signal the maps are (B, C, l),
+for a (B, C, D, H, W) volume or (B, C, T, H, W) clip (B, C, d, h, w) or (B, C, t, h, w); below,
+``(h, w)`` stands for the layer's spatial size ``s`` and ``(H, W)`` for the input's ``S``.
+
 Convolutional layers output (B, C, h, w) already. Transformers do not:
 
 * ViT and DeiT blocks output a token sequence (B, N, D): ``p`` leading tokens (class,
@@ -10,7 +14,15 @@ Convolutional layers output (B, C, h, w) already. Transformers do not:
   patch size ``s`` gives, ``gh = H/s`` and ``gw = W/s`` rounded both down or both up (so
   non-square inputs and any patch size work).
 * Swin stages, timm's ConvNeXt blocks and MaxViT's inner layers output channels-last maps
-  (B, h, w, C); :func:`channels_last_to_maps` permutes them.
+  (B, h, w, C); :func:`channels_last_to_maps` permutes them. Swin3D's stages (torchvision's
+  ``swin3d_t``) output (B, t, h, w, C) alike.
+* Video transformers: torchvision's MViT outputs a class token then ``t x h x w`` tokens
+  (B, 1 + t*h*w, D), whose grid shrinks from stage to stage with strides that differ in time
+  and space, so it cannot be read from the input size. Its blocks declare it: a module whose
+  ``forward`` takes a ``thw`` argument (MViT's blocks, attention and pooling) is called with
+  its tokens and their ``(t, h, w)``; :func:`gradcam.hooks.eval_mode` records those
+  (:func:`gradcam.hooks.token_grids`), and ``"auto"``/``"tokens"`` take the declared grid of
+  the output's token count before inferring one.
 
 Every reshape here only selects and permutes elements, so the gradient of the reshaped output
 is the reshaped gradient: the engine reshapes ``A`` and ``dy/dA`` alike, as pytorch-grad-cam
@@ -20,11 +32,13 @@ With ``reshape="auto"`` (the default) the layout is read from the output's shape
 widths the model's modules declare. Conv, batch/group/instance norm and ``LayerNorm2d`` widths
 are channel counts in dim 1 (channels first); ``nn.LayerNorm`` and ``nn.Linear`` widths are
 feature sizes in the last dim. The layer's own submodules are asked first, then the whole
-model. A 4-D output is channels-last when its last dim is such a feature size and its dim 1 is
-no channel count, channels-first otherwise; a 3-D output is a token sequence when its last dim
+model. An output with as many dims as the input (4-D for images, 5-D for clips, 3-D for
+signals) is channels-last when its last dim is such a feature size and its dim 1 is no channel
+count, channels-first otherwise; otherwise a 3-D output is a token sequence when its last dim
 is a feature size and its dim 1 no channel count. The spatial size must also fit the input's
-aspect ratio. Anything else raises :class:`~gradcam.errors.LayerError` naming the shape and the
-reshapes that exist, never a map over the wrong axis.
+aspect ratio (see :func:`plausible_grid`). Anything else raises
+:class:`~gradcam.errors.LayerError` naming the shape and the reshapes that exist, never a map
+over the wrong axis.
 
 A layer may also output a *feature pyramid*: a mapping or sequence of (B, C_l, h_l, w_l) maps,
 like the ordered dict of FPN levels (``'0'`` to ``'3'``, ``'pool'``) that torchvision's
@@ -37,6 +51,7 @@ level is resampled before its weights are taken.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
@@ -68,6 +83,9 @@ __all__ = [
     "widths",
 ]
 
+#: How feature maps of each spatial rank are written in messages.
+_MAPS = {1: "(B, C, l)", 2: "(B, C, h, w)", 3: "(B, C, d, h, w)"}
+
 #: The most leading (class, distillation, register) tokens :func:`token_grid` tries.
 MAX_PREFIX = 16
 
@@ -91,7 +109,8 @@ class Tokens:
 
     Attributes:
         prefix: leading tokens to drop; ``None`` infers it (see :func:`token_grid`).
-        grid: ``(gh, gw)`` patch grid; ``None`` infers it from the input size.
+        grid: ``(gh, gw)`` patch grid (``(gt, gh, gw)`` for a clip); ``None`` takes the grid
+            the model declares, or infers it from the input size.
 
     Examples:
         >>> from gradcam.layers import Layer
@@ -100,7 +119,7 @@ class Tokens:
     """
 
     prefix: int | None = None
-    grid: tuple[int, int] | None = None
+    grid: tuple[int, ...] | None = None
 
 
 #: A reshape as :class:`~gradcam.layers.Layer` takes it: a name, :class:`Tokens`, or a callable
@@ -109,21 +128,22 @@ Reshape = ReshapeName | Tokens | Callable[[Tensor], Tensor]
 
 
 def channels_last_to_maps(output: Tensor) -> Tensor:
-    """(B, h, w, C) -> (B, C, h, w).
+    """(B, h, w, C) -> (B, C, h, w); in any rank, (B, *s, C) -> (B, C, *s).
 
     Examples:
         >>> maps = channels_last_to_maps(torch.arange(6.0).view(1, 1, 2, 3))  # h=1, w=2, C=3
         >>> maps.shape, maps[0, :, 0, 1].tolist()  # the channels of the second position
         (torch.Size([1, 3, 1, 2]), [3.0, 4.0, 5.0])
     """
-    return output.permute(0, 3, 1, 2)
+    return output.movedim(-1, 1)
 
 
-def tokens_to_maps(output: Tensor, prefix: int, grid: tuple[int, int]) -> Tensor:
-    """(B, N, D) tokens -> (B, D, gh, gw): drop ``prefix`` leading tokens, lay out the rest.
+def tokens_to_maps(output: Tensor, prefix: int, grid: tuple[int, ...]) -> Tensor:
+    """(B, N, D) tokens -> (B, D, gh, gw): drop ``prefix`` leading tokens, lay out the rest
+    (row-major: for a ``(gt, gh, gw)`` grid, frame by frame, each row by row).
 
     Raises:
-        LayerError: if ``N - prefix != gh * gw``.
+        LayerError: if ``N - prefix`` is not the grid's number of positions.
 
     Examples:
         >>> t = torch.arange(10.0).view(1, 5, 2)  # a class token, then 2x2 patches of 2 dims
@@ -132,34 +152,44 @@ def tokens_to_maps(output: Tensor, prefix: int, grid: tuple[int, int]) -> Tensor
                 [6., 8.]])
     """
     batch, count, dim = output.shape
-    height, width = grid
-    if count - prefix != height * width:
+    if count - prefix != math.prod(grid):
         raise LayerError(
-            f"{count} tokens minus {prefix} leading ones do not form a {height}x{width} grid"
+            f"{count} tokens minus {prefix} leading ones do not form a {_times(grid)} grid"
         )
-    return output[:, prefix:].reshape(batch, height, width, dim).permute(0, 3, 1, 2)
+    return output[:, prefix:].reshape(batch, *grid, dim).movedim(-1, 1)
+
+
+def _times(sizes: Iterable[int]) -> str:
+    return "x".join(str(n) for n in sizes)
 
 
 @lru_cache(maxsize=256)
-def _grids(input_size: tuple[int, int]) -> dict[int, frozenset[tuple[int, int]]]:
-    """Patch grids ``(gh, gw)`` that a patch size ``s`` gives, by number of patches."""
-    height, width = input_size
-    found: dict[int, set[tuple[int, int]]] = {}
-    for size in range(1, max(height, width) + 1):
-        for grid in ((height // size, width // size), (-(-height // size), -(-width // size))):
-            if grid[0] and grid[1]:
-                found.setdefault(grid[0] * grid[1], set()).add(grid)
+def _grids(input_size: tuple[int, ...]) -> dict[int, frozenset[tuple[int, ...]]]:
+    """Patch grids that a patch size ``s`` gives (``S_i / s`` per axis), by number of patches."""
+    found: dict[int, set[tuple[int, ...]]] = {}
+    for size in range(1, max(input_size) + 1):
+        for grid in (
+            tuple(n // size for n in input_size),
+            tuple(-(-n // size) for n in input_size),
+        ):
+            if all(grid):
+                found.setdefault(math.prod(grid), set()).add(grid)
     return {n: frozenset(grids) for n, grids in found.items()}
 
 
 def token_grid(
-    count: int, input_size: tuple[int, int], prefix: int | None = None
-) -> tuple[int, tuple[int, int]]:
+    count: int,
+    input_size: tuple[int, ...],
+    prefix: int | None = None,
+    declared: Mapping[int, tuple[int, ...]] | None = None,
+) -> tuple[int, tuple[int, ...]]:
     """Infer ``(prefix, (gh, gw))`` for ``count`` tokens of an ``(H, W)`` input.
 
-    The smallest ``prefix`` (``0`` to :data:`MAX_PREFIX`, or the one given) such that
-    ``count - prefix`` patches form the grid of some patch size ``s``: ``gh = H/s``,
-    ``gw = W/s``, both rounded down or both up.
+    A grid the model declared for ``count`` tokens (``declared``, see
+    :func:`gradcam.hooks.token_grids`) is taken first, its prefix the tokens left over.
+    Otherwise, the smallest ``prefix`` (``0`` to :data:`MAX_PREFIX`, or the one given) such
+    that ``count - prefix`` patches form the grid of some patch size ``s``: ``gh = H/s``,
+    ``gw = W/s``, both rounded down or both up (for a signal or clip, every axis alike).
 
     Raises:
         LayerError: no such grid, or two grids fit the same number of patches.
@@ -169,15 +199,22 @@ def token_grid(
         (1, (14, 14))
         >>> token_grid(393, (224, 448))
         (1, (14, 28))
+        >>> token_grid(65, (8, 64, 64), declared={65: (4, 4, 4)})  # MViT: the model says
+        (1, (4, 4, 4))
     """
+    known = (declared or {}).get(count)
+    if known is not None and len(known) == len(input_size):
+        extra = count - math.prod(known)
+        if extra >= 0 and (prefix is None or prefix == extra):
+            return extra, tuple(known)
     grids = _grids(input_size)
     prefixes = range(min(MAX_PREFIX, count - 1) + 1) if prefix is None else [prefix]
     for p in prefixes:
         fits = grids.get(count - p, frozenset())
         if len(fits) > 1:
             raise LayerError(
-                f"{count} tokens of a {input_size[0]}x{input_size[1]} input fit several grids "
-                f"({', '.join(f'{h}x{w}' for h, w in sorted(fits))}) after {p} leading tokens; "
+                f"{count} tokens of a {_times(input_size)} input fit several grids "
+                f"({', '.join(_times(g) for g in sorted(fits))}) after {p} leading tokens; "
                 "give reshape=Tokens(prefix=..., grid=(gh, gw))"
             )
         if fits:
@@ -185,23 +222,34 @@ def token_grid(
     leading = f"{prefix}" if prefix is not None else f"0 to {MAX_PREFIX}"
     raise LayerError(
         f"{count} tokens minus {leading} leading ones form no patch grid of a "
-        f"{input_size[0]}x{input_size[1]} input"
+        f"{_times(input_size)} input"
     )
 
 
-def plausible_grid(hw: tuple[int, int], input_size: tuple[int, int]) -> bool:
+def plausible_grid(hw: tuple[int, ...], input_size: tuple[int, ...]) -> bool:
     """Whether an ``h x w`` map can cover an ``H x W`` input: ``|H/s - h| < 1`` and
     ``|W/s - w| < 1`` for some stride ``s > 0`` (so its aspect ratio is the input's).
+
+    In other ranks the last two axes (a volume's or clip's ``h x w``) share a stride alike,
+    a signal's one axis is always plausible, and a leading depth or time axis, whose stride
+    video and medical networks choose apart from the spatial one, needs only no more
+    positions than the input's.
 
     Examples:
         >>> plausible_grid((7, 7), (224, 224)), plausible_grid((1, 49), (224, 224))
         (True, False)
+        >>> plausible_grid((4, 2, 2), (8, 64, 64)), plausible_grid((16, 2, 2), (8, 64, 64))
+        (True, False)
     """
-    (h, w), (height, width) = hw, input_size
-    low = max(height / (h + 1), width / (w + 1))
-    high = min(
-        height / (h - 1) if h > 1 else float("inf"), width / (w - 1) if w > 1 else float("inf")
-    )
+    if len(hw) != len(input_size):
+        return False
+    shared = min(2, len(hw))
+    lead = len(hw) - shared
+    if any(h > n for h, n in zip(hw[:lead], input_size[:lead], strict=True)):
+        return False
+    pairs = list(zip(hw[lead:], input_size[lead:], strict=True))
+    low = max(n / (h + 1) for h, n in pairs)
+    high = min(n / (h - 1) if h > 1 else float("inf") for h, n in pairs)
     return low < high
 
 
@@ -233,15 +281,20 @@ def widths(modules: Iterable[nn.Module]) -> Widths:
 
 
 def _features_last(
-    shape: tuple[int, ...], layer: nn.Module, model: nn.Module, model_widths: Widths | None
+    shape: tuple[int, ...],
+    layer: nn.Module,
+    model: nn.Module,
+    model_widths: Widths | None,
+    maps: bool,
 ) -> bool:
-    """Whether the widths say the last dim holds features and dim 1 does not hold channels."""
+    """Whether the widths say the last dim holds features and dim 1 does not hold channels;
+    ``maps``: the output has the input's rank (maps, not a token sequence)."""
     channels, features = widths(layer.modules())
     first, last = shape[1] in channels, shape[-1] in features
     if first == last:  # the layer itself does not tell: ask the whole model
         channels, features = widths(model.modules()) if model_widths is None else model_widths
         first, last = shape[1] in channels, shape[-1] in features
-        if len(shape) == 4 and shape[1] in features:
+        if maps and shape[1] in features:
             # Dim 1 could hold features as well as the last dim: keep PyTorch's own layout.
             return False
     return last and not first
@@ -254,17 +307,19 @@ class MapView:
     Attributes:
         kind: ``"channels-first"``, ``"channels-last"``, ``"tokens"`` or ``"custom"``.
         prefix: leading tokens dropped (tokens only).
-        grid: the ``(gh, gw)`` patch grid (tokens only).
+        grid: the ``(gh, gw)`` patch grid (tokens only; ``(gt, gh, gw)`` for a clip).
         function: the user's callable (custom only).
+        rank: the spatial rank of the maps, the input's (2 for images).
     """
 
     kind: Literal["channels-first", "channels-last", "tokens", "custom"]
     prefix: int = 0
-    grid: tuple[int, int] = (0, 0)
+    grid: tuple[int, ...] = (0, 0)
     function: Callable[[Tensor], Tensor] | None = None
+    rank: int = 2
 
     def __call__(self, output: Tensor) -> Tensor:
-        """Reshape one output (or a gradient of its shape) to (B, C, h, w)."""
+        """Reshape one output (or a gradient of its shape) to (B, C, *s)."""
         if self.kind == "channels-first":
             return output
         if self.kind == "channels-last":
@@ -273,10 +328,15 @@ class MapView:
             return tokens_to_maps(output, self.prefix, self.grid)
         assert self.function is not None
         maps = self.function(output)
-        if not isinstance(maps, Tensor) or maps.dim() != 4 or maps.shape[0] != output.shape[0]:
+        rank = self.rank
+        if (
+            not isinstance(maps, Tensor)
+            or maps.dim() != 2 + rank
+            or maps.shape[0] != output.shape[0]
+        ):
             got = tuple(maps.shape) if isinstance(maps, Tensor) else type(maps).__name__
             raise LayerError(
-                f"the reshape callable must map {tuple(output.shape)} to (B, C, h, w) with "
+                f"the reshape callable must map {tuple(output.shape)} to {_MAPS[rank]} with "
                 f"B = {output.shape[0]}; it returned {got}"
             )
         return maps
@@ -286,22 +346,26 @@ def view_for(
     name: str,
     reshape: Reshape,
     shape: tuple[int, ...],
-    input_size: tuple[int, int],
+    input_size: tuple[int, ...],
     layer: nn.Module,
     model: nn.Module,
     *,
     model_widths: Widths | None = None,
+    declared: Mapping[int, tuple[int, ...]] | None = None,
 ) -> MapView:
-    """The reshape that turns layer ``name``'s output of ``shape`` into (B, C, h, w) maps.
+    """The reshape that turns layer ``name``'s output of ``shape`` into (B, C, h, w) maps
+    (``(B, C, *s)`` of the input's spatial rank: (B, C, l) for a signal, (B, C, t, h, w) for
+    a clip).
 
     Args:
         name: the layer's dotted name, for messages.
         reshape: the reshape asked for (``"auto"``: read from the shape, see the module
             docstring).
         shape: the layer's output shape.
-        input_size: ``(H, W)`` of the model input.
+        input_size: ``(H, W)`` of the model input (``(L,)``, ``(D, H, W)``: its spatial size).
         layer: the layer's module; ``model``: the whole model (their widths guide ``"auto"``).
         model_widths: ``widths(model.modules())`` when already known.
+        declared: token grids the model declared, by token count (see :func:`token_grid`).
 
     Raises:
         LayerError: the output cannot be read as feature maps; names the shape and the
@@ -315,10 +379,17 @@ def view_for(
         'channels-last'
         >>> view_for("0", "auto", (1, 8, 16, 16), (64, 64), net[0], net).kind
         'channels-first'
+
+        Swin3D's channels-last (B, t, h, w, C) stages, for a (B, 3, 8, 64, 64) clip:
+
+        >>> clip = nn.Sequential(nn.Conv3d(3, 8, (2, 4, 4), stride=(2, 4, 4)), nn.LayerNorm(8))
+        >>> view_for("1", "auto", (1, 4, 16, 16, 8), (8, 64, 64), clip[1], clip).kind
+        'channels-last'
     """
-    where = f"layer {name!r} must output a (B, C, h, w) tensor of feature maps"
+    rank = len(input_size)
+    where = f"layer {name!r} must output a {_MAPS.get(rank, _MAPS[2])} tensor of feature maps"
     if callable(reshape) and not isinstance(reshape, (str, Tokens)):
-        return MapView("custom", function=reshape)
+        return MapView("custom", function=reshape, rank=rank)
     if reshape == "pyramid":
         raise LayerError(
             f"layer {name!r} outputs one tensor {shape}, not a pyramid; 'pyramid' reads a dict "
@@ -329,45 +400,53 @@ def view_for(
             raise LayerError(f"{where}, or (B, N, D) tokens for 'tokens'; got {shape}; {_HELP}")
         given = reshape if isinstance(reshape, Tokens) else Tokens()
         if given.grid is not None:
-            prefix = (
-                shape[1] - given.grid[0] * given.grid[1] if given.prefix is None else given.prefix
-            )
-            if prefix < 0 or shape[1] - prefix != given.grid[0] * given.grid[1]:
+            positions = math.prod(given.grid)
+            prefix = shape[1] - positions if given.prefix is None else given.prefix
+            if prefix < 0 or shape[1] - prefix != positions or len(given.grid) != rank:
                 raise LayerError(f"{where}; {shape[1]} tokens do not fit {given}; {_HELP}")
-            return MapView("tokens", prefix, given.grid)
+            return MapView("tokens", prefix, given.grid, rank=rank)
         try:
-            prefix, grid = token_grid(shape[1], input_size, given.prefix)
+            prefix, grid = token_grid(shape[1], input_size, given.prefix, declared)
         except LayerError as error:
             raise LayerError(f"{where}; its output {shape}: {error}; {_HELP}") from None
-        return MapView("tokens", prefix, grid)
+        return MapView("tokens", prefix, grid, rank=rank)
     if reshape in ("channels-first", "channels-last"):
-        if len(shape) != 4:
-            raise LayerError(f"{where}, 4-D for {reshape!r}; got {shape}; {_HELP}")
-        return MapView(reshape)
+        if len(shape) != 2 + rank:
+            raise LayerError(f"{where}, {2 + rank}-D for {reshape!r}; got {shape}; {_HELP}")
+        return MapView(reshape, rank=rank)
     if reshape != "auto":
         raise LayerError(f"unknown reshape {reshape!r}; {_HELP}")
-    if len(shape) == 4:
+    if len(shape) == 2 + rank:
         kind: Literal["channels-first", "channels-last"] = (
             "channels-last"
-            if _features_last(shape, layer, model, model_widths)
+            if _features_last(shape, layer, model, model_widths, maps=True)
             else "channels-first"
         )
-        hw = (shape[1], shape[2]) if kind == "channels-last" else (shape[2], shape[3])
+        hw = shape[1:-1] if kind == "channels-last" else shape[2:]
         if not plausible_grid(hw, input_size):
             raise LayerError(
-                f"{where}; read as {kind}, its output {shape} gives {hw[0]}x{hw[1]} maps, which "
-                f"do not fit a {input_size[0]}x{input_size[1]} input; pass reshape= to say how "
+                f"{where}; read as {kind}, its output {shape} gives {_times(hw)} maps, which "
+                f"do not fit a {_times(input_size)} input; pass reshape= to say how "
                 f"to read it; {_HELP}"
             )
-        return MapView(kind)
+        return MapView(kind, rank=rank)
     if len(shape) == 3:
-        if not _features_last(shape, layer, model, model_widths):
+        if not _features_last(shape, layer, model, model_widths, maps=False):
             raise LayerError(
                 f"{where}; its output {shape} is not recognizably (B, N, D) tokens (D the "
                 "width of a LayerNorm or Linear, N no conv channel count); pass reshape= to "
                 f"say how to read it; {_HELP}"
             )
-        return view_for(name, "tokens", shape, input_size, layer, model, model_widths=model_widths)
+        return view_for(
+            name,
+            "tokens",
+            shape,
+            input_size,
+            layer,
+            model,
+            model_widths=model_widths,
+            declared=declared,
+        )
     raise LayerError(f"{where}; got {shape}; {_HELP}")
 
 
@@ -411,11 +490,13 @@ def pyramid_levels(name: str, output: Any) -> tuple[tuple[str, Tensor], ...]:
         if isinstance(output, Mapping)
         else [(str(i), v) for i, v in enumerate(output)]
     )
+    dims = [maps.dim() for _, maps in pairs if maps.dim() in (3, 4, 5)]
     for level, maps in pairs:
-        if maps.dim() != 4 or maps.shape[-2] * maps.shape[-1] == 0:
+        if maps.dim() != (dims[0] if dims else 4) or math.prod(maps.shape[2:]) == 0:
             raise LayerError(
                 f"level {level!r} of layer {name!r}'s pyramid has shape {tuple(maps.shape)}; "
-                "every level must be a (B, C_l, h_l, w_l) map with h_l, w_l >= 1"
+                "every level must be a (B, C_l, h_l, w_l) map with h_l, w_l >= 1 (or all "
+                "(B, C_l, l_l), or all (B, C_l, d_l, h_l, w_l))"
             )
     batches = {int(maps.shape[0]) for _, maps in pairs}
     if len(batches) > 1:
@@ -444,15 +525,16 @@ def rebuild_pyramid(output: Any, levels: Iterable[Tensor]) -> Any:
     return type(output)(values)
 
 
-def finest_size(levels: Iterable[Tensor]) -> tuple[int, int]:
-    """``(h_0, w_0)`` of the level with the most positions (the first such level on ties).
+def finest_size(levels: Iterable[Tensor]) -> tuple[int, ...]:
+    """``(h_0, w_0)`` of the level with the most positions (the first such level on ties);
+    the spatial size ``s_0`` in any rank.
 
     Examples:
         >>> finest_size([torch.zeros(1, 2, 2, 2), torch.zeros(1, 2, 4, 3)])
         (4, 3)
     """
-    sizes = [(int(t.shape[-2]), int(t.shape[-1])) for t in levels]
-    return max(sizes, key=lambda hw: hw[0] * hw[1])
+    sizes = [tuple(int(n) for n in t.shape[2:]) for t in levels]
+    return max(sizes, key=math.prod)
 
 
 def concat_levels(levels: Iterable[Tensor]) -> Tensor:

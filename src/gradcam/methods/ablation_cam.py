@@ -38,6 +38,7 @@ _TAIL_BYTES = 64 * 2**20
         many_passes=True,
     ),
     citation="Desai and Ramaswamy 2020",
+    ranks=(1, 2, 3),
 )
 class AblationCAM(PerturbationMethod):
     """Ablation-CAM: each feature map weighted by the relative drop of the target score when
@@ -119,7 +120,7 @@ class AblationCAM(PerturbationMethod):
             start = 0
             while start < len(live):
                 ablated = live[start : start + self._chunk(activations, x.device, tail_only)]
-                copies = activations[b].expand(len(ablated), -1, -1, -1).clone()
+                copies = activations[b].expand(len(ablated), *activations.shape[1:]).clone()
                 copies[torch.arange(len(ablated)), ablated] = 0
                 if tail_only is None:
                     scores = self._probe(
@@ -160,7 +161,7 @@ class AblationCAM(PerturbationMethod):
             with replace_output(*layer, lambda _output: copies):
                 return self.module(inputs)
 
-        source = image if tail_only else image.expand(n, -1, -1, -1)
+        source = image if tail_only else image.expand(n, *image.shape[1:])
         return scores_of(columns, run(source, forward=forward, count=n), n)
 
     def _probe(

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from gradcam.engine import all_finite, check_input, eval_mode
+from gradcam.engine import all_finite, check_input, eval_mode, spatial_size
 from gradcam.errors import GradCAMError, LayerError, TargetError
 from gradcam.hooks import capture_input, capture_layer
 from gradcam.layers import ResolvedLayer
@@ -96,7 +96,7 @@ def layer_pass(
         raise LayerError(f"layer {layer[1]!r} did not run during the forward pass")
     else:
         raw = capture.output.detach()
-        view = resolved_layer.view(module, tuple(raw.shape), (x.shape[-2], x.shape[-1]))
+        view = resolved_layer.view(module, tuple(raw.shape), spatial_size(x))
         activations = view(raw)
     if not all_finite(activations):
         raise GradCAMError(f"the activations of layer {layer[1]!r} contain NaN or infinite values")
@@ -123,7 +123,7 @@ def _pyramid_maps(
     if isinstance(layer.reshape, (str, Tokens)):
         return concat_levels([maps.detach() for _, maps in levels])
     maps = layer.reshape(pyramid)
-    if not isinstance(maps, Tensor) or maps.dim() != 4:
+    if not isinstance(maps, Tensor) or maps.dim() not in (3, 4, 5):
         got = tuple(maps.shape) if isinstance(maps, Tensor) else type(maps).__name__
         raise LayerError(
             f"the reshape callable of layer {layer.name!r} must map its pyramid to one "
@@ -158,10 +158,10 @@ class ActivationMethod(LayerMethod):
         found = layer_pass(self.module, self.layer_for(x), x, targets)
         raw, weights = self.project(found.activations.float())
         k = found.scores.shape[1]
-        raw = raw.unsqueeze(1).expand(-1, k, -1, -1).contiguous()
+        raw = raw.unsqueeze(1).expand(-1, k, *raw.shape[1:]).contiguous()
         return CAMResult(
             raw=raw,
-            maps=normalize(upsample(raw, (x.shape[-2], x.shape[-1]))),
+            maps=normalize(upsample(raw, spatial_size(x)), x.dim() - 2),
             weights=None
             if weights is None
             else weights.unsqueeze(1).expand(-1, k, -1).contiguous(),

@@ -144,6 +144,7 @@ def _progress(passes: int, show: bool | None, desc: str) -> tqdm:  # type: ignor
         many_passes=True,
     ),
     citation="Sundararajan et al. 2017",
+    ranks=(1, 2, 3),
 )
 class IntegratedGradients:
     """Integrated Gradients (Sundararajan, Taly and Yan, "Axiomatic Attribution for Deep
@@ -236,12 +237,14 @@ class IntegratedGradients:
                 path = x[b] - baseline
                 total = torch.zeros_like(attributions[b])
                 for part in _chunks(self.steps, self.batch_size, x.device):
-                    points = baseline + alphas[part].view(-1, 1, 1, 1) * path
+                    points = baseline + alphas[part].view(-1, *(1,) * path.dim()) * path
                     grads = _input_gradients(self.module, points, columns)
                     total += torch.einsum("s,sk...->k...", step_weights[part], grads)
                     bar.update(part.stop - part.start)
                 attributions[b] = total * path.float()
-        delta = attributions.sum(dim=(2, 3, 4)) - (scores - baseline_scores)
+        delta = attributions.sum(dim=tuple(range(2, attributions.dim()))) - (
+            scores - baseline_scores
+        )
         return AttributionResult(
             maps=attributions, scores=scores, classes=classes, logits=logits, delta=delta
         )
@@ -256,6 +259,7 @@ class IntegratedGradients:
         many_passes=True,
     ),
     citation="Smilkov et al. 2017",
+    ranks=(1, 2, 3),
 )
 class SmoothGrad:
     """SmoothGrad (Smilkov, Thorat, Kim, Viégas and Wattenberg, "SmoothGrad: removing noise

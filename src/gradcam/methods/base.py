@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from torch import Tensor, nn
 
-from gradcam.engine import Gradients, check_input, compute_gradients
+from gradcam.engine import Gradients, check_input, compute_gradients, spatial_size
 from gradcam.errors import GradCAMError
 from gradcam.layers import ResolvedLayer
 from gradcam.methods.results import Result
@@ -69,12 +69,14 @@ class GradientMethod:
         """What this method needs for the (checked) batch ``x``."""
         raise NotImplementedError
 
-    def from_gradients(self, grads: Gradients, plan: Plan, input_size: tuple[int, int]) -> Result:
-        """Build the result from an engine pass that covered ``plan``; ``input_size`` is (H, W)."""
+    def from_gradients(self, grads: Gradients, plan: Plan, input_size: tuple[int, ...]) -> Result:
+        """Build the result from an engine pass that covered ``plan``; ``input_size`` is (H, W)
+        (the input's spatial size: ``(L,)`` or ``(D, H, W)`` in other ranks)."""
         raise NotImplementedError
 
     def __call__(self, x: Tensor, targets: TargetLike | None = None) -> Result:
-        """Explain ``targets`` (default: the top-1 class) for the (B, C, H, W) batch ``x``."""
+        """Explain ``targets`` (default: the top-1 class) for the (B, C, H, W) batch ``x``
+        (or a (B, C, L) or (B, C, D, H, W) one, for the methods that take them)."""
         x = check_input(x, self.module)
         plan = self.plan(x)
         grads = compute_gradients(
@@ -85,4 +87,4 @@ class GradientMethod:
             layer_rule=plan.layer_rule,
             input_rules=plan.input_rules,
         )
-        return self.from_gradients(grads, plan, (x.shape[-2], x.shape[-1]))
+        return self.from_gradients(grads, plan, spatial_size(x))

@@ -7,7 +7,7 @@ from contextlib import ExitStack
 import torch
 from torch import Tensor, nn
 
-from gradcam.engine import check_input, eval_mode
+from gradcam.engine import check_input, eval_mode, spatial_size
 from gradcam.errors import GradCAMError, TargetError
 from gradcam.hooks import capture_input, capture_layer
 from gradcam.layers import LayerLike, resolve_layer
@@ -26,6 +26,7 @@ __all__ = ["CAM"]
     kind="heatmap",
     needs=Needs(layer=True, forwards="one no-grad forward pass"),
     citation="Zhou et al. 2016",
+    ranks=(1, 2, 3),
 )
 class CAM(LayerMethod):
     """Class Activation Mapping for models whose head is global average pooling then a linear
@@ -39,7 +40,8 @@ class CAM(LayerMethod):
     The linear layer is found automatically (the last ``nn.Linear`` whose input size is the
     layer's channel count) or named with ``fc``. Every call checks that the linear layer's input
     really is the spatial mean of ``A``; models with another head get a clear error. CAM needs
-    one no-grad forward pass and explains class ids only.
+    one no-grad forward pass and explains class ids only. Signals and volumes or clips are
+    explained as images (registry ``ranks=(1, 2, 3)``; ``Z`` counts every position).
 
     Args:
         module: the model.
@@ -93,7 +95,7 @@ class CAM(LayerMethod):
         if features.output is None:
             raise GradCAMError(f"layer {layer_name!r} did not run during the forward pass")
         raw = features.output
-        activations = layer.view(self.module, tuple(raw.shape), (x.shape[-2], x.shape[-1]))(raw)
+        activations = layer.view(self.module, tuple(raw.shape), spatial_size(x))(raw)
         channels = activations.shape[1]
         matching = [
             (module, capture)
@@ -107,7 +109,7 @@ class CAM(LayerMethod):
             )
         fc, pooled_capture = matching[-1]
         pooled = pooled_capture.input
-        mean = activations.float().mean(dim=(2, 3))
+        mean = activations.float().mean(dim=tuple(range(2, activations.dim())))
         if (
             pooled is None
             or pooled.shape != mean.shape
@@ -122,11 +124,11 @@ class CAM(LayerMethod):
         if bool((resolved.classes < 0).any()):
             raise TargetError("CAM explains class ids only, not callable targets")
         weights = fc.weight.detach().float()[resolved.classes]  # (B, K, C)
-        cam = torch.einsum("bkc,bchw->bkhw", weights, activations.float())
+        cam = torch.einsum("bkc,bc...->bk...", weights, activations.float())
         raw = torch.relu(cam) if self.relu else cam
         return CAMResult(
             raw=raw,
-            maps=normalize(upsample(raw, (x.shape[-2], x.shape[-1]))),
+            maps=normalize(upsample(raw, spatial_size(x)), x.dim() - 2),
             weights=weights,
             scores=resolved.scores.detach().float(),
             classes=resolved.classes,

@@ -9,6 +9,7 @@ so each projection is oriented by a stated rule (:data:`SignRule`) before the Re
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import torch
@@ -51,10 +52,12 @@ Kernel = Literal["sigmoid", "rbf", "poly", "linear", "cosine"]
 _KERNELS = ("sigmoid", "rbf", "poly", "linear", "cosine")
 
 
-def _positions(features: Tensor) -> Tensor:
-    """(..., C, h, w) features as (N, h*w, C) float64 rows, centred per channel."""
-    c, h, w = features.shape[-3:]
-    rows = features.reshape(-1, c, h * w).transpose(1, 2).double()
+def _positions(features: Tensor, rank: int = 2) -> Tensor:
+    """(..., C, h, w) features as (N, h*w, C) float64 rows, centred per channel; in any
+    ``rank``, (..., C, *s) as (N, prod(s), C)."""
+    c = features.shape[features.dim() - rank - 1]
+    positions = math.prod(features.shape[features.dim() - rank :])
+    rows = features.reshape(-1, c, positions).transpose(1, 2).double()
     return rows - rows.mean(dim=1, keepdim=True)
 
 
@@ -78,9 +81,10 @@ def orient(projection: Tensor, features: Tensor, sign: SignRule = "peak") -> Ten
     return torch.where(flip[:, None], -projection, projection)
 
 
-def principal_projection(features: Tensor, sign: SignRule = "peak") -> Tensor:
+def principal_projection(features: Tensor, sign: SignRule = "peak", rank: int = 2) -> Tensor:
     """Each position's coordinate on the first principal component of (..., C, h, w)
-    features: (..., h, w).
+    features: (..., h, w); of (..., C, *s) features with ``rank`` spatial dims in general
+    (signals, volumes, clips: every position is a sample).
 
     With ``M`` the (h*w, C) matrix of one map's features centred per channel and
     ``M = U S V^T`` its singular value decomposition, the projection is
@@ -92,11 +96,12 @@ def principal_projection(features: Tensor, sign: SignRule = "peak") -> Tensor:
         >>> principal_projection(f)  # centred rows a_i (1, 2), a = (-2, -1, 3): sqrt(5) a
         tensor([[-4.4721, -2.2361,  6.7082]])
     """
-    lead, (h, w) = features.shape[:-3], features.shape[-2:]
-    rows = _positions(features)
+    lead = features.shape[: features.dim() - rank - 1]
+    spatial = features.shape[features.dim() - rank :]
+    rows = _positions(features, rank)
     u, s, _ = torch.linalg.svd(rows, full_matrices=False)
     projection = orient(u[..., 0] * s[..., :1], rows, sign)
-    return projection.float().reshape(*lead, h, w)
+    return projection.float().reshape(*lead, *spatial)
 
 
 def _kernel(rows: Tensor, kernel: Kernel, gamma: float, degree: int, coef0: float) -> Tensor:
@@ -124,6 +129,7 @@ def kernel_projection(
     degree: int = 3,
     coef0: float = 1.0,
     sign: SignRule = "peak",
+    rank: int = 2,
 ) -> Tensor:
     """Each position's coordinate on the first kernel principal component of (..., C, h, w)
     features: (..., h, w).
@@ -135,6 +141,7 @@ def kernel_projection(
     projection is ``sqrt(lambda_1) a_1`` (Schoelkopf et al. 1998), oriented by ``sign``;
     ``gamma=None`` is ``1 / C``. This is scikit-learn's ``KernelPCA(n_components=1)``
     ``fit_transform``, which KPCA-CAM uses. Computed in float64, returned in float32.
+    ``rank`` is the number of spatial dims ((..., C, *s) features give (..., *s)).
 
     Examples:
         >>> f = torch.tensor([[[1.0, 2.0, 6.0]], [[2.0, 4.0, 12.0]]])
@@ -142,8 +149,10 @@ def kernel_projection(
         tensor([[-4.4721, -2.2361,  6.7082]])
     """
     check_choice("kernel", kernel, _KERNELS)
-    lead, (c, h, w) = features.shape[:-3], features.shape[-3:]
-    rows = _positions(features)
+    lead = features.shape[: features.dim() - rank - 1]
+    c = features.shape[features.dim() - rank - 1]
+    spatial = features.shape[features.dim() - rank :]
+    rows = _positions(features, rank)
     gram = _kernel(rows, kernel, 1.0 / c if gamma is None else gamma, degree, coef0)
     centred = (
         gram
@@ -153,7 +162,7 @@ def kernel_projection(
     )
     values, vectors = torch.linalg.eigh(centred)
     top = vectors[..., -1] * values[..., -1:].clamp(min=0).sqrt()
-    return orient(top, rows, sign).float().reshape(*lead, h, w)
+    return orient(top, rows, sign).float().reshape(*lead, *spatial)
 
 
 @register(
@@ -162,6 +171,7 @@ def kernel_projection(
     kind="heatmap",
     needs=Needs(layer=True, forwards="one no-grad forward pass"),
     citation="Muhammad and Yeasin 2020",
+    ranks=(1, 2, 3),
 )
 class EigenCAM(ActivationMethod):
     """Eigen-CAM (Muhammad and Yeasin, "Eigen-CAM: Class Activation Map using Principal
@@ -174,7 +184,8 @@ class EigenCAM(ActivationMethod):
 
     Eigen-CAM uses neither gradients nor the target: it is class-agnostic, and the result
     holds the same map for every target (the targets still give ``scores`` and ``classes``).
-    It costs one no-grad forward pass.
+    It costs one no-grad forward pass. On signals, volumes and clips every position of the
+    layer is a row of ``M`` (registry ``ranks=(1, 2, 3)``).
 
     pytorch-grad-cam's ``EigenCAM`` computes the same projection with numpy's SVD and keeps
     the sign LAPACK returns; ours equals it or its negative, then is oriented by ``sign``.
@@ -208,7 +219,7 @@ class EigenCAM(ActivationMethod):
 
     def project(self, activations: Tensor) -> tuple[Tensor, Tensor | None]:
         """``M v_1`` per image (B, h, w), rectified unless ``relu=False``; no channel weights."""
-        projection = principal_projection(activations, self.sign)
+        projection = principal_projection(activations, self.sign, activations.dim() - 2)
         return (torch.relu(projection) if self.relu else projection), None
 
 
@@ -218,6 +229,7 @@ class EigenCAM(ActivationMethod):
     kind="heatmap",
     needs=Needs(layer=True, layer_gradients=True),
     citation="Muhammad and Yeasin 2020 (on gradients times activations)",
+    ranks=(1, 2, 3),
 )
 class EigenGradCAM(GradCAM):
     """Eigen-Grad-CAM: Eigen-CAM (Muhammad and Yeasin 2020) of the class-specific features
@@ -261,7 +273,7 @@ class EigenGradCAM(GradCAM):
         self.sign: SignRule = sign
 
     def from_gradients(
-        self, grads: Gradients, plan: Plan, input_size: tuple[int, int]
+        self, grads: Gradients, plan: Plan, input_size: tuple[int, ...]
     ) -> CAMResult:
         """``ReLU(M^c v_1)`` for every image and target, upsampled and normalized."""
         if plan.layer is not None:
@@ -269,12 +281,12 @@ class EigenGradCAM(GradCAM):
         if grads.activations is None or grads.gradients is None or plan.layer is None:
             raise ValueError("Eigen-Grad-CAM needs gradients computed at a layer")
         features = grads.gradients.float() * grads.activations.float().unsqueeze(1)
-        raw = principal_projection(features, self.sign)
+        raw = principal_projection(features, self.sign, len(input_size))
         if self.relu:
             raw = torch.relu(raw)
         return CAMResult(
             raw=raw,
-            maps=normalize(upsample(raw, input_size)),
+            maps=normalize(upsample(raw, input_size), len(input_size)),
             weights=None,
             scores=grads.scores.float(),
             classes=grads.classes,
@@ -289,6 +301,7 @@ class EigenGradCAM(GradCAM):
     kind="heatmap",
     needs=Needs(layer=True, forwards="one no-grad forward pass"),
     citation="Karmani et al. 2024, KPCA-CAM (arXiv:2410.00267)",
+    ranks=(1, 2, 3),
 )
 class KPCACAM(ActivationMethod):
     """KPCA-CAM (Karmani et al., "KPCA-CAM: Visual Explainability of Deep Computer Vision
@@ -341,5 +354,7 @@ class KPCACAM(ActivationMethod):
 
     def project(self, activations: Tensor) -> tuple[Tensor, Tensor | None]:
         """``sqrt(lambda_1) a_1`` per image (B, h, w), rectified unless ``relu=False``."""
-        projection = kernel_projection(activations, self.kernel, self.gamma, sign=self.sign)
+        projection = kernel_projection(
+            activations, self.kernel, self.gamma, sign=self.sign, rank=activations.dim() - 2
+        )
         return (torch.relu(projection) if self.relu else projection), None

@@ -9,13 +9,13 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from gradcam.engine import check_input
+from gradcam.engine import check_input, spatial_size
 from gradcam.errors import GradCAMError, TargetError
 from gradcam.layers import LayerLike, resolve_layer
 from gradcam.maps import normalize, upsample
 from gradcam.methods.activation import layer_pass
 from gradcam.methods.gradcam import LayerMethod
-from gradcam.methods.registry import Needs, register
+from gradcam.methods.registry import Needs, check_rank, register
 from gradcam.methods.results import CAMResult
 from gradcam.targets import TargetLike
 
@@ -225,6 +225,12 @@ class DeepFeatureFactorization(LayerMethod):
     def __call__(self, x: Tensor, targets: TargetLike | None = None) -> ConceptResult:
         """Explain class ``targets`` (default: the top-1 class) for the batch ``x``."""
         x = check_input(x, self.module)
+        check_rank(
+            self,
+            x,
+            "its concepts are factorized over (h, w) maps; use Grad-CAM or "
+            "Eigen-CAM, which explain signals and volumes",
+        )
         candidates = self._candidates()
         found = layer_pass(self.module, self.layer_for(x), x, targets, watch=candidates)
         if bool((found.classes < 0).any()):
@@ -261,7 +267,7 @@ class DeepFeatureFactorization(LayerMethod):
         raw = concepts.gather(1, index)
         return ConceptResult(
             raw=raw,
-            maps=normalize(upsample(raw, (x.shape[-2], x.shape[-1]))),
+            maps=normalize(upsample(raw, spatial_size(x)), x.dim() - 2),
             weights=None,
             scores=found.scores,
             classes=found.classes,

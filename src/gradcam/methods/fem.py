@@ -16,8 +16,9 @@ from gradcam.methods.registry import Needs, register
 __all__ = ["FEM", "fem_weights"]
 
 
-def fem_weights(activations: Tensor, k: float = 2.0) -> Tensor:
-    """FEM's channel weights (B, C) for activations ``A`` (B, C, h, w): the fraction of each
+def fem_weights(activations: Tensor, k: float = 2.0, rank: int = 2) -> Tensor:
+    """FEM's channel weights (B, C) for activations ``A`` (B, C, h, w) (the last ``rank`` dims
+    are the positions: 1 for signals, 3 for volumes and clips): the fraction of each
     feature map's positions above its k-sigma threshold.
 
     .. math::
@@ -29,9 +30,10 @@ def fem_weights(activations: Tensor, k: float = 2.0) -> Tensor:
         >>> fem_weights(torch.tensor([[[[0.0, 0.0, 0.0, 4.0]]]]), k=1.0)  # mu 1, sigma sqrt 3
         tensor([[0.2500]])
     """
-    std, mean = torch.std_mean(activations, dim=(-2, -1), correction=0)
-    threshold = (mean + k * std)[..., None, None]
-    return (activations > threshold).float().mean(dim=(-2, -1))
+    axes = tuple(range(activations.dim() - rank, activations.dim()))
+    std, mean = torch.std_mean(activations, dim=axes, correction=0)
+    threshold = (mean + k * std)[(...,) + (None,) * len(axes)]
+    return (activations > threshold).float().mean(dim=axes)
 
 
 @register(
@@ -40,6 +42,7 @@ def fem_weights(activations: Tensor, k: float = 2.0) -> Tensor:
     kind="heatmap",
     needs=Needs(layer=True, forwards="one no-grad forward pass"),
     citation="Fuad et al. 2020, IPTA",
+    ranks=(1, 2, 3),
 )
 class FEM(ActivationMethod):
     """Feature Explanation Method (Fuad, Martin, Giot, Bourqui, Benois-Pineau and Zemmari,
@@ -79,5 +82,5 @@ class FEM(ActivationMethod):
 
     def project(self, activations: Tensor) -> tuple[Tensor, Tensor | None]:
         """``ReLU(sum_k w_k A^k)`` (B, h, w) and the weights ``w`` (B, C)."""
-        weights = fem_weights(activations, self.k)
-        return torch.relu(torch.einsum("bc,bchw->bhw", weights, activations)), weights
+        weights = fem_weights(activations, self.k, activations.dim() - 2)
+        return torch.relu(torch.einsum("bc,bc...->b...", weights, activations)), weights

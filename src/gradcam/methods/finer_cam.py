@@ -152,6 +152,7 @@ class _Contrast:
         forwards="not shared: its own pass explains contrastive scores, not class scores",
     ),
     citation="Zhang et al. 2025 (arXiv:2501.11309)",
+    ranks=(1, 2, 3),
 )
 class FinerCAM:
     """Finer-CAM (Zhang et al., "Finer-CAM: Spotting the Difference Reveals Finer Details for

@@ -12,7 +12,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from gradcam.engine import all_finite, check_input, eval_mode
+from gradcam.engine import all_finite, check_input, eval_mode, spatial_size
 from gradcam.errors import GradCAMError, TargetError
 from gradcam.hooks import capture_outputs
 from gradcam.maps import normalize, upsample
@@ -30,8 +30,9 @@ RESCALE_EPS = 1e-7
 """The epsilon of :func:`rescale`'s division (pytorch-grad-cam's ``scale_cam_image``)."""
 
 
-def rescale(maps: Tensor) -> Tensor:
-    """Rescale each (h, w) map to [0, 1]: ``(m - min m) / (max(m - min m) + 1e-7)``.
+def rescale(maps: Tensor, rank: int = 2) -> Tensor:
+    """Rescale each (h, w) map to [0, 1]: ``(m - min m) / (max(m - min m) + 1e-7)``; the maps'
+    last ``rank`` dims are their positions (1 for signals, 3 for volumes and clips).
 
     FullGrad's rescaling of every gradient map before they are summed; unlike
     :func:`gradcam.maps.normalize` it divides with an epsilon, as pytorch-grad-cam does.
@@ -40,12 +41,18 @@ def rescale(maps: Tensor) -> Tensor:
         >>> rescale(torch.tensor([[[2.0, 4.0]]]))
         tensor([[[0., 1.]]])
     """
-    shifted = maps - maps.amin(dim=(-2, -1), keepdim=True)
-    return shifted / (shifted.amax(dim=(-2, -1), keepdim=True) + RESCALE_EPS)
+    axes = tuple(range(maps.dim() - rank, maps.dim()))
+    shifted = maps - maps.amin(dim=axes, keepdim=True)
+    return shifted / (shifted.amax(dim=axes, keepdim=True) + RESCALE_EPS)
 
 
-def bias_layers(module: nn.Module) -> list[tuple[str, nn.Module, Tensor]]:
-    """``(name, layer, bias)`` of every ``Conv2d`` and ``BatchNorm2d`` with a bias, in module order.
+_CONVS: dict[int, type[nn.Module]] = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
+_NORMS: dict[int, type[nn.Module]] = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
+
+
+def bias_layers(module: nn.Module, rank: int = 2) -> list[tuple[str, nn.Module, Tensor]]:
+    """``(name, layer, bias)`` of every ``Conv2d`` and ``BatchNorm2d`` with a bias, in module order
+    (``Conv1d``/``BatchNorm1d`` for ``rank`` 1, signals; ``Conv3d``/``BatchNorm3d`` for 3).
 
     A convolution's bias is its ``bias``; a batch norm's is the bias it adds in eval mode,
     ``beta - mu gamma / sqrt(sigma^2 + eps)`` from its running statistics (batch norms without
@@ -60,14 +67,15 @@ def bias_layers(module: nn.Module) -> list[tuple[str, nn.Module, Tensor]]:
     found = []
     for name, layer in module.named_modules():
         bias: Tensor | None = None
-        if isinstance(layer, nn.BatchNorm2d):
+        if isinstance(layer, _NORMS[rank]):
+            assert isinstance(layer, nn.modules.batchnorm._BatchNorm)
             if layer.running_mean is None or layer.running_var is None:
                 continue
             mean, var = layer.running_mean.float(), layer.running_var.float()
             gamma = torch.ones_like(mean) if layer.weight is None else layer.weight.float()
             beta = torch.zeros_like(mean) if layer.bias is None else layer.bias.float()
             bias = beta - mean * gamma / torch.sqrt(var + layer.eps)
-        elif isinstance(layer, nn.Conv2d) and layer.bias is not None:
+        elif isinstance(layer, _CONVS[rank]) and isinstance(layer.bias, Tensor):
             bias = layer.bias.float()
         if bias is not None:
             found.append((name, layer, bias.detach()))
@@ -87,6 +95,7 @@ def _post(maps: Tensor, post: PostProcess) -> Tensor:
         "not shared)"
     ),
     citation="Srinivas and Fleuret 2019",
+    ranks=(1, 2, 3),
 )
 class FullGrad:
     """FullGrad saliency (Srinivas and Fleuret, "Full-Gradient Representation for Neural
@@ -101,7 +110,9 @@ class FullGrad:
     ``BatchNorm2d``, see :func:`bias_layers`), ``psi`` is ``|.|`` followed by :func:`rescale`
     of every channel map to [0, 1], and ``up`` upsamples bilinearly to the input size. The map
     has the input's resolution and needs no layer. ``raw`` is ``S^c``; ``maps`` its min-max
-    normalization.
+    normalization. In 1-D and 3-D (signals, volumes, clips) the same sum runs over the
+    ``Conv1d``/``BatchNorm1d`` or ``Conv3d``/``BatchNorm3d`` layers, upsampled linearly or
+    trilinearly.
 
     As pytorch-grad-cam's ``FullGrad``, every channel map is rescaled on its own (the authors'
     code rescales each layer's maps together) and each layer's channels are summed (bilinear
@@ -134,8 +145,8 @@ class FullGrad:
     def __call__(self, x: Tensor, targets: TargetLike | None = None) -> FullGradResult:
         """Explain ``targets`` (default: the top-1 class) for the (B, C, H, W) batch ``x``."""
         x = check_input(x, self.module)
-        batch, _, height, width = x.shape
-        layers = bias_layers(self.module)
+        batch, size = x.shape[0], spatial_size(x)
+        layers = bias_layers(self.module, len(size))
         biases = {name: bias.to(x.device) for name, _, bias in layers}
         grad_mode = torch.is_grad_enabled()
         with torch.inference_mode(False):
@@ -152,7 +163,7 @@ class FullGrad:
                 if not scores.requires_grad:
                     raise TargetError("the target scores do not depend on the input")
                 wrt = [source, *(out for _, out in outputs)]
-                raw = x.new_zeros((batch, scores.shape[1], height, width), dtype=torch.float32)
+                raw = x.new_zeros((batch, scores.shape[1], *size), dtype=torch.float32)
                 for k in range(scores.shape[1]):
                     grads = torch.autograd.grad(
                         scores[:, k].sum(),
@@ -170,7 +181,7 @@ class FullGrad:
         if not all_finite(raw):
             raise GradCAMError("FullGrad's gradients contain NaN or infinite values")
         return FullGradResult(
-            maps=normalize(raw),
+            maps=normalize(raw, len(size)),
             scores=scores.detach().float(),
             classes=resolved.classes.detach(),
             logits=logits,
@@ -186,17 +197,18 @@ class FullGrad:
         biases: dict[str, Tensor],
     ) -> Tensor:
         """``S^c`` (B, H, W) of one target from its gradients to the input and the layers."""
-        size = (source.shape[-2], source.shape[-1])
+        size = spatial_size(source)
+        rank = len(size)
         input_grad = grads[0]
         if input_grad is None:
             total = source.new_zeros((source.shape[0], *size), dtype=torch.float32)
         else:
             product = input_grad.detach().float() * source.detach().float()
-            total = rescale(_post(product, self.post)).sum(dim=1)
+            total = rescale(_post(product, self.post), rank).sum(dim=1)
         for name, grad in zip(names, grads[1:], strict=True):
-            if grad is None or grad.dim() != 4:
+            if grad is None or grad.dim() != source.dim():
                 continue
-            bias = biases[name].view(1, -1, 1, 1)
-            term = rescale(_post(grad.detach().float() * bias, self.post)).sum(dim=1)
-            total = total + (term if term.shape[-2:] == size else upsample(term, size))
+            bias = biases[name].view(1, -1, *(1,) * rank)
+            term = rescale(_post(grad.detach().float() * bias, self.post), rank).sum(dim=1)
+            total = total + (term if tuple(term.shape[1:]) == size else upsample(term, size))
         return total

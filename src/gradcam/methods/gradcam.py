@@ -18,6 +18,7 @@ from gradcam.methods.registry import Needs, register
 from gradcam.methods.results import CAMResult
 from gradcam.methods.smoothing import SmoothSign, augmentation_smoothing, principal_projection
 from gradcam.rectifiers import RULES, Rule
+from gradcam.reshapes import finest_size
 from gradcam.targets import TargetLike
 
 __all__ = [
@@ -42,32 +43,38 @@ def pooled_gradients(gradients: Tensor, pooling: Pooling = "mean") -> Tensor:
     .. math::
         \\alpha_k^c = \\frac{1}{Z}\\sum_i\\sum_j \\frac{\\partial y^c}{\\partial A^k_{ij}}
 
+    In every spatial rank the mean runs over all of the layer's positions (eq. 1 in N-D):
+    ``(B, K, C, l)`` for a signal, ``(B, K, C, t, h, w)`` for a clip, ``Z`` their number.
     ``pooling="max"`` takes the global max instead of the mean and ``"abs"`` the mean of
     absolute gradients (appendix B ablations).
 
     Examples:
         >>> pooled_gradients(torch.tensor([[[[[1.0, 3.0]]]]]), "max")
         tensor([[[3.]]])
+        >>> pooled_gradients(torch.tensor([[[[1.0, 3.0]]]]))  # a signal's (B, K, C, l)
+        tensor([[[2.]]])
     """
     if pooling not in _POOLINGS:
         raise GradCAMError(f"pooling must be one of {', '.join(_POOLINGS)}; got {pooling!r}")
+    axes = tuple(range(3, gradients.dim()))
     if pooling == "mean":
-        return gradients.mean(dim=(-2, -1))
+        return gradients.mean(dim=axes)
     if pooling == "max":
-        return gradients.amax(dim=(-2, -1))
-    return gradients.abs().mean(dim=(-2, -1))
+        return gradients.amax(dim=axes)
+    return gradients.abs().mean(dim=axes)
 
 
 def weighted_sum(weights: Tensor, activations: Tensor) -> Tensor:
     """``sum_k w_k^c A^k`` (B, K, h, w) for channel weights (B, K, C) or element-wise weights
-    (B, K, C, h, w), with ``A`` (B, C, h, w).
+    (B, K, C, h, w), with ``A`` (B, C, h, w); in any spatial rank, (B, K, *s) from
+    ``A`` (B, C, *s).
 
     Examples:
         >>> weighted_sum(torch.tensor([[[2.0, -1.0]]]), torch.ones(1, 2, 1, 1))
         tensor([[[[1.]]]])
     """
     if weights.dim() == 3:
-        return torch.einsum("bkc,bchw->bkhw", weights, activations)
+        return torch.einsum("bkc,bc...->bk...", weights, activations)
     return (weights * activations.unsqueeze(1)).sum(dim=2)
 
 
@@ -148,9 +155,7 @@ def pyramid_cam(weights: Sequence[Tensor], activations: Sequence[Tensor]) -> Ten
                   [ 1.,  2.]]]])
     """
     levels = list(zip(weights, activations, strict=True))
-    size = max(
-        ((int(a.shape[-2]), int(a.shape[-1])) for _, a in levels), key=lambda hw: hw[0] * hw[1]
-    )
+    size = finest_size(a for _, a in levels)
     total: Tensor | None = None
     for w, a in levels:
         cam = upsample(weighted_sum(w, a.float()), size)
@@ -228,6 +233,7 @@ class LayerMethod:
     needs=Needs(layer=True, layer_gradients=True),
     citation="Selvaraju et al. 2017, section 3.3",
     presets={"counterfactual": True},
+    ranks=(1, 2, 3),
 )
 @register(
     "gradcam",
@@ -235,6 +241,7 @@ class LayerMethod:
     kind="heatmap",
     needs=Needs(layer=True, layer_gradients=True),
     citation="Selvaraju et al. 2017, section 3",
+    ranks=(1, 2, 3),
 )
 class GradCAM(LayerMethod, GradientMethod):
     """Gradient-weighted Class Activation Mapping (Selvaraju et al., section 3).
@@ -250,6 +257,11 @@ class GradCAM(LayerMethod, GradientMethod):
 
     Variants (Grad-CAM++, XGrad-CAM, HiResCAM, ...) subclass this class and override
     :meth:`weights` only, as torchcam does.
+
+    Signals (B, C, L) and volumes or clips (B, C, D, H, W) are explained with the same formula
+    (registry ``ranks=(1, 2, 3)``, and so for every variant): ``Z`` counts every position of
+    the layer, ``raw`` is (B, K, *the layer's spatial size) and ``maps`` is upsampled linearly
+    or trilinearly (see the page "Signals, volumes and video").
 
     Args:
         module: the model.
@@ -335,7 +347,7 @@ class GradCAM(LayerMethod, GradientMethod):
         return Plan(layer=self.layer_for(x), layer_rule=self.gradient_rule)
 
     def from_gradients(
-        self, grads: Gradients, plan: Plan, input_size: tuple[int, int]
+        self, grads: Gradients, plan: Plan, input_size: tuple[int, ...]
     ) -> CAMResult:
         """``ReLU(sum_k w_k A^k)`` with :meth:`weights`, upsampled and normalized."""
         if grads.levels and plan.layer is not None:
@@ -354,7 +366,7 @@ class GradCAM(LayerMethod, GradientMethod):
         levels: Sequence[Level],
         grads: Gradients,
         layer: str,
-        input_size: tuple[int, int],
+        input_size: tuple[int, ...],
     ) -> CAMResult:
         """:func:`pyramid_cam` with :meth:`weights` taken per level, rectified, as a result."""
         if self.eigen_smooth:
@@ -375,7 +387,7 @@ class GradCAM(LayerMethod, GradientMethod):
         per_channel = all(w.dim() == 3 for w in weights)
         return CAMResult(
             raw=raw,
-            maps=normalize(upsample(raw, input_size)),
+            maps=normalize(upsample(raw, input_size), len(input_size)),
             weights=torch.cat(weights, dim=2) if per_channel else None,
             scores=grads.scores.float(),
             classes=grads.classes,
@@ -389,19 +401,20 @@ class GradCAM(LayerMethod, GradientMethod):
         activations: Tensor,
         grads: Gradients,
         layer: str,
-        input_size: tuple[int, int],
+        input_size: tuple[int, ...],
     ) -> CAMResult:
         """The map ``sum_k w_k A^k`` (or its principal projection), rectified, as a result."""
+        rank = len(input_size)
         if self.eigen_smooth:
-            expanded = weights if weights.dim() == 5 else weights[..., None, None]
-            raw = principal_projection(expanded * activations.unsqueeze(1), self.smooth_sign)
+            expanded = weights if weights.dim() > 3 else weights[(...,) + (None,) * rank]
+            raw = principal_projection(expanded * activations.unsqueeze(1), rank, self.smooth_sign)
         else:
             raw = weighted_sum(weights, activations)
         if self.relu:
             raw = torch.relu(raw)
         return CAMResult(
             raw=raw,
-            maps=normalize(upsample(raw, input_size)),
+            maps=normalize(upsample(raw, input_size), rank),
             weights=weights if weights.dim() == 3 else None,
             scores=grads.scores.float(),
             classes=grads.classes,

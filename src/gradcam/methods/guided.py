@@ -4,6 +4,10 @@ Guided Grad-CAM (section 3.2) multiplies the Guided Backpropagation map by the G
 upsampled bilinearly to the input: high-resolution *and* class-discriminative. Here one forward
 pass serves both factors: a plain backward pass to the layer gives Grad-CAM, then a guided
 backward pass to the input gives Guided Backprop (see :mod:`gradcam.rectifiers`).
+
+Every method here explains signals (B, C, L) and volumes or clips (B, C, D, H, W) as images
+(registry ``ranks=(1, 2, 3)``): the pixel-space maps are (B, K, C, *spatial), and Guided
+Grad-CAM's factor is upsampled linearly or trilinearly.
 """
 
 from __future__ import annotations
@@ -53,7 +57,7 @@ class _PixelGradient(GradientMethod):
         return Plan(input_rules=(self.rule,))
 
     def from_gradients(
-        self, grads: Gradients, plan: Plan, input_size: tuple[int, int]
+        self, grads: Gradients, plan: Plan, input_size: tuple[int, ...]
     ) -> PixelResult:
         """The input gradient under the rule."""
         return pixel_result(grads, self.rule)
@@ -71,6 +75,7 @@ class _PixelGradient(GradientMethod):
     kind="pixel",
     needs=Needs(input_rules=("guided",)),
     citation="Springenberg et al. 2015",
+    ranks=(1, 2, 3),
 )
 class GuidedBackprop(_PixelGradient):
     """Guided Backpropagation (Springenberg et al. 2015): ``dy^c/dx`` where, at every rectifier,
@@ -97,6 +102,7 @@ class GuidedBackprop(_PixelGradient):
     kind="pixel",
     needs=Needs(input_rules=("deconv",)),
     citation="Zeiler and Fergus 2014",
+    ranks=(1, 2, 3),
 )
 class Deconvolution(_PixelGradient):
     """Deconvolution (Zeiler and Fergus 2014): ``dy^c/dx`` where, at every rectifier, only
@@ -128,7 +134,7 @@ class _GuidedCAM(GradCAM):
         return Plan(layer=self.layer_for(x), input_rules=(self.rule,))
 
     def from_gradients(  # type: ignore[override]
-        self, grads: Gradients, plan: Plan, input_size: tuple[int, int]
+        self, grads: Gradients, plan: Plan, input_size: tuple[int, ...]
     ) -> GuidedCAMResult:
         """The input gradient times the upsampled Grad-CAM map of the same pass."""
         cam = super().from_gradients(grads, plan, input_size)
@@ -159,6 +165,7 @@ class _GuidedCAM(GradCAM):
     kind="pixel",
     needs=Needs(layer=True, layer_gradients=True, input_rules=("guided",)),
     citation="Selvaraju et al. 2017, section 3.2",
+    ranks=(1, 2, 3),
 )
 class GuidedGradCAM(_GuidedCAM):
     """Guided Grad-CAM (section 3.2): Guided Backprop times the upsampled Grad-CAM map,
@@ -195,6 +202,7 @@ class GuidedGradCAM(_GuidedCAM):
     kind="pixel",
     needs=Needs(layer=True, layer_gradients=True, input_rules=("deconv",)),
     citation="Selvaraju et al. 2017, section 3.2",
+    ranks=(1, 2, 3),
 )
 class DeconvGradCAM(_GuidedCAM):
     """Deconvolution times the upsampled Grad-CAM map (section 3.2's variant), built as

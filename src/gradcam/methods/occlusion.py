@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import sys
 from collections.abc import Iterator
@@ -22,11 +23,28 @@ from gradcam.targets import TargetLike, as_logits, class_names, fixed_targets, r
 __all__ = ["Occlusion", "window_starts"]
 
 
-def _pair(value: int | tuple[int, int], name: str) -> tuple[int, int]:
+Sides = int | tuple[int, int] | tuple[int, int, int]
+
+#: The names of the spatial axes, by rank, for messages.
+_AXES = {1: ("length",), 2: ("height", "width"), 3: ("depth", "height", "width")}
+
+
+def _pair(value: Sides, name: str) -> tuple[int, int]:
     pair = (value, value) if isinstance(value, int) else tuple(value)
-    if len(pair) != 2 or not all(isinstance(v, int) and v > 0 for v in pair):
+    if len(pair) not in (2, 3) or not all(isinstance(v, int) and v > 0 for v in pair):
         raise GradCAMError(f"{name} must be a positive int or a pair of them, got {value!r}")
-    return pair[0], pair[1]
+    return pair[-2], pair[-1]
+
+
+def _sides(value: Sides, name: str, rank: int) -> tuple[int, ...]:
+    """``value`` per axis of a ``rank``-D input: an int on every axis, or one per axis."""
+    sides = (value,) * rank if isinstance(value, int) else tuple(value)
+    if len(sides) != rank:
+        raise GradCAMError(
+            f"{name} {value!r} gives {len(sides)} sides, and the input has {rank} spatial "
+            f"axes ({', '.join(_AXES[rank])}): give an int or {rank} of them"
+        )
+    return sides
 
 
 def _logits_or_none(output: object) -> Tensor | None:
@@ -50,6 +68,7 @@ def window_starts(size: int, window: int, stride: int) -> list[int]:
 @register(
     "occlusion",
     title="Occlusion",
+    ranks=(1, 2, 3),
     kind="heatmap",
     needs=Needs(forwards="one per window position, in batches", many_passes=True),
     citation="Zeiler and Fergus 2014",
@@ -58,7 +77,9 @@ class Occlusion:
     """Occlusion sensitivity: how much each target score drops when a window is masked.
 
     A ``window`` slides over the image with ``stride``; every position is replaced by
-    ``baseline`` in all channels and the model re-scored. Each pixel gets the mean drop
+    ``baseline`` in all channels and the model re-scored. On a signal the window is a segment,
+    on a volume or clip a box (an int ``window`` is a cube), sliding along every axis alike.
+    Each pixel gets the mean drop
     ``y^c(x) - y^c(x with the window masked)`` over the windows that cover it, so the map has
     the input's size; windows at the right and bottom edges are clipped to the image (the
     image is, in effect, padded). Positive values mark evidence for the target. The paper uses
@@ -74,8 +95,10 @@ class Occlusion:
 
     Args:
         module: the model.
-        window: window height and width (int or pair), in input pixels.
-        stride: step between windows (int or pair); at most the window size.
+        window: window height and width (int or pair), in input pixels (for a signal an int;
+            for a volume or clip an int or a (depth, height, width) triple).
+        stride: step between windows (int, pair or triple, as ``window``); at most the window
+            size.
         baseline: value of masked pixels (in the model's input space): a number, or a tensor
             broadcastable to (C, H, W), e.g. a per-channel mean.
         batch_size: occluded copies per forward pass; ``None`` picks 4 on the CPU (measured
@@ -92,8 +115,8 @@ class Occlusion:
     def __init__(
         self,
         module: nn.Module,
-        window: int | tuple[int, int] = 35,
-        stride: int | tuple[int, int] = 8,
+        window: Sides = 35,
+        stride: Sides = 8,
         baseline: float | Tensor = 0.0,
         batch_size: int | None = None,
         progress: bool | None = None,
@@ -103,6 +126,7 @@ class Occlusion:
         self.module = module
         self.window = _pair(window, "window")
         self.stride = _pair(stride, "stride")
+        self._given = (window, stride)
         if batch_size is not None and batch_size < 1:
             raise GradCAMError(f"batch_size must be at least 1, got {batch_size}")
         self.baseline = baseline
@@ -111,22 +135,35 @@ class Occlusion:
 
     def windows(self, height: int, width: int) -> list[tuple[int, int, int, int]]:
         """``(y0, y1, x0, x1)`` of every window on a ``height`` x ``width`` input."""
-        (wh, ww), (sh, sw) = self.window, self.stride
-        for size, window, stride, side in ((height, wh, sh, "height"), (width, ww, sw, "width")):
-            if stride > window and window < size:
+        return [(y.start, y.stop, x.start, x.stop) for y, x in self.boxes((height, width))]
+
+    def boxes(self, size: tuple[int, ...]) -> list[tuple[slice, ...]]:
+        """Every window on an input of spatial ``size`` (``(L,)``, ``(H, W)``, ``(D, H, W)``),
+        as one slice per axis, the last axis varying fastest.
+
+        Examples:
+            >>> Occlusion(torch.nn.Identity(), window=4, stride=4).boxes((8,))
+            [(slice(0, 4, None),), (slice(4, 8, None),)]
+        """
+        rank = len(size)
+        window, stride = self._given
+        sides = _sides(window, "window", rank)
+        steps = _sides(stride, "stride", rank)
+        starts = []
+        for length, side, step, axis in zip(size, sides, steps, _AXES[rank], strict=True):
+            if step > side and side < length:
                 raise GradCAMError(
-                    f"stride {stride} is larger than the window {window} along the {side}: "
+                    f"stride {step} is larger than the window {side} along the {axis}: "
                     "some pixels would never be occluded"
                 )
-        return [
-            (y, min(y + wh, height), x, min(x + ww, width))
-            for y in window_starts(height, wh, sh)
-            for x in window_starts(width, ww, sw)
-        ]
+            starts.append(
+                [slice(s, min(s + side, length)) for s in window_starts(length, side, step)]
+            )
+        return list(itertools.product(*starts))
 
     def _chunks(
-        self, windows: list[tuple[int, int, int, int]], device: torch.device
-    ) -> Iterator[list[tuple[int, int, int, int]]]:
+        self, windows: list[tuple[slice, ...]], device: torch.device
+    ) -> Iterator[list[tuple[slice, ...]]]:
         size = self.batch_size or (4 if device.type == "cpu" else 64)
         for start in range(0, len(windows), size):
             yield windows[start : start + size]
@@ -134,19 +171,20 @@ class Occlusion:
     def __call__(self, x: Tensor, targets: TargetLike | None = None) -> OcclusionResult:
         """Explain ``targets`` (default: the top-1 class) for the (B, C, H, W) batch ``x``."""
         x = check_input(x, self.module)
-        batch, channels, height, width = x.shape
-        windows = self.windows(height, width)
+        batch, channels = x.shape[:2]
+        size = tuple(int(n) for n in x.shape[2:])
+        windows = self.boxes(size)
         baseline = torch.as_tensor(self.baseline, dtype=x.dtype, device=x.device)
         try:
-            baseline = baseline.expand(channels, height, width)
+            baseline = baseline.expand(channels, *size)
         except RuntimeError:
             raise GradCAMError(
                 f"baseline of shape {tuple(baseline.shape)} does not broadcast to the input's "
-                f"{(channels, height, width)}"
+                f"{(channels, *size)}"
             ) from None
-        coverage = torch.zeros(height, width, device=x.device)
-        for y0, y1, x0, x1 in windows:
-            coverage[y0:y1, x0:x1] += 1
+        coverage = torch.zeros(size, device=x.device)
+        for box in windows:
+            coverage[box] += 1
         passes = batch * len(windows)
         show = self.progress if self.progress is not None else passes > 200
         bar = tqdm(total=passes, desc="occlusion", unit="pass", disable=not show, file=sys.stderr)
@@ -156,24 +194,26 @@ class Occlusion:
             # layouts' roundings; through the folded copy when it matches the model.
             output = run_in_fast_layout(self.module, x, self.module, fast=True)
             resolved = resolve_targets(targets, output, batch, names=class_names(self.module))
-            total = torch.zeros(batch, resolved.scores.shape[1], height, width, device=x.device)
+            total = torch.zeros(batch, resolved.scores.shape[1], *size, device=x.device)
             folded, reference = checked_copy(self.module, x, output)
             run = CopyRunner(self.module, bar, folded)
             for b in range(batch):
                 columns = fixed_targets(targets, resolved.classes[b], b)
                 clean = scores_of(columns, reference, batch)[b]
                 for chunk in self._chunks(windows, x.device):
-                    copies = x[b].expand(len(chunk), channels, height, width).clone()
-                    for i, (y0, y1, x0, x1) in enumerate(chunk):
-                        copies[i, :, y0:y1, x0:x1] = baseline[:, y0:y1, x0:x1]
+                    copies = x[b].expand(len(chunk), channels, *size).clone()
+                    for i, box in enumerate(chunk):
+                        where: tuple[slice, ...] = (slice(None), *box)
+                        copies[i][where] = baseline[where]
                     drops = clean - scores_of(columns, run(copies), len(chunk))
-                    for i, (y0, y1, x0, x1) in enumerate(chunk):
-                        total[b, :, y0:y1, x0:x1] += drops[i][:, None, None]
+                    for i, box in enumerate(chunk):
+                        where = (slice(None), *box)
+                        total[b][where] += drops[i].view(-1, *(1,) * len(size))
         raw = total / coverage
         if not bool(torch.isfinite(raw).all()):
             raise GradCAMError("the model produced NaN or infinite scores on occluded images")
         return OcclusionResult(
-            maps=normalize(raw),
+            maps=normalize(raw, len(size)),
             scores=resolved.scores.float(),
             classes=resolved.classes,
             logits=_logits_or_none(output),

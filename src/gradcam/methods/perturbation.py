@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from gradcam.engine import all_finite, check_input, eval_mode, run_in_fast_layout
+from gradcam.engine import all_finite, check_input, eval_mode, run_in_fast_layout, spatial_size
 from gradcam.errors import GradCAMError, LayerError, TargetError
 from gradcam.fusion import checked_copy
 from gradcam.hooks import capture_layer
@@ -172,7 +172,7 @@ class PerturbationMethod(LayerMethod):
             if capture.output is None:
                 raise LayerError(f"layer {layer_name!r} did not run during the forward pass")
             raw = capture.output
-            view = resolved_layer.view(self.module, tuple(raw.shape), (x.shape[-2], x.shape[-1]))
+            view = resolved_layer.view(self.module, tuple(raw.shape), spatial_size(x))
             if self.channels_first_only and view.kind != "channels-first":
                 raise LayerError(
                     f"{type(self).__name__} changes channels of the layer's (B, C, h, w) output, "
@@ -206,7 +206,7 @@ class PerturbationMethod(LayerMethod):
         raw = torch.relu(weighted_sum(weights, activations.float()))
         return CAMResult(
             raw=raw,
-            maps=normalize(upsample(raw, (x.shape[-2], x.shape[-1]))),
+            maps=normalize(upsample(raw, spatial_size(x)), x.dim() - 2),
             weights=weights,
             scores=resolved.scores.detach().float(),
             classes=resolved.classes,

@@ -17,7 +17,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from gradcam.engine import Gradients, check_input, compute_gradients
+from gradcam.engine import Gradients, check_input, compute_gradients, spatial_size
 from gradcam.methods.base import GradientMethod, Plan
 from gradcam.methods.registry import create_method
 from gradcam.methods.results import Result
@@ -44,7 +44,8 @@ def explain_methods(
     Args:
         names: method names from :func:`gradcam.methods.methods` (duplicates are dropped).
         module: the model.
-        x: (B, C, H, W) input batch.
+        x: (B, C, H, W) input batch (or (B, C, L), (B, C, D, H, W) for the methods that take
+            them).
         targets: see :mod:`gradcam.targets`; ``None`` is the top-1 class.
         layer: the layer ``A`` for the methods that use one (``None``: the default layer).
         options: per method name, the options to build it with (see
@@ -97,7 +98,7 @@ def explain_built(
         # Passes that go to the input only need no layer: they join the first layer's pass.
         first = next(iter(groups), None)
         groups.setdefault(first, []).extend(layerless)
-    input_size = (x.shape[-2], x.shape[-1])
+    input_size = spatial_size(x)
     results: dict[str, Result] = {}
     first_grads: Gradients | None = None
     for members in groups.values():

@@ -14,6 +14,8 @@ Examples:
     ('Counterfactual', 'heatmap', True)
     >>> spec.presets
     {'counterfactual': True}
+    >>> spec.ranks  # signals (B, C, L), images (B, C, H, W), volumes and clips (B, C, D, H, W)
+    (1, 2, 3)
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
-from torch import nn
+from torch import Tensor, nn
 
 from gradcam.errors import GradCAMError
 from gradcam.rectifiers import Rule
@@ -39,6 +41,7 @@ __all__ = [
     "Needs",
     "Option",
     "check_method",
+    "check_rank",
     "create_method",
     "flag_options",
     "method_spec",
@@ -129,6 +132,11 @@ class MethodSpec:
         presets: options fixed by this entry (e.g. ``counterfactual=True``).
         citation: the paper it comes from.
         options: the options a user may set (the constructor's, less ``presets``).
+        ranks: the spatial ranks of the inputs it explains: 1 for signals (B, C, L), 2 for
+            images (B, C, H, W), 3 for volumes and clips (B, C, D, H, W); the formula is the
+            same in each, with sums and means over every spatial axis and linear, bilinear or
+            trilinear upsampling. Other ranks are refused with one line naming why
+            (:func:`check_rank`).
     """
 
     name: str
@@ -139,6 +147,7 @@ class MethodSpec:
     presets: Mapping[str, Any] = field(default_factory=dict)
     citation: str = ""
     options: tuple[Option, ...] = ()
+    ranks: tuple[int, ...] = (2,)
 
     def option(self, name: str) -> Option:
         """The option called ``name``.
@@ -173,8 +182,11 @@ def register(
     needs: Needs,
     citation: str = "",
     presets: Mapping[str, Any] | None = None,
+    ranks: tuple[int, ...] = (2,),
 ) -> Callable[[T], T]:
     """Class decorator that adds a method to the table (stack it for presets of one class).
+
+    ``ranks`` are the spatial ranks the method explains (see :attr:`MethodSpec.ranks`).
 
     Examples:
         >>> @register("demo-cam", title="Demo", kind="heatmap", needs=Needs(layer=True))
@@ -198,7 +210,9 @@ def register(
         unknown = set(fixed) - {o.name for o in _options_of(cls)}
         if unknown:
             raise ValueError(f"presets {sorted(unknown)} are not options of {cls.__name__}")
-        _REGISTRY[name] = MethodSpec(name, title, kind, needs, cls, fixed, citation, options)
+        _REGISTRY[name] = MethodSpec(
+            name, title, kind, needs, cls, fixed, citation, options, tuple(ranks)
+        )
         _name_small_inputs(cls)
         return cls
 
@@ -253,6 +267,34 @@ def _name_small_inputs(cls: type) -> None:
 
     checked._names_small_inputs = True  # type: ignore[attr-defined]
     cls.__call__ = checked  # type: ignore[method-assign]
+
+
+_LAYOUTS = {1: "(B, C, L) signals", 2: "(B, C, H, W) images", 3: "(B, C, D, H, W) volumes"}
+
+
+def check_rank(method: object, x: Tensor, why: str) -> None:
+    """Raise a one-line :class:`GradCAMError` when the registry says ``method`` (an instance of
+    a registered class) does not explain inputs of ``x``'s spatial rank; ``why`` says why.
+
+    Examples:
+        >>> import torch
+        >>> from gradcam.methods.factorization import DeepFeatureFactorization
+        >>> net = torch.nn.Sequential(torch.nn.Conv1d(1, 2, 3), torch.nn.Flatten())
+        >>> dff = DeepFeatureFactorization(net, "0")
+        >>> check_rank(dff, torch.zeros(1, 1, 8), "its concepts are factorized over (h, w) maps")
+        Traceback (most recent call last):
+        ...
+        gradcam.errors.GradCAMError: Deep Feature Factorization explains (B, C, H, W) images ...
+    """
+    spec = next((s for s in _REGISTRY.values() if s.cls is type(method)), None)
+    rank = x.dim() - 2
+    if spec is None or rank in spec.ranks:
+        return
+    takes = " and ".join(_LAYOUTS[r] for r in spec.ranks)
+    raise GradCAMError(
+        f"{spec.title} explains {takes} only, not {_LAYOUTS.get(rank, 'inputs')} "
+        f"{tuple(x.shape)}: {why}"
+    )
 
 
 def methods() -> list[str]:

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from gradcam.engine import spatial_size
 from gradcam.errors import GradCAMError
 from gradcam.layers import LayerLike
 from gradcam.maps import normalize, upsample
@@ -29,21 +30,23 @@ from gradcam.targets import ResolvedTargets
 __all__ = ["ISCAM", "SSCAM", "ScoreCAM", "score_masks"]
 
 
-def score_masks(activations: Tensor, size: tuple[int, int], align_corners: bool = False) -> Tensor:
+def score_masks(activations: Tensor, size: tuple[int, ...], align_corners: bool = False) -> Tensor:
     """Score-CAM's masks ``H^k = s(Up(A^k))`` (eq. 5): feature maps (..., h, w) bilinearly
-    upsampled to ``size`` (as :func:`gradcam.maps.upsample`, or with the corner pixels
-    aligned when ``align_corners``), then min-max normalized to [0, 1] each; a constant map
-    gives an all-zero mask.
+    upsampled to ``size`` (as :func:`gradcam.maps.upsample`, linearly or trilinearly for a
+    signal's or clip's ``size``; or with the corner pixels aligned when ``align_corners``),
+    then min-max normalized to [0, 1] each; a constant map gives an all-zero mask.
 
     Examples:
         >>> score_masks(torch.tensor([[[1.0, 3.0]]]), (1, 2))
         tensor([[[0., 1.]]])
     """
     if not align_corners:
-        return normalize(upsample(activations.float(), size))
-    maps = activations.float().reshape(-1, 1, *activations.shape[-2:])
-    up = torch.nn.functional.interpolate(maps, size=size, mode="bilinear", align_corners=True)
-    return normalize(up.reshape(*activations.shape[:-2], *size))
+        return normalize(upsample(activations.float(), size), len(size))
+    modes = {1: "linear", 2: "bilinear", 3: "trilinear"}
+    spatial = activations.shape[-len(size) :]
+    maps = activations.float().reshape(-1, 1, *spatial)
+    up = torch.nn.functional.interpolate(maps, size=size, mode=modes[len(size)], align_corners=True)
+    return normalize(up.reshape(*activations.shape[: -len(size)], *size), len(size))
 
 
 @register(
@@ -52,6 +55,7 @@ def score_masks(activations: Tensor, size: tuple[int, int], align_corners: bool 
     kind="heatmap",
     needs=Needs(layer=True, forwards="one per channel of the layer, in batches", many_passes=True),
     citation="Wang et al. 2020",
+    ranks=(1, 2, 3),
 )
 class ScoreCAM(PerturbationMethod):
     """Score-CAM: the feature maps weighted by the scores of the image masked by each of them
@@ -115,7 +119,7 @@ class ScoreCAM(PerturbationMethod):
         """Masked images per channel whose scores are averaged (1: Score-CAM)."""
         return 1
 
-    def masks(self, activations: Tensor, size: tuple[int, int]) -> Tensor:
+    def masks(self, activations: Tensor, size: tuple[int, ...]) -> Tensor:
         """The masks (n, H, W) of feature maps (n, h, w): :func:`score_masks`."""
         return score_masks(activations, size, self.align_corners)
 
@@ -151,7 +155,7 @@ class ScoreCAM(PerturbationMethod):
     ) -> Tensor:
         """Softmax over the channels of the mean scores of the masked images (B, K, C)."""
         batch, channels = activations.shape[:2]
-        size = (x.shape[-2], x.shape[-1])
+        size = spatial_size(x)
         steps = self.steps()
         scores = torch.zeros(batch, resolved.scores.shape[1], channels, device=x.device)
         blank = self.blank_channels(activations)
@@ -190,6 +194,7 @@ def _check_samples(num_samples: int) -> int:
         layer=True, forwards="num_samples per channel of the layer, in batches", many_passes=True
     ),
     citation="Wang et al. 2020 (SS-CAM)",
+    ranks=(1, 2, 3),
 )
 class SSCAM(ScoreCAM):
     """Smoothed Score-CAM: Score-CAM whose scores are averaged over noisy masks (Wang, Naidu,
@@ -267,6 +272,7 @@ class SSCAM(ScoreCAM):
         layer=True, forwards="num_samples per channel of the layer, in batches", many_passes=True
     ),
     citation="Naidu et al. 2020",
+    ranks=(1, 2, 3),
 )
 class ISCAM(ScoreCAM):
     """Integrated Score-CAM: Score-CAM whose scores are averaged along a path of growing

@@ -62,7 +62,7 @@ class SegEigenCAM(EigenGradCAM):
     """
 
     def from_gradients(
-        self, grads: Gradients, plan: Plan, input_size: tuple[int, int]
+        self, grads: Gradients, plan: Plan, input_size: tuple[int, ...]
     ) -> CAMResult:
         """``ReLU(M^c v_1)`` of ``|dy^c/dA| A`` for every image and target, upsampled and
         normalized."""
@@ -71,12 +71,12 @@ class SegEigenCAM(EigenGradCAM):
         if grads.activations is None or grads.gradients is None or plan.layer is None:
             raise ValueError("Seg-Eigen-CAM needs gradients computed at a layer")
         features = grads.gradients.float().abs() * grads.activations.float().unsqueeze(1)
-        raw = principal_projection(features, self.sign)
+        raw = principal_projection(features, self.sign, len(input_size))
         if self.relu:
             raw = torch.relu(raw)
         return CAMResult(
             raw=raw,
-            maps=normalize(upsample(raw, input_size)),
+            maps=normalize(upsample(raw, input_size), len(input_size)),
             weights=None,
             scores=grads.scores.float(),
             classes=grads.classes,

@@ -7,7 +7,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from gradcam.engine import all_finite, check_input, eval_mode
+from gradcam.engine import all_finite, check_input, eval_mode, spatial_size
 from gradcam.errors import GradCAMError, LayerError, TargetError
 from gradcam.hooks import capture_layer
 from gradcam.layers import LayerLike
@@ -28,7 +28,7 @@ def shapley_weights(gradients: Tensor, hessian_products: Tensor) -> Tensor:
         >>> shapley_weights(torch.ones(1, 1, 1, 2, 2), torch.full((1, 1, 1, 2, 2), 0.5))
         tensor([[[0.7500]]])
     """
-    return (gradients - 0.5 * hessian_products).mean(dim=(-2, -1))
+    return (gradients - 0.5 * hessian_products).mean(dim=tuple(range(3, gradients.dim())))
 
 
 @register(
@@ -41,6 +41,7 @@ def shapley_weights(gradients: Tensor, hessian_products: Tensor) -> Tensor:
         "Hessian-vector product (its own pass, not shared)",
     ),
     citation="Cai 2025 (arXiv:2501.06261)",
+    ranks=(1, 2, 3),
 )
 class ShapleyCAM(LayerMethod):
     """ShapleyCAM (Huaiguang Cai, "CAMs as Shapley Value-based Explainers", 2025,
@@ -120,7 +121,7 @@ class ShapleyCAM(LayerMethod):
         if not (all_finite(gradients) and all_finite(products)):
             raise GradCAMError("gradients to the layer contain NaN or infinite values")
         # A reshape only selects and permutes: it maps gradients and products alike.
-        view = layer.view(self.module, tuple(capture.output.shape), (x.shape[-2], x.shape[-1]))
+        view = layer.view(self.module, tuple(capture.output.shape), spatial_size(x))
         activations = view(capture.output.detach()).float()
         gradients, products = (_viewed(view, t) for t in (gradients, products))
         weights = shapley_weights(gradients.float(), products.float())
@@ -129,7 +130,7 @@ class ShapleyCAM(LayerMethod):
             raw = torch.relu(raw)
         return CAMResult(
             raw=raw,
-            maps=normalize(upsample(raw, (x.shape[-2], x.shape[-1]))),
+            maps=normalize(upsample(raw, spatial_size(x)), x.dim() - 2),
             weights=weights,
             scores=resolved.scores.detach().float(),
             classes=resolved.classes.detach(),

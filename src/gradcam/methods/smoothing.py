@@ -14,6 +14,7 @@ method can offer them.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Literal
 
@@ -21,6 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from gradcam.errors import GradCAMError
 from gradcam.maps import normalize
 from gradcam.methods.results import CAMResult
 from gradcam.targets import TargetLike, TopK, is_per_image, target_list
@@ -66,10 +68,11 @@ def lapack_projection(rows: Tensor) -> Tensor:
     return torch.from_numpy(np.stack(projections)).to(rows.device, rows.dtype)
 
 
-def principal_projection(weighted: Tensor, sign: SmoothSign = "agreement") -> Tensor:
+def principal_projection(weighted: Tensor, rank: int = 2, sign: SmoothSign = "agreement") -> Tensor:
     """Project the weighted feature maps of each map on their first principal component.
 
-    For one map, the ``h * w`` positions are samples and the ``C`` channels are features:
+    For one map, the ``h * w`` positions (of the last ``rank`` dims: every position of a
+    signal, image, volume or clip) are samples and the ``C`` channels are features:
     ``X`` (hw, C) is centered per channel and ``P = (X - mean) v_1``, with ``v_1`` the first
     right singular vector of the centered ``X`` (pytorch-grad-cam's ``get_2d_projection``).
 
@@ -80,7 +83,9 @@ def principal_projection(weighted: Tensor, sign: SmoothSign = "agreement") -> Te
     input's dtype.
 
     Args:
-        weighted: (..., C, h, w) the weighted activations ``w_k^c A^k`` of each map.
+        weighted: (..., C, h, w) the weighted activations ``w_k^c A^k`` of each map
+            ((..., C, *s) with ``rank`` spatial dims).
+        rank: the number of spatial dims.
 
     Returns:
         (..., h, w) the projections, before any ReLU.
@@ -91,15 +96,17 @@ def principal_projection(weighted: Tensor, sign: SmoothSign = "agreement") -> Te
         tensor([[-2.5981, -0.8660],
                 [ 0.8660,  2.5981]])
     """
-    *lead, channels, height, width = weighted.shape
-    rows = weighted.reshape(-1, channels, height * width).transpose(1, 2).double()
+    spatial = weighted.shape[weighted.dim() - rank :]
+    lead = weighted.shape[: weighted.dim() - rank - 1]
+    channels = weighted.shape[weighted.dim() - rank - 1]
+    rows = weighted.reshape(-1, channels, math.prod(spatial)).transpose(1, 2).double()
     centered = rows - rows.mean(dim=1, keepdim=True)
     _, _, vh = torch.linalg.svd(centered, full_matrices=False)
     projection = (centered @ vh[:, 0, :].unsqueeze(-1)).squeeze(-1)
     reference = lapack_projection(centered) if sign == "lapack" else rows.sum(dim=2)
     agreement = (projection * reference).sum(dim=1, keepdim=True)
     projection = torch.where(agreement < 0, -projection, projection)
-    return projection.to(weighted.dtype).reshape(*lead, height, width)
+    return projection.to(weighted.dtype).reshape(*lead, *spatial)
 
 
 def augment(x: Tensor, flip: bool, factor: float) -> Tensor:
@@ -139,7 +146,9 @@ def augmentation_smoothing(
 
     ``explain`` runs first on ``x`` itself, which fixes the classes (a ``TopK`` target is
     resolved once, on the unaugmented image), then once on the other five augmentations of
-    :data:`AUGMENTATIONS` stacked in one batch, explaining the same classes. Each map is
+    :data:`AUGMENTATIONS` stacked in one batch, explaining the same classes (the flip mirrors
+    the last axis, the width of an image, volume or clip; signals are refused, since
+    reversing time changes what a signal means). Each map is
     normalized on its own, so that every augmentation weighs the same (pytorch-grad-cam
     normalizes each augmentation's map before averaging), flipped back, and averaged:
 
@@ -152,8 +161,11 @@ def augmentation_smoothing(
 
     Args:
         explain: the method on one batch: ``(x, targets) -> CAMResult``.
-        x: the checked (B, C, H, W) input batch.
+        x: the checked (B, C, H, W) input batch (or (B, C, D, H, W)).
         targets: see :mod:`gradcam.targets`.
+
+    Raises:
+        GradCAMError: for a (B, C, L) signal.
 
     Examples:
         >>> cam = gradcam.GradCAM(model, "features")
@@ -163,6 +175,12 @@ def augmentation_smoothing(
         >>> round(float(smoothed.maps.max()), 3)
         1.0
     """
+    rank = x.dim() - 2
+    if rank == 1:
+        raise GradCAMError(
+            f"aug_smooth mirrors the input left to right, which reverses a signal's time: "
+            f"leave it off for (B, C, L) input {tuple(x.shape)}"
+        )
     first = explain(x, targets)
     others = [a for a in AUGMENTATIONS if a != _IDENTITY]
     stacked = torch.cat([augment(x, flip, factor) for flip, factor in others])
@@ -173,11 +191,12 @@ def augmentation_smoothing(
     for i, aug in enumerate(others):
         raws[aug] = rest.raw[i * batch : (i + 1) * batch]
         maps[aug] = rest.maps[i * batch : (i + 1) * batch]
-    raw = torch.stack([deaugment(normalize(raws[a]), a[0]) for a in AUGMENTATIONS]).mean(dim=0)
+    raw = torch.stack([deaugment(normalize(raws[a], rank), a[0]) for a in AUGMENTATIONS])
+    raw = raw.mean(dim=0)
     mean_maps = torch.stack([deaugment(maps[a], a[0]) for a in AUGMENTATIONS]).mean(dim=0)
     return CAMResult(
         raw=raw,
-        maps=normalize(mean_maps),
+        maps=normalize(mean_maps, rank),
         weights=None,
         scores=first.scores,
         classes=first.classes,

@@ -7,7 +7,8 @@ weights ``w_k^c(i, j)`` (B, K, C, h, w), upsampled and normalized. One call cost
 and one batched backward pass to the layer for all targets, and shares that pass with the other
 gradient methods of a request (:func:`~gradcam.methods.planner.explain_methods`), except
 Smooth Grad-CAM++ (noisy copies) and any method with ``aug_smooth`` (augmented copies), which
-need passes of their own.
+need passes of their own. Each explains signals and volumes or clips too (registry
+``ranks=(1, 2, 3)``): the sums over ``i, j`` below run over every position of the layer.
 
 Where the two reference implementations (pytorch-grad-cam 1.5.7, torchcam 0.5.0) differ, the
 paper's formula is used; each docstring says how each library relates to it.
@@ -22,7 +23,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from gradcam.engine import Gradients, check_input, compute_gradients
+from gradcam.engine import Gradients, check_input, compute_gradients, spatial_size
 from gradcam.errors import GradCAMError
 from gradcam.layers import LayerLike
 from gradcam.methods.base import Plan
@@ -77,11 +78,12 @@ def plusplus_weights(
         >>> plusplus_weights(A, g, g**2, g**3)  # 1 / (2 + 2 * 1) * ReLU(1) + 0
         tensor([[[0.2500]]])
     """
-    total = activations.sum(dim=(-2, -1))[:, None, :, None, None]
+    axes = tuple(range(2, activations.dim()))  # every position, in any spatial rank
+    total = activations.sum(dim=axes)[(slice(None), None, slice(None)) + (None,) * len(axes)]
     denominator = 2 * d2 + total * d3 + eps
     usable = (d1 > 0) & (denominator != 0)
     alpha = torch.where(usable, d2 / torch.where(usable, denominator, 1.0), 0.0)
-    return (alpha * torch.relu(d1)).sum(dim=(-2, -1))
+    return (alpha * torch.relu(d1)).sum(dim=tuple(range(3, d1.dim())))
 
 
 class _Variant(GradCAM):
@@ -117,6 +119,7 @@ class _Variant(GradCAM):
     kind="heatmap",
     needs=_LAYER_GRADIENTS,
     citation="Draelos and Carin 2020, arXiv:2011.08891",
+    ranks=(1, 2, 3),
 )
 class HiResCAM(_Variant):
     """HiResCAM (Draelos and Carin 2020, "Use HiResCAM instead of Grad-CAM for faithful
@@ -149,6 +152,7 @@ class HiResCAM(_Variant):
     kind="heatmap",
     needs=_LAYER_GRADIENTS,
     citation="Gildenblat et al., pytorch-grad-cam (2021), GradCAMElementWise",
+    ranks=(1, 2, 3),
 )
 class GradCAMElementWise(_Variant):
     """Element-wise Grad-CAM, as pytorch-grad-cam defines it (Gildenblat et al. 2021, the
@@ -194,6 +198,7 @@ class GradCAMElementWise(_Variant):
     kind="heatmap",
     needs=_LAYER_GRADIENTS,
     citation="Chattopadhay et al. 2018, arXiv:1710.11063",
+    ranks=(1, 2, 3),
 )
 class GradCAMPlusPlus(_Variant):
     """Grad-CAM++ (Chattopadhay, Sarkar, Howlader and Balasubramanian 2018, "Grad-CAM++:
@@ -276,6 +281,7 @@ class GradCAMPlusPlus(_Variant):
         many_passes=True,
     ),
     citation="Omeiza et al. 2019, arXiv:1908.01224",
+    ranks=(1, 2, 3),
 )
 class SmoothGradCAMPlusPlus(GradCAMPlusPlus):
     """Smooth Grad-CAM++ (Omeiza, Speakman, Cintas and Weldemariam 2019, "Smooth Grad-CAM++: An
@@ -373,7 +379,7 @@ class SmoothGradCAMPlusPlus(GradCAMPlusPlus):
         return False
 
     def from_gradients(
-        self, grads: Gradients, plan: Plan, input_size: tuple[int, int]
+        self, grads: Gradients, plan: Plan, input_size: tuple[int, ...]
     ) -> CAMResult:
         """Not available: one pass on the clean input does not give this method's result."""
         raise ValueError("Smooth Grad-CAM++ needs noisy passes of its own: call the method")
@@ -419,7 +425,7 @@ class SmoothGradCAMPlusPlus(GradCAMPlusPlus):
             moments.append(sums)
         d1, d2, d3 = torch.stack(moments).sum(dim=0) / self.num_samples
         weights = plusplus_weights(activations, d1, d2, d3, self.eps)
-        return self._result(weights, activations, clean, plan.layer[1], (x.shape[-2], x.shape[-1]))
+        return self._result(weights, activations, clean, plan.layer[1], spatial_size(x))
 
 
 @register(
@@ -428,6 +434,7 @@ class SmoothGradCAMPlusPlus(GradCAMPlusPlus):
     kind="heatmap",
     needs=_LAYER_GRADIENTS,
     citation="Fu et al. 2020, arXiv:2008.02312",
+    ranks=(1, 2, 3),
 )
 class XGradCAM(_Variant):
     """XGrad-CAM (Fu, Hu, Dong, Guo, Gao and Wang 2020, "Axiom-based Grad-CAM: Towards Accurate
@@ -454,8 +461,9 @@ class XGradCAM(_Variant):
 
     def weights(self, activations: Tensor, gradients: Tensor) -> Tensor:
         """``sum_ij A_ij g_ij / S_k``: (B, K, C)."""
-        total = activations.sum(dim=(-2, -1)).unsqueeze(1)
-        numerator = (gradients * activations.unsqueeze(1)).sum(dim=(-2, -1))
+        axes = tuple(range(3, gradients.dim()))  # every position, in any spatial rank
+        total = activations.sum(dim=tuple(range(2, activations.dim()))).unsqueeze(1)
+        numerator = (gradients * activations.unsqueeze(1)).sum(dim=axes)
         nonzero = total != 0
         return torch.where(nonzero, numerator / torch.where(nonzero, total, 1.0), 0.0)
 
@@ -466,6 +474,7 @@ class XGradCAM(_Variant):
     kind="heatmap",
     needs=_LAYER_GRADIENTS,
     citation="Jiang et al. 2021, IEEE TIP 30",
+    ranks=(1, 2, 3),
 )
 class LayerCAM(_Variant):
     """LayerCAM (Jiang, Zhang, Hou, Cheng and Wei 2021, "LayerCAM: Exploring Hierarchical Class
