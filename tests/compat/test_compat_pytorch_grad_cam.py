@@ -36,7 +36,7 @@ GRAD_FAMILY = [
     "ShapleyCAM",
 ]
 OTHERS = ["EigenCAM", "KPCA_CAM", "FEM", "FullGrad"]
-UNSUPPORTED = ["RandomCAM", "RefineCAM", "SESS", "SegEigenCAM", "FinerCAM"]
+UNSUPPORTED = ["FinerCAM"]
 
 
 def quiet(fn: Callable[[], Any]) -> Any:
@@ -90,6 +90,87 @@ def test_several_layers_and_smoothing_agree(name: str, net: nn.Module, batch: to
         got = ours(batch, None, **options)
         want = quiet(lambda: theirs(batch, None, **options))  # noqa: B023
         np.testing.assert_allclose(got, want, atol=1e-4, err_msg=str(options))
+
+
+META = [
+    ("SegEigenCAM", {}, 1),
+    ("RefineCAM", {}, 2),
+    ("RefineCAM", {"base_method": "GradCAM"}, 2),
+    ("SESS", {"num_scales": 2, "window_size": 48, "step_size": 32}, 1),
+    ("SESS", {"num_scales": 2, "window_size": 48, "pool": "max", "smooth": False}, 1),
+]
+
+
+@pytest.mark.parametrize(("name", "kwargs", "depth"), META)
+def test_meta_methods_and_seg_eigen_cam_agree(
+    name: str, kwargs: dict[str, Any], depth: int, net: nn.Module, batch: torch.Tensor
+) -> None:
+    """RefineCAM over layer3 and layer4 (or layer4 alone), SESS and Seg-Eigen-CAM, per-image
+    targets and the top classes."""
+    layers = [net.layer3, net.layer4[-1]][-depth:]
+    base = kwargs.get("base_method")
+    ours = getattr(compat, name)(
+        net, layers, **{**kwargs, **({"base_method": getattr(compat, base)} if base else {})}
+    )
+    theirs = quiet(
+        lambda: getattr(pgc, name)(
+            net, layers, **{**kwargs, **({"base_method": getattr(pgc, base)} if base else {})}
+        )
+    )
+    for classes in ([3, 5], None):
+        got = ours(batch, classes and [compat_targets.ClassifierOutputTarget(c) for c in classes])
+        want = quiet(
+            lambda: theirs(
+                batch,
+                classes and [pgc_targets.ClassifierOutputTarget(c) for c in classes],  # noqa: B023
+            )
+        )
+        assert got.shape == (2, 64, 64) and got.dtype == np.float32
+        np.testing.assert_allclose(got, want, atol=1e-4, err_msg=str(classes))
+
+
+def test_random_cam_agrees_given_the_same_weights(
+    net: nn.Module, batch: torch.Tensor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pytorch-grad-cam draws RandomCAM's weights from numpy's global generator, which gradcam
+    cannot replay: given gradcam's draw for ``seed=7``, the maps agree; unseeded, a draw
+    follows torch's global generator."""
+    from pytorch_grad_cam import random_cam as pgc_random_cam
+
+    from gradcam.methods.random_cam import random_weights
+
+    def uniform(low: float, high: float, size: tuple[int, int]) -> np.ndarray:
+        assert (low, high) == (-1, 1)
+        return random_weights((size[0], 1, size[1]), 7)[:, 0].double().numpy()
+
+    monkeypatch.setattr(pgc_random_cam.np.random, "uniform", uniform)
+    layers = [net.layer4[-1]]
+    targets = [compat_targets.ClassifierOutputTarget(3), compat_targets.ClassifierOutputTarget(5)]
+    got = compat.RandomCAM(net, layers, seed=7)(batch, targets)
+    want = quiet(
+        lambda: pgc.RandomCAM(net, layers)(
+            batch, [pgc_targets.ClassifierOutputTarget(3), pgc_targets.ClassifierOutputTarget(5)]
+        )
+    )
+    np.testing.assert_allclose(got, want, atol=1e-4)
+    unseeded = compat.RandomCAM(net, layers)
+    torch.manual_seed(3)
+    first = unseeded(batch, targets)
+    torch.manual_seed(3)
+    assert np.array_equal(first, unseeded(batch, targets))
+    assert np.isfinite(first).all() and first.min() >= 0 and first.max() <= 1
+    assert not np.array_equal(first, unseeded(batch, targets))  # a new draw
+
+
+def test_meta_method_limits(net: nn.Module, batch: torch.Tensor) -> None:
+    with pytest.raises(NotImplementedError, match="aug_smooth"):
+        compat.RefineCAM(net, [net.layer3, net.layer4])(batch, None, eigen_smooth=True)
+    with pytest.raises(NotImplementedError, match="2 target layers"):
+        compat.SESS(net, [net.layer3, net.layer4])
+    with pytest.raises(ValueError, match="pool"):  # pytorch-grad-cam raises ValueError too
+        compat.SESS(net, [net.layer4], pool="median")
+    with pytest.raises(NotImplementedError, match="eigen_smooth"):
+        compat.SESS(net, [net.layer4], base_method=compat.ShapleyCAM)(batch, None, True)
 
 
 def tiny_net() -> nn.Module:

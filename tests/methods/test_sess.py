@@ -106,6 +106,17 @@ def test_agrees_with_pytorch_grad_cam(config: dict[str, Any], shape: tuple[int, 
     torch.testing.assert_close(found, torch.from_numpy(np.asarray(theirs)), rtol=0, atol=1e-4)
 
 
+def test_per_image_targets_explain_their_own_image() -> None:
+    """A list of per-image targets (pytorch-grad-cam's) gives each image its own target, as
+    the class ids do (image 1 once got image 0's)."""
+    model = SmallCNN(seed=2).eval()
+    x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(4))
+    sess = SESS(model, "features.6", num_scales=2, window_size=12, step_size=8)
+    by_ids = sess(x, torch.tensor([[1], [3]])).raw
+    by_callables = sess(x, [ClassifierOutputTarget(1), ClassifierOutputTarget(3)]).raw
+    torch.testing.assert_close(by_callables, by_ids)
+
+
 def test_targets_and_the_top_class() -> None:
     model = SmallCNN(seed=3).eval()
     x = torch.randn(1, 3, 16, 16, generator=torch.Generator().manual_seed(6))

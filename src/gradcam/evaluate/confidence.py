@@ -72,6 +72,8 @@ __all__ = [
     "Confidence",
     "Road",
     "arcc",
+    "arcc_of",
+    "class_scores",
     "coherency",
     "complexity",
     "confidence_change",
@@ -95,19 +97,43 @@ _NEIGHBOURS = (
 )  # fmt: skip
 _EPS = 1e-8
 
-Classes = Sequence[int] | Tensor
+Classes = Sequence[int] | Tensor | Sequence[Callable[[Any], Any]]
+"""One class id per image, or one per-image target per image: a callable of that image's
+model output (pytorch-grad-cam's ``ClassifierOutputTarget(c)``), as
+:mod:`gradcam.compat.pytorch_grad_cam.metrics` passes them."""
+_Ids = Tensor | list[Callable[[Any], Any]]
 
 
-def _scores(model: nn.Module, x: Tensor, classes: Tensor, softmax: bool) -> Tensor:
+def class_scores(model: nn.Module, x: Tensor, classes: _Ids, softmax: bool = False) -> Tensor:
+    """Each image's score, (B,) on the CPU: its class's logit (``softmax``: probability), or
+    its per-image target called on its model output (``classes`` a list of callables).
+
+    Examples:
+        >>> x = torch.arange(4.0).view(2, 2, 1, 1)
+        >>> class_scores(torch.nn.Flatten(), x, torch.tensor([1, 0]))
+        tensor([1., 2.])
+    """
     with torch.no_grad():
-        logits = as_logits(model(x)).float()
+        output = model(x)
+        if isinstance(classes, list):
+            if softmax:
+                output = as_logits(output).float().softmax(dim=1)
+            # pytorch-grad-cam's convention: each target called on its image's output.
+            return torch.stack(
+                [
+                    torch.as_tensor(t(row)).float().reshape(())
+                    for t, row in zip(classes, output, strict=True)
+                ]
+            ).cpu()
+        logits = as_logits(output).float()
     if softmax:
         logits = logits.softmax(dim=1)
     return logits.gather(1, classes.view(-1, 1).to(logits.device)).squeeze(1).cpu()
 
 
-def _check(x: Tensor, maps: Tensor, classes: Classes) -> tuple[Tensor, Tensor]:
-    """Maps as (B, H, W) float on the input's device, classes as a (B,) long tensor."""
+def _check(x: Tensor, maps: Tensor, classes: Classes) -> tuple[Tensor, _Ids]:
+    """Maps as (B, H, W) float on the input's device, classes as a (B,) long tensor (or the
+    list of per-image targets)."""
     maps = torch.as_tensor(maps)
     if maps.dim() == 4 and maps.shape[1] == 1:
         maps = maps[:, 0]
@@ -118,9 +144,15 @@ def _check(x: Tensor, maps: Tensor, classes: Classes) -> tuple[Tensor, Tensor]:
         )
     if not bool(torch.isfinite(maps).all()):
         raise GradCAMError("maps hold NaN or infinite values")
-    ids = torch.as_tensor(classes, dtype=torch.long).flatten()
-    if ids.numel() != x.shape[0]:
-        raise GradCAMError(f"give one class per image: {x.shape[0]} images, {ids.numel()} classes")
+    ids: _Ids
+    if isinstance(classes, Sequence) and classes and all(callable(c) for c in classes):
+        ids = [c for c in classes if callable(c)]
+        count = len(ids)
+    else:
+        ids = torch.as_tensor(classes, dtype=torch.long).flatten()
+        count = ids.numel()
+    if count != x.shape[0]:
+        raise GradCAMError(f"give one class per image: {x.shape[0]} images, {count} classes")
     return maps.to(x.device, torch.float32), ids
 
 
@@ -247,7 +279,7 @@ def confidence_change(
     """
     maps, ids = _check(x, maps, classes)
     edited = edit(x, maps) if edit is not None else x * maps.unsqueeze(1)
-    return _scores(model, edited, ids, softmax) - _scores(model, x, ids, softmax)
+    return class_scores(model, edited, ids, softmax) - class_scores(model, x, ids, softmax)
 
 
 def drop_in_confidence(
@@ -290,7 +322,7 @@ def road(
     if not (noise >= 0 and np.isfinite(noise)):
         raise GradCAMError(f"noise must be a finite number at least 0, got {noise}")
     generator = torch.Generator().manual_seed(seed)
-    base = _scores(model, x, ids, softmax)
+    base = class_scores(model, x, ids, softmax)
     means = {}
     for key, most in (("morf", True), ("lerf", False)):
         changes = []
@@ -306,7 +338,7 @@ def road(
                     for b in range(x.shape[0])
                 ]
             )
-            changes.append(_scores(model, edited, ids, softmax) - base)
+            changes.append(class_scores(model, edited, ids, softmax) - base)
         means[key] = torch.stack(changes).mean(dim=0)
     return {**means, "combined": (means["lerf"] - means["morf"]) / 2}
 
@@ -371,12 +403,26 @@ def arcc(
             images ``x' = x * M``.
     """
     maps, ids = _check(x, maps, classes)
-    coherent = coherency(maps, explain(x * maps.unsqueeze(1), ids))
-    complex_ = complexity(maps)
+    coherent = coherency(maps, explain(x * maps.unsqueeze(1), ids))  # type: ignore[arg-type]
     scores = road(
         model, x, maps, ids, percentiles=percentiles, noise=noise, softmax=softmax, seed=seed
     )
-    faithful = (2 * scores["combined"]).clamp(0, 1)
+    return arcc_of(coherent, complexity(maps), scores["combined"])
+
+
+def arcc_of(coherent: Tensor, complex_: Tensor, combined: Tensor) -> ARCCScores:
+    """ARCC from its parts: coherency, complexity and ROAD's ``combined``, each (B,).
+
+    .. math::
+        \\mathrm{ARCC} = \frac{3}{1 / (c + \\epsilon) + 1 / (1 - k + \\epsilon)
+        + 1 / (\\mathrm{clip}(2 r, 0, 1) + \\epsilon)}, \\qquad \\epsilon = 10^{-8}
+
+    Examples:
+        >>> one = torch.ones(1)
+        >>> round(arcc_of(one, 0 * one, one / 2).arcc.item(), 6)
+        1.0
+    """
+    faithful = (2 * combined).clamp(0, 1)
     harmonic = 3 / (1 / (coherent + _EPS) + 1 / (1 - complex_ + _EPS) + 1 / (faithful + _EPS))
     return ARCCScores(harmonic, coherent, complex_, faithful)
 

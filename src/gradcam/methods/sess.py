@@ -233,7 +233,7 @@ class SESS(LayerMethod):
         found = layer_pass(self.module, self.layer_for(x), x, targets)
         fused = torch.stack(
             [
-                self._enhance(x[b : b + 1], fixed_targets(targets, found.classes[b]))
+                self._enhance(x[b : b + 1], fixed_targets(targets, found.classes[b], b))
                 for b in range(x.shape[0])
             ]
         )

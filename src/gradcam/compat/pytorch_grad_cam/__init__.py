@@ -4,8 +4,9 @@ Change the import prefix ``pytorch_grad_cam`` to ``gradcam.compat.pytorch_grad_c
 pytorch-grad-cam's code runs as written: the same classes, arguments and numpy results,
 computed by gradcam's registry methods (:mod:`gradcam.methods.registry`), which leave the
 model unmodified and take one forward and one batched backward pass per target layer.
-Classes gradcam has no method for raise ``NotImplementedError`` when built. See
-``docs/migration.md`` for the details and the differences.
+Classes whose call is not mirrored yet (``FinerCAM``, ``DeepFeatureFactorization``) raise
+``NotImplementedError`` when built. See ``docs/migration.md`` for the details and the
+differences.
 
 Examples:
     >>> from gradcam.compat.pytorch_grad_cam import GradCAM

@@ -29,7 +29,7 @@ from gradcam.methods.smoothing import AUGMENTATIONS, augment, deaugment
 from gradcam.reshapes import Reshape
 from gradcam.targets import per_image
 
-__all__ = ["BaseCAM", "scale_maps"]
+__all__ = ["BaseCAM", "MetaCAM", "scale_maps"]
 
 _EPS = 1e-7  # pytorch-grad-cam's scale_cam_image
 
@@ -124,24 +124,37 @@ class BaseCAM:
     def _options(self) -> dict[str, Any]:
         return dict(self.options)
 
+    def method_options(self, eigen_smooth: bool) -> dict[str, Any]:
+        """The registry options of :attr:`method` for one call with ``eigen_smooth``; the
+        meta-classes (RefineCAM, SESS) pass them on as their base method's options.
+
+        Raises:
+            NotImplementedError: ``eigen_smooth`` for a method without it.
+        """
+        options = self._options()
+        if eigen_smooth and not self.ignores_eigen_smooth:
+            if not self.smoothable:
+                raise NotImplementedError(
+                    f"{type(self).__name__} with eigen_smooth=True: gradcam's {self.method!r} "
+                    "has no eigen_smooth"
+                )
+            options["eigen_smooth"] = True
+        return options
+
+    def _layer(self, layer: nn.Module) -> Layer:
+        """A target layer read through :attr:`reshape_transform`."""
+        reshape: Reshape = (
+            "channels-first" if self.reshape_transform is None else self.reshape_transform
+        )
+        return Layer(layer, reshape)
+
     def _methods(self, eigen_smooth: bool) -> list[Any]:
         """The registry method at each target layer (built once per ``eigen_smooth``)."""
-        if self.ignores_eigen_smooth:
-            eigen_smooth = False
-        if eigen_smooth and not self.smoothable:
-            raise NotImplementedError(
-                f"{type(self).__name__} with eigen_smooth=True: gradcam's {self.method!r} has "
-                "no eigen_smooth"
-            )
+        eigen_smooth = eigen_smooth and not self.ignores_eigen_smooth
         if eigen_smooth not in self._built:
-            options = self._options()
-            if eigen_smooth:
-                options["eigen_smooth"] = True
-            reshape: Reshape = (
-                "channels-first" if self.reshape_transform is None else self.reshape_transform
-            )
+            options = self.method_options(eigen_smooth)
             self._built[eigen_smooth] = [
-                create_method(self.method, self.model, Layer(layer, reshape), **options)
+                create_method(self.method, self.model, self._layer(layer), **options)
                 for layer in self.target_layers
             ]
         return self._built[eigen_smooth]
@@ -208,3 +221,25 @@ class BaseCAM:
         # Nothing to release: gradcam's hooks exist only during a call. Exceptions propagate
         # (pytorch-grad-cam prints and swallows an IndexError; a wrong result is worse).
         return None
+
+
+class MetaCAM(BaseCAM):
+    """The base of pytorch-grad-cam's meta-methods (RefineCAM, SESS): one registry method
+    whose base method is another class's, returning maps at input resolution that are scaled
+    once; called as ``cam(input_tensor, targets=None, eigen_smooth=False)`` (no
+    ``aug_smooth``, as pytorch-grad-cam's)."""
+
+    def _forward(self, x: Tensor, targets: list[Any] | None, eigen_smooth: bool) -> Tensor:
+        # The registry method's maps are at input resolution already.
+        result = self._methods(eigen_smooth)[0](x.to(self.device), targets)
+        self.outputs = result.logits
+        return scale_maps(result.raw[:, 0].float())
+
+    def __call__(  # type: ignore[override]
+        self,
+        input_tensor: Tensor,
+        targets: Sequence[Callable[[Any], Any]] | None = None,
+        eigen_smooth: bool = False,
+    ) -> np.ndarray:
+        """The (B, H, W) float32 maps in [0, 1] for ``targets`` (``None``: the top class)."""
+        return self.forward(input_tensor, targets, eigen_smooth)
