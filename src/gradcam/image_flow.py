@@ -41,7 +41,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from gradcam.hooks import ModuleCall, eval_mode
+from gradcam.hooks import ModuleCall, eval_mode, model_lock
 
 __all__ = ["ImageFlow", "TracedCall", "trace_image"]
 
@@ -330,13 +330,16 @@ def _flow(model: nn.Module, x: Tensor) -> Iterator[ImageFlow]:
         )
         traced.append(TracedCall(call, output, outputs, inputs))
 
-    handles = [module.register_forward_hook(hook, with_kwargs=True) for module in names]
-    try:
-        with eval_mode(model):
-            output = torch.func.functional_call(model, parameters, (pixels,))
-    finally:
-        for handle in handles:
-            handle.remove()
+    # The hooks are put on under the model's lock: another thread's explanation of the same
+    # model would otherwise run through them and be recorded as this probe's calls.
+    with model_lock(model):
+        handles = [module.register_forward_hook(hook, with_kwargs=True) for module in names]
+        try:
+            with eval_mode(model):
+                output = torch.func.functional_call(model, parameters, (pixels,))
+        finally:
+            for handle in handles:
+                handle.remove()
     outputs = [(t, t.grad_fn) for t in _tensors(output)]
     try:
         yield ImageFlow(model, traced, pixels.grad_fn, outputs, batch, parameters.values())

@@ -131,7 +131,7 @@ def test_bad_methods_models_and_data(shapes: LoadedModel, tmp_path: Path) -> Non
     with pytest.raises(GradCAMError, match="unknown model"):
         load_study_model("no_such_net")
     with pytest.raises(StudyError, match="random weights"):
-        load_study_model("resnet18")
+        load_study_model("resnet18@random")
     with pytest.raises(StudyError, match="ImageNet"):
         study_images("photo", shapes)
     with pytest.raises(GradCAMError, match=r"no such folder|not an annotated dataset"):

@@ -13,8 +13,11 @@ exits. Linux only (it reads ``/proc``); elsewhere it exits at once. The runner s
 normal ``ray.shutdown()``.
 
 Examples:
-    >>> descendants(os.getpid(), _table()) == {}  # a doctest process starts none
+    >>> import subprocess
+    >>> child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    >>> child.pid in descendants(os.getpid(), _table())
     True
+    >>> child.kill(); _ = child.wait()
 """
 
 from __future__ import annotations

@@ -249,14 +249,18 @@ image (Given input size: (3x1x1). Calculated output size: (3x0x0). Output size i
 
 
 def _name_small_inputs(cls: type) -> None:
-    """Make a registered method's ``__call__`` turn the model's own failure on a too-small
-    input into :func:`too_small`'s one line (once per class, however many entries it has)."""
+    """Make a registered method's ``__call__`` refuse an input rank its entry does not list
+    (:func:`check_rank`) and turn the model's own failure on a too-small input into
+    :func:`too_small`'s one line (once per class, however many entries it has)."""
     call = getattr(cls, "__call__", None)  # noqa: B004 - the method, possibly inherited
     if call is None or getattr(call, "_names_small_inputs", False):
         return
 
     @functools.wraps(call)
     def checked(self: Any, x: Any, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(x, Tensor) and x.dim() in (3, 4, 5):
+            # A rank its entry does not list is refused here, for every method alike.
+            check_rank(self, x, "the method is written and tested for the ranks its entry lists")
         try:
             return call(self, x, *args, **kwargs)
         except RuntimeError as exc:
