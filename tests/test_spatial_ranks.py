@@ -261,7 +261,7 @@ def test_a_clip_shorter_than_the_temporal_kernel() -> None:
     deep = nn.Sequential(nn.Conv3d(2, 4, (1, 3, 3)), nn.Conv3d(4, 4, 3), nn.Flatten(1))
     clip = torch.rand(1, 2, 2, 9, 9)
     for method in (gradcam.GradCAM(deep), gradcam.GradCAM(deep, "0")):
-        with pytest.raises(GradCAMError, match="cannot take an input|too small for the model") as e:
+        with pytest.raises(GradCAMError, match=r"cannot take an input|too small for the") as e:
             method(clip)
         one_line(e)
 
