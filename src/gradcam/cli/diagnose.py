@@ -12,7 +12,12 @@ import argparse
 import sys
 from typing import Any
 
-from gradcam.cli.common import add_model_options, model_name
+from gradcam.cli.common import (
+    add_dataset_options,
+    add_model_options,
+    add_runner_options,
+    model_name,
+)
 
 __all__ = ["add_parser"]
 
@@ -99,40 +104,23 @@ def add_parser(commands: Any) -> None:
 
 
 def _add_data_options(command: argparse.ArgumentParser) -> None:
-    command.add_argument(
-        "data",
-        metavar="DATA",
-        help="'synthetic', 'photos', an image folder, a VOC root, an ImageNet-style folder "
-        "(with --labels) or COCO images (with --annotations), as for `gradcam evaluate`",
-    )
-    command.add_argument(
-        "--format", choices=("auto", "folder", "imagenet", "voc", "coco"), default="auto"
-    )
-    command.add_argument("--labels", metavar="FILE", help="ImageNet-style labels file")
-    command.add_argument("--boxes", metavar="DIR", help="ImageNet-style folder of VOC XML boxes")
-    command.add_argument("--annotations", metavar="FILE", help="COCO annotation JSON")
-    command.add_argument("--split", default="val", help="VOC split (default: val)")
-    command.add_argument(
-        "--synthetic-images", type=int, default=200, metavar="N",
-        help="DATA synthetic: images to generate (default: %(default)s)",
-    )  # fmt: skip
-    command.add_argument("--seed", type=int, default=0, help="DATA synthetic: generator seed")
+    """The dataset (positional ``DATA``), model and runner options, shared with ``evaluate``."""
+    add_dataset_options(command, positional=True)
     add_model_options(command)
-    command.add_argument("--limit", type=int, metavar="N", help="only the first N images")
-    command.add_argument(
-        "--resume", action="store_true", help="continue the run in --out, skipping done images"
-    )
-    command.add_argument(
-        "--batch-size", type=int, default=8, metavar="B", help="images per batch (default: 8)"
-    )
+    add_runner_options(command)
 
 
-def _load(args: argparse.Namespace) -> Any:
+def _model(args: argparse.Namespace) -> Any:
+    """The model, loaded here once; a :class:`~gradcam.evaluate.runner.ModelSpec` that each
+    worker (``--workers``, ``--ray``) loads again by name."""
+    from gradcam.evaluate.runner import ModelSpec
     from gradcam.models import load_model
     from gradcam.util import warnings_as_messages
 
+    name = model_name(args)
     with warnings_as_messages():
-        return load_model(model_name(args), args.weights, layer=args.layer)
+        loaded = load_model(name, args.weights, layer=args.layer)
+    return ModelSpec(name, args.weights, loaded=loaded)
 
 
 def _open_dataset(args: argparse.Namespace) -> Any:
@@ -149,9 +137,8 @@ def _failures(args: argparse.Namespace) -> int:
     from gradcam.diagnose.failures import diagnose_failures
 
     dataset = _open_dataset(args)
-    loaded = _load(args)
     result = diagnose_failures(
-        loaded,
+        _model(args),
         dataset,
         args.out,
         top5=args.top5,
@@ -160,6 +147,9 @@ def _failures(args: argparse.Namespace) -> int:
         resume=args.resume,
         limit=args.limit,
         batch_size=args.batch_size,
+        workers=args.workers,
+        ray=args.ray,
+        ray_timeout=args.ray_timeout,
         report_limit=args.report_limit or None,
     )
     summary = result.summary[0]
@@ -181,9 +171,8 @@ def _adversarial(args: argparse.Namespace) -> int:
     from gradcam.images import load_image
 
     image = load_image(args.image, max_pixels=max_pixels(args))
-    loaded = _load(args)
     summary = diagnose_adversarial(
-        loaded,
+        _model(args).load(),
         image,
         args.target,
         args.out,
@@ -219,9 +208,8 @@ def _bias(args: argparse.Namespace) -> int:
     from gradcam.diagnose.bias import diagnose_bias
 
     dataset = _open_dataset(args)
-    loaded = _load(args)
     result = diagnose_bias(
-        loaded,
+        _model(args),
         dataset,
         args.out,
         regions=args.regions,
@@ -231,6 +219,9 @@ def _bias(args: argparse.Namespace) -> int:
         resume=args.resume,
         limit=args.limit,
         batch_size=args.batch_size,
+        workers=args.workers,
+        ray=args.ray,
+        ray_timeout=args.ray_timeout,
     )
     print(_markdown(result.summary))
     for row in result.failed:

@@ -46,7 +46,7 @@ from gradcam.evaluate.base import (
     heatmaps,
 )
 from gradcam.evaluate.datasets import Dataset, Sample
-from gradcam.evaluate.runner import run
+from gradcam.evaluate.runner import ModelSpec, run
 from gradcam.evaluate.store import plain
 from gradcam.layers import resolve_layer
 from gradcam.maps import upsample
@@ -251,7 +251,7 @@ def _split_categories(
 
 
 def diagnose_bias(
-    loaded: LoadedModel,
+    model: LoadedModel | ModelSpec,
     dataset: Dataset,
     out: str | os.PathLike[str],
     *,
@@ -262,11 +262,18 @@ def diagnose_bias(
     resume: bool = False,
     limit: int | None = None,
     batch_size: int = 8,
+    workers: int = 1,
+    ray: bool | str = False,
+    ray_timeout: float = 30.0,
     progress: bool = True,
 ) -> ProtocolResult:
     """Measure, per class and region kind, the mean fraction of the class's Grad-CAM map on
     the region, with confidence intervals; rows stream to ``out`` (Parquet, ``resume``), the
     table goes to ``summary.json`` and ``report.html``.
+
+    ``model`` is a loaded model or a :class:`~gradcam.evaluate.runner.ModelSpec` that each
+    worker loads itself; ``resume``, ``limit``, ``batch_size``, ``workers``, ``ray`` and
+    ``ray_timeout`` are :func:`gradcam.evaluate.runner.run`'s.
 
     Raises:
         GradCAMError: an empty dataset, no category or label that is a model class, an
@@ -274,6 +281,7 @@ def diagnose_bias(
     """
     if not dataset.samples:
         raise GradCAMError(f"no images in dataset {dataset.name!r}")
+    loaded = model.load() if isinstance(model, ModelSpec) else model
     if explain not in ("label", "predicted"):
         raise GradCAMError(f"explain must be 'label' or 'predicted', got {explain!r}")
     check_number("confidence", confidence, 0, 1, low_open=True, high_open=True)
@@ -287,12 +295,15 @@ def diagnose_bias(
     protocol = Bias(tuple(dataset.class_names), tuple(regions), explain, confidence, layer)
     result = run(
         protocol,
-        loaded,
+        model,
         dataset,
         out=out,
         resume=resume,
         limit=limit,
         batch_size=batch_size,
+        workers=workers,
+        ray=ray,
+        ray_timeout=ray_timeout,
         progress=progress,
     )
     with HtmlReport(Path(out) / "report.html", "gradcam diagnose bias") as report:

@@ -59,7 +59,7 @@ from gradcam.evaluate.base import (
 )
 from gradcam.evaluate.datasets import Dataset, Sample
 from gradcam.evaluate.metrics import pointing_hit
-from gradcam.evaluate.runner import run
+from gradcam.evaluate.runner import ModelSpec, run
 from gradcam.evaluate.store import read_rows
 from gradcam.layers import resolve_layer
 from gradcam.maps import upsample
@@ -244,7 +244,7 @@ def _prediction(
 
 
 def diagnose_failures(
-    loaded: LoadedModel,
+    model: LoadedModel | ModelSpec,
     dataset: Dataset,
     out: str | os.PathLike[str],
     *,
@@ -254,14 +254,18 @@ def diagnose_failures(
     resume: bool = False,
     limit: int | None = None,
     batch_size: int = 8,
+    workers: int = 1,
+    ray: bool | str = False,
+    ray_timeout: float = 30.0,
     progress: bool = True,
     report_limit: int | None = 200,
 ) -> ProtocolResult:
     """Find, explain and group the model's mistakes on ``dataset``; write rows and report.
 
     Args:
-        loaded: the model (:func:`gradcam.load_model`); the dataset's class indices must be
-            the model's own.
+        model: the model (:func:`gradcam.load_model`), or a
+            :class:`~gradcam.evaluate.runner.ModelSpec` that each worker loads itself; the
+            dataset's class indices must be the model's own.
         dataset: labeled images (any reader of :mod:`gradcam.evaluate.datasets`); boxes or
             masks, where given, tell the two kinds of failure apart.
         out: the run folder: ``rows/*.parquet``, ``maps/*.npz`` (Grad-CAM maps and the
@@ -272,6 +276,8 @@ def diagnose_failures(
         resume: continue the run in ``out``, skipping the images already done.
         limit: only the first ``limit`` images.
         batch_size: images per batch (the unit of work and of writing).
+        workers, ray, ray_timeout: where the batches run, as for
+            :func:`gradcam.evaluate.runner.run`.
         progress: show a progress bar on stderr.
         report_limit: failures shown per kind in ``report.html`` (``None``: all).
 
@@ -285,6 +291,7 @@ def diagnose_failures(
     """
     protocol = Failures(top5=top5, tolerance=tolerance, layer=layer)
     _check_report_limit(report_limit)
+    loaded = model.load() if isinstance(model, ModelSpec) else model
     if not dataset.samples:
         raise GradCAMError(f"no images in dataset {dataset.name!r}")
     if not any(sample.labels for sample in dataset.samples):
@@ -296,12 +303,15 @@ def diagnose_failures(
     output_folder(out)
     result = run(
         protocol,
-        loaded,
+        model,
         dataset,
         out=out,
         resume=resume,
         limit=limit,
         batch_size=batch_size,
+        workers=workers,
+        ray=ray,
+        ray_timeout=ray_timeout,
         progress=progress,
     )
     write_failures_report(out, result.summary, report_limit)
