@@ -34,12 +34,13 @@ from typing import Any
 
 import torch
 import torchvision
+from PIL import Image
 from torch import nn
 
 from gradcam.errors import GradCAMError, ImageLoadError, LayerError, ModelLoadError
 from gradcam.images import Preprocess, load_image
 from gradcam.layers import Layer
-from gradcam.outputs import output_folder
+from gradcam.outputs import output_folder, write_atomic
 from gradcam.paths import slug
 from gradcam.targets import class_index, register_class_names
 from gradcam.util import warnings_as_messages
@@ -275,15 +276,7 @@ def explain_task(
         GradCAMError: a bad ``top_k``, ``min_score``, model, class or layer, before any photo.
     """
     from gradcam.methods import GradCAM
-    from gradcam.tasks import (
-        DetectionScore,
-        SegmentationScore,
-        detect,
-        detector_maps,
-        segmentation_logits,
-        task_layer,
-    )
-    from gradcam.viz import overlay
+    from gradcam.tasks import task_layer
 
     if top_k < 1:
         raise GradCAMError(f"--top-k must be at least 1, got {top_k}")
@@ -303,44 +296,9 @@ def explain_task(
             print(f"gradcam: error: {exc}", file=sys.stderr)
             continue
         x = (loaded.preprocess or _PREPROCESS[task])(photo)
-        scale = photo.width / x.shape[-1], photo.height / x.shape[-2]
-        entries: list[dict[str, Any]] = []
         output_folder(folder)
-        if task == "detection":
-            found = [
-                d
-                for d in detect(loaded.module, x)[0]
-                if d.score >= min_score and (wanted is None or d.label in wanted)
-            ][:top_k]
-            if found:
-                result = cam(x, [DetectionScore.of(d) for d in found])
-                maps = detector_maps(loaded.module, x, result.raw)
-            for i, d in enumerate(found):
-                box = (
-                    round(d.box[0] * scale[0]),
-                    round(d.box[1] * scale[1]),
-                    round(d.box[2] * scale[0]),
-                    round(d.box[3] * scale[1]),
-                )
-                name = _summary_name(loaded.class_names, d.label)
-                file = f"{i:02d}_{slug(name, fallback='class')}.png"
-                overlay(photo, maps[0, i], box=box).save(folder / file)
-                entries.append(
-                    {"class": d.label, "name": name, "score": d.score, "box": box, "file": file}
-                )
-        else:
-            with torch.no_grad():
-                predicted = segmentation_logits(loaded.module(x)).argmax(dim=1)[0]
-            areas = torch.bincount(predicted.flatten(), minlength=len(loaded.class_names))
-            present = [int(c) for c in areas.argsort(descending=True) if int(areas[c]) > 0]
-            classes = sorted(wanted) if wanted is not None else present[:top_k]
-            result = cam(x, [SegmentationScore(c) for c in classes])
-            for i, c in enumerate(classes):
-                name = _summary_name(loaded.class_names, c)
-                file = f"{i:02d}_{slug(name, fallback='class')}.png"
-                overlay(photo, result.maps[0, i]).save(folder / file)
-                share = float(areas[c]) / predicted.numel()
-                entries.append({"class": c, "name": name, "area": share, "file": file})
+        explain = _detections if task == "detection" else _regions
+        entries = explain(loaded, cam, photo, x, folder, wanted, top_k, min_score)
         summary = {
             "source": str(path),
             "model": model,
@@ -348,10 +306,82 @@ def explain_task(
             "layer": str(chosen.module),
             "explained": entries,
         }
-        (folder / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        text = json.dumps(summary, indent=2) + "\n"
+        write_atomic(folder / "summary.json", lambda tmp, t=text: tmp.write_text(t))
         names = ", ".join(e["name"] for e in entries) or f"no {task} results"
         print(f"{path}: {names} -> {folder}")
     done = len(folders) - failures
     where = Path(folders[0]).parent if folders else Path()
     print(f"explained {done} of {len(folders)} images; results in {where}", file=sys.stderr)
     return 1 if failures else 0
+
+
+def _save_overlay(picture: Image.Image, folder: Path, index: int, name: str) -> str:
+    """Write one class's overlay as ``NN_<name>.png`` in ``folder``; returns the file name."""
+    file = f"{index:02d}_{slug(name, fallback='class')}.png"
+    write_atomic(folder / file, lambda tmp: picture.save(tmp, format="PNG"))
+    return file
+
+
+def _detections(
+    loaded: TaskModel,
+    cam: Any,
+    photo: Image.Image,
+    x: torch.Tensor,
+    folder: Path,
+    wanted: set[int] | None,
+    top_k: int,
+    min_score: float,
+) -> list[dict[str, Any]]:
+    """Explain the photo's best ``top_k`` detections scoring ``min_score`` or more (of the
+    ``wanted`` classes): one overlay each, with its box in the photo's pixels."""
+    from gradcam.tasks import DetectionScore, detect, detector_maps
+    from gradcam.viz import overlay
+
+    found = [
+        d
+        for d in detect(loaded.module, x)[0]
+        if d.score >= min_score and (wanted is None or d.label in wanted)
+    ][:top_k]
+    if not found:
+        return []
+    maps = detector_maps(loaded.module, x, cam(x, [DetectionScore.of(d) for d in found]).raw)
+    scale = photo.width / x.shape[-1], photo.height / x.shape[-2]
+    entries: list[dict[str, Any]] = []
+    for i, d in enumerate(found):
+        x0, y0, x1, y1 = (round(v * scale[k % 2]) for k, v in enumerate(d.box[:4]))
+        box = (x0, y0, x1, y1)
+        name = _summary_name(loaded.class_names, d.label)
+        file = _save_overlay(overlay(photo, maps[0, i], box=box), folder, i, name)
+        entries.append({"class": d.label, "name": name, "score": d.score, "box": box, "file": file})
+    return entries
+
+
+def _regions(
+    loaded: TaskModel,
+    cam: Any,
+    photo: Image.Image,
+    x: torch.Tensor,
+    folder: Path,
+    wanted: set[int] | None,
+    top_k: int,
+    min_score: float,
+) -> list[dict[str, Any]]:
+    """Explain the ``wanted`` classes, else the ``top_k`` largest predicted regions: one
+    overlay each, with the class's share of the pixels (``min_score`` is unused)."""
+    from gradcam.tasks import SegmentationScore, segmentation_logits
+    from gradcam.viz import overlay
+
+    with torch.no_grad():
+        predicted = segmentation_logits(loaded.module(x)).argmax(dim=1)[0]
+    areas = torch.bincount(predicted.flatten(), minlength=len(loaded.class_names))
+    present = [int(c) for c in areas.argsort(descending=True) if int(areas[c]) > 0]
+    classes = sorted(wanted) if wanted is not None else present[:top_k]
+    result = cam(x, [SegmentationScore(c) for c in classes])
+    entries: list[dict[str, Any]] = []
+    for i, c in enumerate(classes):
+        name = _summary_name(loaded.class_names, c)
+        file = _save_overlay(overlay(photo, result.maps[0, i]), folder, i, name)
+        share = float(areas[c]) / predicted.numel()
+        entries.append({"class": c, "name": name, "area": share, "file": file})
+    return entries

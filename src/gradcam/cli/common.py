@@ -24,6 +24,7 @@ __all__ = [
     "method_names",
     "model_name",
     "output_dirs",
+    "runner_options",
 ]
 
 OPTION_HELP = (
@@ -135,6 +136,19 @@ def add_runner_options(command: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="--ray ADDRESS: give up when the cluster does not answer in time (default: 30)",
     )
+
+
+def runner_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The options of :func:`add_runner_options` as keyword arguments of
+    :func:`gradcam.evaluate.runner.run` (and of the library functions that pass them on)."""
+    return {
+        "resume": args.resume,
+        "limit": args.limit,
+        "batch_size": args.batch_size,
+        "workers": args.workers,
+        "ray": args.ray,
+        "ray_timeout": args.ray_timeout,
+    }
 
 
 def method_names() -> list[str]:

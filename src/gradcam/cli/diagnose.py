@@ -17,6 +17,7 @@ from gradcam.cli.common import (
     add_model_options,
     add_runner_options,
     model_name,
+    runner_options,
 )
 
 __all__ = ["add_parser"]
@@ -144,12 +145,7 @@ def _failures(args: argparse.Namespace) -> int:
         top5=args.top5,
         tolerance=args.tolerance,
         layer=args.layer,
-        resume=args.resume,
-        limit=args.limit,
-        batch_size=args.batch_size,
-        workers=args.workers,
-        ray=args.ray,
-        ray_timeout=args.ray_timeout,
+        **runner_options(args),
         report_limit=args.report_limit or None,
     )
     summary = result.summary[0]
@@ -216,12 +212,7 @@ def _bias(args: argparse.Namespace) -> int:
         explain=args.explain,
         confidence=args.confidence,
         layer=args.layer,
-        resume=args.resume,
-        limit=args.limit,
-        batch_size=args.batch_size,
-        workers=args.workers,
-        ray=args.ray,
-        ray_timeout=args.ray_timeout,
+        **runner_options(args),
     )
     print(_markdown(result.summary))
     for row in result.failed:

@@ -23,6 +23,7 @@ from gradcam.cli.common import (
     markdown_table,
     model_name,
     open_data,
+    runner_options,
 )
 from gradcam.errors import GradCAMError
 from gradcam.util import warnings_as_messages
@@ -209,12 +210,7 @@ def evaluate_command(args: argparse.Namespace) -> int:
             model_spec,
             dataset,
             out=None if args.out is None else Path(args.out) / folder,
-            resume=args.resume,
-            limit=args.limit,
-            batch_size=args.batch_size,
-            workers=args.workers,
-            ray=args.ray,
-            ray_timeout=args.ray_timeout,
+            **runner_options(args),
         )
         for row in result.summary:
             if row.get("rejected") == 100.0:

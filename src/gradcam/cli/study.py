@@ -22,9 +22,6 @@ def _method_names() -> list[str]:
 
 def add_parser(commands: Any) -> None:
     """Add ``gradcam study`` and its subcommands to the CLI's ``commands``."""
-    from gradcam.explain import FIGURE_METHODS
-    from gradcam.study.store import DEFAULT_PORT
-
     study = commands.add_parser(
         "study",
         help="human studies of section 5: class discrimination and trust",
@@ -32,6 +29,16 @@ def add_parser(commands: Any) -> None:
         "page, and score the answers (docs/study.md).",
     )
     steps = study.add_subparsers(dest="study_command", required=True, metavar="STEP")
+    _add_create(steps)
+    _add_invite(steps)
+    _add_serve(steps)
+    _add_report(steps)
+
+
+def _add_create(steps: Any) -> None:
+    """``study create``: the study's kind, its photos, methods and models."""
+    from gradcam.explain import FIGURE_METHODS
+
     create = steps.add_parser(
         "create",
         help="render the items of a study into a new study file",
@@ -89,6 +96,11 @@ def add_parser(commands: Any) -> None:
     )
     create.set_defaults(handler=_create)
 
+
+def _add_invite(steps: Any) -> None:
+    """``study invite``: participants and their links."""
+    from gradcam.study.store import DEFAULT_PORT
+
     invite = steps.add_parser(
         "invite",
         help="add participants and print their personal links",
@@ -103,6 +115,11 @@ def add_parser(commands: Any) -> None:
         help="the address participants reach the server at (default: %(default)s)",
     )
     invite.set_defaults(handler=_invite)
+
+
+def _add_serve(steps: Any) -> None:
+    """``study serve``: the participants' web pages."""
+    from gradcam.study.store import DEFAULT_PORT
 
     serve = steps.add_parser(
         "serve",
@@ -119,6 +136,9 @@ def add_parser(commands: Any) -> None:
     serve.add_argument("--port", type=int, default=DEFAULT_PORT, help="TCP port (%(default)s)")
     serve.set_defaults(handler=_serve)
 
+
+def _add_report(steps: Any) -> None:
+    """``study report``: the scores of section 5 (and simulated participants)."""
     report = steps.add_parser(
         "report",
         help="score the answers like the paper's section 5",

@@ -350,6 +350,19 @@ def diagnose_adversarial(
     }
     text = json.dumps(summary, indent=2) + "\n"
     write_atomic(folder / "summary.json", lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    _write_report(folder, result, names, pictures, before)
+    return summary
+
+
+def _write_report(
+    folder: Path,
+    result: AttackResult,
+    names: Sequence[str],
+    pictures: list[tuple[str, Image.Image]],
+    before: CAMResult | None,
+) -> None:
+    """``report.html``: the attack's outcome, the images, the top 5 before and after, and
+    Grad-CAM on the adversarial image (and of the present classes on the original)."""
     with HtmlReport(folder / "report.html", "gradcam diagnose adversarial") as report:
         verdict = (
             f"reached {names[result.target]} with p > {result.confidence} and the present "
@@ -390,4 +403,3 @@ def diagnose_adversarial(
                     for k, c in enumerate(result.present)
                 ]
             )
-    return summary

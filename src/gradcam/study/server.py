@@ -183,6 +183,51 @@ def _report_page(store: StudyStore, token: str) -> Any:
     return _page("Study report", "".join(parts))
 
 
+async def _answer(store: StudyStore, token: str, request: Request) -> Response:
+    """A participant's answer: the token checked before the body is read, the body capped at
+    :data:`MAX_FORM_BYTES`, the answer stored, then a redirect to the next question."""
+    from urllib.parse import parse_qs
+
+    from starlette.concurrency import run_in_threadpool
+
+    # The token before the body: a stranger's body is never read.
+    if await run_in_threadpool(store.participant, token) is None:
+        return _unknown()
+    try:
+        body = await _read_form(request)
+    except ClientDisconnect:
+        return Response(status_code=400)  # nobody is left to read it
+    if body is None:
+        return _page(
+            "Answer too large",
+            f"<h1>The answer was larger than {MAX_FORM_BYTES} bytes</h1><p>It was not "
+            "read. Please go back and choose one of the answers offered.</p>",
+            413,
+        )
+    # Parsed here rather than by a form library: two short fields, no files.
+    fields = parse_qs(body.decode("utf-8", "replace"))
+    item_text = fields.get("item", [""])[0]
+    choice = fields.get("answer", [""])[0]
+    if not _ITEM_NUMBER.fullmatch(item_text):
+        return _page("Bad answer", "<h1>The answer did not name a question.</h1>", 400)
+    link = f"<p><a href='/p/{html.escape(token)}'>back to your question</a></p>"
+    try:
+        await run_in_threadpool(store.record, token, int(item_text), choice)
+    except AnswerRefused as exc:
+        # Its message names only what the participant sent.
+        text = f"<h1>This answer was not accepted</h1><p>{html.escape(str(exc))}</p>"
+        return _page("Not accepted", text + link, 400)
+    except AnswerNotSaved as exc:
+        print(f"gradcam study serve: {exc}", file=sys.stderr)
+        text = (
+            "<h1>Your answer was not saved</h1><p>The study could not store it just now; "
+            "nothing of it was kept. Please go back and answer again in a moment.</p>"
+        )
+        return _page("Not saved", text + link, 503)
+    # Post/redirect/get: the next item comes from a fresh GET, after the commit.
+    return RedirectResponse(f"/p/{token}", status_code=303, headers=_HEADERS)
+
+
 def create_app(path: str | os.PathLike[str]) -> FastAPI:
     """The FastAPI application serving the study file at ``path``.
 
@@ -203,7 +248,6 @@ def create_app(path: str | os.PathLike[str]) -> FastAPI:
         >>> page.status_code, "<title>Question 1 of 4</title>" in page.text
         (200, True)
     """
-    from starlette.concurrency import run_in_threadpool
 
     store = open_study(path, writable=True)
     app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
@@ -234,44 +278,7 @@ def create_app(path: str | os.PathLike[str]) -> FastAPI:
 
     @app.post("/p/{token}")
     async def answer(token: str, request: Request) -> Any:
-        from urllib.parse import parse_qs
-
-        # The token before the body: a stranger's body is never read.
-        if await run_in_threadpool(store.participant, token) is None:
-            return _unknown()
-        try:
-            body = await _read_form(request)
-        except ClientDisconnect:
-            return Response(status_code=400)  # nobody is left to read it
-        if body is None:
-            return _page(
-                "Answer too large",
-                f"<h1>The answer was larger than {MAX_FORM_BYTES} bytes</h1><p>It was not "
-                "read. Please go back and choose one of the answers offered.</p>",
-                413,
-            )
-        # Parsed here rather than by a form library: two short fields, no files.
-        fields = parse_qs(body.decode("utf-8", "replace"))
-        item_text = fields.get("item", [""])[0]
-        choice = fields.get("answer", [""])[0]
-        if not _ITEM_NUMBER.fullmatch(item_text):
-            return _page("Bad answer", "<h1>The answer did not name a question.</h1>", 400)
-        link = f"<p><a href='/p/{html.escape(token)}'>back to your question</a></p>"
-        try:
-            await run_in_threadpool(store.record, token, int(item_text), choice)
-        except AnswerRefused as exc:
-            # Its message names only what the participant sent.
-            text = f"<h1>This answer was not accepted</h1><p>{html.escape(str(exc))}</p>"
-            return _page("Not accepted", text + link, 400)
-        except AnswerNotSaved as exc:
-            print(f"gradcam study serve: {exc}", file=sys.stderr)
-            text = (
-                "<h1>Your answer was not saved</h1><p>The study could not store it just now; "
-                "nothing of it was kept. Please go back and answer again in a moment.</p>"
-            )
-            return _page("Not saved", text + link, 503)
-        # Post/redirect/get: the next item comes from a fresh GET, after the commit.
-        return RedirectResponse(f"/p/{token}", status_code=303, headers=_HEADERS)
+        return await _answer(store, token, request)
 
     def _owner(token: str) -> bool:
         return secrets.compare_digest(token.encode(), store.owner_token.encode())
