@@ -306,14 +306,18 @@ def explain_task(
             "layer": str(chosen.module),
             "explained": entries,
         }
-        text = json.dumps(summary, indent=2) + "\n"
-        write_atomic(folder / "summary.json", lambda tmp, t=text: tmp.write_text(t))
+        _write_summary(folder / "summary.json", summary)
         names = ", ".join(e["name"] for e in entries) or f"no {task} results"
         print(f"{path}: {names} -> {folder}")
     done = len(folders) - failures
     where = Path(folders[0]).parent if folders else Path()
     print(f"explained {done} of {len(folders)} images; results in {where}", file=sys.stderr)
     return 1 if failures else 0
+
+
+def _write_summary(path: Path, summary: dict[str, Any]) -> None:
+    text = json.dumps(summary, indent=2) + "\n"
+    write_atomic(path, lambda tmp: tmp.write_text(text))
 
 
 def _save_overlay(picture: Image.Image, folder: Path, index: int, name: str) -> str:

@@ -158,7 +158,7 @@ async def _read_form(request: Request) -> bytes | None:
     return b"".join(chunks)
 
 
-def _unknown() -> Any:
+def _unknown() -> HTMLResponse:
     return _page(
         "Unknown link",
         "<h1>This link is not valid</h1><p>The address does not belong to a participant of "
