@@ -144,9 +144,11 @@ class FoldedCopy:
     it failed its check (:meth:`reject`) until they do; dropped with its owner. Two methods on
     one model keep a copy each.
 
-    Folding is kept because it pays: ResNet-50's no-grad passes 1.17x faster and
-    EfficientNet-B0's 1.37x (the module's measurements), Score-CAM 1.16x and 1.17x
-    (BENCHMARKS.md).
+    Folding is for the perturbation methods' many no-grad passes (Grad-CAM never runs a
+    copy): measured idle, ResNet-50's passes 1.17x faster and EfficientNet-B0's 1.37x (above),
+    Score-CAM 1.16x and 1.17x (BENCHMARKS.md); with ``benchmarks/bench_speedups.py`` at a
+    load average of 13-15 on the 2 cores (one thread, 9 rounds interleaved), one pass of 8
+    ResNet-50 copies 6.01 against 6.21 s (1.03x).
 
     Not locked: its owner calls it while holding the model's lock (in
     :func:`gradcam.hooks.eval_mode`).
