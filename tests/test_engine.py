@@ -149,6 +149,9 @@ def test_a_model_that_rejects_channels_last_falls_back_and_is_remembered() -> No
     with fast_layout():
         fast = compute_gradients(net, x, [1], layer=(net.conv, "conv"))
         assert input_layouts(net, x) == (None,)  # remembered: no second failed attempt
+        # by the model itself, not for others (a table keyed by models is gone)
+        assert vars(net)["_gradcam_contiguous_only"] is True
+        assert input_layouts(_ViewHead(), x) == (torch.channels_last, None)
     assert fast.gradients is not None and plain.gradients is not None
     assert torch.equal(fast.gradients, plain.gradients)
     assert_unchanged(before, net)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import math
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
@@ -13,7 +15,7 @@ import torchvision
 from torch import Tensor, nn
 
 from gradcam import Occlusion, ScoreCAM, TopK, fusion
-from gradcam.fusion import fold_batch_norms, inference_copy, matches, state_key
+from gradcam.fusion import FoldedCopy, fold_batch_norms, folded_from, matches, state_key
 from gradcam.methods.perturbation import CopyRunner
 from tests.helpers.models import SmallCNN
 
@@ -156,8 +158,9 @@ def test_score_cam_on_a_model_made_in_inference_mode() -> None:
         model = _randomized(SmallCNN(seed=5))
     x = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(1))
     assert len(state_key(model)) == len(list(model.state_dict()))
-    first = ScoreCAM(model, "features", progress=False)(x, _TARGETS)
-    assert inference_copy(model) is not None
+    method = ScoreCAM(model, "features", progress=False)
+    first = method(x, _TARGETS)
+    assert method.folded.get() is not None
     again = ScoreCAM(model, "features", progress=False)(x, _TARGETS)
     torch.testing.assert_close(first.weights, again.weights)
 
@@ -187,7 +190,7 @@ def _spying(call: Callable[..., Any], used: list[bool]) -> Callable[..., Any]:
 
 def _score(model: nn.Module, x: Tensor, monkeypatch: pytest.MonkeyPatch, fold: bool) -> Tensor:
     if not fold:
-        monkeypatch.setattr(fusion, "inference_copy", lambda _m: None)
+        monkeypatch.setattr(fusion, "fold_batch_norms", lambda _m: None)
     try:
         return ScoreCAM(model, "features", progress=False)(x, _TARGETS).weights
     finally:
@@ -225,7 +228,7 @@ def test_score_cam_refuses_a_copy_that_differs(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setattr(fusion, "fold_batch_norms", wrong)
     method = ScoreCAM(model, "features", progress=False)
     torch.testing.assert_close(method(x, _TARGETS).weights, expected)
-    assert inference_copy(model) is None  # remembered until the weights change
+    assert method.folded.get() is None  # remembered until the weights change
 
 
 def test_score_cam_copy_follows_changed_weights(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -233,13 +236,13 @@ def test_score_cam_copy_follows_changed_weights(monkeypatch: pytest.MonkeyPatch)
     x = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(1))
     method = ScoreCAM(model, "features", progress=False)
     method(x, _TARGETS)
-    first = inference_copy(model)
-    assert first is not None
+    first = method.folded.get()
+    assert first is not None and folded_from(first) is model
     with torch.no_grad():
         model.features[1].running_var.mul_(4.0)
         model.fc.weight.mul_(-1.0)
     weights = method(x, _TARGETS).weights
-    assert inference_copy(model) is not first
+    assert method.folded.get() is not first
     torch.testing.assert_close(weights, _score(model, x, monkeypatch, fold=False))
     assert not math.isnan(float(weights.sum()))
 
@@ -251,10 +254,43 @@ def test_occlusion_with_folded_copy_equals_the_model(monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(CopyRunner, "__call__", _spying(CopyRunner.__call__, used))
     folded = Occlusion(model, window=6, stride=4)(x, TopK(2))
     assert used and all(used)  # every occluded copy ran through the copy
-    monkeypatch.setattr(fusion, "inference_copy", lambda _m: None)
+    monkeypatch.setattr(fusion, "fold_batch_norms", lambda _m: None)
     first = len(used)
     plain = Occlusion(model, window=6, stride=4)(x, TopK(2))
     assert not any(used[first:])  # and now through the model itself
     torch.testing.assert_close(folded.classes, plain.classes)
     scale = float(plain.raw.abs().max())
     torch.testing.assert_close(folded.raw, plain.raw, rtol=1e-4, atol=1e-5 * scale)
+
+
+def test_each_method_keeps_its_own_copy_and_drops_it_with_itself() -> None:
+    model = _randomized(SmallCNN(seed=6))
+    x = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(2))
+    one, two = (ScoreCAM(model, "features", progress=False) for _ in range(2))
+    occlusion = Occlusion(model, window=8, stride=8)
+    first = one(x, _TARGETS)
+    torch.testing.assert_close(two(x, _TARGETS).weights, first.weights)
+    occlusion(x, [1])
+    copies = [one.folded.get(), two.folded.get(), occlusion.folded.get()]
+    assert all(c is not None and folded_from(c) is model for c in copies)
+    assert len({id(c) for c in copies}) == 3  # no copy shared between methods
+    assert not any("folded" in name for name in vars(model))  # none kept on the model
+    gone = weakref.ref(copies[0])
+    del one, copies
+    gc.collect()
+    assert gone() is None  # the copy went with its method
+
+
+def test_a_copy_is_made_again_after_weights_change_between_calls() -> None:
+    model = _randomized(SmallCNN(seed=7))
+    x = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(4))
+    copies = FoldedCopy(model)
+    kept = copies.get()
+    assert kept is not None and copies.get() is kept
+    with torch.no_grad():
+        model.features[0].weight.mul_(-1.0)
+    again = copies.get()
+    assert again is not None and again is not kept
+    with torch.no_grad():
+        assert matches(again(x), model(x), rtol=1e-5)
+        assert not matches(kept(x), model(x))

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import copy
+import pickle
 import threading
 
 import torch
 from helpers.state import assert_unchanged, snapshot
 from torch import nn
 
+from gradcam import GradCAM
 from gradcam.engine import eval_mode as engine_eval_mode
 from gradcam.hooks import (
     InputCapture,
@@ -73,9 +76,13 @@ def test_lock_of_a_wrapper_excludes_the_wrapped_model_and_its_parts() -> None:
         assert _held_elsewhere(net) and _held_elsewhere(net[1])
     _settle()
     with model_lock(net[1]):
-        # Before the wrapper's probe: waiting, it may hold some of its parts' locks already.
-        assert _free(net[0])  # a part not shared runs on
         assert _held_elsewhere(wrapper)
+    _settle()
+    with model_lock(net[1]):
+        assert _held_elsewhere(net[0])  # one lock per model: its parts take turns too
+    _settle()
+    with model_lock(net):
+        assert _free(_net())  # another model runs on
 
 
 def test_lock_is_released_when_the_block_raises() -> None:
@@ -94,7 +101,60 @@ def test_lock_leaves_the_model_untouched() -> None:
     with model_lock(net):
         net[0].weight.sum()
     assert_unchanged(before, net)
-    assert vars(net).keys() == vars(_net()).keys()
+    # The lock is kept on the model: the one attribute it gains, shared by its modules.
+    assert vars(net).keys() - vars(_net()).keys() == {"_gradcam_lock"}
+    assert len({id(vars(m)["_gradcam_lock"]) for m in net.modules()}) == 1
+
+
+class _Counting:
+    """A re-entrant lock that counts its acquisitions."""
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self.count = 0
+
+    def __enter__(self) -> bool:
+        self.count += 1
+        return self.lock.__enter__()
+
+    def __exit__(self, *exc: object) -> None:
+        self.lock.__exit__(*exc)
+
+
+def test_one_call_acquires_the_models_one_lock_twice() -> None:
+    net = nn.Sequential(*_net(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
+    with model_lock(net):  # gives the model its lock
+        pass
+    counting = _Counting()
+    vars(net)["_gradcam_lock"].lock = counting  # the one lock, shared by every module
+    assert all(vars(m)["_gradcam_lock"].lock is counting for m in net.modules())
+    GradCAM(net, "0")(torch.rand(1, 3, 8, 8), [1])
+    assert counting.count == 2  # the engine's block and eval_mode's, re-entered
+
+
+def test_copies_of_a_model_get_locks_of_their_own() -> None:
+    net = _net()
+    with model_lock(net):
+        copied = copy.deepcopy(net)  # while held: a copy's lock is never the model's
+        assert vars(copied)["_gradcam_lock"] is None
+        restored = pickle.loads(pickle.dumps(net))
+        assert _free(copied) and _free(restored)
+        assert _held_elsewhere(copy.copy(net))  # a shallow copy shares the modules
+    _settle()
+    assert vars(copied)["_gradcam_lock"] is not vars(net)["_gradcam_lock"]
+
+
+def test_a_module_added_later_and_two_models_joined_take_turns() -> None:
+    net, other = _net(), _net()
+    with model_lock(net), model_lock(other):
+        pass
+    net.append(nn.Identity())  # no lock yet: the next block gives it the model's
+    joined = nn.Sequential(net, other)  # two models locked apart: both locks, in one order
+    with model_lock(joined):
+        assert _held_elsewhere(net[3]) and _held_elsewhere(other)
+    _settle()
+    assert vars(net[3])["_gradcam_lock"] is vars(net)["_gradcam_lock"]
+    assert _free(joined)
 
 
 def test_eval_mode_restores_mixed_flags_and_holds_the_lock() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import warnings
 from types import SimpleNamespace
 
@@ -12,7 +13,14 @@ import torch
 import gradcam
 from gradcam.engine import compute_gradients, input_channels
 from gradcam.errors import GradCAMError, TargetError
-from gradcam.targets import ClassScore, TopK, as_logits, class_names, resolve_targets
+from gradcam.targets import (
+    ClassScore,
+    TopK,
+    as_logits,
+    class_names,
+    register_class_names,
+    resolve_targets,
+)
 
 
 @pytest.fixture(scope="module")
@@ -117,6 +125,27 @@ def test_names_and_numpy_ids_through_a_method(shapes: gradcam.LoadedModel) -> No
     assert occlusion(x[:1], ["circle", "square"]).classes.tolist() == [[0, square]]
     with pytest.raises(TargetError, match="no class named 'hexagon'"):
         cam(x, "hexagon")
+
+
+def test_class_names_live_on_the_model_they_belong_to(shapes: gradcam.LoadedModel) -> None:
+    """A loaded model gives its module its names; nothing else gets them."""
+    assert vars(shapes.module)["_gradcam_class_names"] == shapes.class_names
+    assert class_names(shapes.module) == shapes.class_names
+
+    def head() -> torch.nn.Module:
+        return torch.nn.Sequential(
+            torch.nn.Conv2d(3, 2, 1), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten()
+        )
+
+    net, twin = head(), head()
+    register_class_names(net, ["cat", "dog"])
+    assert class_names(twin) is None and class_names(net[0]) is None
+    assert class_names(copy.deepcopy(net)) == ("cat", "dog")  # a copy keeps them
+    assert set(net.state_dict()) == set(twin.state_dict())  # not a buffer
+    x = torch.rand(1, 3, 4, 4)
+    with pytest.raises(TargetError, match="needs a model with class names"):
+        gradcam.GradCAM(twin, "0")(x, "dog")
+    assert gradcam.GradCAM(net, "0")(x, "dog").classes.tolist() == [[1]]
 
 
 def test_hugging_face_id2label_names() -> None:

@@ -25,13 +25,18 @@ flag. :func:`model_lock` prevents that: :func:`eval_mode`, :func:`record_outputs
 engine hold it for the whole call, and every forward pass that gradcam runs with hooks runs
 inside one of them. Calls on one model from several threads are therefore safe, and run one
 at a time; calls on different models run in parallel.
+
+What gradcam keeps about a model between calls lives on the model, in plain attributes named
+``_gradcam_*`` (never parameters, buffers, hooks or flags; no global table keyed by models):
+its lock and its token grids here, whether it rejects channels-last input
+(:func:`gradcam.engine.run_in_fast_layout`), the class names that
+:func:`gradcam.targets.register_class_names` gives it.
 """
 
 from __future__ import annotations
 
 import inspect
 import threading
-import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -61,44 +66,91 @@ __all__ = [
 ]
 
 
-_LOCKS: weakref.WeakKeyDictionary[nn.Module, threading.RLock] = weakref.WeakKeyDictionary()
-_LOCKS_GUARD = threading.Lock()
+#: The attribute under which a module keeps the lock of the model it belongs to.
+_LOCK_ATTRIBUTE = "_gradcam_lock"
+
+# Taken only while a model's modules get their lock (the first call on a model, or on a
+# wrapper or a module added since): two first calls on one model then agree on its lock.
+_ASSIGNING = threading.Lock()
+
+
+class _ModelLock:
+    """The re-entrant lock of one model, kept on each of its modules.
+
+    A shallow copy of a module shares its submodules, and so its lock; a deep copy or a
+    pickled model has modules of its own, so the lock is not copied: the copy gets its own on
+    its first call (the attribute reads ``None`` until then, and nothing of gradcam's is
+    pickled with a model).
+    """
+
+    __slots__ = ("lock",)
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+
+    def __copy__(self) -> _ModelLock:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> None:
+        return None
+
+    def __reduce__(self) -> tuple[type[None], tuple[()]]:
+        return type(None), ()
+
+
+def _model_locks(model: nn.Module) -> list[_ModelLock]:
+    """The distinct locks of ``model``'s modules (one, unless it joins models locked apart),
+    in a global order; modules without one get one of them (a new one if none has any)."""
+    modules = list(model.modules())
+    found = [module.__dict__.get(_LOCK_ATTRIBUTE) for module in modules]
+    if not all(isinstance(lock, _ModelLock) for lock in found):
+        with _ASSIGNING:
+            found = [module.__dict__.get(_LOCK_ATTRIBUTE) for module in modules]
+            known = [lock for lock in found if isinstance(lock, _ModelLock)]
+            shared = known[0] if known else _ModelLock()
+            for i, module in enumerate(modules):
+                if not isinstance(found[i], _ModelLock):
+                    module.__dict__[_LOCK_ATTRIBUTE] = found[i] = shared
+    distinct = {id(lock): lock for lock in found if isinstance(lock, _ModelLock)}
+    return [distinct[key] for key in sorted(distinct)]
 
 
 @contextmanager
 def model_lock(model: nn.Module) -> Iterator[None]:
     """Hold ``model``'s lock for the block: one thread at a time runs gradcam on it.
 
-    The lock is re-entrant (a library call inside another on the same model goes on) and is
-    really one lock per submodule, all taken in one global order: a call on a wrapper of a
-    model (a VQA model with its question fixed, ``nn.Sequential(normalize, model)``) excludes
-    calls on the model itself, because hooks and ``training`` flags live on the submodules
-    they share. The model is not modified: the locks are kept beside it, and go with it.
+    One re-entrant lock per model (a library call inside another on the same model goes on),
+    kept on the model itself: each of its modules holds it in its ``_gradcam_lock``
+    attribute, given on the first call. A module shared by two models makes them one: a
+    wrapper of a model (a VQA model with its question fixed, ``nn.Sequential(normalize,
+    model)``) gets the model's lock, so calls on the wrapper and on the model take turns,
+    because hooks and ``training`` flags live on the submodules they share; so do calls on
+    two parts of one model. Only a block on a module that joins models locked apart takes
+    their several locks, in one global order. Nothing else of the model changes (parameters,
+    buffers, flags, hooks); a deep copy or a pickle of it leaves the lock behind.
+
+    One Grad-CAM call on ResNet-50 acquires a lock twice (the engine's block and
+    :func:`eval_mode`'s, the same lock re-entered), where one lock per submodule, kept in a
+    table, took 304 acquisitions (151 modules twice, and the table's guard twice):
+    ``benchmarks/count_locks.py``.
 
     Examples:
         >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU())
         >>> with model_lock(net), model_lock(net[0]):  # re-entrant, also through a submodule
         ...     net(torch.zeros(1, 3, 8, 8)).shape
         torch.Size([1, 4, 6, 6])
+        >>> net._gradcam_lock is net[0]._gradcam_lock  # one lock, kept on the model
+        True
     """
-    modules = sorted(model.modules(), key=id)
-    with _LOCKS_GUARD:
-        locks = []
-        for module in modules:
-            lock = _LOCKS.get(module)
-            if lock is None:
-                lock = _LOCKS[module] = threading.RLock()
-            locks.append(lock)
     with ExitStack() as stack:
-        for lock in locks:
-            stack.enter_context(lock)
+        for lock in _model_locks(model):
+            stack.enter_context(lock.lock)
         yield
 
 
-#: Per model, the token grids its modules declared in the last forward pass in eval_mode.
-_GRIDS: weakref.WeakKeyDictionary[nn.Module, dict[int, tuple[int, ...]]] = (
-    weakref.WeakKeyDictionary()
-)
+#: The attribute under which a model keeps the token grids its modules declared in its last
+#: forward pass in eval_mode.
+_GRIDS_ATTRIBUTE = "_gradcam_token_grids"
 _DECLARES: dict[type, bool] = {}
 
 
@@ -123,7 +175,8 @@ def token_grids(model: nn.Module) -> dict[int, tuple[int, ...]]:
     attention and pooling modules do (``block(x, thw)`` returns ``(x, thw)``), states the
     ``(t, h, w)`` grid of the tokens it is given and of the tokens it returns; the tokens
     left over (MViT's class token) lead. :func:`gradcam.reshapes.view_for` reads MViT's token
-    layers with it. Empty for models without such modules.
+    layers with it. Empty for models without such modules. The grids are kept on the model
+    (its ``_gradcam_token_grids`` attribute), written only for models with such modules.
 
     Examples:
         >>> class Block(nn.Module):  # as MViT's: tokens and their (t, h, w) in and out
@@ -141,7 +194,7 @@ def token_grids(model: nn.Module) -> dict[int, tuple[int, ...]]:
         >>> token_grids(net)
         {25: (2, 3, 4)}
     """
-    return dict(_GRIDS.get(model, {}))
+    return dict(model.__dict__.get(_GRIDS_ATTRIBUTE) or {})
 
 
 def _record_grids(model: nn.Module, modules: Sequence[nn.Module]) -> list[Any]:
@@ -150,7 +203,7 @@ def _record_grids(model: nn.Module, modules: Sequence[nn.Module]) -> list[Any]:
     if not declaring:
         return []
     grids: dict[int, tuple[int, ...]] = {}
-    _GRIDS[model] = grids
+    model.__dict__[_GRIDS_ATTRIBUTE] = grids
 
     def note(x: Any, thw: Any) -> None:
         if (

@@ -142,7 +142,9 @@ class LoadedModel:
         name: the name it was loaded by.
         module: the ``nn.Module``, in eval mode.
         preprocess: turns an RGB ``PIL.Image`` into the model's (1, 3, H, W) input.
-        class_names: one human-readable name per output class.
+        class_names: one human-readable name per output class; the module gets them too
+            (:func:`~gradcam.targets.register_class_names`), so a method built on the module
+            alone takes targets by name (``GradCAM(loaded.module)(x, "espresso")``).
         default_layer: dotted name of the last convolutional feature-map layer.
         pretrained: ``False`` when the weights are random (``weights="random"``, or missing
             from a Hugging Face folder).
@@ -154,6 +156,9 @@ class LoadedModel:
     class_names: tuple[str, ...]
     default_layer: str
     pretrained: bool
+
+    def __post_init__(self) -> None:
+        register_class_names(self.module, self.class_names)
 
     def class_index(self, query: str | int) -> int:
         """Resolve a class given as an index or a name (exact, then unique partial match).
@@ -850,7 +855,6 @@ def load_model(
         chosen = resolve_layer(module, layer).name
     else:
         chosen = find_default_layer(module, torch.zeros(1, 3, preprocess.size, preprocess.size))
-    register_class_names(module, names)
     return LoadedModel(name, module, preprocess, names, chosen, pretrained)
 
 

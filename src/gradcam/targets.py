@@ -53,7 +53,6 @@ from __future__ import annotations
 import difflib
 import operator
 import warnings
-import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, SupportsIndex, TypeAlias
@@ -124,15 +123,17 @@ class ResolvedTargets:
     classes: Tensor
 
 
-# Names of the modules gradcam built itself (load_model); a user's module is never written to.
-_CLASS_NAMES: weakref.WeakKeyDictionary[nn.Module, tuple[str, ...]] = weakref.WeakKeyDictionary()
+#: The attribute under which a module keeps the class names given by register_class_names.
+_NAMES_ATTRIBUTE = "_gradcam_class_names"
 
 
 def register_class_names(module: nn.Module, names: Sequence[str]) -> None:
-    """Record ``module``'s class names, so targets may name classes (``cam(x, "espresso")``).
+    """Give ``module`` class names, so targets may name classes (``cam(x, "espresso")``).
 
-    :func:`~gradcam.load_model` records them for the models it loads. The module itself is
-    not modified (the names live in a table keyed weakly by the module).
+    The names live on the module, in its ``_gradcam_class_names`` attribute (a plain
+    attribute: not a parameter or buffer, so ``state_dict`` is unchanged; copies of the module
+    keep them). Every model :func:`~gradcam.load_model` returns has them
+    (:class:`~gradcam.LoadedModel` gives its module its ``class_names``).
 
     Examples:
         >>> net = torch.nn.Linear(2, 2)
@@ -140,22 +141,22 @@ def register_class_names(module: nn.Module, names: Sequence[str]) -> None:
         >>> class_names(net)
         ('cat', 'dog')
     """
-    _CLASS_NAMES[module] = tuple(str(n) for n in names)
+    module.__dict__[_NAMES_ATTRIBUTE] = tuple(str(n) for n in names)
 
 
 def class_names(model: nn.Module) -> tuple[str, ...] | None:
     """The class names of ``model``, or ``None`` when it has none.
 
-    Names recorded by :func:`register_class_names` (every model :func:`~gradcam.load_model`
+    Names given by :func:`register_class_names` (every model :func:`~gradcam.load_model`
     loads), else a Hugging Face model's ``config.id2label``.
 
     Examples:
         >>> class_names(nn.Linear(2, 3)) is None
         True
     """
-    registered = _CLASS_NAMES.get(model)
+    registered = model.__dict__.get(_NAMES_ATTRIBUTE)
     if registered is not None:
-        return registered
+        return tuple(registered)
     labels = getattr(getattr(model, "config", None), "id2label", None)
     if isinstance(labels, Mapping) and labels:
         return tuple(

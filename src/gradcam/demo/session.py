@@ -61,7 +61,7 @@ from gradcam.dissect import Dissection, DissectionError, shipped_names
 from gradcam.dissect.text import TextExplanation, text_explanations
 from gradcam.errors import GradCAMError, ImageLoadError, LayerError
 from gradcam.explain import Explanation, MapEntry, explain_image, map_arrays
-from gradcam.fusion import inference_copy
+from gradcam.fusion import folded_from
 from gradcam.images import MAX_PIXELS, load_image
 from gradcam.layers import spatial_layers
 from gradcam.methods import CAMResult, method_spec, method_specs
@@ -246,8 +246,8 @@ def is_slow(method: str) -> bool:
 @contextlib.contextmanager
 def pass_limit(module: torch.nn.Module, limit: int, title: str) -> Any:
     """Count the images ``module`` sees (the batch sizes of its forward calls, and of its
-    batch-norm-folded copy's, :func:`gradcam.fusion.inference_copy`, which perturbation methods
-    run instead) and stop the call that takes them beyond ``limit`` with a one-line
+    batch-norm-folded copies', :func:`gradcam.fusion.folded_from`, which perturbation methods
+    make and run instead) and stop the call that takes them beyond ``limit`` with a one-line
     :class:`GradCAMError`.
 
     Examples:
@@ -261,8 +261,10 @@ there: choose a faster method or a layer with fewer channels
     """
     seen = 0
 
-    def count(_: torch.nn.Module, args: tuple[Any, ...]) -> None:
+    def count(called: torch.nn.Module, args: tuple[Any, ...]) -> None:
         nonlocal seen
+        if called is not module and folded_from(called) is not module:
+            return
         first = args[0] if args else None
         seen += first.shape[0] if isinstance(first, torch.Tensor) and first.dim() else 1
         if seen > limit:
@@ -271,13 +273,12 @@ there: choose a faster method or a layer with fewer channels
                 "choose a faster method or a layer with fewer channels"
             )
 
-    runs = [module, inference_copy(module)]
-    handles = [m.register_forward_pre_hook(count) for m in runs if m is not None]
+    # On every module: the copies are made during the block, by the methods that run them.
+    handle = torch.nn.modules.module.register_module_forward_pre_hook(count)
     try:
         yield
     finally:
-        for handle in handles:
-            handle.remove()
+        handle.remove()
 
 
 def heatmap_choices() -> list[str]:

@@ -13,7 +13,7 @@ from tqdm import tqdm
 
 from gradcam.engine import check_input, eval_mode, run_in_fast_layout
 from gradcam.errors import GradCAMError, TargetError
-from gradcam.fusion import checked_copy
+from gradcam.fusion import FoldedCopy
 from gradcam.maps import normalize
 from gradcam.methods.perturbation import CopyRunner, scores_of
 from gradcam.methods.registry import Needs, register
@@ -132,6 +132,7 @@ class Occlusion:
         self.baseline = baseline
         self.batch_size = batch_size
         self.progress = progress
+        self.folded = FoldedCopy(module)
 
     def windows(self, height: int, width: int) -> list[tuple[int, int, int, int]]:
         """``(y0, y1, x0, x1)`` of every window on a ``height`` x ``width`` input."""
@@ -195,7 +196,7 @@ class Occlusion:
             output = run_in_fast_layout(self.module, x, self.module, fast=True)
             resolved = resolve_targets(targets, output, batch, names=class_names(self.module))
             total = torch.zeros(batch, resolved.scores.shape[1], *size, device=x.device)
-            folded, reference = checked_copy(self.module, x, output)
+            folded, reference = self.folded.checked(x, output)
             run = CopyRunner(self.module, bar, folded)
             for b in range(batch):
                 columns = fixed_targets(targets, resolved.classes[b], b)

@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from gradcam.engine import all_finite, check_input, eval_mode, run_in_fast_layout, spatial_size
 from gradcam.errors import GradCAMError, LayerError, TargetError
-from gradcam.fusion import checked_copy
+from gradcam.fusion import FoldedCopy
 from gradcam.hooks import capture_layer
 from gradcam.layers import LayerLike
 from gradcam.maps import normalize, upsample
@@ -127,12 +127,13 @@ class PerturbationMethod(LayerMethod):
         super().__init__(module, layer)
         self.batch_size = batch_size
         self.progress = progress
+        self.folded = FoldedCopy(self.module)
 
     def inference_copy(self, x: Tensor, output: object) -> nn.Module | None:
         """The model with its batch norms folded, checked on ``x`` against the model's
-        ``output`` (:func:`gradcam.fusion.checked_copy`), or ``None``: the model runs its own
-        passes."""
-        return checked_copy(self.module, x, output)[0]
+        ``output`` (:meth:`gradcam.fusion.FoldedCopy.checked`; this method's own copy, kept
+        in ``folded``), or ``None``: the model runs its own passes."""
+        return self.folded.checked(x, output)[0]
 
     def passes(self, activations: Tensor) -> int:
         """How many copies :meth:`channel_weights` will run, for the progress bar."""
