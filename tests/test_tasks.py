@@ -143,7 +143,9 @@ def test_bad_task_targets() -> None:
     with pytest.raises(TargetError, match="non-negative integer"):
         SegmentationScore(-1)
     with pytest.raises(TargetError, match=r"\(H, W\) or \(B, H, W\)"):
-        SegmentationScore(1, np.zeros(4))
+        SegmentationScore(1, np.zeros((1, 1, 1, 1, 4)))
+    with pytest.raises(TargetError, match=r"does not fit the model's \(2, 2\) score maps"):
+        SegmentationScore(1, np.zeros(4))(torch.zeros(1, 2, 2, 2))  # a signal's mask
     with pytest.raises(TargetError, match=r"does not fit the model's \(2, 2\) score maps"):
         SegmentationScore(1, np.zeros((3, 3)))(torch.zeros(1, 2, 2, 2))
     with pytest.raises(TargetError, match="class id 5 is out of range"):
