@@ -167,3 +167,22 @@ def test_bench_peers_vit_layout_agrees(monkeypatch: pytest.MonkeyPatch) -> None:
     # It returns maps upsampled to the input and min-max normalized: ours, shown the same way.
     shown = bench_peers.upsampled(ours, (64, 64))
     torch.testing.assert_close(torch.from_numpy(theirs), shown, rtol=0, atol=1e-5)
+
+
+def test_bench_video_quick_smoke() -> None:
+    """r3d_18 at 4 x 32 x 32, one round: the table has every case, and the peers' raw maps
+    agree with ours (a fast wrong answer must not pass)."""
+    script = SCRIPT.with_name("bench_video.py")
+    proc = subprocess.run(
+        [sys.executable, str(script), "--quick", "--no-memory"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr
+    for case in ("forward", "fwd_grad", "gradcam_1", "gradcam_top5"):
+        assert f"| {case} |" in proc.stdout
+    marker = "Largest |peer raw - ours raw|: "
+    agreement = proc.stdout.split(marker)[1].splitlines()[0] if marker in proc.stdout else ""
+    for pair in filter(None, agreement.split(", ")):
+        assert float(pair.split()[1]) < 1e-5, pair

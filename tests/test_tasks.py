@@ -143,7 +143,9 @@ def test_bad_task_targets() -> None:
     with pytest.raises(TargetError, match="non-negative integer"):
         SegmentationScore(-1)
     with pytest.raises(TargetError, match=r"\(H, W\) or \(B, H, W\)"):
-        SegmentationScore(1, np.zeros(4))
+        SegmentationScore(1, np.zeros((1, 1, 1, 1, 4)))
+    with pytest.raises(TargetError, match=r"does not fit the model's \(2, 2\) score maps"):
+        SegmentationScore(1, np.zeros(4))(torch.zeros(1, 2, 2, 2))  # a signal's mask
     with pytest.raises(TargetError, match=r"does not fit the model's \(2, 2\) score maps"):
         SegmentationScore(1, np.zeros((3, 3)))(torch.zeros(1, 2, 2, 2))
     with pytest.raises(TargetError, match="class id 5 is out of range"):
@@ -329,3 +331,87 @@ def test_wrong_channels_for_a_detector(detectors: dict[str, nn.Module]) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert task_layer(model).reshape == "channels-first"
+
+
+# 3-D segmenters
+
+
+def _hand_segmenter_3d() -> nn.Module:
+    """``A^0 = 2x + 1``, ``A^1 = -x + 3`` (a 1x1x1 conv), then a 1x1x1 head:
+    ``z^0 = A^0 - A^1 = 3x - 2``, ``z^1 = A^1``."""
+    features, head = nn.Conv3d(1, 2, 1), nn.Conv3d(2, 2, 1, bias=False)
+    with torch.no_grad():
+        features.weight.copy_(torch.tensor([2.0, -1.0]).view(2, 1, 1, 1, 1))
+        features.bias.copy_(torch.tensor([1.0, 3.0]))
+        head.weight.copy_(torch.tensor([[1.0, -1.0], [0.0, 1.0]]).view(2, 2, 1, 1, 1))
+    return nn.Sequential(features, head).eval()
+
+
+def test_segmentation_score_of_a_volume_by_hand() -> None:
+    volume = torch.arange(16.0).view(1, 2, 2, 2, 2)  # class 1: 8 .. 15
+    top = torch.zeros(2, 2, 2)
+    top[0] = 1
+    assert SegmentationScore(1, top)(volume).tolist() == [8 + 9 + 10 + 11]
+    assert SegmentationScore(1)({"out": volume}).tolist() == [sum(range(8, 16))]
+    per_volume = torch.stack([top, 1 - top])  # (B, D, H, W)
+    batch = torch.cat([volume, volume])
+    assert SegmentationScore(0, per_volume)(batch).tolist() == [0 + 1 + 2 + 3, 4 + 5 + 6 + 7]
+    signal = torch.arange(6.0).view(1, 2, 3)  # (B, C, L): class 1 is 3, 4, 5
+    assert SegmentationScore(1, np.array([1, 0, 1]))(signal).tolist() == [8.0]
+    with pytest.raises(TargetError, match=r"does not fit the model's \(2, 2, 2\) score maps"):
+        SegmentationScore(1, torch.ones(2, 2))(volume)
+    with pytest.raises(TargetError, match=r"does not fit the model's \(2, 2, 2\) score maps"):
+        SegmentationScore(1, torch.ones(3, 2, 2, 2))(batch)
+
+
+def test_gradcam_of_a_3d_segmenter_by_hand() -> None:
+    """Class 0 over the top slice M (4 of 8 voxels): ``dy/dA^0 = M``, ``dy/dA^1 = -M``, so
+    ``alpha = (1/2, -1/2)`` and ``L = ReLU((A^0 - A^1) / 2) = ReLU((3x - 2) / 2)``; the default
+    layer is the features (the head's output is the output)."""
+    model = _hand_segmenter_3d()
+    x = torch.arange(8.0).view(1, 1, 2, 2, 2)
+    top = torch.zeros(2, 2, 2)
+    top[0] = 1
+    before = snapshot(model)
+    result = GradCAM(model)(x, SegmentationScore(0, top))
+    assert result.layer == "0"
+    assert_unchanged(before, model)
+    torch.testing.assert_close(result.weights[0, 0], torch.tensor([0.5, -0.5]))
+    expected = torch.relu((3 * torch.arange(8.0) - 2) / 2).view(2, 2, 2)
+    torch.testing.assert_close(result.raw[0, 0], expected, atol=1e-6, rtol=0)
+    torch.testing.assert_close(result.scores[0, 0], torch.tensor(-2.0 + 1 + 4 + 7))
+
+
+@pytest.mark.parametrize(
+    ("name", "layer"),
+    [
+        ("UNet", "model.2.0"),  # the last up-convolution, before the final conv unit
+        ("SegResNet", "act_mod"),  # the decoder's last features, before the 1x1x1 conv
+    ],
+)
+def test_monai_3d_segmenters_with_the_default_layer(name: str, layer: str) -> None:
+    nets = pytest.importorskip("monai.networks.nets")
+    torch.manual_seed(0)
+    if name == "UNet":
+        model = nets.UNet(3, 1, 3, channels=(4, 8, 16), strides=(2, 2), num_res_units=1)
+    else:
+        model = nets.SegResNet(3, 8, 1, 3, blocks_down=(1, 1, 2), blocks_up=(1, 1))
+    model.train()
+    before = snapshot(model)
+    x = torch.randn(2, 1, 16, 16, 16, generator=torch.Generator().manual_seed(1))
+    mask = torch.zeros(16, 16, 16, dtype=torch.bool)
+    mask[4:12, 4:12, 4:12] = True
+    result = GradCAM(model)(x, [SegmentationScore(1, mask), SegmentationScore(2)])
+    assert_unchanged(before, model)
+    assert result.layer == layer
+    assert result.maps.shape == (2, 2, 16, 16, 16)
+    assert torch.isfinite(result.maps).all() and float(result.maps.std()) > 0
+    with torch.no_grad():
+        model.eval()
+        expected = (model(x)[:, 1] * mask).sum(dim=(1, 2, 3))
+        model.train()
+    torch.testing.assert_close(result.scores[:, 0], expected, rtol=1e-5, atol=1e-4)
+    # The same layer given by name gives the same maps.
+    torch.testing.assert_close(
+        GradCAM(model, layer)(x, SegmentationScore(1, mask)).raw, result.raw[:, :1]
+    )

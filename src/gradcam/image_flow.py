@@ -24,6 +24,9 @@ frozen model is traced alike) and every module call with its inputs and outputs,
 * **on the path to the output**: the model's output depends on it;
 * **not the output itself**: no score is computed after it, only reshaping and resampling
   (a segmenter's class-logit map, upsampled to the input, is its output, not a feature map);
+  the output is what the model returns less the intermediates it returns alongside (MONAI's
+  ViT returns its logits and every block's hidden states, Hugging Face models may return
+  hidden states): a returned tensor that another returned tensor is computed from is one;
 * **a cut**: every path from the pixels to the output passes through it (the last stage of a
   feature pyramid is not one; the pyramid as a whole is).
 
@@ -286,6 +289,38 @@ def _closure(
     return seen
 
 
+def _results(outputs: list[tuple[Tensor, Node]]) -> list[tuple[Tensor, Node]]:
+    """The returned tensors that no other returned tensor is computed from: a model that also
+    returns intermediates (hidden states) would otherwise make no layer before them a cut.
+
+    Examples:
+        >>> x = torch.ones(2, requires_grad=True)
+        >>> hidden = x * 2
+        >>> [tuple(t.shape) for t, _ in _results([(hidden, hidden.grad_fn),
+        ...                                        (hidden.sum(), hidden.sum().grad_fn)])]
+        [()]
+    """
+    nodes = [n for _, n in outputs if n is not None]
+    if len(nodes) < 2:
+        return outputs
+    # Strict ancestors of every returned tensor (a DAG: no node is its own ancestor).
+    ancestors = _closure([p for n in nodes for p in _parents(n)], _ParentEdges())
+    return [(t, n) for t, n in outputs if n is None or n not in ancestors]
+
+
+class _ParentEdges(Mapping[Node, Sequence[Node]]):
+    """The autograd graph's parent edges, read from the nodes themselves."""
+
+    def __getitem__(self, node: Node) -> Sequence[Node]:
+        return list(_parents(node))
+
+    def __iter__(self) -> Iterator[Node]:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
+
+
 @contextmanager
 def trace_image(model: nn.Module, x: Tensor) -> Iterator[ImageFlow]:
     """Run ``model`` once on ``x`` in eval mode, recording the autograd graph from ``x`` and
@@ -340,7 +375,7 @@ def _flow(model: nn.Module, x: Tensor) -> Iterator[ImageFlow]:
         finally:
             for handle in handles:
                 handle.remove()
-    outputs = [(t, t.grad_fn) for t in _tensors(output)]
+    outputs = _results([(t, t.grad_fn) for t in _tensors(output)])
     try:
         yield ImageFlow(model, traced, pixels.grad_fn, outputs, batch, parameters.values())
     finally:

@@ -331,8 +331,9 @@ def spatial_layers(model: nn.Module, x: Tensor) -> list[tuple[str, tuple[int, ..
 
 
 def _is_attention(module: nn.Module) -> bool:
+    # MONAI names its self-attention ``SABlock``.
     return isinstance(module, nn.MultiheadAttention) or type(module).__name__.endswith(
-        ("Attention", "SelfAttention")
+        ("Attention", "SelfAttention", "SABlock")
     )
 
 

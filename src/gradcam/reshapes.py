@@ -9,10 +9,15 @@ Convolutional layers output (B, C, h, w) already. Transformers do not:
 * ViT and DeiT blocks output a token sequence (B, N, D): ``p`` leading tokens (class,
   distillation, register tokens) then a ``gh x gw`` grid of patch tokens, row by row.
   :func:`tokens_to_maps` drops the leading tokens and lays the rest out as (B, D, gh, gw);
-  :func:`token_grid` infers ``p`` and the grid from ``N`` and the input size ``(H, W)``: the
+  :func:`token_grid` infers ``p`` and the grid from ``N`` and the input size ``(H, W)``: when
+  the model's first convolution cuts the input into patches (kernel = stride, as ViT's
+  ``conv_proj``, timm's ``patch_embed.proj`` and MONAI's ``patch_embedding.patch_embeddings``),
+  its grid (:func:`patch_grid`) with ``p = N - gh*gw`` leading tokens; otherwise the
   smallest ``p`` (at most :data:`MAX_PREFIX`) such that ``N - p`` tokens form the grid that a
   patch size ``s`` gives, ``gh = H/s`` and ``gw = W/s`` rounded both down or both up (so
-  non-square inputs and any patch size work).
+  non-square inputs and any patch size work). A signal's tokens need the patch grid: every
+  count of tokens is some patch size's grid of a signal, so only the stem says whether one of
+  them is a class token (MONAI's ViT with ``spatial_dims=1`` has one when ``classification``).
 * Swin stages, timm's ConvNeXt blocks and MaxViT's inner layers output channels-last maps
   (B, h, w, C); :func:`channels_last_to_maps` permutes them. Swin3D's stages (torchvision's
   ``swin3d_t``) output (B, t, h, w, C) alike.
@@ -34,7 +39,9 @@ are channel counts in dim 1 (channels first); ``nn.LayerNorm`` and ``nn.Linear``
 feature sizes in the last dim. The layer's own submodules are asked first, then the whole
 model. An output with as many dims as the input (4-D for images, 5-D for clips, 3-D for
 signals) is channels-last when its last dim is such a feature size and its dim 1 is no channel
-count, channels-first otherwise; otherwise a 3-D output is a token sequence when its last dim
+count, channels-first otherwise (a signal's channels-last output with up to
+:data:`MAX_PREFIX` positions more than the patch grid of its patch embedding is a token
+sequence with leading class tokens); otherwise a 3-D output is a token sequence when its last dim
 is a feature size and its dim 1 no channel count. The spatial size must also fit the input's
 aspect ratio (see :func:`plausible_grid`). Anything else raises
 :class:`~gradcam.errors.LayerError` naming the shape and the reshapes that exist, never a map
@@ -74,6 +81,7 @@ __all__ = [
     "concat_levels",
     "finest_size",
     "is_pyramid",
+    "patch_grid",
     "plausible_grid",
     "pyramid_levels",
     "rebuild_pyramid",
@@ -177,16 +185,49 @@ def _grids(input_size: tuple[int, ...]) -> dict[int, frozenset[tuple[int, ...]]]
     return {n: frozenset(grids) for n, grids in found.items()}
 
 
+def patch_grid(model: nn.Module, input_size: tuple[int, ...]) -> tuple[int, ...] | None:
+    """The patch grid of ``model``'s first convolution of the input's rank when it cuts the
+    input into patches (kernel size = stride, no padding or dilation: a ViT's patch
+    embedding), ``floor((S_i - k_i) / k_i) + 1`` per axis; ``None`` for any other stem.
+
+    Examples:
+        >>> patch_grid(nn.Sequential(nn.Conv1d(1, 8, 8, stride=8)), (64,))
+        (8,)
+        >>> patch_grid(nn.Sequential(nn.Conv2d(3, 8, 3, padding=1)), (32, 32)) is None
+        True
+    """
+    from gradcam.engine import input_stem  # the engine imports this module
+
+    stem = input_stem(model, len(input_size))
+    if stem is None:
+        return None
+    conv = stem[1]
+    kernel, stride = tuple(conv.kernel_size), tuple(conv.stride)
+    padding = conv.padding if isinstance(conv.padding, tuple) else (1,)  # "same": padded
+    if (
+        conv.weight.dim() != len(input_size) + 2
+        or kernel != stride
+        or any(padding)
+        or any(d != 1 for d in conv.dilation)
+    ):
+        return None
+    grid = tuple((n - k) // k + 1 for n, k in zip(input_size, kernel, strict=True))
+    return grid if all(g >= 1 for g in grid) else None
+
+
 def token_grid(
     count: int,
     input_size: tuple[int, ...],
     prefix: int | None = None,
     declared: Mapping[int, tuple[int, ...]] | None = None,
+    patches: tuple[int, ...] | None = None,
 ) -> tuple[int, tuple[int, ...]]:
     """Infer ``(prefix, (gh, gw))`` for ``count`` tokens of an ``(H, W)`` input.
 
     A grid the model declared for ``count`` tokens (``declared``, see
-    :func:`gradcam.hooks.token_grids`) is taken first, its prefix the tokens left over.
+    :func:`gradcam.hooks.token_grids`) is taken first, its prefix the tokens left over; then
+    the grid of the model's patch embedding (``patches``, see :func:`patch_grid`) when at most
+    :data:`MAX_PREFIX` tokens are left over.
     Otherwise, the smallest ``prefix`` (``0`` to :data:`MAX_PREFIX`, or the one given) such
     that ``count - prefix`` patches form the grid of some patch size ``s``: ``gh = H/s``,
     ``gw = W/s``, both rounded down or both up (for a signal or clip, every axis alike).
@@ -201,12 +242,14 @@ def token_grid(
         (1, (14, 28))
         >>> token_grid(65, (8, 64, 64), declared={65: (4, 4, 4)})  # MViT: the model says
         (1, (4, 4, 4))
+        >>> token_grid(9, (64,)), token_grid(9, (64,), patches=(8,))  # a signal's class token
+        ((0, (9,)), (1, (8,)))
     """
-    known = (declared or {}).get(count)
-    if known is not None and len(known) == len(input_size):
-        extra = count - math.prod(known)
-        if extra >= 0 and (prefix is None or prefix == extra):
-            return extra, tuple(known)
+    for known, most in (((declared or {}).get(count), count), (patches, MAX_PREFIX)):
+        if known is not None and len(known) == len(input_size):
+            extra = count - math.prod(known)
+            if 0 <= extra <= most and (prefix is None or prefix == extra):
+                return extra, tuple(known)
     grids = _grids(input_size)
     prefixes = range(min(MAX_PREFIX, count - 1) + 1) if prefix is None else [prefix]
     for p in prefixes:
@@ -406,7 +449,8 @@ def view_for(
                 raise LayerError(f"{where}; {shape[1]} tokens do not fit {given}; {_HELP}")
             return MapView("tokens", prefix, given.grid, rank=rank)
         try:
-            prefix, grid = token_grid(shape[1], input_size, given.prefix, declared)
+            patches = patch_grid(model, input_size)
+            prefix, grid = token_grid(shape[1], input_size, given.prefix, declared, patches)
         except LayerError as error:
             raise LayerError(f"{where}; its output {shape}: {error}; {_HELP}") from None
         return MapView("tokens", prefix, grid, rank=rank)
@@ -423,6 +467,12 @@ def view_for(
             else "channels-first"
         )
         hw = shape[1:-1] if kind == "channels-last" else shape[2:]
+        if kind == "channels-last" and rank == 1:
+            # A signal's (B, N, D) tokens have the rank of (B, L, C) maps: the patch
+            # embedding says whether leading class tokens come first.
+            patches = patch_grid(model, input_size)
+            if patches is not None and 0 < shape[1] - patches[0] <= MAX_PREFIX:
+                return MapView("tokens", shape[1] - patches[0], patches, rank=rank)
         if not plausible_grid(hw, input_size):
             raise LayerError(
                 f"{where}; read as {kind}, its output {shape} gives {_times(hw)} maps, which "

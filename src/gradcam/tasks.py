@@ -19,7 +19,10 @@ and ``SemanticSegmentationTarget`` do the same):
   .. math:: y = \\sum_{u,v} M_{uv} \\, z^c_{uv}
 
   where ``z^c`` is the model's (B, C, H, W) output (``output["out"]`` for torchvision's
-  DeepLabV3, FCN and LRASPP). Without a mask, ``M`` is where ``c`` is the predicted class.
+  DeepLabV3, FCN and LRASPP), or (B, C, D, H, W) for a 3-D segmenter (MONAI's ``UNet`` and
+  ``SegResNet`` with ``spatial_dims=3``; the sum then runs over every voxel), or (B, C, L) for
+  a signal's. Without a mask, ``M`` is where ``c`` is the predicted class (Seg-Grad-CAM,
+  Vinogradova et al. 2020, sums the class's logits over a region the same way).
 
 Torchvision's Faster R-CNN, RetinaNet, FCOS and SSD run unchanged, in eval mode with their
 postprocessing (lists of dicts with ``"boxes"``, ``"labels"``, ``"scores"``): nothing in the
@@ -258,10 +261,10 @@ class DetectionScore:
 def segmentation_logits(output: Any) -> Tensor:
     """The (B, C, H, W) per-pixel class scores of a segmenter's output: a tensor,
     ``output["out"]`` (torchvision), ``output["logits"]`` or ``.logits`` (Hugging Face), or
-    the first element of a tuple.
+    the first element of a tuple; per voxel (B, C, D, H, W) or per sample (B, C, L) alike.
 
     Raises:
-        TargetError: naming the output when no 4-D scores are found.
+        TargetError: naming the output when no 3-, 4- or 5-D scores are found.
 
     Examples:
         >>> segmentation_logits({"out": torch.zeros(1, 21, 8, 8), "aux": None}).shape
@@ -274,32 +277,41 @@ def segmentation_logits(output: Any) -> Tensor:
         found = output[0]
     elif not isinstance(output, Tensor):
         found = getattr(output, "logits", None)
-    if not isinstance(found, Tensor) or found.dim() != 4:
+    if not isinstance(found, Tensor) or found.dim() not in (3, 4, 5):
         got = tuple(found.shape) if isinstance(found, Tensor) else type(output).__name__
         raise TargetError(
-            f"segmentation targets need (B, classes, H, W) scores (a tensor, a dict with 'out' "
-            f"or 'logits', or .logits); got {got}"
+            f"segmentation targets need (B, classes, H, W) scores, or (B, classes, D, H, W) or "
+            f"(B, classes, L) (a tensor, a dict with 'out' or 'logits', or .logits); got {got}"
         )
     return found
 
 
 @dataclass(frozen=True, eq=False, init=False)
 class SegmentationScore:
-    """Class ``class_id``'s logits summed over a mask: ``y = sum_uv M_uv z^c_uv``.
+    """Class ``class_id``'s logits summed over a mask: ``y = sum_uv M_uv z^c_uv`` (over
+    every voxel ``u`` of a (B, C, D, H, W) output, every sample of a (B, C, L) one).
 
     Attributes:
         class_id: the class ``c``.
-        mask: (H, W) or (B, H, W) weights (bool or float, numpy or torch) at the output's
-            resolution, or ``None``: the pixels where ``c`` is the predicted class.
+        mask: weights (bool or float, numpy or torch) at the output's resolution, one for
+            every image, (H, W) (or (D, H, W), or (L,)), or one per image, (B, H, W) (or
+            (B, D, H, W), or (B, L)); ``None``: the pixels where ``c`` is the predicted class.
+            Which of the two a mask is follows from the output's rank when called.
 
     Raises:
-        TargetError: a negative class id, a mask that is not 2-D or 3-D, or (when called) a
-            mask whose size differs from the output's.
+        TargetError: a negative class id, a mask of no such rank (1-D to 4-D), or (when
+            called) a mask whose size differs from the output's.
 
     Examples:
         >>> logits = torch.arange(8.0).view(1, 2, 2, 2)   # class 1: [[4, 5], [6, 7]]
         >>> SegmentationScore(1, torch.tensor([[True, False], [False, True]]))({"out": logits})
         tensor([11.])
+
+        A volume: class 0's logits are ``0 .. 7`` over 2 x 2 x 2 voxels, the mask its top slice.
+
+        >>> volume = torch.arange(16.0).view(1, 2, 2, 2, 2)
+        >>> SegmentationScore(0, torch.tensor([1, 0]).view(2, 1, 1).expand(2, 2, 2))(volume)
+        tensor([6.])
     """
 
     class_id: int
@@ -313,9 +325,10 @@ class SegmentationScore:
         weights = None
         if mask is not None:
             weights = torch.as_tensor(np.asarray(mask) if not isinstance(mask, Tensor) else mask)
-            if weights.dim() not in (2, 3):
+            if weights.dim() not in (1, 2, 3, 4):
                 raise TargetError(
-                    f"a segmentation mask is (H, W) or (B, H, W), got shape {tuple(weights.shape)}"
+                    f"a segmentation mask is (H, W) or (B, H, W) (for volumes (D, H, W) or "
+                    f"(B, D, H, W)), got shape {tuple(weights.shape)}"
                 )
             weights = weights.detach().float()
         object.__setattr__(self, "class_id", int(class_id))
@@ -329,18 +342,21 @@ class SegmentationScore:
                 f"class id {self.class_id} is out of range: the model has {logits.shape[1]} classes"
             )
         scores = logits[:, self.class_id]
+        rank = scores.dim() - 1
         if self.mask is None:
             mask = (logits.detach().argmax(dim=1) == self.class_id).to(scores.dtype)
         else:
             mask = self.mask.to(scores.device, scores.dtype)
-            if mask.shape[-2:] != scores.shape[-2:] or (
-                mask.dim() == 3 and mask.shape[0] not in (1, scores.shape[0])
+            if (
+                mask.dim() not in (rank, rank + 1)
+                or mask.shape[-rank:] != scores.shape[1:]
+                or (mask.dim() == rank + 1 and mask.shape[0] not in (1, scores.shape[0]))
             ):
                 raise TargetError(
                     f"the mask of shape {tuple(mask.shape)} does not fit the model's "
-                    f"{tuple(scores.shape[-2:])} score maps for {scores.shape[0]} images"
+                    f"{tuple(scores.shape[1:])} score maps for {scores.shape[0]} images"
                 )
-        return (scores * mask).sum(dim=(-2, -1))
+        return (scores * mask).sum(dim=tuple(range(1, scores.dim())))
 
 
 def detector_maps(model: nn.Module, x: Tensor, raw: Tensor) -> Tensor:
