@@ -28,6 +28,7 @@ from gradcam.errors import GradCAMError
 from gradcam.layers import resolve_layer
 from gradcam.maps import bounding_box, peak, upsample
 from gradcam.methods import Result, explain_methods, method_spec
+from gradcam.methods.registry import DEFAULT_METHOD, GRAD_CAM
 from gradcam.models import LoadedModel
 from gradcam.outputs import output_folder
 from gradcam.paths import slug
@@ -47,7 +48,7 @@ __all__ = [
 ]
 
 #: The paper's Fig. 1: the photo, then these methods' pictures side by side.
-FIGURE_METHODS = ["guided-backprop", "gradcam", "guided-gradcam"]
+FIGURE_METHODS = ["guided-backprop", GRAD_CAM, "guided-gradcam"]
 
 #: The most classes explained for one photo (``--top-k``, or ``--class`` repeated): each one
 #: is a picture per method on disk, and a pixel-space method holds a map the size of the input
@@ -162,7 +163,7 @@ def explain_image(
     loaded: LoadedModel,
     image: Image.Image,
     *,
-    methods: Sequence[str] = ("gradcam",),
+    methods: Sequence[str] = (DEFAULT_METHOD,),
     classes: Sequence[int] | None = None,
     top_k: int = 1,
     layer: str | None = None,
@@ -257,7 +258,7 @@ def npz_key(method: str, field: str) -> str:
         >>> npz_key("gradcam", "raw"), npz_key("guided-backprop", "maps")
         ('raw', 'guided_backprop_maps')
     """
-    prefix = "" if method == "gradcam" else method.replace("-", "_").replace("+", "p") + "_"
+    prefix = "" if method == GRAD_CAM else method.replace("-", "_").replace("+", "p") + "_"
     return prefix + field
 
 
@@ -347,7 +348,7 @@ def save_explanation(
         missing = [m for m in FIGURE_METHODS if m not in explanation.results]
         if missing:
             raise GradCAMError(f"a figure needs the methods {', '.join(missing)}")
-        for entry in (e for e in explanation.entries if e.method == "gradcam"):
+        for entry in (e for e in explanation.entries if e.method == GRAD_CAM):
             label = entry.class_name or f"target-{entry.rank}"
             panels = [("Original", image)] + [
                 (f"{method_spec(m).title}: {label}", pictures[(m, entry.rank)])

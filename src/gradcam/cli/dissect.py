@@ -139,9 +139,10 @@ def read_names(args: argparse.Namespace, methods: list[str]) -> Any:
     if not args.names:
         raise GradCAMError("--text needs --names DIR (written by gradcam dissect)")
     from gradcam.dissect import load_dissection
+    from gradcam.methods.registry import GRAD_CAM
 
-    if "gradcam" not in methods:
-        methods.insert(0, "gradcam")
+    if GRAD_CAM not in methods:
+        methods.insert(0, GRAD_CAM)
     return load_dissection(args.names)
 
 
@@ -174,8 +175,9 @@ def write_text(explanation: Any, loaded: Any, image: Any, names: Any, folder: Pa
     from tqdm import tqdm
 
     from gradcam.dissect.text import save_neurons, text_explanations
+    from gradcam.methods.registry import GRAD_CAM
 
-    texts = text_explanations(loaded, explanation.input, explanation.results["gradcam"], names)
+    texts = text_explanations(loaded, explanation.input, explanation.results[GRAD_CAM], names)
     save_neurons(texts, image, folder)
     for text in texts:
         tqdm.write(f"  {text}", file=sys.stdout)

@@ -109,7 +109,7 @@ def explain_command(args: argparse.Namespace) -> int:
 
     from gradcam.explain import FIGURE_METHODS, check_classes, explain_image, save_explanation
     from gradcam.images import load_image
-    from gradcam.methods.registry import DEFAULT_METHOD, flag_options, parse_options
+    from gradcam.methods.registry import DEFAULT_METHOD, GRAD_CAM, flag_options, parse_options
     from gradcam.models import load_model
     from gradcam.outputs import output_folder
     from gradcam.task_explain import infer_task
@@ -130,7 +130,7 @@ def explain_command(args: argparse.Namespace) -> int:
     if args.counterfactual:
         names.append("counterfactual")
     if args.figure:
-        names += ["gradcam", *FIGURE_METHODS]  # Grad-CAM first, as without --figure
+        names += [GRAD_CAM, *FIGURE_METHODS]  # Grad-CAM first, as without --figure
     names = list(dict.fromkeys(names))
     flags = {"window": args.window, "stride": args.stride}
     options = parse_options(names, [*args.options, *flag_options(names, flags)])

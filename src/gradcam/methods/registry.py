@@ -36,6 +36,7 @@ from gradcam.rectifiers import Rule
 
 __all__ = [
     "DEFAULT_METHOD",
+    "GRAD_CAM",
     "Kind",
     "MethodSpec",
     "Needs",
@@ -51,8 +52,12 @@ __all__ = [
     "register",
 ]
 
+#: Grad-CAM's registry name, where code means Grad-CAM itself (the paper's figures, the
+#: textual explanations), not whichever method is the default.
+GRAD_CAM = "gradcam"
+
 #: The method every command and function uses when none is named: the paper's Grad-CAM.
-DEFAULT_METHOD = "gradcam"
+DEFAULT_METHOD = GRAD_CAM
 
 Kind = Literal["heatmap", "pixel"]
 """``"heatmap"``: one non-negative map per target at the layer's (or the input's) resolution,
