@@ -107,15 +107,20 @@ def add_dataset_options(
     command.add_argument("--seed", type=int, default=0, help="synthetic data: generator seed")
 
 
-def add_runner_options(command: argparse.ArgumentParser) -> None:
+def add_runner_options(command: argparse.ArgumentParser, batch_size: int = 8) -> None:
     """Add how a dataset command runs (:func:`gradcam.evaluate.runner.run`): ``--limit``,
-    ``--resume``, ``--batch-size``, ``--workers``, ``--ray`` and ``--ray-timeout``."""
+    ``--resume``, ``--batch-size`` (default ``batch_size``), ``--workers``, ``--ray`` and
+    ``--ray-timeout``."""
     command.add_argument("--limit", type=int, metavar="N", help="only the first N images")
     command.add_argument(
         "--resume", action="store_true", help="continue the run in --out, skipping done images"
     )
     command.add_argument(
-        "--batch-size", type=int, default=8, metavar="B", help="images per batch (default: 8)"
+        "--batch-size",
+        type=int,
+        default=batch_size,
+        metavar="B",
+        help=f"images per batch (default: {batch_size})",
     )
     command.add_argument(
         "--workers", type=int, default=1, metavar="N", help="local processes (or Ray actors)"
