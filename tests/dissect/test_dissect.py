@@ -479,3 +479,18 @@ def test_saved_files_are_written_whole(tmp_path, monkeypatch: pytest.MonkeyPatch
     with pytest.raises(GradCAMError, match=r"names\.parquet: No space left on device"):
         found.save(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dissection.json", "iou.npy"]
+
+
+def test_cli_takes_the_runner_options(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
+    base = ["dissect", "--model", "shapes", "--concepts", "generated", "--images", "6"]
+    out = tmp_path / "names"
+    assert gradcam.cli.main([*base, "--size", "32", "--workers", "0", "--out", str(out)]) == 2
+    assert "workers must be at least 1, got 0" in capsys.readouterr().err
+    assert not out.exists()  # refused before any pass or file
+    args = [*base, "--size", "32", "--limit", "4", "--batch-size", "3", "--out", str(out)]
+    assert gradcam.cli.main(args) == 0
+    assert "over 4 images of generated:6:32:0" in capsys.readouterr().out
+    assert load_dissection(out).images == 4
+    assert gradcam.cli.main([*args, "--resume"]) == 0  # finished: read back
+    assert gradcam.cli.main([*args[:-2], "--limit", "5", "--out", str(out), "--resume"]) == 2
+    assert "other settings (images differ)" in capsys.readouterr().err

@@ -18,6 +18,7 @@ __all__ = [
     "add_max_pixels",
     "add_methods",
     "add_model_options",
+    "add_parallel_options",
     "add_runner_options",
     "markdown_table",
     "max_pixels",
@@ -122,6 +123,12 @@ def add_runner_options(command: argparse.ArgumentParser, batch_size: int = 8) ->
         metavar="B",
         help=f"images per batch (default: {batch_size})",
     )
+    add_parallel_options(command)
+
+
+def add_parallel_options(command: argparse.ArgumentParser) -> None:
+    """Add where a dataset command's batches run (:func:`gradcam.evaluate.runner.run`):
+    ``--workers``, ``--ray`` and ``--ray-timeout``."""
     command.add_argument(
         "--workers", type=int, default=1, metavar="N", help="local processes (or Ray actors)"
     )

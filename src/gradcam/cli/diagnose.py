@@ -12,7 +12,7 @@ import argparse
 import sys
 from typing import Any
 
-from gradcam.cli.common import add_model_options, model_name
+from gradcam.cli.common import add_model_options, add_parallel_options, model_name
 
 __all__ = ["add_parser"]
 
@@ -47,6 +47,7 @@ def add_parser(commands: Any) -> None:
         help="failures shown per kind in report.html (default: %(default)s; 0: all)",
     )  # fmt: skip
     failures.add_argument("--out", default="gradcam_failures", metavar="DIR", help="run folder")
+    add_parallel_options(failures)
     failures.set_defaults(handler=_failures)
     adversarial = jobs.add_parser(
         "adversarial",
@@ -160,6 +161,9 @@ def _failures(args: argparse.Namespace) -> int:
         resume=args.resume,
         limit=args.limit,
         batch_size=args.batch_size,
+        workers=args.workers,
+        ray=args.ray,
+        ray_timeout=args.ray_timeout,
         report_limit=args.report_limit or None,
     )
     summary = result.summary[0]

@@ -255,6 +255,9 @@ def diagnose_failures(
     resume: bool = False,
     limit: int | None = None,
     batch_size: int = 8,
+    workers: int = 1,
+    ray: bool | str = False,
+    ray_timeout: float = 30.0,
     progress: bool = True,
     report_limit: int | None = 200,
 ) -> ProtocolResult:
@@ -273,6 +276,8 @@ def diagnose_failures(
         resume: continue the run in ``out``, skipping the images already done.
         limit: only the first ``limit`` images.
         batch_size: images per batch (the unit of work and of writing).
+        workers, ray, ray_timeout: local processes (or Ray actors), each with its own copy
+            of the model, and Ray Data, as for :func:`gradcam.evaluate.runner.run`.
         progress: show a progress bar on stderr.
         report_limit: failures shown per kind in ``report.html`` (``None``: all).
 
@@ -303,6 +308,9 @@ def diagnose_failures(
         resume=resume,
         limit=limit,
         batch_size=batch_size,
+        workers=workers,
+        ray=ray,
+        ray_timeout=ray_timeout,
         progress=progress,
     )
     write_failures_report(out, result.summary, report_limit)
