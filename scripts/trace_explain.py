@@ -8,7 +8,9 @@ model.
     .venv/bin/python scripts/trace_explain.py explain src/gradcam/data/cat_and_coffee.jpg \\
         --method gradcam++ --out /tmp/trace
 
-Prints the counts, then the command's exit code; docs/how-it-works.md quotes them.
+Prints each count (zeros too), then the command's exit code; docs/how-it-works.md quotes
+them (with ``--method gradcam++``: 1 method lookup and 2 input checks, the boundary's and
+the engine's own in ``compute_gradients``).
 """
 
 from __future__ import annotations
@@ -30,6 +32,13 @@ import gradcam.models
 from gradcam.cli import main
 
 COUNTS: collections.Counter[str] = collections.Counter()
+KEYS = (
+    "method lookups",
+    "layer resolutions",
+    "default-layer probes",
+    "input checks",
+    "forward passes",
+)
 
 
 def _replace(original: Callable[..., Any], wrapper: Callable[..., Any]) -> None:
@@ -69,7 +78,10 @@ def run(argv: list[str]) -> int:
     _count(gradcam.engine.check_input, "input checks")
     _count_forwards(gradcam.models.load_model)
     code = main(argv)
-    print(dict(COUNTS), "exit code", code)
+    # Every count, zeros included, in the order of docs/how-it-works.md's table.
+    for key in KEYS:
+        print(f"{key}: {COUNTS[key]}")
+    print(f"exit code: {code}")
     return code
 
 

@@ -63,14 +63,14 @@ def test_exception_top_k_above_the_maximum(lite0: gradcam.LoadedModel) -> None:
 def _counting(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Patches the planner seen by explain_image to record how many classes each pass gets."""
     seen: list[int] = []
-    original = explain_module.explain_methods
+    original = explain_module.explain_built
 
     def counted(*args: Any, **kwargs: Any) -> Any:
         targets = args[3]
         seen.append(len(targets) if isinstance(targets, list) else targets.k)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(explain_module, "explain_methods", counted)
+    monkeypatch.setattr(explain_module, "explain_built", counted)
     return seen
 
 
@@ -190,3 +190,40 @@ def test_explain_and_demo_save_maps_under_the_same_keys(
     saved = np.load(tmp_path / "cli" / "maps.npz")
     assert set(saved.files) == set(map_arrays(views.explanation.results)) | {"input", "classes"}
     assert summary["maps"][0]["class"] == views.class_id
+
+
+def test_resolved_methods_are_not_looked_up_again_and_the_input_is_checked_once(
+    shapes: gradcam.LoadedModel,
+    scene: Image.Image,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    import gradcam.methods.planner as planner
+    import gradcam.methods.registry as registry
+
+    by_name = explain_image(shapes, scene, methods=["gradcam++", "guided-backprop"], top_k=2)
+    specs = registry.resolve_methods(["gradcam++", "guided-backprop", "gradcam++"])
+    lookups: list[str] = []
+    checks: list[str] = []
+    lookup = registry.method_spec
+    monkeypatch.setattr(registry, "method_spec", lambda name: lookups.append(name) or lookup(name))
+    for where in (explain_module, planner):
+        check = where.check_input
+        monkeypatch.setattr(
+            where,
+            "check_input",
+            lambda x, m, _c=check, _w=where.__name__: checks.append(_w) or _c(x, m),
+        )
+    found = explain_image(shapes, scene, methods=specs, top_k=2)
+    save_explanation(found, scene, tmp_path / "out")
+    assert lookups == []
+    assert checks == ["gradcam.explain"]  # the planner takes the checked input as it is
+    assert [(e.method, e.kind) for e in found.entries] == [
+        ("gradcam++", "heatmap"),
+        ("gradcam++", "heatmap"),
+        ("guided-backprop", "pixel"),
+        ("guided-backprop", "pixel"),
+    ]
+    for name in ("gradcam++", "guided-backprop"):
+        assert torch.equal(found.results[name].maps, by_name.results[name].maps)
+    assert len(list((tmp_path / "out").glob("*.png"))) == 4

@@ -2,7 +2,8 @@
 ``gradcam explain``.
 
 :func:`explain_image` computes every requested method with as few passes as the math allows
-(:func:`gradcam.methods.explain_methods`): all gradient methods share one forward pass, with
+(:func:`gradcam.methods.planner.explain_built`, given the methods built once from their
+entries and the input checked once): all gradient methods share one forward pass, with
 one backward pass to the layer and one to the input per rectifier rule; the others (CAM,
 occlusion, perturbation methods) add their own passes. At most :data:`MAX_CLASSES` classes are
 explained per photo, :data:`CLASS_CHUNK` per pass, so memory stays bounded however many are
@@ -23,11 +24,13 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from gradcam.engine import eval_mode
+from gradcam.engine import check_input, eval_mode
 from gradcam.errors import GradCAMError
 from gradcam.layers import resolve_layer
 from gradcam.maps import bounding_box, peak, upsample
-from gradcam.methods import Result, explain_methods, method_spec
+from gradcam.methods import Result, method_spec
+from gradcam.methods.planner import explain_built
+from gradcam.methods.registry import DEFAULT_METHOD, GRAD_CAM, MethodSpec, resolve_methods
 from gradcam.models import LoadedModel
 from gradcam.outputs import output_folder
 from gradcam.paths import slug
@@ -47,7 +50,7 @@ __all__ = [
 ]
 
 #: The paper's Fig. 1: the photo, then these methods' pictures side by side.
-FIGURE_METHODS = ["guided-backprop", "gradcam", "guided-gradcam"]
+FIGURE_METHODS = ["guided-backprop", GRAD_CAM, "guided-gradcam"]
 
 #: The most classes explained for one photo (``--top-k``, or ``--class`` repeated): each one
 #: is a picture per method on disk, and a pixel-space method holds a map the size of the input
@@ -65,6 +68,8 @@ class MapEntry:
 
     ``map`` is the layer-resolution (or, for occlusion, input-resolution) heatmap (h, w), or the
     (C, H, W) pixel-space map; ``peak`` and ``box`` are in original-photo pixels, for heatmaps.
+    ``kind`` is the method's (:attr:`gradcam.methods.MethodSpec.kind`), carried so that
+    drawing it needs no registry lookup.
     """
 
     method: str
@@ -75,6 +80,7 @@ class MapEntry:
     map: Tensor
     peak: tuple[int, int] | None
     box: tuple[int, int, int, int] | None
+    kind: str = "heatmap"
 
 
 @dataclass(frozen=True)
@@ -162,7 +168,7 @@ def explain_image(
     loaded: LoadedModel,
     image: Image.Image,
     *,
-    methods: Sequence[str] = ("gradcam",),
+    methods: Sequence[str | MethodSpec] = (DEFAULT_METHOD,),
     classes: Sequence[int] | None = None,
     top_k: int = 1,
     layer: str | None = None,
@@ -174,7 +180,8 @@ def explain_image(
     Args:
         loaded: a model from :func:`gradcam.load_model`.
         image: an RGB photo, e.g. from :func:`gradcam.load_image`.
-        methods: names from :func:`gradcam.methods`.
+        methods: names from :func:`gradcam.methods`, or their entries resolved once by the
+            caller (:func:`gradcam.methods.registry.resolve_methods`): then no lookup is made.
         classes: class ids to explain; ``None`` explains the ``top_k`` best classes.
         top_k: how many of the best classes to explain, at most the model's classes and
             :data:`MAX_CLASSES`; more than :data:`CLASS_CHUNK` are explained that many per
@@ -198,21 +205,21 @@ def explain_image(
         (62, 0, 113, 49)
     """
     check_classes(loaded, classes, top_k)
-    names = list(dict.fromkeys(methods))
-    specs = {name: method_spec(name) for name in names}
+    specs = {spec.name: spec for spec in resolve_methods(methods)}
     module = loaded.module
-    x = loaded.preprocess(image)
+    # The input is checked once, here; the built methods are handed to the planner.
+    x = check_input(loaded.preprocess(image), module)
     layer_ref = resolve_layer(module, layer or loaded.default_layer)
+    given = options or {}
+    built = {n: s.create(module, layer_ref, **given.get(n, {})) for n, s in specs.items()}
     ids = list(classes) if classes else None
     if ids is None and top_k > CLASS_CHUNK:
         ids = _top_classes(loaded, x, top_k)
     if ids is None:
-        results = explain_methods(names, module, x, TopK(top_k), layer=layer_ref, options=options)
+        results = explain_built(built, module, x, TopK(top_k), checked=True)
     else:
         parts = [
-            explain_methods(
-                names, module, x, ids[i : i + CLASS_CHUNK], layer=layer_ref, options=options
-            )
+            explain_built(built, module, x, ids[i : i + CLASS_CHUNK], checked=True)
             for i in range(0, len(ids), CLASS_CHUNK)
         ]
         results = {name: _concat([part[name] for part in parts]) for name in parts[0]}
@@ -225,7 +232,7 @@ def explain_image(
                 entries.append(
                     MapEntry(
                         name, k + 1, class_id, label, float(result.scores[0, k]),
-                        result.maps[0, k], None, None,
+                        result.maps[0, k], None, None, "pixel",
                     )
                 )  # fmt: skip
             else:
@@ -257,7 +264,7 @@ def npz_key(method: str, field: str) -> str:
         >>> npz_key("gradcam", "raw"), npz_key("guided-backprop", "maps")
         ('raw', 'guided_backprop_maps')
     """
-    prefix = "" if method == "gradcam" else method.replace("-", "_").replace("+", "p") + "_"
+    prefix = "" if method == GRAD_CAM else method.replace("-", "_").replace("+", "p") + "_"
     return prefix + field
 
 
@@ -270,7 +277,9 @@ def map_arrays(results: Mapping[str, Result], target: int | None = None) -> dict
     Examples:
         >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 2, 3), torch.nn.ReLU(),
         ...                           torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
-        >>> found = explain_methods(["gradcam", "guided-backprop"], net, torch.rand(1, 3, 6, 6))
+        >>> found = gradcam.methods.explain_methods(
+        ...     ["gradcam", "guided-backprop"], net, torch.rand(1, 3, 6, 6)
+        ... )
         >>> {k: v.shape for k, v in map_arrays(found, target=0).items()}
         {'maps': (6, 6), 'raw': (4, 4), 'guided_backprop_maps': (3, 6, 6)}
     """
@@ -287,7 +296,7 @@ def map_arrays(results: Mapping[str, Result], target: int | None = None) -> dict
 def _picture(entry: MapEntry, image: Image.Image) -> Image.Image:
     from gradcam.viz import gradient_image, overlay
 
-    if method_spec(entry.method).kind == "pixel":
+    if entry.kind == "pixel":
         return gradient_image(entry.map, image.size)
     return overlay(image, entry.map, box=entry.box)
 
@@ -347,7 +356,7 @@ def save_explanation(
         missing = [m for m in FIGURE_METHODS if m not in explanation.results]
         if missing:
             raise GradCAMError(f"a figure needs the methods {', '.join(missing)}")
-        for entry in (e for e in explanation.entries if e.method == "gradcam"):
+        for entry in (e for e in explanation.entries if e.method == GRAD_CAM):
             label = entry.class_name or f"target-{entry.rank}"
             panels = [("Original", image)] + [
                 (f"{method_spec(m).title}: {label}", pictures[(m, entry.rank)])

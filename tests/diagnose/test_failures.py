@@ -229,3 +229,17 @@ def test_protocol_refuses_its_own_settings() -> None:
         Failures(tolerance=float("inf"))
     with pytest.raises(GradCAMError, match="panel_height must be an integer between 1 and 4096"):
         Failures(panel_height=0)
+
+
+def test_worker_processes_give_the_same_rows(tmp_path: Path) -> None:
+    """``--workers``: the same rows from two local processes as from this one."""
+    from gradcam.evaluate.datasets import read_synthetic
+    from gradcam.models import load_model
+
+    shapes = load_model("shapes")
+    data = read_synthetic(tmp_path / "data", 6)
+    one = diagnose_failures(shapes, data, tmp_path / "one", batch_size=2, progress=False)
+    two = diagnose_failures(shapes, data, tmp_path / "two", batch_size=2, workers=2, progress=False)
+    assert two.rows == one.rows and two.summary == one.summary
+    with pytest.raises(GradCAMError, match="workers must be at least 1"):
+        diagnose_failures(shapes, data, tmp_path / "none", workers=0, progress=False)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 from collections import OrderedDict
+from typing import Any
 
 import numpy as np
 import pytest
@@ -142,40 +143,118 @@ def test_refuses_to_overwrite_and_resumes(tmp_path) -> None:
 
 
 @pytest.mark.parametrize("workers", [1, 3])  # IoU batches counted by 1 or 3 threads
-@pytest.mark.parametrize("failing_call", [6, 12 + 6])  # in the forward pass, in the IoU pass
+@pytest.mark.parametrize("phase", ["forward", "iou"])
 def test_interrupted_run_resumes_to_the_same_names(
-    tmp_path, monkeypatch, failing_call: int, workers: int
+    tmp_path, monkeypatch, phase: str, workers: int
 ) -> None:
     monkeypatch.setattr(dissect_module, "_iou_workers", lambda: workers)
     monkeypatch.setattr(dissect_module, "_SYNC_SECONDS", -1.0)  # record every batch
     monkeypatch.setattr(dissect_module, "_WAVE", 1)  # and every wave of the IoU pass
     monkeypatch.setattr(
         dissect_module, "_MEMORY_BUDGET", 0
-    )  # labels are read again, in the IoU pass
+    )  # labels are read again from the shards, in the IoU pass
     concepts = generated_concepts(12, size=32)
-    model = nn.Sequential(OrderedDict(conv=nn.Conv2d(3, 4, 3, stride=2), relu=nn.ReLU())).eval()
-    torch.manual_seed(0)
-    nn.init.normal_(model.conv.weight)
+    model = _conv4()
     whole = dissect(model, concepts, "conv", batch_size=4)
     calls = {"n": 0}
 
     def failing(index: int) -> ConceptImage:
         calls["n"] += 1
-        if calls["n"] == failing_call:  # in the second batch of a pass
+        if calls["n"] == 6:  # in the second batch of the forward pass
             raise KeyboardInterrupt
         return concepts[index]
 
-    broken = ConceptSet(concepts.source, concepts.concepts, concepts.categories, 12, failing)
+    read_labels = dissect_module._label_layers
+
+    def failing_labels(index: int, data: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 12 + 6:  # read for the gathering, then in the IoU pass's second batch
+            raise KeyboardInterrupt
+        return read_labels(index, data)
+
     out = tmp_path / "run"
-    with pytest.raises(KeyboardInterrupt):
-        dissect(model, broken, "conv", batch_size=4, out=out)
-    assert (out / "activations.npy").is_file()
-    # With one thread the IoU pass recorded its first batch's counts before the failure.
-    assert (out / "counts.npz").is_file() == (failing_call > 12 and workers == 1)
+    if phase == "forward":
+        broken = ConceptSet(concepts.source, concepts.concepts, concepts.categories, 12, failing)
+        with pytest.raises(KeyboardInterrupt):
+            dissect(model, broken, "conv", batch_size=4, out=out)
+        assert len(list((out / "forward" / "rows").glob("*.parquet"))) == 1  # the first batch
+    else:
+        monkeypatch.setattr(dissect_module, "_label_layers", failing_labels)
+        with pytest.raises(KeyboardInterrupt):
+            dissect(model, concepts, "conv", batch_size=4, out=out)
+        monkeypatch.setattr(dissect_module, "_label_layers", read_labels)
+        assert len(list((out / "forward" / "rows").glob("*.parquet"))) == 3
+        # With one thread the IoU pass recorded its first batch's counts before the failure.
+        assert (out / "counts.npz").is_file() == (workers == 1)
+    with pytest.raises(DissectionError, match="already holds a dissection"):
+        dissect(model, concepts, "conv", batch_size=4, out=out)
     resumed = dissect(model, concepts, "conv", batch_size=4, out=out, resume=True)
     assert resumed.units == whole.units
     assert np.array_equal(resumed.iou, whole.iou)
-    assert not (out / "activations.npy").exists()
+    assert sorted(p.name for p in out.iterdir()) == [
+        "dissection.json",
+        "iou.npy",
+        "names.parquet",
+        "run.json",
+    ]
+
+
+def _conv4(seed: int = 0) -> nn.Module:
+    model = nn.Sequential(OrderedDict(conv=nn.Conv2d(3, 4, 3, stride=2), relu=nn.ReLU())).eval()
+    torch.manual_seed(seed)
+    nn.init.normal_(model.conv.weight)
+    return model
+
+
+def test_resume_with_other_weights_is_refused(tmp_path) -> None:
+    """The runner's manifest holds the model's weights (hashed): the forward pass's shards of
+    one model are never resumed into with another of the same name."""
+    concepts = generated_concepts(8, size=32)
+
+    def failing(index: int) -> ConceptImage:
+        if index == 4:
+            raise KeyboardInterrupt
+        return concepts[index]
+
+    broken = ConceptSet(concepts.source, concepts.concepts, concepts.categories, 8, failing)
+    out = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        dissect(_conv4(0), broken, "conv", batch_size=4, out=out)
+    with pytest.raises(GradCAMError, match=r"other settings \(state_sha256: "):
+        dissect(_conv4(1), concepts, "conv", batch_size=4, out=out, resume=True)
+
+
+@pytest.mark.parametrize("ray", [False, True])
+def test_worker_processes_and_ray_give_the_same_names(tmp_path, ray: bool) -> None:
+    """The forward pass on two local processes, or on two Ray actors (a local Ray of 4 CPUs),
+    gives the very IoU and thresholds of the straightforward computation."""
+    if ray:
+        pytest.importorskip("ray")
+    concepts = generated_concepts(10, size=32, seed=3)
+    model = _random_conv(2, 3, seed=1, rounded=False)
+    found = dissect(
+        model, concepts, "conv", batch_size=3, quantile=0.05, workers=2, ray=ray,
+        out=tmp_path / "names",
+    )  # fmt: skip
+    iou, thresholds = _reference(model, concepts, "conv")
+    assert np.array_equal(found.iou, iou)
+    assert [u.threshold for u in found.units] == thresholds.tolist()
+    assert load_dissection(tmp_path / "names").units == found.units
+
+
+def test_a_set_built_by_hand_stays_in_this_process() -> None:
+    with pytest.raises(DissectionError, match="built by hand cannot go to worker processes"):
+        dissect(_tiny_model(), _tiny_set(), "pool", workers=2)
+
+
+def test_limit_dissects_the_first_images() -> None:
+    concepts = generated_concepts(12, size=32)
+    limited = dissect(_conv4(), concepts, "conv", batch_size=4, limit=5)
+    first = ConceptSet(concepts.source, concepts.concepts, concepts.categories, 5, concepts.load)
+    assert limited.images == 5
+    assert np.array_equal(limited.iou, dissect(_conv4(), first, "conv", batch_size=4).iou)
+    with pytest.raises(DissectionError, match="limit must be at least 1 image, got 0"):
+        dissect(_conv4(), concepts, "conv", limit=0)
 
 
 def test_exception_activations_not_finite() -> None:
@@ -400,3 +479,18 @@ def test_saved_files_are_written_whole(tmp_path, monkeypatch: pytest.MonkeyPatch
     with pytest.raises(GradCAMError, match=r"names\.parquet: No space left on device"):
         found.save(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dissection.json", "iou.npy"]
+
+
+def test_cli_takes_the_runner_options(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
+    base = ["dissect", "--model", "shapes", "--concepts", "generated", "--images", "6"]
+    out = tmp_path / "names"
+    assert gradcam.cli.main([*base, "--size", "32", "--workers", "0", "--out", str(out)]) == 2
+    assert "workers must be at least 1, got 0" in capsys.readouterr().err
+    assert not out.exists()  # refused before any pass or file
+    args = [*base, "--size", "32", "--limit", "4", "--batch-size", "3", "--out", str(out)]
+    assert gradcam.cli.main(args) == 0
+    assert "over 4 images of generated:6:32:0" in capsys.readouterr().out
+    assert load_dissection(out).images == 4
+    assert gradcam.cli.main([*args, "--resume"]) == 0  # finished: read back
+    assert gradcam.cli.main([*args[:-2], "--limit", "5", "--out", str(out), "--resume"]) == 2
+    assert "other settings (images differ)" in capsys.readouterr().err

@@ -18,6 +18,7 @@ __all__ = [
     "add_max_pixels",
     "add_methods",
     "add_model_options",
+    "add_parallel_options",
     "add_runner_options",
     "markdown_table",
     "max_pixels",
@@ -108,16 +109,27 @@ def add_dataset_options(
     command.add_argument("--seed", type=int, default=0, help="synthetic data: generator seed")
 
 
-def add_runner_options(command: argparse.ArgumentParser) -> None:
+def add_runner_options(command: argparse.ArgumentParser, batch_size: int = 8) -> None:
     """Add how a dataset command runs (:func:`gradcam.evaluate.runner.run`): ``--limit``,
-    ``--resume``, ``--batch-size``, ``--workers``, ``--ray`` and ``--ray-timeout``."""
+    ``--resume``, ``--batch-size`` (default ``batch_size``), ``--workers``, ``--ray`` and
+    ``--ray-timeout``."""
     command.add_argument("--limit", type=int, metavar="N", help="only the first N images")
     command.add_argument(
         "--resume", action="store_true", help="continue the run in --out, skipping done images"
     )
     command.add_argument(
-        "--batch-size", type=int, default=8, metavar="B", help="images per batch (default: 8)"
+        "--batch-size",
+        type=int,
+        default=batch_size,
+        metavar="B",
+        help=f"images per batch (default: {batch_size})",
     )
+    add_parallel_options(command)
+
+
+def add_parallel_options(command: argparse.ArgumentParser) -> None:
+    """Add where a dataset command's batches run (:func:`gradcam.evaluate.runner.run`):
+    ``--workers``, ``--ray`` and ``--ray-timeout``."""
     command.add_argument(
         "--workers", type=int, default=1, metavar="N", help="local processes (or Ray actors)"
     )

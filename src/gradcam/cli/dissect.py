@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from gradcam.cli.common import add_model_options, model_name
+from gradcam.cli.common import add_model_options, add_runner_options, model_name
 from gradcam.errors import GradCAMError
 
 __all__ = [
@@ -70,12 +70,7 @@ def add_parser(commands: Any) -> None:
     )
     parser.add_argument("--seed", type=int, default=0, help="--concepts generated: seed")
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder")
-    parser.add_argument(
-        "--resume", action="store_true", help="continue the interrupted run in --out"
-    )
-    parser.add_argument(
-        "--batch-size", type=int, default=16, metavar="B", help="images per forward pass (16)"
-    )
+    add_runner_options(parser, batch_size=16)
     parser.add_argument(
         "--quantile",
         type=float,
@@ -95,21 +90,27 @@ def run_dissect(args: argparse.Namespace) -> int:
     """Run ``gradcam dissect``: print the named units, best IoU first; returns the exit code."""
     from gradcam.dissect.concepts import read_concepts
     from gradcam.dissect.dissect import dissect
+    from gradcam.evaluate.runner import ModelSpec
     from gradcam.models import load_model
     from gradcam.util import warnings_as_messages
 
     if args.images < 1:
         raise GradCAMError(f"--images must be at least 1, got {args.images}")
     with warnings_as_messages():
-        loaded = load_model(model_name(args), args.weights)
+        loaded = load_model(model_name(args), args.weights, layer=args.layer)
         concepts = read_concepts(args.concepts, count=args.images, size=args.size, seed=args.seed)
     found = dissect(
-        loaded,
+        # Workers load the model by name and weights; this process uses the one loaded here.
+        ModelSpec(model_name(args), args.weights, loaded=loaded),
         concepts,
         args.layer,
         out=args.out,
         resume=args.resume,
+        limit=args.limit,
         batch_size=args.batch_size,
+        workers=args.workers,
+        ray=args.ray,
+        ray_timeout=args.ray_timeout,
         quantile=args.quantile,
         iou_threshold=args.iou_threshold,
         progress=True,
@@ -129,9 +130,10 @@ def run_dissect(args: argparse.Namespace) -> int:
     return 0
 
 
-def read_names(args: argparse.Namespace, methods: list[str]) -> Any:
+def read_names(args: argparse.Namespace, methods: list[Any]) -> Any:
     """``explain --text --names DIR``: the dissection, read before any image (``None``
-    without ``--text``); adds Grad-CAM, whose weights are alpha, to ``methods``."""
+    without ``--text``); adds Grad-CAM's entry, whose weights are alpha, to ``methods`` (the
+    resolved :class:`~gradcam.methods.MethodSpec` entries)."""
     if not args.text:
         if args.names:
             raise GradCAMError("--names applies with --text")
@@ -139,9 +141,10 @@ def read_names(args: argparse.Namespace, methods: list[str]) -> Any:
     if not args.names:
         raise GradCAMError("--text needs --names DIR (written by gradcam dissect)")
     from gradcam.dissect import load_dissection
+    from gradcam.methods.registry import GRAD_CAM, method_spec
 
-    if "gradcam" not in methods:
-        methods.insert(0, "gradcam")
+    if all(spec.name != GRAD_CAM for spec in methods):
+        methods.insert(0, method_spec(GRAD_CAM))
     return load_dissection(args.names)
 
 
@@ -174,8 +177,9 @@ def write_text(explanation: Any, loaded: Any, image: Any, names: Any, folder: Pa
     from tqdm import tqdm
 
     from gradcam.dissect.text import save_neurons, text_explanations
+    from gradcam.methods.registry import GRAD_CAM
 
-    texts = text_explanations(loaded, explanation.input, explanation.results["gradcam"], names)
+    texts = text_explanations(loaded, explanation.input, explanation.results[GRAD_CAM], names)
     save_neurons(texts, image, folder)
     for text in texts:
         tqdm.write(f"  {text}", file=sys.stdout)

@@ -109,7 +109,13 @@ def explain_command(args: argparse.Namespace) -> int:
 
     from gradcam.explain import FIGURE_METHODS, check_classes, explain_image, save_explanation
     from gradcam.images import load_image
-    from gradcam.methods.registry import DEFAULT_METHOD, flag_options, parse_options
+    from gradcam.methods.registry import (
+        DEFAULT_METHOD,
+        GRAD_CAM,
+        flag_options,
+        parse_options,
+        resolve_methods,
+    )
     from gradcam.models import load_model
     from gradcam.outputs import output_folder
     from gradcam.task_explain import infer_task
@@ -130,12 +136,12 @@ def explain_command(args: argparse.Namespace) -> int:
     if args.counterfactual:
         names.append("counterfactual")
     if args.figure:
-        names += ["gradcam", *FIGURE_METHODS]  # Grad-CAM first, as without --figure
-    names = list(dict.fromkeys(names))
+        names += [GRAD_CAM, *FIGURE_METHODS]  # Grad-CAM first, as without --figure
+    specs = resolve_methods(names)  # the one lookup of each method
     flags = {"window": args.window, "stride": args.stride}
-    options = parse_options(names, [*args.options, *flag_options(names, flags)])
+    options = parse_options(specs, [*args.options, *flag_options(specs, flags)])
 
-    neuron_names = read_names(args, names)
+    neuron_names = read_names(args, specs)
     with warnings_as_messages():
         loaded = load_model(args.model, args.weights, layer=args.layer)
     classes = [loaded.class_index(c) for c in args.classes] if args.classes else None
@@ -154,7 +160,7 @@ def explain_command(args: argparse.Namespace) -> int:
                 image,
                 classes=classes,
                 top_k=args.top_k,
-                methods=names,
+                methods=specs,
                 layer=loaded.default_layer,
                 options=options,
             )

@@ -61,13 +61,14 @@ def caption_or_vqa_command(args: argparse.Namespace) -> int:
     :func:`~gradcam.vl.explain.explain_answer`, saved with
     :func:`~gradcam.vl.explain.save_text_explanation`."""
     from gradcam.images import load_image
+    from gradcam.methods.registry import DEFAULT_METHOD
     from gradcam.outputs import output_folder
     from gradcam.vl import load_captioner, load_vqa
     from gradcam.vl.explain import explain_answer, explain_caption, save_text_explanation
 
     output_folder(args.out, create=False)  # before any work: a file, under a file, read-only
     image = load_image(args.image, max_pixels=max_pixels(args))
-    methods = args.methods or ["gradcam"]
+    methods = args.methods or [DEFAULT_METHOD]
     if args.command == "caption":
         captioner = load_captioner(*([args.weights] if args.weights else []))
         explanation: Any = explain_caption(

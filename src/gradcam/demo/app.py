@@ -53,6 +53,7 @@ from gradcam.demo.session import (
 )
 from gradcam.errors import GradCAMError
 from gradcam.methods import method_spec
+from gradcam.methods.registry import DEFAULT_METHOD
 from gradcam.models import DEFAULT_MODEL, load_model
 from gradcam.util import warnings_as_messages
 from gradcam.viz import side_by_side
@@ -293,7 +294,7 @@ def classification_tab(session: DemoSession) -> None:
                         (method_spec(name).title + (" (slow)" if is_slow(name) else ""), name)
                         for name in heatmap_choices()
                     ],
-                    value="gradcam",
+                    value=DEFAULT_METHOD,
                     label="Method of the first map (Grad-CAM by default)",
                     info=SLOW_NOTE,
                     filterable=True,
@@ -362,7 +363,7 @@ def classification_tab(session: DemoSession) -> None:
             path: str | None,
             class_name: str | None,
             layer_name: str | None,
-            name: str | None = "gradcam",
+            name: str | None = DEFAULT_METHOD,
         ) -> Any:
             return explain_outputs(session, path, class_name, layer_name, name)
 

@@ -65,6 +65,7 @@ from gradcam.fusion import folded_from
 from gradcam.images import MAX_PIXELS, load_image
 from gradcam.layers import spatial_layers
 from gradcam.methods import CAMResult, method_spec, method_specs
+from gradcam.methods.registry import DEFAULT_METHOD, GRAD_CAM
 from gradcam.models import DEFAULT_MODEL, LoadedModel
 from gradcam.paths import slug
 from gradcam.util import LRU
@@ -98,7 +99,7 @@ __all__ = [
 #: first panel shows the chosen heatmap method (Grad-CAM unless another is chosen).
 METHODS: dict[str, str] = {
     name: method_spec(name).title
-    for name in ("gradcam", "counterfactual", "guided-backprop", "guided-gradcam")
+    for name in (GRAD_CAM, "counterfactual", "guided-backprop", "guided-gradcam")
 }
 
 
@@ -576,7 +577,7 @@ class DemoSession:
         return self.loaded.class_index(class_name)
 
     def _method(self, method: str | None) -> str:
-        name = _shorter(method or "gradcam")
+        name = _shorter(method or DEFAULT_METHOD)
         choices = heatmap_choices()
         if name not in choices:
             raise GradCAMError(
@@ -797,7 +798,7 @@ class DemoSession:
             known = self._texts.get(key)
         if known is not None:
             return replace(known, seconds=0.0, cached=True)
-        result = views.explanation.results["gradcam"]
+        result = views.explanation.results[GRAD_CAM]
         assert isinstance(result, CAMResult)  # explain()'s first method is Grad-CAM
         with self._model_lock:
             text = text_explanations(self.loaded, views.explanation.input, result, names)[0]

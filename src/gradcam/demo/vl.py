@@ -38,6 +38,7 @@ from PIL import Image
 
 from gradcam.demo.session import Photo, decode_upload, upload_key
 from gradcam.methods import method_spec
+from gradcam.methods.registry import GRAD_CAM
 from gradcam.util import LRU
 from gradcam.vl.explain import (
     AnswerExplanation,
@@ -53,7 +54,7 @@ from gradcam.vl.text import ANSWERS, TextError, caption, encode, questions
 __all__ = ["VL_PICTURES", "AnswerViews", "CaptionViews", "VLSession"]
 
 #: What the tabs show per word or answer: method name -> panel title.
-VL_PICTURES: dict[str, str] = {m: method_spec(m).title for m in ("gradcam", "guided-gradcam")}
+VL_PICTURES: dict[str, str] = {m: method_spec(m).title for m in (GRAD_CAM, "guided-gradcam")}
 
 #: The whole caption's entry among a caption's maps (``TextMap.label``).
 WHOLE_CAPTION = "<caption>"

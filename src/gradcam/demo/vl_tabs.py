@@ -29,6 +29,7 @@ import gradio as gr
 from gradcam.demo.session import DemoSession
 from gradcam.demo.vl import VL_PICTURES, WHOLE_CAPTION, VLSession
 from gradcam.errors import GradCAMError
+from gradcam.methods.registry import GRAD_CAM
 from gradcam.vl.text import ANSWERS
 
 __all__ = [
@@ -100,7 +101,7 @@ def caption_outputs(
         lines.append("Maps of the whole caption's log-probability (section 8.1); click a word.")
     else:
         shown = views.words[position]
-        score = views.map("gradcam", position).score
+        score = views.map(GRAD_CAM, position).score
         lines.append(
             f"Maps of **{shown}** (word {position + 1}, score {score:.2f} at its step; "
             "section 8.1.1)."

@@ -55,6 +55,7 @@ from gradcam.errors import GradCAMError
 from gradcam.images import _FILTERS
 from gradcam.layers import resolve_layer
 from gradcam.methods import CAMResult, explain_methods
+from gradcam.methods.registry import GRAD_CAM
 from gradcam.models import LoadedModel
 from gradcam.outputs import output_folder, write_atomic
 from gradcam.targets import as_logits
@@ -278,8 +279,8 @@ def _gradcam(
     loaded: LoadedModel, image: Image.Image, classes: list[int], layer: str | None
 ) -> CAMResult:
     x = loaded.preprocess(image)
-    found = explain_methods(["gradcam"], loaded.module, x, [*classes], layer=layer)
-    result = found["gradcam"]
+    found = explain_methods([GRAD_CAM], loaded.module, x, [*classes], layer=layer)
+    result = found[GRAD_CAM]
     assert isinstance(result, CAMResult)
     return result
 

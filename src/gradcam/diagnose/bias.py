@@ -52,6 +52,7 @@ from gradcam.layers import resolve_layer
 from gradcam.maps import upsample
 from gradcam.methods import create_method
 from gradcam.methods.planner import explain_built
+from gradcam.methods.registry import GRAD_CAM
 from gradcam.models import LoadedModel
 from gradcam.outputs import output_folder
 from gradcam.targets import as_logits
@@ -163,7 +164,7 @@ class Bias(Protocol):
 
     def scorer(self, loaded: LoadedModel, progress: Progress | None = None) -> Scorer:
         layer = self.layer or loaded.default_layer
-        cam = {"gradcam": create_method("gradcam", loaded.module, layer)}
+        cam = {GRAD_CAM: create_method(GRAD_CAM, loaded.module, layer)}
         to_model, kinds = _split_categories(self.class_names, loaded, self.regions)
 
         tell = progress or (lambda done: None)
@@ -179,7 +180,7 @@ class Bias(Protocol):
                     classes = sorted({to_model[c] for c in sample.labels if c in to_model})
                     if not classes:
                         raise GradCAMError(f"{sample.path}: no label that is a model class")
-                result = explain_built(cam, loaded.module, x, [*classes])["gradcam"]
+                result = explain_built(cam, loaded.module, x, [*classes])[GRAD_CAM]
                 heat = upsample(heatmaps(result)[0], (x.shape[-2], x.shape[-1]))
                 size = (x.shape[-2], x.shape[-1])
                 fractions = []

@@ -65,6 +65,7 @@ from gradcam.layers import resolve_layer
 from gradcam.maps import upsample
 from gradcam.methods import CAMResult, create_method
 from gradcam.methods.planner import explain_built
+from gradcam.methods.registry import GRAD_CAM
 from gradcam.models import LoadedModel
 from gradcam.outputs import output_folder
 from gradcam.targets import as_logits
@@ -73,7 +74,7 @@ from gradcam.viz import gradient_image, overlay
 __all__ = ["KINDS", "METHODS", "Failures", "diagnose_failures", "write_failures_report"]
 
 #: The maps of Fig. 6, for the true and the predicted class.
-METHODS = ("gradcam", "guided-gradcam")
+METHODS = (GRAD_CAM, "guided-gradcam")
 #: The kinds of failure, in the report's order.
 KINDS = ("right-object", "wrong-object", "unannotated")
 _TITLES = {
@@ -151,7 +152,7 @@ class Failures(Protocol):
         sample: Sample,
     ) -> dict[str, np.ndarray]:
         """Measure and draw failure ``n`` of the batch; fills ``row``, returns its arrays."""
-        cam: CAMResult = found["gradcam"]
+        cam: CAMResult = found[GRAD_CAM]
         guided = found["guided-gradcam"]
         height, width = guided.maps.shape[-2:]
         cam_heat = upsample(heatmaps(cam)[n], (height, width))
@@ -187,7 +188,7 @@ class Failures(Protocol):
         ]
         size = (max(1, round(width * self.panel_height / height)), self.panel_height)
         panels = np.stack([np.asarray(p.resize(size, Image.Resampling.BILINEAR)) for p in pictures])
-        return {"gradcam": cam.raw[n].cpu().numpy(), "panels": panels}
+        return {GRAD_CAM: cam.raw[n].cpu().numpy(), "panels": panels}
 
     def summarize(self, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         done = [row for row in rows if row.get("error") is None]

@@ -20,9 +20,10 @@ import csv
 import importlib.util
 import math
 import re
+import typing
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -100,6 +101,10 @@ class ConceptSet:
         load: ``load(i)`` reads image ``i`` with its label maps.
         load_image: ``load_image(i)`` reads only the photo (faster where labels are separate
             files, as in Broden); ``None``: through ``load``.
+        portable: made by :func:`read_broden` or :func:`generated_concepts`, so that ``source``
+            (and ``length``) say how to make it again: it is pickled as them and remade in a
+            worker process (its readers are closures, which pickle cannot carry). A set built
+            by hand is not, and pickles as its fields.
 
     Examples:
         >>> concepts = generated_concepts(4, size=64)
@@ -113,6 +118,12 @@ class ConceptSet:
     length: int
     load: Callable[[int], ConceptImage] = field(repr=False, compare=False)
     load_image: Callable[[int], Image.Image] | None = field(default=None, repr=False, compare=False)
+    portable: bool = field(default=False, repr=False, compare=False)
+
+    def __reduce_ex__(self, protocol: typing.SupportsIndex) -> str | tuple[typing.Any, ...]:
+        if self.portable:
+            return _remade, (self.source, self.length)
+        return super().__reduce_ex__(protocol)
 
     def __len__(self) -> int:
         return self.length
@@ -354,7 +365,9 @@ def read_broden(root: str | Path) -> ConceptSet:
                         raise ConceptError(f"image {index}: {exc}") from None
         return ConceptImage(photo, tuple(layers))
 
-    return ConceptSet(str(folder), tuple(concepts), categories, len(rows), load, read_photo)
+    return ConceptSet(
+        str(folder), tuple(concepts), categories, len(rows), load, read_photo, portable=True
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -515,7 +528,19 @@ def generated_concepts(count: int = 400, *, size: int = 128, seed: int = 0) -> C
         photo = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
         return ConceptImage(photo, ((2, shape_labels), (0, color_labels), back))
 
-    return ConceptSet(f"generated:{count}:{size}:{seed}", concepts, categories, count, load)
+    source = f"generated:{count}:{size}:{seed}"
+    return ConceptSet(source, concepts, categories, count, load, portable=True)
+
+
+def _remade(source: str, length: int) -> ConceptSet:
+    """A portable :class:`ConceptSet` made again from its ``source`` (a worker's copy), cut to
+    its first ``length`` images."""
+    if source.startswith("generated:"):
+        count, size, seed = (int(v) for v in source.split(":")[1:])
+        remade = generated_concepts(count, size=size, seed=seed)
+    else:
+        remade = read_broden(source)
+    return remade if length == remade.length else replace(remade, length=length)
 
 
 def read_concepts(path: str, *, count: int = 400, size: int = 128, seed: int = 0) -> ConceptSet:

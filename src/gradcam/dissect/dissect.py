@@ -2,15 +2,19 @@
 
 For every channel ``k`` of a layer ``A`` and a set of concept images (:mod:`.concepts`):
 
-1. one no-grad forward pass per batch (channels-last on the CPU) keeps ``A`` at layer
-   resolution, and each image's label maps: in memory when they fit a budget (512 MB) and
-   nothing is to be resumed, else the maps go to a file on disk and the labels are read
-   again, so memory stays bounded however large the set;
+1. one no-grad forward pass per batch (channels-last on the CPU) gives ``A`` at layer
+   resolution; it runs on the evaluate runner (:class:`DissectPass`,
+   :func:`gradcam.evaluate.runner.run`), in this process, in worker processes or on Ray, and
+   streams each image's maps and label maps to ``.npz`` shards (``out/forward``), so that an
+   interrupted run resumes from its finished batches and a resume with other settings is
+   refused; the maps are then read back, in memory when they fit a budget (512 MB), else
+   into a file on disk, and the label maps kept within what is left of the budget (past it,
+   read from their shard again), so memory stays bounded however large the set;
 2. ``T_k``, the top ``quantile`` (0.5%) of channel ``k``'s activations over every position
    of every image, ``P(A^k > T_k) = quantile``, is computed exactly (:mod:`.quantile`: a
    running top-``m`` per channel, ``m`` about ``quantile * N * h * w``, then linear
    interpolation between order statistics, as ``torch.quantile(A^k, 1 - quantile)``), each
-   batch folded in as its maps are stored;
+   shard folded in as its maps are read back;
 3. each image's map ``A^k`` is upsampled bilinearly to its segmentation's size (as NetDissect
    does; ``align_corners=False``) and thresholded, ``M_k = S^k > T_k``, and streamed into
    counts: ``I[k, c] = sum |M_k & L_c|`` over the images, ``L[c] = sum |L_c|``, and
@@ -23,7 +27,8 @@ For every channel ``k`` of a layer ``A`` and a set of concept images (:mod:`.con
 
 :func:`dissect` returns a :class:`Dissection`, and with ``out`` writes ``names.parquet`` (one
 row per unit), ``iou.npy`` and ``dissection.json``; an interrupted run resumes from its
-finished batches. :func:`load_dissection` reads it back.
+finished batches (and the IoU pass from its last checkpoint). :func:`load_dissection` reads
+it back.
 """
 
 from __future__ import annotations
@@ -39,9 +44,9 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pyarrow as pa
@@ -57,6 +62,18 @@ from gradcam.dissect.counting import Counts
 from gradcam.dissect.quantile import QUANTILE, TopValues
 from gradcam.engine import run_in_fast_layout
 from gradcam.errors import GradCAMError, LayerError
+from gradcam.evaluate.base import (
+    Progress,
+    Protocol,
+    ProtocolResult,
+    Scored,
+    Scorer,
+    finished,
+    no_progress,
+)
+from gradcam.evaluate.datasets import Dataset, Sample
+from gradcam.evaluate.runner import ModelSpec
+from gradcam.evaluate.runner import run as run_job
 from gradcam.hooks import capture_layer
 from gradcam.layers import LayerLike, ResolvedLayer, resolve_layer
 from gradcam.models import LoadedModel
@@ -64,6 +81,7 @@ from gradcam.outputs import output_folder, write_atomic
 
 __all__ = [
     "IOU_THRESHOLD",
+    "DissectPass",
     "Dissection",
     "DissectionError",
     "Unit",
@@ -336,38 +354,48 @@ def _to_tensor(image: Image.Image) -> Tensor:
 
 
 class _Labels:
-    """The concept images' label maps, kept from the forward pass so that the IoU pass need not
-    read or render them again, within a memory budget: past it, they are read again.
+    """The concept images' label maps, as the forward pass stored them in the runner's shards,
+    kept in memory from the gathering of the maps within a budget (past it, a map is read from
+    its shard again) and handed to the IoU pass.
 
     Concept ids are stored in the smallest integer type that holds them (uint8 for up to 255
     concepts): a 128 px image's three label maps take 48 KB.
     """
 
-    def __init__(self, concepts: ConceptSet, budget: int) -> None:
-        self.concepts = concepts
+    def __init__(self, budget: int) -> None:
         self.budget = budget
-        self.reserved = 0  # bytes of maps held in memory, set once their size is known
         self.kept: dict[int, tuple[tuple[int, np.ndarray], ...]] = {}
+        self.shard: dict[int, Path] = {}
         self.bytes = 0
-        self.dtype = np.min_scalar_type(len(concepts.concepts))
 
-    def image(self, index: int) -> Image.Image:
-        """The photo of image ``index``; its labels are kept while they fit the budget."""
-        if self.reserved + self.bytes >= self.budget:
-            return self.concepts.image(index)
-        sample = self.concepts[index]
-        layers = tuple((c, ids.astype(self.dtype, copy=False)) for c, ids in sample.layers)
-        self.kept[index] = layers
-        self.bytes += sum(ids.nbytes for _, ids in layers)
-        return sample.image
+    def add(self, index: int, shard: Path, layers: tuple[tuple[int, np.ndarray], ...]) -> None:
+        """Image ``index``'s label maps, read from ``shard``: kept while they fit."""
+        self.shard[index] = shard
+        size = sum(ids.nbytes for _, ids in layers)
+        if self.bytes + size <= self.budget:
+            self.kept[index] = layers
+            self.bytes += size
 
     def layers(self, index: int) -> tuple[tuple[int, np.ndarray], ...]:
         """The label maps of image ``index``, kept or read again; each is handed out once."""
         kept = self.kept.pop(index, None)
         if kept is None:
-            return self.concepts[index].layers
+            with np.load(self.shard[index]) as data:
+                return _label_layers(index, data)
         self.bytes -= sum(ids.nbytes for _, ids in kept)
         return kept
+
+
+def _label_layers(index: int, data: Any) -> tuple[tuple[int, np.ndarray], ...]:
+    """Image ``index``'s label maps in a shard: ``<index>/labels<n>_<category>``, in ``n``'s
+    order (the concept set's)."""
+    prefix = f"{index}/labels"
+    found = []
+    for key in data.files:
+        if key.startswith(prefix):
+            n, _, category = key[len(prefix) :].partition("_")
+            found.append((int(n), int(category), data[key]))
+    return tuple((c, ids) for _, c, ids in sorted(found, key=lambda item: item[0]))
 
 
 def _iou_workers() -> int:
@@ -413,15 +441,113 @@ def _write_json(path: Path, value: Any) -> None:
     write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
+class _Stop(Exception):
+    """An error of the model or the layer, not of one image, raised out of the runner (which
+    would score a failing batch again image by image) so that the dissection stops at once;
+    :func:`dissect` raises the error it carries."""
+
+    def __init__(self, error: GradCAMError) -> None:
+        super().__init__(error)
+        self.error = error
+
+
+@dataclass(frozen=True)
+class DissectPass(Protocol):
+    """Steps 1 of a dissection as a job of the evaluate runner
+    (:func:`gradcam.evaluate.runner.run`): each concept image's layer maps and label maps.
+
+    The images are the concept set's (sample ``i`` is concept image ``i``, rendered or read
+    where the batch is scored, by :meth:`decode`), so the set travels to worker processes as
+    its ``source`` (:attr:`~gradcam.dissect.concepts.ConceptSet.portable`). A row is empty; the
+    maps of image ``i`` are ``acts`` (C, h, w) float32 and each label map ``labels<n>_<c>``
+    (category ``c``, in the set's order ``n``). An error of the model or the layer (no
+    spatial maps, activations that are not finite, images that preprocess to different sizes)
+    stops the run.
+
+    Examples:
+        >>> from gradcam.dissect import generated_concepts
+        >>> job = DissectPass(generated_concepts(4, size=64), "features")
+        >>> job.settings()
+        {'protocol': 'dissect', 'layer': 'features', 'concepts': 'generated:4:64:0', 'images': 4}
+    """
+
+    name: ClassVar[str] = "dissect"
+    concepts: ConceptSet
+    layer: str
+
+    def settings(self) -> dict[str, Any]:
+        """What changes the maps: the layer and the concept images."""
+        return {
+            "protocol": self.name,
+            "layer": self.layer,
+            "concepts": self.concepts.source,
+            "images": len(self.concepts),
+        }
+
+    def check(self, dataset: Dataset) -> None:
+        """The concept images need no labels of the dataset's kind."""
+
+    def decode(self, sample: Sample) -> tuple[Sample, Any]:
+        """Concept image ``int(sample.path.name)`` with its label maps."""
+        return sample, self.concepts[int(sample.path.name)]
+
+    def scorer(self, loaded: LoadedModel, progress: Progress | None = None) -> Scorer:
+        tell = progress or no_progress
+        module, prep = loaded.module, loaded.preprocess
+        layer = resolve_layer(module, self.layer)
+        dtype = np.min_scalar_type(len(self.concepts.concepts))
+
+        def score(samples: Sequence[Sample], items: Sequence[Any]) -> list[Scored]:
+            first, last = int(samples[0].path.name), int(samples[-1].path.name)
+            inputs = [prep(item.image) for item in items]
+            if any(t.shape != inputs[0].shape for t in inputs):
+                raise _Stop(
+                    DissectionError(
+                        f"concept images {first}..{last} preprocess to different sizes: make "
+                        "the concept images one size"
+                    )
+                )
+            try:
+                maps = _layer_maps(module, layer, torch.cat(inputs))
+            except GradCAMError as exc:
+                raise _Stop(exc) from None
+            if not math.isfinite(float(maps.sum())):  # NaN and inf, cheaper than isfinite()
+                raise _Stop(
+                    DissectionError(
+                        f"layer {layer.name!r} gives activations that are not finite (NaN or "
+                        f"inf) for concept images {first}..{last}: check the model"
+                    )
+                )
+            arrays = maps.contiguous().numpy()
+            scored: list[Scored] = []
+            for j, item in enumerate(items):
+                named = {"acts": arrays[j]}
+                for n, (category, ids) in enumerate(item.layers):
+                    named[f"labels{n}_{category}"] = ids.astype(dtype, copy=False)
+                scored.append(({}, named))
+            tell(len(items))
+            return scored
+
+        return score
+
+    def summarize(self, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        done = finished(rows)
+        return [{"images": len(done), "failed": len(rows) - len(done)}]
+
+
 def dissect(
-    model: LoadedModel | nn.Module,
+    model: LoadedModel | ModelSpec | nn.Module,
     concepts: ConceptSet,
     layer: LayerLike | None = None,
     *,
     preprocess: Callable[[Image.Image], Tensor] | None = None,
     out: str | os.PathLike[str] | None = None,
     resume: bool = False,
+    limit: int | None = None,
     batch_size: int = 16,
+    workers: int = 1,
+    ray: bool | str = False,
+    ray_timeout: float = 30.0,
     quantile: float = QUANTILE,
     iou_threshold: float = IOU_THRESHOLD,
     progress: bool = False,
@@ -431,26 +557,39 @@ def dissect(
 
     See the module docstring for the algorithm (Bau et al.'s Network Dissection: ``T_k`` at
     the top ``quantile``, bilinear upsampling to the masks, IoU over the whole set, a name
-    when the best IoU > ``iou_threshold``).
+    when the best IoU > ``iou_threshold``). The per-image pass runs on the evaluate runner
+    (:class:`DissectPass`, :func:`gradcam.evaluate.runner.run`): batched, its maps streamed
+    to ``.npz`` shards under ``out/forward``, in worker processes or on Ray; then ``T_k`` and
+    the IoU counts are computed from the shards here.
 
     Args:
         model: a :class:`~gradcam.LoadedModel` (its ``preprocess``, ``default_layer`` and
-            ``name`` are used) or a module.
+            ``name`` are used), a :class:`~gradcam.evaluate.runner.ModelSpec` (each worker
+            loads its own copy; give ``loaded=`` to reuse one loaded here) or a module.
         concepts: from :func:`~gradcam.dissect.read_broden` or
-            :func:`~gradcam.dissect.generated_concepts`.
+            :func:`~gradcam.dissect.generated_concepts` (a set built by hand runs in this
+            process, or on Ray).
         layer: the layer to dissect; ``None``: the loaded model's default layer.
         preprocess: image to (1, 3, H, W) input; default: the loaded model's, or for a module
             the pixels scaled to [0, 1].
         out: a folder for the results (``names.parquet``, ``iou.npy``, ``dissection.json``)
             and the run's working files; ``None``: a temporary folder, removed afterwards.
-        resume: continue the interrupted run in ``out`` (with the same settings).
-        batch_size: images per forward pass.
-        progress: show progress bars on stderr.
+        resume: continue the interrupted run in ``out`` (with the same settings: refused,
+            naming the difference, otherwise).
+        limit: only the first ``limit`` concept images.
+        batch_size: images per forward pass (and per shard).
+        workers: local processes (or Ray actors) for the forward pass, each with its own copy
+            of the model.
+        ray: run the forward pass on Ray Data: ``True`` starts a local Ray, a string is a
+            cluster address (``pip install 'gradcam[ray]'``).
+        ray_timeout: seconds to wait for the Ray cluster at ``ray``'s address to answer.
+        progress: show progress bars on stderr (images, with a rate).
         model_name: stored with the names, to check them later (default: the loaded model's).
 
     Raises:
         LayerError: the layer has no spatial output.
-        DissectionError: an empty concept set, ``out`` already holds another run, bad sizes.
+        DissectionError: an empty concept set, ``out`` already holds another run, bad sizes,
+            bad settings.
 
     Examples:
         >>> from gradcam import load_model
@@ -461,23 +600,47 @@ def dissect(
         >>> sorted(os.listdir("names"))
         ['dissection.json', 'iou.npy', 'names.parquet', 'run.json']
     """
+    if limit is not None:
+        if limit < 1:
+            raise DissectionError(f"limit must be at least 1 image, got {limit}")
+        concepts = replace(concepts, length=min(limit, len(concepts)))
     if len(concepts) == 0:
         raise DissectionError(f"the concept set {concepts.source} has no images")
     if batch_size < 1:
         raise DissectionError(f"batch size must be at least 1, got {batch_size}")
+    if workers < 1:
+        raise DissectionError(f"workers must be at least 1, got {workers}")
     if not 0.0 < quantile < 1.0:
         raise DissectionError(f"the quantile must be in (0, 1), got {quantile}")
     # An IoU is in [0, 1]: a threshold outside names every unit or none.
     check_number("iou_threshold", iou_threshold, 0, 1, high_open=True)
-    if isinstance(model, LoadedModel):
-        module, name = model.module, model.name if model_name is None else model_name
-        prep = preprocess or model.preprocess
-        chosen: LayerLike = model.default_layer if layer is None else layer
+    if workers > 1 and not ray and not concepts.portable:
+        raise DissectionError(
+            "a concept set built by hand cannot go to worker processes: read it with "
+            "read_concepts, read_broden or generated_concepts, or run with workers=1"
+        )
+    runner_model: LoadedModel | ModelSpec
+    if isinstance(model, ModelSpec):
+        if preprocess is not None:
+            raise DissectionError(
+                "preprocess= applies to a loaded model or a module: a ModelSpec's workers "
+                "preprocess as the model does"
+            )
+        loaded = model.load()
+        runner_model = replace(model, loaded=loaded)
+    elif isinstance(model, LoadedModel):
+        given: Any = preprocess  # any image-to-tensor function, as for a module
+        loaded = model if given is None else replace(model, preprocess=given)
+        runner_model = loaded
     else:
         if layer is None:
             raise DissectionError("pass the layer to dissect for a plain module")
-        module, name, prep, chosen = model, model_name or "", preprocess or _to_tensor, layer
-    resolved = resolve_layer(module, chosen)
+        prep: Any = preprocess or _to_tensor
+        loaded = LoadedModel(model_name or "", model, prep, (), "", True)
+        runner_model = loaded
+    name = loaded.name if model_name is None else model_name
+    chosen: LayerLike = loaded.default_layer if layer is None else layer
+    resolved = resolve_layer(loaded.module, chosen)
     settings = {
         "model": name,
         "layer": resolved.name,
@@ -490,91 +653,81 @@ def dissect(
     folder = (
         Path(tempfile.mkdtemp(prefix="gradcam-dissect-")) if out is None else output_folder(out)
     )
+    job = DissectPass(concepts, resolved.name)
+    forward = functools.partial(
+        run_job,
+        job,
+        runner_model,
+        batch_size=batch_size,
+        workers=workers,
+        ray=ray,
+        ray_timeout=ray_timeout,
+        progress=progress,
+    )
     try:
-        return _run(
-            module, resolved, prep, concepts, folder, settings, resume, batch_size,
-            iou_threshold, progress, temporary,
-        )  # fmt: skip
+        return _run(forward, resolved, concepts, folder, settings, resume, batch_size,
+                    iou_threshold, progress, temporary)  # fmt: skip
     finally:
         if temporary:
             shutil.rmtree(folder, ignore_errors=True)
 
 
-def _forward_pass(
-    module: nn.Module,
+def _samples(concepts: ConceptSet) -> Dataset:
+    """The concept images as the runner's dataset: sample ``i`` names image ``i``."""
+    samples = [Sample(Path(f"{i:07d}")) for i in range(len(concepts))]
+    identity = {"format": "concepts", "source": concepts.source, "count": len(concepts)}
+    return Dataset("concepts", (), samples, identity=identity)
+
+
+def _gather(
+    maps: Path,
+    total: int,
     layer: ResolvedLayer,
-    prep: Callable[[Image.Image], Tensor],
     labels: _Labels,
-    acts: np.ndarray | None,
-    acts_path: Path,
-    state: dict[str, int],
-    state_path: Path,
-    batch_size: int,
+    counted: int,
     quantile: float,
-    progress: bool,
-    temporary: bool,
+    spill: Path,
 ) -> tuple[np.ndarray, Tensor]:
-    """Steps 1 and 2: the layer's maps of every concept image (one no-grad forward pass per
-    batch), stored in memory when they fit the budget and nothing is to be resumed, else on
-    disk (``acts``: those of a resumed run); and ``T_k`` over them, each batch folded into the
-    kept top values as it comes (no pass over the stored maps, no transposed copy)."""
-    total = len(labels.concepts)
+    """Steps 1 and 2 from the runner's shards: every concept image's maps, in memory when
+    they fit the budget, else in a file on disk (``spill``), each image's label maps handed to
+    ``labels``; and ``T_k``, each shard folded into the kept top values as it is read."""
+    acts: np.ndarray | None = None
     top: TopValues | None = None
-    with _progress(total, state["forward"], "dissect: forward", progress) as bar:
-        start, synced = state["forward"], time.monotonic()
-        if acts is not None:  # a resumed run's stored maps
-            top = TopValues(acts.shape[1], total * math.prod(acts.shape[2:]), quantile)
-            for i in range(0, start, batch_size):
-                top.add(acts[i : min(i + batch_size, start)])
-        while start < total:
-            stop = min(start + batch_size, total)
-            inputs = [prep(labels.image(i)) for i in range(start, stop)]
-            if any(t.shape != inputs[0].shape for t in inputs):
-                raise DissectionError(
-                    f"concept images {start}..{stop - 1} preprocess to different sizes: make the "
-                    "concept images one size"
-                )
-            maps = _layer_maps(module, layer, torch.cat(inputs))
-            if not math.isfinite(float(maps.sum())):  # NaN and inf, cheaper than isfinite()
-                raise DissectionError(
-                    f"layer {layer.name!r} gives activations that are not finite (NaN or inf) for "
-                    f"concept images {start}..{stop - 1}: check the model"
-                )
-            if acts is None:
-                shape = (total, *maps.shape[1:])
-                labels.reserved = 4 * math.prod(shape)
-                if temporary and labels.reserved <= _MEMORY_BUDGET:
-                    acts = np.empty(shape, dtype=np.float32)
-                else:
-                    labels.reserved = 0
-                    acts = open_memmap(acts_path, mode="w+", dtype=np.float32, shape=shape)
-                top = TopValues(shape[1], total * math.prod(shape[2:]), quantile)
-            if tuple(maps.shape[1:]) != acts.shape[1:]:
-                raise DissectionError(
-                    f"layer {layer.name!r} gives maps {tuple(maps.shape[1:])} for concept image "
-                    f"{start}, {acts.shape[1:]} before: make the concept images one size"
-                )
-            acts[start:stop] = maps.numpy()
-            assert top is not None
-            top.add(acts[start:stop])
-            # Syncing the file is slow: record finished batches every few seconds, and at the end.
-            if isinstance(acts, np.memmap) and (
-                stop == total or time.monotonic() - synced > _SYNC_SECONDS
-            ):
-                acts.flush()
-                state["forward"] = stop
-                _write_json(state_path, state)
-                synced = time.monotonic()
-            bar.update(stop - start)
-            start = stop
-    assert acts is not None and top is not None
+    seen = 0
+    for shard in sorted(maps.glob("part-*.npz")):
+        with np.load(shard) as data:
+            indices = sorted({int(k.partition("/")[0]) for k in data.files})
+            for index in indices:
+                block = data[f"{index}/acts"]
+                if acts is None:
+                    shape = (total, *block.shape)
+                    reserved = 4 * math.prod(shape)
+                    if reserved <= _MEMORY_BUDGET:
+                        # The maps and the kept label maps share the budget.
+                        labels.budget = max(0, labels.budget - reserved)
+                        acts = np.empty(shape, dtype=np.float32)
+                    else:
+                        acts = open_memmap(spill, mode="w+", dtype=np.float32, shape=shape)
+                    top = TopValues(shape[1], total * math.prod(shape[2:]), quantile)
+                if block.shape != acts.shape[1:]:
+                    raise DissectionError(
+                        f"layer {layer.name!r} gives maps {block.shape} for concept image "
+                        f"{index}, {acts.shape[1:]} before: make the concept images one size"
+                    )
+                acts[index] = block
+                if index >= counted:  # the IoU pass of a resumed run starts at ``counted``
+                    labels.add(index, shard, _label_layers(index, data))
+            assert top is not None and acts is not None
+            top.add(np.stack([acts[i] for i in indices]))
+            seen += len(indices)
+    if acts is None or top is None or seen != total:
+        raise DissectionError(f"{maps}: the forward pass's maps are incomplete")
     return acts, top.quantile()
 
 
 def _run(
-    module: nn.Module,
+    forward: Callable[..., ProtocolResult],
     layer: ResolvedLayer,
-    prep: Callable[[Image.Image], Tensor],
     concepts: ConceptSet,
     folder: Path,
     settings: dict[str, Any],
@@ -587,7 +740,7 @@ def _run(
     folder.mkdir(parents=True, exist_ok=True)
     run_path, state_path = folder / "run.json", folder / "progress.json"
     acts_path, counts_path = folder / "activations.npy", folder / "counts.npz"
-    state = {"forward": 0, "iou": 0}
+    state = {"iou": 0}
     if state_path.is_file() or (folder / "names.parquet").is_file():
         if not resume:
             raise DissectionError(
@@ -603,15 +756,23 @@ def _run(
             )
         if (folder / "names.parquet").is_file() and not state_path.is_file():
             return load_dissection(folder)
-        state = json.loads(state_path.read_text())
+        state = {"iou": 0, **json.loads(state_path.read_text())}
     _write_json(run_path, settings)
+    _write_json(state_path, state)  # from here on the folder holds a run to resume
     total = len(concepts)
-    acts: np.ndarray | None = open_memmap(acts_path, mode="r+") if state["forward"] else None
-    labels = _Labels(concepts, _MEMORY_BUDGET)
 
-    acts, thresholds = _forward_pass(
-        module, layer, prep, labels, acts, acts_path, state, state_path, batch_size,
-        float(settings["quantile"]), progress, temporary,
+    # 1. The per-image pass, on the runner: maps and label maps to shards in forward/.
+    try:
+        passed = forward(_samples(concepts), out=folder / "forward", resume=resume)
+    except _Stop as halted:
+        raise halted.error from None
+    if passed.failed:
+        row = passed.failed[0]
+        raise DissectionError(f"concept image {int(row['index'])}: {row['error']}")
+    labels = _Labels(_MEMORY_BUDGET)
+    acts, thresholds = _gather(
+        folder / "forward" / "maps", total, layer, labels, state["iou"],
+        float(settings["quantile"]), acts_path,
     )  # fmt: skip
     channels = acts.shape[1]
 
@@ -626,11 +787,11 @@ def _run(
     # each into its own counts, folded together at checkpoints and at the end.
     workers = _iou_workers()
     partials = [counts.empty_like() for _ in range(workers)]
-    stored, limits = acts, thresholds.double().numpy()
+    stored, limits = [acts], thresholds.double().numpy()
 
     def count(begins: list[int], samples: list[list[Any]], into: Counts) -> None:
         for begin, batch in zip(begins, samples, strict=True):
-            block = np.asarray(stored[begin : begin + len(batch)])
+            block = np.asarray(stored[0][begin : begin + len(batch)])
             into.add(block, limits, batch, first=begin)
 
     synced = time.monotonic()
@@ -686,7 +847,9 @@ def _run(
     )
     if not temporary:
         result.save(folder)
-    acts = None  # closes the file before it is removed
+    del acts
+    stored.clear()  # the last reference: closes the file before it is removed
     for path in (acts_path, counts_path, state_path):
         path.unlink(missing_ok=True)
+    shutil.rmtree(folder / "forward", ignore_errors=True)
     return result

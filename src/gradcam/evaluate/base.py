@@ -102,7 +102,11 @@ class Protocol:
 
     Subclasses are frozen dataclasses whose fields are their settings; ``name`` is the
     protocol's name and ``needs`` what a dataset must hold for it (``"labels"``,
-    ``"boxes"``, ``"masks"``).
+    ``"boxes"``, ``"masks"``). The scorer is given each sample's image as
+    :func:`gradcam.evaluate.runner.decode_sample` decodes it, where the batch is scored (ahead
+    of the model, in a thread); a job whose inputs are not image files defines
+    ``decode(sample) -> (sample, input)`` to make them itself (a dissection's concept images,
+    rendered with their label maps: :class:`gradcam.dissect.DissectPass`).
     """
 
     name: ClassVar[str]

@@ -62,7 +62,7 @@ from gradcam.evaluate.base import (
 from gradcam.evaluate.datasets import Sample
 from gradcam.evaluate.registry import register_protocol
 from gradcam.methods import create
-from gradcam.methods.registry import check_method
+from gradcam.methods.registry import GRAD_CAM, check_method
 from gradcam.models import LoadedModel
 from gradcam.targets import as_logits
 
@@ -481,7 +481,7 @@ class _EditProtocol(Protocol):
 
     columns: ClassVar[tuple[str, ...]] = ()
     methods: tuple[str, ...] = field(
-        default=("gradcam", "guided-gradcam"), metadata=setting("the explanation methods")
+        default=(GRAD_CAM, "guided-gradcam"), metadata=setting("the explanation methods")
     )
     noise: float = field(default=0.01, metadata=setting("ROAD's imputation noise (0: none)"))
     softmax: bool = field(default=True, metadata=setting("score probabilities, not logits"))

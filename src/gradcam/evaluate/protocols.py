@@ -62,7 +62,7 @@ from gradcam.evaluate.registry import register_protocol
 from gradcam.maps import bounding_box, upsample
 from gradcam.methods import CAMResult, Occlusion, create, method_spec
 from gradcam.methods.planner import explain_built
-from gradcam.methods.registry import check_method
+from gradcam.methods.registry import DEFAULT_METHOD, GRAD_CAM, check_method
 from gradcam.models import LoadedModel
 from gradcam.targets import TargetLike, TopK
 
@@ -164,7 +164,7 @@ class Localization(Protocol):
 
     name: ClassVar[str] = "localization"
     needs: ClassVar[tuple[str, ...]] = ("labels", "boxes")
-    method: str = field(default="gradcam", metadata=setting("the explanation method"))
+    method: str = field(default=DEFAULT_METHOD, metadata=setting("the explanation method"))
     threshold: float = field(
         default=0.15, metadata=setting("binarize maps at this fraction of their maximum")
     )
@@ -238,7 +238,7 @@ class Pointing(Protocol):
 
     name: ClassVar[str] = "pointing"
     needs: ClassVar[tuple[str, ...]] = ("labels", "boxes or masks")
-    method: str = field(default="gradcam", metadata=setting("the explanation method"))
+    method: str = field(default=DEFAULT_METHOD, metadata=setting("the explanation method"))
     tolerance: float = field(
         default=15.0, metadata=setting("a hit within this many pixels of an instance")
     )
@@ -403,7 +403,7 @@ class Faithfulness(Protocol):
 
     name: ClassVar[str] = "faithfulness"
     methods: tuple[str, ...] = field(
-        default=("gradcam", "guided-backprop", "guided-gradcam", "cam"),
+        default=(GRAD_CAM, "guided-backprop", "guided-gradcam", "cam"),
         metadata=setting("the explanation methods"),
     )
     window: int = field(default=35, metadata=setting("occlusion window in input pixels"))
@@ -526,7 +526,7 @@ class Sanity(Protocol):
 
     name: ClassVar[str] = "sanity"
     methods: tuple[str, ...] = field(
-        default=("gradcam", "guided-backprop", "guided-gradcam"),
+        default=(GRAD_CAM, "guided-backprop", "guided-gradcam"),
         metadata=setting("the explanation methods"),
     )
     points: int = field(default=5, metadata=setting("randomization steps"))
@@ -602,7 +602,7 @@ ABLATIONS: dict[str, dict[str, Any]] = {
 
 def _ablation_setting(variant: str, option: str) -> Any:
     """A variant's value of a Grad-CAM option (the registry's default where it sets none)."""
-    return ABLATIONS[variant].get(option, method_spec("gradcam").option(option).default)
+    return ABLATIONS[variant].get(option, method_spec(GRAD_CAM).option(option).default)
 
 
 @register_protocol(
@@ -660,7 +660,7 @@ class Ablations(Protocol):
     def scorer(self, loaded: LoadedModel, progress: Progress | None = None) -> Scorer:
         tell = progress or no_progress
         layer = self.layer or loaded.default_layer
-        built = {v: create("gradcam", loaded.module, layer, **ABLATIONS[v]) for v in self.variants}
+        built = {v: create(GRAD_CAM, loaded.module, layer, **ABLATIONS[v]) for v in self.variants}
         targets = _top5(loaded)
 
         def score(samples: Sequence[Sample], images: Sequence[Image.Image]) -> list[Scored]:

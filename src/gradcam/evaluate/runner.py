@@ -253,8 +253,11 @@ def decode_sample(sample: Sample) -> tuple[Sample, Image.Image]:
     return replace(sample, annotations=scaled, size=image.size), image
 
 
-def read_chunk(chunk: Chunk) -> Read:
-    """Decode one batch's images (:func:`decode_sample`); an unreadable one gets a row with its
+def read_chunk(
+    chunk: Chunk, decode: Callable[[Sample], tuple[Sample, Any]] = decode_sample
+) -> Read:
+    """Decode one batch's images (``decode``: :func:`decode_sample`, or a protocol's own
+    :meth:`~gradcam.evaluate.base.Protocol.decode`); an unreadable one gets a row with its
     error."""
     rows: list[dict[str, Any]] = []
     readable: list[tuple[dict[str, Any], Sample, Image.Image]] = []
@@ -262,11 +265,18 @@ def read_chunk(chunk: Chunk) -> Read:
         row: dict[str, Any] = {"index": index, "image": str(sample.path), "error": None}
         rows.append(row)
         try:
-            decoded, image = decode_sample(sample)
+            decoded, image = decode(sample)
             readable.append((row, decoded, image))
         except ImageLoadError as exc:
             row["error"] = str(exc)
     return rows, readable
+
+
+def _decoder(protocol: Protocol) -> Callable[[Sample], tuple[Sample, Any]]:
+    """How ``protocol``'s inputs are made from its samples: its own ``decode`` (a job whose
+    inputs are not image files), else :func:`decode_sample`."""
+    decode: Callable[[Sample], tuple[Sample, Any]] = getattr(protocol, "decode", decode_sample)
+    return decode
 
 
 def score_chunk(scorer: Scorer, chunk: Chunk | Read) -> Batch:
@@ -348,20 +358,22 @@ def _in_process(
 ) -> Iterator[tuple[int, Batch]]:
     current = [0]
     scorer = protocol.scorer(_loaded(model), lambda done: meter.tick(current[0], done))
+    decode = _decoder(protocol)
     # The next batch is decoded in a thread while this one is scored (decoders release the
     # GIL), so reading images is off the model's critical path.
     with futures.ThreadPoolExecutor(1, thread_name_prefix="gradcam-decode") as decoder:
-        ahead = decoder.submit(read_chunk, chunks[0]) if chunks else None
+        ahead = decoder.submit(read_chunk, chunks[0], decode) if chunks else None
         for k, chunk in enumerate(chunks):
             assert ahead is not None
             read = ahead.result()
             following = k + 1 < len(chunks)
-            ahead = decoder.submit(read_chunk, chunks[k + 1]) if following else None
+            ahead = decoder.submit(read_chunk, chunks[k + 1], decode) if following else None
             current[0] = _key(chunk)
             yield current[0], score_chunk(scorer, read)
 
 
 _WORKER_SCORER: Scorer | None = None
+_WORKER_DECODE: Callable[[Sample], tuple[Sample, Any]] = decode_sample
 _WORKER_ERROR: GradCAMError | None = None
 _WORKER_CHUNK = 0
 
@@ -438,11 +450,12 @@ _WORKER_REPORTER: _Reporter | None = None
 def _start_worker(
     protocol: Protocol, model: LoadedModel | ModelSpec, threads: int, parent: int, channel: Any
 ) -> None:
-    global _WORKER_SCORER, _WORKER_ERROR, _WORKER_REPORTER
+    global _WORKER_SCORER, _WORKER_ERROR, _WORKER_REPORTER, _WORKER_DECODE
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C (and stops us)
     threading.Thread(target=_exit_with, args=(parent,), daemon=True).start()
     torch.set_num_threads(threads)
     _WORKER_REPORTER = _Reporter(channel)
+    _WORKER_DECODE = _decoder(protocol)
     try:
         _WORKER_SCORER = protocol.scorer(_loaded(model), _WORKER_REPORTER)
     except GradCAMError as exc:
@@ -457,7 +470,7 @@ def _score_in_worker(chunk: Chunk) -> Batch:
     assert _WORKER_SCORER is not None and _WORKER_REPORTER is not None, "worker was not started"
     _WORKER_CHUNK = _key(chunk)
     try:
-        return score_chunk(_WORKER_SCORER, chunk)
+        return score_chunk(_WORKER_SCORER, read_chunk(chunk, _WORKER_DECODE))
     finally:
         # Leftovers belong to this batch: sent before its result, so that they are not
         # counted after the batch is (the parent drains the queue before each result).
@@ -550,12 +563,13 @@ class _RayScorer:
         if driver is not None:
             threading.Thread(target=_exit_without, args=(driver,), daemon=True).start()
         self.scorer = protocol.scorer(_loaded(model))  # progress: per batch, in the driver
+        self.decode = _decoder(protocol)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         chunk = [
             (int(i), pickle.loads(s)) for i, s in zip(batch["index"], batch["sample"], strict=True)
         ]
-        rows, maps = score_chunk(self.scorer, chunk)
+        rows, maps = score_chunk(self.scorer, read_chunk(chunk, self.decode))
         # Rows and maps are ragged per protocol: they travel pickled, one record per image.
         records = [pickle.dumps((row, named)) for row, named in zip(rows, maps, strict=True)]
         return {"index": batch["index"], "record": np.array(records, dtype=object)}

@@ -51,7 +51,7 @@ from gradcam.evaluate.datasets import Dataset, Sample
 from gradcam.evaluate.registry import register_protocol
 from gradcam.maps import upsample
 from gradcam.methods import create
-from gradcam.methods.registry import check_method
+from gradcam.methods.registry import DEFAULT_METHOD, check_method
 from gradcam.models import LoadedModel
 
 __all__ = ["BACKGROUND", "Seeds", "seed_counts", "seeds", "truth_masks"]
@@ -248,7 +248,7 @@ class Seeds(Protocol):
 
     name: ClassVar[str] = "seeds"
     needs: ClassVar[tuple[str, ...]] = ("labels", "masks")
-    method: str = field(default="gradcam", metadata=setting("the explanation method"))
+    method: str = field(default=DEFAULT_METHOD, metadata=setting("the explanation method"))
     foreground: float = field(
         default=0.2, metadata=setting("seed a class where its map exceeds this fraction of its max")
     )

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from gradcam.engine import Gradients, check_input, compute_gradients, spatial_size
 from gradcam.methods.base import GradientMethod, Plan
-from gradcam.methods.registry import create_method
+from gradcam.methods.registry import MethodSpec, resolve_methods
 from gradcam.methods.results import Result
 from gradcam.targets import TargetLike
 
@@ -31,7 +31,7 @@ def _group_key(plan: Plan) -> tuple[str, str] | None:
 
 
 def explain_methods(
-    names: Sequence[str],
+    names: Sequence[str | MethodSpec],
     module: nn.Module,
     x: Tensor,
     targets: TargetLike | None = None,
@@ -42,7 +42,9 @@ def explain_methods(
     """Explain ``targets`` for the batch ``x`` with each method in ``names``, sharing passes.
 
     Args:
-        names: method names from :func:`gradcam.methods.methods` (duplicates are dropped).
+        names: method names from :func:`gradcam.methods.methods`, or their entries already
+            resolved (:func:`~gradcam.methods.registry.resolve_methods`); duplicates are
+            dropped.
         module: the model.
         x: (B, C, H, W) input batch (or (B, C, L), (B, C, D, H, W) for the methods that take
             them).
@@ -63,18 +65,27 @@ def explain_methods(
         >>> found["gradcam"].maps.shape, found["guided-gradcam"].maps.shape
         (torch.Size([1, 1, 8, 8]), torch.Size([1, 1, 3, 8, 8]))
     """
-    unique = list(dict.fromkeys(names))
-    x = check_input(x, module)
     options = options or {}
-    built = {n: create_method(n, module, layer, **options.get(n, {})) for n in unique}
+    built = {
+        spec.name: spec.create(module, layer, **options.get(spec.name, {}))
+        for spec in resolve_methods(names)
+    }
     return explain_built(built, module, x, targets)
 
 
 def explain_built(
-    built: Mapping[str, Any], module: nn.Module, x: Tensor, targets: TargetLike | None = None
+    built: Mapping[str, Any],
+    module: nn.Module,
+    x: Tensor,
+    targets: TargetLike | None = None,
+    *,
+    checked: bool = False,
 ) -> dict[str, Result]:
     """:func:`explain_methods` for methods already built, under names of the caller's choice
     (several settings of one method, say: appendix B's ablations of Grad-CAM).
+
+    ``checked``: ``x`` is what :func:`gradcam.engine.check_input` returned for ``module``
+    (the caller checked it at its boundary), so it is not checked again here.
 
     Examples:
         >>> import torch
@@ -86,7 +97,8 @@ def explain_built(
         >>> sorted(explain_built(built, net, torch.rand(1, 3, 8, 8), [1]))
         ['max', 'mean']
     """
-    x = check_input(x, module)
+    if not checked:
+        x = check_input(x, module)
     plans = {
         n: m.plan(x) for n, m in built.items() if isinstance(m, GradientMethod) and m.shares_pass
     }

@@ -25,7 +25,7 @@ import inspect
 import re
 import types
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
@@ -36,6 +36,7 @@ from gradcam.rectifiers import Rule
 
 __all__ = [
     "DEFAULT_METHOD",
+    "GRAD_CAM",
     "Kind",
     "MethodSpec",
     "Needs",
@@ -49,10 +50,15 @@ __all__ = [
     "methods",
     "parse_options",
     "register",
+    "resolve_methods",
 ]
 
+#: Grad-CAM's registry name, where code means Grad-CAM itself (the paper's figures, the
+#: textual explanations), not whichever method is the default.
+GRAD_CAM = "gradcam"
+
 #: The method every command and function uses when none is named: the paper's Grad-CAM.
-DEFAULT_METHOD = "gradcam"
+DEFAULT_METHOD = GRAD_CAM
 
 Kind = Literal["heatmap", "pixel"]
 """``"heatmap"``: one non-negative map per target at the layer's (or the input's) resolution,
@@ -331,6 +337,27 @@ def method_spec(name: str) -> MethodSpec:
     return _REGISTRY[name]
 
 
+def resolve_methods(names: Sequence[str | MethodSpec]) -> list[MethodSpec]:
+    """The entries of ``names``, each looked up once, duplicates dropped (first kept).
+
+    Entries already resolved pass through: a command resolves its ``--method`` names once, at
+    the boundary, and hands the entries down (options, building, pictures) with no further
+    lookup.
+
+    Raises:
+        GradCAMError: for an unknown name, listing the known ones.
+
+    Examples:
+        >>> [spec.name for spec in resolve_methods(["gradcam++", method_spec("cam"), "cam"])]
+        ['gradcam++', 'cam']
+    """
+    found: dict[str, MethodSpec] = {}
+    for name in names:
+        spec = name if isinstance(name, MethodSpec) else method_spec(name)
+        found.setdefault(spec.name, spec)
+    return list(found.values())
+
+
 def create_method(name: str, module: nn.Module, layer: Any = None, **options: Any) -> Any:
     """Build the method called ``name`` for ``module``, passing ``options`` to it.
 
@@ -377,7 +404,7 @@ def check_method(name: str, options: Mapping[str, Any] | None = None) -> MethodS
     return spec
 
 
-def parse_options(names: list[str], pairs: list[str]) -> dict[str, dict[str, Any]]:
+def parse_options(names: Sequence[str | MethodSpec], pairs: list[str]) -> dict[str, dict[str, Any]]:
     """Parse ``--option NAME=VALUE`` texts into per-method keyword arguments.
 
     Each option goes to every method in ``names`` that takes it, typed by that method's entry.
@@ -390,7 +417,7 @@ def parse_options(names: list[str], pairs: list[str]) -> dict[str, dict[str, Any
         >>> parse_options(["occlusion", "gradcam"], ["window=21", "pooling=max"])
         {'occlusion': {'window': 21}, 'gradcam': {'pooling': 'max'}}
     """
-    specs = [method_spec(n) for n in names]
+    specs = resolve_methods(names)
     parsed: dict[str, dict[str, Any]] = {spec.name: {} for spec in specs}
     for pair in pairs:
         key, sep, text = pair.partition("=")
@@ -401,7 +428,7 @@ def parse_options(names: list[str], pairs: list[str]) -> dict[str, dict[str, Any
         if not takers:
             accepted = sorted({o.name for s in specs for o in s.options})
             raise GradCAMError(
-                f"no chosen method ({', '.join(names)}) has an option {key!r}; "
+                f"no chosen method ({', '.join(s.name for s in specs)}) has an option {key!r}; "
                 f"they accept: {', '.join(accepted) or 'none'}"
             )
         for spec in takers:
@@ -409,7 +436,7 @@ def parse_options(names: list[str], pairs: list[str]) -> dict[str, dict[str, Any
     return parsed
 
 
-def flag_options(names: list[str], flags: Mapping[str, Any]) -> list[str]:
+def flag_options(names: Sequence[str | MethodSpec], flags: Mapping[str, Any]) -> list[str]:
     """``NAME=VALUE`` texts, for :func:`parse_options`, of the options a command gives by
     their own flags (``gradcam explain --window 21`` is ``--option window=21``).
 
@@ -429,7 +456,7 @@ def flag_options(names: list[str], flags: Mapping[str, Any]) -> list[str]:
         gradcam.errors.GradCAMError: --window is an option of occlusion; none of the chosen \
 methods (gradcam) takes it
     """
-    specs = [method_spec(n) for n in names]
+    specs = resolve_methods(names)
     pairs = []
     for key, value in flags.items():
         if value is None:
@@ -438,7 +465,7 @@ methods (gradcam) takes it
             takers = [s.name for s in method_specs() if any(o.name == key for o in s.options)]
             raise GradCAMError(
                 f"--{key.replace('_', '-')} is an option of {', '.join(takers)}; "
-                f"none of the chosen methods ({', '.join(names)}) takes it"
+                f"none of the chosen methods ({', '.join(s.name for s in specs)}) takes it"
             )
         pairs.append(f"{key}={value}")
     return pairs

@@ -41,6 +41,7 @@ from gradcam.evaluate.metrics import spearman
 from gradcam.hooks import model_lock
 from gradcam.maps import peak
 from gradcam.methods import Occlusion, create
+from gradcam.methods.registry import DEFAULT_METHOD, GRAD_CAM
 from gradcam.synthetic.scenes import Scene
 from gradcam.targets import Answer, CaptionLogProb, CaptionWord
 from gradcam.vl.models import VL_LAYER, Captioner, VQAModel
@@ -163,7 +164,7 @@ def _input(scene: Scene) -> Tensor:
 
 
 def word_pointing(
-    model: Captioner, scenes: Sequence[Scene], method: str = "gradcam"
+    model: Captioner, scenes: Sequence[Scene], method: str = DEFAULT_METHOD
 ) -> PointingScore:
     """Pointing accuracy of the color and shape words of the scenes' true captions."""
     hits = other = total = 0
@@ -233,7 +234,7 @@ def _strength(map_: Tensor) -> np.ndarray:
 def region_ratio(
     model: Captioner,
     scenes: Sequence[Scene],
-    methods: Sequence[str] = ("gradcam", "guided-backprop", "guided-gradcam"),
+    methods: Sequence[str] = (GRAD_CAM, "guided-backprop", "guided-gradcam"),
 ) -> list[Ratio]:
     """Inside/outside-box ratios of the maps of each object's region caption."""
     ratios: dict[str, list[float]] = {m: [] for m in methods}
@@ -257,7 +258,7 @@ def region_ratio(
 
 
 def answer_correlation(
-    model: VQAModel, scenes: Sequence[Scene], method: str = "gradcam"
+    model: VQAModel, scenes: Sequence[Scene], method: str = DEFAULT_METHOD
 ) -> Correlation:
     """Rank correlation of the model's answer maps with the object each question is about."""
     relevant, other = [], []
@@ -284,7 +285,7 @@ def answer_correlation(
 
 
 def forced_answers(
-    model: VQAModel, scenes: Sequence[Scene], method: str = "gradcam"
+    model: VQAModel, scenes: Sequence[Scene], method: str = DEFAULT_METHOD
 ) -> ForcedAnswers:
     """Where "what color is the <shape>?" looks for the right color and for the other
     object's color (a forced answer), on every object of every scene."""
@@ -307,7 +308,7 @@ def forced_answers(
 def occlusion_correlation(
     model: VQAModel,
     scenes: Sequence[Scene],
-    methods: Sequence[str] = ("gradcam", "guided-backprop"),
+    methods: Sequence[str] = (GRAD_CAM, "guided-backprop"),
     *,
     window: int = 16,
     stride: int = 8,

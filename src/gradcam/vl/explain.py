@@ -28,6 +28,7 @@ from gradcam.errors import GradCAMError
 from gradcam.maps import peak
 from gradcam.methods import explain_methods, method_spec
 from gradcam.methods import methods as all_methods
+from gradcam.methods.registry import DEFAULT_METHOD
 from gradcam.outputs import output_folder
 from gradcam.paths import slug
 from gradcam.targets import Answer, CaptionLogProb, CaptionWord
@@ -182,7 +183,7 @@ def explain_caption(
     caption: str | None = None,
     *,
     words: Sequence[str] | None = None,
-    methods: Sequence[str] = ("gradcam",),
+    methods: Sequence[str] = (DEFAULT_METHOD,),
 ) -> CaptionExplanation:
     """Explain a caption of ``image`` word by word, and as a whole.
 
@@ -231,7 +232,7 @@ def explain_answer(
     question: str,
     *,
     answers: Sequence[str] = (),
-    methods: Sequence[str] = ("gradcam",),
+    methods: Sequence[str] = (DEFAULT_METHOD,),
 ) -> AnswerExplanation:
     """Answer ``question`` about ``image`` and explain the answer and any forced ``answers``.
 

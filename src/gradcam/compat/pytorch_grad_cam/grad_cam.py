@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from gradcam.compat.pytorch_grad_cam.base_cam import BaseCAM
+from gradcam.methods.registry import GRAD_CAM
 
 __all__ = ["GradCAM"]
 
@@ -16,6 +17,6 @@ class GradCAM(BaseCAM):
     :class:`~gradcam.compat.pytorch_grad_cam.base_cam.BaseCAM`.
     """
 
-    method: ClassVar[str] = "gradcam"
+    method: ClassVar[str] = GRAD_CAM
     options: ClassVar[dict[str, Any]] = {"smooth_sign": "lapack"}
     smoothable: ClassVar[bool] = True
