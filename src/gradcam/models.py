@@ -970,8 +970,8 @@ def load_model(
                 raise
             raise error from None
     register_class_names(module, names)
-    rank, channels = signature or (None, None)
-    return LoadedModel(name, module, preprocess, names, chosen, pretrained, rank, channels, size)
+    takes, channels = signature if signature is not None else (None, None)
+    return LoadedModel(name, module, preprocess, names, chosen, pretrained, takes, channels, size)
 
 
 def _output_classes(module: nn.Module) -> int:
