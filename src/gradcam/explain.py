@@ -26,7 +26,7 @@ from torch import Tensor
 
 from gradcam.engine import check_input, eval_mode
 from gradcam.errors import GradCAMError
-from gradcam.layers import resolve_layer
+from gradcam.layers import LayerLike, resolve_layer
 from gradcam.maps import bounding_box, peak, upsample
 from gradcam.methods import Result, method_spec
 from gradcam.methods.planner import explain_built
@@ -44,9 +44,11 @@ __all__ = [
     "MapEntry",
     "check_classes",
     "explain_image",
+    "explain_input",
     "map_arrays",
     "npz_key",
     "save_explanation",
+    "top_predictions",
 ]
 
 #: The paper's Fig. 1: the photo, then these methods' pictures side by side.
@@ -164,6 +166,71 @@ def _top_classes(loaded: LoadedModel, x: Tensor, top_k: int) -> list[int]:
     return [int(c) for c in logits[0].topk(min(top_k, logits.shape[1])).indices]
 
 
+def explain_input(
+    loaded: LoadedModel,
+    x: Tensor,
+    *,
+    methods: Sequence[str | MethodSpec] = (DEFAULT_METHOD,),
+    classes: Sequence[int] | None = None,
+    top_k: int = 1,
+    layer: LayerLike | None = None,
+    options: Mapping[str, Mapping[str, Any]] | None = None,
+) -> dict[str, Result]:
+    """Run ``methods`` on the preprocessed input ``x`` (one photo, clip, volume or signal) for
+    ``classes`` or the ``top_k`` best, :data:`CLASS_CHUNK` classes per pass (one more forward
+    pass finds the best first when more are asked for); what :func:`explain_image` computes,
+    for any input rank.
+
+    Examples:
+        >>> found = explain_input(shapes, x, methods=["gradcam", "cam"], top_k=2)
+        >>> [(name, tuple(result.maps.shape)) for name, result in found.items()]
+        [('gradcam', (1, 2, 128, 128)), ('cam', (1, 2, 128, 128))]
+    """
+    check_classes(loaded, classes, top_k)
+    specs = resolve_methods(methods)
+    module = loaded.module
+    # The input is checked once, here; the built methods are handed to the planner.
+    x = check_input(x, module)
+    layer_ref = resolve_layer(module, loaded.default_layer if layer is None else layer)
+    given = options or {}
+    built = {s.name: s.create(module, layer_ref, **given.get(s.name, {})) for s in specs}
+    ids = list(classes) if classes else None
+    if ids is None and top_k > CLASS_CHUNK:
+        ids = _top_classes(loaded, x, top_k)
+    if ids is None:
+        return explain_built(built, module, x, TopK(top_k), checked=True)
+    parts = [
+        explain_built(built, module, x, ids[i : i + CLASS_CHUNK], checked=True)
+        for i in range(0, len(ids), CLASS_CHUNK)
+    ]
+    return {name: _concat([part[name] for part in parts]) for name in parts[0]}
+
+
+def top_predictions(
+    loaded: LoadedModel, results: Mapping[str, Result], count: int = 5
+) -> list[dict[str, Any]]:
+    """The model's ``count`` best classes for the first input, from the logits a result kept:
+    class, name, logit (``score``) and softmax ``probability``, rounded to 5 digits; empty
+    when no result kept logits."""
+    predictions: list[dict[str, Any]] = []
+    logits_of = next((r.logits for r in results.values() if r.logits is not None), None)
+    if logits_of is None:
+        return predictions
+    logits = logits_of[0].float()
+    probs = logits.softmax(dim=0)
+    top = logits.topk(min(count, logits.shape[0]))
+    for score, index in zip(top.values.tolist(), top.indices.tolist(), strict=True):
+        predictions.append(
+            {
+                "class": index,
+                "name": loaded.class_names[index],
+                "score": round(score, 5),
+                "probability": round(float(probs[index]), 5),
+            }
+        )
+    return predictions
+
+
 def explain_image(
     loaded: LoadedModel,
     image: Image.Image,
@@ -206,23 +273,17 @@ def explain_image(
     """
     check_classes(loaded, classes, top_k)
     specs = {spec.name: spec for spec in resolve_methods(methods)}
-    module = loaded.module
-    # The input is checked once, here; the built methods are handed to the planner.
-    x = check_input(loaded.preprocess(image), module)
-    layer_ref = resolve_layer(module, layer or loaded.default_layer)
-    given = options or {}
-    built = {n: s.create(module, layer_ref, **given.get(n, {})) for n, s in specs.items()}
-    ids = list(classes) if classes else None
-    if ids is None and top_k > CLASS_CHUNK:
-        ids = _top_classes(loaded, x, top_k)
-    if ids is None:
-        results = explain_built(built, module, x, TopK(top_k), checked=True)
-    else:
-        parts = [
-            explain_built(built, module, x, ids[i : i + CLASS_CHUNK], checked=True)
-            for i in range(0, len(ids), CLASS_CHUNK)
-        ]
-        results = {name: _concat([part[name] for part in parts]) for name in parts[0]}
+    x = loaded.preprocess(image)
+    layer_ref = resolve_layer(loaded.module, layer or loaded.default_layer)
+    results = explain_input(
+        loaded,
+        x,
+        methods=list(specs.values()),
+        classes=classes,
+        top_k=top_k,
+        layer=layer_ref,
+        options=options,
+    )
     entries = []
     for name, result in results.items():
         for k in range(result.classes.shape[1]):
@@ -239,21 +300,7 @@ def explain_image(
                 heat = getattr(result, "raw", result.maps)[0, k]
                 size = (image.width, image.height)
                 entries.append(_heat_entry(name, k, result, heat, label, size, threshold))
-    predictions = []
-    logits_of = next((r.logits for r in results.values() if r.logits is not None), None)
-    if logits_of is not None:
-        logits = logits_of[0].float()
-        probs = logits.softmax(dim=0)
-        top = logits.topk(min(5, logits.shape[0]))
-        for score, index in zip(top.values.tolist(), top.indices.tolist(), strict=True):
-            predictions.append(
-                {
-                    "class": index,
-                    "name": loaded.class_names[index],
-                    "score": round(score, 5),
-                    "probability": round(float(probs[index]), 5),
-                }
-            )
+    predictions = top_predictions(loaded, results)
     return Explanation((image.width, image.height), x, layer_ref[1], predictions, entries, results)
 
 

@@ -49,7 +49,7 @@ import torchvision
 from efficientnet_lite_pytorch import EfficientNet
 from torch import Tensor, nn
 
-from gradcam.errors import ModelLoadError
+from gradcam.errors import GradCAMError, ModelLoadError
 from gradcam.images import Preprocess
 from gradcam.layers import find_default_layer, resolve_layer
 from gradcam.targets import class_index, register_class_names
@@ -79,8 +79,11 @@ __all__ = [
     "hf_folder",
     "hf_model",
     "imagenet_classes",
+    "input_signature",
     "is_factory",
+    "kinetics_classes",
     "load_model",
+    "video_models",
 ]
 
 DEFAULT_MODEL = "efficientnet_lite0"
@@ -148,6 +151,13 @@ class LoadedModel:
         default_layer: dotted name of the last convolutional feature-map layer.
         pretrained: ``False`` when the weights are random (``weights="random"``, or missing
             from a Hugging Face folder).
+        input_rank: the spatial dimensions of the model's input, read from its first
+            convolution (:func:`input_signature`): 1 for signals ``(B, C, L)``, 2 for images,
+            3 for clips and volumes ``(B, C, D, H, W)``; ``None`` when it has no convolution.
+        input_channels: the channels its first convolution takes (``None``: no convolution).
+        input_size: the spatial size clips, volumes and signals are resized to
+            (:mod:`gradcam.explain_media`), ``None`` for the model's own (a torchvision video
+            model's clip length and crop) or the file's.
     """
 
     name: str
@@ -156,6 +166,9 @@ class LoadedModel:
     class_names: tuple[str, ...]
     default_layer: str
     pretrained: bool
+    input_rank: int | None = 2
+    input_channels: int | None = 3
+    input_size: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         register_class_names(self.module, self.class_names)
@@ -265,6 +278,8 @@ def _torchvision(name: str, weights: str | None) -> _Built:
     if member is not None:
         module = torchvision_pretrained(name, member)
         names = tuple(str(c) for c in member.meta.get("categories") or ()) or None
+        if name in video_models():
+            return module, _enum_preprocess(member), True, names
         return module, _square_if_fixed(module, _enum_preprocess(member)), True, names
     if weights is None:
         raise ModelLoadError(
@@ -290,6 +305,8 @@ def _torchvision(name: str, weights: str | None) -> _Built:
         raise ModelLoadError(f"cannot build torchvision model {name!r}: {exc}") from None
     if state is not None:
         _load_weights(module, state, weights, name)
+    if name in video_models():
+        return module, Preprocess(224), state is not None, None
     preprocess = _square_if_fixed(module, Preprocess(299 if name == "inception_v3" else 224))
     return module, preprocess, state is not None, None
 
@@ -755,12 +772,78 @@ def _factory(spec: str, weights: str | None) -> _Built:
 
 
 def available_models() -> list[str]:
-    """Names :func:`load_model` accepts: the embedded default and torchvision classifiers."""
+    """Names :func:`load_model` accepts: the embedded default, torchvision classifiers and
+    torchvision video classifiers."""
     return [
         DEFAULT_MODEL,
         SHAPES_MODEL,
         *sorted(torchvision.models.list_models(torchvision.models)),
+        *video_models(),
     ]
+
+
+@lru_cache(maxsize=1)
+def video_models() -> tuple[str, ...]:
+    """torchvision's video classifiers (Kinetics-400): clips ``(B, 3, T, H, W)`` in.
+
+    Examples:
+        >>> video_models()[:3]
+        ('mc3_18', 'mvit_v1_b', 'mvit_v2_s')
+    """
+    return tuple(sorted(torchvision.models.list_models(module=torchvision.models.video)))
+
+
+@lru_cache(maxsize=1)
+def kinetics_classes() -> tuple[str, ...]:
+    """The 400 Kinetics-400 action names, from torchvision's weights metadata (no download)."""
+    categories = torchvision.models.video.R3D_18_Weights.KINETICS400_V1.meta["categories"]
+    return tuple(str(c) for c in categories)
+
+
+_CONVOLUTIONS: dict[type[nn.Module], int] = {nn.Conv1d: 1, nn.Conv2d: 2, nn.Conv3d: 3}
+# What each input rank is, in messages.
+_LAYOUTS = {1: "signals (L,)", 2: "images (H, W)", 3: "clips or volumes (T, H, W) / (D, H, W)"}
+
+
+def input_signature(module: nn.Module) -> tuple[int, int] | None:
+    """``(rank, channels)`` of the input ``module`` takes, read from its first convolution (in
+    the order the modules were registered): rank 1 for ``nn.Conv1d`` (signals), 2 for
+    ``nn.Conv2d`` (images), 3 for ``nn.Conv3d`` (clips and volumes); ``None`` when it has no
+    convolution.
+
+    Examples:
+        >>> input_signature(nn.Sequential(nn.Conv3d(1, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 1)))
+        (3, 1)
+        >>> input_signature(nn.Linear(3, 3)) is None
+        True
+    """
+    for sub in module.modules():
+        rank = _CONVOLUTIONS.get(type(sub))
+        if rank is not None:
+            return rank, int(sub.in_channels)  # type: ignore[arg-type]
+    return None
+
+
+def _probe(
+    preprocess: Preprocess,
+    name: str,
+    signature: tuple[int, int] | None,
+    size: tuple[int, ...] | None,
+) -> Tensor:
+    """A blank input of the model's rank, for the default-layer probe."""
+    rank, channels = signature or (2, 3)
+    if rank == 2:
+        return torch.zeros(1, 3, preprocess.size, preprocess.size)
+    if size is None and name in video_models():
+        from gradcam.media.video import video_preprocess
+
+        clip = video_preprocess(name)
+        size = (clip.clip_len, *clip.crop_size)
+    return torch.zeros(1, channels, *(size or (_PROBE_SIDE[rank],) * rank))
+
+
+# The side of the blank signal or volume that finds the default layer when no size is given.
+_PROBE_SIDE = {1: 256, 3: 32}
 
 
 def load_model(
@@ -768,6 +851,7 @@ def load_model(
     weights: str | os.PathLike[str] | None = None,
     *,
     layer: str | None = None,
+    input_size: tuple[int, ...] | None = None,
 ) -> LoadedModel:
     """Load a model to explain, with its pretrained weights by name.
 
@@ -778,7 +862,9 @@ def load_model(
             (a timm model with its pretrained tag, ``"timm:resnet50.a1_in1k"``, or a Hub
             id, ``"timm:hf-hub:timm/resnet18.a1_in1k"``; needs ``gradcam[timm]``),
             ``"hf:ORG/NAME"`` or ``"hf:DIR"`` (a Hugging Face image classifier on the Hub or
-            saved in a folder; needs ``gradcam[hf]``), or ``"FILE.py:FUNCTION"`` /
+            saved in a folder; needs ``gradcam[hf]``), a torchvision video classifier
+            (``"r3d_18"``, ``"mvit_v2_s"``, ... :func:`video_models`; Kinetics-400 class
+            names), or ``"FILE.py:FUNCTION"`` /
             ``"package.module:FUNCTION"`` (a function returning the user's ``nn.Module``).
         weights: ``None`` for the model's pretrained weights (torchvision's ``DEFAULT``,
             timm's tag, the Hub's or folder's; from the local cache, downloaded when missing
@@ -787,7 +873,13 @@ def load_model(
             function needs a file or ``"random"``; ``hf:`` takes no file.
         layer: the layer to explain, as a dotted name: checked here, once, and kept as the
             model's ``default_layer`` (no probe pass); ``None`` finds the model's default
-            layer with one forward pass of a blank image.
+            layer with one forward pass of a blank input of the model's rank
+            (:func:`input_signature`).
+        input_size: the spatial size of the model's input for clips ``(T, H, W)``, volumes
+            ``(D, H, W)`` and signals ``(L,)``, of the rank the model takes: media are resized
+            to it (:mod:`gradcam.explain_media`) and the probe has it; ``None``: a torchvision
+            video model's own clip length and crop, and the file's size for volumes and
+            signals.
 
     Raises:
         ModelLoadError: unknown name (close names suggested), weights not cached while
@@ -797,6 +889,8 @@ def load_model(
             package (timm, transformers); an ``hf:`` model of another task than
             classification (naming it and its ``--task``).
         LayerError: ``layer`` is not a layer of the model (close names suggested).
+        GradCAMError: ``input_size`` of another rank than the model's input, or too small
+            for the model.
 
     Examples:
         ``load_model()`` gives EfficientNet-Lite0 (default layer ``"_head_act"``); here the
@@ -821,7 +915,7 @@ def load_model(
         built = _efficientnet_lite0(path)
     elif name == SHAPES_MODEL:
         built = _shapes(path)
-    elif name in torchvision.models.list_models(torchvision.models):
+    elif name in torchvision.models.list_models(torchvision.models) or name in video_models():
         built = _torchvision(name, path)
     elif is_factory(name):
         built = _factory(name, path)
@@ -849,13 +943,39 @@ def load_model(
         num_classes = _output_classes(module)
         if num_classes == 1000:
             names = imagenet_classes()
+        elif num_classes == 400 and name in video_models():
+            names = kinetics_classes()
         else:
             names = tuple(f"class {i}" for i in range(num_classes))
+    signature = input_signature(module)
+    size = None if input_size is None else tuple(int(n) for n in input_size)
+    if size is not None:
+        rank = 2 if signature is None else signature[0]
+        if rank == 2:
+            raise GradCAMError(
+                f"an input size is for clips, volumes and signals; model {name!r} takes "
+                "images, resized by its own preprocessing"
+            )
+        if len(size) != rank or min(size) < 1:
+            raise GradCAMError(
+                f"input size {size} does not fit model {name!r}: it takes {_LAYOUTS[rank]}, "
+                f"give {rank} positive numbers"
+            )
     if layer is not None:
         chosen = resolve_layer(module, layer).name
     else:
-        chosen = find_default_layer(module, torch.zeros(1, 3, preprocess.size, preprocess.size))
-    return LoadedModel(name, module, preprocess, names, chosen, pretrained)
+        probe = _probe(preprocess, name, signature, size)
+        try:
+            chosen = find_default_layer(module, probe)
+        except RuntimeError as exc:
+            from gradcam.methods.registry import too_small
+
+            error = too_small(exc, probe)
+            if error is None:
+                raise
+            raise error from None
+    takes, channels = signature if signature is not None else (None, None)
+    return LoadedModel(name, module, preprocess, names, chosen, pretrained, takes, channels, size)
 
 
 def _output_classes(module: nn.Module) -> int:

@@ -1,5 +1,6 @@
-"""``gradcam explain IMAGE...``: one picture per method and explained class, a ``summary.json``
-(and ``maps.npz`` with ``--save-maps``) per image under ``--out``."""
+"""``gradcam explain FILE...``: one picture per method and explained class, a ``summary.json``
+(and ``maps.npz`` with ``--save-maps``) per image under ``--out``; videos, volumes and signals
+go to :func:`gradcam.explain_media.explain_media`."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from gradcam.cli.common import (
     output_dirs,
 )
 from gradcam.cli.dissect import add_explain_arguments, check_names, read_names, write_text
-from gradcam.errors import GradCAMError, ImageLoadError
+from gradcam.errors import GradCAMError, ImageLoadError, MediaLoadError
 from gradcam.util import warnings_as_messages
 
 __all__ = ["add_parser", "explain_command"]
@@ -34,12 +35,21 @@ def add_parser(commands: Any) -> None:
 
     explain = commands.add_parser(
         "explain",
-        help="explain the predictions of a model on photos",
-        description="Write Grad-CAM overlays, a summary.json and optionally maps.npz per image. "
+        help="explain the predictions of a model on photos, videos, volumes and signals",
+        description="Write Grad-CAM overlays, a summary.json and optionally maps.npz per image; "
+        "for a video (.mp4, .avi, .webm, .mov, .mkv, animated .gif) an animated overlay (GIF and "
+        "MP4), key frames and the maps per frame; for a volume (.nii, .nii.gz, 3-D .npy) the map "
+        "as NIfTI on the input's grid and the slices through its peak; for a signal (.csv, 1-D "
+        "or 2-D .npy) the signal coloured by its map. "
         "With --data, explain a whole dataset on the evaluate runner instead: rows to Parquet "
         "and maps to .npz shards in --out, in batches, with --resume, --workers and --ray.",
     )
-    explain.add_argument("images", nargs="*", metavar="IMAGE", help="image files to explain")
+    explain.add_argument(
+        "images",
+        nargs="*",
+        metavar="FILE",
+        help="photos, videos, volumes or signals to explain (the kind follows the suffix)",
+    )
     add_model_options(explain, layer_help="dotted layer name (default: last conv feature maps)")
     explain.add_argument(
         "--class",
@@ -95,10 +105,36 @@ def add_parser(commands: Any) -> None:
         metavar="S",
         help="--task detection: explain detections scoring at least S (default: %(default)s)",
     )
+    explain.add_argument(
+        "--size",
+        type=_size,
+        metavar="N[,N,N]",
+        help="videos, volumes, signals: the model's input grid, T,H,W for a clip (frames and "
+        "crop), D,H,W for a volume, L for a signal (default: a torchvision video model's own "
+        "clip and crop, 16,112,112 for other video models, the file's size for volumes and "
+        "signals)",
+    )
+    explain.add_argument(
+        "--volume-index",
+        type=int,
+        metavar="I",
+        help="which volume of a 4-D volume file to explain (counted from 0)",
+    )
     add_max_pixels(explain)
     add_dataset_options(explain)
     add_runner_options(explain)
     explain.set_defaults(handler=explain_command)
+
+
+def _size(text: str) -> tuple[int, ...]:
+    """``--size``: one to three positive integers separated by commas."""
+    try:
+        values = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not numbers separated by commas: {text!r}") from None
+    if not 1 <= len(values) <= 3 or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"one to three positive numbers, got {text!r}")
+    return values
 
 
 def explain_command(args: argparse.Namespace) -> int:
@@ -108,6 +144,7 @@ def explain_command(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from gradcam.explain import FIGURE_METHODS, check_classes, explain_image, save_explanation
+    from gradcam.explain_media import check_media, explain_media, file_kind
     from gradcam.images import load_image
     from gradcam.methods.registry import (
         DEFAULT_METHOD,
@@ -127,6 +164,20 @@ def explain_command(args: argparse.Namespace) -> int:
     if not args.images:
         raise GradCAMError("give IMAGE files to explain, or a dataset with --data PATH")
     output_folder(args.out, create=False)  # before any work: a file, under a file, read-only
+    kinds = [file_kind(path) for path in args.images]
+    media = [path for path, kind in zip(args.images, kinds, strict=True) if kind is not None]
+    if media:
+        unused = [
+            flag
+            for flag, given in (
+                ("--task", args.task != "classification"),
+                ("--figure", args.figure),
+                ("--text", args.text),
+            )
+            if given
+        ]
+        if unused:
+            raise GradCAMError(f"{', '.join(unused)} apply to photos, not to {media[0]}")
     if args.task != "classification":
         return _explain_task(args)
     if args.top_k < 1:
@@ -143,16 +194,38 @@ def explain_command(args: argparse.Namespace) -> int:
 
     neuron_names = read_names(args, specs)
     with warnings_as_messages():
-        loaded = load_model(args.model, args.weights, layer=args.layer)
+        loaded = load_model(args.model, args.weights, layer=args.layer, input_size=args.size)
     classes = [loaded.class_index(c) for c in args.classes] if args.classes else None
     check_classes(loaded, classes, args.top_k)  # before any image: a wrong count fails fast
+    for path, kind in zip(args.images, kinds, strict=True):
+        check_media(loaded, kind or "image", Path(path).name, names)
     if neuron_names is not None:
         check_names(neuron_names, loaded, args)
     out = Path(args.out)
     failures = 0
     pairs = list(zip(args.images, output_dirs(args.images, out), strict=True))
     progress = tqdm(pairs, desc="explaining", unit="image", disable=len(pairs) < 2, file=sys.stderr)
-    for path, folder in progress:
+    for (path, folder), kind in zip(progress, kinds, strict=True):
+        if kind is not None:
+            try:
+                summary = explain_media(
+                    loaded,
+                    path,
+                    folder,
+                    methods=names,
+                    classes=classes,
+                    top_k=args.top_k,
+                    options=options,
+                    volume_index=args.volume_index,
+                    source=path,
+                )
+            except MediaLoadError as exc:
+                failures += 1
+                tqdm.write(f"gradcam: error: {exc}", file=sys.stderr)
+                continue
+            explained = dict.fromkeys(m["name"] or str(m["class"]) for m in summary["maps"])
+            tqdm.write(f"{path}: {', '.join(explained)} -> {folder}", file=sys.stdout)
+            continue
         try:
             image = load_image(path, max_pixels=pixels)
             explanation = explain_image(
@@ -182,7 +255,8 @@ def explain_command(args: argparse.Namespace) -> int:
         explained = dict.fromkeys(m["name"] or str(m["class"]) for m in summary["maps"])
         tqdm.write(f"{path}: {', '.join(explained)} -> {folder}", file=sys.stdout)
     done = len(pairs) - failures
-    print(f"explained {done} of {len(pairs)} images; results in {out}", file=sys.stderr)
+    what = "files" if media else "images"
+    print(f"explained {done} of {len(pairs)} {what}; results in {out}", file=sys.stderr)
     return 1 if failures else 0
 
 
