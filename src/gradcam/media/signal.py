@@ -116,7 +116,8 @@ def read_signal(path: PathLike, *, max_samples: int = MAX_SAMPLES) -> Signal:
             raise MediaLoadError(f"{name}: holds {array.dtype} values, not numbers")
         if array.size > max_samples:
             _check(array, name, max_samples)
-        values = _check(np.asarray(array, dtype=np.float32), name, max_samples)
+        # a copy: a float32 file would otherwise stay a read-only memory map under the tensor
+        values = _check(np.array(array, dtype=np.float32), name, max_samples)
     elif suffix == ".csv":
         values, names = _read_csv(file, max_samples)
         values = _check(values, name, max_samples)
