@@ -275,7 +275,8 @@ def fast_layout(enabled: bool = True) -> Iterator[None]:
     slower at batch 1 or for vision transformers; no-grad forwards 1.4-1.8x faster at batch 16.
     Again with ``benchmarks/bench_speedups.py`` (ResNet-50 at 224 px, on/off interleaved, one
     thread, 9 rounds, the 2 cores at a load average of 13-15): Grad-CAM at batch 1, the
-    headline case, 706 against 712 ms (1.01x); at batch 8, 5.45 against 6.19 s (1.14x).
+    headline case, 706 against 712 ms (1.01x); at batch 8, 5.45 against 6.19 s (1.14x); a
+    second run at a load of 15-19: 0.96x and 1.10x. Too loaded to tell more than that.
 
     It is off by default because the layout changes the summation order: maps equal the usual
     layout's to float rounding only, and where a pre-activation sits at zero (a constant

@@ -148,7 +148,8 @@ class FoldedCopy:
     copy): measured idle, ResNet-50's passes 1.17x faster and EfficientNet-B0's 1.37x (above),
     Score-CAM 1.16x and 1.17x (BENCHMARKS.md); with ``benchmarks/bench_speedups.py`` at a
     load average of 13-15 on the 2 cores (one thread, 9 rounds interleaved), one pass of 8
-    ResNet-50 copies 6.01 against 6.21 s (1.03x).
+    ResNet-50 copies 6.01 against 6.21 s (1.03x), and 0.95x in a second run at a load of
+    15-19: too loaded to tell.
 
     Not locked: its owner calls it while holding the model's lock (in
     :func:`gradcam.hooks.eval_mode`).
