@@ -21,12 +21,12 @@ frozen model is traced alike) and every module call with its inputs and outputs,
   the image meets such an input (cross-attention to text, image and text tokens in one
   sequence, queries attending to the image, features pooled in proposals), what follows is no
   longer a map of the image;
-* **on the path to the output**: the model's output depends on it;
+* **on the path to the output**: the model's output depends on it; here and for the cut
+  below, the output is what the model returns less the intermediates it returns alongside
+  (MONAI's ViT returns its logits and every block's hidden states, Hugging Face models may
+  return hidden states): a returned tensor that another returned tensor is computed from;
 * **not the output itself**: no score is computed after it, only reshaping and resampling
   (a segmenter's class-logit map, upsampled to the input, is its output, not a feature map);
-  the output is what the model returns less the intermediates it returns alongside (MONAI's
-  ViT returns its logits and every block's hidden states, Hugging Face models may return
-  hidden states): a returned tensor that another returned tensor is computed from is one;
 * **a cut**: every path from the pixels to the output passes through it (the last stage of a
   feature pyramid is not one; the pyramid as a whole is).
 
@@ -160,7 +160,9 @@ class ImageFlow:
         self.traced = traced
         self.batch = batch
         self._source = source
-        self._outputs = outputs
+        # Cuts and the gradient probe follow the results; what is returned at all (hidden
+        # states too) still counts as the output itself.
+        self._outputs = _results(outputs)
         owned = {id(t) for t in model.buffers()} | {id(t) for t in parameters}
         parents: dict[Node, list[Node]] = {}
         pending = [n for t in traced for n in self._nodes(t)] + [n for _, n in outputs]
@@ -206,7 +208,7 @@ class ImageFlow:
             and not any(n in mixed for _, n, _ in item.inputs)
         ]
         if any(n is not None for _, n in outputs):
-            self.upstream = _closure([n for _, n in outputs], parents)
+            self.upstream = _closure([n for _, n in self._outputs], parents)
             self._output_itself = _closure([n for _, n in outputs], parents, through=_shape_only)
         else:  # an output whose tensors cannot be found: every layer may lead to it
             self.upstream, self._output_itself = set(parents), set()
@@ -375,7 +377,7 @@ def _flow(model: nn.Module, x: Tensor) -> Iterator[ImageFlow]:
         finally:
             for handle in handles:
                 handle.remove()
-    outputs = _results([(t, t.grad_fn) for t in _tensors(output)])
+    outputs = [(t, t.grad_fn) for t in _tensors(output)]
     try:
         yield ImageFlow(model, traced, pixels.grad_fn, outputs, batch, parameters.values())
     finally:
