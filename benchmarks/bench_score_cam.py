@@ -2,7 +2,7 @@
 
 Run from the repository root (no network; a random-weights ResNet-18)::
 
-    .venv/bin/python benchmarks/bench_score_cam.py                       # 112 and 224 px, 1 and 2 threads
+    .venv/bin/python benchmarks/bench_score_cam.py   # 112 and 224 px, 1 and 2 threads
     .venv/bin/python benchmarks/bench_score_cam.py --layer layer3 --repeats 1 --batches 1
 
 For every thread count, input size and batch size it times one call of each, alternating
@@ -70,7 +70,7 @@ def bench(
         got = ours(x, top[:, None])
         ours_s.append(time.perf_counter() - start)
         start = time.perf_counter()
-        want = _quiet(lambda: theirs(x, targets))  # noqa: B023
+        want = _quiet(lambda: theirs(x, targets))
         theirs_s.append(time.perf_counter() - start)
     assert got is not None and want is not None
     scaled = scale_maps(scale_maps(torch.relu(got.raw[:, 0]), (size, size)))
