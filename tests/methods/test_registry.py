@@ -30,6 +30,7 @@ from gradcam.methods import (
     method_specs,
     methods,
 )
+from gradcam.methods.base import GradientMethod
 from gradcam.methods.registry import Needs, Option, parse_options, register
 
 
@@ -316,3 +317,25 @@ def test_the_methods_table_says_which_peer_agrees(name: str, claims: list[str]) 
     row = next(line for line in text.splitlines() if line.startswith(f"| `{name}` |"))
     agrees = row.split(" | ")[3]  # the "agrees with" column
     assert all(claim in agrees for claim in claims), (name, agrees)
+
+
+@pytest.mark.parametrize("name", methods())
+def test_needs_agrees_with_plan(name: str) -> None:
+    """A gradient method's entry says what its ``plan()`` asks of the engine (issue 29): a
+    layer gradient exactly when the plan names a layer, the same input rules, and a layer only
+    for methods that need one; methods without a plan (their own passes) say so in
+    ``forwards`` or ``many_passes``, or take no gradients at all."""
+    spec = method_spec(name)
+    net = SmallCNN()
+    built = create_method(name, net, "features" if spec.needs.layer else None)
+    x = torch.rand(1, 3, 32, 32)
+    if isinstance(built, GradientMethod):
+        plan = built.plan(x)
+        assert (plan.layer is not None) == spec.needs.layer_gradients, name
+        assert set(plan.input_rules) == set(spec.needs.input_rules), name
+        assert spec.needs.layer or plan.layer is None, name
+        assert not (built.shares_pass and spec.needs.many_passes), f"{name}: one pass, not many"
+        if plan.layer is not None:
+            assert plan.layer.name == "features", name
+    else:
+        assert spec.needs.forwards or spec.needs.many_passes or not spec.needs.input_rules, name

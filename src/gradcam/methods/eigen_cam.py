@@ -21,7 +21,7 @@ from gradcam.layers import LayerLike
 from gradcam.maps import normalize, upsample
 from gradcam.methods.activation import ActivationMethod, check_choice
 from gradcam.methods.base import Plan
-from gradcam.methods.gradcam import GradCAM, single_layer
+from gradcam.methods.gradcam import GradCAM, LayersLike, single_layer
 from gradcam.methods.registry import Needs, register
 from gradcam.methods.results import CAMResult
 from gradcam.methods.smoothing import lapack_projection
@@ -230,6 +230,7 @@ class EigenCAM(ActivationMethod):
     needs=Needs(layer=True, layer_gradients=True),
     citation="Muhammad and Yeasin 2020 (on gradients times activations)",
     ranks=(1, 2, 3),
+    multi_layer=True,
 )
 class EigenGradCAM(GradCAM):
     """Eigen-Grad-CAM: Eigen-CAM (Muhammad and Yeasin 2020) of the class-specific features
@@ -262,7 +263,7 @@ class EigenGradCAM(GradCAM):
     def __init__(
         self,
         module: nn.Module,
-        layer: LayerLike | None = None,
+        layer: LayersLike | None = None,
         *,
         sign: SignRule = "peak",
         relu: bool = True,

@@ -4,17 +4,18 @@ feature pyramid (:func:`pyramid_cam`)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from typing import Literal, cast
 
 import torch
 from torch import Tensor, nn
 
-from gradcam.engine import Gradients, Level, check_input
+from gradcam.engine import Gradients, Level, check_input, spatial_size
 from gradcam.errors import GradCAMError, LayerError
 from gradcam.layers import LayerLike, ResolvedLayer, find_default_layer, resolve_layer
 from gradcam.maps import normalize, upsample
 from gradcam.methods.base import GradientMethod, Plan
-from gradcam.methods.registry import Needs, register
+from gradcam.methods.multi_layer import combine_layers, layers_gradients, resolve_layers
+from gradcam.methods.registry import Needs, check_layers, register, several_layers
 from gradcam.methods.results import CAMResult
 from gradcam.methods.smoothing import SmoothSign, augmentation_smoothing, principal_projection
 from gradcam.rectifiers import RULES, Rule
@@ -24,6 +25,7 @@ from gradcam.targets import TargetLike
 __all__ = [
     "GradCAM",
     "LayerMethod",
+    "LayersLike",
     "Pooling",
     "describe_pyramid",
     "grad_cam_from_gradients",
@@ -34,6 +36,9 @@ __all__ = [
 ]
 
 Pooling = Literal["mean", "max", "abs"]
+
+LayersLike = LayerLike | Sequence[LayerLike]
+"""One layer, or a list of layers for the methods whose entry declares ``multi_layer``."""
 _POOLINGS = ("mean", "max", "abs")
 
 
@@ -200,15 +205,28 @@ class LayerMethod:
 
     ``layer`` is a submodule, a dotted name or a :class:`~gradcam.layers.Layer` (with a
     reshape); ``None`` picks the default layer for each input shape (see :mod:`gradcam.layers`).
+    A list of layers is for the methods whose registry entry declares ``multi_layer``
+    (:attr:`multi_layers`); the others refuse it.
     """
 
     _MAX_SHAPES = 32  # default layers remembered, one per input shape
 
-    def __init__(self, module: nn.Module, layer: LayerLike | None = None) -> None:
+    def __init__(self, module: nn.Module, layer: LayersLike | None = None) -> None:
         if not isinstance(module, nn.Module):
             raise GradCAMError(f"module must be a torch.nn.Module, got {type(module).__name__}")
         self.module = module
-        self._layer = None if layer is None else resolve_layer(module, layer)
+        self.multi_layers: tuple[ResolvedLayer, ...] = ()
+        """The layers of a call through several layers (``layer`` a list of two or more, for
+        the methods whose entry declares ``multi_layer``); ``()`` for one layer."""
+        one = cast("LayerLike | None", layer)
+        if several_layers(layer):
+            check_layers(type(self), layer)
+            if len(layer) == 1:
+                one = layer[0]
+            else:
+                self.multi_layers = resolve_layers(module, layer)
+                one = self.multi_layers[0]
+        self._layer = None if one is None else resolve_layer(module, one)
         self._defaults: dict[tuple[int, ...], ResolvedLayer] = {}
 
     def layer_for(self, x: Tensor) -> ResolvedLayer:
@@ -234,6 +252,7 @@ class LayerMethod:
     citation="Selvaraju et al. 2017, section 3.3",
     presets={"counterfactual": True},
     ranks=(1, 2, 3),
+    multi_layer=True,
 )
 @register(
     "gradcam",
@@ -242,6 +261,7 @@ class LayerMethod:
     needs=Needs(layer=True, layer_gradients=True),
     citation="Selvaraju et al. 2017, section 3",
     ranks=(1, 2, 3),
+    multi_layer=True,
 )
 class GradCAM(LayerMethod, GradientMethod):
     """Gradient-weighted Class Activation Mapping (Selvaraju et al., section 3).
@@ -301,7 +321,7 @@ class GradCAM(LayerMethod, GradientMethod):
     def __init__(
         self,
         module: nn.Module,
-        layer: LayerLike | None = None,
+        layer: LayersLike | None = None,
         *,
         counterfactual: bool = False,
         pooling: Pooling = "mean",
@@ -331,8 +351,9 @@ class GradCAM(LayerMethod, GradientMethod):
 
     @property
     def shares_pass(self) -> bool:
-        """With ``aug_smooth`` the method runs on augmented copies: it needs passes of its own."""
-        return not self.aug_smooth
+        """With ``aug_smooth`` the method runs on augmented copies, and with several layers it
+        hooks them all: it needs passes of its own."""
+        return not self.aug_smooth and not self.multi_layers
 
     def weights(self, activations: Tensor, gradients: Tensor) -> Tensor:
         """The weights of the feature maps: (B, K, C) per channel, or (B, K, C, h, w) per
@@ -424,9 +445,37 @@ class GradCAM(LayerMethod, GradientMethod):
 
     def _explain(self, x: Tensor, targets: TargetLike | None) -> CAMResult:
         """One explanation of ``x``, without test-time augmentation: one engine pass."""
+        if self.multi_layers:
+            return self._explain_layers(check_input(x, self.module), targets)
         result = GradientMethod.__call__(self, x, targets)
         assert isinstance(result, CAMResult)
         return result
+
+    def _explain_layers(self, x: Tensor, targets: TargetLike | None) -> CAMResult:
+        """Through :attr:`multi_layers`: one forward and one batched backward pass, each layer's map
+        by :meth:`from_gradients`, combined by
+        :func:`~gradcam.methods.multi_layer.combine_layers` (``raw`` is then at input
+        resolution, ``weights`` is ``None``)."""
+        input_size = spatial_size(x)
+        found = layers_gradients(
+            self.module, x, targets, self.multi_layers, layer_rule=self.gradient_rule
+        )
+        raws = []
+        for layer, grads in zip(self.multi_layers, found, strict=True):
+            result = self.from_gradients(grads, Plan(layer=layer), input_size)
+            assert isinstance(result, CAMResult)
+            raws.append(result.raw)
+        raw = combine_layers(raws, input_size)
+        first = found[0]
+        return CAMResult(
+            raw=raw,
+            maps=normalize(raw, len(input_size)),
+            weights=None,
+            scores=first.scores.float(),
+            classes=first.classes,
+            logits=None if first.logits is None else first.logits.float(),
+            layer=" + ".join(layer.name for layer in self.multi_layers),
+        )
 
     def __call__(self, x: Tensor, targets: TargetLike | None = None) -> CAMResult:
         """Explain ``targets`` (default: the top-1 class) for the (B, C, H, W) batch ``x``."""

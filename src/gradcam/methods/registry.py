@@ -27,7 +27,7 @@ import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeGuard, TypeVar
 
 from torch import Tensor, nn
 
@@ -41,6 +41,7 @@ __all__ = [
     "MethodSpec",
     "Needs",
     "Option",
+    "check_layers",
     "check_method",
     "check_rank",
     "create_method",
@@ -51,6 +52,8 @@ __all__ = [
     "parse_options",
     "register",
     "resolve_methods",
+    "several_layers",
+    "takes_layers",
 ]
 
 #: Grad-CAM's registry name, where code means Grad-CAM itself (the paper's figures, the
@@ -143,6 +146,11 @@ class MethodSpec:
             same in each, with sums and means over every spatial axis and linear, bilinear or
             trilinear upsampling. Other ranks are refused with one line naming why
             (:func:`check_rank`).
+        multi_layer: it explains through several layers in one call
+            (``layer=["layer3", "layer4"]``): one forward pass hooking every layer, one
+            batched backward pass to all of them, and the mean of the layers' maps, each
+            scaled to [0, 1] and upsampled to the input (pytorch-grad-cam's
+            ``target_layers=[a, b]``; see :func:`gradcam.methods.multi_layer.combine_layers`).
     """
 
     name: str
@@ -154,6 +162,7 @@ class MethodSpec:
     citation: str = ""
     options: tuple[Option, ...] = ()
     ranks: tuple[int, ...] = (2,)
+    multi_layer: bool = False
 
     def option(self, name: str) -> Option:
         """The option called ``name``.
@@ -171,6 +180,10 @@ class MethodSpec:
         """Build the method for ``module`` (``layer`` is ignored by methods that need none)."""
         for name in options:
             self.option(name)
+        if several_layers(layer) and len(layer) == 1:
+            layer = layer[0]
+        if several_layers(layer) and not self.multi_layer:
+            raise GradCAMError(_one_layer_only(self.name))
         kwargs = {**self.presets, **options}
         if self.needs.layer:
             return self.cls(module, layer, **kwargs)
@@ -189,10 +202,12 @@ def register(
     citation: str = "",
     presets: Mapping[str, Any] | None = None,
     ranks: tuple[int, ...] = (2,),
+    multi_layer: bool = False,
 ) -> Callable[[T], T]:
     """Class decorator that adds a method to the table (stack it for presets of one class).
 
-    ``ranks`` are the spatial ranks the method explains (see :attr:`MethodSpec.ranks`).
+    ``ranks`` are the spatial ranks the method explains (see :attr:`MethodSpec.ranks`);
+    ``multi_layer`` says it takes several layers in one call (:attr:`MethodSpec.multi_layer`).
 
     Examples:
         >>> @register("demo-cam", title="Demo", kind="heatmap", needs=Needs(layer=True))
@@ -217,7 +232,7 @@ def register(
         if unknown:
             raise ValueError(f"presets {sorted(unknown)} are not options of {cls.__name__}")
         _REGISTRY[name] = MethodSpec(
-            name, title, kind, needs, cls, fixed, citation, options, tuple(ranks)
+            name, title, kind, needs, cls, fixed, citation, options, tuple(ranks), multi_layer
         )
         _name_small_inputs(cls)
         return cls
@@ -277,6 +292,56 @@ def _name_small_inputs(cls: type) -> None:
 
     checked._names_small_inputs = True  # type: ignore[attr-defined]
     cls.__call__ = checked  # type: ignore[method-assign]
+
+
+def several_layers(layer: object) -> TypeGuard[Sequence[Any]]:
+    """Whether ``layer`` names several layers: a list or tuple of layers (a resolved layer,
+    itself a tuple, is one).
+
+    Examples:
+        >>> several_layers(["layer3", "layer4"]), several_layers("layer4")
+        (True, False)
+    """
+    return isinstance(layer, (list, tuple)) and not hasattr(layer, "_fields")
+
+
+def takes_layers(cls: type) -> bool:
+    """Whether the registry entry of ``cls`` (or of its nearest registered base class) declares
+    ``multi_layer``; ``False`` for a class without an entry.
+
+    Examples:
+        >>> from gradcam.methods import GradCAM, EigenCAM
+        >>> takes_layers(GradCAM), takes_layers(EigenCAM)
+        (True, False)
+    """
+    for klass in cls.__mro__:
+        spec = next((s for s in _REGISTRY.values() if s.cls is klass), None)
+        if spec is not None:
+            return spec.multi_layer
+    return False
+
+
+def check_layers(cls: type, layer: object) -> None:
+    """Refuse several layers (more than one) for a class whose entry does not declare
+    ``multi_layer``, with one line naming the methods that take them.
+
+    Examples:
+        >>> from gradcam.methods import EigenCAM
+        >>> check_layers(EigenCAM, ["a", "b"])
+        Traceback (most recent call last):
+        ...
+        gradcam.errors.GradCAMError: method 'EigenCAM' explains through one layer: give one ...
+    """
+    if several_layers(layer) and len(layer) > 1 and not takes_layers(cls):
+        raise GradCAMError(_one_layer_only(cls.__name__))
+
+
+def _one_layer_only(name: str) -> str:
+    takers = ", ".join(s.name for s in _REGISTRY.values() if s.multi_layer)
+    return (
+        f"method {name!r} explains through one layer: give one layer, or choose a method that "
+        f"takes several ({takers})"
+    )
 
 
 _LAYOUTS = {1: "(B, C, L) signals", 2: "(B, C, H, W) images", 3: "(B, C, D, H, W) volumes"}

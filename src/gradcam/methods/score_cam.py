@@ -8,6 +8,7 @@ batches; every target of an image is scored from the same masked images.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -84,8 +85,10 @@ class ScoreCAM(PerturbationMethod):
         module: the model.
         layer: the layer ``A``, as a submodule or a dotted name; ``None`` picks the last
             convolutional feature-map layer on the first call.
-        batch_size: masked images per forward pass; ``None`` picks 8 on the CPU (measured
-            fastest per image) and 64 on an accelerator.
+        batch_size: masked images per forward pass; ``None`` picks 8 on the CPU for
+            224 x 224 inputs, more for smaller ones (as many pixels a pass, at most 64;
+            :func:`~gradcam.methods.perturbation.default_batch_size`), and 64 on an
+            accelerator.
         progress: show a progress bar; ``None`` shows one for runs of more than 200 passes.
         align_corners: upsample the maps with their corner pixels on the image's corners
             (pytorch-grad-cam's ``UpsamplingBilinear2d``) rather than half-pixel centres
@@ -164,7 +167,7 @@ class ScoreCAM(PerturbationMethod):
             zero_output = run(x.new_zeros(1, *x.shape[1:]))
             for b in range(batch):
                 scores[b][:, blank[b]] = scores_of(columns[b], zero_output, 1).T
-        chunk = self.batch_size or default_batch_size(x.device)
+        chunk = self.batch_size or default_batch_size(x.device, math.prod(size))
         generator = self.generator(x.device)
         totals = torch.zeros_like(scores)
         kept = [(~blank[b]).nonzero()[:, 0] for b in range(batch)]
@@ -216,8 +219,8 @@ class SSCAM(ScoreCAM):
         num_samples: noisy masks per channel, ``N``.
         std: standard deviation of the noise added to the masks (which lie in [0, 1]).
         seed: seed of the noise.
-        batch_size: masked images per forward pass; ``None`` picks 8 on the CPU and 64 on an
-            accelerator.
+        batch_size: masked images per forward pass; ``None`` picks as Score-CAM does (8 on
+            the CPU at 224 x 224, more for smaller inputs; 64 on an accelerator).
         progress: show a progress bar; ``None`` shows one for runs of more than 200 passes.
 
     Examples:
@@ -290,8 +293,8 @@ class ISCAM(ScoreCAM):
         module: the model.
         layer: the layer ``A`` (default: the last convolutional feature maps).
         num_samples: steps of the path, ``N``.
-        batch_size: masked images per forward pass; ``None`` picks 8 on the CPU and 64 on an
-            accelerator.
+        batch_size: masked images per forward pass; ``None`` picks as Score-CAM does (8 on
+            the CPU at 224 x 224, more for smaller inputs; 64 on an accelerator).
         progress: show a progress bar; ``None`` shows one for runs of more than 200 passes.
 
     Examples:

@@ -27,7 +27,7 @@ from gradcam.engine import Gradients, check_input, compute_gradients, spatial_si
 from gradcam.errors import GradCAMError
 from gradcam.layers import LayerLike
 from gradcam.methods.base import Plan
-from gradcam.methods.gradcam import GradCAM, single_layer
+from gradcam.methods.gradcam import GradCAM, LayersLike, single_layer
 from gradcam.methods.registry import Needs, register
 from gradcam.methods.results import CAMResult
 from gradcam.methods.smoothing import SmoothSign, repeated_targets
@@ -92,7 +92,7 @@ class _Variant(GradCAM):
     def __init__(
         self,
         module: nn.Module,
-        layer: LayerLike | None = None,
+        layer: LayersLike | None = None,
         *,
         counterfactual: bool = False,
         relu: bool = True,
@@ -120,6 +120,7 @@ class _Variant(GradCAM):
     needs=_LAYER_GRADIENTS,
     citation="Draelos and Carin 2020, arXiv:2011.08891",
     ranks=(1, 2, 3),
+    multi_layer=True,
 )
 class HiResCAM(_Variant):
     """HiResCAM (Draelos and Carin 2020, "Use HiResCAM instead of Grad-CAM for faithful
@@ -153,6 +154,7 @@ class HiResCAM(_Variant):
     needs=_LAYER_GRADIENTS,
     citation="Gildenblat et al., pytorch-grad-cam (2021), GradCAMElementWise",
     ranks=(1, 2, 3),
+    multi_layer=True,
 )
 class GradCAMElementWise(_Variant):
     """Element-wise Grad-CAM, as pytorch-grad-cam defines it (Gildenblat et al. 2021, the
@@ -199,6 +201,7 @@ class GradCAMElementWise(_Variant):
     needs=_LAYER_GRADIENTS,
     citation="Chattopadhay et al. 2018, arXiv:1710.11063",
     ranks=(1, 2, 3),
+    multi_layer=True,
 )
 class GradCAMPlusPlus(_Variant):
     """Grad-CAM++ (Chattopadhay, Sarkar, Howlader and Balasubramanian 2018, "Grad-CAM++:
@@ -240,7 +243,7 @@ class GradCAMPlusPlus(_Variant):
     def __init__(
         self,
         module: nn.Module,
-        layer: LayerLike | None = None,
+        layer: LayersLike | None = None,
         *,
         counterfactual: bool = False,
         relu: bool = True,
@@ -435,6 +438,7 @@ class SmoothGradCAMPlusPlus(GradCAMPlusPlus):
     needs=_LAYER_GRADIENTS,
     citation="Fu et al. 2020, arXiv:2008.02312",
     ranks=(1, 2, 3),
+    multi_layer=True,
 )
 class XGradCAM(_Variant):
     """XGrad-CAM (Fu, Hu, Dong, Guo, Gao and Wang 2020, "Axiom-based Grad-CAM: Towards Accurate
@@ -475,6 +479,7 @@ class XGradCAM(_Variant):
     needs=_LAYER_GRADIENTS,
     citation="Jiang et al. 2021, IEEE TIP 30",
     ranks=(1, 2, 3),
+    multi_layer=True,
 )
 class LayerCAM(_Variant):
     """LayerCAM (Jiang, Zhang, Hou, Cheng and Wei 2021, "LayerCAM: Exploring Hierarchical Class

@@ -3,10 +3,9 @@
 Change the import prefix ``pytorch_grad_cam`` to ``gradcam.compat.pytorch_grad_cam`` and
 pytorch-grad-cam's code runs as written: the same classes, arguments and numpy results,
 computed by gradcam's registry methods (:mod:`gradcam.methods.registry`), which leave the
-model unmodified and take one forward and one batched backward pass per target layer.
-Classes whose call is not mirrored yet (``FinerCAM``, ``DeepFeatureFactorization``) raise
-``NotImplementedError`` when built. See ``docs/migration.md`` for the details and the
-differences.
+model unmodified and take one forward and one batched backward pass per call (all target
+layers at once for the methods whose registry entry declares ``multi_layer``, one pass per
+layer for the others). See ``docs/migration.md`` for the details and the differences.
 
 Examples:
     >>> from gradcam.compat.pytorch_grad_cam import GradCAM

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from gradcam.errors import TargetError
 from gradcam.layers import Layer
-from gradcam.methods.registry import create_method
+from gradcam.methods.registry import create_method, method_spec
 from gradcam.methods.smoothing import AUGMENTATIONS, augment, deaugment
 from gradcam.reshapes import Reshape
 from gradcam.targets import per_image
@@ -148,19 +148,33 @@ class BaseCAM:
         )
         return Layer(layer, reshape)
 
+    def _multi_layer(self) -> bool:
+        """Whether the registry method takes all target layers in one call (its entry declares
+        ``multi_layer``): one forward and one backward pass for all layers, combined as
+        pytorch-grad-cam combines them (:mod:`gradcam.methods.multi_layer`)."""
+        return len(self.target_layers) > 1 and method_spec(self.method).multi_layer
+
     def _methods(self, eigen_smooth: bool) -> list[Any]:
-        """The registry method at each target layer (built once per ``eigen_smooth``)."""
+        """The registry method at each target layer, or one method at all of them
+        (:meth:`_multi_layer`); built once per ``eigen_smooth``."""
         eigen_smooth = eigen_smooth and not self.ignores_eigen_smooth
         if eigen_smooth not in self._built:
             options = self.method_options(eigen_smooth)
-            self._built[eigen_smooth] = [
-                create_method(self.method, self.model, self._layer(layer), **options)
-                for layer in self.target_layers
-            ]
+            if self._multi_layer():
+                layers = [self._layer(layer) for layer in self.target_layers]
+                self._built[eigen_smooth] = [
+                    create_method(self.method, self.model, layers, **options)
+                ]
+            else:
+                self._built[eigen_smooth] = [
+                    create_method(self.method, self.model, self._layer(layer), **options)
+                    for layer in self.target_layers
+                ]
         return self._built[eigen_smooth]
 
     def _layer_maps(self, x: Tensor, targets: list[Any] | None, eigen_smooth: bool) -> list[Tensor]:
-        """Each target layer's (B, h, w) map, rectified."""
+        """Each target layer's (B, h, w) map, rectified (with :meth:`_multi_layer`: one map,
+        the layers' mean of scaled maps at input resolution)."""
         maps = []
         for method in self._methods(eigen_smooth):
             result = method(x, targets)
@@ -180,7 +194,10 @@ class BaseCAM:
     def _forward(self, x: Tensor, targets: list[Any] | None, eigen_smooth: bool) -> Tensor:
         x = x.to(self.device)
         size = (x.shape[-2], x.shape[-1])
-        scaled = [scale_maps(m, size) for m in self._layer_maps(x, targets, eigen_smooth)]
+        maps = self._layer_maps(x, targets, eigen_smooth)
+        if self._multi_layer():
+            return scale_maps(maps[0])
+        scaled = [scale_maps(m, size) for m in maps]
         return scale_maps(torch.stack(scaled).mean(dim=0))
 
     def forward_augmentation_smoothing(

@@ -3,7 +3,7 @@ out (overlays need OpenCV's colormaps: ``pip install gradcam[compat]``)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -12,7 +12,14 @@ import torch
 from gradcam.compat.pytorch_grad_cam.base_cam import scale_maps
 from gradcam.errors import GradCAMError
 
-__all__ = ["deprocess_image", "preprocess_image", "scale_cam_image", "show_cam_on_image"]
+__all__ = [
+    "create_labels_legend",
+    "deprocess_image",
+    "preprocess_image",
+    "scale_cam_image",
+    "show_cam_on_image",
+    "show_factorization_on_image",
+]
 
 _COLORMAP_JET = 2  # cv2.COLORMAP_JET
 
@@ -103,3 +110,97 @@ def scale_cam_image(cam: Any, target_size: tuple[int, int] | None = None) -> np.
         )
     size = None if target_size is None else (int(target_size[1]), int(target_size[0]))
     return scale_maps(maps, size).numpy()  # type: ignore[no-any-return]
+
+
+def create_labels_legend(
+    concept_scores: np.ndarray, labels: Mapping[int, str], top_k: int = 2
+) -> list[str]:
+    """Per concept (a row of ``concept_scores`` (n, N)), its ``top_k`` classes, best first, as
+    ``"label:score"`` lines (a label cut at its third comma-separated name).
+
+    Examples:
+        >>> create_labels_legend(np.array([[0.1, 0.7, 0.2]]), {0: "a", 1: "b,c,d,e", 2: "f"})
+        ['b,c,d:0.70\\nf:0.20']
+    """
+    scores = np.asarray(concept_scores)
+    legend = []
+    for row in scores:
+        best = np.argsort(row)[::-1][:top_k]
+        lines = [f"{','.join(labels[int(c)].split(',')[:3])}:{row[c]:.2f}" for c in best]
+        legend.append("\n".join(lines))
+    return legend
+
+
+def show_factorization_on_image(
+    img: np.ndarray,
+    explanations: np.ndarray,
+    colors: Sequence[np.ndarray] | None = None,
+    image_weight: float = 0.5,
+    concept_labels: Sequence[str] | None = None,
+) -> np.ndarray:
+    """The concepts' maps ``explanations`` (n, H, W) in [0, 1] over a float RGB image
+    ``img`` (H, W, 3) in [0, 1]: each pixel takes the color of its strongest concept, with
+    that concept's map as its HSV value (the other concepts' maps are zeroed there, in place
+    as pytorch-grad-cam does), blended ``image_weight * img + (1 - image_weight) * colors``
+    as uint8. ``colors`` default to matplotlib's ``gist_rainbow`` at ``i / n``. With
+    ``concept_labels``, a legend of the same size (matplotlib) is placed to the right.
+
+    Examples:
+        >>> maps = np.stack([np.eye(2), 1 - np.eye(2)])
+        >>> show_factorization_on_image(np.zeros((2, 2, 3)), maps).shape
+        (2, 2, 3)
+    """
+    try:
+        import cv2
+        from matplotlib import colormaps
+    except ImportError:  # pragma: no cover - an install without the compat extra
+        raise GradCAMError(
+            "show_factorization_on_image needs OpenCV and matplotlib: pip install gradcam[compat]"
+        ) from None
+    count = explanations.shape[0]
+    if colors is None:
+        cmap = colormaps["gist_rainbow"]
+        colors = [np.array(cmap(i)) for i in np.arange(0, 1, 1.0 / count)]
+    strongest = explanations.argmax(axis=0)
+    total = np.zeros((img.shape[0], img.shape[1], 3), dtype=np.float32)
+    for i in range(count):
+        explanations[i][strongest != i] = 0
+        hsv = cv2.cvtColor(
+            np.full((img.shape[0], img.shape[1], 3), np.uint8(np.asarray(colors[i][:3]) * 255)),
+            cv2.COLOR_RGB2HSV,
+        )
+        hsv[:, :, 2] = np.uint8(255 * explanations[i])
+        total += np.float32(cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)) / 255
+    result: np.ndarray = ((img * image_weight + total * (1 - image_weight)) * 255).astype(np.uint8)
+    if concept_labels is None:
+        return result
+    height, width = result.shape[:2]
+    return np.hstack((result, _legend((height, width), colors, concept_labels, cv2)))
+
+
+def _legend(
+    size: tuple[int, int], colors: Sequence[np.ndarray], labels: Sequence[str], cv2: Any
+) -> np.ndarray:
+    """An (H, W, 3) uint8 picture of the concepts' colors and labels."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+
+    height, width = size
+    figure = Figure(figsize=(width / 100, height / 100), dpi=100)
+    axes = figure.add_axes((0, 0, 1, 1))
+    axes.axis("off")
+    width_of_line = 5 * height / 256
+    font = int(14 * height / 256 / max(1, len(labels) / 6))
+    axes.legend(
+        [Line2D([0], [0], color=tuple(c), lw=width_of_line) for c in colors],
+        list(labels),
+        mode="expand",
+        fancybox=True,
+        shadow=True,
+        fontsize=max(font, 1),
+    )
+    canvas = FigureCanvasAgg(figure)
+    canvas.draw()  # type: ignore[no-untyped-call]
+    data = np.asarray(canvas.buffer_rgba())[..., :3].copy()  # type: ignore[no-untyped-call]
+    return cv2.resize(data, (width, height))  # type: ignore[no-any-return]
