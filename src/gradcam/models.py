@@ -624,7 +624,8 @@ def hf_model(spec: str, weights: str | None, task: str) -> _Built:
     """Build the Hugging Face model ``hf:spec`` for ``task`` (``"classification"``,
     ``"detection"``, ``"segmentation"``, or the vision-language ``"captioning"``, ``"vqa"`` and
     ``"image-text"``) with transformers' auto class of the task
-    (:data:`gradcam.hf_tasks.HF_TASK_LOADERS`, :data:`~gradcam.hf_tasks.VL_TASK_LOADERS`), its preprocessing and ``config.id2label``;
+    (:data:`gradcam.hf_tasks.HF_TASK_LOADERS`, :data:`~gradcam.hf_tasks.VL_TASK_LOADERS`), its
+    preprocessing and ``config.id2label``;
     ``weights`` is ``None`` (the folder's) or ``"random"``. The flag ``complete`` is ``False``
     when weights are missing from the folder (the head of another task: warned as random).
 

@@ -385,7 +385,7 @@ def test_caption_and_vqa_commands(
             "--model",
             _spec(folders, "vilt"),
             "--question",
-            "what color is it?",
+            "what color is the cat?",
             "--answer",
             "blue",
             "--out",
@@ -393,7 +393,7 @@ def test_caption_and_vqa_commands(
         ],
         capsys,
     )
-    assert code == 0 and "question: what color is it?" in text
+    assert code == 0 and "question: what color is the cat?" in text
     assert json.loads((out / "summary.json").read_text())["maps"][-1]["label"] == "blue"
 
 

@@ -39,7 +39,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import Image
 from torch import Tensor, nn
 
 from gradcam.errors import ModelLoadError
@@ -101,7 +100,7 @@ def _encoder_decoder(model: nn.Module, x: Tensor, ids: Tensor) -> Tensor:
     return out.logits  # type: ignore[no-any-return]
 
 
-def _blip_answer(question: Tensor, model: nn.Module, x: Tensor, ids: Tensor) -> Tensor:
+def _blip_answer(question: Tensor, model: Any, x: Tensor, ids: Tensor) -> Tensor:
     """BLIP-VQA as its ``generate`` computes it: the question encoded against the image, the
     answer decoded against the question (its ``forward`` returns a loss only)."""
     image = model.vision_model(pixel_values=x).last_hidden_state
@@ -162,8 +161,12 @@ def _token(config: Any, *names: str) -> int | None:
     return None
 
 
+def _either(*values: int | None) -> int | None:
+    return next((v for v in values if v is not None), None)
+
+
 def _decoder(model: nn.Module, spec: str) -> _Decoder:
-    config = model.config
+    config: Any = model.config
     generation = getattr(model, "generation_config", None)
     kind = type(model).__name__
     if kind.startswith("Blip"):
@@ -171,15 +174,19 @@ def _decoder(model: nn.Module, spec: str) -> _Decoder:
         start, end = _token(text, "bos_token_id"), _token(text, "sep_token_id", "eos_token_id")
         step: Step = _blip_caption
     elif kind.startswith("Git"):
-        start = _token(generation, "bos_token_id") or _token(config, "bos_token_id")
-        end = _token(generation, "eos_token_id") or _token(config, "eos_token_id")
+        start = _either(_token(generation, "bos_token_id"), _token(config, "bos_token_id"))
+        end = _either(_token(generation, "eos_token_id"), _token(config, "eos_token_id"))
         step = _git
     elif kind == "VisionEncoderDecoderModel":
-        start = _token(config, "decoder_start_token_id") or _token(
-            generation, "decoder_start_token_id"
+        start = _either(
+            _token(config, "decoder_start_token_id"),
+            _token(generation, "decoder_start_token_id"),
         )
-        end = _token(config, "eos_token_id") or _token(generation, "eos_token_id")
-        end = end if end is not None else _token(config.decoder, "eos_token_id")
+        end = _either(
+            _token(config, "eos_token_id"),
+            _token(generation, "eos_token_id"),
+            _token(config.decoder, "eos_token_id"),
+        )
         step = _encoder_decoder
     else:
         raise ModelLoadError(
@@ -319,14 +326,17 @@ class HFAnswerer:
         self.answers: tuple[str, ...] = ()
         #: BLIP: the longest answer written (tokens, without the end).
         self.max_tokens = MAX_WORDS
+        config: Any = model.config
         if kind == "BlipForQuestionAnswering":
-            text = model.config.text_config
+            text = config.text_config
             start, end = _token(text, "bos_token_id"), _token(text, "sep_token_id")
             if start is None or end is None:
                 raise ModelLoadError(f"{name}: its config gives no start or end token id")
-            self._decoder = _Decoder(_blip_answer, (start,), end)
+            # The step gets each question bound (_adapters); this one reads no question.
+            empty = torch.zeros(1, 0, dtype=torch.long)
+            self._decoder = _Decoder(functools.partial(_blip_answer, empty), (start,), end)
         elif kind == "ViltForQuestionAnswering":
-            labels = model.config.id2label
+            labels = config.id2label
             self.answers = tuple(str(labels[i]) for i in range(len(labels)))
         else:
             raise ModelLoadError(f"{name} is a {kind}: gradcam vqa takes BLIP-VQA and ViLT models")
