@@ -439,3 +439,56 @@ def test_commands_refuse_the_wrong_model(
         load_hf_answerer(_spec(folders, "blip"))
     with pytest.raises(GradCAMError, match="holds its own weights"):
         load_hf_captioner(_spec(folders, "blip"), "weights.pt")
+
+
+# The web demo's session ---------------------------------------------------------------------
+
+
+def test_demo_session_serves_hugging_face_models(
+    folders: dict[str, Path], captioners: dict[str, HFCaptioner], photo_file: str, tmp_path: Path
+) -> None:
+    """The Captioning and VQA tabs' callbacks on Hugging Face models: a caption's words are
+    its tokens, ViLT's answers are the forced answers offered, BLIP-VQA offers none."""
+    from gradcam.demo.vl import VLSession
+
+    vilt = load_hf_answerer(_spec(folders, "vilt"))
+    session = VLSession(captioners["git"], vilt, folder=tmp_path / "scenes", examples=1)
+    try:
+        views = session.caption(photo_file, "a red cat")
+        assert views.words == ("a", "red", "cat") and views.position("cat") == 2
+        assert set(session.caption_pictures(views, "cat")) == {"Grad-CAM", "Guided Grad-CAM"}
+        with pytest.raises(TextError, match="'zebra' of the caption is not in the model's"):
+            session.caption(photo_file, "a zebra")
+        assert session.answer_choices == tuple(ANSWERS.values())
+        answered = session.answer(photo_file, "what color is the cat?")
+        labels = {m.label for m in answered.explanation.maps}
+        assert labels == set(ANSWERS.values())
+        assert set(session.answer_pictures(answered, "Blue")) == {"Grad-CAM", "Guided Grad-CAM"}
+        with pytest.raises(TextError, match="unknown answer 'green'; the answers are: "):
+            session.answer_pictures(answered, "green")
+    finally:
+        session.close()
+    blip = load_hf_answerer(_spec(folders, "blip-vqa"))
+    blip.max_tokens = 3
+    session = VLSession(captioners["git"], blip, folder=tmp_path / "blip", examples=1)
+    try:
+        assert session.answer_choices == ()
+        answered = session.answer(photo_file, "what color is the cat?")
+        assert len(answered.explanation.maps) == 2  # its own answer, two methods
+    finally:
+        session.close()
+
+
+def test_demo_tabs_take_the_model_given(folders: dict[str, Path], tmp_path: Path) -> None:
+    """``gradcam serve --model hf:DIR``: a captioner or VQA model goes in its tab."""
+    from gradcam.demo.vl import vl_session
+
+    session = vl_session(_spec(folders, "vilt"), folder=tmp_path / "a", examples=1)
+    try:
+        assert isinstance(session.vqa, HFAnswerer) and not isinstance(
+            session.captioner, HFCaptioner
+        )
+    finally:
+        session.close()
+    with pytest.raises(ModelLoadError, match="is not a Hugging Face captioner or VQA model"):
+        vl_session(_spec(folders, "clip"), folder=tmp_path / "b")

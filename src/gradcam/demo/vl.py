@@ -33,10 +33,12 @@ import threading
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from PIL import Image
 
 from gradcam.demo.session import Photo, decode_upload, upload_key
+from gradcam.errors import ModelLoadError
 from gradcam.methods import method_spec
 from gradcam.util import LRU
 from gradcam.vl.explain import (
@@ -51,7 +53,7 @@ from gradcam.vl.models import Captioner, VQAModel, load_captioner, load_vqa
 from gradcam.vl.scenes import vl_scene
 from gradcam.vl.text import ANSWERS, TextError, caption, encode, questions
 
-__all__ = ["MAX_CHOICES", "VL_PICTURES", "AnswerViews", "CaptionViews", "VLSession"]
+__all__ = ["MAX_CHOICES", "VL_PICTURES", "AnswerViews", "CaptionViews", "VLSession", "vl_session"]
 
 #: What the tabs show per word or answer: method name -> panel title.
 VL_PICTURES: dict[str, str] = {m: method_spec(m).title for m in ("gradcam", "guided-gradcam")}
@@ -376,3 +378,27 @@ class VLSession:
             TextError: an answer that was not explained (:attr:`VLSession.answer_choices`).
         """
         return self._pictures(views.photo, {m: views.map(m, answer) for m in VL_PICTURES})
+
+
+def vl_session(model: str | None = None, weights: str | None = None, **options: Any) -> VLSession:
+    """The session of the Captioning and VQA tabs: the shipped scene models, with ``model``
+    (an ``hf:`` captioner or VQA model, :mod:`gradcam.vl.hf`) in its tab instead of the
+    shipped one; ``options`` go to :class:`VLSession`.
+
+    Raises:
+        ModelLoadError: ``model`` is not a Hugging Face captioner or VQA model, or does not
+            load.
+    """
+    from gradcam.vl.hf import hf_vl_task, load_hf_answerer, load_hf_captioner
+
+    if model is None:
+        return VLSession(**options)
+    task = hf_vl_task(model)
+    if task == "captioning":
+        return VLSession(load_hf_captioner(model, weights), **options)
+    if task == "vqa":
+        return VLSession(vqa=load_hf_answerer(model, weights), **options)
+    raise ModelLoadError(
+        f"{model} is not a Hugging Face captioner or VQA model: the Captioning and VQA tabs "
+        "take BLIP, GIT, VisionEncoderDecoder, BLIP-VQA or ViLT"
+    )

@@ -52,6 +52,7 @@ __all__ = [
     "HFCaptioner",
     "HFText",
     "PromptScores",
+    "hf_vl_task",
     "is_image_text",
     "load_hf_answerer",
     "load_hf_captioner",
@@ -467,6 +468,23 @@ class PromptScores(nn.Module):
         return out.logits_per_image  # type: ignore[no-any-return]
 
 
+def hf_vl_task(model: str | None) -> str | None:
+    """The task of an ``hf:`` model that :mod:`gradcam.vl` explains, from its config:
+    ``"captioning"``, ``"vqa"`` or ``"image-text"``; ``None`` for any other model.
+
+    Examples:
+        >>> hf_vl_task("resnet50"), hf_vl_task(None)
+        (None, None)
+    """
+    from gradcam.hf_tasks import VL_TASK_LOADERS, hf_task, read_config
+    from gradcam.models import HF_PREFIX, hf_folder
+
+    if model is None or not model.startswith(HF_PREFIX):
+        return None
+    task = hf_task(read_config(hf_folder(model.removeprefix(HF_PREFIX), weights=False)))[0]
+    return task if task in VL_TASK_LOADERS else None
+
+
 def is_image_text(model: str | None) -> bool:
     """Whether ``model`` is an ``hf:`` model whose config says it scores images against text
     (CLIP, SigLIP, ...): ``explain --class`` then takes prompts.
@@ -475,13 +493,7 @@ def is_image_text(model: str | None) -> bool:
         >>> is_image_text("resnet50"), is_image_text(None)
         (False, False)
     """
-    from gradcam.hf_tasks import hf_task, read_config
-    from gradcam.models import HF_PREFIX, hf_folder
-
-    if model is None or not model.startswith(HF_PREFIX):
-        return False
-    folder = hf_folder(model.removeprefix(HF_PREFIX), weights=False)
-    return hf_task(read_config(folder))[0] == "image-text"
+    return hf_vl_task(model) == "image-text"
 
 
 def load_image_text(
