@@ -46,6 +46,7 @@ from gradcam.reshapes import Tokens
 __all__ = [
     "HF_TASK_LOADERS",
     "TASK_NAMES",
+    "VL_TASK_LOADERS",
     "HFDetector",
     "HFSegmenter",
     "architecture_task",
@@ -77,9 +78,9 @@ TASK_NAMES: dict[str, tuple[str, str | None]] = {
     "classification": ("an image classifier", "gradcam explain (--task classification)"),
     "detection": ("an object-detection model", "--task detection"),
     "segmentation": ("a semantic-segmentation model", "--task segmentation"),
-    "captioning": ("an image-captioning model", None),
-    "vqa": ("a visual-question-answering model", None),
-    "image-text": ("an image-text similarity model", None),
+    "captioning": ("an image-captioning model", "gradcam caption IMAGE --model hf:..."),
+    "vqa": ("a visual-question-answering model", "gradcam vqa IMAGE --model hf:..."),
+    "image-text": ("an image-text similarity model", 'gradcam explain IMAGE --class "a prompt"'),
     "zero-shot-detection": ("a zero-shot (text-queried) detector", None),
 }
 
@@ -88,6 +89,12 @@ HF_TASK_LOADERS = {
     "classification": "AutoModelForImageClassification",
     "detection": "AutoModelForObjectDetection",
     "segmentation": "AutoModelForSemanticSegmentation",
+}
+#: The vision-language tasks' auto classes (:mod:`gradcam.vl.hf`; not ``explain --task``).
+VL_TASK_LOADERS = {
+    "captioning": "AutoModelForImageTextToText",
+    "vqa": "AutoModelForVisualQuestionAnswering",
+    "image-text": "AutoModelForZeroShotImageClassification",
 }
 # Segmenters whose semantic scores come from class and mask queries (Mask2Former, MaskFormer).
 _UNIVERSAL = "AutoModelForUniversalSegmentation"

@@ -632,10 +632,22 @@ def _hf(spec: str, weights: str | None) -> _Built:
     return module, _square_if_fixed(module, preprocess), complete, names
 
 
+# What a model of each task is called in loading errors.
+_HF_WHAT = {
+    "classification": "image classifier",
+    "detection": "detector",
+    "captioning": "captioner",
+    "vqa": "VQA model",
+    "image-text": "image-text model",
+}
+
+
 def hf_model(spec: str, weights: str | None, task: str) -> _Built:
     """Build the Hugging Face model ``hf:spec`` for ``task`` (``"classification"``,
-    ``"detection"`` or ``"segmentation"``) with transformers' auto class of the task
-    (:data:`gradcam.hf_tasks.HF_TASK_LOADERS`), its preprocessing and ``config.id2label``;
+    ``"detection"``, ``"segmentation"``, or the vision-language ``"captioning"``, ``"vqa"`` and
+    ``"image-text"``) with transformers' auto class of the task
+    (:data:`gradcam.hf_tasks.HF_TASK_LOADERS`, :data:`~gradcam.hf_tasks.VL_TASK_LOADERS`), its
+    preprocessing and ``config.id2label``;
     ``weights`` is ``None`` (the folder's) or ``"random"``. The flag ``complete`` is ``False``
     when weights are missing from the folder (the head of another task: warned as random).
 
@@ -644,7 +656,7 @@ def hf_model(spec: str, weights: str | None, task: str) -> _Built:
             task and how to explain it, :func:`gradcam.hf_tasks.check_hf_task`), more than
             :data:`MAX_PARAMETERS` parameters, or transformers missing or failing.
     """
-    from gradcam.hf_tasks import HF_TASK_LOADERS, segmenter_loader
+    from gradcam.hf_tasks import HF_TASK_LOADERS, VL_TASK_LOADERS, segmenter_loader
 
     if weights not in (None, RANDOM):
         raise ModelLoadError(
@@ -658,12 +670,12 @@ def hf_model(spec: str, weights: str | None, task: str) -> _Built:
         raise ModelLoadError(
             f"model {HF_PREFIX}{spec} needs transformers: pip install 'gradcam[hf]'"
         ) from None
-    loader_name = HF_TASK_LOADERS[task]
+    loader_name = HF_TASK_LOADERS.get(task) or VL_TASK_LOADERS[task]
     if task == "segmentation":
         loader_name = segmenter_loader(_read_config(Path(folder) / "config.json"))
     loader = getattr(transformers, loader_name)
-    what = {"classification": "image classifier", "detection": "detector"}.get(task, "segmenter")
-    article = "an" if task == "classification" else "a"
+    what = _HF_WHAT.get(task, "segmenter")
+    article = "an" if what[0] in "aeiou" else "a"
     # The folder was checked for auto_map above; trust_remote_code=False is the second lock.
     try:
         config = AutoConfig.from_pretrained(folder, local_files_only=True, trust_remote_code=False)

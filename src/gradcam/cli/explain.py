@@ -156,9 +156,11 @@ def explain_command(args: argparse.Namespace) -> int:
     from gradcam.models import load_model
     from gradcam.outputs import output_folder
     from gradcam.task_explain import infer_task
+    from gradcam.vl.hf import is_image_text, load_image_text
 
     args.model = model_name(args)
-    args.task = infer_task(args.model, args.task)
+    prompts = args.data is None and is_image_text(args.model)  # CLIP-like: --class are prompts
+    args.task = "classification" if prompts else infer_task(args.model, args.task)
     if args.data is not None:
         return _explain_data(args)
     if not args.images:
@@ -194,7 +196,11 @@ def explain_command(args: argparse.Namespace) -> int:
 
     neuron_names = read_names(args, specs)
     with warnings_as_messages():
-        loaded = load_model(args.model, args.weights, layer=args.layer, input_size=args.size)
+        loaded = (
+            load_image_text(args.model, args.classes or [], args.weights, layer=args.layer)
+            if prompts
+            else load_model(args.model, args.weights, layer=args.layer, input_size=args.size)
+        )
     classes = [loaded.class_index(c) for c in args.classes] if args.classes else None
     check_classes(loaded, classes, args.top_k)  # before any image: a wrong count fails fast
     for path, kind in zip(args.images, kinds, strict=True):

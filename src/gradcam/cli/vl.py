@@ -1,6 +1,7 @@
 """``gradcam caption IMAGE`` and ``gradcam vqa IMAGE --question Q`` (section 8,
-:mod:`gradcam.vl`): the shipped scene captioner and VQA model explained word by word and answer
-by answer into ``--out``."""
+:mod:`gradcam.vl`): the shipped scene captioner and VQA model, or a Hugging Face one
+(``--model hf:DIR``, :mod:`gradcam.vl.hf`), explained word by word and answer by answer into
+``--out``."""
 
 from __future__ import annotations
 
@@ -50,7 +51,17 @@ def add_parser(commands: Any) -> None:
     )
     for command in (caption, vqa):
         add_methods(command, "method to run (repeatable; default: gradcam)")
-        command.add_argument("--weights", metavar="FILE", help="weights file (default: shipped)")
+        command.add_argument(
+            "--model",
+            metavar="hf:DIR",
+            help="a Hugging Face model (hf:DIR or hf:ORG/NAME): captioning BLIP, GIT or "
+            "VisionEncoderDecoder; VQA BLIP or ViLT (default: the shipped scene model)",
+        )
+        command.add_argument(
+            "--weights",
+            metavar="FILE",
+            help="weights file (default: shipped); with --model only 'random'",
+        )
         command.add_argument("--out", default="gradcam_out", metavar="DIR", help="output folder")
         add_max_pixels(command)
         command.set_defaults(handler=caption_or_vqa_command)
@@ -60,23 +71,41 @@ def caption_or_vqa_command(args: argparse.Namespace) -> int:
     """``gradcam caption`` / ``gradcam vqa``: :func:`gradcam.vl.explain.explain_caption` or
     :func:`~gradcam.vl.explain.explain_answer`, saved with
     :func:`~gradcam.vl.explain.save_text_explanation`."""
+    from gradcam.errors import GradCAMError
     from gradcam.images import load_image
     from gradcam.methods.registry import DEFAULT_METHOD
+    from gradcam.models import HF_PREFIX
     from gradcam.outputs import output_folder
+    from gradcam.util import warnings_as_messages
     from gradcam.vl import load_captioner, load_vqa
     from gradcam.vl.explain import explain_answer, explain_caption, save_text_explanation
+    from gradcam.vl.hf import load_hf_answerer, load_hf_captioner
 
+    if args.model is not None and not args.model.startswith(HF_PREFIX):
+        raise GradCAMError(
+            f"gradcam {args.command} takes a Hugging Face model (--model hf:DIR or "
+            f"hf:ORG/NAME), or none for the shipped scene model; got {args.model!r}"
+        )
     output_folder(args.out, create=False)  # before any work: a file, under a file, read-only
     image = load_image(args.image, max_pixels=max_pixels(args))
     methods = args.methods or [DEFAULT_METHOD]
+    weights = [args.weights] if args.weights else []
     if args.command == "caption":
-        captioner = load_captioner(*([args.weights] if args.weights else []))
+        with warnings_as_messages():
+            captioner: Any = (
+                load_captioner(*weights)
+                if args.model is None
+                else load_hf_captioner(args.model, *weights)
+            )
         explanation: Any = explain_caption(
             captioner, image, args.caption, words=args.words, methods=methods
         )
         print(f"caption: {explanation.caption}")
     else:
-        vqa = load_vqa(*([args.weights] if args.weights else []))
+        with warnings_as_messages():
+            vqa: Any = (
+                load_vqa(*weights) if args.model is None else load_hf_answerer(args.model, *weights)
+            )
         explanation = explain_answer(
             vqa, image, args.question, answers=args.answers, methods=methods
         )

@@ -426,7 +426,10 @@ def serve(
     """Load a model and serve the demo page on ``http://host:port/``.
 
     Args:
-        model: the model to serve, as :func:`gradcam.load_model` reads it.
+        model: the model to serve, as :func:`gradcam.load_model` reads it; an ``hf:``
+            captioner or VQA model is served in the Captioning or VQA tab instead of the
+            shipped scene model (:func:`gradcam.demo.vl.vl_session`), the classification tab
+            then serves the default classifier.
         weights: its weights file, as :func:`gradcam.load_model` reads it.
         host: the address to bind; the default serves this machine only.
         port: the TCP port.
@@ -457,6 +460,14 @@ def serve(
     if not 0 < port < 65536:
         raise GradCAMError(f"--port must be in 1..65535, got {port}")
     limit = _size_limit(max_file_size_mb)
+    from gradcam.vl.hf import hf_vl_task
+
+    # An hf: captioner or VQA model goes in its own tab; the classification tab keeps the
+    # default classifier (gradcam.demo.vl.vl_session).
+    vl_model = model if vl and hf_vl_task(model) in ("captioning", "vqa") else None
+    vl_weights = os.fspath(weights) if vl_model is not None and weights is not None else None
+    if vl_model is not None:
+        model, weights = DEFAULT_MODEL, None
     with warnings_as_messages():
         loaded = load_model(model, weights)
     for stale in clean_stale_folders():
@@ -468,13 +479,20 @@ def serve(
     stop_pruning = _keep_pruned(session)
     tabs: list[Tab] = [classification_tab]
     if vl:
-        from gradcam.demo.vl import VLSession
+        from gradcam.demo.vl import vl_session
         from gradcam.demo.vl_tabs import vl_tabs
 
         try:
             # The example scenes go with the download files: one folder removal cleans both.
-            scenes = VLSession(max_bytes=limit, folder=session.folder / "scenes")
+            with warnings_as_messages():
+                scenes = vl_session(
+                    vl_model, vl_weights, max_bytes=limit, folder=session.folder / "scenes"
+                )
         except GradCAMError as exc:  # a broken install: the classification tab still works
+            if vl_model is not None:  # the model asked for cannot be served: say so, stop
+                stop_pruning.set()
+                session.close()
+                raise
             print(f"gradcam: warning: no Captioning and VQA tabs: {exc}", file=sys.stderr)
         else:
             tabs += vl_tabs(scenes)

@@ -33,10 +33,12 @@ import threading
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from PIL import Image
 
 from gradcam.demo.session import Photo, decode_upload, upload_key
+from gradcam.errors import ModelLoadError
 from gradcam.methods import method_spec
 from gradcam.methods.registry import GRAD_CAM
 from gradcam.util import LRU
@@ -47,14 +49,19 @@ from gradcam.vl.explain import (
     explain_answer,
     explain_caption,
 )
+from gradcam.vl.hf import HFAnswerer, HFCaptioner
 from gradcam.vl.models import Captioner, VQAModel, load_captioner, load_vqa
 from gradcam.vl.scenes import vl_scene
 from gradcam.vl.text import ANSWERS, TextError, caption, encode, questions
 
-__all__ = ["VL_PICTURES", "AnswerViews", "CaptionViews", "VLSession"]
+__all__ = ["MAX_CHOICES", "VL_PICTURES", "AnswerViews", "CaptionViews", "VLSession", "vl_session"]
 
 #: What the tabs show per word or answer: method name -> panel title.
 VL_PICTURES: dict[str, str] = {m: method_spec(m).title for m in (GRAD_CAM, "guided-gradcam")}
+
+#: The most answers a Hugging Face VQA classifier may have for all of them to be explained
+#: with every question (each is a map; VQA v2's ViLT has 3,129).
+MAX_CHOICES = 32
 
 #: The whole caption's entry among a caption's maps (``TextMap.label``).
 WHOLE_CAPTION = "<caption>"
@@ -79,8 +86,10 @@ class CaptionViews:
 
     @property
     def words(self) -> tuple[str, ...]:
-        """The caption's words, in order (``words[t]`` is the word at position ``t``)."""
-        return tuple(self.explanation.caption.split())
+        """The caption's words, in order (``words[t]`` is the word at position ``t``; a
+        Hugging Face captioner's tokens)."""
+        maps = self.explanation.maps
+        return tuple(m.label for m in maps if m.method == maps[0].method and m.position is not None)
 
     def position(self, word: str | int | None) -> int | None:
         """The position of ``word`` in the caption: ``None`` (the whole caption) for ``None``,
@@ -131,12 +140,15 @@ class AnswerViews:
         """The map of ``method`` for ``answer`` (the model's own or a forced one).
 
         Raises:
-            TextError: an answer that is not one of :data:`~gradcam.vl.text.ANSWERS`.
+            TextError: an answer that was not explained (:attr:`VLSession.answer_choices`).
         """
-        label = answer.strip().lower()
-        if label not in ANSWERS:
-            raise TextError(f"unknown answer {answer!r}; the answers are: {', '.join(ANSWERS)}")
-        return next(m for m in self.explanation.maps if m.method == method and m.label == label)
+        maps = [m for m in self.explanation.maps if m.method == method]
+        labels = {m.label.lower(): m for m in maps}
+        found = labels.get(answer.strip().lower())
+        if found is None:
+            known = ", ".join(m.label for m in maps)
+            raise TextError(f"unknown answer {answer!r}; the answers are: {known}")
+        return found
 
 
 def _normalized(question: str) -> str:
@@ -148,8 +160,11 @@ class VLSession:
 
     Args:
         captioner: the captioning model (default: the shipped one,
-            :func:`gradcam.vl.load_captioner`).
-        vqa: the VQA model (default: the shipped one, :func:`gradcam.vl.load_vqa`).
+            :func:`gradcam.vl.load_captioner`; or a Hugging Face one,
+            :func:`gradcam.vl.hf.load_hf_captioner`, whose words are its tokens).
+        vqa: the VQA model (default: the shipped one, :func:`gradcam.vl.load_vqa`; or a
+            Hugging Face one, :func:`gradcam.vl.hf.load_hf_answerer`: see
+            :attr:`answer_choices`).
         cache_size: uploads kept in memory, decoded at full size.
         views_size: captions and questions kept, per upload and text: each holds its maps at
             input resolution for every word or answer, 1 to 2 MB for a scene.
@@ -176,8 +191,8 @@ class VLSession:
 
     def __init__(
         self,
-        captioner: Captioner | None = None,
-        vqa: VQAModel | None = None,
+        captioner: Captioner | HFCaptioner | None = None,
+        vqa: VQAModel | HFAnswerer | None = None,
         *,
         cache_size: int = 8,
         views_size: int = 32,
@@ -188,6 +203,16 @@ class VLSession:
     ) -> None:
         self.captioner = captioner if captioner is not None else load_captioner()
         self.vqa = vqa if vqa is not None else load_vqa()
+        #: The answers explained with every question (the forced answers offered): the
+        #: shipped model's, a ViLT model's labels when at most :data:`MAX_CHOICES`, else none
+        #: (BLIP writes its answers: only its own is explained).
+        self.answer_choices: tuple[str, ...] = (
+            ANSWERS
+            if isinstance(self.vqa, VQAModel)
+            else self.vqa.answers
+            if len(self.vqa.answers) <= MAX_CHOICES
+            else ()
+        )
         self.display_side = display_side
         self.max_bytes = max_bytes
         self.folder = Path(folder or tempfile.mkdtemp(prefix="gradcam-vl-demo-"))
@@ -268,8 +293,11 @@ class VLSession:
         started = time.perf_counter()
         photo = self.open(path)
         given = " ".join(text.split()).lower() if text and text.strip() else None
-        if given is not None:
-            encode(given, what="caption")  # before the lock: unknown words fail fast
+        if given is not None:  # before the lock: unknown words fail fast
+            if isinstance(self.captioner, Captioner):
+                encode(given, what="caption")
+            else:
+                self.captioner.caption_tokens(given)
         key = (photo.key, given or "")
         with self._cache_lock:
             known = self._captions.get(key)
@@ -296,7 +324,10 @@ class VLSession:
         if question is None or not question.strip():
             raise TextError("the question is empty: ask about a color or a shape")
         asked = _normalized(question)
-        encode(asked, what="question")
+        if isinstance(self.vqa, VQAModel):
+            encode(asked, what="question")
+        else:
+            self.vqa.question_text(asked)
         key = (photo.key, asked)
         with self._cache_lock:
             known = self._answers.get(key)
@@ -305,7 +336,11 @@ class VLSession:
         with self._model_lock:
             # Every answer at once: one batched backward pass, then forcing any is free.
             explanation = explain_answer(
-                self.vqa, photo.image, asked, answers=ANSWERS, methods=list(VL_PICTURES)
+                self.vqa,
+                photo.image,
+                asked,
+                answers=self.answer_choices,
+                methods=list(VL_PICTURES),
             )
         views = AnswerViews(photo, explanation, time.perf_counter() - started)
         with self._cache_lock:
@@ -341,6 +376,30 @@ class VLSession:
         """Panel title -> picture of one answer (the model's own or a forced one).
 
         Raises:
-            TextError: an answer that is not one of :data:`~gradcam.vl.text.ANSWERS`.
+            TextError: an answer that was not explained (:attr:`VLSession.answer_choices`).
         """
         return self._pictures(views.photo, {m: views.map(m, answer) for m in VL_PICTURES})
+
+
+def vl_session(model: str | None = None, weights: str | None = None, **options: Any) -> VLSession:
+    """The session of the Captioning and VQA tabs: the shipped scene models, with ``model``
+    (an ``hf:`` captioner or VQA model, :mod:`gradcam.vl.hf`) in its tab instead of the
+    shipped one; ``options`` go to :class:`VLSession`.
+
+    Raises:
+        ModelLoadError: ``model`` is not a Hugging Face captioner or VQA model, or does not
+            load.
+    """
+    from gradcam.vl.hf import hf_vl_task, load_hf_answerer, load_hf_captioner
+
+    if model is None:
+        return VLSession(**options)
+    task = hf_vl_task(model)
+    if task == "captioning":
+        return VLSession(load_hf_captioner(model, weights), **options)
+    if task == "vqa":
+        return VLSession(vqa=load_hf_answerer(model, weights), **options)
+    raise ModelLoadError(
+        f"{model} is not a Hugging Face captioner or VQA model: the Captioning and VQA tabs "
+        "take BLIP, GIT, VisionEncoderDecoder, BLIP-VQA or ViLT"
+    )

@@ -30,7 +30,6 @@ from gradcam.demo.session import DemoSession
 from gradcam.demo.vl import VL_PICTURES, WHOLE_CAPTION, VLSession
 from gradcam.errors import GradCAMError
 from gradcam.methods.registry import GRAD_CAM
-from gradcam.vl.text import ANSWERS
 
 __all__ = [
     "CAPTION_OUTPUTS",
@@ -124,7 +123,7 @@ def vqa_outputs(
         vl: the session.
         path: the uploaded scene.
         question: the question (words of the vocabulary, e.g. "what color is the circle?").
-        forced: an answer of :data:`~gradcam.vl.text.ANSWERS` to explain besides the model's
+        forced: an answer of ``vl.answer_choices`` to explain besides the model's
             own (Fig. 12); empty for none.
 
     Returns:
@@ -269,7 +268,7 @@ def vqa_tab(vl: VLSession) -> Callable[[DemoSession], None]:
                     )
                     ask = gr.Button("Ask", elem_id="ask")
                     forced = gr.Dropdown(
-                        list(ANSWERS),
+                        list(vl.answer_choices),
                         value=None,
                         label="Force an answer (Fig. 12)",
                         allow_custom_value=True,  # our own message names a bad answer

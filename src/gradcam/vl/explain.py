@@ -32,6 +32,7 @@ from gradcam.methods.registry import DEFAULT_METHOD
 from gradcam.outputs import output_folder
 from gradcam.paths import slug
 from gradcam.targets import Answer, CaptionLogProb, CaptionWord
+from gradcam.vl.hf import HFAnswerer, HFCaptioner
 from gradcam.vl.models import VL_LAYER, Captioner, VQAModel
 from gradcam.vl.scenes import VL_PREPROCESS
 from gradcam.vl.text import ANSWERS, END, VOCAB, TextError, encode
@@ -132,16 +133,87 @@ def _image_peak(map2d: Tensor, image: Image.Image) -> tuple[int, int] | None:
     )
 
 
+Label = tuple[str, int | None, bool]  # (label, position, forced)
+
+
+class _ToyCaptioner:
+    """The shipped :class:`Captioner` as :func:`explain_caption` reads a captioner (the
+    interface of :class:`gradcam.vl.hf.HFCaptioner`)."""
+
+    layer = VL_LAYER
+    preprocess = VL_PREPROCESS
+
+    def __init__(self, model: Captioner) -> None:
+        self.model = model
+
+    def generate(self, x: Tensor) -> tuple[list[int], list[str]]:
+        return self.caption_tokens(self.model.generate(x)[0])
+
+    def caption_tokens(self, text: str) -> tuple[list[int], list[str]]:
+        tokens = [*encode(text, what="caption"), VOCAB.index(END)]
+        return tokens, [VOCAB[t] for t in tokens[:-1]]
+
+    def caption_text(self, tokens: Sequence[int]) -> str:
+        return " ".join(VOCAB[t] for t in tokens[:-1])
+
+    def explainable(self, tokens: Sequence[int]) -> torch.nn.Module:
+        return self.model.explainable(list(tokens))
+
+
+class _ToyAnswerer:
+    """The shipped :class:`VQAModel` as :func:`explain_answer` reads a VQA model (the
+    interface of :class:`gradcam.vl.hf.HFAnswerer`): one adapter per question, so that every
+    answer shares its passes."""
+
+    layer = VL_LAYER
+    preprocess = VL_PREPROCESS
+
+    def __init__(self, model: VQAModel) -> None:
+        self.model = model
+        self._asked: dict[str, torch.nn.Module] = {}
+
+    def _ask(self, question: str) -> torch.nn.Module:
+        if question not in self._asked:
+            self._asked = {question: self.model.explainable(question)}
+        return self._asked[question]
+
+    def question_text(self, question: str) -> str:
+        return " ".join(VOCAB[t] for t in encode(question, what="question"))
+
+    def forced(self, question: str, answers: Sequence[str]) -> list[tuple[Any, Any, str]]:
+        adapter = self._ask(question)
+        unknown = [a for a in answers if a.lower() not in ANSWERS]
+        if unknown:
+            raise TextError(f"unknown answer {unknown[0]!r}; the answers are: {', '.join(ANSWERS)}")
+        indices = [ANSWERS.index(a.lower()) for a in answers]
+        return [(adapter, Answer(i), ANSWERS[i]) for i in indices]
+
+    def answer(
+        self, x: Tensor, question: str
+    ) -> tuple[str, dict[str, float], list[tuple[Any, Any, str]]]:
+        adapter = self._ask(question)
+        with torch.no_grad(), eval_mode(self.model):
+            probabilities = adapter(x).softmax(dim=1)[0]
+        best = int(probabilities.argmax())
+        top = probabilities.topk(5)
+        found = {
+            ANSWERS[int(i)]: round(float(p), 5)
+            for p, i in zip(top.values, top.indices, strict=True)
+        }
+        return ANSWERS[best], found, [(adapter, Answer(best), ANSWERS[best])]
+
+
 def _run(
     adapter: torch.nn.Module,
     x: Tensor,
     targets: list[Any],
-    labels: list[tuple[str, int | None, bool]],
+    labels: list[Label],
     methods: Sequence[str],
     image: Image.Image,
+    layer: Any,
 ) -> list[TextMap]:
     maps = []
-    results = explain_methods(methods, adapter, x, targets, layer=VL_LAYER)
+    results = explain_methods(methods, adapter, x, targets, layer=layer)
     for name, result in results.items():
         pixel = method_spec(name).kind == "pixel"
         for k, (label, position, forced) in enumerate(labels):
@@ -161,24 +233,31 @@ def _run(
 
 
 def _run_in_chunks(
-    adapter: torch.nn.Module,
+    items: Sequence[tuple[torch.nn.Module, Any, Label]],
     x: Tensor,
-    targets: list[Any],
-    labels: list[tuple[str, int | None, bool]],
     methods: Sequence[str],
     image: Image.Image,
+    layer: Any,
 ) -> list[TextMap]:
-    """:func:`_run` on :data:`TARGET_CHUNK` targets at a time; the maps method by method."""
-    found: dict[str, list[TextMap]] = {}
-    for start in range(0, len(targets), TARGET_CHUNK):
-        end = start + TARGET_CHUNK
-        for item in _run(adapter, x, targets[start:end], labels[start:end], methods, image):
-            found.setdefault(item.method, []).append(item)
-    return [item for maps in found.values() for item in maps]
+    """:func:`_run` on :data:`TARGET_CHUNK` targets of one adapter at a time (the targets of
+    one adapter share its passes); the maps method by method, each in the order of ``items``."""
+    groups: dict[int, list[int]] = {}
+    for index, (adapter, _, _) in enumerate(items):
+        groups.setdefault(id(adapter), []).append(index)
+    found: dict[str, dict[int, TextMap]] = {}
+    for indices in groups.values():
+        adapter = items[indices[0]][0]
+        for start in range(0, len(indices), TARGET_CHUNK):
+            part = indices[start : start + TARGET_CHUNK]
+            targets = [items[i][1] for i in part]
+            labels = [items[i][2] for i in part]
+            for k, item in enumerate(_run(adapter, x, targets, labels, methods, image, layer)):
+                found.setdefault(item.method, {})[part[k % len(part)]] = item
+    return [maps[i] for maps in found.values() for i in sorted(maps)]
 
 
 def explain_caption(
-    model: Captioner,
+    model: Captioner | HFCaptioner,
     image: Image.Image,
     caption: str | None = None,
     *,
@@ -188,8 +267,10 @@ def explain_caption(
     """Explain a caption of ``image`` word by word, and as a whole.
 
     Args:
-        model: the captioner (:func:`~gradcam.vl.load_captioner`).
-        image: an RGB photo; its shorter side is scaled to 96 pixels.
+        model: the captioner (:func:`~gradcam.vl.load_captioner`, or a Hugging Face one,
+            :func:`gradcam.vl.hf.load_hf_captioner`, whose "words" are its tokens).
+        image: an RGB photo; its shorter side is scaled to 96 pixels (a Hugging Face model's
+            input size).
         caption: the caption to explain; ``None`` explains the model's own (greedy) caption.
         words: explain only these words of the caption (every occurrence); ``None``: all.
         methods: names from :func:`gradcam.methods.methods` (CAM needs a global-pooling head,
@@ -207,27 +288,31 @@ def explain_caption(
         [('<caption>', (44, 68)), ('circle', (28, 60))]
     """
     chosen = _check_methods(methods)
-    x = VL_PREPROCESS(image)
+    reader = _ToyCaptioner(model) if isinstance(model, Captioner) else model
     generated = caption is None
-    text = model.generate(x)[0] if caption is None else caption
-    tokens = [*encode(text, what="caption"), VOCAB.index(END)]
-    said = [VOCAB[t] for t in tokens[:-1]]
+    if caption is not None:
+        tokens, said = reader.caption_tokens(caption)  # before any model pass
+    x = reader.preprocess(image)
+    if caption is None:
+        tokens, said = reader.generate(x)
+    text = reader.caption_text(tokens)
     if words is not None:
         missing = [w for w in words if w.lower() not in said]
         if missing:
-            raise TextError(f"the word {missing[0]!r} is not in the caption {' '.join(said)!r}")
+            raise TextError(f"the word {missing[0]!r} is not in the caption {text!r}")
     wanted = set(said) if words is None else {w.lower() for w in words}
     positions = [i for i, w in enumerate(said) if w in wanted]
-    targets: list[Any] = [CaptionLogProb(tokens)] + [CaptionWord(tokens, i) for i in positions]
-    labels: list[tuple[str, int | None, bool]] = [("<caption>", None, False)]
-    labels += [(said[i], i, False) for i in positions]
-    adapter = model.explainable(tokens)
-    maps = _run_in_chunks(adapter, x, targets, labels, chosen, image)
-    return CaptionExplanation(" ".join(said), generated, maps[0].score, tuple(maps))
+    adapter = reader.explainable(tokens)
+    items: list[tuple[torch.nn.Module, Any, Label]] = [
+        (adapter, CaptionLogProb(tokens), ("<caption>", None, False))
+    ]
+    items += [(adapter, CaptionWord(tokens, i), (said[i], i, False)) for i in positions]
+    maps = _run_in_chunks(items, x, chosen, image, reader.layer)
+    return CaptionExplanation(text, generated, maps[0].score, tuple(maps))
 
 
 def explain_answer(
-    model: VQAModel,
+    model: VQAModel | HFAnswerer,
     image: Image.Image,
     question: str,
     *,
@@ -235,6 +320,10 @@ def explain_answer(
     methods: Sequence[str] = (DEFAULT_METHOD,),
 ) -> AnswerExplanation:
     """Answer ``question`` about ``image`` and explain the answer and any forced ``answers``.
+
+    ``model`` is the shipped VQA model (:func:`~gradcam.vl.load_vqa`) or a Hugging Face one
+    (:func:`gradcam.vl.hf.load_hf_answerer`: ViLT's answers are its labels; BLIP writes its
+    answers, whose score is their log-probability, and any text can be forced).
 
     Raises:
         TextError: for an empty question, one of more than :data:`~gradcam.vl.text.MAX_WORDS`
@@ -253,25 +342,19 @@ def explain_answer(
     chosen = _check_methods(methods)
     if not question.strip():
         raise TextError("the question is empty")
-    adapter = model.explainable(question)
-    unknown = [a for a in answers if a.lower() not in ANSWERS]
-    if unknown:
-        raise TextError(f"unknown answer {unknown[0]!r}; the answers are: {', '.join(ANSWERS)}")
-    x = VL_PREPROCESS(image)
-    with torch.no_grad(), eval_mode(model):
-        probabilities = adapter(x).softmax(dim=1)[0]
-    best = int(probabilities.argmax())
-    top = probabilities.topk(5)
-    indices = [best] + [i for i in dict.fromkeys(ANSWERS.index(a.lower()) for a in answers)]
-    indices = list(dict.fromkeys(indices))
-    labels: list[tuple[str, int | None, bool]] = [(ANSWERS[i], None, i != best) for i in indices]
-    maps = _run_in_chunks(adapter, x, [Answer(i) for i in indices], labels, chosen, image)
-    return AnswerExplanation(
-        " ".join(VOCAB[t] for t in encode(question, what="question")),
-        ANSWERS[best],
-        {ANSWERS[int(i)]: round(float(p), 5) for p, i in zip(top.values, top.indices, strict=True)},
-        tuple(maps),
-    )
+    reader = _ToyAnswerer(model) if isinstance(model, VQAModel) else model
+    asked = reader.question_text(question)
+    forced = reader.forced(question, answers)  # before any model pass
+    x = reader.preprocess(image)
+    best, probabilities, own = reader.answer(x, question)
+    items: list[tuple[torch.nn.Module, Any, Label]] = []
+    seen: set[str] = set()
+    for adapter, target, label in [*own, *forced]:
+        if label not in seen:
+            seen.add(label)
+            items.append((adapter, target, (label, None, label != best)))
+    maps = _run_in_chunks(items, x, chosen, image, reader.layer)
+    return AnswerExplanation(asked, best, probabilities, tuple(maps))
 
 
 def save_text_explanation(
