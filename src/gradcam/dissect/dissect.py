@@ -453,7 +453,7 @@ class _Stop(Exception):
 
 @dataclass(frozen=True)
 class DissectPass(Protocol):
-    """Steps 1 of a dissection as a job of the evaluate runner
+    """Step 1 of a dissection as a job of the evaluate runner
     (:func:`gradcam.evaluate.runner.run`): each concept image's layer maps and label maps.
 
     The images are the concept set's (sample ``i`` is concept image ``i``, rendered or read
@@ -498,6 +498,8 @@ class DissectPass(Protocol):
         dtype = np.min_scalar_type(len(self.concepts.concepts))
 
         def score(samples: Sequence[Sample], items: Sequence[Any]) -> list[Scored]:
+            if not items:  # every image of the batch failed to read: their rows say why
+                return []
             first, last = int(samples[0].path.name), int(samples[-1].path.name)
             inputs = [prep(item.image) for item in items]
             if any(t.shape != inputs[0].shape for t in inputs):
