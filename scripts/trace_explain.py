@@ -9,8 +9,8 @@ model.
         --method gradcam++ --out /tmp/trace
 
 Prints each count (zeros too), then the command's exit code; docs/how-it-works.md quotes
-them (with ``--method gradcam++``: 1 method lookup and 2 input checks, the boundary's and
-the engine's own in ``compute_gradients``).
+them (with ``--method gradcam++``: 1 method lookup and 1 input check, at the boundary;
+``compute_gradients`` is told the input is checked).
 """
 
 from __future__ import annotations

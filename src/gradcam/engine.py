@@ -425,6 +425,7 @@ def compute_gradients(
     layer: ResolvedLayer | tuple[nn.Module, str] | None = None,
     layer_rule: Rule = "plain",
     input_rules: Sequence[Rule] = (),
+    checked: bool = False,
 ) -> Gradients:
     """Run ``model`` on ``x`` once; return the target scores and the gradients asked for.
 
@@ -439,6 +440,8 @@ def compute_gradients(
         layer_rule: rectifier rule for the gradient to the layer (``"plain"`` for Grad-CAM;
             ``"guided"`` and ``"deconv"`` are appendix B ablations).
         input_rules: rectifier rules for the gradients to the input, one backward pass each.
+        checked: ``x`` is what :func:`check_input` returned for ``model`` (the caller checked
+            it at its boundary), so it is not checked again.
 
     Raises:
         LayerError: the layer never ran, ran twice, or its output cannot be read as feature
@@ -456,7 +459,8 @@ def compute_gradients(
     """
     if layer is None and not input_rules:
         raise ValueError("compute_gradients needs a layer, input rules, or both")
-    x = check_input(x, model)
+    if not checked:
+        x = check_input(x, model)
     resolved_layer = None if layer is None else ResolvedLayer(*layer)
     to_input = bool(input_rules)
     state = RectifierState()

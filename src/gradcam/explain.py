@@ -274,14 +274,14 @@ def explain_image(
     check_classes(loaded, classes, top_k)
     specs = {spec.name: spec for spec in resolve_methods(methods)}
     x = loaded.preprocess(image)
-    layer_ref = resolve_layer(loaded.module, layer or loaded.default_layer)
+    layer_name = layer or loaded.default_layer  # resolved once, by explain_input
     results = explain_input(
         loaded,
         x,
         methods=list(specs.values()),
         classes=classes,
         top_k=top_k,
-        layer=layer_ref,
+        layer=layer_name,
         options=options,
     )
     entries = []
@@ -301,7 +301,7 @@ def explain_image(
                 size = (image.width, image.height)
                 entries.append(_heat_entry(name, k, result, heat, label, size, threshold))
     predictions = top_predictions(loaded, results)
-    return Explanation((image.width, image.height), x, layer_ref[1], predictions, entries, results)
+    return Explanation((image.width, image.height), x, layer_name, predictions, entries, results)
 
 
 def npz_key(method: str, field: str) -> str:

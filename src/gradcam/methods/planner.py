@@ -124,6 +124,7 @@ def explain_built(
             layer=None if with_layer is None else with_layer.layer,
             layer_rule="plain" if with_layer is None else with_layer.layer_rule,
             input_rules=rules,
+            checked=True,  # above, or by the caller
         )
         first_grads = first_grads or grads
         for name in members:
