@@ -183,3 +183,31 @@ def test_output_in_an_object_without_tensors_found() -> None:
             return Opaque(self.head(self.conv(x)))
 
     assert find_default_layer(Net(), X) == "conv"
+
+
+class _HiddenStates(nn.Module):
+    """Returns its logits and, beside them, every block's activations (as MONAI's ViT and
+    Hugging Face models with ``output_hidden_states`` do)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 4, 3)
+        self.b1 = nn.Conv2d(4, 4, 3, padding=1)
+        self.b2 = nn.Conv2d(4, 4, 3, padding=1)
+        self.head = nn.Linear(4, 2)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
+        h1 = torch.relu(self.b1(self.stem(x)))
+        h2 = torch.relu(self.b2(h1))
+        return self.head(h2.mean(dim=(2, 3))), [h1, h2]
+
+
+def test_returned_hidden_states_are_not_outputs() -> None:
+    """The hidden states are computed on the way to the logits: the last block is still a cut
+    (counting ``h1`` as an output, only the stem would be one)."""
+    model = _HiddenStates().eval()
+    x = torch.randn(1, 3, 10, 10)
+    assert find_default_layer(model, x) == "b2"
+    with trace_image(model, x) as flow:
+        names = [t.call.name for t in flow.traced]
+        assert flow.is_cut(names.index("b2")) and flow.is_cut(names.index("b1"))
