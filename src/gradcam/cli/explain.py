@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from gradcam.cli.common import (
     model_name,
     open_data,
     output_dirs,
+    runner_options,
 )
 from gradcam.cli.dissect import add_explain_arguments, check_names, read_names, write_text
 from gradcam.errors import GradCAMError, ImageLoadError, MediaLoadError
@@ -138,25 +140,16 @@ def _size(text: str) -> tuple[int, ...]:
 
 
 def explain_command(args: argparse.Namespace) -> int:
-    """``gradcam explain``: explain each image with :func:`gradcam.explain.explain_image` and
-    save it with :func:`gradcam.explain.save_explanation`; a bad file is reported and skipped
-    (exit code 1)."""
+    """``gradcam explain``: explain each file with :func:`gradcam.explain.explain_image` (photos)
+    or :func:`gradcam.explain_media.explain_media` (videos, volumes, signals) and save it; a bad
+    file is reported and skipped (exit code 1)."""
     from tqdm import tqdm
 
-    from gradcam.explain import FIGURE_METHODS, check_classes, explain_image, save_explanation
-    from gradcam.explain_media import check_media, explain_media, file_kind
-    from gradcam.images import load_image
-    from gradcam.methods.registry import (
-        DEFAULT_METHOD,
-        GRAD_CAM,
-        flag_options,
-        parse_options,
-        resolve_methods,
-    )
-    from gradcam.models import load_model
+    from gradcam.explain import check_classes
+    from gradcam.explain_media import check_media, file_kind
     from gradcam.outputs import output_folder
     from gradcam.task_explain import infer_task
-    from gradcam.vl.hf import is_image_text, load_image_text
+    from gradcam.vl.hf import is_image_text
 
     args.model = model_name(args)
     prompts = args.data is None and is_image_text(args.model)  # CLIP-like: --class are prompts
@@ -169,38 +162,23 @@ def explain_command(args: argparse.Namespace) -> int:
     kinds = [file_kind(path) for path in args.images]
     media = [path for path, kind in zip(args.images, kinds, strict=True) if kind is not None]
     if media:
-        unused = [
-            flag
-            for flag, given in (
+        _refuse(
+            [
                 ("--task", args.task != "classification"),
                 ("--figure", args.figure),
                 ("--text", args.text),
-            )
-            if given
-        ]
-        if unused:
-            raise GradCAMError(f"{', '.join(unused)} apply to photos, not to {media[0]}")
+            ],
+            f"apply to photos, not to {media[0]}",
+        )
     if args.task != "classification":
         return _explain_task(args)
     if args.top_k < 1:
         raise GradCAMError(f"--top-k must be at least 1, got {args.top_k}")
     pixels = max_pixels(args)
-    names = list(args.methods or [DEFAULT_METHOD])
-    if args.counterfactual:
-        names.append("counterfactual")
-    if args.figure:
-        names += [GRAD_CAM, *FIGURE_METHODS]  # Grad-CAM first, as without --figure
-    specs = resolve_methods(names)  # the one lookup of each method
-    flags = {"window": args.window, "stride": args.stride}
-    options = parse_options(specs, [*args.options, *flag_options(specs, flags)])
-
+    specs, options = _methods(args, figure=args.figure)
+    names = [spec.name for spec in specs]
     neuron_names = read_names(args, specs)
-    with warnings_as_messages():
-        loaded = (
-            load_image_text(args.model, args.classes or [], args.weights, layer=args.layer)
-            if prompts
-            else load_model(args.model, args.weights, layer=args.layer, input_size=args.size)
-        )
+    loaded = _load(args, prompts)
     classes = [loaded.class_index(c) for c in args.classes] if args.classes else None
     check_classes(loaded, classes, args.top_k)  # before any image: a wrong count fails fast
     for path, kind in zip(args.images, kinds, strict=True):
@@ -212,52 +190,13 @@ def explain_command(args: argparse.Namespace) -> int:
     pairs = list(zip(args.images, output_dirs(args.images, out), strict=True))
     progress = tqdm(pairs, desc="explaining", unit="image", disable=len(pairs) < 2, file=sys.stderr)
     for (path, folder), kind in zip(progress, kinds, strict=True):
-        if kind is not None:
-            try:
-                summary = explain_media(
-                    loaded,
-                    path,
-                    folder,
-                    methods=names,
-                    classes=classes,
-                    top_k=args.top_k,
-                    options=options,
-                    volume_index=args.volume_index,
-                    source=path,
-                )
-            except MediaLoadError as exc:
-                failures += 1
-                tqdm.write(f"gradcam: error: {exc}", file=sys.stderr)
-                continue
-            explained = dict.fromkeys(m["name"] or str(m["class"]) for m in summary["maps"])
-            tqdm.write(f"{path}: {', '.join(explained)} -> {folder}", file=sys.stdout)
-            continue
+        job = _Job(args, loaded, specs, options, classes, neuron_names, pixels)
         try:
-            image = load_image(path, max_pixels=pixels)
-            explanation = explain_image(
-                loaded,
-                image,
-                classes=classes,
-                top_k=args.top_k,
-                methods=specs,
-                layer=loaded.default_layer,
-                options=options,
-            )
-            summary = save_explanation(
-                explanation,
-                image,
-                folder,
-                source=path,
-                model=args.model,
-                save_maps=args.save_maps,
-                figure=args.figure,
-            )
-        except ImageLoadError as exc:
+            summary = job.media(path, folder) if kind is not None else job.photo(path, folder)
+        except (ImageLoadError, MediaLoadError) as exc:
             failures += 1
             tqdm.write(f"gradcam: error: {exc}", file=sys.stderr)
             continue
-        if neuron_names is not None:
-            write_text(explanation, loaded, image, neuron_names, folder)
         explained = dict.fromkeys(m["name"] or str(m["class"]) for m in summary["maps"])
         tqdm.write(f"{path}: {', '.join(explained)} -> {folder}", file=sys.stdout)
     done = len(pairs) - failures
@@ -266,13 +205,111 @@ def explain_command(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
+def _refuse(flags: list[tuple[str, Any]], why: str) -> None:
+    """One line naming every flag given (a true value) that does not apply, and ``why``."""
+    unused = [flag for flag, given in flags if given]
+    if unused:
+        raise GradCAMError(f"{', '.join(unused)} {why}")
+
+
+def _methods(args: argparse.Namespace, *, figure: bool = False) -> tuple[list[Any], Any]:
+    """The ``--method`` entries, each looked up once (with ``--counterfactual`` and, for
+    ``--figure``, Grad-CAM and the figure's methods), and their typed ``--option`` values."""
+    from gradcam.explain import FIGURE_METHODS
+    from gradcam.methods.registry import (
+        DEFAULT_METHOD,
+        GRAD_CAM,
+        flag_options,
+        parse_options,
+        resolve_methods,
+    )
+
+    names = list(args.methods or [DEFAULT_METHOD])
+    if args.counterfactual:
+        names.append("counterfactual")
+    if figure:
+        names += [GRAD_CAM, *FIGURE_METHODS]  # Grad-CAM first, as without --figure
+    specs = resolve_methods(names)  # the one lookup of each method
+    flags = {"window": args.window, "stride": args.stride}
+    return specs, parse_options(specs, [*args.options, *flag_options(specs, flags)])
+
+
+def _load(args: argparse.Namespace, prompts: bool) -> Any:
+    """The model, with ``--layer`` resolved as it loads; a CLIP-like model's classes are the
+    ``--class`` prompts."""
+    from gradcam.models import load_model
+    from gradcam.vl.hf import load_image_text
+
+    with warnings_as_messages():
+        if prompts:
+            return load_image_text(args.model, args.classes or [], args.weights, layer=args.layer)
+        return load_model(args.model, args.weights, layer=args.layer, input_size=args.size)
+
+
+@dataclass
+class _Job:
+    """What every file of one ``gradcam explain`` shares, resolved once."""
+
+    args: argparse.Namespace
+    loaded: Any
+    specs: list[Any]
+    options: Any
+    classes: list[int] | None
+    neuron_names: Any
+    pixels: int | None
+
+    def media(self, path: str, folder: Path) -> dict[str, Any]:
+        """A video, volume or signal: :func:`gradcam.explain_media.explain_media`."""
+        from gradcam.explain_media import explain_media
+
+        return explain_media(
+            self.loaded,
+            path,
+            folder,
+            methods=[spec.name for spec in self.specs],
+            classes=self.classes,
+            top_k=self.args.top_k,
+            options=self.options,
+            volume_index=self.args.volume_index,
+            source=path,
+        )
+
+    def photo(self, path: str, folder: Path) -> dict[str, Any]:
+        """A photo: :func:`gradcam.explain.explain_image`, saved, and its textual
+        explanation with ``--text``."""
+        from gradcam.explain import explain_image, save_explanation
+        from gradcam.images import load_image
+
+        image = load_image(path, max_pixels=self.pixels)
+        explanation = explain_image(
+            self.loaded,
+            image,
+            classes=self.classes,
+            top_k=self.args.top_k,
+            methods=self.specs,
+            layer=self.loaded.default_layer,
+            options=self.options,
+        )
+        summary = save_explanation(
+            explanation,
+            image,
+            folder,
+            source=path,
+            model=self.args.model,
+            save_maps=self.args.save_maps,
+            figure=self.args.figure,
+        )
+        if self.neuron_names is not None:
+            write_text(explanation, self.loaded, image, self.neuron_names, folder)
+        return summary
+
+
 def _explain_task(args: argparse.Namespace) -> int:
     """``explain --task detection|segmentation``: Grad-CAM only, with its own options."""
     from gradcam.task_explain import explain_task
 
-    unused = [
-        flag
-        for flag, given in (
+    _refuse(
+        [
             ("--method", args.methods),
             ("--counterfactual", args.counterfactual),
             ("--figure", args.figure),
@@ -280,13 +317,9 @@ def _explain_task(args: argparse.Namespace) -> int:
             ("--window", args.window is not None),
             ("--stride", args.stride is not None),
             ("--save-maps", args.save_maps),
-        )
-        if given
-    ]
-    if unused:
-        raise GradCAMError(
-            f"{', '.join(unused)} apply to classifiers; --task {args.task} runs Grad-CAM only"
-        )
+        ],
+        f"apply to classifiers; --task {args.task} runs Grad-CAM only",
+    )
     return explain_task(
         args.images,
         output_dirs(args.images, Path(args.out)),
@@ -304,30 +337,21 @@ def _explain_data(args: argparse.Namespace) -> int:
     """``explain --data PATH``: every image of a dataset on the evaluate runner."""
     from gradcam.evaluate.runner import ModelSpec
     from gradcam.explain_data import explain_dataset
-    from gradcam.methods import DEFAULT_METHOD
-    from gradcam.methods.registry import flag_options, parse_options
     from gradcam.models import load_model
     from gradcam.outputs import output_folder
 
     if args.images:
         raise GradCAMError("give IMAGE files or --data PATH, not both")
-    unused = [
-        flag
-        for flag, given in (
+    _refuse(
+        [
             ("--figure", args.figure),
             ("--save-maps", args.save_maps),
             ("--text", args.text),
             ("--task", args.task != "classification"),
-        )
-        if given
-    ]
-    if unused:
-        raise GradCAMError(f"{', '.join(unused)} apply to IMAGE files, not to --data")
-    names = list(dict.fromkeys([*(args.methods or [DEFAULT_METHOD])]))
-    if args.counterfactual:
-        names = list(dict.fromkeys([*names, "counterfactual"]))
-    flags = {"window": args.window, "stride": args.stride}
-    options = parse_options(names, [*args.options, *flag_options(names, flags)])
+        ],
+        "apply to IMAGE files, not to --data",
+    )
+    specs, options = _methods(args)
     model = model_name(args)
     with warnings_as_messages():
         loaded = load_model(model, args.weights, layer=args.layer)
@@ -339,19 +363,14 @@ def _explain_data(args: argparse.Namespace) -> int:
     result = explain_dataset(
         ModelSpec(model, args.weights, loaded=loaded),
         dataset,
-        methods=names,
+        methods=[spec.name for spec in specs],
         top_k=args.top_k,
         classes=classes,
         layer=args.layer,
         options=options,
         out=args.out,
-        resume=args.resume,
-        limit=args.limit,
-        batch_size=args.batch_size,
-        workers=args.workers,
-        ray=args.ray,
-        ray_timeout=args.ray_timeout,
         progress=True,
+        **runner_options(args),
     )
     print(markdown_table(result.summary))
     for row in result.failed:
