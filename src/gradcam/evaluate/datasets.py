@@ -12,7 +12,10 @@ also has its own reader:
 * :func:`read_coco`: COCO-style JSON with boxes and masks (polygons or RLE);
 * :func:`read_synthetic`: the generated shapes benchmark (exact boxes and masks), written as
   COCO once (:func:`write_benchmark`) and read back like any COCO folder;
-* :func:`read_photos`: the real photos shipped inside installed packages.
+* :func:`read_photos`: the real photos shipped inside installed packages;
+* :func:`read_synthetic_nd`: the volumetric and video benchmarks (solids in volumes, moving
+  squares in clips, with exact 3-D boxes and masks), written as ``.npz`` arrays once and
+  read back; their samples are arrays, not photos (:data:`Input`, :attr:`Dataset.rank`).
 
 Boxes become 0-based inclusive pixel boxes (VOC's 1-based coordinates are shifted), VOC's
 ``difficult`` flags and COCO's ``iscrowd`` are kept, and XML is parsed with ``defusedxml``.
@@ -30,7 +33,7 @@ import json
 import math
 import os
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
@@ -43,22 +46,27 @@ from PIL import Image, ImageDraw
 from gradcam.errors import GradCAMError
 from gradcam.evaluate.coco import box_from_bbox, coco_bbox, decode_rle, encode_rle, write_coco
 from gradcam.evaluate.metrics import Box
+from gradcam.outputs import write_atomic
 
 __all__ = [
     "DATASET_FORMATS",
     "SYNTHETIC_IMAGES",
+    "SYNTHETIC_MODELS",
     "VOC_CLASSES",
     "Annotation",
     "Dataset",
     "DatasetError",
+    "Input",
     "Sample",
     "imagenet_synsets",
     "open_dataset",
+    "read_array",
     "read_coco",
     "read_folder",
     "read_imagenet",
     "read_photos",
     "read_synthetic",
+    "read_synthetic_nd",
     "read_voc",
     "write_benchmark",
 ]
@@ -69,10 +77,20 @@ VOC_CLASSES = (
     "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
     "train", "tvmonitor",
 )  # fmt: skip
-DATASET_FORMATS = ("auto", "folder", "imagenet", "voc", "coco", "synthetic", "photos")
+DATASET_FORMATS = (
+    "auto", "folder", "imagenet", "voc", "coco", "synthetic", "synthetic-volumes",
+    "synthetic-clips", "photos",
+)  # fmt: skip
 #: Images of the synthetic benchmark when no count is given (every command's default).
 SYNTHETIC_IMAGES = 500
 """The values of :func:`open_dataset`'s ``format`` (``gradcam evaluate --format``)."""
+#: The shipped model of each synthetic benchmark, by its ``--data`` name: the model a
+#: command loads on it when none is given.
+SYNTHETIC_MODELS = {
+    "synthetic": "shapes",
+    "synthetic-volumes": "shapes3d",
+    "synthetic-clips": "motion",
+}
 
 _DATA = Path(__file__).parents[1] / "data"
 
@@ -98,9 +116,18 @@ class Annotation:
     difficult: bool = False
 
 
+#: What a sample decodes to: an RGB photo, or an array (C, *spatial) already in the model's
+#: input layout (the samples of a dataset of :attr:`Dataset.rank` 3: volumes and clips).
+Input = Image.Image | np.ndarray
+
+
 @dataclass(frozen=True)
 class Sample:
-    """One image: its path, the classes present, and their annotated instances."""
+    """One image: its path, the classes present, and their annotated instances.
+
+    A ``.npz`` path holds an array sample (:func:`read_array`); its annotations' boxes and
+    masks are in the array's voxels (3-D boxes ``(x0, y0, z0, x1, y1, z1)``, (D, H, W) masks).
+    """
 
     path: Path
     labels: tuple[int, ...] = ()
@@ -125,6 +152,8 @@ class Dataset:
             ``split`` (VOC), ``layout``, ``labels``, ``boxes`` (ImageNet), ``annotations``
             (COCO), ``seed``, ``size`` and ``generator`` (synthetic), ``annotated``
             (photos). A dataset built by hand gets ``format`` ``"custom"`` and its ``name``.
+        rank: the spatial dimensions of its samples: 2 for photos, 3 for volumes and clips
+            (arrays, :data:`Input`); protocols refuse a rank they do not score.
 
     Examples:
         >>> Dataset("mine", (), []).identity
@@ -136,6 +165,7 @@ class Dataset:
     samples: list[Sample]
     problems: list[str] = field(default_factory=list)
     identity: dict[str, Any] = field(default_factory=dict, compare=False)
+    rank: int = 2
 
     def __post_init__(self) -> None:
         if not self.identity:
@@ -859,6 +889,150 @@ def read_synthetic(
 
 
 # ---------------------------------------------------------------------------------------------
+# The volumetric and video benchmarks
+
+_BENCHMARK_ND = "gradcam synthetic {} benchmark"
+#: How many samples of the volumetric or video benchmark a folder may hold: a volume's
+#: annotations (a 32^3 mask) are held in memory for the whole run.
+MAX_ND_SAMPLES = 20_000
+
+
+def read_array(path: str | os.PathLike[str]) -> np.ndarray:
+    """The input array of a ``.npz`` sample (its ``input`` entry: float32 (C, *spatial)).
+
+    Raises:
+        DatasetError: the file is missing or holds no finite float ``input`` array.
+
+    Examples:
+        >>> data = read_synthetic_nd("clips", "bench-clips", 4)
+        >>> read_array(data.samples[0].path).shape
+        (1, 8, 32, 32)
+    """
+    try:
+        with np.load(Path(path), allow_pickle=False) as archive:
+            array = np.asarray(archive["input"], dtype=np.float32)
+    except FileNotFoundError:
+        raise DatasetError(f"{path}: no such sample file") from None
+    except (OSError, KeyError, ValueError) as exc:
+        raise DatasetError(f"{path}: not a sample array ({_reason(exc)})") from None
+    if array.ndim < 2 or not np.isfinite(array).all():
+        raise DatasetError(f"{path}: the input is not a finite (C, *spatial) array")
+    return array
+
+
+def _npz_writer(array: np.ndarray, mask: np.ndarray) -> Callable[[Path], None]:
+    def write(tmp: Path) -> None:
+        with tmp.open("wb") as handle:
+            np.savez_compressed(handle, input=array, mask=mask)
+
+    return write
+
+
+def _nd_generator(kind: str) -> tuple[tuple[str, ...], int, Any]:
+    """The class names, drawing-code version and ``index, seed -> (array, class, mask, box)``
+    of a benchmark kind."""
+    if kind == "volumes":
+        from gradcam.synthetic import volumes
+
+        def volume(index: int, seed: int) -> tuple[np.ndarray, int, np.ndarray, Box]:
+            v = volumes.benchmark_volume(index, seed)
+            return v.array, volumes.SOLIDS.index(v.solid), v.mask, v.box
+
+        return volumes.SOLIDS, volumes.VOLUMES_VERSION, volume
+    if kind == "clips":
+        from gradcam.synthetic import clips
+
+        def clip(index: int, seed: int) -> tuple[np.ndarray, int, np.ndarray, Box]:
+            c = clips.benchmark_clip(index, seed)
+            return c.array, clips.DIRECTIONS.index(c.direction), c.mask, c.box
+
+        return clips.DIRECTIONS, clips.CLIPS_VERSION, clip
+    raise DatasetError(f"unknown synthetic benchmark {kind!r}; choose from volumes, clips")
+
+
+def read_synthetic_nd(
+    kind: str, folder: str | os.PathLike[str], count: int = SYNTHETIC_IMAGES, *, seed: int = 0
+) -> Dataset:
+    """The volumetric (``kind="volumes"``) or video (``"clips"``) benchmark: ``count``
+    generated samples with exact 3-D boxes and masks, for the shipped ``"shapes3d"`` and
+    ``"motion"`` models (:mod:`gradcam.synthetic.model3d`).
+
+    Volumes (:func:`gradcam.synthetic.volumes.benchmark_volume`) hold one solid each; the
+    class is the solid, the box ``(x0, y0, z0, x1, y1, z1)`` and the (D, H, W) mask its
+    voxels. Clips (:func:`gradcam.synthetic.clips.benchmark_clip`) hold a moving and a static
+    square; the class is the direction of motion, the mask the moving square's pixels in
+    each frame (T, H, W) and the box ``(x0, y0, t0, x1, y1, t1)``. Classes are balanced.
+
+    The samples are written to ``folder/samples/NNNNNN.npz`` (``input``: float32 (1,
+    *spatial); ``mask``: bool) with ``folder/annotations.json`` (settings, class names, and
+    each sample's class and box) the first time; a folder written with other settings is
+    written again, so it never serves another seed's samples.
+
+    Raises:
+        DatasetError: an unknown ``kind``, ``count`` below 1 or above
+            :data:`MAX_ND_SAMPLES`, or a folder holding an ``annotations.json`` that is not
+            this benchmark's (it is never overwritten).
+
+    Examples:
+        >>> data = read_synthetic_nd("volumes", "bench-volumes", 4)
+        >>> data.class_names, data.rank, data.samples[0].annotations[0].mask.shape
+        (('sphere', 'cube', 'cylinder', 'torus'), 3, (32, 32, 32))
+    """
+    names, version, draw = _nd_generator(kind)
+    if not 1 <= count <= MAX_ND_SAMPLES:
+        raise DatasetError(
+            f"the synthetic {kind} benchmark needs 1 to {MAX_ND_SAMPLES} samples "
+            f"(--synthetic-images), got {count}"
+        )
+    root = Path(folder)
+    path = root / "annotations.json"
+    description = _BENCHMARK_ND.format(kind)
+    wanted = {"count": count, "seed": seed, "generator": version}
+    data: dict[str, Any] | None = None
+    if path.exists():
+        try:
+            data = json.loads(path.read_text())
+            found = dict(data["info"])  # type: ignore[index]
+        except (OSError, ValueError, KeyError, TypeError):
+            found = {}
+        if found.get("description") != description:
+            raise DatasetError(
+                f"{path}: not a synthetic {kind} benchmark written by gradcam; generate the "
+                "benchmark in another folder"
+            )
+        files = [root / "samples" / str(s["file"]) for s in data["samples"]]  # type: ignore[index]
+        if any(found.get(k) != v for k, v in wanted.items()) or not all(f.is_file() for f in files):
+            for f in files:
+                f.unlink(missing_ok=True)
+            data = None
+    if data is None:
+        (root / "samples").mkdir(parents=True, exist_ok=True)
+        entries = []
+        for index in range(count):
+            array, class_id, mask, box = draw(index, seed)
+            name = f"{index:06d}.npz"
+            write_atomic(root / "samples" / name, _npz_writer(array, mask))
+            entries.append({"file": name, "class": class_id, "box": list(box)})
+        data = {
+            "info": {"description": description, **wanted},
+            "classes": list(names),
+            "samples": entries,
+        }
+        # Written last: a folder with annotations holds all of its samples.
+        write_atomic(path, lambda tmp: tmp.write_text(json.dumps(data)))
+    samples = []
+    for entry in data["samples"]:
+        file = root / "samples" / str(entry["file"])
+        with np.load(file, allow_pickle=False) as archive:
+            mask = np.asarray(archive["mask"], dtype=bool)
+        class_id = int(entry["class"])
+        box = tuple(int(v) for v in entry["box"])
+        samples.append(Sample(file, (class_id,), (Annotation(class_id, box, mask),)))
+    identity = _identity(f"synthetic-{kind}", root, **{**wanted, "count": len(samples)})
+    return Dataset(f"synthetic-{kind}-{seed}-{count}", tuple(names), samples, [], identity, 3)
+
+
+# ---------------------------------------------------------------------------------------------
 # Detection
 
 
@@ -883,13 +1057,16 @@ def open_dataset(
     1. ``annotations`` given: COCO (:func:`read_coco`; ``path`` is the images folder);
     2. ``path`` is ``"synthetic"``: the generated shapes benchmark (:func:`read_synthetic`,
        ``count`` images of ``seed``, written under ``workdir``, default ``gradcam_eval``);
-    3. ``path`` is ``"photos"``: the real photos shipped with scikit-image and matplotlib
+    3. ``path`` is ``"synthetic-volumes"`` or ``"synthetic-clips"``: the volumetric or video
+       benchmark (:func:`read_synthetic_nd`, for the shipped ``"shapes3d"`` and ``"motion"``
+       models), written under ``workdir`` likewise;
+    4. ``path`` is ``"photos"``: the real photos shipped with scikit-image and matplotlib
        (:func:`read_photos`; ``annotated`` keeps those with hand-drawn boxes);
-    4. ``labels`` given, ``path`` holds the ILSVRC CLS-LOC release (``ILSVRC/Data/CLS-LOC``),
+    5. ``labels`` given, ``path`` holds the ILSVRC CLS-LOC release (``ILSVRC/Data/CLS-LOC``),
        or ``boxes`` given: ImageNet (:func:`read_imagenet`);
-    5. ``path/ImageSets`` exists: PASCAL VOC (:func:`read_voc`, ``split``);
-    6. ``path/annotations.json`` beside ``path/images``: COCO (as the benchmark is written);
-    7. otherwise a plain folder of images (:func:`read_folder`).
+    6. ``path/ImageSets`` exists: PASCAL VOC (:func:`read_voc`, ``split``);
+    7. ``path/annotations.json`` beside ``path/images``: COCO (as the benchmark is written);
+    8. otherwise a plain folder of images (:func:`read_folder`).
 
     Any other ``format`` (see :data:`DATASET_FORMATS`) skips the detection.
 
@@ -911,7 +1088,7 @@ def open_dataset(
     if kind == "auto":
         if annotations is not None:
             kind = "coco"
-        elif name in ("synthetic", "photos"):
+        elif name in ("synthetic", "synthetic-volumes", "synthetic-clips", "photos"):
             kind = name
         elif labels is not None or boxes is not None or _ilsvrc_folders(root, split):
             kind = "imagenet"
@@ -924,6 +1101,9 @@ def open_dataset(
     if kind == "synthetic":
         folder = Path(workdir or "gradcam_eval") / f"synthetic-{seed}-{count}"
         return read_synthetic(folder, count, seed=seed)
+    if kind in ("synthetic-volumes", "synthetic-clips"):
+        folder = Path(workdir or "gradcam_eval") / f"{kind}-{seed}-{count}"
+        return read_synthetic_nd(kind.removeprefix("synthetic-"), folder, count, seed=seed)
     if kind == "photos":
         return read_photos(annotated=annotated)
     if kind not in ("coco", "imagenet") and not root.is_dir():

@@ -1,8 +1,10 @@
 """Metrics of the paper's evaluations, on plain maps, boxes and masks.
 
 Boxes are ``(x0, y0, x1, y1)`` in pixels, inclusive (the form of
-:func:`gradcam.maps.bounding_box` and of PASCAL VOC annotations made 0-based). Maps are 2-D
-tensors or arrays. Every function is pure and never returns NaN.
+:func:`gradcam.maps.bounding_box` and of PASCAL VOC annotations made 0-based); boxes of volumes
+and clips are ``(x0, y0, z0, x1, y1, z1)`` in voxels, lows then highs, fastest axis first (the
+form of :func:`gradcam.maps.region_box`; ``z`` is a clip's frame). Maps are 2-D tensors or
+arrays, or 3-D ones for volumes and clips. Every function is pure and never returns NaN.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 from torch import Tensor
 
-from gradcam.maps import peak
+from gradcam.maps import peak_point
 
 __all__ = [
     "Box",
@@ -25,7 +27,8 @@ __all__ = [
     "spearman",
 ]
 
-Box = tuple[int, int, int, int]
+#: An inclusive box: ``(x0, y0, x1, y1)``, or ``(x0, y0, z0, x1, y1, z1)`` in 3-D.
+Box = tuple[int, ...]
 
 
 def _array(values: Tensor | np.ndarray) -> np.ndarray:
@@ -35,17 +38,22 @@ def _array(values: Tensor | np.ndarray) -> np.ndarray:
 
 
 def box_iou(a: Box, b: Box) -> float:
-    """Intersection over union of two inclusive pixel boxes.
+    """Intersection over union of two inclusive boxes of the same rank (pixels or voxels).
 
     Examples:
         >>> box_iou((0, 0, 9, 9), (5, 0, 14, 9))  # 50 of 150 pixels
         0.3333333333333333
+        >>> box_iou((0, 0, 0, 1, 1, 1), (1, 0, 0, 2, 1, 1))  # 4 of 12 voxels
+        0.3333333333333333
     """
-    ix = min(a[2], b[2]) - max(a[0], b[0]) + 1
-    iy = min(a[3], b[3]) - max(a[1], b[1]) + 1
-    inter = max(ix, 0) * max(iy, 0)
-    area_a = (a[2] - a[0] + 1) * (a[3] - a[1] + 1)
-    area_b = (b[2] - b[0] + 1) * (b[3] - b[1] + 1)
+    if len(a) != len(b) or len(a) % 2 or not a:
+        raise ValueError(f"boxes of different or odd ranks: {a} and {b}")
+    rank = len(a) // 2
+    inter = area_a = area_b = 1
+    for k in range(rank):
+        inter *= max(min(a[k + rank], b[k + rank]) - max(a[k], b[k]) + 1, 0)
+        area_a *= a[k + rank] - a[k] + 1
+        area_b *= b[k + rank] - b[k] + 1
     union = area_a + area_b - inter
     return inter / union if union > 0 else 0.0
 
@@ -69,16 +77,18 @@ def localization_correct(
     )
 
 
-#: The point a map points at, by the one rule of :func:`gradcam.maps.peak` (``None`` for an
-#: empty or constant map; the first maximum in row-major order on ties).
-pointing_point = peak
+#: The point a map points at, by the one rule of :func:`gradcam.maps.peak_point` (``None`` for
+#: an empty or constant map; the first maximum in row-major order on ties); ``(x, y)`` of an
+#: image's map, ``(x, y, z)`` of a volume's or clip's.
+pointing_point = peak_point
 
 
-def _distance_to_box(point: tuple[int, int], box: Box) -> float:
-    x, y = point
-    dx = max(box[0] - x, 0, x - box[2])
-    dy = max(box[1] - y, 0, y - box[3])
-    return float(np.hypot(dx, dy))
+def _distance_to_box(point: tuple[int, ...], box: Box) -> float:
+    rank = len(point)
+    if len(box) != 2 * rank:
+        raise ValueError(f"box {box} does not fit a point of {rank} coordinates")
+    gaps = [max(box[k] - point[k], 0, point[k] - box[k + rank]) for k in range(rank)]
+    return float(np.sqrt(sum(g * g for g in gaps)))
 
 
 def pointing_hit(
@@ -91,19 +101,24 @@ def pointing_hit(
     ``tolerance`` pixels of an annotated instance of the class (a box or a boolean mask of the
     map's size)?
 
-    A constant map points nowhere and misses.
+    A constant map points nowhere and misses. A (d, h, w) map of a volume or clip plays the
+    same game in voxels, with 3-D boxes and masks: for a clip, a hit with tolerance 0 is a
+    maximum on the object in the frame where it is.
 
     Examples:
         >>> m = torch.zeros(50, 50); m[10, 40] = 1.0
         >>> pointing_hit(m, boxes=[(0, 0, 30, 30)])  # 10 pixels to the right of the box
         True
+        >>> v = torch.zeros(4, 8, 8); v[3, 2, 2] = 1.0
+        >>> pointing_hit(v, boxes=[(0, 0, 0, 7, 7, 2)], tolerance=0)  # frame 3, box ends at 2
+        False
     """
     point = pointing_point(map2d)
     if point is None:
         return False
     if any(_distance_to_box(point, box) <= tolerance for box in boxes):
         return True
-    x, y = point
+    index = tuple(reversed(point))
     for mask in masks:
         instance = _array(mask) > 0
         if instance.shape != _array(map2d).shape:
@@ -115,7 +130,7 @@ def pointing_hit(
         from scipy import ndimage  # here: the commands' parsers import this module
 
         distance = ndimage.distance_transform_edt(~instance)
-        if float(distance[y, x]) <= tolerance:
+        if float(distance[index]) <= tolerance:
             return True
     return False
 

@@ -7,6 +7,9 @@
 * :class:`Sanity` (Adebayo et al. 2018): cascading model-parameter randomization;
 * :class:`Ablations` (appendix B, Table 3): localization error of Grad-CAM's variants.
 
+Localization, pointing, faithfulness and sanity also score volumes and clips (datasets of
+rank 3, such as ``open_dataset("synthetic-volumes")``): the same classes, in voxels.
+
 Each is a frozen dataclass of settings (:class:`~gradcam.evaluate.base.Protocol`, whose
 settings are checked when it is made: a threshold of 5 or NaN is refused with a
 :class:`~gradcam.errors.GradCAMError`) registered once in :mod:`gradcam.evaluate.registry`,
@@ -45,11 +48,12 @@ from gradcam.evaluate.base import (
     by_shape,
     finished,
     heatmaps,
+    model_input,
     no_progress,
     setting,
     stored,
 )
-from gradcam.evaluate.datasets import Sample
+from gradcam.evaluate.datasets import Input, Sample
 from gradcam.evaluate.metrics import (
     Box,
     area_under_curve,
@@ -59,7 +63,7 @@ from gradcam.evaluate.metrics import (
     spearman,
 )
 from gradcam.evaluate.registry import register_protocol
-from gradcam.maps import bounding_box, upsample
+from gradcam.maps import region_box, upsample
 from gradcam.methods import CAMResult, Occlusion, create, method_spec
 from gradcam.methods.planner import explain_built
 from gradcam.methods.registry import DEFAULT_METHOD, GRAD_CAM, check_method
@@ -97,18 +101,21 @@ def _to_image(box: Box, size: tuple[int, int], image: Image.Image) -> Box:
 
 def _localize(
     heat: Tensor,
-    image: Image.Image,
+    image: Input,
     classes: list[int],
     sample: Sample,
     threshold: float,
     iou_threshold: float,
 ) -> dict[str, Any]:
-    """Boxes for the (K, h, w) input-size maps of ``classes`` in the image's pixels, scored
-    against the sample. Segmenting at input size (the image scaled, aspect kept) rather than
-    at the photo's own size finds the same region at a fraction of the cost on large photos."""
+    """Boxes for the (K, *spatial) input-size maps of ``classes`` in the image's pixels (an
+    array's voxels), scored against the sample. Segmenting at input size (the image scaled,
+    aspect kept) rather than at the photo's own size finds the same region at a fraction of
+    the cost on large photos; an array sample is its input, so its boxes need no scaling."""
     truth = [(a.class_id, a.box) for a in sample.annotations if a.box is not None]
     size = (heat.shape[-2], heat.shape[-1])
-    boxes = [_to_image(bounding_box(heat[k], threshold), size, image) for k in range(len(classes))]
+    boxes = [region_box(heat[k], threshold) for k in range(len(classes))]
+    if isinstance(image, Image.Image):
+        boxes = [_to_image(box, size, image) for box in boxes]
     correct = [
         localization_correct(c, b, truth, iou_threshold)
         for c, b in zip(classes, boxes, strict=True)
@@ -152,7 +159,9 @@ class Localization(Protocol):
     at ``threshold`` times their maximum, and the box around the largest connected segment is
     the prediction. A prediction is correct when its class is a label of the image and its
     box has IoU >= ``iou_threshold`` with a ground-truth box of that class. Errors are in
-    percent. Images of equal size are explained as one batch. ``layer`` (default: the
+    percent. Volumes and clips are localized the same way in 3-D: the largest 26-connected
+    segment and its box ``(x0, y0, z0, x1, y1, z1)`` (:func:`gradcam.maps.region_box`), scored
+    by 3-D IoU. Images of equal size are explained as one batch. ``layer`` (default: the
     model's default layer) gives appendix B.1's comparison of layers.
 
     Examples:
@@ -164,6 +173,7 @@ class Localization(Protocol):
 
     name: ClassVar[str] = "localization"
     needs: ClassVar[tuple[str, ...]] = ("labels", "boxes")
+    ranks: ClassVar[tuple[int, ...]] = (2, 3)
     method: str = field(default=DEFAULT_METHOD, metadata=setting("the explanation method"))
     threshold: float = field(
         default=0.15, metadata=setting("binarize maps at this fraction of their maximum")
@@ -187,15 +197,15 @@ class Localization(Protocol):
         targets = _top5(loaded)
         tell = progress or no_progress
 
-        def score(samples: Sequence[Sample], images: Sequence[Image.Image]) -> list[Scored]:
-            xs = [loaded.preprocess(image) for image in images]
+        def score(samples: Sequence[Sample], images: Sequence[Input]) -> list[Scored]:
+            xs = [model_input(loaded, image) for image in images]
             scored: list[Scored | None] = [None] * len(xs)
             for group in by_shape(xs):
                 result = explain(torch.cat([xs[i] for i in group]), targets)
                 raw = heatmaps(result)
                 for j, i in enumerate(group):
                     image, sample = images[i], samples[i]
-                    heat = upsample(raw[j], (xs[i].shape[-2], xs[i].shape[-1]))
+                    heat = upsample(raw[j], tuple(xs[i].shape[2:]))
                     classes = result.classes[j].tolist()
                     row = _classified(classes, sample)
                     row.update(
@@ -231,6 +241,10 @@ class Pointing(Protocol):
     """The pointing game (section 4.3): a map for each ground-truth class of each image; a hit
     when its maximum lies within ``tolerance`` pixels of an instance (box or mask) of the class.
 
+    Volumes and clips play it in voxels with their 3-D masks (an instance's box only where
+    it has no mask): with ``tolerance=0`` a hit is a maximum in the object's voxels, for a
+    clip on the object in the frame where it is.
+
     With ``recall_threshold``, the paper's recall variant (appendix D): maps for the top-5
     predictions, each rejected when its maximum (before normalization) is below the threshold;
     a correct rejection of an absent class is a hit. Accuracy is ``hits / (hits + misses)``.
@@ -238,6 +252,7 @@ class Pointing(Protocol):
 
     name: ClassVar[str] = "pointing"
     needs: ClassVar[tuple[str, ...]] = ("labels", "boxes or masks")
+    ranks: ClassVar[tuple[int, ...]] = (2, 3)
     method: str = field(default=DEFAULT_METHOD, metadata=setting("the explanation method"))
     tolerance: float = field(
         default=15.0, metadata=setting("a hit within this many pixels of an instance")
@@ -269,11 +284,18 @@ class Pointing(Protocol):
             sample: Sample, heat: Tensor, raw_max: list[float], classes: list[int]
         ) -> list[bool]:
             outcome = []
+            # A clip's box spans the object's whole path over all frames, so in 3-D a mask,
+            # where there is one, is the only target: the right place in the right frame.
+            by_mask = heat.dim() > 3
             for k, class_id in enumerate(classes):
                 instances = [a for a in sample.annotations if a.class_id == class_id]
                 pointed = pointing_hit(
                     heat[k],
-                    boxes=[a.box for a in instances if a.box is not None],
+                    boxes=[
+                        a.box
+                        for a in instances
+                        if a.box is not None and not (by_mask and a.mask is not None)
+                    ],
                     masks=[a.mask for a in instances if a.mask is not None],
                     tolerance=self.tolerance,
                 )
@@ -282,8 +304,8 @@ class Pointing(Protocol):
                 outcome.append(bool(pointed))
             return outcome
 
-        def score(samples: Sequence[Sample], images: Sequence[Image.Image]) -> list[Scored]:
-            xs = [loaded.preprocess(image) for image in images]
+        def score(samples: Sequence[Sample], images: Sequence[Input]) -> list[Scored]:
+            xs = [model_input(loaded, image) for image in images]
             scored: list[Scored] = [({"classes": [], "hits": [], "map_max": []}, {})] * len(xs)
             # Images of one size with as many labels run as one batch, each with its classes.
             keys = [
@@ -305,8 +327,15 @@ class Pointing(Protocol):
                 raw = heatmaps(result)
                 for j, i in enumerate(group):
                     image = images[i]
-                    heat = upsample(raw[j], (image.height, image.width))
-                    raw_max = raw[j].amax(dim=(-2, -1)).tolist()
+                    # A photo's map at the photo's size (where its boxes are), an array's at
+                    # its own.
+                    size = (
+                        (image.height, image.width)
+                        if isinstance(image, Image.Image)
+                        else tuple(image.shape[1:])
+                    )
+                    heat = upsample(raw[j], size)
+                    raw_max = raw[j].flatten(1).amax(dim=1).tolist()
                     classes = result.classes[j].tolist()
                     row = {
                         "classes": classes,
@@ -360,15 +389,21 @@ class _Counted(nn.Module):
 def _curves(
     module: nn.Module, x: Tensor, class_id: int, order: Tensor, steps: int
 ) -> tuple[list[float], list[float]]:
-    """Deletion and insertion curves: the class probability as the most important pixels are
-    removed (set to 0, the dataset mean after normalization) or inserted into a blurred copy."""
-    height, width = x.shape[-2], x.shape[-1]
-    blurred = F.avg_pool2d(x, 11, stride=1, padding=5, count_include_pad=False)
+    """Deletion and insertion curves: the class probability as the most important pixels (or
+    voxels) are removed (set to 0, the dataset mean after normalization) or inserted into a
+    blurred copy (a mean over an 11-wide box, a cube for volumes and clips)."""
+    spatial = tuple(x.shape[2:])
+    count = math.prod(spatial)
+    pool = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}[len(spatial)]
+    # 11 wide, or the widest odd width an axis shorter than that holds (a clip's 8 frames: 7).
+    kernel = tuple(min(11, n - 1 + n % 2) for n in spatial)
+    padding = tuple(k // 2 for k in kernel)
+    blurred = pool(x, kernel, stride=1, padding=padding, count_include_pad=False)
     deleted, inserted = [], []
     for i in range(steps + 1):
-        keep = torch.zeros(height * width, dtype=torch.bool)
-        keep[order[: round(i / steps * height * width)]] = True
-        mask = keep.view(1, 1, height, width)
+        keep = torch.zeros(count, dtype=torch.bool)
+        keep[order[: round(i / steps * count)]] = True
+        mask = keep.view(1, 1, *spatial)
         deleted.append(torch.where(mask, torch.zeros_like(x), x))
         inserted.append(torch.where(mask, x, blurred))
     with torch.no_grad():
@@ -398,10 +433,12 @@ class Faithfulness(Protocol):
     """Faithfulness (section 5.3): for the top-1 class of each image, the Spearman rank
     correlation between each method's map and the occlusion map (Table 2's last column), and
     the areas under the deletion curve (lower is better) and insertion curve (higher is
-    better). Needs no labels.
+    better). Needs no labels. On volumes and clips the occlusion window is a cube of
+    ``window`` voxels and the curves delete and insert voxels.
     """
 
     name: ClassVar[str] = "faithfulness"
+    ranks: ClassVar[tuple[int, ...]] = (2, 3)
     methods: tuple[str, ...] = field(
         default=(GRAD_CAM, "guided-backprop", "guided-gradcam", "cam"),
         metadata=setting("the explanation methods"),
@@ -434,14 +471,14 @@ class Faithfulness(Protocol):
         # the deletion and insertion curves.
         per_method = 3 + 2 * (self.steps + 1)
 
-        def one(sample: Sample, image: Image.Image) -> Scored:
-            x = loaded.preprocess(image)
-            passes = len(occlusion.windows(x.shape[-2], x.shape[-1])) + 1
+        def one(sample: Sample, image: Input) -> Scored:
+            x = model_input(loaded, image)
+            size = tuple(int(n) for n in x.shape[2:])
+            passes = len(occlusion.boxes(size)) + 1
             total = passes + per_method * len(self.methods)
             share[0] = 1.0 / total
             reference = occlusion(x, TopK(1))
             class_id = int(reference.classes[0, 0])
-            size = (x.shape[-2], x.shape[-1])
             row: dict[str, Any] = {"class": class_id}
             maps = {"occlusion": stored(reference.raw[0, 0])}
             for name, explain in explainers.items():
@@ -525,6 +562,7 @@ class Sanity(Protocol):
     """
 
     name: ClassVar[str] = "sanity"
+    ranks: ClassVar[tuple[int, ...]] = (2, 3)
     methods: tuple[str, ...] = field(
         default=(GRAD_CAM, "guided-backprop", "guided-gradcam"),
         metadata=setting("the explanation methods"),
@@ -551,10 +589,10 @@ class Sanity(Protocol):
         def heat(module: nn.Module, name: str, x: Tensor, targets: TargetLike) -> Tensor:
             options = self.options.get(name, {})
             result = create(name, module, loaded.default_layer, **options)(x, targets)
-            return upsample(heatmaps(result)[0, 0], (x.shape[-2], x.shape[-1]))
+            return upsample(heatmaps(result)[0, 0], tuple(x.shape[2:]))
 
-        def one(sample: Sample, image: Image.Image) -> Scored:
-            x = loaded.preprocess(image)
+        def one(sample: Sample, image: Input) -> Scored:
+            x = model_input(loaded, image)
             first = create(self.methods[0], loaded.module, loaded.default_layer)(x, TopK(1))
             class_id = int(first.classes[0, 0])
             tell(share)
@@ -663,8 +701,8 @@ class Ablations(Protocol):
         built = {v: create(GRAD_CAM, loaded.module, layer, **ABLATIONS[v]) for v in self.variants}
         targets = _top5(loaded)
 
-        def score(samples: Sequence[Sample], images: Sequence[Image.Image]) -> list[Scored]:
-            xs = [loaded.preprocess(image) for image in images]
+        def score(samples: Sequence[Sample], images: Sequence[Input]) -> list[Scored]:
+            xs = [loaded.preprocess(cast(Image.Image, image)) for image in images]
             scored: list[Scored | None] = [None] * len(xs)
             for group in by_shape(xs):
                 x = torch.cat([xs[i] for i in group])

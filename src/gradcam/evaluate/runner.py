@@ -63,7 +63,15 @@ from tqdm import tqdm
 from gradcam.engine import fast_layout
 from gradcam.errors import GradCAMError, ImageLoadError
 from gradcam.evaluate.base import Progress, Protocol, ProtocolResult, Scorer
-from gradcam.evaluate.datasets import LOCATION_KEYS, Annotation, Dataset, Sample
+from gradcam.evaluate.datasets import (
+    LOCATION_KEYS,
+    Annotation,
+    Dataset,
+    DatasetError,
+    Input,
+    Sample,
+    read_array,
+)
 from gradcam.evaluate.store import ResultStore, make_folder, plain
 from gradcam.images import MAX_PIXELS, load_image
 from gradcam.models import DEFAULT_MODEL, LoadedModel, load_model
@@ -206,7 +214,7 @@ def _loaded(model: LoadedModel | ModelSpec) -> LoadedModel:
 
 #: A batch read from disk: its rows (unreadable images already have their error) and the
 #: decoded images with their rows and samples.
-Read = tuple[list[dict[str, Any]], list[tuple[dict[str, Any], Sample, Image.Image]]]
+Read = tuple[list[dict[str, Any]], list[tuple[dict[str, Any], Sample, Input]]]
 
 
 def _scaled(annotation: Annotation, size: tuple[int, int], sx: float, sy: float) -> Annotation:
@@ -228,9 +236,10 @@ def _scaled(annotation: Annotation, size: tuple[int, int], sx: float, sy: float)
     return replace(annotation, box=box, mask=mask)
 
 
-def decode_sample(sample: Sample) -> tuple[Sample, Image.Image]:
+def decode_sample(sample: Sample) -> tuple[Sample, Input]:
     """A sample's image, decoded under :data:`gradcam.images.MAX_PIXELS`, with its annotations
-    in the decoded image's pixels.
+    in the decoded image's pixels; a ``.npz`` sample's array as it is
+    (:func:`~gradcam.evaluate.datasets.read_array`).
 
     A photo larger than the cap (a 10 KB palette PNG can declare 9000 x 9000 pixels) is decoded
     at reduced size, as ``gradcam explain`` decodes it, and its boxes and masks, which
@@ -239,7 +248,10 @@ def decode_sample(sample: Sample) -> tuple[Sample, Image.Image]:
 
     Raises:
         ImageLoadError: the file cannot be read as an image.
+        DatasetError: a ``.npz`` file holds no sample array.
     """
+    if sample.path.suffix == ".npz":
+        return sample, read_array(sample.path)
     if sample.annotations and sample.size is None:
         return sample, load_image(sample.path)
     image = load_image(sample.path, max_pixels=MAX_PIXELS)
@@ -260,14 +272,14 @@ def read_chunk(
     :meth:`~gradcam.evaluate.base.Protocol.decode`); an unreadable one gets a row with its
     error."""
     rows: list[dict[str, Any]] = []
-    readable: list[tuple[dict[str, Any], Sample, Image.Image]] = []
+    readable: list[tuple[dict[str, Any], Sample, Input]] = []
     for index, sample in chunk:
         row: dict[str, Any] = {"index": index, "image": str(sample.path), "error": None}
         rows.append(row)
         try:
             decoded, image = decode(sample)
             readable.append((row, decoded, image))
-        except ImageLoadError as exc:
+        except (ImageLoadError, DatasetError) as exc:
             row["error"] = str(exc)
     return rows, readable
 
