@@ -148,3 +148,21 @@ def test_tab_callback_and_page(video: VideoSession, tmp_path: Path) -> None:
     session = DemoSession(gradcam.load_model("shapes"), folder=tmp_path / "downloads")
     page = build_app(session, [video_tab(video)])
     assert "explain_video" in str(page.config)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--video-weights", "w.pt"], "--video-weights given without --video-model"),
+        (["--video-model", "r3d_81"], "unknown model 'r3d_81'; did you mean r3d_18"),
+        (["--video-model", "shapes"], "the Video tab's clip is a video (3-D: a clip), but model"),
+    ],
+)
+def test_serve_bad_video_options(
+    args: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("gradio")
+    from gradcam.cli import main
+
+    assert main(["serve", "--model", "shapes", *args]) == 2
+    assert f"gradcam: error: {message}" in capsys.readouterr().err

@@ -6,7 +6,8 @@ counterfactual, Guided Backprop and Guided Grad-CAM maps and the localization bo
 maps (``.npz``) and the figure (PNG) to download. Every tab is a function that lays out its
 components inside the page (:data:`Tab`); :func:`serve` adds the Captioning and VQA tabs of
 :mod:`gradcam.demo.vl_tabs` (section 8, the shipped scene models) by passing more of them to
-:func:`build_app`.
+:func:`build_app`, and, given a video model (``gradcam serve --video-model r3d_18``), the
+Video tab of :mod:`gradcam.demo.video_tab` (a short clip in, the animated overlay out).
 
 The page works with no internet: analytics, version checks, share links and server-side
 rendering are off, and the theme uses the system's fonts (no Google Fonts). The server binds to
