@@ -227,6 +227,7 @@ def explain_media(
     source: str | None = None,
     max_frames: int = MAX_FRAMES,
     max_frame_pixels: int = MAX_FRAME_PIXELS,
+    video_formats: tuple[str, ...] = (".gif", ".mp4"),
 ) -> dict[str, Any]:
     """Explain one video, volume or signal file with ``loaded`` and write what a user opens.
 
@@ -246,6 +247,8 @@ def explain_media(
             the web demo's cap is lower).
         max_frame_pixels: video frames with more pixels are decoded at reduced size, which
             the overlays then have.
+        video_formats: the animated overlays written for a video (``.gif``, ``.webp``,
+            ``.mp4``; :func:`gradcam.media.video.write_video_overlay`).
 
     Returns:
         The summary written to ``summary.json``: the file, its kind, the model, layer, input
@@ -317,7 +320,14 @@ def explain_media(
         stem = f"{name}_{rank}_{slug(label or f'target-{rank}', fallback='target')}"
         peak: Any
         if kind == "video":
-            written = write_video_outputs(folder, video, heat, prep, stem=stem)  # type: ignore[arg-type]
+            written = write_video_outputs(
+                folder,
+                video,  # type: ignore[arg-type]
+                heat,
+                prep,  # type: ignore[arg-type]
+                stem=stem,
+                formats=video_formats,
+            )
             count, height, width = video.frames.shape[:3]
             scale = video.source_size[0] / width
             peak = _video_peak(heat, prep, count, height, width, scale)  # type: ignore[arg-type]

@@ -1,5 +1,5 @@
 """The Video tab's callback as plain functions: scikit-image's animated GIF through r3d_18 with
-random weights gives the library's Grad-CAM as an animated overlay and the model's top-5;
+random weights gives the library's Grad-CAM as an animated WebP overlay and the model's top-5;
 caching; truncated, too long, too large and non-video uploads give one line, not a traceback."""
 
 from __future__ import annotations
@@ -48,8 +48,8 @@ def test_gif_overlay_is_the_librarys_gradcam(video: VideoSession, r3d: gradcam.L
     expected = gradcam.GradCAM(r3d.module, r3d.default_layer)(x, views.class_id).maps[0, 0]
     with np.load(views.maps) as saved:
         assert np.allclose(saved["maps"], expected.detach().numpy(), atol=1e-5)
-    with Image.open(views.overlay) as gif:  # one picture per frame of the upload, animated
-        assert gif.format == "GIF" and gif.n_frames == 24 and gif.size == (14, 25)
+    with Image.open(views.overlay) as shown:  # one picture per frame of the upload, animated
+        assert shown.format == "WEBP" and shown.n_frames == 24 and shown.size == (14, 25)
     assert views.video.suffix == ".mp4" and views.key_frames.suffix == ".png"
     assert not views.cached and views.seconds > 0
 
@@ -135,7 +135,7 @@ def test_tab_callback_and_page(video: VideoSession, tmp_path: Path) -> None:
     assert len(shown) == len(VIDEO_OUTPUTS)
     summary, top5, name, overlay, key_frames, files = shown
     assert name in top5 and len(top5) == 5 and summary.startswith(f"**{name}**")
-    assert Path(overlay).suffix == ".gif" and Path(key_frames).suffix == ".png"
+    assert Path(overlay).suffix == ".webp" and Path(key_frames).suffix == ".png"
     assert [Path(f).suffix for f in files] == [".mp4", ".npz"]
     broken = tmp_path / "broken.gif"
     broken.write_bytes(GIF.read_bytes()[:300])

@@ -7,7 +7,7 @@ a video model: without one the page is unchanged.
 
 The same callback is an API for ``gradio_client``::
 
-    summary, top5, class_name, overlay, key_frames, files = client.predict(
+    summary, top5, class_name, overlay_webp, key_frames, files = client.predict(
         handle_file("clip.mp4"), "", api_name="/explain_video")
 """
 
@@ -46,7 +46,7 @@ def video_outputs(video: VideoSession, path: str | None, class_name: str | None)
     """What the Video tab shows for a clip and class: the outputs of :data:`VIDEO_OUTPUTS`.
 
     A Markdown summary (or the error message), the top-5 ``{name: probability}``, the
-    explained class name, the animated GIF overlay and the key frames (paths), and the MP4
+    explained class name, the animated WebP overlay and the key frames (paths), and the MP4
     and maps (``.npz``) to download. A bad upload or class gives the one-line message and
     ``None`` for the rest; the server stays up.
     """
