@@ -43,7 +43,14 @@ from gradcam.media.signal import (
     resample_signal_map,
     write_signal_outputs,
 )
-from gradcam.media.video import VideoPreprocess, read_video, video_preprocess, write_video_outputs
+from gradcam.media.video import (
+    MAX_FRAME_PIXELS,
+    MAX_FRAMES,
+    VideoPreprocess,
+    read_video,
+    video_preprocess,
+    write_video_outputs,
+)
 from gradcam.media.volume import (
     VolumePreprocess,
     peak_voxel,
@@ -218,6 +225,9 @@ def explain_media(
     options: Mapping[str, Mapping[str, Any]] | None = None,
     volume_index: int | None = None,
     source: str | None = None,
+    max_frames: int = MAX_FRAMES,
+    max_frame_pixels: int = MAX_FRAME_PIXELS,
+    video_formats: tuple[str, ...] = (".gif", ".mp4"),
 ) -> dict[str, Any]:
     """Explain one video, volume or signal file with ``loaded`` and write what a user opens.
 
@@ -233,6 +243,12 @@ def explain_media(
         options: per method name, its options.
         volume_index: which volume of a 4-D volume file.
         source: the file's name in ``summary.json`` (default: ``path``).
+        max_frames: a video with more frames is refused (:func:`gradcam.media.video.read_video`;
+            the web demo's cap is lower).
+        max_frame_pixels: video frames with more pixels are decoded at reduced size, which
+            the overlays then have.
+        video_formats: the animated overlays written for a video (``.gif``, ``.webp``,
+            ``.mp4``; :func:`gradcam.media.video.write_video_overlay`).
 
     Returns:
         The summary written to ``summary.json``: the file, its kind, the model, layer, input
@@ -268,7 +284,7 @@ def explain_media(
     prep = media_preprocess(loaded, kind)
     output_folder(out_dir, create=False)
     if kind == "video":
-        video = read_video(file)
+        video = read_video(file, max_frames=max_frames, max_pixels=max_frame_pixels)
         x = prep(video.frames)  # type: ignore[arg-type]
     elif kind == "volume":
         volume = read_volume(file, index=volume_index)
@@ -304,7 +320,14 @@ def explain_media(
         stem = f"{name}_{rank}_{slug(label or f'target-{rank}', fallback='target')}"
         peak: Any
         if kind == "video":
-            written = write_video_outputs(folder, video, heat, prep, stem=stem)  # type: ignore[arg-type]
+            written = write_video_outputs(
+                folder,
+                video,  # type: ignore[arg-type]
+                heat,
+                prep,  # type: ignore[arg-type]
+                stem=stem,
+                formats=video_formats,
+            )
             count, height, width = video.frames.shape[:3]
             scale = video.source_size[0] / width
             peak = _video_peak(heat, prep, count, height, width, scale)  # type: ignore[arg-type]

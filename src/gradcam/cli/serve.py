@@ -26,6 +26,18 @@ def add_parser(commands: Any) -> None:
     )
     serve.add_argument("--weights", metavar="W", help=WEIGHTS_HELP)
     serve.add_argument(
+        "--video-model",
+        metavar="NAME",
+        help="also serve a Video tab with this video model (r3d_18, mc3_18, r2plus1d_18, "
+        "s3d, ... or FILE.py:FACTORY): a short clip in, the "
+        "animated Grad-CAM overlay out (default: no Video tab)",
+    )
+    serve.add_argument(
+        "--video-weights",
+        metavar="W",
+        help="weights of --video-model, as --weights reads them",
+    )
+    serve.add_argument(
         "--host",
         default="127.0.0.1",
         help="address to bind (default: %(default)s, this machine only; 0.0.0.0 for all)",
@@ -55,5 +67,7 @@ def serve_command(args: argparse.Namespace) -> int:
         host=args.host,
         port=args.port,
         max_file_size_mb=args.max_file_size,
+        video_model=args.video_model,
+        video_weights=args.video_weights,
     )
     return 0

@@ -6,7 +6,8 @@ counterfactual, Guided Backprop and Guided Grad-CAM maps and the localization bo
 maps (``.npz``) and the figure (PNG) to download. Every tab is a function that lays out its
 components inside the page (:data:`Tab`); :func:`serve` adds the Captioning and VQA tabs of
 :mod:`gradcam.demo.vl_tabs` (section 8, the shipped scene models) by passing more of them to
-:func:`build_app`.
+:func:`build_app`, and, given a video model (``gradcam serve --video-model r3d_18``), the
+Video tab of :mod:`gradcam.demo.video_tab` (a short clip in, the animated overlay out).
 
 The page works with no internet: analytics, version checks, share links and server-side
 rendering are off, and the theme uses the system's fonts (no Google Fonts). The server binds to
@@ -420,6 +421,8 @@ def serve(
     max_file_size_mb: float = 20.0,
     concurrency: int = 4,
     vl: bool = True,
+    video_model: str | None = None,
+    video_weights: str | os.PathLike[str] | None = None,
     block: bool = True,
     quiet: bool = False,
 ) -> gr.Blocks:
@@ -438,11 +441,14 @@ def serve(
             rendering overlap).
         vl: add the Captioning and VQA tabs (section 8) with the shipped scene models
             (:mod:`gradcam.demo.vl_tabs`).
+        video_model: a model taking clips (``"r3d_18"``, ...), as :func:`gradcam.load_model`
+            reads it: adds the Video tab (:mod:`gradcam.demo.video_tab`); ``None``: no tab.
+        video_weights: its weights file, as :func:`gradcam.load_model` reads it.
         block: wait until interrupted; ``False`` returns the running app (call ``.close()``).
         quiet: do not print Gradio's start-up lines.
 
     Raises:
-        GradCAMError: a bad model, weights file, port, or a port already in use.
+        GradCAMError: a bad model, video model, weights file, port, or a port already in use.
 
     Examples:
         ``serve()`` blocks and serves http://127.0.0.1:7860/ (``gradcam serve`` in a shell);
@@ -460,6 +466,8 @@ def serve(
     if not 0 < port < 65536:
         raise GradCAMError(f"--port must be in 1..65535, got {port}")
     limit = _size_limit(max_file_size_mb)
+    if video_weights is not None and video_model is None:
+        raise GradCAMError("--video-weights given without --video-model: name the video model")
     from gradcam.vl.hf import hf_vl_task
 
     # An hf: captioner or VQA model goes in its own tab; the classification tab keeps the
@@ -470,9 +478,19 @@ def serve(
         model, weights = DEFAULT_MODEL, None
     with warnings_as_messages():
         loaded = load_model(model, weights)
+        clips = None if video_model is None else load_model(video_model, video_weights)
     for stale in clean_stale_folders():
         print(f"gradcam: removed {stale}, left by a demo server that stopped", file=sys.stderr)
     session = DemoSession(loaded, max_bytes=limit)
+    if clips is not None:
+        from gradcam.demo.video import VideoSession
+        from gradcam.demo.video_tab import video_tab
+
+        try:  # its files go with the download files: one folder removal cleans both
+            video = VideoSession(clips, max_bytes=limit, folder=session.folder / "videos")
+        except GradCAMError:
+            session.close()
+            raise
     # Gradio's uploads and outputs go to the server's own folder (Gradio reads this when the
     # page is built), deleted with it and bounded as it is (MAX_CACHE_BYTES).
     os.environ["GRADIO_TEMP_DIR"] = str(session.cache_folder)
@@ -496,6 +514,8 @@ def serve(
             print(f"gradcam: warning: no Captioning and VQA tabs: {exc}", file=sys.stderr)
         else:
             tabs += vl_tabs(scenes)
+    if clips is not None:
+        tabs.append(video_tab(video))
     app = build_app(session, tabs)
     # Waiting requests are bounded too: beyond MAX_QUEUE, a visitor is told the queue is full.
     app.queue(default_concurrency_limit=concurrency, max_size=MAX_QUEUE)

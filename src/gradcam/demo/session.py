@@ -92,6 +92,7 @@ __all__ = [
     "is_slow",
     "pass_limit",
     "prune_folder",
+    "requested_class",
     "upload_key",
 ]
 
@@ -387,6 +388,28 @@ def default_names(loaded: LoadedModel) -> Dissection | None:
     return shipped_names()
 
 
+def requested_class(loaded: LoadedModel, class_name: str | int | None) -> int | None:
+    """The class id a visitor asked for by name or id; ``None`` (the top-1) for none or blank.
+
+    Raises:
+        GradCAMError: a name longer than :data:`MAX_NAME_CHARS` (matching it against every
+            class name costs its length); no or several matching classes
+            (:class:`~gradcam.errors.TargetError`).
+
+    Examples:
+        >>> [requested_class(shapes, asked) for asked in ("star", " ", 7, None)]
+        [3, None, 7, None]
+    """
+    if class_name is None or not str(class_name).strip():
+        return None
+    text = str(class_name)
+    if len(text) > MAX_NAME_CHARS:
+        raise GradCAMError(
+            f"a class name of {len(text)} characters: at most {MAX_NAME_CHARS} are read"
+        )
+    return loaded.class_index(class_name)
+
+
 def _scaled_box(
     box: tuple[int, int, int, int], size: tuple[int, int], display: tuple[int, int]
 ) -> tuple[int, int, int, int]:
@@ -567,14 +590,7 @@ class DemoSession:
         return photo
 
     def _class_id(self, class_name: str | int | None) -> int | None:
-        if class_name is None or not str(class_name).strip():
-            return None
-        text = str(class_name)
-        if len(text) > MAX_NAME_CHARS:  # matching it against every class name costs its length
-            raise GradCAMError(
-                f"a class name of {len(text)} characters: at most {MAX_NAME_CHARS} are read"
-            )
-        return self.loaded.class_index(class_name)
+        return requested_class(self.loaded, class_name)
 
     def _method(self, method: str | None) -> str:
         name = _shorter(method or DEFAULT_METHOD)

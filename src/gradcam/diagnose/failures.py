@@ -277,8 +277,9 @@ def diagnose_failures(
         resume: continue the run in ``out``, skipping the images already done.
         limit: only the first ``limit`` images.
         batch_size: images per batch (the unit of work and of writing).
-        workers, ray, ray_timeout: where the batches run, as for
-            :func:`gradcam.evaluate.runner.run`.
+        workers: local processes (or Ray actors), as for :func:`gradcam.evaluate.runner.run`.
+        ray: run on Ray Data (``True``: a local Ray; a string: a cluster address).
+        ray_timeout: seconds to wait for a Ray cluster to answer.
         progress: show a progress bar on stderr.
         report_limit: failures shown per kind in ``report.html`` (``None``: all).
 
