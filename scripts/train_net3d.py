@@ -89,7 +89,7 @@ def main() -> None:
     torch.set_num_threads(1)
     torch.manual_seed(args.seed)
     volumes = args.kind == "shapes3d"
-    samples = args.samples or (2000 if volumes else 2000)
+    samples = args.samples or 2000
     epochs = args.epochs or (6 if volumes else 4)
     out = args.out or (SHAPES3D_WEIGHTS if volumes else MOTION_WEIGHTS)
     start = time.time()

@@ -37,6 +37,7 @@ from gradcam.errors import GradCAMError, LayerError, TargetError
 from gradcam.hooks import LayerCapture, capture_layer, eval_mode, model_lock, rectifier_mode
 from gradcam.layers import ResolvedLayer
 from gradcam.rectifiers import RectifierState, Rule
+from gradcam.reshapes import input_stem
 from gradcam.targets import TargetLike, as_logits, class_names, resolve_targets
 
 __all__ = [
@@ -121,31 +122,6 @@ def all_finite(t: Tensor) -> bool:
 #: volume or clip (video models take (B, C, T, H, W), torchvision's and PyTorchVideo's order).
 INPUT_LAYOUTS = {3: "(B, C, L)", 4: "(B, C, H, W)", 5: "(B, C, D, H, W)"}
 _LAYOUTS_TEXT = "(B, C, L), (B, C, H, W) or (B, C, D, H, W)"
-
-
-def input_stem(
-    model: nn.Module, rank: int | None = None
-) -> tuple[str, nn.modules.conv._ConvNd] | None:
-    """``(name, module)`` of the model's first convolution (1-, 2- or 3-D, not transposed), or
-    ``None`` without one; with ``rank``, its first convolution of that many spatial dims when
-    it has one (a model that mixes ranks is read at the input's).
-
-    The first convolution registered is the stem that reads the input in every torchvision,
-    timm, MONAI and Hugging Face vision model (for video models too: ``stem.0`` of r3d_18,
-    ``conv_proj`` of MViT, ``patch_embed.proj`` of Swin3D); its ``in_channels`` is the input's
-    channel count and its rank the input's spatial rank.
-
-    Examples:
-        >>> input_stem(nn.Sequential(nn.Conv3d(3, 8, 3), nn.ReLU()))
-        ('0', Conv3d(3, 8, kernel_size=(3, 3, 3), stride=(1, 1, 1)))
-    """
-    found = None
-    for name, module in model.named_modules():
-        if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
-            if rank is None or module.weight.dim() == rank + 2:
-                return name, module
-            found = found or (name, module)
-    return found
 
 
 def input_channels(model: nn.Module) -> tuple[str, int] | None:

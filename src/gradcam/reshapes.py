@@ -80,6 +80,7 @@ __all__ = [
     "channels_last_to_maps",
     "concat_levels",
     "finest_size",
+    "input_stem",
     "is_pyramid",
     "patch_grid",
     "plausible_grid",
@@ -133,6 +134,31 @@ class Tokens:
 #: A reshape as :class:`~gradcam.layers.Layer` takes it: a name, :class:`Tokens`, or a callable
 #: mapping the layer's output (B, ...) to (B, C, h, w) by selecting and permuting elements.
 Reshape = ReshapeName | Tokens | Callable[[Tensor], Tensor]
+
+
+def input_stem(
+    model: nn.Module, rank: int | None = None
+) -> tuple[str, nn.modules.conv._ConvNd] | None:
+    """``(name, module)`` of the model's first convolution (1-, 2- or 3-D, not transposed), or
+    ``None`` without one; with ``rank``, its first convolution of that many spatial dims when
+    it has one (a model that mixes ranks is read at the input's).
+
+    The first convolution registered is the stem that reads the input in every torchvision,
+    timm, MONAI and Hugging Face vision model (for video models too: ``stem.0`` of r3d_18,
+    ``conv_proj`` of MViT, ``patch_embed.proj`` of Swin3D); its ``in_channels`` is the input's
+    channel count and its rank the input's spatial rank.
+
+    Examples:
+        >>> input_stem(nn.Sequential(nn.Conv3d(3, 8, 3), nn.ReLU()))
+        ('0', Conv3d(3, 8, kernel_size=(3, 3, 3), stride=(1, 1, 1)))
+    """
+    found = None
+    for name, module in model.named_modules():
+        if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+            if rank is None or module.weight.dim() == rank + 2:
+                return name, module
+            found = found or (name, module)
+    return found
 
 
 def channels_last_to_maps(output: Tensor) -> Tensor:
@@ -196,7 +222,6 @@ def patch_grid(model: nn.Module, input_size: tuple[int, ...]) -> tuple[int, ...]
         >>> patch_grid(nn.Sequential(nn.Conv2d(3, 8, 3, padding=1)), (32, 32)) is None
         True
     """
-    from gradcam.engine import input_stem  # the engine imports this module
 
     stem = input_stem(model, len(input_size))
     if stem is None:
