@@ -25,7 +25,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -214,6 +214,63 @@ def _video_peak(
     }
 
 
+#: Writes one map of a file: ``(folder, map, stem)`` to the files written and the peak.
+_Writer = Callable[[Path, Tensor, str], tuple[list[Path], dict[str, Any] | None]]
+
+
+def _read(
+    kind: MediaKind,
+    file: Path,
+    loaded: LoadedModel,
+    prep: Any,
+    max_frames: Any,
+    max_frame_pixels: Any,
+    volume_index: int | None,
+    video_formats: Any,
+) -> tuple[Tensor, _Writer]:
+    """Read ``file`` as ``kind`` into the model's input, and the writer of its maps."""
+    if kind == "video":
+        video = read_video(file, max_frames=max_frames, max_pixels=max_frame_pixels)
+
+        def write_video(folder: Path, heat: Tensor, stem: str) -> tuple[list[Path], Any]:
+            written = write_video_outputs(
+                folder, video, heat, prep, stem=stem, formats=video_formats
+            )
+            count, height, width = video.frames.shape[:3]
+            scale = video.source_size[0] / width
+            return list(written), _video_peak(heat, prep, count, height, width, scale)
+
+        return prep(video.frames), write_video
+    if kind == "volume":
+        volume = read_volume(file, index=volume_index)
+
+        def write_volume(folder: Path, heat: Tensor, stem: str) -> tuple[list[Path], Any]:
+            written = write_volume_outputs(folder, volume, heat, stem=stem)
+            found = peak_voxel(resample_map(heat, tuple(volume.data.shape)))
+            return list(written), None if found is None else {"voxel": list(found)}
+
+        return prep(volume), write_volume
+    signal = read_signal(file)
+    x = prep(signal)
+    channels = x.shape[1]
+    if loaded.input_channels is not None and channels != loaded.input_channels:
+        raise GradCAMError(
+            f"{file.name} is a signal of {channels} channels, but model {loaded.name!r} "
+            f"takes {loaded.input_channels}"
+        )
+    if channels > MAX_DRAWN_CHANNELS:
+        raise GradCAMError(
+            f"{file.name}: {channels} channels, at most {MAX_DRAWN_CHANNELS} are drawn"
+        )
+
+    def write_signal(folder: Path, heat: Tensor, stem: str) -> tuple[list[Path], Any]:
+        written = write_signal_outputs(folder, signal, heat, stem=stem)
+        found = peak_voxel(resample_signal_map(heat, signal.data.shape[1]).view(1, 1, -1))
+        return list(written), None if found is None else {"sample": found[2]}
+
+    return x, write_signal
+
+
 def explain_media(
     loaded: LoadedModel,
     path: str | os.PathLike[str],
@@ -283,25 +340,9 @@ def explain_media(
     check_media(loaded, kind, file.name, names)
     prep = media_preprocess(loaded, kind)
     output_folder(out_dir, create=False)
-    if kind == "video":
-        video = read_video(file, max_frames=max_frames, max_pixels=max_frame_pixels)
-        x = prep(video.frames)  # type: ignore[arg-type]
-    elif kind == "volume":
-        volume = read_volume(file, index=volume_index)
-        x = prep(volume)  # type: ignore[arg-type]
-    else:
-        signal = read_signal(file)
-        x = prep(signal)  # type: ignore[arg-type]
-        channels = x.shape[1]
-        if loaded.input_channels is not None and channels != loaded.input_channels:
-            raise GradCAMError(
-                f"{file.name} is a signal of {channels} channels, but model {loaded.name!r} "
-                f"takes {loaded.input_channels}"
-            )
-        if channels > MAX_DRAWN_CHANNELS:
-            raise GradCAMError(
-                f"{file.name}: {channels} channels, at most {MAX_DRAWN_CHANNELS} are drawn"
-            )
+    x, write = _read(
+        kind, file, loaded, prep, max_frames, max_frame_pixels, volume_index, video_formats
+    )
     layer = resolve_layer(loaded.module, loaded.default_layer)
     results = explain_input(
         loaded, x, methods=names, classes=classes, top_k=top_k, layer=layer, options=options
@@ -319,27 +360,7 @@ def explain_media(
     for name, rank, class_id, label, score, heat in planned:
         stem = f"{name}_{rank}_{slug(label or f'target-{rank}', fallback='target')}"
         peak: Any
-        if kind == "video":
-            written = write_video_outputs(
-                folder,
-                video,  # type: ignore[arg-type]
-                heat,
-                prep,  # type: ignore[arg-type]
-                stem=stem,
-                formats=video_formats,
-            )
-            count, height, width = video.frames.shape[:3]
-            scale = video.source_size[0] / width
-            peak = _video_peak(heat, prep, count, height, width, scale)  # type: ignore[arg-type]
-        elif kind == "volume":
-            written = write_volume_outputs(folder, volume, heat, stem=stem)
-            found = peak_voxel(resample_map(heat, tuple(volume.data.shape)))
-            peak = None if found is None else {"voxel": list(found)}
-        else:
-            written = write_signal_outputs(folder, signal, heat, stem=stem)
-            placed = resample_signal_map(heat, signal.data.shape[1])
-            found_at = peak_voxel(placed.view(1, 1, -1))
-            peak = None if found_at is None else {"sample": found_at[2]}
+        written, peak = write(folder, heat, stem)
         maps.append(
             {
                 "kind": name,

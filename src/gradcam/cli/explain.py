@@ -69,6 +69,21 @@ def add_parser(commands: Any) -> None:
         f"{MAX_CLASSES}; --class overrides)",
     )
     add_methods(explain, "method to run (repeatable; default: gradcam)")
+    _add_method_options(explain)
+    explain.add_argument("--out", default="gradcam_out", metavar="DIR", help="output folder")
+    explain.add_argument("--save-maps", action="store_true", help="also write maps.npz per image")
+    add_explain_arguments(explain)
+    _add_task_options(explain)
+    _add_media_options(explain)
+    add_max_pixels(explain)
+    add_dataset_options(explain)
+    add_runner_options(explain)
+    explain.set_defaults(handler=explain_command)
+
+
+def _add_method_options(explain: argparse.ArgumentParser) -> None:
+    """``--counterfactual``, ``--figure`` and the methods' options (``--option``, ``--window``,
+    ``--stride``)."""
     explain.add_argument(
         "--counterfactual", action="store_true", help="also write counterfactual maps (sec. 3.3)"
     )
@@ -87,10 +102,10 @@ def add_parser(commands: Any) -> None:
     explain.add_argument(
         "--stride", type=int, help="occlusion stride in input pixels (as --option stride=N)"
     )
-    explain.add_argument("--out", default="gradcam_out", metavar="DIR", help="output folder")
-    explain.add_argument("--save-maps", action="store_true", help="also write maps.npz per image")
-    add_explain_arguments(explain)
-    # Detection and segmentation: gradcam/task_explain.py (its own options below).
+
+
+def _add_task_options(explain: argparse.ArgumentParser) -> None:
+    """``--task`` and ``--min-score``: detectors and segmenters (:mod:`gradcam.task_explain`)."""
     explain.add_argument(
         "--task",
         choices=("classification", "detection", "segmentation"),
@@ -107,6 +122,11 @@ def add_parser(commands: Any) -> None:
         metavar="S",
         help="--task detection: explain detections scoring at least S (default: %(default)s)",
     )
+
+
+def _add_media_options(explain: argparse.ArgumentParser) -> None:
+    """``--size`` and ``--volume-index``: videos, volumes and signals
+    (:mod:`gradcam.explain_media`)."""
     explain.add_argument(
         "--size",
         type=_size,
@@ -122,10 +142,6 @@ def add_parser(commands: Any) -> None:
         metavar="I",
         help="which volume of a 4-D volume file to explain (counted from 0)",
     )
-    add_max_pixels(explain)
-    add_dataset_options(explain)
-    add_runner_options(explain)
-    explain.set_defaults(handler=explain_command)
 
 
 def _size(text: str) -> tuple[int, ...]:
