@@ -727,21 +727,11 @@ def _gather(
     return acts, top.quantile()
 
 
-def _run(
-    forward: Callable[..., ProtocolResult],
-    layer: ResolvedLayer,
-    concepts: ConceptSet,
-    folder: Path,
-    settings: dict[str, Any],
-    resume: bool,
-    batch_size: int,
-    iou_threshold: float,
-    progress: bool,
-    temporary: bool,
-) -> Dissection:
-    folder.mkdir(parents=True, exist_ok=True)
+def _resume_state(folder: Path, settings: dict[str, Any], resume: bool) -> dict[str, int] | None:
+    """The progress to continue from in ``folder`` (``{"iou": 0}`` for a new run), or ``None``
+    when it holds a finished dissection to load; refuses a run without ``resume`` or with other
+    ``settings``."""
     run_path, state_path = folder / "run.json", folder / "progress.json"
-    acts_path, counts_path = folder / "activations.npy", folder / "counts.npz"
     state = {"iou": 0}
     if state_path.is_file() or (folder / "names.parquet").is_file():
         if not resume:
@@ -757,29 +747,27 @@ def _run(
                 "resume with the same settings, or choose another output folder"
             )
         if (folder / "names.parquet").is_file() and not state_path.is_file():
-            return load_dissection(folder)
+            return None
         state = {"iou": 0, **json.loads(state_path.read_text())}
-    _write_json(run_path, settings)
-    _write_json(state_path, state)  # from here on the folder holds a run to resume
+    return state
+
+
+def _count_iou(
+    acts: np.ndarray,
+    thresholds: Tensor,
+    labels: _Labels,
+    concepts: ConceptSet,
+    state: dict[str, int],
+    folder: Path,
+    batch_size: int,
+    progress: bool,
+) -> Counts:
+    """Count each unit's intersections with each concept over the concept images, from
+    ``state["iou"]`` on, a few threads at once; checkpointed to ``counts.npz`` and
+    ``progress.json`` in ``folder`` so that a killed run resumes."""
+    counts_path, state_path = folder / "counts.npz", folder / "progress.json"
     total = len(concepts)
-
-    # 1. The per-image pass, on the runner: maps and label maps to shards in forward/.
-    try:
-        passed = forward(_samples(concepts), out=folder / "forward", resume=resume)
-    except _Stop as halted:
-        raise halted.error from None
-    if passed.failed:
-        row = passed.failed[0]
-        raise DissectionError(f"concept image {int(row['index'])}: {row['error']}")
-    labels = _Labels(_MEMORY_BUDGET)
-    acts, thresholds = _gather(
-        folder / "forward" / "maps", total, layer, labels, state["iou"],
-        float(settings["quantile"]), acts_path,
-    )  # fmt: skip
-    channels = acts.shape[1]
-
-    # 3. The IoU counts, streamed; checkpointed so that a killed run resumes.
-    counts = Counts.zeros(channels, len(concepts.concepts), len(concepts.categories))
+    counts = Counts.zeros(acts.shape[1], len(concepts.concepts), len(concepts.categories))
     if state["iou"] and counts_path.is_file():
         with np.load(counts_path) as saved:
             counts = Counts(saved["intersection"], saved["activated"], saved["labelled"])
@@ -789,11 +777,11 @@ def _run(
     # each into its own counts, folded together at checkpoints and at the end.
     workers = _iou_workers()
     partials = [counts.empty_like() for _ in range(workers)]
-    stored, limits = [acts], thresholds.double().numpy()
+    limits = thresholds.double().numpy()
 
     def count(begins: list[int], samples: list[list[Any]], into: Counts) -> None:
         for begin, batch in zip(begins, samples, strict=True):
-            block = np.asarray(stored[0][begin : begin + len(batch)])
+            block = np.asarray(acts[begin : begin + len(batch)])
             into.add(block, limits, batch, first=begin)
 
     synced = time.monotonic()
@@ -834,6 +822,47 @@ def _run(
     for partial in partials:
         counts.fold(partial)
 
+    return counts
+
+
+def _run(
+    forward: Callable[..., ProtocolResult],
+    layer: ResolvedLayer,
+    concepts: ConceptSet,
+    folder: Path,
+    settings: dict[str, Any],
+    resume: bool,
+    batch_size: int,
+    iou_threshold: float,
+    progress: bool,
+    temporary: bool,
+) -> Dissection:
+    folder.mkdir(parents=True, exist_ok=True)
+    run_path, state_path = folder / "run.json", folder / "progress.json"
+    acts_path, counts_path = folder / "activations.npy", folder / "counts.npz"
+    state = _resume_state(folder, settings, resume)
+    if state is None:
+        return load_dissection(folder)
+    _write_json(run_path, settings)
+    _write_json(state_path, state)  # from here on the folder holds a run to resume
+    total = len(concepts)
+
+    # 1. The per-image pass, on the runner: maps and label maps to shards in forward/.
+    try:
+        passed = forward(_samples(concepts), out=folder / "forward", resume=resume)
+    except _Stop as halted:
+        raise halted.error from None
+    if passed.failed:
+        row = passed.failed[0]
+        raise DissectionError(f"concept image {int(row['index'])}: {row['error']}")
+    labels = _Labels(_MEMORY_BUDGET)
+    acts, thresholds = _gather(
+        folder / "forward" / "maps", total, layer, labels, state["iou"],
+        float(settings["quantile"]), acts_path,
+    )  # fmt: skip
+
+    # 3. The IoU counts, streamed; checkpointed so that a killed run resumes.
+    counts = _count_iou(acts, thresholds, labels, concepts, state, folder, batch_size, progress)
     iou = counts.iou(concepts.category_of())
     units = _units(iou, concepts.concepts, thresholds, iou_threshold)
     result = Dissection(
@@ -849,8 +878,7 @@ def _run(
     )
     if not temporary:
         result.save(folder)
-    del acts
-    stored.clear()  # the last reference: closes the file before it is removed
+    del acts  # the last reference: closes the file before it is removed
     for path in (acts_path, counts_path, state_path):
         path.unlink(missing_ok=True)
     shutil.rmtree(folder / "forward", ignore_errors=True)
