@@ -405,6 +405,10 @@ def compute_gradients(
 ) -> Gradients:
     """Run ``model`` on ``x`` once; return the target scores and the gradients asked for.
 
+    One function, long on purpose: the model's lock, grad mode and every hook are scoped to
+    one ``with`` block (nothing outlives the call), so the pass, its backward passes and their
+    checks all live inside it.
+
     Args:
         model: any ``nn.Module``; not modified.
         x: (B, C, L), (B, C, H, W) or (B, C, D, H, W) input batch; not modified.

@@ -259,7 +259,11 @@ def _picture(title: str, index: int) -> gr.Image:
 
 
 def classification_tab(session: DemoSession) -> None:
-    """The image-classification tab: photo in, predictions and the paper's maps out."""
+    """The image-classification tab: photo in, predictions and the paper's maps out.
+
+    Long on purpose: Gradio lays a page out in nested ``with`` blocks, and its components are
+    wired to their callbacks in the same scope; split, each part would take and return all
+    of them."""
     size = session.loaded.preprocess.size
     layer_choices = [
         (f"{name}  ({c} maps, {h}×{w} at {size} px)", name) for name, (c, h, w) in session.layers
@@ -497,23 +501,12 @@ def serve(
     stop_pruning = _keep_pruned(session)
     tabs: list[Tab] = [classification_tab]
     if vl:
-        from gradcam.demo.vl import vl_session
-        from gradcam.demo.vl_tabs import vl_tabs
-
         try:
-            # The example scenes go with the download files: one folder removal cleans both.
-            with warnings_as_messages():
-                scenes = vl_session(
-                    vl_model, vl_weights, max_bytes=limit, folder=session.folder / "scenes"
-                )
-        except GradCAMError as exc:  # a broken install: the classification tab still works
-            if vl_model is not None:  # the model asked for cannot be served: say so, stop
-                stop_pruning.set()
-                session.close()
-                raise
-            print(f"gradcam: warning: no Captioning and VQA tabs: {exc}", file=sys.stderr)
-        else:
-            tabs += vl_tabs(scenes)
+            tabs += _vl_tabs(session, vl_model, vl_weights, limit)
+        except GradCAMError:
+            stop_pruning.set()
+            session.close()
+            raise
     if clips is not None:
         tabs.append(video_tab(video))
     app = build_app(session, tabs)
@@ -547,6 +540,28 @@ def serve(
     if not block:  # the caller stops the app; the files go when the process ends
         atexit.register(session.close)
     return app
+
+
+def _vl_tabs(session: DemoSession, model: str | None, weights: str | None, limit: int) -> list[Tab]:
+    """The Captioning and VQA tabs: the shipped scene models, or the ``hf:`` ``model``.
+
+    Raises:
+        GradCAMError: the ``hf:`` model asked for cannot be served (without one, a broken
+            install only leaves the tabs out, with a warning).
+    """
+    from gradcam.demo.vl import vl_session
+    from gradcam.demo.vl_tabs import vl_tabs
+
+    try:
+        # The example scenes go with the download files: one folder removal cleans both.
+        with warnings_as_messages():
+            scenes = vl_session(model, weights, max_bytes=limit, folder=session.folder / "scenes")
+    except GradCAMError as exc:
+        if model is not None:
+            raise
+        print(f"gradcam: warning: no Captioning and VQA tabs: {exc}", file=sys.stderr)
+        return []
+    return vl_tabs(scenes)
 
 
 #: Seconds between two prunings of Gradio's cache (a request adds about 4.6 MB).

@@ -246,6 +246,39 @@ def _label_size(index_csv: Path, number: int, row: dict[str, str]) -> tuple[int,
     return height, width
 
 
+def _broden_labels(folder: Path, categories: tuple[str, ...]) -> tuple[list[int], list[Concept]]:
+    """The labels of ``label.csv`` that a category column uses: their numbers and concepts
+    (each in its primary category, else the first ``c_<category>.csv`` listing it)."""
+    labels = _read_csv(folder / "label.csv")
+    members: dict[int, str] = {}
+    for category in categories:
+        path = folder / f"c_{category}.csv"
+        if path.is_file():
+            for row in _read_csv(path):
+                code = row.get("number") or ""
+                if not code.strip().isdigit():
+                    raise ConceptError(f"{path}: a row without a label number")
+                members.setdefault(int(code), category)
+    numbers: list[int] = []
+    concepts: list[Concept] = []
+    for row in labels:
+        try:
+            number = int(row["number"])
+        except (KeyError, TypeError, ValueError):
+            raise ConceptError(f"{folder / 'label.csv'}: a row without a label number") from None
+        if number == 0:
+            continue  # "-": unlabelled
+        primary = _primary_category(row.get("category") or "", categories)
+        primary = primary or members.get(number)
+        if primary is None:
+            continue  # a label no category column uses
+        numbers.append(number)
+        concepts.append(Concept(row.get("name") or str(number), primary))
+    if not concepts:
+        raise ConceptError(f"{folder / 'label.csv'} names no label of {', '.join(categories)}")
+    return numbers, concepts
+
+
 def read_broden(root: str | Path) -> ConceptSet:
     """Read a Broden folder (``index.csv``, ``label.csv``, ``c_<category>.csv``, ``images/``).
 
@@ -304,33 +337,7 @@ def read_broden(root: str | Path) -> ConceptSet:
         raise ConceptError(f"{folder / 'index.csv'} has no category columns")
     # Every row's label-map size, checked before any map of that size is allocated.
     sizes = [_label_size(folder / "index.csv", i, row) for i, row in enumerate(rows)]
-    labels = _read_csv(folder / "label.csv")
-    members: dict[int, str] = {}
-    for category in categories:
-        path = folder / f"c_{category}.csv"
-        if path.is_file():
-            for row in _read_csv(path):
-                code = row.get("number") or ""
-                if not code.strip().isdigit():
-                    raise ConceptError(f"{path}: a row without a label number")
-                members.setdefault(int(code), category)
-    numbers: list[int] = []
-    concepts: list[Concept] = []
-    for row in labels:
-        try:
-            number = int(row["number"])
-        except (KeyError, TypeError, ValueError):
-            raise ConceptError(f"{folder / 'label.csv'}: a row without a label number") from None
-        if number == 0:
-            continue  # "-": unlabelled
-        primary = _primary_category(row.get("category") or "", categories)
-        primary = primary or members.get(number)
-        if primary is None:
-            continue  # a label no category column uses
-        numbers.append(number)
-        concepts.append(Concept(row.get("name") or str(number), primary))
-    if not concepts:
-        raise ConceptError(f"{folder / 'label.csv'} names no label of {', '.join(categories)}")
+    numbers, concepts = _broden_labels(folder, categories)
     # Ids in the smallest integer type that holds them (uint16 for Broden's 1197 labels).
     lookup = np.zeros(max(numbers) + 1, dtype=np.min_scalar_type(len(numbers)))
     lookup[numbers] = np.arange(1, len(numbers) + 1)
